@@ -1,0 +1,36 @@
+//! `ork run status ID`: a run and each of its task instances.
+
+use clap::Args;
+use ork_proto::v1::{GetRunRequest, Run};
+
+use crate::commands::Context;
+use crate::output::{self, OutputFormat};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run's id.
+    id: String,
+}
+
+pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<()> {
+    let client = ctx.connect().await?;
+    let run = client
+        .runs
+        .clone()
+        .get_run(GetRunRequest { id: args.id })
+        .await?
+        .into_inner()
+        .run;
+    print_run(&run.unwrap_or_default(), ctx)
+}
+
+/// Prints a run as `ork run status` does; also used by `--wait`.
+pub fn print_run(run: &Run, ctx: &Context) -> anyhow::Result<()> {
+    match ctx.output {
+        OutputFormat::Json => output::print_json(run),
+        OutputFormat::Table => {
+            print!("{}", output::render_run(run, chrono::Utc::now(), ctx.style));
+            Ok(())
+        }
+    }
+}

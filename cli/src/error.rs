@@ -1,0 +1,134 @@
+//! The errors that decide `ork`'s exit code, and how each is reported.
+//!
+//! Commands return `anyhow::Error`; [`report`] looks inside it for one of the
+//! typed errors below (or a gRPC `Status`) so scripts get a stable exit code.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Exit code: a run that ended other than `success`, or an error from the server.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad command-line usage or bad input files (also clap's own code).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the server could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Bad input from the user (an unreadable file, a malformed `--input`, an
+/// invalid workflow): exit 2, and the server was not called.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for returning a [`UsageError`] from a command.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// No server answers at the address: exit 3, with a hint on how to get one.
+#[derive(Debug)]
+pub struct Unreachable {
+    pub server: String,
+    pub detail: String,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach the ork server at {} ({})\n\
+             hint: start one with `ork dev`, or point --server / ORK_SERVER at a running server",
+            self.server, self.detail
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A waited-for run ended other than `success`. Its status was already printed.
+#[derive(Debug)]
+pub struct RunNotSuccessful {
+    pub id: String,
+    pub status: String,
+}
+
+impl fmt::Display for RunNotSuccessful {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "run {} ended {}", self.id, self.status)
+    }
+}
+
+impl std::error::Error for RunNotSuccessful {}
+
+/// Prints `error: ...` to stderr and returns the exit code for `err`.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let (code, message) = classify(err);
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn classify(err: &anyhow::Error) -> (u8, String) {
+    if let Some(e) = err.downcast_ref::<UsageError>() {
+        return (EXIT_USAGE, e.to_string());
+    }
+    if let Some(e) = err.downcast_ref::<Unreachable>() {
+        return (EXIT_UNREACHABLE, e.to_string());
+    }
+    if let Some(e) = err.downcast_ref::<RunNotSuccessful>() {
+        return (EXIT_FAILED, e.to_string());
+    }
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        // The server's messages already name the task, the field and the fix,
+        // so they are printed as they are, without the gRPC code around them.
+        let message = if status.message().is_empty() {
+            format!("the server answered {:?}", status.code())
+        } else {
+            status.message().to_owned()
+        };
+        if status.code() == tonic::Code::Unavailable {
+            let hint = "hint: start one with `ork dev`, or point --server / ORK_SERVER at a running server";
+            return (
+                EXIT_UNREACHABLE,
+                format!("the ork server is unavailable: {message}\n{hint}"),
+            );
+        }
+        return (EXIT_FAILED, message);
+    }
+    // Anything else (a local I/O error, say) is a failure of this command;
+    // `{:#}` prints the whole context chain on one line.
+    (EXIT_FAILED, format!("{err:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_errors_print_the_server_message_and_exit_1() {
+        for code in [
+            tonic::Code::NotFound,
+            tonic::Code::InvalidArgument,
+            tonic::Code::FailedPrecondition,
+        ] {
+            let err = anyhow::Error::new(tonic::Status::new(code, "workflow \"etl\" not found"));
+            assert_eq!(classify(&err), (1, "workflow \"etl\" not found".to_owned()));
+        }
+    }
+
+    #[test]
+    fn typed_errors_keep_their_code_under_context() {
+        let err = usage("bad --input").context("starting run");
+        assert_eq!(classify(&err).0, EXIT_USAGE);
+        let err = anyhow::Error::new(Unreachable {
+            server: "x".into(),
+            detail: "y".into(),
+        });
+        assert_eq!(classify(&err).0, EXIT_UNREACHABLE);
+    }
+}

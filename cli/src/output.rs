@@ -1,0 +1,576 @@
+//! Everything `ork` prints as data: tables for people, JSON for scripts.
+//!
+//! Views are pure functions from API messages to a `String`, so they can be
+//! snapshot-tested; commands only choose a view and print it to stdout.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+
+use chrono::{DateTime, Utc};
+use ork_proto::v1::{LogLine, Run, TaskRun, Workflow};
+use pbjson_types::Timestamp;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
+
+/// How a read command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// Proto3 JSON, the same shape as the REST API.
+    Json,
+}
+
+/// Whether to colour what goes to stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    /// Plain text, for tests.
+    #[cfg(test)]
+    pub const PLAIN: Style = Style { color: false };
+
+    /// Colour only on a terminal, and never when `NO_COLOR` is set
+    /// (https://no-color.org: any non-empty value).
+    pub fn detect() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: std::io::stdout().is_terminal() && !no_color,
+        }
+    }
+
+    fn paint(self, text: &str, color: Option<Color>) -> String {
+        match color {
+            Some(color) if self.color && !text.is_empty() => {
+                format!("\x1b[{}m{text}\x1b[0m", color.ansi())
+            }
+            _ => text.to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Color {
+    Bold,
+    Dim,
+    Red,
+    Green,
+    Yellow,
+    Cyan,
+}
+
+impl Color {
+    fn ansi(self) -> &'static str {
+        match self {
+            Color::Bold => "1",
+            Color::Dim => "2",
+            Color::Red => "31",
+            Color::Green => "32",
+            Color::Yellow => "33",
+            Color::Cyan => "36",
+        }
+    }
+}
+
+fn status_color(status: &str) -> Option<Color> {
+    match status {
+        "success" => Some(Color::Green),
+        "failed" => Some(Color::Red),
+        "running" | "dispatched" => Some(Color::Cyan),
+        "cancelled" | "skipped" => Some(Color::Yellow),
+        "pending" => Some(Color::Dim),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tables
+
+/// One table cell; the colour is applied after padding so that escape codes
+/// never count toward a column's width.
+struct Cell {
+    text: String,
+    color: Option<Color>,
+}
+
+impl Cell {
+    fn status(status: &str) -> Self {
+        Cell {
+            text: status.to_owned(),
+            color: status_color(status),
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell { text, color: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        Cell {
+            text: text.to_owned(),
+            color: None,
+        }
+    }
+}
+
+struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    fn new(headers: Vec<&'static str>) -> Self {
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: Vec<Cell>) {
+        self.rows.push(row);
+    }
+
+    fn render(&self, style: Style) -> String {
+        let columns = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(cell.text.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<Cell> = self
+            .headers
+            .iter()
+            .map(|h| Cell {
+                text: (*h).to_owned(),
+                color: Some(Color::Bold),
+            })
+            .collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(&style.paint(&cell.text, cell.color));
+                if i + 1 < columns {
+                    let pad = widths[i] - cell.text.chars().count();
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `key:  value` lines with the values aligned, for the head of a detail view.
+fn key_values(pairs: &[(&str, Cell)], style: Style) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let key = format!("{key}:");
+        let value = style.paint(&value.text, value.color);
+        let _ = writeln!(out, "{}", format!("{key:<width$}  {value}").trim_end());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Views
+
+/// `ork run status`: the run's summary, then one row per task instance.
+pub fn render_run(run: &Run, now: DateTime<Utc>, style: Style) -> String {
+    let mut out = key_values(
+        &[
+            ("run", run.id.as_str().into()),
+            (
+                "workflow",
+                format!(
+                    "{} (version {})",
+                    run.workflow,
+                    short_version(&run.workflow_version)
+                )
+                .into(),
+            ),
+            ("status", Cell::status(&run.status)),
+            ("trigger", run.triggered_by.as_str().into()),
+            ("created", time(run.created_at.as_ref()).into()),
+            ("started", time(run.started_at.as_ref()).into()),
+            ("finished", time(run.finished_at.as_ref()).into()),
+            (
+                "duration",
+                duration(run.started_at.as_ref(), run.finished_at.as_ref(), now).into(),
+            ),
+        ],
+        style,
+    );
+    if run.tasks.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let mut table = Table::new(vec![
+        "NAME", "STATUS", "ATTEMPT", "DURATION", "OUTPUT", "DETAIL",
+    ]);
+    for task in &run.tasks {
+        table.push(vec![
+            task_instance_name(&task.name, task.parallel_index).into(),
+            Cell::status(&task.status),
+            attempt(task).into(),
+            duration(task.started_at.as_ref(), task.finished_at.as_ref(), now).into(),
+            task.output
+                .as_ref()
+                .map(|o| truncate(&compact_json(o), OUTPUT_WIDTH))
+                .unwrap_or_default()
+                .into(),
+            detail(task),
+        ]);
+    }
+    out.push_str(&table.render(style));
+    out
+}
+
+/// `ork run list` and the recent runs of `ork workflow status`.
+pub fn render_run_list(runs: &[Run], now: DateTime<Utc>, style: Style) -> String {
+    let mut table = Table::new(vec![
+        "ID", "WORKFLOW", "STATUS", "TRIGGER", "CREATED", "DURATION",
+    ]);
+    for run in runs {
+        table.push(vec![
+            run.id.as_str().into(),
+            run.workflow.as_str().into(),
+            Cell::status(&run.status),
+            run.triggered_by.as_str().into(),
+            time(run.created_at.as_ref()).into(),
+            duration(run.started_at.as_ref(), run.finished_at.as_ref(), now).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// `ork workflow list`.
+pub fn render_workflow_list(workflows: &[Workflow], style: Style) -> String {
+    let mut table = Table::new(vec!["NAME", "VERSION", "TASKS", "SCHEDULE", "UPDATED"]);
+    for wf in workflows {
+        table.push(vec![
+            wf.name.as_str().into(),
+            short_version(&wf.version).into(),
+            wf.tasks.len().to_string().into(),
+            or_dash(&wf.schedule).into(),
+            time(wf.updated_at.as_ref()).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// `ork workflow status`: the newest version, its tasks and its recent runs.
+pub fn render_workflow(wf: &Workflow, runs: &[Run], now: DateTime<Utc>, style: Style) -> String {
+    let mut out = key_values(
+        &[
+            ("workflow", wf.name.as_str().into()),
+            ("version", wf.version.as_str().into()),
+            ("schedule", or_dash(&wf.schedule).into()),
+            ("created", time(wf.created_at.as_ref()).into()),
+            ("updated", time(wf.updated_at.as_ref()).into()),
+        ],
+        style,
+    );
+    out.push('\n');
+    let mut table = Table::new(vec![
+        "TASK",
+        "EXECUTOR",
+        "DEPENDS ON",
+        "PARALLEL",
+        "RETRIES",
+        "TIMEOUT",
+        "FILE",
+    ]);
+    for task in &wf.tasks {
+        table.push(vec![
+            task.name.as_str().into(),
+            task.executor.as_str().into(),
+            or_dash(&task.depends_on.join(", ")).into(),
+            or_dash(&task.parallel).into(),
+            task.retries.to_string().into(),
+            format!("{}s", task.timeout_seconds).into(),
+            or_dash(&task.file).into(),
+        ]);
+    }
+    out.push_str(&table.render(style));
+    out.push('\n');
+    if runs.is_empty() {
+        out.push_str("no runs yet\n");
+    } else {
+        out.push_str(&style.paint("recent runs:", Some(Color::Bold)));
+        out.push('\n');
+        out.push_str(&render_run_list(runs, now, style));
+    }
+    out
+}
+
+/// One log line as `task[i] #attempt | line`, or the bare line when the
+/// user already picked one task that has a single instance.
+pub fn render_log_line(line: &LogLine, bare: bool, style: Style) -> String {
+    if bare {
+        return line.line.clone();
+    }
+    let prefix = format!(
+        "{} #{} |",
+        task_instance_name(&line.task, line.parallel_index),
+        line.attempt
+    );
+    let color = if line.stream == "stderr" {
+        Color::Yellow
+    } else {
+        Color::Dim
+    };
+    format!("{} {}", style.paint(&prefix, Some(color)), line.line)
+}
+
+const OUTPUT_WIDTH: usize = 60;
+
+fn task_instance_name(name: &str, parallel_index: Option<u32>) -> String {
+    match parallel_index {
+        Some(i) => format!("{name}[{i}]"),
+        None => name.to_owned(),
+    }
+}
+
+/// `2/4` once retries are possible, so a flaky task shows how close it is
+/// to giving up; `-` before the first dispatch.
+fn attempt(task: &TaskRun) -> String {
+    match (task.attempt, task.max_retries) {
+        (0, _) => "-".to_owned(),
+        (n, 0) => n.to_string(),
+        (n, retries) => format!("{n}/{}", retries + 1),
+    }
+}
+
+/// The error's first line for a task that failed, why it waits for a
+/// pending one.
+fn detail(task: &TaskRun) -> Cell {
+    if !task.error.is_empty() {
+        let mut lines = task.error.lines();
+        let first = lines.next().unwrap_or_default();
+        let text = if lines.next().is_some() {
+            format!("{first} …")
+        } else {
+            first.to_owned()
+        };
+        return Cell {
+            text,
+            color: Some(Color::Red),
+        };
+    }
+    if task.status == "pending" && !task.pending_reason.is_empty() {
+        return Cell {
+            text: task.pending_reason.clone(),
+            color: Some(Color::Dim),
+        };
+    }
+    "".into()
+}
+
+fn compact_json(value: &pbjson_types::Value) -> String {
+    crate::json::from_proto(value).to_string()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Versions are content hashes; like git, the first 12 characters identify
+/// one in practice and keep tables narrow. JSON keeps the full value.
+fn short_version(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+fn to_chrono(ts: &Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn time(ts: Option<&Timestamp>) -> String {
+    ts.and_then(to_chrono)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// From start to finish, or to `now` while still running.
+fn duration(start: Option<&Timestamp>, end: Option<&Timestamp>, now: DateTime<Utc>) -> String {
+    let Some(start) = start.and_then(to_chrono) else {
+        return "-".to_owned();
+    };
+    let end = end.and_then(to_chrono).unwrap_or(now);
+    format_duration((end - start).num_milliseconds().max(0))
+}
+
+fn format_duration(ms: i64) -> String {
+    match ms {
+        ..1_000 => format!("{ms}ms"),
+        ..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        ..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON
+
+/// Prints `value` as pretty proto3 JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", to_json_pretty(value)?);
+    Ok(())
+}
+
+/// Pretty proto3 JSON: fields in proto order, integral numbers as integers,
+/// and the keys of `input`/`output` values sorted.
+pub fn to_json_pretty<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&normalized(value)?)?)
+}
+
+/// One-line JSON, for streams such as `ork run logs --output json`.
+pub fn to_json_line<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&normalized(value)?)?)
+}
+
+/// pbjson writes every `google.protobuf.Value` number as a float (`3.0`)
+/// and the keys of its structs in hash order. Going through `serde_json::Value`
+/// would fix both but sort the message's own fields too, so this re-reads the
+/// JSON into a tree that keeps field order, then fixes just those two things.
+fn normalized<T: Serialize>(value: &T) -> anyhow::Result<Json> {
+    let mut tree: Json = serde_json::from_str(&serde_json::to_string(value)?)?;
+    tree.sort_user_values(false);
+    Ok(tree)
+}
+
+#[derive(Debug)]
+enum Json {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// Sorts object keys inside `input` and `output` fields: those are the
+    /// only `google.protobuf.Struct`s (hash maps) our messages carry.
+    fn sort_user_values(&mut self, inside_value: bool) {
+        match self {
+            Json::Array(items) => items
+                .iter_mut()
+                .for_each(|i| i.sort_user_values(inside_value)),
+            Json::Object(entries) => {
+                if inside_value {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                for (key, child) in entries {
+                    child.sort_user_values(inside_value || key == "input" || key == "output");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Json::Null => ser.serialize_unit(),
+            Json::Bool(b) => ser.serialize_bool(*b),
+            Json::Int(i) => ser.serialize_i64(*i),
+            Json::UInt(u) => ser.serialize_u64(*u),
+            Json::Float(f) => crate::json::number(*f).serialize(ser),
+            Json::Str(s) => ser.serialize_str(s),
+            Json::Array(items) => {
+                let mut seq = ser.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Json::Object(entries) => {
+                let mut map = ser.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct JsonVisitor;
+        impl<'de> Visitor<'de> for JsonVisitor {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
+                Ok(Json::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
+                Ok(Json::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
+                Ok(Json::UInt(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+                Ok(Json::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
+                Ok(Json::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Json::Object(entries))
+            }
+        }
+        de.deserialize_any(JsonVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests;

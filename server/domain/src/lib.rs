@@ -1,0 +1,15 @@
+//! ork's pure domain layer: the workflow model, YAML parsing and validation,
+//! templates, DAG planning and scheduling decisions.
+//!
+//! Nothing here does I/O, reads a clock or spawns tasks; the server calls
+//! these functions inside its transactions and tests call them directly.
+
+pub mod dag;
+pub mod decide;
+pub mod model;
+pub mod parse;
+pub mod schema;
+mod suggest;
+pub mod template;
+
+pub use model::*;

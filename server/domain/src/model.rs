@@ -1,0 +1,253 @@
+//! The workflow definition and the run-time statuses, as plain data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Default `timeout_seconds` of a task.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3600;
+/// The executor a task uses when its YAML names none.
+pub const DEFAULT_EXECUTOR: &str = "subprocess";
+/// Executors the server knows. A new executor is added here first, so that
+/// validation accepts it and error messages list it.
+pub const KNOWN_EXECUTORS: &[&str] = &["subprocess"];
+/// Time zone a schedule is read in when the YAML names none.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+/// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,
+/// so that doubling never waits longer than an hour by surprise.
+pub const DEFAULT_RETRY_MAX_DELAY_SECONDS: u32 = 3600;
+
+fn default_timezone() -> String {
+    DEFAULT_TIMEZONE.to_owned()
+}
+
+/// A validated workflow: what `parse_workflow` returns and what the store keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowDefinition {
+    pub name: String,
+    /// Cron expression (5 fields, or 6 with seconds), as written.
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in (default `UTC`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Most runs of this workflow allowed at once; `None` means no limit.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Named JSON-Schema-style types that tasks' `output_type` refers to.
+    pub types: BTreeMap<String, TypeSchema>,
+    /// Tasks in the order the YAML lists them.
+    pub tasks: Vec<TaskDefinition>,
+}
+
+/// A JSON-Schema-style type, kept as the JSON the user wrote.
+pub type TypeSchema = serde_json::Value;
+
+/// One task of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDefinition {
+    pub name: String,
+    pub executor: String,
+    /// Path relative to the YAML file, as written.
+    pub file: Option<String>,
+    pub config_file: Option<String>,
+    /// Input with `{{ ... }}` templates still in it.
+    pub input: serde_json::Value,
+    pub depends_on: Vec<String>,
+    pub timeout_seconds: u32,
+    pub retries: u32,
+    pub retry_delay_seconds: u32,
+    /// How the delay grows from one retry to the next.
+    #[serde(default)]
+    pub retry_backoff: RetryBackoff,
+    /// Ceiling of an exponential delay; `None` means
+    /// [`DEFAULT_RETRY_MAX_DELAY_SECONDS`].
+    #[serde(default)]
+    pub retry_max_delay_seconds: Option<u32>,
+    pub parallel: Option<Parallelism>,
+    pub concurrency: Option<u32>,
+    pub resources: Resources,
+    pub env: BTreeMap<String, EnvValue>,
+    pub on_failure: OnFailure,
+    pub output_type: Option<String>,
+}
+
+/// How many instances of a task run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Parallelism {
+    /// `parallel: 4`.
+    Static(u32),
+    /// `parallel: {count: discover.count}`: an integer field of an upstream output.
+    CountRef(FieldRef),
+    /// `parallel: {for_each: discover.files}`: one instance per array element.
+    ForEach(FieldRef),
+}
+
+/// `task.field.sub`: a path into an upstream task's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRef {
+    pub task: String,
+    /// Path of object keys below the output; never empty.
+    pub path: Vec<String>,
+}
+
+/// What a task does when an upstream task failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnFailure {
+    /// Skip this task (the default).
+    #[default]
+    Skip,
+    /// Run it anyway, e.g. to clean up or notify.
+    Run,
+}
+
+/// How the delay between attempts grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryBackoff {
+    /// The same `retry_delay_seconds` before every retry (the default).
+    #[default]
+    Fixed,
+    /// `retry_delay_seconds * 2^(attempt-1)`, capped and jittered.
+    Exponential,
+}
+
+/// Resource requests, passed to executors that can honour them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU, e.g. "500m" or "2".
+    pub cpu: Option<String>,
+    /// Memory, e.g. "512Mi".
+    pub memory: Option<String>,
+    pub gpu: Option<u32>,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvValue {
+    Literal(String),
+    /// Resolved at dispatch from the server's secret source; never stored.
+    Secret(String),
+    /// Copied from the server's environment at dispatch.
+    FromEnv(String),
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The lowercase word used in the API, the CLI and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the word `as_str` produces.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Status of a run.
+    RunStatus {
+        Pending = "pending",
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+string_enum! {
+    /// Status of a task run. It only moves forward; a retry is a new attempt
+    /// that starts again from `Pending`.
+    TaskStatus {
+        Pending = "pending",
+        Dispatched = "dispatched",
+        Running = "running",
+        Success = "success",
+        Failed = "failed",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
+    }
+}
+
+string_enum! {
+    /// What created a run.
+    TriggerType {
+        Manual = "manual",
+        Schedule = "schedule",
+        Retry = "retry",
+    }
+}
+
+impl RunStatus {
+    /// True once the run can change no more (until an explicit retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+impl TaskStatus {
+    /// True once the task run can change no more (until an explicit retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Success | TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled
+        )
+    }
+
+    /// True while an attempt is out with a worker.
+    pub fn is_active(self) -> bool {
+        matches!(self, TaskStatus::Dispatched | TaskStatus::Running)
+    }
+}
+
+impl Parallelism {
+    /// The upstream task whose output decides the instance count, if any.
+    pub fn source_task(&self) -> Option<&str> {
+        match self {
+            Parallelism::Static(_) => None,
+            Parallelism::CountRef(r) | Parallelism::ForEach(r) => Some(&r.task),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldRef {
+    /// `task.field.sub`, as written in the YAML.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.task)?;
+        for key in &self.path {
+            write!(f, ".{key}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TaskDefinition {
+    /// True when the task has a `parallel` setting, so its instances' outputs
+    /// are read as a list (`tasks.T.outputs`) rather than one value.
+    pub fn is_fanned_out(&self) -> bool {
+        self.parallel.is_some()
+    }
+}
+
+impl WorkflowDefinition {
+    /// The task named `name`, if the workflow has one.
+    pub fn task(&self, name: &str) -> Option<&TaskDefinition> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+}

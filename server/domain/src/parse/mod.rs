@@ -1,0 +1,451 @@
+//! Parsing and validating workflow YAML into a [`WorkflowDefinition`].
+//!
+//! Parsing goes through a position-keeping tree ([`node`]) rather than
+//! straight into the model, so that every error can name its task, its field
+//! and its line, and so that all errors of a file are reported at once.
+
+mod checks;
+mod node;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::model::{DEFAULT_TIMEZONE, TaskDefinition, WorkflowDefinition};
+use crate::suggest;
+pub(crate) use node::{Kind, Node, Pos};
+
+/// Most tasks one workflow may have; keeps the DAG's upstream sets small.
+pub const MAX_TASKS: usize = 1000;
+/// Longest workflow or task name, so names fit in labels and object paths.
+pub const MAX_NAME_LEN: usize = 63;
+/// Largest workflow file accepted, in bytes.
+pub const MAX_YAML_BYTES: usize = node::MAX_YAML_BYTES;
+
+/// Where the YAML came from and what else was sent with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions<'a> {
+    /// File name used in messages, e.g. `etl.yaml`.
+    pub source: &'a str,
+    /// When set, every `file` and `config_file` must be one of these paths.
+    pub files: Option<&'a BTreeSet<String>>,
+}
+
+/// One problem in a workflow file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The file name from [`ParseOptions::source`], so each error prints alone.
+    pub source: String,
+    pub task: Option<String>,
+    pub field: Option<String>,
+    /// 1-based, when the YAML parser could tell.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    /// `etl.yaml:12:5: task `load`, field `depends_on`: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.source.is_empty() {
+            f.write_str(&self.source)?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(column) = self.column {
+                    write!(f, ":{column}")?;
+                }
+            }
+            f.write_str(": ")?;
+        } else if let Some(line) = self.line {
+            write!(f, "line {line}")?;
+            if let Some(column) = self.column {
+                write!(f, ", column {column}")?;
+            }
+            f.write_str(": ")?;
+        }
+        match (&self.task, &self.field) {
+            (Some(task), Some(field)) => write!(f, "task `{task}`, field `{field}`: ")?,
+            (Some(task), None) => write!(f, "task `{task}`: ")?,
+            (None, Some(field)) => write!(f, "field `{field}`: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Every problem found in a workflow file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// Collects errors as validation goes, so that one pass reports them all.
+pub(crate) struct Errors<'a> {
+    source: &'a str,
+    list: Vec<ValidationError>,
+}
+
+impl Errors<'_> {
+    pub(crate) fn push(
+        &mut self,
+        task: Option<&str>,
+        field: Option<&str>,
+        pos: Pos,
+        message: impl Into<String>,
+    ) {
+        self.list.push(ValidationError {
+            source: self.source.to_owned(),
+            task: task.map(str::to_owned),
+            field: field.map(str::to_owned),
+            line: pos.line(),
+            column: pos.column(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+const WORKFLOW_FIELDS: &[&str] = &["name", "schedule", "timezone", "concurrency", "types", "tasks"];
+
+/// Parses and validates a workflow file. On failure, returns every problem
+/// found (a YAML syntax error stops parsing, so it comes alone).
+pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDefinition, ValidationErrors> {
+    let mut errors = Errors { source: opts.source, list: Vec::new() };
+    let root = match node::load(yaml) {
+        Ok(root) => root,
+        Err(e) => {
+            errors.push(None, None, e.pos, e.message);
+            return Err(ValidationErrors(errors.list));
+        }
+    };
+    let entries = match root.kind {
+        Kind::Map(entries) => entries,
+        Kind::Null => {
+            errors.push(None, None, root.pos, "the file is empty; a workflow needs `name` and `tasks`");
+            return Err(ValidationErrors(errors.list));
+        }
+        _ => {
+            let found = root.describe();
+            errors.push(
+                None,
+                None,
+                root.pos,
+                format!("expected a mapping with `name` and `tasks` at the top, found {found}"),
+            );
+            return Err(ValidationErrors(errors.list));
+        }
+    };
+
+    let mut def = WorkflowDefinition {
+        name: String::new(),
+        schedule: None,
+        timezone: DEFAULT_TIMEZONE.to_owned(),
+        concurrency: None,
+        types: Default::default(),
+        tasks: Vec::new(),
+    };
+    let mut has_name = false;
+    let mut tasks_node = None;
+    for (key, value) in &entries {
+        let Some(field) = key_name(key, None, &mut errors) else { continue };
+        if matches!(value.kind, Kind::Null) && field != "tasks" && field != "name" {
+            continue;
+        }
+        let f = Some(field.as_str());
+        match field.as_str() {
+            "name" => match text(value).and_then(|s| check_name(&s, value.pos).map(|()| s)) {
+                Ok(name) => {
+                    def.name = name;
+                    has_name = true;
+                }
+                Err((pos, msg)) => {
+                    has_name = true;
+                    errors.push(None, f, pos, msg);
+                }
+            },
+            "schedule" => match text(value) {
+                Ok(expr) => match cron_schedule(&expr) {
+                    Ok(_) => def.schedule = Some(expr),
+                    Err(msg) => errors.push(None, f, value.pos, msg),
+                },
+                Err((pos, msg)) => errors.push(None, f, pos, msg),
+            },
+            "timezone" => match text(value) {
+                Ok(tz) if tz.parse::<chrono_tz::Tz>().is_ok() => def.timezone = tz,
+                Ok(tz) => errors.push(
+                    None,
+                    f,
+                    value.pos,
+                    format!("unknown time zone `{tz}`; use an IANA name such as `UTC` or `Europe/Paris`"),
+                ),
+                Err((pos, msg)) => errors.push(None, f, pos, msg),
+            },
+            "concurrency" => match at_least_one(value) {
+                Ok(n) => def.concurrency = Some(n),
+                Err((pos, msg)) => errors.push(None, f, pos, msg),
+            },
+            "types" => parse_types(value, &mut def, &mut errors),
+            "tasks" => tasks_node = Some(value),
+            other => unknown_field(other, other, WORKFLOW_FIELDS, None, key.pos, &mut errors),
+        }
+    }
+    if !has_name {
+        errors.push(None, Some("name"), root.pos, "missing `name`: add e.g. `name: nightly-etl` at the top");
+    }
+
+    let mut drafts = Vec::new();
+    match tasks_node.map(|n| (n, &n.kind)) {
+        None => errors.push(None, Some("tasks"), root.pos, "missing `tasks`: add a list of tasks"),
+        Some((node, Kind::Seq(items))) => {
+            if items.is_empty() {
+                errors.push(None, Some("tasks"), node.pos, "`tasks` is empty; add at least one task");
+            } else if items.len() > MAX_TASKS {
+                errors.push(
+                    None,
+                    Some("tasks"),
+                    node.pos,
+                    format!("{} tasks is more than the limit of {MAX_TASKS}; split the workflow", items.len()),
+                );
+            } else {
+                for item in items {
+                    if let Some(draft) = task::parse_task(item, &mut errors) {
+                        drafts.push(draft);
+                    }
+                }
+            }
+        }
+        Some((node, _)) => errors.push(
+            None,
+            Some("tasks"),
+            node.pos,
+            format!("expected a list of tasks, found {}", node.describe()),
+        ),
+    }
+
+    checks::check_tasks(&drafts, &def, opts, &mut errors);
+    if !errors.is_empty() {
+        let mut list = errors.list;
+        // Stable: errors on one line keep the order they were found in.
+        list.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(ValidationErrors(list));
+    }
+    def.tasks = drafts.into_iter().map(|d| d.def).collect::<Vec<TaskDefinition>>();
+    Ok(def)
+}
+
+/// The `file` and `config_file` of every task, without repeats, in task order:
+/// what the CLI must read and send along with the YAML.
+pub fn referenced_files(def: &WorkflowDefinition) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    def.tasks
+        .iter()
+        .flat_map(|t| [&t.file, &t.config_file])
+        .flatten()
+        .filter(|f| seen.insert(f.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Parses a cron expression: standard 5 fields (minute hour day-of-month month
+/// day-of-week, with Sunday as 0 or 7), or 6 with seconds first (read as the
+/// `cron` crate does, with Sunday as 1).
+pub fn cron_schedule(expr: &str) -> Result<cron::Schedule, String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let normalized = match fields.as_slice() {
+        [minute, hour, dom, month, dow] => {
+            let dow = unix_day_of_week(dow)?;
+            format!("0 {minute} {hour} {dom} {month} {dow}")
+        }
+        [_, _, _, _, _, _] => fields.join(" "),
+        _ => {
+            return Err(format!(
+                "cron expression `{expr}` has {} field(s); write 5 (minute hour day-of-month month \
+                 day-of-week, e.g. `0 2 * * *`) or 6 with seconds first",
+                fields.len()
+            ));
+        }
+    };
+    normalized.parse::<cron::Schedule>().map_err(|e| {
+        // The crate's message repeats the expression with a caret on lines
+        // of its own; keep only its last line so each error stays one line.
+        let text = e.to_string();
+        let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+        let mut chars = last.chars();
+        let reason: String = match chars.next() {
+            Some(first) => first.to_lowercase().chain(chars).collect(),
+            None => "not understood".to_owned(),
+        };
+        format!("invalid cron expression `{expr}`: {reason}")
+    })
+}
+
+/// Rewrites a standard day-of-week field (0-7, Sunday = 0 or 7) into the
+/// `cron` crate's numbering (1-7, Sunday = 1). Names and `*` are the same in
+/// both; `*/n` too, since both count from Sunday.
+fn unix_day_of_week(field: &str) -> Result<String, String> {
+    let bad = || format!("invalid day of week `{field}`; use 0-7 (0 and 7 are Sunday) or names like `mon`");
+    let mut out: Vec<String> = Vec::new();
+    for token in field.split(',') {
+        if token.starts_with('*') || !token.chars().any(|c| c.is_ascii_digit()) {
+            out.push(token.to_owned());
+            continue;
+        }
+        if token.chars().any(|c| c.is_ascii_alphabetic()) {
+            return Err(bad());
+        }
+        let (range, step) = match token.split_once('/') {
+            Some((range, step)) => (range, Some(step.parse::<u32>().map_err(|_| bad())?)),
+            None => (token, None),
+        };
+        let step = step.unwrap_or(1);
+        if step == 0 {
+            return Err(bad());
+        }
+        let number = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 7).ok_or_else(bad);
+        let (start, end) = match range.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None if token.contains('/') => (number(range)?, 6),
+            None => (number(range)?, number(range)?),
+        };
+        if start > end {
+            return Err(bad());
+        }
+        for day in (start..=end).step_by(step as usize) {
+            let mapped = (day % 7 + 1).to_string();
+            if !out.contains(&mapped) {
+                out.push(mapped);
+            }
+        }
+    }
+    Ok(out.join(","))
+}
+
+/// Reads a mapping key, which must be text.
+pub(crate) fn key_name(key: &Node, task: Option<&str>, errors: &mut Errors<'_>) -> Option<String> {
+    match &key.kind {
+        Kind::Str(s) => Some(s.clone()),
+        _ => {
+            errors.push(task, None, key.pos, format!("expected a field name, found {}", key.describe()));
+            None
+        }
+    }
+}
+
+/// Reports an unknown field, suggesting the closest known one. `label` is
+/// the field as shown in the error (`resources.memroy` for `memroy`).
+pub(crate) fn unknown_field(
+    field: &str,
+    label: &str,
+    known: &[&'static str],
+    task: Option<&str>,
+    pos: Pos,
+    errors: &mut Errors<'_>,
+) {
+    let message = match suggest::closest(field, known.iter().copied()) {
+        Some(close) => format!("unknown field (did you mean `{close}`?)"),
+        None => format!("unknown field; known fields are {}", known.join(", ")),
+    };
+    errors.push(task, Some(label), pos, message);
+}
+
+pub(crate) type FieldResult<T> = Result<T, (Pos, String)>;
+
+/// A string value.
+pub(crate) fn text(node: &Node) -> FieldResult<String> {
+    node.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| (node.pos, format!("expected text, found {}", node.describe())))
+}
+
+/// A whole number that fits in a `u32`.
+pub(crate) fn whole(node: &Node) -> FieldResult<u32> {
+    let n = match node.kind {
+        Kind::Int(i) => u32::try_from(i).ok(),
+        Kind::UInt(u) => u32::try_from(u).ok(),
+        _ => return Err((node.pos, format!("expected a whole number, found {}", node.describe()))),
+    };
+    n.ok_or_else(|| (node.pos, format!("expected a whole number from 0 to {}, found {}", u32::MAX, node.describe())))
+}
+
+/// A whole number of at least 1.
+pub(crate) fn at_least_one(node: &Node) -> FieldResult<u32> {
+    match whole(node)? {
+        0 => Err((node.pos, "must be at least 1".to_owned())),
+        n => Ok(n),
+    }
+}
+
+/// Checks a workflow or task name.
+pub(crate) fn check_name(name: &str, pos: Pos) -> FieldResult<()> {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return Err((pos, "the name is empty".to_owned()));
+    };
+    let len = name.chars().count();
+    if len > MAX_NAME_LEN {
+        return Err((pos, format!("the name is {len} characters long; the limit is {MAX_NAME_LEN}")));
+    }
+    let ok_first = first.is_ascii_lowercase() || first.is_ascii_digit();
+    let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !(ok_first && ok_rest) {
+        return Err((
+            pos,
+            format!(
+                "`{}` is not a valid name; use lowercase letters, digits, `_` and `-`, \
+                 starting with a letter or digit",
+                node::shorten(name, 40)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &value.kind else {
+        errors.push(
+            None,
+            Some("types"),
+            value.pos,
+            format!("expected a mapping of type names to schemas, found {}", value.describe()),
+        );
+        return;
+    };
+    for (key, schema) in entries {
+        let Some(name) = key_name(key, None, errors) else { continue };
+        if !matches!(schema.kind, Kind::Map(_)) {
+            errors.push(
+                None,
+                Some("types"),
+                schema.pos,
+                format!("type `{name}` must be a JSON-Schema-style mapping, found {}", schema.describe()),
+            );
+            continue;
+        }
+        match schema.to_json() {
+            Ok(json) => {
+                def.types.insert(name, json);
+            }
+            Err((pos, msg)) => errors.push(None, Some("types"), pos, msg),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Parsing one task mapping into a [`TaskDefinition`], keeping the positions
+//! that the cross-task checks need for their messages.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Errors, FieldResult, Kind, Node, Pos, at_least_one, check_name, key_name, text, unknown_field,
+    whole,
+};
+use crate::model::{
+    DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef, KNOWN_EXECUTORS, OnFailure,
+    Parallelism, Resources, RetryBackoff, TaskDefinition,
+};
+
+pub(crate) const TASK_FIELDS: &[&str] = &[
+    "name",
+    "executor",
+    "file",
+    "config_file",
+    "input",
+    "depends_on",
+    "timeout_seconds",
+    "retries",
+    "retry_delay_seconds",
+    "retry_backoff",
+    "retry_max_delay_seconds",
+    "parallel",
+    "concurrency",
+    "resources",
+    "env",
+    "on_failure",
+    "output_type",
+];
+
+const RESOURCE_FIELDS: &[&str] = &["cpu", "memory", "gpu"];
+
+/// A parsed task and where its parts were written.
+#[derive(Debug)]
+pub(crate) struct TaskDraft<'n> {
+    pub def: TaskDefinition,
+    /// False when the task has no valid name; it is then left out of the
+    /// cross-task checks, which need one.
+    pub has_name: bool,
+    pub name_pos: Pos,
+    /// Position of each `depends_on` entry, parallel to `def.depends_on`.
+    pub depends_pos: Vec<Pos>,
+    pub input: Option<&'n Node>,
+    pub parallel_pos: Pos,
+    pub file_pos: Pos,
+    pub config_file_pos: Pos,
+    pub output_type_pos: Pos,
+}
+
+/// Parses one entry of `tasks`, reporting problems into `errors`.
+pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<TaskDraft<'n>> {
+    let Kind::Map(entries) = &node.kind else {
+        errors.push(
+            None,
+            Some("tasks"),
+            node.pos,
+            format!("expected a task mapping with at least `name`, found {}", node.describe()),
+        );
+        return None;
+    };
+
+    // The name first, so that every other error can say which task it is about.
+    let name_entry = entries.iter().find(|(k, _)| k.as_str() == Some("name"));
+    let (name, has_name, name_pos) = match name_entry {
+        Some((_, value)) => match text(value).and_then(|s| check_name(&s, value.pos).map(|()| s)) {
+            Ok(name) => (name, true, value.pos),
+            Err((pos, msg)) => {
+                errors.push(None, Some("name"), pos, msg);
+                (String::new(), false, value.pos)
+            }
+        },
+        None => {
+            errors.push(None, Some("name"), node.pos, "the task has no `name`; add e.g. `name: extract`");
+            (String::new(), false, node.pos)
+        }
+    };
+    let task = has_name.then_some(name.as_str());
+
+    let mut def = TaskDefinition {
+        name: name.clone(),
+        executor: DEFAULT_EXECUTOR.to_owned(),
+        file: None,
+        config_file: None,
+        input: serde_json::Value::Null,
+        depends_on: Vec::new(),
+        timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+        retries: 0,
+        retry_delay_seconds: 0,
+        retry_backoff: RetryBackoff::Fixed,
+        retry_max_delay_seconds: None,
+        parallel: None,
+        concurrency: None,
+        resources: Resources::default(),
+        env: BTreeMap::new(),
+        on_failure: OnFailure::Skip,
+        output_type: None,
+    };
+    let mut draft = TaskDraft {
+        def: def.clone(),
+        has_name,
+        name_pos,
+        depends_pos: Vec::new(),
+        input: None,
+        parallel_pos: Pos::default(),
+        file_pos: Pos::default(),
+        config_file_pos: Pos::default(),
+        output_type_pos: Pos::default(),
+    };
+    let mut executor_pos = node.pos;
+    let mut retry_max_pos = node.pos;
+
+    for (key, value) in entries {
+        let Some(field) = key_name(key, task, errors) else { continue };
+        if matches!(value.kind, Kind::Null) {
+            continue;
+        }
+        let mut report = |result: FieldResult<()>| {
+            if let Err((pos, msg)) = result {
+                errors.push(task, Some(&field), pos, msg);
+            }
+        };
+        match field.as_str() {
+            "name" => {}
+            "executor" => {
+                executor_pos = value.pos;
+                report(text(value).and_then(|e| {
+                    if KNOWN_EXECUTORS.contains(&e.as_str()) {
+                        def.executor = e;
+                        Ok(())
+                    } else {
+                        Err((
+                            value.pos,
+                            format!("unknown executor `{e}`; known executors: {}", KNOWN_EXECUTORS.join(", ")),
+                        ))
+                    }
+                }));
+            }
+            "file" => {
+                draft.file_pos = value.pos;
+                report(relative_path(value).map(|p| def.file = Some(p)));
+            }
+            "config_file" => {
+                draft.config_file_pos = value.pos;
+                report(relative_path(value).map(|p| def.config_file = Some(p)));
+            }
+            "input" => {
+                draft.input = Some(value);
+                report(value.to_json().map(|v| def.input = v));
+            }
+            "depends_on" => report(depends_on(value).map(|deps| {
+                for (dep, pos) in deps {
+                    // A repeated entry adds nothing; keep the first.
+                    if !def.depends_on.contains(&dep) {
+                        def.depends_on.push(dep);
+                        draft.depends_pos.push(pos);
+                    }
+                }
+            })),
+            "timeout_seconds" => report(whole(value).and_then(|n| match n {
+                0 => Err((value.pos, "must be greater than 0; it is the most seconds one attempt may run".to_owned())),
+                n => {
+                    def.timeout_seconds = n;
+                    Ok(())
+                }
+            })),
+            "retries" => report(whole(value).map(|n| def.retries = n)),
+            "retry_delay_seconds" => report(whole(value).map(|n| def.retry_delay_seconds = n)),
+            "retry_backoff" => report(text(value).and_then(|s| match s.as_str() {
+                "fixed" => Ok(def.retry_backoff = RetryBackoff::Fixed),
+                "exponential" => Ok(def.retry_backoff = RetryBackoff::Exponential),
+                _ => Err((value.pos, format!("unknown backoff `{s}`; use `fixed` or `exponential`"))),
+            })),
+            "retry_max_delay_seconds" => {
+                retry_max_pos = value.pos;
+                report(at_least_one(value).map(|n| def.retry_max_delay_seconds = Some(n)));
+            }
+            "parallel" => {
+                draft.parallel_pos = value.pos;
+                report(parallel(value).map(|p| def.parallel = Some(p)));
+            }
+            "concurrency" => report(at_least_one(value).map(|n| def.concurrency = Some(n))),
+            "resources" => resources(value, &mut def.resources, task, errors),
+            "env" => env(value, &mut def.env, task, errors),
+            "on_failure" => report(text(value).and_then(|s| match s.as_str() {
+                "skip" => Ok(def.on_failure = OnFailure::Skip),
+                "run" => Ok(def.on_failure = OnFailure::Run),
+                _ => Err((value.pos, format!("unknown value `{s}`; use `skip` or `run`"))),
+            })),
+            "output_type" => {
+                draft.output_type_pos = value.pos;
+                report(text(value).map(|s| def.output_type = Some(s)));
+            }
+            other => unknown_field(other, other, TASK_FIELDS, task, key.pos, errors),
+        }
+    }
+
+    if def.executor == "subprocess" && def.file.is_none() && draft.file_pos == Pos::default() {
+        errors.push(
+            task,
+            Some("file"),
+            executor_pos,
+            "a subprocess task needs `file`: the script or program to run, relative to the workflow file",
+        );
+    }
+    if let Some(max) = def.retry_max_delay_seconds {
+        if max < def.retry_delay_seconds {
+            errors.push(
+                task,
+                Some("retry_max_delay_seconds"),
+                retry_max_pos,
+                format!(
+                    "must be at least retry_delay_seconds ({}), or the cap would shorten every delay",
+                    def.retry_delay_seconds
+                ),
+            );
+        }
+    }
+    draft.def = def;
+    Some(draft)
+}
+
+/// A path inside the workflow's folder: relative, without `..`.
+fn relative_path(node: &Node) -> FieldResult<String> {
+    let path = text(node)?;
+    let bad = |why: &str| Err((node.pos, format!("`{path}` {why}")));
+    if path.trim().is_empty() {
+        return Err((node.pos, "the path is empty".to_owned()));
+    }
+    let bytes = path.as_bytes();
+    let windows_drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if path.starts_with('/') || path.starts_with('\\') || windows_drive {
+        return bad("is an absolute path; write it relative to the workflow file");
+    }
+    if path.split(['/', '\\']).any(|part| part == "..") {
+        return bad("leaves the workflow's folder through `..`; move the file next to the workflow");
+    }
+    Ok(path)
+}
+
+fn depends_on(node: &Node) -> FieldResult<Vec<(String, Pos)>> {
+    let Kind::Seq(items) = &node.kind else {
+        return Err((node.pos, format!("expected a list of task names, found {}", node.describe())));
+    };
+    items.iter().map(|item| text(item).map(|s| (s, item.pos))).collect()
+}
+
+/// `parallel: 4`, `{count: task.field}` or `{for_each: task.field}`.
+fn parallel(node: &Node) -> FieldResult<Parallelism> {
+    let usage = "expected a number of instances (e.g. `4`), `{count: task.field}` or `{for_each: task.field}`";
+    match &node.kind {
+        Kind::Int(_) | Kind::UInt(_) => at_least_one(node).map(Parallelism::Static),
+        Kind::Map(entries) => match entries.as_slice() {
+            [(key, value)] => {
+                let field_ref = field_ref(value)?;
+                match key.as_str() {
+                    Some("count") => Ok(Parallelism::CountRef(field_ref)),
+                    Some("for_each") => Ok(Parallelism::ForEach(field_ref)),
+                    _ => Err((key.pos, format!("{usage}, found key `{}`", key.key_text().unwrap_or_default()))),
+                }
+            }
+            _ => Err((node.pos, format!("{usage}, found a mapping with {} keys", entries.len()))),
+        },
+        _ => Err((node.pos, format!("{usage}, found {}", node.describe()))),
+    }
+}
+
+/// `task.field[.sub...]`.
+fn field_ref(node: &Node) -> FieldResult<FieldRef> {
+    let s = text(node)?;
+    let mut parts = s.split('.');
+    let task = parts.next().unwrap_or_default().to_owned();
+    let path: Vec<String> = parts.map(str::to_owned).collect();
+    if task.is_empty() || path.is_empty() || path.iter().any(String::is_empty) {
+        return Err((
+            node.pos,
+            format!("`{s}` is not a reference to an output field; write `task.field`, e.g. `discover.files`"),
+        ));
+    }
+    Ok(FieldRef { task, path })
+}
+
+fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &node.kind else {
+        errors.push(
+            task,
+            Some("resources"),
+            node.pos,
+            format!("expected a mapping with cpu, memory or gpu, found {}", node.describe()),
+        );
+        return;
+    };
+    for (key, value) in entries {
+        let Some(field) = key_name(key, task, errors) else { continue };
+        let quantity = |v: &Node| match &v.kind {
+            Kind::Str(s) => Ok(s.clone()),
+            Kind::Int(i) => Ok(i.to_string()),
+            Kind::UInt(u) => Ok(u.to_string()),
+            Kind::Float(f) if f.is_finite() && *f > 0.0 => Ok(f.to_string()),
+            _ => Err((v.pos, format!("expected a quantity such as \"2\" or \"512Mi\", found {}", v.describe()))),
+        };
+        let result = match field.as_str() {
+            "cpu" => quantity(value).map(|q| out.cpu = Some(q)),
+            "memory" => quantity(value).map(|q| out.memory = Some(q)),
+            "gpu" => whole(value).map(|n| out.gpu = Some(n)),
+            other => {
+                unknown_field(other, &format!("resources.{other}"), RESOURCE_FIELDS, task, key.pos, errors);
+                Ok(())
+            }
+        };
+        if let Err((pos, msg)) = result {
+            errors.push(task, Some(&format!("resources.{field}")), pos, msg);
+        }
+    }
+}
+
+fn env(node: &Node, out: &mut BTreeMap<String, EnvValue>, task: Option<&str>, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &node.kind else {
+        errors.push(
+            task,
+            Some("env"),
+            node.pos,
+            format!("expected a mapping of variable names to values, found {}", node.describe()),
+        );
+        return;
+    };
+    for (key, value) in entries {
+        let Some(name) = key_name(key, task, errors) else { continue };
+        let field = format!("env.{name}");
+        if let Err(msg) = check_env_name(&name) {
+            errors.push(task, Some(&field), key.pos, msg);
+            continue;
+        }
+        let usage = "expected a value, `{secret: NAME}` or `{from_env: VAR}`";
+        let parsed = match &value.kind {
+            Kind::Str(s) => Ok(EnvValue::Literal(s.clone())),
+            Kind::Bool(b) => Ok(EnvValue::Literal(b.to_string())),
+            Kind::Int(i) => Ok(EnvValue::Literal(i.to_string())),
+            Kind::UInt(u) => Ok(EnvValue::Literal(u.to_string())),
+            Kind::Float(f) => Ok(EnvValue::Literal(f.to_string())),
+            Kind::Null => Ok(EnvValue::Literal(String::new())),
+            Kind::Map(inner) => match inner.as_slice() {
+                [(k, v)] if k.as_str() == Some("secret") => match text(v) {
+                    Ok(s) if !s.trim().is_empty() => Ok(EnvValue::Secret(s)),
+                    Ok(_) => Err((v.pos, "the secret name is empty".to_owned())),
+                    Err(e) => Err(e),
+                },
+                [(k, v)] if k.as_str() == Some("from_env") => text(v).and_then(|s| match check_env_name(&s) {
+                    Ok(()) => Ok(EnvValue::FromEnv(s)),
+                    Err(_) => Err((v.pos, format!("`{s}` is not a valid environment variable name"))),
+                }),
+                _ => Err((value.pos, format!("{usage}, found a mapping"))),
+            },
+            Kind::Seq(_) => Err((value.pos, format!("{usage}, found a list"))),
+        };
+        match parsed {
+            Ok(v) => {
+                out.insert(name, v);
+            }
+            Err((pos, msg)) => errors.push(task, Some(&field), pos, msg),
+        }
+    }
+}
+
+fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("ORK_") {
+        return Err(format!("names starting with `ORK_` are reserved for ork; rename `{name}`"));
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! A JSON Schema (draft 2020-12) of the workflow YAML, for editors: with it,
+//! yaml-language-server completes field names and flags typos as you type.
+//!
+//! It checks structure only; [`crate::parse::parse_workflow`] remains the
+//! authority (unknown tasks, cycles, templates are beyond a schema).
+
+use serde_json::{Value, json};
+
+use crate::model::{DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, DEFAULT_TIMEZONE, KNOWN_EXECUTORS};
+use crate::parse::MAX_NAME_LEN;
+
+/// The schema of a workflow file.
+pub fn workflow_json_schema() -> Value {
+    let name = json!({
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9_-]*$",
+        "maxLength": MAX_NAME_LEN,
+    });
+    let field_ref = json!({
+        "type": "string",
+        "pattern": "^[^.]+(\\.[^.]+)+$",
+        "description": "`task.field[.sub]`: a field of an upstream task's output, e.g. `discover.files`.",
+    });
+    let count = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
+    let positive = json!({"type": "integer", "minimum": 1, "maximum": u32::MAX});
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ork workflow",
+        "description": "A workflow: named tasks, their dependencies and how each runs.",
+        "type": "object",
+        "required": ["name", "tasks"],
+        "additionalProperties": false,
+        "properties": {
+            "name": merge(&name, json!({"description": "Workflow name: lowercase letters, digits, `_` and `-`."})),
+            "schedule": {
+                "type": "string",
+                "description": "Cron expression: 5 fields (minute hour day-of-month month day-of-week, Sunday = 0 or 7) or 6 with seconds first.",
+                "examples": ["0 2 * * *", "0 */15 * * * *"],
+            },
+            "timezone": {
+                "type": "string",
+                "default": DEFAULT_TIMEZONE,
+                "description": "IANA time zone the schedule is read in, e.g. `Europe/Paris`.",
+            },
+            "concurrency": merge(&positive, json!({"description": "Most runs of this workflow at once."})),
+            "types": {
+                "type": "object",
+                "description": "Named JSON-Schema-style types that tasks' `output_type` refers to.",
+                "additionalProperties": {"type": "object"},
+            },
+            "tasks": {
+                "type": "array",
+                "minItems": 1,
+                "description": "The tasks, in any order; `depends_on` decides when each runs.",
+                "items": {"$ref": "#/$defs/task"},
+            },
+        },
+        "$defs": {
+            "task": task_schema(&name, &field_ref, &count, &positive),
+        },
+    })
+}
+
+/// The schema of one task, apart to keep `json!` within its recursion limit.
+fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value) -> Value {
+    json!({
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": false,
+                "if": {"properties": {"executor": {"const": "subprocess"}}},
+                "then": {"required": ["file"]},
+                "properties": {
+                    "name": merge(name, json!({"description": "Task name, unique in the workflow."})),
+                    "executor": {
+                        "enum": KNOWN_EXECUTORS,
+                        "default": DEFAULT_EXECUTOR,
+                        "description": "Where the task runs.",
+                    },
+                    "file": {
+                        "type": "string",
+                        "description": "Script or program to run, relative to the workflow file (no `..`).",
+                    },
+                    "config_file": {
+                        "type": "string",
+                        "description": "Extra file sent along with the task, relative to the workflow file.",
+                    },
+                    "input": {
+                        "description": "Any JSON value given to the task. Strings may hold templates: `{{ run.input.x }}`, `{{ tasks.t.output.field }}`, `{{ tasks.t.outputs }}`, `{{ item }}`, `{{ parallel.index }}`, `{{ parallel.count }}`.",
+                    },
+                    "depends_on": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Tasks that must finish first. Every task a template or `parallel` reads must be upstream.",
+                    },
+                    "timeout_seconds": merge(positive, json!({"default": DEFAULT_TIMEOUT_SECONDS, "description": "Most seconds one attempt may run."})),
+                    "retries": merge(count, json!({"default": 0, "description": "Extra attempts after a failure."})),
+                    "retry_delay_seconds": merge(count, json!({"default": 0, "description": "Seconds to wait before a retry."})),
+                    "retry_backoff": {
+                        "enum": ["fixed", "exponential"],
+                        "default": "fixed",
+                        "description": "`exponential` doubles the delay each attempt, with ±20% jitter.",
+                    },
+                    "retry_max_delay_seconds": merge(positive, json!({"description": "Ceiling of an exponential delay."})),
+                    "parallel": {
+                        "description": "Run several instances: a number, `{count: task.field}` or `{for_each: task.field}`.",
+                        "oneOf": [
+                            positive,
+                            {"type": "object", "required": ["count"], "additionalProperties": false, "properties": {"count": field_ref}},
+                            {"type": "object", "required": ["for_each"], "additionalProperties": false, "properties": {"for_each": field_ref}},
+                        ],
+                    },
+                    "concurrency": merge(positive, json!({"description": "Most instances of this task at once."})),
+                    "resources": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "description": "Requests for executors that honour them.",
+                        "properties": {
+                            "cpu": {"type": ["string", "number"], "examples": ["500m", "2"]},
+                            "memory": {"type": ["string", "integer"], "examples": ["512Mi"]},
+                            "gpu": count,
+                        },
+                    },
+                    "env": {
+                        "type": "object",
+                        "description": "Environment variables. Names starting with `ORK_` are reserved.",
+                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^[Oo][Rr][Kk]_"}},
+                        "additionalProperties": {
+                            "oneOf": [
+                                {"type": ["string", "number", "boolean"]},
+                                {"type": "object", "required": ["secret"], "additionalProperties": false, "properties": {"secret": {"type": "string"}}},
+                                {"type": "object", "required": ["from_env"], "additionalProperties": false, "properties": {"from_env": {"type": "string"}}},
+                            ],
+                        },
+                    },
+                    "on_failure": {
+                        "enum": ["skip", "run"],
+                        "default": "skip",
+                        "description": "What to do when an upstream task did not succeed.",
+                    },
+                    "output_type": {"type": "string", "description": "A key of `types` describing the output."},
+                },
+            })
+}
+
+/// `base` with the keys of `extra` added.
+fn merge(base: &Value, extra: Value) -> Value {
+    let mut out = base.clone();
+    if let (Value::Object(out), Value::Object(extra)) = (&mut out, extra) {
+        out.extend(extra);
+    }
+    out
+}

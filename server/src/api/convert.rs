@@ -1,0 +1,150 @@
+//! Conversions from state records to proto messages. Pure functions.
+
+use chrono::{DateTime, Utc};
+use ork_proto::json::to_proto;
+use ork_proto::v1;
+use ork_domain::{Parallelism, TaskStatus};
+
+use crate::state::{CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord};
+
+pub fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Timestamp> {
+    t.map(timestamp)
+}
+
+pub fn workflow(record: &WorkflowRecord) -> v1::Workflow {
+    let version = &record.version;
+    v1::Workflow {
+        name: record.name.clone(),
+        version: version.version.clone(),
+        schedule: version.definition.schedule.clone().unwrap_or_default(),
+        tasks: version
+            .definition
+            .tasks
+            .iter()
+            .map(|t| v1::WorkflowTask {
+                name: t.name.clone(),
+                executor: t.executor.clone(),
+                depends_on: t.depends_on.clone(),
+                parallel: match &t.parallel {
+                    None => String::new(),
+                    Some(Parallelism::Static(n)) => n.to_string(),
+                    Some(Parallelism::CountRef(r)) => format!("count: {}.{}", r.task, r.path.join(".")),
+                    Some(Parallelism::ForEach(r)) => {
+                        format!("for_each: {}.{}", r.task, r.path.join("."))
+                    }
+                },
+                file: t.file.clone().unwrap_or_default(),
+                retries: t.retries,
+                timeout_seconds: t.timeout_seconds,
+            })
+            .collect(),
+        created_at: Some(timestamp(record.created_at)),
+        updated_at: Some(timestamp(record.updated_at)),
+        definition_yaml: version.yaml.clone(),
+    }
+}
+
+pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
+    v1::Run {
+        id: record.id.clone(),
+        workflow: record.workflow.clone(),
+        workflow_version: record.workflow_version.clone(),
+        status: record.status.as_str().to_owned(),
+        triggered_by: record.triggered_by.as_str().to_owned(),
+        input: Some(to_proto(&record.input)),
+        created_at: Some(timestamp(record.created_at)),
+        started_at: opt_timestamp(record.started_at),
+        finished_at: opt_timestamp(record.finished_at),
+        tasks,
+    }
+}
+
+/// Task runs in the order the workflow lists its tasks, instances by index,
+/// each pending one with the reason it is still pending.
+pub fn task_runs(
+    records: &[TaskRunRecord],
+    version: Option<&CompiledVersion>,
+    now: DateTime<Utc>,
+) -> Vec<v1::TaskRun> {
+    let position = |name: &str| {
+        version
+            .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
+            .unwrap_or(usize::MAX)
+    };
+    let mut sorted: Vec<&TaskRunRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
+    sorted.into_iter().map(|r| task_run(r, pending_reason(r, records, version, now))).collect()
+}
+
+pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
+    v1::TaskRun {
+        id: r.id.clone(),
+        run_id: r.run_id.clone(),
+        name: r.task_name.clone(),
+        status: r.status.as_str().to_owned(),
+        attempt: r.attempt,
+        max_retries: r.max_retries,
+        parallel_index: r.parallel_index,
+        parallel_count: r.parallel_count,
+        executor: r.executor.clone(),
+        input: r.input.as_ref().map(to_proto),
+        output: r.output.as_ref().map(to_proto),
+        error: r.error.clone().unwrap_or_default(),
+        pending_reason,
+        created_at: Some(timestamp(r.created_at)),
+        ready_at: opt_timestamp(r.ready_at),
+        dispatched_at: opt_timestamp(r.dispatched_at),
+        started_at: opt_timestamp(r.started_at),
+        finished_at: opt_timestamp(r.finished_at),
+    }
+}
+
+/// Why a pending task run is not running yet; empty for other statuses.
+pub fn pending_reason(
+    r: &TaskRunRecord,
+    all: &[TaskRunRecord],
+    version: Option<&CompiledVersion>,
+    now: DateTime<Utc>,
+) -> String {
+    if r.status != TaskStatus::Pending {
+        return String::new();
+    }
+    match r.ready_at {
+        Some(at) if at > now => format!(
+            "retry delay: attempt {} starts at {}",
+            r.attempt + 1,
+            at.format("%H:%M:%S%.3f UTC")
+        ),
+        Some(_) => "queued: waiting for an executor slot".to_owned(),
+        None => {
+            let deps = version.map(|v| v.dag.dependencies(&r.task_name).to_vec()).unwrap_or_default();
+            let waiting: Vec<String> = deps
+                .into_iter()
+                .filter(|d| all.iter().any(|t| &t.task_name == d && !t.status.is_terminal()))
+                .collect();
+            if waiting.is_empty() {
+                "waiting on upstream tasks".to_owned()
+            } else {
+                format!("waiting on {}", waiting.join(", "))
+            }
+        }
+    }
+}
+
+pub fn log_line(l: &LogRecord) -> v1::LogLine {
+    v1::LogLine {
+        task: l.task_name.clone(),
+        parallel_index: l.parallel_index,
+        attempt: l.attempt,
+        stream: l.stream.clone(),
+        line: l.line.clone(),
+        time: Some(timestamp(l.time)),
+    }
+}

@@ -1,0 +1,97 @@
+//! The one table that maps error kinds to gRPC codes (and, for the HTTP
+//! gateway, to HTTP statuses).
+
+use tonic::{Code, Status};
+
+use crate::state;
+
+/// Error kinds every API surface shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}
+
+/// `(kind, gRPC code, HTTP status)`: the single source of the mapping.
+pub const ERROR_TABLE: &[(ErrorKind, Code, u16)] = &[
+    (ErrorKind::InvalidArgument, Code::InvalidArgument, 400),
+    (ErrorKind::NotFound, Code::NotFound, 404),
+    (ErrorKind::FailedPrecondition, Code::FailedPrecondition, 409),
+    (ErrorKind::Unavailable, Code::Unavailable, 503),
+    (ErrorKind::Internal, Code::Internal, 500),
+];
+
+impl ErrorKind {
+    pub fn grpc_code(self) -> Code {
+        ERROR_TABLE.iter().find(|(k, _, _)| *k == self).map_or(Code::Internal, |(_, c, _)| *c)
+    }
+
+    pub fn http_status(self) -> u16 {
+        ERROR_TABLE.iter().find(|(k, _, _)| *k == self).map_or(500, |(_, _, h)| *h)
+    }
+}
+
+/// The kind of a state-store error.
+pub fn state_error_kind(e: &state::Error) -> ErrorKind {
+    match e {
+        state::Error::NotFound { .. } => ErrorKind::NotFound,
+        state::Error::Stale { .. } | state::Error::FailedPrecondition(_) => {
+            ErrorKind::FailedPrecondition
+        }
+        state::Error::InvalidArgument(_) | state::Error::UnsupportedUrl(_) => {
+            ErrorKind::InvalidArgument
+        }
+        state::Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            ErrorKind::Unavailable
+        }
+        state::Error::Database(_) | state::Error::Migrate(_) | state::Error::Corrupt(_) => {
+            ErrorKind::Internal
+        }
+    }
+}
+
+/// Builds a status of `kind`.
+pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
+    Status::new(kind.grpc_code(), message)
+}
+
+/// Converts a state error, logging internal ones (their details stay in the log).
+pub fn from_state(e: state::Error) -> Status {
+    let kind = state_error_kind(&e);
+    if kind == ErrorKind::Internal {
+        tracing::error!(error = %e, "internal error");
+    }
+    status(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_in_the_table_once() {
+        for kind in [
+            ErrorKind::InvalidArgument,
+            ErrorKind::NotFound,
+            ErrorKind::FailedPrecondition,
+            ErrorKind::Unavailable,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(), 1, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn stale_attempts_are_failed_precondition() {
+        let e = state::Error::Stale {
+            task_run_id: "t".into(),
+            attempt: 1,
+            current_attempt: 2,
+            status: "running".into(),
+        };
+        assert_eq!(from_state(e).code(), Code::FailedPrecondition);
+    }
+}

@@ -1,0 +1,171 @@
+//! `ork.v1.RunService`: start, inspect, cancel and retry runs; read logs.
+
+use chrono::Utc;
+use ork_domain::TriggerType;
+use ork_proto::json::from_proto_opt;
+use ork_proto::v1::{self, run_service_server::RunService};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::ApiContext;
+use super::convert;
+use super::error::{ErrorKind, from_state, status};
+use crate::state::{LogQuery, NewRun, RunRecord};
+
+pub struct RunApi {
+    pub(crate) ctx: ApiContext,
+}
+
+impl RunApi {
+    async fn run_with_tasks(&self, record: &RunRecord) -> Result<v1::Run, Status> {
+        let tasks = self.ctx.state.list_task_runs(&record.id).await.map_err(from_state)?;
+        let version = self.ctx.state.get_version(&record.workflow_version).await.map_err(from_state)?;
+        let tasks = convert::task_runs(&tasks, version.as_deref(), Utc::now());
+        Ok(convert::run(record, tasks))
+    }
+
+    async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
+        self.ctx.state.get_run(id).await.map_err(from_state)?.ok_or_else(|| {
+            status(ErrorKind::NotFound, format!("run `{id}` not found; `ork run list` shows recent runs"))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl RunService for RunApi {
+    async fn start_run(
+        &self,
+        request: Request<v1::StartRunRequest>,
+    ) -> Result<Response<v1::StartRunResponse>, Status> {
+        let req = request.into_inner();
+        let input = match from_proto_opt(req.input.as_ref()) {
+            Value::Null => Value::Object(Default::default()),
+            v @ Value::Object(_) => v,
+            other => {
+                return Err(status(
+                    ErrorKind::InvalidArgument,
+                    format!("field `input`: a run's input must be a JSON object, got {other}"),
+                ));
+            }
+        };
+        let record = self
+            .ctx
+            .state
+            .create_run(NewRun { workflow: req.workflow, input, triggered_by: TriggerType::Manual }, Utc::now())
+            .await
+            .map_err(from_state)?;
+        self.ctx.scheduler.wake();
+        self.ctx.mirror.wake();
+        Ok(Response::new(v1::StartRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::GetRunResponse>, Status> {
+        let record = self.load_run(&request.into_inner().id).await?;
+        Ok(Response::new(v1::GetRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let req = request.into_inner();
+        let workflow = (!req.workflow.is_empty()).then_some(req.workflow.as_str());
+        let limit = req.limit.min(1000);
+        let runs = self.ctx.state.list_runs(workflow, limit).await.map_err(from_state)?;
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: runs.iter().map(|r| convert::run(r, Vec::new())).collect(),
+        }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::CancelRunResponse>, Status> {
+        let id = request.into_inner().id;
+        let active = self.ctx.state.cancel_run(&id, Utc::now()).await.map_err(from_state)?;
+        for attempt in active {
+            let (Some(exec_id), Some(executor)) =
+                (attempt.executor_id.as_deref(), self.ctx.executors.get(&attempt.executor))
+            else {
+                continue;
+            };
+            if let Err(e) = executor.cancel(exec_id).await {
+                tracing::warn!(error = %e, "could not stop execution {exec_id}");
+            }
+        }
+        self.ctx.mirror.wake();
+        let record = self.load_run(&id).await?;
+        Ok(Response::new(v1::CancelRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+    }
+
+    async fn retry_run(
+        &self,
+        request: Request<v1::RetryRunRequest>,
+    ) -> Result<Response<v1::RetryRunResponse>, Status> {
+        let req = request.into_inner();
+        let task = (!req.task.is_empty()).then_some(req.task.as_str());
+        self.ctx.state.retry_run(&req.id, task, Utc::now()).await.map_err(from_state)?;
+        self.ctx.scheduler.wake();
+        self.ctx.mirror.wake();
+        let record = self.load_run(&req.id).await?;
+        Ok(Response::new(v1::RetryRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+    }
+
+    async fn list_task_runs(
+        &self,
+        request: Request<v1::ListTaskRunsRequest>,
+    ) -> Result<Response<v1::ListTaskRunsResponse>, Status> {
+        let record = self.load_run(&request.into_inner().run_id).await?;
+        let run = self.run_with_tasks(&record).await?;
+        Ok(Response::new(v1::ListTaskRunsResponse { task_runs: run.tasks }))
+    }
+
+    async fn get_task_logs(
+        &self,
+        request: Request<v1::GetTaskLogsRequest>,
+    ) -> Result<Response<v1::GetTaskLogsResponse>, Status> {
+        let req = request.into_inner();
+        let run = self.load_run(&req.run_id).await?;
+        let after_id = if req.cursor.is_empty() {
+            0
+        } else {
+            req.cursor.parse::<i64>().map_err(|_| {
+                status(ErrorKind::InvalidArgument, "field `cursor`: pass back the `next_cursor` of a previous call")
+            })?
+        };
+        let task = (!req.task.is_empty()).then(|| req.task.clone());
+        // Read "finished?" before the lines so a line written just before the
+        // end is never missed by a follower that stops on `complete`.
+        let tasks = self.ctx.state.list_task_runs(&run.id).await.map_err(from_state)?;
+        if let Some(t) = &task {
+            if !tasks.iter().any(|r| &r.task_name == t) {
+                return Err(status(
+                    ErrorKind::NotFound,
+                    format!("run `{}` has no task `{t}`", run.id),
+                ));
+            }
+        }
+        let finished = run.status.is_terminal()
+            || tasks
+                .iter()
+                .filter(|r| task.as_ref().is_none_or(|t| &r.task_name == t))
+                .all(|r| r.status.is_terminal());
+        let limit = if req.limit == 0 { 1000 } else { req.limit.min(10_000) };
+        let lines = self
+            .ctx
+            .state
+            .get_logs(&LogQuery { run_id: run.id.clone(), task, task_run_attempt: None, after_id, limit })
+            .await
+            .map_err(from_state)?;
+        let next = lines.last().map_or(after_id, |l| l.id);
+        let complete = finished && lines.len() < limit as usize;
+        Ok(Response::new(v1::GetTaskLogsResponse {
+            lines: lines.iter().map(convert::log_line).collect(),
+            next_cursor: next.to_string(),
+            complete,
+        }))
+    }
+}

@@ -1,0 +1,103 @@
+//! `ork.v1.WorkflowService`: deploy, get, list and delete workflows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Utc;
+use ork_domain::parse::{ParseOptions, parse_workflow, referenced_files};
+use ork_proto::v1::{self, workflow_service_server::WorkflowService};
+use tonic::{Request, Response, Status};
+
+use super::ApiContext;
+use super::convert;
+use super::error::{ErrorKind, from_state, status};
+use crate::state::NewWorkflowVersion;
+
+/// Largest task file accepted by a deploy.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+/// Largest total of task files in one deploy.
+pub const MAX_DEPLOY_BYTES: usize = 48 << 20;
+
+pub struct WorkflowApi {
+    pub(crate) ctx: ApiContext,
+}
+
+#[tonic::async_trait]
+impl WorkflowService for WorkflowApi {
+    async fn deploy_workflow(
+        &self,
+        request: Request<v1::DeployWorkflowRequest>,
+    ) -> Result<Response<v1::DeployWorkflowResponse>, Status> {
+        let req = request.into_inner();
+        let source = if req.source.is_empty() { "workflow.yaml".to_owned() } else { req.source };
+        let provided: BTreeSet<String> = req.files.keys().cloned().collect();
+        let definition = parse_workflow(&req.yaml, &ParseOptions { source: &source, files: Some(&provided) })
+            .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
+
+        let mut files = BTreeMap::new();
+        let mut total = 0usize;
+        for path in referenced_files(&definition) {
+            let Some(content) = req.files.get(&path) else { continue };
+            if content.len() > MAX_FILE_BYTES {
+                return Err(status(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{source}: file `{path}` is {} bytes; task files are limited to {MAX_FILE_BYTES} bytes: keep large data in object storage and pass its location as input",
+                        content.len()
+                    ),
+                ));
+            }
+            total += content.len();
+            files.insert(path, content.clone());
+        }
+        if total > MAX_DEPLOY_BYTES {
+            return Err(status(
+                ErrorKind::InvalidArgument,
+                format!("{source}: task files total {total} bytes, above the {MAX_DEPLOY_BYTES}-byte limit of one deploy"),
+            ));
+        }
+        let version = crate::hash::workflow_version(&req.yaml, &files);
+        let (record, created) = self
+            .ctx
+            .state
+            .deploy_workflow(NewWorkflowVersion { version, yaml: req.yaml, definition, files }, Utc::now())
+            .await
+            .map_err(from_state)?;
+        self.ctx.mirror.wake();
+        Ok(Response::new(v1::DeployWorkflowResponse {
+            workflow: Some(convert::workflow(&record)),
+            created,
+        }))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<v1::GetWorkflowRequest>,
+    ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
+        let name = request.into_inner().name;
+        let record = self.ctx.state.get_workflow(&name).await.map_err(from_state)?.ok_or_else(|| {
+            status(ErrorKind::NotFound, format!("workflow `{name}` not found; `ork workflow list` shows the deployed ones"))
+        })?;
+        Ok(Response::new(v1::GetWorkflowResponse { workflow: Some(convert::workflow(&record)) }))
+    }
+
+    async fn list_workflows(
+        &self,
+        _request: Request<v1::ListWorkflowsRequest>,
+    ) -> Result<Response<v1::ListWorkflowsResponse>, Status> {
+        let records = self.ctx.state.list_workflows().await.map_err(from_state)?;
+        Ok(Response::new(v1::ListWorkflowsResponse {
+            workflows: records.iter().map(convert::workflow).collect(),
+        }))
+    }
+
+    async fn delete_workflow(
+        &self,
+        request: Request<v1::DeleteWorkflowRequest>,
+    ) -> Result<Response<v1::DeleteWorkflowResponse>, Status> {
+        let name = request.into_inner().name;
+        if !self.ctx.state.delete_workflow(&name).await.map_err(from_state)? {
+            return Err(status(ErrorKind::NotFound, format!("workflow `{name}` not found")));
+        }
+        Ok(Response::new(v1::DeleteWorkflowResponse {}))
+    }
+}

@@ -1,0 +1,145 @@
+//! The default executor: one `ork-worker` process per attempt on this machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch};
+
+/// How many of the worker's last stderr lines explain an unreported exit.
+const STDERR_TAIL: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct SubprocessOptions {
+    /// The `ork-worker` binary.
+    pub worker_binary: PathBuf,
+    /// The URL workers call back on.
+    pub server_url: String,
+    /// Parent of the attempts' working directories.
+    pub work_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL on cancel.
+    pub kill_grace: Duration,
+}
+
+/// Launches `ork-worker`, which fetches the spec and runs the task's file.
+pub struct SubprocessExecutor {
+    options: SubprocessOptions,
+    running: Arc<Mutex<HashMap<String, u32>>>,
+    events: mpsc::UnboundedSender<ExecutorEvent>,
+}
+
+impl SubprocessExecutor {
+    pub fn new(options: SubprocessOptions, events: mpsc::UnboundedSender<ExecutorEvent>) -> Self {
+        Self { options, running: Arc::new(Mutex::new(HashMap::new())), events }
+    }
+
+    fn pid_of(&self, execution_id: &str) -> Option<u32> {
+        self.running.lock().ok().and_then(|m| m.get(execution_id).copied())
+    }
+}
+
+fn signal(pid: u32, sig: Signal, id: &str) -> Result<(), Error> {
+    let pid = i32::try_from(pid).map_err(|_| Error::Signal {
+        id: id.to_owned(),
+        message: format!("pid {pid} out of range"),
+    })?;
+    match kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::Signal { id: id.to_owned(), message: e.to_string() }),
+    }
+}
+
+#[async_trait]
+impl Executor for SubprocessExecutor {
+    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+        let program = self.options.worker_binary.display().to_string();
+        let mut child = Command::new(&self.options.worker_binary)
+            .env("ORK_SERVER", &self.options.server_url)
+            .env("ORK_TASK_RUN_ID", &launch.fence.task_run_id)
+            .env("ORK_ATTEMPT", launch.fence.attempt.to_string())
+            .env("ORK_TOKEN", &launch.fence.token)
+            .env("ORK_WORK_DIR", &self.options.work_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| Error::Spawn { program, source })?;
+        let pid = child.id().unwrap_or_default();
+        let execution_id = format!("pid:{pid}:{}", launch.fence.task_run_id);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(execution_id.clone(), pid);
+        }
+
+        let stderr = child.stderr.take();
+        let running = self.running.clone();
+        let events = self.events.clone();
+        let fence = launch.fence.clone();
+        let id = execution_id.clone();
+        tokio::spawn(async move {
+            let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL);
+            if let Some(stderr) = stderr {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            }
+            let status = child.wait().await;
+            if let Ok(mut running) = running.lock() {
+                running.remove(&id);
+            }
+            let how = match status {
+                Ok(s) => match s.code() {
+                    Some(code) => format!("exited with code {code}"),
+                    None => format!("was killed ({s})"),
+                },
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            let mut description = format!("the ork-worker process {how} before reporting a result");
+            if !tail.is_empty() {
+                description.push_str(":\n");
+                description.push_str(&Vec::from(tail).join("\n"));
+            }
+            let _ = events.send(ExecutorEvent::Exited { fence, description });
+        });
+        Ok(execution_id)
+    }
+
+    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
+        let Some(pid) = self.pid_of(execution_id) else {
+            return Ok(());
+        };
+        // The worker forwards SIGTERM to its task's process group and exits.
+        signal(pid, Signal::SIGTERM, execution_id)?;
+        let running = self.running.clone();
+        let grace = self.options.kill_grace;
+        let id = execution_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still = running.lock().ok().and_then(|m| m.get(&id).copied());
+            if still == Some(pid) {
+                let _ = signal(pid, Signal::SIGKILL, &id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
+        Ok(match self.pid_of(execution_id) {
+            Some(_) => ExecutionStatus::Running,
+            None => ExecutionStatus::Unknown,
+        })
+    }
+}

@@ -1,0 +1,274 @@
+//! The mirror loop: drains the state store's outbox into the object store.
+//!
+//! Entries name *what* changed, never the content: the loop reads the
+//! committed state and writes it, so a replayed entry (after a crash between
+//! write and acknowledge) rewrites the same objects and nothing is lost.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use ork_domain::EnvValue;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::{Error, object_path};
+use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
+
+const BATCH: u32 = 256;
+/// Safety net for wake-ups lost to a race; normal latency comes from `wake`.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Cheap handle to nudge the mirror after a commit.
+#[derive(Clone, Default)]
+pub struct MirrorHandle {
+    wake: Arc<Notify>,
+}
+
+impl MirrorHandle {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The mirror component.
+pub struct Mirror {
+    state: Arc<dyn StateStore>,
+    objects: Arc<dyn ObjectStore>,
+    handle: MirrorHandle,
+}
+
+impl Mirror {
+    pub fn new(state: Arc<dyn StateStore>, objects: Arc<dyn ObjectStore>) -> Self {
+        Self { state, objects, handle: MirrorHandle::default() }
+    }
+
+    pub fn handle(&self) -> MirrorHandle {
+        self.handle.clone()
+    }
+
+    /// Drains the outbox until `shutdown` fires, then drains once more so a
+    /// clean stop leaves the mirror complete.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain_once().await {
+                Ok(0) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = self.handle.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mirror: will retry in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        while let Ok(n) = self.drain_once().await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Mirrors one batch of the outbox; returns how many entries it handled.
+    pub async fn drain_once(&self) -> Result<usize, Error> {
+        let batch = self.state.outbox_batch(BATCH).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut seen = HashSet::new();
+        for entry in &batch {
+            if seen.insert((entry.kind.clone(), entry.key.clone(), entry.attempt)) {
+                self.mirror(entry).await?;
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        self.state.outbox_ack(&ids).await?;
+        Ok(batch.len())
+    }
+
+    async fn mirror(&self, entry: &OutboxEntry) -> Result<(), Error> {
+        match entry.kind {
+            OutboxKind::Workflow => self.mirror_workflow(&entry.key).await,
+            OutboxKind::Run => self.mirror_run(&entry.key).await,
+            OutboxKind::Attempt => match entry.attempt {
+                Some(attempt) => self.mirror_attempt(&entry.key, attempt).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    async fn put(&self, segments: &[&str], bytes: Vec<u8>) -> Result<(), Error> {
+        let path = object_path(segments)?;
+        self.objects.put(&path, PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    async fn put_json(&self, segments: &[&str], value: &Value) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        self.put(segments, bytes).await
+    }
+
+    async fn mirror_workflow(&self, version: &str) -> Result<(), Error> {
+        let Some(compiled) = self.state.get_version(version).await? else {
+            return Ok(());
+        };
+        let name = compiled.definition.name.clone();
+        self.put(&["workflows", &name, version, "workflow.yaml"], compiled.yaml.clone().into_bytes())
+            .await?;
+        for file in ork_domain::parse::referenced_files(&compiled.definition) {
+            if let Some(content) = self.state.get_version_file(version, &file).await? {
+                let mut segments = vec!["workflows", name.as_str(), version, "files"];
+                segments.extend(file.split('/'));
+                self.put(&segments, content).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mirror_run(&self, run_id: &str) -> Result<(), Error> {
+        let Some(run) = self.state.get_run(run_id).await? else {
+            return Ok(());
+        };
+        let tasks = self.state.list_task_runs(run_id).await?;
+        let doc = json!({
+            "id": run.id,
+            "workflow": run.workflow,
+            "workflow_version": run.workflow_version,
+            "status": run.status.as_str(),
+            "triggered_by": run.triggered_by.as_str(),
+            "input": run.input,
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "tasks": tasks.iter().map(task_summary).collect::<Vec<_>>(),
+        });
+        self.put_json(&["runs", run_id, "run.json"], &doc).await
+    }
+
+    async fn mirror_attempt(&self, task_run_id: &str, attempt: u32) -> Result<(), Error> {
+        let Some(task) = self.state.get_task_run(task_run_id).await? else {
+            return Ok(());
+        };
+        let attempts = self.state.list_attempts(task_run_id).await?;
+        let Some(record) = attempts.iter().find(|a| a.attempt == attempt) else {
+            return Ok(());
+        };
+        let run = self.state.get_run(&task.run_id).await?;
+        let version = match &run {
+            Some(run) => self.state.get_version(&run.workflow_version).await?,
+            None => None,
+        };
+        let definition = version.as_ref().and_then(|v| v.task(&task.task_name).cloned());
+        let folder = task_folder(&task);
+        let attempt_text = attempt.to_string();
+        let base = ["runs", task.run_id.as_str(), "tasks", folder.as_str(), "attempts", attempt_text.as_str()];
+        let with = |file: &'static str| {
+            let mut v = base.to_vec();
+            v.push(file);
+            v
+        };
+
+        let spec = json!({
+            "run_id": task.run_id,
+            "task": task.task_name,
+            "task_run_id": task.id,
+            "attempt": attempt,
+            "parallel_index": task.parallel_index,
+            "parallel_count": task.parallel_count,
+            "executor": task.executor,
+            "input": task.input,
+            "file": definition.as_ref().and_then(|d| d.file.clone()),
+            "timeout_seconds": definition.as_ref().map(|d| d.timeout_seconds),
+            "env": definition.as_ref().map(|d| redacted_env(&d.env)),
+        });
+        self.put_json(&with("spec.json"), &spec).await?;
+        let status = json!({
+            "status": record.status.as_str(),
+            "error": record.error,
+            "dispatched_at": record.dispatched_at,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+        });
+        self.put_json(&with("status.json"), &status).await?;
+        if record.status == ork_domain::TaskStatus::Success {
+            self.put_json(&with("output.json"), task.output.as_ref().unwrap_or(&Value::Null)).await?;
+        }
+        if record.status.is_terminal() {
+            let log = self.attempt_log(&task.run_id, task_run_id, attempt).await?;
+            self.put(&with("log.txt"), log.into_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    async fn attempt_log(&self, run_id: &str, task_run_id: &str, attempt: u32) -> Result<String, Error> {
+        let mut text = String::new();
+        let mut after_id = 0;
+        loop {
+            let lines = self
+                .state
+                .get_logs(&LogQuery {
+                    run_id: run_id.to_owned(),
+                    task: None,
+                    task_run_attempt: Some((task_run_id.to_owned(), attempt)),
+                    after_id,
+                    limit: 5000,
+                })
+                .await?;
+            let Some(last) = lines.last() else { break };
+            after_id = last.id;
+            for l in &lines {
+                text.push_str(&l.line);
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    }
+}
+
+/// `name` or `name.index`: task names cannot contain dots, so this is unique.
+pub(crate) fn task_folder(task: &TaskRunRecord) -> String {
+    match task.parallel_index {
+        Some(i) => format!("{}.{i}", task.task_name),
+        None => task.task_name.clone(),
+    }
+}
+
+fn task_summary(task: &TaskRunRecord) -> Value {
+    json!({
+        "id": task.id,
+        "name": task.task_name,
+        "parallel_index": task.parallel_index,
+        "status": task.status.as_str(),
+        "attempt": task.attempt,
+        "error": task.error,
+        "output": task.output,
+    })
+}
+
+/// Literal env values are kept; secrets and host variables are named, never
+/// resolved, so the mirror can't leak them.
+fn redacted_env(env: &std::collections::BTreeMap<String, EnvValue>) -> Value {
+    let map = env
+        .iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                EnvValue::Literal(s) => json!(s),
+                EnvValue::Secret(name) => json!({ "secret": name }),
+                EnvValue::FromEnv(name) => json!({ "from_env": name }),
+            };
+            (k.clone(), shown)
+        })
+        .collect();
+    Value::Object(map)
+}

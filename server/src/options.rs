@@ -1,0 +1,58 @@
+//! Configuration of one server process, built by the CLI and passed down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything an `ork server` / `ork dev` process is configured with. Nothing
+/// below this struct reads the environment or the command line.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address for gRPC (and later the HTTP gateway) on one port.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (created when missing).
+    pub state_url: String,
+    /// `file:///PATH` or `memory://`.
+    pub objects_url: String,
+    /// The `ork-worker` binary the subprocess executor launches; `None` looks
+    /// next to the running executable, then on `PATH`.
+    pub worker_binary: Option<PathBuf>,
+    /// Parent folder of the attempts' working directories.
+    pub work_dir: PathBuf,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A running attempt silent for this long is failed as lost and retried.
+    pub heartbeat_timeout: Duration,
+    /// How often the timer loop looks for expired timeouts, retry delays and
+    /// lost heartbeats. Task hand-offs never wait for it.
+    pub tick: Duration,
+    /// Largest number of instances a dynamic fan-out may expand to.
+    pub max_fan_out: u32,
+    /// Name of this scheduler replica, recorded as the owner of its runs.
+    pub scheduler_id: String,
+}
+
+impl ServerOptions {
+    /// The embedded default: SQLite and a local object folder under `data_dir`.
+    pub fn embedded(data_dir: &Path, listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            state_url: format!("sqlite://{}", data_dir.join("ork.db").display()),
+            objects_url: format!("file://{}", data_dir.join("objects").display()),
+            worker_binary: None,
+            work_dir: data_dir.join("work"),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(500),
+            max_fan_out: 10_000,
+            scheduler_id: default_scheduler_id(),
+        }
+    }
+}
+
+fn default_scheduler_id() -> String {
+    format!("sched-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The default address of `ork dev` and `ork server`, and of clients.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";

@@ -1,0 +1,242 @@
+//! The scheduler: hands ready task runs to executors and ends attempts that
+//! ran out of time or lost their worker.
+//!
+//! Hand-offs are event-driven: a report readies successors in its own
+//! transaction and then wakes the dispatch loop, so no polling interval sits
+//! between two tasks. The timer loop only serves clocks (timeouts, lost
+//! heartbeats, retry delays).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::executor::{ExecutorEvent, Executors, Launch};
+use crate::objects::MirrorHandle;
+use crate::state::{self, Claim, Failure, FailureKind, StateStore};
+
+/// Most task runs claimed in one transaction.
+const CLAIM_BATCH: u32 = 256;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub heartbeat_timeout: Duration,
+    pub tick: Duration,
+}
+
+/// Cheap handle to wake the dispatch loop after a commit that readied work.
+#[derive(Clone, Default)]
+pub struct SchedulerHandle {
+    wake: Arc<Notify>,
+}
+
+impl SchedulerHandle {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+pub struct Scheduler {
+    state: Arc<dyn StateStore>,
+    executors: Arc<Executors>,
+    options: SchedulerOptions,
+    handle: SchedulerHandle,
+    mirror: MirrorHandle,
+    events: mpsc::UnboundedReceiver<ExecutorEvent>,
+}
+
+impl Scheduler {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        executors: Arc<Executors>,
+        options: SchedulerOptions,
+        mirror: MirrorHandle,
+        events: mpsc::UnboundedReceiver<ExecutorEvent>,
+    ) -> Self {
+        Self { state, executors, options, handle: SchedulerHandle::default(), mirror, events }
+    }
+
+    pub fn handle(&self) -> SchedulerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs the dispatch, timer and executor-event loops until `shutdown`.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        match self.state.recover(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} attempts were running before this start; waiting for their workers to call back"),
+            Err(e) => tracing::error!(error = %e, "recovery failed"),
+        }
+        let core = Arc::new(Core {
+            state: self.state,
+            executors: self.executors,
+            options: self.options,
+            handle: self.handle,
+            mirror: self.mirror,
+        });
+        let dispatch = tokio::spawn(core.clone().dispatch_loop(shutdown.clone()));
+        let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
+        let events = tokio::spawn(core.event_loop(self.events, shutdown));
+        let _ = tokio::join!(dispatch, timers, events);
+    }
+}
+
+struct Core {
+    state: Arc<dyn StateStore>,
+    executors: Arc<Executors>,
+    options: SchedulerOptions,
+    handle: SchedulerHandle,
+    mirror: MirrorHandle,
+}
+
+impl Core {
+    async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.state.claim_ready(Utc::now(), CLAIM_BATCH).await {
+                Ok(claims) if !claims.is_empty() => {
+                    backoff = Duration::from_millis(50);
+                    let full = claims.len() == CLAIM_BATCH as usize;
+                    self.mirror.wake();
+                    futures::future::join_all(claims.into_iter().map(|c| self.dispatch(c))).await;
+                    if full {
+                        continue;
+                    }
+                }
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming ready tasks failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            let sleep = self.until_next_ready().await;
+            tokio::select! {
+                _ = self.handle.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// How long the dispatch loop may sleep: until the next retry delay ends,
+    /// at most one tick.
+    async fn until_next_ready(&self) -> Duration {
+        match self.state.next_ready_at().await {
+            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(self.options.tick),
+            _ => self.options.tick,
+        }
+    }
+
+    async fn dispatch(&self, claim: Claim) {
+        let Some(executor) = self.executors.get(&claim.executor) else {
+            let failure = Failure {
+                kind: FailureKind::Dispatch,
+                error: format!(
+                    "task `{}`, field `executor`: this server has no executor `{}` (it has: {})",
+                    claim.task_name,
+                    claim.executor,
+                    self.executors.names().join(", ")
+                ),
+                non_retryable: true,
+            };
+            self.fail(&claim.fence, failure).await;
+            return;
+        };
+        let launch = Launch {
+            fence: claim.fence.clone(),
+            run_id: claim.run_id.clone(),
+            task_name: claim.task_name.clone(),
+            timeout_seconds: claim.timeout_seconds,
+        };
+        match executor.dispatch(&launch).await {
+            Ok(id) => {
+                if let Err(e) = self.state.set_executor_id(&claim.fence, &id).await {
+                    tracing::warn!(error = %e, "could not record the execution id");
+                }
+            }
+            Err(e) => {
+                let failure = Failure {
+                    kind: FailureKind::Dispatch,
+                    error: format!("executor `{}` could not start the task: {e}", claim.executor),
+                    non_retryable: false,
+                };
+                self.fail(&claim.fence, failure).await;
+            }
+        }
+    }
+
+    async fn fail(&self, fence: &state::Fence, failure: Failure) {
+        match self.state.fail_attempt(fence, &failure, Utc::now()).await {
+            Ok(()) => {
+                self.handle.wake();
+                self.mirror.wake();
+            }
+            // Already reported or superseded: the report won, as it should.
+            Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, task_run = %fence.task_run_id, "could not fail attempt"),
+        }
+    }
+
+    async fn timer_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.options.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let expired = match self.state.expired_attempts(Utc::now(), self.options.heartbeat_timeout).await {
+                Ok(expired) => expired,
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for expired attempts failed");
+                    continue;
+                }
+            };
+            for attempt in expired {
+                if let (Some(id), Some(executor)) =
+                    (&attempt.executor_id, self.executors.get(&attempt.executor))
+                {
+                    if let Err(e) = executor.cancel(id).await {
+                        tracing::warn!(error = %e, "could not stop expired execution {id}");
+                    }
+                }
+                let error = match attempt.kind {
+                    FailureKind::Timeout => format!(
+                        "timed out after {}s (timeout_seconds); the attempt was killed",
+                        attempt.timeout_seconds
+                    ),
+                    _ => format!(
+                        "worker lost: no heartbeat for {}s; the attempt was abandoned",
+                        self.options.heartbeat_timeout.as_secs()
+                    ),
+                };
+                self.fail(&attempt.fence, Failure { kind: attempt.kind, error, non_retryable: false })
+                    .await;
+            }
+        }
+    }
+
+    async fn event_loop(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<ExecutorEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = shutdown.changed() => return,
+            };
+            let Some(ExecutorEvent::Exited { fence, description }) = event else {
+                return;
+            };
+            let failure = Failure { kind: FailureKind::Task, error: description, non_retryable: false };
+            self.fail(&fence, failure).await;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Composition root: builds every component from [`ServerOptions`] and runs
+//! them until shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::ServerOptions;
+use crate::api::{self, ApiContext};
+use crate::executor::{self, Executors, SubprocessExecutor, SubprocessOptions};
+use crate::objects::{self, Mirror};
+use crate::scheduler::{Scheduler, SchedulerOptions};
+use crate::state::{self, Limits, StateStore};
+
+/// Errors that stop a server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("state store: {0}")]
+    State(#[from] state::Error),
+    #[error("object store: {0}")]
+    Objects(#[from] objects::Error),
+    #[error("executor: {0}")]
+    Executor(#[from] executor::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    options: ServerOptions,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<dyn StateStore>,
+    objects: Arc<dyn object_store::ObjectStore>,
+    worker_binary: PathBuf,
+}
+
+impl Server {
+    /// Opens the stores and binds the listener; fails fast on bad configuration.
+    pub async fn bind(options: ServerOptions) -> Result<Self, Error> {
+        let worker_binary = find_worker_binary(options.worker_binary.as_ref())?;
+        let limits = Limits { max_fan_out: options.max_fan_out };
+        let state = state::open(&options.state_url, limits).await?;
+        let objects = objects::open(&options.objects_url)?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| Error::Bind { addr: options.listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| Error::Bind { addr: options.listen, source })?;
+        Ok(Self { options, listener, local_addr, state, objects, worker_binary })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops the loops and flushes the mirror.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+
+        let mut callback = self.local_addr;
+        if callback.ip().is_unspecified() {
+            callback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let mut executors = Executors::default();
+        executors.register(
+            ork_domain::DEFAULT_EXECUTOR,
+            Arc::new(SubprocessExecutor::new(
+                SubprocessOptions {
+                    worker_binary: self.worker_binary.clone(),
+                    server_url: format!("http://{callback}"),
+                    work_dir: self.options.work_dir.clone(),
+                    // Longer than the worker's own grace (10 s) so it can stop its task first.
+                    kill_grace: Duration::from_secs(15),
+                },
+                events_tx,
+            )),
+        );
+        let executors = Arc::new(executors);
+
+        let mirror = Mirror::new(self.state.clone(), self.objects.clone());
+        let mirror_handle = mirror.handle();
+        let scheduler = Scheduler::new(
+            self.state.clone(),
+            executors.clone(),
+            SchedulerOptions { heartbeat_timeout: self.options.heartbeat_timeout, tick: self.options.tick },
+            mirror_handle.clone(),
+            events_rx,
+        );
+        let ctx = ApiContext {
+            state: self.state.clone(),
+            scheduler: scheduler.handle(),
+            mirror: mirror_handle,
+            executors,
+            heartbeat_interval: self.options.heartbeat_interval,
+            host_env: Arc::new(std::env::vars().collect::<HashMap<_, _>>()),
+        };
+        let routes = api::routes(ctx)?;
+
+        let mirror_task = tokio::spawn(mirror.run(stop_rx.clone()));
+        let scheduler_task = tokio::spawn(scheduler.run(stop_rx));
+        tracing::info!(addr = %self.local_addr, "ork server listening");
+        let served = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(mirror_task, scheduler_task);
+        served?;
+        Ok(())
+    }
+}
+
+/// The `ork-worker` binary: the configured one, else the one next to this
+/// executable, else the first on `PATH`.
+fn find_worker_binary(configured: Option<&PathBuf>) -> Result<PathBuf, Error> {
+    if let Some(path) = configured {
+        return Ok(path.clone());
+    }
+    let name = "ork-worker";
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
+        for candidate in [dir.join(name), dir.join("..").join(name)] {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(executor::Error::WorkerBinaryNotFound.into())
+}

@@ -1,0 +1,127 @@
+//! The state store: the source of truth for workflows, runs, task runs,
+//! attempts, logs and the mirror's outbox.
+//!
+//! Every method that changes state is one transaction. The methods are coarse
+//! on purpose (a report records the attempt *and* readies its successors), so
+//! a crash between two steps of one transition cannot happen.
+
+mod advance;
+mod records;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use records::*;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A worker call for an attempt that is no longer the current one.
+    #[error(
+        "stale attempt: task run {task_run_id} is at attempt {current_attempt} ({status}); the call for attempt {attempt} was ignored"
+    )]
+    Stale { task_run_id: String, attempt: u32, current_attempt: u32, status: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("unsupported state store url `{0}`: use sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The state store port. One conformance suite (`tests/state_conformance.rs`)
+/// runs against every implementation.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    // ---- workflows ----
+    /// Stores a new version unless the content hash is already the newest
+    /// version; returns the workflow and whether a version was created.
+    async fn deploy_workflow(
+        &self,
+        deploy: NewWorkflowVersion,
+        now: DateTime<Utc>,
+    ) -> Result<(WorkflowRecord, bool)>;
+    async fn get_workflow(&self, name: &str) -> Result<Option<WorkflowRecord>>;
+    async fn list_workflows(&self) -> Result<Vec<WorkflowRecord>>;
+    /// Returns false when no such workflow exists.
+    async fn delete_workflow(&self, name: &str) -> Result<bool>;
+    async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>>;
+    async fn get_version_file(&self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
+
+    // ---- runs ----
+    /// Creates the run and its task runs, readying the roots, in one transaction.
+    async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
+    async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
+    async fn list_task_runs(&self, run_id: &str) -> Result<Vec<TaskRunRecord>>;
+    async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>>;
+    async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// Ends the run `cancelled`; returns the attempts that were out with workers.
+    async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>>;
+    /// Re-runs failed, cancelled and skipped tasks (or `task` and everything
+    /// downstream of it) of a finished run.
+    async fn retry_run(&self, id: &str, task: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>>;
+
+    // ---- scheduler ----
+    /// Claims up to `limit` ready task runs: each gets a new attempt and token.
+    async fn claim_ready(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>>;
+    /// Remembers which execution carries an attempt, for cancellation.
+    async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()>;
+    /// Fails an attempt; retries it when its policy allows.
+    async fn fail_attempt(
+        &self,
+        fence: &Fence,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Attempts past their deadline, or silent for longer than `heartbeat_timeout`.
+    async fn expired_attempts(
+        &self,
+        now: DateTime<Utc>,
+        heartbeat_timeout: std::time::Duration,
+    ) -> Result<Vec<ExpiredAttempt>>;
+    /// At start-up: gives attempts left running by a previous process one
+    /// heartbeat timeout to call back before they are declared lost.
+    async fn recover(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// The earliest time a pending retry becomes ready, to sleep until then.
+    async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
+
+    // ---- worker calls (all fenced) ----
+    async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;
+    async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()>;
+    /// Returns true when the attempt must stop (cancelled).
+    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool>;
+    async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()>;
+    async fn complete_attempt(
+        &self,
+        fence: &Fence,
+        output: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    // ---- mirror outbox ----
+    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>>;
+    async fn outbox_ack(&self, ids: &[i64]) -> Result<()>;
+}
+
+/// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`).
+pub async fn open(url: &str, limits: Limits) -> Result<Arc<dyn StateStore>> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(url, limits).await?));
+    }
+    Err(Error::UnsupportedUrl(url.to_owned()))
+}

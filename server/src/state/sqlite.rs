@@ -1,0 +1,1328 @@
+//! The embedded default store: SQLite in WAL mode through sqlx.
+//!
+//! SQLite has one writer, so writes go through a pool of one connection (no
+//! lock-upgrade deadlocks, no SQLITE_BUSY between our own transactions) and
+//! reads through a separate pool.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ork_domain::dag::Dag;
+use ork_domain::decide::{self, DepSummary, RunTally};
+use ork_domain::{Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::advance::{self, NewInstance, OutputRow, RunTx, UnreadyRow};
+use super::*;
+
+/// How many times an attempt lost to infrastructure is retried for free.
+const MAX_LOST_RETRIES: i64 = 3;
+/// Rows per multi-row INSERT, well under SQLite's bound-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// SQLite implementation of [`StateStore`].
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+    versions: Mutex<HashMap<String, Arc<CompiledVersion>>>,
+    limits: Limits,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the database at `url`.
+    pub async fn open(url: &str, limits: Limits) -> Result<Self> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            Error::InvalidArgument(format!(
+                                "cannot create the folder of {path}: {e}"
+                            ))
+                        })?;
+                    }
+                }
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        // An in-memory database exists once per connection: share one.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = if in_memory {
+            write.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await?
+        };
+        Ok(Self { write, read, versions: Mutex::new(HashMap::new()), limits })
+    }
+
+    async fn compiled(&self, version: &str) -> Result<Arc<CompiledVersion>> {
+        self.get_version(version)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("workflow version {version} is missing")))
+    }
+
+    async fn workflow_record(&self, row: &SqliteRow) -> Result<WorkflowRecord> {
+        let version: String = row.try_get("current_version")?;
+        Ok(WorkflowRecord {
+            name: row.try_get("name")?,
+            version: self.compiled(&version).await?,
+            created_at: from_ms(row.try_get("created_at")?),
+            updated_at: from_ms(row.try_get("updated_at")?),
+        })
+    }
+}
+
+// ---------- conversions ----------
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.map(from_ms)
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored JSON: {e}")))
+}
+
+fn opt_json(text: Option<String>) -> Result<Option<Value>> {
+    text.as_deref().map(parse_json).transpose()
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn task_status(s: &str) -> Result<TaskStatus> {
+    TaskStatus::parse(s).ok_or_else(|| Error::Corrupt(format!("task status `{s}`")))
+}
+
+fn run_record(row: &SqliteRow) -> Result<RunRecord> {
+    let status: String = row.try_get("status")?;
+    let trigger: String = row.try_get("triggered_by")?;
+    let input: String = row.try_get("input")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        workflow: row.try_get("workflow")?,
+        workflow_version: row.try_get("workflow_version")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("run status `{status}`")))?,
+        triggered_by: TriggerType::parse(&trigger)
+            .ok_or_else(|| Error::Corrupt(format!("trigger `{trigger}`")))?,
+        input: parse_json(&input)?,
+        created_at: from_ms(row.try_get("created_at")?),
+        started_at: opt_ms(row.try_get("started_at")?),
+        finished_at: opt_ms(row.try_get("finished_at")?),
+    })
+}
+
+const TASK_RUN_COLUMNS: &str = "id, run_id, task_name, status, attempt, max_retries, parallel_index, \
+    parallel_count, executor, input, output, error, created_at, ready_at, dispatched_at, started_at, finished_at";
+
+fn task_run_record(row: &SqliteRow) -> Result<TaskRunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(TaskRunRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        task_name: row.try_get("task_name")?,
+        status: task_status(&status)?,
+        attempt: to_u32(row.try_get("attempt")?),
+        max_retries: to_u32(row.try_get("max_retries")?),
+        parallel_index: row.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
+        parallel_count: row.try_get::<Option<i64>, _>("parallel_count")?.map(to_u32),
+        executor: row.try_get("executor")?,
+        input: opt_json(row.try_get("input")?)?,
+        output: opt_json(row.try_get("output")?)?,
+        error: row.try_get("error")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        ready_at: opt_ms(row.try_get("ready_at")?),
+        dispatched_at: opt_ms(row.try_get("dispatched_at")?),
+        started_at: opt_ms(row.try_get("started_at")?),
+        finished_at: opt_ms(row.try_get("finished_at")?),
+    })
+}
+
+/// A task run row as the fenced worker calls see it.
+struct FencedRow {
+    run_id: String,
+    task_name: String,
+    status: TaskStatus,
+    attempt_base: i64,
+    lost_count: i64,
+    workflow_version: String,
+}
+
+/// Loads the task run named by `fence` and rejects the call unless the fence
+/// is the current attempt and its status is one of `allowed`.
+async fn check_fence(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    allowed: &[TaskStatus],
+) -> Result<FencedRow> {
+    let row = sqlx::query(
+        "SELECT t.status, t.attempt, t.token, t.run_id, t.task_name, t.attempt_base, t.lost_count, \
+         r.workflow_version FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1",
+    )
+    .bind(&fence.task_run_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Error::NotFound { what: format!("task run {}", fence.task_run_id) })?;
+    let status = task_status(row.try_get::<&str, _>("status")?)?;
+    let attempt = to_u32(row.try_get("attempt")?);
+    let token: Option<String> = row.try_get("token")?;
+    let current = attempt == fence.attempt && token.as_deref() == Some(fence.token.as_str());
+    if !current || !allowed.contains(&status) {
+        return Err(Error::Stale {
+            task_run_id: fence.task_run_id.clone(),
+            attempt: fence.attempt,
+            current_attempt: attempt,
+            status: status.to_string(),
+        });
+    }
+    Ok(FencedRow {
+        run_id: row.try_get("run_id")?,
+        task_name: row.try_get("task_name")?,
+        status,
+        attempt_base: row.try_get("attempt_base")?,
+        lost_count: row.try_get("lost_count")?,
+        workflow_version: row.try_get("workflow_version")?,
+    })
+}
+
+const ACTIVE: [TaskStatus; 2] = [TaskStatus::Dispatched, TaskStatus::Running];
+
+async fn insert_outbox(
+    conn: &mut SqliteConnection,
+    kind: OutboxKind,
+    key: &str,
+    attempt: Option<u32>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO outbox (kind, key, attempt, created_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(attempt.map(i64::from))
+        .bind(ms(Utc::now()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One task run row to insert.
+struct NewTaskRunRow<'a> {
+    id: String,
+    task: &'a TaskDefinition,
+    parallel_index: Option<u32>,
+    parallel_count: Option<u32>,
+    item: Option<&'a Value>,
+    status: TaskStatus,
+    input: Option<String>,
+    error: Option<String>,
+    ready_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+async fn insert_task_runs(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    rows: &[NewTaskRunRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, \
+             parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, finished_at) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.clone())
+                .push_bind(run_id.to_owned())
+                .push_bind(r.task.name.clone())
+                .push_bind(r.status.as_str())
+                .push_bind(i64::from(r.task.retries))
+                .push_bind(i64::from(r.task.timeout_seconds))
+                .push_bind(r.parallel_index.map(i64::from))
+                .push_bind(r.parallel_count.map(i64::from))
+                .push_bind(r.item.map(json_text))
+                .push_bind(r.task.executor.clone())
+                .push_bind(r.input.clone())
+                .push_bind(r.error.clone())
+                .push_bind(ms(now))
+                .push_bind(r.ready_at)
+                .push_bind(r.finished_at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The rows a task starts with: one per static instance, or one placeholder
+/// that a dynamic fan-out replaces when it expands.
+fn initial_rows(task: &TaskDefinition) -> Vec<NewTaskRunRow<'_>> {
+    let row = |index: Option<u32>, count: Option<u32>| NewTaskRunRow {
+        id: new_id(),
+        task,
+        parallel_index: index,
+        parallel_count: count,
+        item: None,
+        status: TaskStatus::Pending,
+        input: None,
+        error: None,
+        ready_at: None,
+        finished_at: None,
+    };
+    match &task.parallel {
+        Some(Parallelism::Static(n)) => (0..*n).map(|i| row(Some(i), Some(*n))).collect(),
+        _ => vec![row(None, None)],
+    }
+}
+
+// ---------- the transaction primitives of `advance` ----------
+
+struct Tx<'c> {
+    conn: &'c mut SqliteConnection,
+}
+
+fn push_in_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, values: &'a [String]) {
+    qb.push(" IN (");
+    let mut sep = qb.separated(", ");
+    for v in values {
+        sep.push_bind(v.as_str());
+    }
+    sep.push_unseparated(")");
+}
+
+impl RunTx for Tx<'_> {
+    async fn run_input(&mut self, run_id: &str) -> Result<Value> {
+        let text: String = sqlx::query_scalar("SELECT input FROM runs WHERE id = ?1")
+            .bind(run_id)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        parse_json(&text)
+    }
+
+    async fn dep_summaries(&mut self, run_id: &str, deps: &[String]) -> Result<Vec<DepSummary>> {
+        if deps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "SELECT task_name, COUNT(*) AS total, \
+             SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS succeeded, \
+             SUM(CASE WHEN status IN ('failed', 'skipped', 'cancelled') THEN 1 ELSE 0 END) AS unsuccessful \
+             FROM task_runs WHERE run_id = ",
+        );
+        qb.push_bind(run_id).push(" AND task_name");
+        push_in_list(&mut qb, deps);
+        qb.push(" GROUP BY task_name");
+        let rows = qb.build().fetch_all(&mut *self.conn).await?;
+        let mut found: HashMap<String, DepSummary> = HashMap::new();
+        for row in rows {
+            let task: String = row.try_get("task_name")?;
+            found.insert(
+                task.clone(),
+                DepSummary {
+                    task,
+                    total: to_u32(row.try_get("total")?),
+                    succeeded: to_u32(row.try_get("succeeded")?),
+                    unsuccessful: to_u32(row.try_get("unsuccessful")?),
+                },
+            );
+        }
+        Ok(deps
+            .iter()
+            .map(|d| {
+                found.remove(d).unwrap_or(DepSummary {
+                    task: d.clone(),
+                    total: 0,
+                    succeeded: 0,
+                    unsuccessful: 0,
+                })
+            })
+            .collect())
+    }
+
+    async fn unready_rows(&mut self, run_id: &str, task: &str) -> Result<Vec<UnreadyRow>> {
+        let rows = sqlx::query(
+            "SELECT id, parallel_index, parallel_count, item FROM task_runs \
+             WHERE run_id = ?1 AND task_name = ?2 AND status = 'pending' AND ready_at IS NULL \
+             ORDER BY parallel_index",
+        )
+        .bind(run_id)
+        .bind(task)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UnreadyRow {
+                    id: r.try_get("id")?,
+                    parallel_index: r.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
+                    parallel_count: r.try_get::<Option<i64>, _>("parallel_count")?.map(to_u32),
+                    item: opt_json(r.try_get("item")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outputs(&mut self, run_id: &str, tasks: &[String]) -> Result<Vec<OutputRow>> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "SELECT task_name, parallel_index, status, output FROM task_runs WHERE run_id = ",
+        );
+        qb.push_bind(run_id).push(" AND task_name");
+        push_in_list(&mut qb, tasks);
+        let rows = qb.build().fetch_all(&mut *self.conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutputRow {
+                    task_name: r.try_get("task_name")?,
+                    parallel_index: r.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
+                    status: task_status(r.try_get::<&str, _>("status")?)?,
+                    output: opt_json(r.try_get("output")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_ready(&mut self, id: &str, input: &Value, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE task_runs SET input = ?1, ready_at = ?2 WHERE id = ?3")
+            .bind(json_text(input))
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_unstarted(
+        &mut self,
+        id: &str,
+        status: TaskStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4, \
+             parallel_count = CASE WHEN ?1 = 'success' AND parallel_index IS NULL AND ?2 = '[]' THEN 0 ELSE parallel_count END \
+             WHERE id = ?5",
+        )
+        .bind(status.as_str())
+        .bind(output.map(json_text))
+        .bind(error)
+        .bind(ms(now))
+        .bind(id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn expand(
+        &mut self,
+        run_id: &str,
+        placeholder_id: &str,
+        task: &TaskDefinition,
+        instances: &[NewInstance],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM task_runs WHERE id = ?1")
+            .bind(placeholder_id)
+            .execute(&mut *self.conn)
+            .await?;
+        let count = u32::try_from(instances.len()).unwrap_or(u32::MAX);
+        let rows: Vec<NewTaskRunRow<'_>> = instances
+            .iter()
+            .map(|i| {
+                let (status, input, error, ready_at, finished_at) = match &i.input {
+                    Ok(input) => (TaskStatus::Pending, Some(json_text(input)), None, Some(ms(now)), None),
+                    Err(e) => (TaskStatus::Failed, None, Some(e.clone()), None, Some(ms(now))),
+                };
+                NewTaskRunRow {
+                    id: new_id(),
+                    task,
+                    parallel_index: Some(i.index),
+                    parallel_count: Some(count),
+                    item: i.item.as_ref(),
+                    status,
+                    input,
+                    error,
+                    ready_at,
+                    finished_at,
+                }
+            })
+            .collect();
+        insert_task_runs(self.conn, run_id, &rows, now).await
+    }
+
+    async fn has_unfinished(&mut self, run_id: &str, task: Option<&str>) -> Result<bool> {
+        let found: Option<i64> = match task {
+            Some(task) => sqlx::query_scalar(
+                "SELECT 1 FROM task_runs WHERE run_id = ?1 AND task_name = ?2 \
+                 AND status IN ('pending', 'dispatched', 'running') LIMIT 1",
+            )
+            .bind(run_id)
+            .bind(task)
+            .fetch_optional(&mut *self.conn)
+            .await?,
+            None => sqlx::query_scalar(
+                "SELECT 1 FROM task_runs WHERE run_id = ?1 \
+                 AND status IN ('pending', 'dispatched', 'running') LIMIT 1",
+            )
+            .bind(run_id)
+            .fetch_optional(&mut *self.conn)
+            .await?,
+        };
+        Ok(found.is_some())
+    }
+
+    async fn tally(&mut self, run_id: &str) -> Result<RunTally> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM task_runs WHERE run_id = ?1 GROUP BY status",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let mut tally =
+            RunTally { total: 0, unfinished: 0, success: 0, failed: 0, skipped: 0, cancelled: 0 };
+        for row in rows {
+            let n = to_u32(row.try_get("n")?);
+            tally.total += n;
+            match task_status(row.try_get::<&str, _>("status")?)? {
+                TaskStatus::Success => tally.success += n,
+                TaskStatus::Failed => tally.failed += n,
+                TaskStatus::Skipped => tally.skipped += n,
+                TaskStatus::Cancelled => tally.cancelled += n,
+                _ => tally.unfinished += n,
+            }
+        }
+        Ok(tally)
+    }
+
+    async fn finish_run(&mut self, run_id: &str, status: RunStatus, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3 AND status IN ('pending', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(ms(now))
+        .bind(run_id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox(&mut self, kind: OutboxKind, key: &str, attempt: Option<u32>) -> Result<()> {
+        insert_outbox(self.conn, kind, key, attempt).await
+    }
+}
+
+// ---------- the store ----------
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn deploy_workflow(
+        &self,
+        deploy: NewWorkflowVersion,
+        now: DateTime<Utc>,
+    ) -> Result<(WorkflowRecord, bool)> {
+        let name = deploy.definition.name.clone();
+        let definition = serde_json::to_string(&deploy.definition)
+            .map_err(|e| Error::Corrupt(format!("definition: {e}")))?;
+        let mut tx = self.write.begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT current_version FROM workflows WHERE name = ?1")
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let created = current.as_deref() != Some(deploy.version.as_str());
+        if created {
+            sqlx::query(
+                "INSERT OR IGNORE INTO workflow_versions (version, workflow, yaml, definition, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&deploy.version)
+            .bind(&name)
+            .bind(&deploy.yaml)
+            .bind(&definition)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+            for (path, content) in &deploy.files {
+                let hash = crate::hash::sha256_hex(content);
+                sqlx::query("INSERT OR IGNORE INTO files (hash, content) VALUES (?1, ?2)")
+                    .bind(&hash)
+                    .bind(content.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT OR IGNORE INTO workflow_files (version, path, hash) VALUES (?1, ?2, ?3)",
+                )
+                .bind(&deploy.version)
+                .bind(path)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO workflows (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version, updated_at = excluded.updated_at",
+            )
+            .bind(&name)
+            .bind(&deploy.version)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+            insert_outbox(&mut tx, OutboxKind::Workflow, &deploy.version, None).await?;
+        }
+        tx.commit().await?;
+        let record = self
+            .get_workflow(&name)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("workflow {name} vanished after deploy")))?;
+        Ok((record, created))
+    }
+
+    async fn get_workflow(&self, name: &str) -> Result<Option<WorkflowRecord>> {
+        let row = sqlx::query("SELECT * FROM workflows WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.workflow_record(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<WorkflowRecord>> {
+        let rows = sqlx::query("SELECT * FROM workflows ORDER BY name").fetch_all(&self.read).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.workflow_record(row).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_workflow(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM workflows WHERE name = ?1")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
+        if let Some(found) = self.versions.lock().ok().and_then(|m| m.get(version).cloned()) {
+            return Ok(Some(found));
+        }
+        let Some(row) = sqlx::query(
+            "SELECT version, yaml, definition, created_at FROM workflow_versions WHERE version = ?1",
+        )
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let text: String = row.try_get("definition")?;
+        let definition: WorkflowDefinition = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
+        let dag = Dag::new(&definition)
+            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
+        let compiled = Arc::new(CompiledVersion {
+            version: row.try_get("version")?,
+            yaml: row.try_get("yaml")?,
+            definition,
+            dag,
+            created_at: from_ms(row.try_get("created_at")?),
+        });
+        if let Ok(mut cache) = self.versions.lock() {
+            cache.insert(version.to_owned(), compiled.clone());
+        }
+        Ok(Some(compiled))
+    }
+
+    async fn get_version_file(&self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT f.content FROM workflow_files w JOIN files f ON f.hash = w.hash \
+             WHERE w.version = ?1 AND w.path = ?2",
+        )
+        .bind(version)
+        .bind(path)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
+        let workflow = self.get_workflow(&new.workflow).await?.ok_or_else(|| Error::NotFound {
+            what: format!(
+                "workflow `{}` (deploy it with `ork workflow deploy FILE`)",
+                new.workflow
+            ),
+        })?;
+        let version = workflow.version.clone();
+        let run_id = new_id();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at) \
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)",
+        )
+        .bind(&run_id)
+        .bind(&workflow.name)
+        .bind(&version.version)
+        .bind(new.triggered_by.as_str())
+        .bind(json_text(&new.input))
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<NewTaskRunRow<'_>> =
+            version.definition.tasks.iter().flat_map(initial_rows).collect();
+        insert_task_runs(&mut tx, &run_id, &rows, now).await?;
+        advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, &run_id, self.limits, now).await?;
+        insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
+        tx.commit().await?;
+        self.get_run(&run_id)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(run_record).transpose()
+    }
+
+    async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+        let limit = i64::from(if limit == 0 { 100 } else { limit });
+        let rows = match workflow {
+            Some(w) => {
+                sqlx::query("SELECT * FROM runs WHERE workflow = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2")
+                    .bind(w)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1")
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        rows.iter().map(run_record).collect()
+    }
+
+    async fn list_task_runs(&self, run_id: &str) -> Result<Vec<TaskRunRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE run_id = ?1 ORDER BY task_name, parallel_index"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(task_run_record).collect()
+    }
+
+    async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>> {
+        let row = sqlx::query(&format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(task_run_record).transpose()
+    }
+
+    async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE task_run_id = ?1 ORDER BY attempt")
+            .bind(task_run_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    task_run_id: r.try_get("task_run_id")?,
+                    attempt: to_u32(r.try_get("attempt")?),
+                    status: task_status(r.try_get::<&str, _>("status")?)?,
+                    error: r.try_get("error")?,
+                    dispatched_at: from_ms(r.try_get("dispatched_at")?),
+                    started_at: opt_ms(r.try_get("started_at")?),
+                    finished_at: opt_ms(r.try_get("finished_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
+        let mut tx = self.write.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let status = status.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
+            return Err(Error::FailedPrecondition(format!(
+                "run {id} already ended `{status}`; there is nothing to cancel"
+            )));
+        }
+        let rows = sqlx::query(
+            "SELECT id, attempt, token, executor, executor_id FROM task_runs \
+             WHERE run_id = ?1 AND status IN ('dispatched', 'running')",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut active = Vec::with_capacity(rows.len());
+        for r in &rows {
+            active.push(ActiveAttempt {
+                fence: Fence {
+                    task_run_id: r.try_get("id")?,
+                    attempt: to_u32(r.try_get("attempt")?),
+                    token: r.try_get::<Option<String>, _>("token")?.unwrap_or_default(),
+                },
+                executor: r.try_get("executor")?,
+                executor_id: r.try_get("executor_id")?,
+            });
+        }
+        for a in &active {
+            sqlx::query(
+                "UPDATE attempts SET status = 'cancelled', error = 'cancelled', finished_at = ?1 \
+                 WHERE task_run_id = ?2 AND attempt = ?3",
+            )
+            .bind(ms(now))
+            .bind(&a.fence.task_run_id)
+            .bind(i64::from(a.fence.attempt))
+            .execute(&mut *tx)
+            .await?;
+            insert_outbox(&mut tx, OutboxKind::Attempt, &a.fence.task_run_id, Some(a.fence.attempt))
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE task_runs SET status = 'cancelled', error = 'cancelled', finished_at = ?1 \
+             WHERE run_id = ?2 AND status IN ('pending', 'dispatched', 'running')",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE runs SET status = 'cancelled', finished_at = ?1 WHERE id = ?2")
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
+        tx.commit().await?;
+        Ok(active)
+    }
+
+    async fn retry_run(&self, id: &str, task: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        if !run.status.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "run {id} is still `{}`; wait for it to end or cancel it first",
+                run.status
+            )));
+        }
+        if run.status == RunStatus::Success && task.is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "run {id} succeeded; name a task with --task to re-run it and what follows it"
+            )));
+        }
+        let version = self.compiled(&run.workflow_version).await?;
+        let mut tx = self.write.begin().await?;
+        let (names, only_unsuccessful): (BTreeSet<String>, bool) = match task {
+            Some(t) => {
+                if version.task(t).is_none() {
+                    let known: Vec<&str> =
+                        version.definition.tasks.iter().map(|t| t.name.as_str()).collect();
+                    return Err(Error::InvalidArgument(format!(
+                        "workflow `{}` has no task `{t}`; its tasks are: {}",
+                        run.workflow,
+                        known.join(", ")
+                    )));
+                }
+                let mut set = version.dag.downstream(t);
+                set.insert(t.to_owned());
+                (set, false)
+            }
+            None => {
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT task_name FROM task_runs WHERE run_id = ?1 \
+                     AND status IN ('failed', 'cancelled', 'skipped')",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                (names.into_iter().collect(), true)
+            }
+        };
+        for name in &names {
+            let Some(def) = version.task(name) else { continue };
+            let dynamic =
+                matches!(def.parallel, Some(Parallelism::CountRef(_) | Parallelism::ForEach(_)));
+            let upstream_reruns = version.dag.upstream(name).iter().any(|u| names.contains(u));
+            if dynamic && upstream_reruns {
+                // Its items may change: expand again from scratch.
+                sqlx::query("DELETE FROM task_runs WHERE run_id = ?1 AND task_name = ?2")
+                    .bind(id)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_task_runs(&mut tx, id, &initial_rows(def), now).await?;
+                continue;
+            }
+            let filter = if only_unsuccessful {
+                " AND status IN ('failed', 'cancelled', 'skipped')"
+            } else {
+                ""
+            };
+            sqlx::query(&format!(
+                "UPDATE task_runs SET status = 'pending', attempt_base = attempt, lost_count = 0, token = NULL, \
+                 input = NULL, output = NULL, error = NULL, ready_at = NULL, dispatched_at = NULL, \
+                 started_at = NULL, finished_at = NULL, executor_id = NULL, heartbeat_at = NULL, deadline_at = NULL \
+                 WHERE run_id = ?1 AND task_name = ?2{filter}"
+            ))
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, id, self.limits, now).await?;
+        insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>> {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, l.line, l.time \
+             FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id WHERE l.run_id = ",
+        );
+        qb.push_bind(query.run_id.as_str()).push(" AND l.id > ").push_bind(query.after_id);
+        if let Some(task) = &query.task {
+            qb.push(" AND t.task_name = ").push_bind(task.as_str());
+        }
+        if let Some((task_run_id, attempt)) = &query.task_run_attempt {
+            qb.push(" AND l.task_run_id = ")
+                .push_bind(task_run_id.as_str())
+                .push(" AND l.attempt = ")
+                .push_bind(i64::from(*attempt));
+        }
+        let limit = if query.limit == 0 { 1000 } else { query.limit };
+        qb.push(" ORDER BY l.id LIMIT ").push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    task_run_id: r.try_get("task_run_id")?,
+                    task_name: r.try_get("task_name")?,
+                    parallel_index: r.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
+                    attempt: to_u32(r.try_get("attempt")?),
+                    stream: r.try_get("stream")?,
+                    line: r.try_get("line")?,
+                    time: from_ms(r.try_get("time")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_ready(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, \
+             token = lower(hex(randomblob(16))), dispatched_at = ?1, started_at = NULL, \
+             heartbeat_at = ?1, deadline_at = ?1 + timeout_seconds * 1000, executor_id = NULL \
+             WHERE id IN (SELECT id FROM task_runs WHERE status = 'pending' AND ready_at IS NOT NULL \
+                          AND ready_at <= ?1 ORDER BY ready_at LIMIT ?2) \
+             RETURNING id, attempt, token, run_id, task_name, executor, timeout_seconds",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for r in &rows {
+            claims.push(Claim {
+                fence: Fence {
+                    task_run_id: r.try_get("id")?,
+                    attempt: to_u32(r.try_get("attempt")?),
+                    token: r.try_get("token")?,
+                },
+                run_id: r.try_get("run_id")?,
+                task_name: r.try_get("task_name")?,
+                executor: r.try_get("executor")?,
+                timeout_seconds: to_u32(r.try_get("timeout_seconds")?),
+            });
+        }
+        for chunk in claims.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO attempts (task_run_id, attempt, status, dispatched_at) ",
+            );
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.fence.task_run_id.as_str())
+                    .push_bind(i64::from(c.fence.attempt))
+                    .push_bind("dispatched")
+                    .push_bind(ms(now));
+            });
+            qb.build().execute(&mut *tx).await?;
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("INSERT INTO outbox (kind, key, attempt, created_at) ");
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind("attempt")
+                    .push_bind(c.fence.task_run_id.as_str())
+                    .push_bind(i64::from(c.fence.attempt))
+                    .push_bind(ms(now));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(claims)
+    }
+
+    async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
+        sqlx::query("UPDATE task_runs SET executor_id = ?1 WHERE id = ?2 AND attempt = ?3 AND token = ?4")
+            .bind(executor_id)
+            .bind(&fence.task_run_id)
+            .bind(i64::from(fence.attempt))
+            .bind(&fence.token)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_attempt(&self, fence: &Fence, failure: &Failure, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let row = check_fence(&mut tx, fence, &ACTIVE).await?;
+        let version = self.compiled(&row.workflow_version).await?;
+        let task = version.task(&row.task_name).ok_or_else(|| {
+            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+        })?;
+        let lost_retry = failure.kind == FailureKind::Lost && row.lost_count < MAX_LOST_RETRIES;
+        let counted_attempt = fence.attempt.saturating_sub(to_u32(row.attempt_base));
+        let retry = lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
+        sqlx::query(
+            "UPDATE attempts SET status = 'failed', error = ?1, finished_at = ?2 WHERE task_run_id = ?3 AND attempt = ?4",
+        )
+        .bind(&failure.error)
+        .bind(ms(now))
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .execute(&mut *tx)
+        .await?;
+        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        if retry {
+            let delay = if lost_retry {
+                Duration::ZERO
+            } else {
+                decide::retry_delay(task, counted_attempt, jitter_unit())
+            };
+            let ready_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            sqlx::query(
+                "UPDATE task_runs SET status = 'pending', token = NULL, error = ?1, ready_at = ?2, executor_id = NULL, \
+                 attempt_base = attempt_base + ?3, lost_count = lost_count + ?3 WHERE id = ?4",
+            )
+            .bind(&failure.error)
+            .bind(ms(ready_at))
+            .bind(i64::from(lost_retry))
+            .bind(&fence.task_run_id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE task_runs SET status = 'failed', error = ?1, finished_at = ?2 WHERE id = ?3",
+            )
+            .bind(&failure.error)
+            .bind(ms(now))
+            .bind(&fence.task_run_id)
+            .execute(&mut *tx)
+            .await?;
+            advance::after_finish(
+                &mut Tx { conn: &mut tx },
+                &version,
+                &row.run_id,
+                vec![row.task_name.clone()],
+                self.limits,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn expired_attempts(
+        &self,
+        now: DateTime<Utc>,
+        heartbeat_timeout: Duration,
+    ) -> Result<Vec<ExpiredAttempt>> {
+        let silent_since = ms(now) - i64::try_from(heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT id, attempt, token, executor, executor_id, timeout_seconds, deadline_at FROM task_runs \
+             WHERE status IN ('dispatched', 'running') AND (deadline_at <= ?1 OR heartbeat_at <= ?2)",
+        )
+        .bind(ms(now))
+        .bind(silent_since)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let deadline: Option<i64> = r.try_get("deadline_at")?;
+                Ok(ExpiredAttempt {
+                    fence: Fence {
+                        task_run_id: r.try_get("id")?,
+                        attempt: to_u32(r.try_get("attempt")?),
+                        token: r.try_get::<Option<String>, _>("token")?.unwrap_or_default(),
+                    },
+                    executor: r.try_get("executor")?,
+                    executor_id: r.try_get("executor_id")?,
+                    kind: if deadline.is_some_and(|d| d <= ms(now)) {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Lost
+                    },
+                    timeout_seconds: to_u32(r.try_get("timeout_seconds")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn recover(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE task_runs SET heartbeat_at = ?1 WHERE status IN ('dispatched', 'running')",
+        )
+        .bind(ms(now))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(ready_at) FROM task_runs WHERE status = 'pending' AND ready_at IS NOT NULL",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(opt_ms(next))
+    }
+
+    async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec> {
+        let mut conn = self.read.acquire().await?;
+        let row = check_fence(&mut conn, fence, &ACTIVE).await?;
+        let version = self.compiled(&row.workflow_version).await?;
+        let task = version.task(&row.task_name).ok_or_else(|| {
+            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+        })?;
+        let detail = sqlx::query(
+            "SELECT t.input, t.parallel_index, t.parallel_count, t.deadline_at, r.workflow \
+             FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1",
+        )
+        .bind(&fence.task_run_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        drop(conn);
+        let mut file_content = Vec::new();
+        if let Some(file) = &task.file {
+            file_content = self.get_version_file(&version.version, file).await?.unwrap_or_default();
+        }
+        let mut config_file_content = Vec::new();
+        if let Some(file) = &task.config_file {
+            config_file_content =
+                self.get_version_file(&version.version, file).await?.unwrap_or_default();
+        }
+        Ok(AttemptSpec {
+            run_id: row.run_id,
+            workflow: detail.try_get("workflow")?,
+            task_name: row.task_name.clone(),
+            task_run_id: fence.task_run_id.clone(),
+            attempt: fence.attempt,
+            parallel_index: detail.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
+            parallel_count: detail.try_get::<Option<i64>, _>("parallel_count")?.map(to_u32),
+            input: opt_json(detail.try_get("input")?)?.unwrap_or(Value::Null),
+            env: task.env.clone(),
+            timeout_seconds: task.timeout_seconds,
+            deadline: opt_ms(detail.try_get("deadline_at")?),
+            file: task.file.clone(),
+            file_content,
+            config_file: task.config_file.clone(),
+            config_file_content,
+        })
+    }
+
+    async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let row = check_fence(&mut tx, fence, &ACTIVE).await?;
+        if row.status == TaskStatus::Dispatched {
+            sqlx::query(
+                "UPDATE task_runs SET status = 'running', started_at = ?1, heartbeat_at = ?1 WHERE id = ?2",
+            )
+            .bind(ms(now))
+            .bind(&fence.task_run_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE attempts SET status = 'running', started_at = ?1 WHERE task_run_id = ?2 AND attempt = ?3",
+            )
+            .bind(ms(now))
+            .bind(&fence.task_run_id)
+            .bind(i64::from(fence.attempt))
+            .execute(&mut *tx)
+            .await?;
+            insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
+        let mut conn = self.write.acquire().await?;
+        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let row = check_fence(&mut conn, fence, &allowed).await?;
+        if row.status == TaskStatus::Cancelled {
+            return Ok(true);
+        }
+        sqlx::query("UPDATE task_runs SET heartbeat_at = ?1 WHERE id = ?2")
+            .bind(ms(now))
+            .bind(&fence.task_run_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(false)
+    }
+
+    async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let row = check_fence(&mut tx, fence, &allowed).await?;
+        for chunk in lines.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO task_logs (run_id, task_run_id, attempt, stream, line, time) ",
+            );
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(row.run_id.as_str())
+                    .push_bind(fence.task_run_id.as_str())
+                    .push_bind(i64::from(fence.attempt))
+                    .push_bind(l.stream.as_str())
+                    .push_bind(l.line.as_str())
+                    .push_bind(ms(l.time));
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_attempt(&self, fence: &Fence, output: Value, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let row = check_fence(&mut tx, fence, &ACTIVE).await?;
+        let version = self.compiled(&row.workflow_version).await?;
+        sqlx::query(
+            "UPDATE task_runs SET status = 'success', output = ?1, error = NULL, finished_at = ?2, \
+             started_at = COALESCE(started_at, ?2) WHERE id = ?3",
+        )
+        .bind(json_text(&output))
+        .bind(ms(now))
+        .bind(&fence.task_run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE attempts SET status = 'success', finished_at = ?1, started_at = COALESCE(started_at, ?1) \
+             WHERE task_run_id = ?2 AND attempt = ?3",
+        )
+        .bind(ms(now))
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .execute(&mut *tx)
+        .await?;
+        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        advance::after_finish(
+            &mut Tx { conn: &mut tx },
+            &version,
+            &row.run_id,
+            vec![row.task_name],
+            self.limits,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query("SELECT id, kind, key, attempt FROM outbox ORDER BY id LIMIT ?1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(OutboxEntry {
+                    id: r.try_get("id")?,
+                    kind: OutboxKind::parse(&kind)
+                        .ok_or_else(|| Error::Corrupt(format!("outbox kind `{kind}`")))?,
+                    key: r.try_get("key")?,
+                    attempt: r.try_get::<Option<i64>, _>("attempt")?.map(to_u32),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            sep.push_unseparated(")");
+            qb.build().execute(&self.write).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A number in [0, 1) for retry jitter; the clock's sub-second noise is
+/// plenty for spreading retries, and keeps `rand` out of the build.
+fn jitter_unit() -> f64 {
+    f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0
+}

@@ -1,0 +1,263 @@
+//! A workflow runs end to end on the embedded default: real SQLite, real
+//! `ork-worker` subprocesses, real gRPC on an ephemeral port.
+
+use std::time::Duration;
+
+use ork_tests::{TestServer, output, task, tasks};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_flow_through_a_chain_with_run_input() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = r#"
+name: chain
+tasks:
+  - name: extract
+    file: extract.sh
+    input:
+      date: "{{ run.input.date }}"
+  - name: transform
+    file: transform.py
+    depends_on: [extract]
+    input:
+      rows: "{{ tasks.extract.output.rows }}"
+      label: "day {{ run.input.date }} had {{ tasks.extract.output.rows }} rows"
+"#;
+    let extract = r#"#!/bin/bash
+set -e
+date=$(python3 -c 'import json,os; print(json.load(open(os.environ["ORK_INPUT"]))["date"])')
+echo "extracting $date"
+echo "{\"rows\": 42, \"date\": \"$date\"}" > "$ORK_OUTPUT"
+"#;
+    let transform = r#"
+import json, os
+inp = json.load(open(os.environ["ORK_INPUT"]))
+print("got", inp)
+json.dump({"doubled": inp["rows"] * 2, "label": inp["label"], "attempt": os.environ["ORK_ATTEMPT"]}, open(os.environ["ORK_OUTPUT"], "w"))
+"#;
+    c.deploy(yaml, &[("extract.sh", extract), ("transform.py", transform)]).await.expect("deploy");
+    let run = c.start_run("chain", json!({"date": "2026-11-26"})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    assert_eq!(output(task(&run, "extract")), json!({"rows": 42, "date": "2026-11-26"}));
+    assert_eq!(
+        output(task(&run, "transform")),
+        json!({"doubled": 84, "label": "day 2026-11-26 had 42 rows", "attempt": "1"})
+    );
+    assert_eq!(task(&run, "transform").attempt, 1);
+    let logs = c.logs(&run.id, "extract").await;
+    assert!(logs.iter().any(|l| l.line == "extracting 2026-11-26"), "{logs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_fan_out_and_join_sees_outputs_in_index_order() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = r#"
+name: fan
+tasks:
+  - name: square
+    file: square.sh
+    parallel: 3
+    input: { i: "{{ parallel.index }}", n: "{{ parallel.count }}" }
+  - name: join
+    file: join.py
+    depends_on: [square]
+    input: { all: "{{ tasks.square.outputs }}" }
+"#;
+    let square = r#"#!/bin/bash
+i=$ORK_PARALLEL_INDEX
+sleep 0.$((3 - i))
+echo "{\"sq\": $((i * i)), \"count\": $ORK_PARALLEL_COUNT}" > "$ORK_OUTPUT"
+"#;
+    let join = r#"
+import json, os
+inp = json.load(open(os.environ["ORK_INPUT"]))
+json.dump({"sum": sum(o["sq"] for o in inp["all"]), "all": inp["all"]}, open(os.environ["ORK_OUTPUT"], "w"))
+"#;
+    c.deploy(yaml, &[("square.sh", square), ("join.py", join)]).await.expect("deploy");
+    let run = c.start_run("fan", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    let squares = tasks(&run, "square");
+    assert_eq!(squares.len(), 3);
+    for (i, t) in squares.iter().enumerate() {
+        assert_eq!(t.parallel_index, Some(i as u32));
+        assert_eq!(t.parallel_count, Some(3));
+        assert_eq!(output(t), json!({"sq": i * i, "count": 3}));
+    }
+    assert_eq!(
+        output(task(&run, "join")),
+        json!({"sum": 5, "all": [{"sq": 0, "count": 3}, {"sq": 1, "count": 3}, {"sq": 4, "count": 3}]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_fails_the_run_skips_dependents_and_runs_on_failure_tasks() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = r#"
+name: failing
+tasks:
+  - name: boom
+    file: boom.sh
+  - name: after
+    file: ok.sh
+    depends_on: [boom]
+  - name: after_after
+    file: ok.sh
+    depends_on: [after]
+  - name: cleanup
+    file: ok.sh
+    depends_on: [boom]
+    on_failure: run
+  - name: independent
+    file: ok.sh
+"#;
+    let boom = "#!/bin/bash\necho 'about to fail' >&2\nexit 7\n";
+    let ok = "#!/bin/bash\necho '{\"ok\": true}' > \"$ORK_OUTPUT\"\n";
+    c.deploy(yaml, &[("boom.sh", boom), ("ok.sh", ok)]).await.expect("deploy");
+    let run = c.start_run("failing", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "failed");
+    let boom = task(&run, "boom");
+    assert_eq!(boom.status, "failed");
+    assert!(boom.error.contains("exited with code 7"), "{}", boom.error);
+    assert!(boom.error.contains("about to fail"), "{}", boom.error);
+    assert_eq!(task(&run, "after").status, "skipped");
+    assert!(task(&run, "after").error.contains("boom"), "{}", task(&run, "after").error);
+    assert_eq!(task(&run, "after_after").status, "skipped");
+    assert_eq!(task(&run, "cleanup").status, "success");
+    assert_eq!(task(&run, "independent").status, "success");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_make_new_attempts_and_stale_reports_are_rejected() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let spool = tempfile::tempdir().expect("spool");
+    let yaml = r#"
+name: flaky
+tasks:
+  - name: flaky
+    file: flaky.sh
+    retries: 2
+    input: { spool: "{{ run.input.spool }}" }
+"#;
+    // Records every attempt's fence, fails the first two attempts.
+    let flaky = r#"#!/bin/bash
+spool=$(python3 -c 'import json,os; print(json.load(open(os.environ["ORK_INPUT"]))["spool"])')
+echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_TOKEN" >> "$spool/fences"
+if [ "$ORK_ATTEMPT" -lt 3 ]; then echo "attempt $ORK_ATTEMPT fails" >&2; exit 1; fi
+echo '{"done": true}' > "$ORK_OUTPUT"
+"#;
+    c.deploy(yaml, &[("flaky.sh", flaky)]).await.expect("deploy");
+    let run = c
+        .start_run("flaky", json!({"spool": spool.path().display().to_string()}))
+        .await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    let t = task(&run, "flaky");
+    assert_eq!(t.attempt, 3);
+    assert_eq!(output(t), json!({"done": true}));
+
+    let fences = std::fs::read_to_string(spool.path().join("fences")).expect("fences");
+    let fences: Vec<Vec<String>> =
+        fences.lines().map(|l| l.split(' ').map(str::to_owned).collect()).collect();
+    assert_eq!(fences.len(), 3);
+    let tokens: std::collections::HashSet<&String> = fences.iter().map(|f| &f[2]).collect();
+    assert_eq!(tokens.len(), 3, "each attempt has its own token");
+
+    // A zombie of attempt 1 reports success: rejected, nothing changes.
+    let zombie = ork_proto::v1::AttemptRef {
+        task_run_id: fences[0][0].clone(),
+        attempt: 1,
+        token: fences[0][2].clone(),
+    };
+    let err = c
+        .workers
+        .complete_task(ork_proto::v1::CompleteTaskRequest {
+            attempt: Some(zombie.clone()),
+            output: Some(ork_proto::json::to_proto(&json!({"zombie": true}))),
+        })
+        .await
+        .expect_err("stale report must be rejected");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("stale attempt"), "{}", err.message());
+    // Even the current attempt's fence cannot report twice.
+    let current = ork_proto::v1::AttemptRef {
+        task_run_id: fences[2][0].clone(),
+        attempt: 3,
+        token: fences[2][2].clone(),
+    };
+    let err = c
+        .workers
+        .fail_task(ork_proto::v1::FailTaskRequest {
+            attempt: Some(current),
+            error: "late".into(),
+            non_retryable: false,
+        })
+        .await
+        .expect_err("a finished attempt takes no more reports");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    // A wrong token for the right attempt number is stale too.
+    let forged = ork_proto::v1::AttemptRef { token: "forged".into(), ..zombie };
+    let err = c
+        .workers
+        .heartbeat(ork_proto::v1::HeartbeatRequest { attempt: Some(forged) })
+        .await
+        .expect_err("forged token");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let after = c.get_run(&run.id).await;
+    assert_eq!(after.status, "success");
+    assert_eq!(output(task(&after, "flaky")), json!({"done": true}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_code_3_is_not_retried() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = "name: permanent\ntasks:\n  - name: t\n    file: t.sh\n    retries: 5\n";
+    c.deploy(yaml, &[("t.sh", "#!/bin/bash\necho 'bad input' >&2\nexit 3\n")]).await.expect("deploy");
+    let run = c.start_run("permanent", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "failed");
+    assert_eq!(task(&run, "t").attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mirror_holds_spec_status_output_and_log_of_every_attempt() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = "name: mirrored\ntasks:\n  - name: hello\n    file: hello.sh\n    input: { who: world }\n";
+    let hello = "#!/bin/bash\necho 'hello from the task'\necho '{\"greeting\": \"hi\"}' > \"$ORK_OUTPUT\"\n";
+    c.deploy(yaml, &[("hello.sh", hello)]).await.expect("deploy");
+    let run = c.start_run("mirrored", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success");
+    // Stopping flushes the outbox.
+    let data = server.stop().await;
+    let attempt = data.path().join("objects/runs").join(&run.id).join("tasks/hello/attempts/1");
+    let read = |name: &str| {
+        std::fs::read_to_string(attempt.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", attempt.join(name).display()))
+    };
+    let spec: serde_json::Value = serde_json::from_str(&read("spec.json")).expect("spec json");
+    assert_eq!(spec["input"], json!({"who": "world"}));
+    let status: serde_json::Value = serde_json::from_str(&read("status.json")).expect("status json");
+    assert_eq!(status["status"], "success");
+    let out: serde_json::Value = serde_json::from_str(&read("output.json")).expect("output json");
+    assert_eq!(out, json!({"greeting": "hi"}));
+    assert!(read("log.txt").contains("hello from the task"));
+    let run_doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.path().join("objects/runs").join(&run.id).join("run.json"))
+            .expect("run.json"),
+    )
+    .expect("run json");
+    assert_eq!(run_doc["status"], "success");
+    assert!(data.path().join("objects/workflows/mirrored").is_dir());
+}

@@ -1,0 +1,49 @@
+//! ork's Rust worker SDK, and the supervisor behind the `ork-worker` binary.
+//!
+//! # Modules
+//!
+//! - [`Client`] is a WorkerService client fenced to one attempt: every call
+//!   carries the attempt's token, transient failures are retried with backoff,
+//!   and a call for an attempt that is no longer current fails with
+//!   [`Error::Stale`].
+//! - [`launched`] runs any command as one task attempt (what `ork-worker` does).
+//! - [`json`] converts between `serde_json::Value` and `google.protobuf.Value`.
+//!
+//! # Running a plain command as a task
+//!
+//! An executor starts `ork-worker` with `ORK_SERVER`, `ORK_TASK_RUN_ID`,
+//! `ORK_ATTEMPT` and `ORK_TOKEN` set (optionally `ORK_WORK_DIR`,
+//! `ORK_KEEP_WORK_DIR=1`, `ORK_KILL_GRACE_SECONDS`). The supervisor writes the
+//! task's file into a fresh directory and runs it there: `.py` files with
+//! `python3`, `.sh` files with `bash`, anything else directly. The task sees:
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `ORK_INPUT` | path of a JSON file holding the task's input |
+//! | `ORK_OUTPUT` | path where the task may write its output as one JSON document (not created beforehand; missing or empty means `null`) |
+//! | `ORK_RUN_ID`, `ORK_WORKFLOW`, `ORK_TASK_NAME` | which run and task this is |
+//! | `ORK_TASK_RUN_ID`, `ORK_ATTEMPT`, `ORK_TOKEN`, `ORK_SERVER` | the attempt, for tasks that talk to the server themselves |
+//! | `ORK_PARALLEL_INDEX`, `ORK_PARALLEL_COUNT` | set only for the instances of a fan-out |
+//! | `ORK_CONFIG_FILE` | path of the task's config file, when it has one |
+//! | `ORK_DEADLINE` | RFC 3339 time after which the task is killed, when it has a timeout |
+//!
+//! plus the task's own `env` and the supervisor's environment. Its stdout and
+//! stderr become its logs.
+//!
+//! # Exit codes of a task
+//!
+//! - `0`: success; the output is read from `ORK_OUTPUT`.
+//! - `3`: failure that must **not** be retried (bad input, a permanent refusal).
+//! - any other code, or death by a signal: failure, retried if the task allows.
+//!
+//! The error recorded for a failure holds the last 20 lines of stderr.
+
+mod client;
+mod error;
+pub mod json;
+pub mod launched;
+mod logs;
+
+pub use client::{AttemptRef, Client, RetryPolicy};
+pub use error::Error;
+pub use ork_proto::v1::{LogEntry, TaskSpec};
