@@ -40,7 +40,7 @@
 
 mod client;
 mod error;
-pub mod json;
+pub use ork_proto::json;
 pub mod launched;
 mod logs;
 

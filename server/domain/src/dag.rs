@@ -76,7 +76,9 @@ impl Dag {
             }
         }
         if order.len() < n {
-            return Err(DagError::Cycle { path: find_cycle(def, &dep_idx, &missing) });
+            return Err(DagError::Cycle {
+                path: find_cycle(def, &dep_idx, &missing),
+            });
         }
 
         let mut upstream: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n];
@@ -92,10 +94,19 @@ impl Dag {
         let name = |i: &usize| def.tasks[*i].name.clone();
         Ok(Dag {
             names: def.tasks.iter().map(|t| t.name.clone()).collect(),
-            roots: (0..n).filter(|&i| dep_idx[i].is_empty()).map(|i| name(&i)).collect(),
+            roots: (0..n)
+                .filter(|&i| dep_idx[i].is_empty())
+                .map(|i| name(&i))
+                .collect(),
             order: order.iter().map(name).collect(),
-            deps: dep_idx.iter().map(|v| v.iter().map(name).collect()).collect(),
-            succs: succ_idx.iter().map(|v| v.iter().map(name).collect()).collect(),
+            deps: dep_idx
+                .iter()
+                .map(|v| v.iter().map(name).collect())
+                .collect(),
+            succs: succ_idx
+                .iter()
+                .map(|v| v.iter().map(name).collect())
+                .collect(),
             upstream,
             index,
         })
@@ -113,7 +124,9 @@ impl Dag {
 
     /// Every task that must finish before `task` starts.
     pub fn upstream(&self, task: &str) -> &BTreeSet<String> {
-        self.index.get(task).map_or(&EMPTY_SET, |&i| &self.upstream[i])
+        self.index
+            .get(task)
+            .map_or(&EMPTY_SET, |&i| &self.upstream[i])
     }
 
     /// Every task that (transitively) waits for `task`.
@@ -204,5 +217,175 @@ fn find_cycle(def: &WorkflowDefinition, deps: &[Vec<usize>], missing: &[usize]) 
         position.insert(next, path.len());
         path.push(next);
         current = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write;
+
+    use expect_test::expect;
+
+    use super::*;
+    use crate::model::TaskDefinition;
+    use crate::parse::{ParseOptions, parse_workflow};
+
+    /// A workflow whose tasks each depend on the listed ones.
+    fn workflow(tasks: &[(&str, &[&str])]) -> WorkflowDefinition {
+        let mut yaml = String::from("name: wf\ntasks:\n");
+        for (name, deps) in tasks {
+            let _ = writeln!(
+                yaml,
+                "  - {{name: {name}, file: x.sh, depends_on: [{}]}}",
+                deps.join(", ")
+            );
+        }
+        let mut def =
+            parse_workflow(&yaml, &ParseOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        // Keep only the names: Dag::new must be tested on graphs parse would refuse too.
+        def.tasks.iter_mut().for_each(|t| t.file = None);
+        def
+    }
+
+    fn raw(tasks: &[(&str, &[&str])]) -> WorkflowDefinition {
+        let mut def = workflow(&[("placeholder", &[])]);
+        let template = def.tasks[0].clone();
+        def.tasks = tasks
+            .iter()
+            .map(|(name, deps)| TaskDefinition {
+                name: (*name).to_owned(),
+                depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+                ..template.clone()
+            })
+            .collect();
+        def
+    }
+
+    fn plan(dag: &Dag) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "order: {}", dag.topo_order().join(" "));
+        let _ = writeln!(out, "roots: {}", dag.roots().join(" "));
+        for (i, stage) in dag.stages().iter().enumerate() {
+            let _ = writeln!(out, "stage {i}: {}", stage.join(" "));
+        }
+        for task in dag.tasks() {
+            let join = |v: Vec<&str>| v.join(",");
+            let _ = writeln!(
+                out,
+                "{task}: deps [{}] succs [{}] upstream [{}] downstream [{}]",
+                join(dag.dependencies(task).iter().map(String::as_str).collect()),
+                join(dag.successors(task).iter().map(String::as_str).collect()),
+                join(dag.upstream(task).iter().map(String::as_str).collect()),
+                join(dag.downstream(task).iter().map(String::as_str).collect()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn plans_a_diamond_with_a_side_branch() {
+        let def = workflow(&[
+            ("report", &["load", "audit"]),
+            ("extract", &[]),
+            ("clean", &["extract"]),
+            ("enrich", &["extract"]),
+            ("load", &["clean", "enrich"]),
+            ("audit", &[]),
+        ]);
+        let dag = Dag::new(&def).unwrap();
+        expect![[r#"
+            order: extract clean enrich load audit report
+            roots: extract audit
+            stage 0: extract audit
+            stage 1: clean enrich
+            stage 2: load
+            stage 3: report
+            report: deps [load,audit] succs [] upstream [audit,clean,enrich,extract,load] downstream []
+            extract: deps [] succs [clean,enrich] upstream [] downstream [clean,enrich,load,report]
+            clean: deps [extract] succs [load] upstream [extract] downstream [load,report]
+            enrich: deps [extract] succs [load] upstream [extract] downstream [load,report]
+            load: deps [clean,enrich] succs [report] upstream [clean,enrich,extract] downstream [report]
+            audit: deps [] succs [report] upstream [] downstream [report]
+        "#]].assert_eq(&plan(&dag));
+    }
+
+    #[test]
+    fn unknown_tasks_have_no_edges() {
+        let dag = Dag::new(&workflow(&[("a", &[])])).unwrap();
+        assert!(dag.successors("zz").is_empty());
+        assert!(dag.dependencies("zz").is_empty());
+        assert!(dag.upstream("zz").is_empty());
+        assert!(dag.downstream("zz").is_empty());
+    }
+
+    #[test]
+    fn reports_cycles_in_run_order() {
+        let err = Dag::new(&raw(&[
+            ("a", &[]),
+            ("b", &["a", "d"]),
+            ("c", &["b"]),
+            ("d", &["c"]),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DagError::Cycle {
+                path: vec!["b".into(), "c".into(), "d".into(), "b".into()]
+            }
+        );
+        expect!["dependency cycle: b -> c -> d -> b; remove one of these depends_on entries"]
+            .assert_eq(&err.to_string());
+        let err = Dag::new(&raw(&[("a", &["a"])])).unwrap_err();
+        assert_eq!(
+            err,
+            DagError::Cycle {
+                path: vec!["a".into(), "a".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_duplicate_tasks() {
+        assert_eq!(
+            Dag::new(&raw(&[("a", &["b"])])).unwrap_err(),
+            DagError::UnknownDependency {
+                task: "a".into(),
+                dependency: "b".into()
+            }
+        );
+        assert_eq!(
+            Dag::new(&raw(&[("a", &[]), ("a", &[])])).unwrap_err(),
+            DagError::DuplicateTask("a".into())
+        );
+    }
+
+    #[test]
+    fn long_chains_need_no_recursion() {
+        let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let deps: Vec<Vec<&str>> = (0..1000)
+            .map(|i| {
+                if i == 0 {
+                    vec![]
+                } else {
+                    vec![names[i - 1].as_str()]
+                }
+            })
+            .collect();
+        let spec: Vec<(&str, &[&str])> = names
+            .iter()
+            .zip(&deps)
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let dag = Dag::new(&raw(&spec)).unwrap();
+        assert_eq!(dag.upstream("t999").len(), 999);
+        assert_eq!(dag.downstream("t0").len(), 999);
+        assert_eq!(dag.stages().len(), 1000);
+        // Close the chain into a ring: the cycle holds every task.
+        let mut ring = spec.clone();
+        ring[0] = ("t0", &["t999"]);
+        match Dag::new(&raw(&ring)).unwrap_err() {
+            DagError::Cycle { path } => assert_eq!(path.len(), 1001),
+            other => panic!("{other}"),
+        }
     }
 }

@@ -25,7 +25,9 @@ pub struct DepSummary {
 impl DepSummary {
     /// Instances that have not reached a final status yet.
     pub fn unfinished(&self) -> u32 {
-        self.total.saturating_sub(self.succeeded).saturating_sub(self.unsuccessful)
+        self.total
+            .saturating_sub(self.succeeded)
+            .saturating_sub(self.unsuccessful)
     }
 }
 
@@ -33,16 +35,23 @@ impl DepSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     /// Some dependencies still have unfinished instances.
-    Waiting { on: Vec<String> },
+    Waiting {
+        on: Vec<String>,
+    },
     Ready,
     /// A dependency did not succeed and the task has `on_failure: skip`.
-    Skip { reason: String },
+    Skip {
+        reason: String,
+    },
 }
 
 /// Decides whether `task` can start, given the state of its dependencies.
 pub fn readiness(task: &TaskDefinition, deps: &[DepSummary]) -> Readiness {
-    let waiting: Vec<String> =
-        deps.iter().filter(|d| d.unfinished() > 0).map(|d| d.task.clone()).collect();
+    let waiting: Vec<String> = deps
+        .iter()
+        .filter(|d| d.unfinished() > 0)
+        .map(|d| d.task.clone())
+        .collect();
     if !waiting.is_empty() {
         return Readiness::Waiting { on: waiting };
     }
@@ -62,7 +71,9 @@ pub fn readiness(task: &TaskDefinition, deps: &[DepSummary]) -> Readiness {
             })
             .collect();
         if !reasons.is_empty() {
-            return Readiness::Skip { reason: reasons.join("; ") };
+            return Readiness::Skip {
+                reason: reasons.join("; "),
+            };
         }
     }
     Readiness::Ready
@@ -105,20 +116,40 @@ pub enum FanOut {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FanOutError {
     #[error("`{reference}` is missing: the output of task `{task}` has no field `{key}`")]
-    MissingField { reference: String, task: String, key: String },
+    MissingField {
+        reference: String,
+        task: String,
+        key: String,
+    },
     #[error("`{reference}` must be {expected}, found {found}")]
-    WrongType { reference: String, expected: &'static str, found: String },
+    WrongType {
+        reference: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error(
         "`{reference}` asks for {count} instances, more than the limit of {max}; \
          split the work into fewer, larger items"
     )]
-    TooMany { reference: String, count: u64, max: u32 },
+    TooMany {
+        reference: String,
+        count: u64,
+        max: u32,
+    },
 }
 
 /// Expands `parallel` given the output of the task it refers to (ignored for
 /// a static count). `max` is the server's limit on instances per task.
-pub fn fan_out(parallel: &Parallelism, upstream_output: &Value, max: u32) -> Result<FanOut, FanOutError> {
-    let too_many = |reference: String, count: u64| FanOutError::TooMany { reference, count, max };
+pub fn fan_out(
+    parallel: &Parallelism,
+    upstream_output: &Value,
+    max: u32,
+) -> Result<FanOut, FanOutError> {
+    let too_many = |reference: String, count: u64| FanOutError::TooMany {
+        reference,
+        count,
+        max,
+    };
     match parallel {
         Parallelism::Static(n) => {
             if *n > max {
@@ -130,11 +161,13 @@ pub fn fan_out(parallel: &Parallelism, upstream_output: &Value, max: u32) -> Res
             let reference = r.to_string();
             let mut value = upstream_output;
             for (depth, key) in r.path.iter().enumerate() {
-                value = value.get(key.as_str()).ok_or_else(|| FanOutError::MissingField {
-                    reference: reference.clone(),
-                    task: r.task.clone(),
-                    key: r.path[..=depth].join("."),
-                })?;
+                value = value
+                    .get(key.as_str())
+                    .ok_or_else(|| FanOutError::MissingField {
+                        reference: reference.clone(),
+                        task: r.task.clone(),
+                        key: r.path[..=depth].join("."),
+                    })?;
             }
             if let Parallelism::CountRef(_) = parallel {
                 let count = value.as_u64().ok_or_else(|| FanOutError::WrongType {
@@ -197,11 +230,20 @@ pub fn retry_delay(task: &TaskDefinition, failed_attempt: u32, jitter_unit: f64)
     match task.retry_backoff {
         RetryBackoff::Fixed => Duration::from_secs(u64::from(task.retry_delay_seconds)),
         RetryBackoff::Exponential => {
-            let cap = f64::from(task.retry_max_delay_seconds.unwrap_or(DEFAULT_RETRY_MAX_DELAY_SECONDS));
+            let cap = f64::from(
+                task.retry_max_delay_seconds
+                    .unwrap_or(DEFAULT_RETRY_MAX_DELAY_SECONDS),
+            );
             let exponent = failed_attempt.max(1).saturating_sub(1).min(62);
-            let unit = if jitter_unit.is_finite() { jitter_unit.clamp(0.0, 1.0) } else { 0.5 };
+            let unit = if jitter_unit.is_finite() {
+                jitter_unit.clamp(0.0, 1.0)
+            } else {
+                0.5
+            };
             let factor = 0.8 + 0.4 * unit;
-            let seconds = (base * 2f64.powi(exponent as i32) * factor).min(cap).max(0.0);
+            let seconds = (base * 2f64.powi(exponent as i32) * factor)
+                .min(cap)
+                .max(0.0);
             Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO)
         }
     }
@@ -212,5 +254,230 @@ pub fn retry_delay(task: &TaskDefinition, failed_attempt: u32, jitter_unit: f64)
 pub fn next_schedule_time(def: &WorkflowDefinition, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let schedule = crate::parse::cron_schedule(def.schedule.as_deref()?).ok()?;
     let tz: chrono_tz::Tz = def.timezone.parse().ok()?;
-    schedule.after(&after.with_timezone(&tz)).next().map(|t| t.with_timezone(&Utc))
+    schedule
+        .after(&after.with_timezone(&tz))
+        .next()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use expect_test::expect;
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::FieldRef;
+    use crate::parse::{ParseOptions, parse_workflow};
+
+    fn task(extra: &str) -> TaskDefinition {
+        let yaml = format!("name: wf\ntasks:\n  - name: t\n    file: t.sh\n{extra}");
+        parse_workflow(&yaml, &ParseOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .tasks
+            .remove(0)
+    }
+
+    fn dep(task: &str, total: u32, succeeded: u32, unsuccessful: u32) -> DepSummary {
+        DepSummary {
+            task: task.into(),
+            total,
+            succeeded,
+            unsuccessful,
+        }
+    }
+
+    #[test]
+    fn readiness_waits_then_runs_or_skips() {
+        let skip = task("");
+        let run = task("    on_failure: run\n");
+        let waiting = |on: &[&str]| Readiness::Waiting {
+            on: on.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let cases = [
+            (&skip, vec![], Readiness::Ready),
+            (&skip, vec![dep("a", 1, 1, 0), dep("b", 1, 0, 0)], waiting(&["b"])),
+            // A fan-out waits until every instance is final, even after a failure.
+            (&skip, vec![dep("a", 10, 3, 1), dep("b", 1, 0, 0)], waiting(&["a", "b"])),
+            (&skip, vec![dep("a", 1, 1, 0), dep("b", 10, 10, 0)], Readiness::Ready),
+            // A for_each over an empty list has no instances and counts as done.
+            (&skip, vec![dep("a", 0, 0, 0)], Readiness::Ready),
+            (&skip, vec![dep("extract", 1, 0, 1)], Readiness::Skip { reason: "upstream task `extract` did not succeed".into() }),
+            (
+                &skip,
+                vec![dep("a", 10, 7, 3), dep("b", 1, 0, 1)],
+                Readiness::Skip {
+                    reason: "3 of 10 instances of upstream task `a` did not succeed; upstream task `b` did not succeed".into(),
+                },
+            ),
+            (&run, vec![dep("a", 1, 0, 1)], Readiness::Ready),
+            (&run, vec![dep("a", 2, 0, 1)], waiting(&["a"])),
+        ];
+        for (task, deps, expected) in cases {
+            assert_eq!(readiness(task, &deps), expected, "{deps:?}");
+        }
+    }
+
+    #[test]
+    fn run_outcome_ranks_failure_over_cancellation() {
+        let tally = |unfinished, success, failed, skipped, cancelled| RunTally {
+            total: unfinished + success + failed + skipped + cancelled,
+            unfinished,
+            success,
+            failed,
+            skipped,
+            cancelled,
+        };
+        let cases = [
+            (tally(1, 5, 1, 0, 1), None),
+            (tally(0, 5, 1, 0, 1), Some(RunStatus::Failed)),
+            (tally(0, 5, 0, 2, 1), Some(RunStatus::Cancelled)),
+            (tally(0, 5, 0, 2, 0), Some(RunStatus::Success)),
+            (tally(0, 0, 0, 0, 0), Some(RunStatus::Success)),
+        ];
+        for (t, expected) in cases {
+            assert_eq!(run_outcome(&t), expected, "{t:?}");
+        }
+    }
+
+    fn field(task: &str, path: &[&str]) -> FieldRef {
+        FieldRef {
+            task: task.into(),
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn fans_out_from_counts_and_lists() {
+        let output = json!({"n": 3, "zero": 0, "files": ["a", "b"], "nested": {"items": [1]}});
+        let count = Parallelism::CountRef(field("list", &["n"]));
+        assert_eq!(fan_out(&count, &output, 10), Ok(FanOut::Count(3)));
+        assert_eq!(
+            fan_out(
+                &Parallelism::CountRef(field("list", &["zero"])),
+                &output,
+                10
+            ),
+            Ok(FanOut::Count(0))
+        );
+        assert_eq!(
+            fan_out(
+                &Parallelism::ForEach(field("list", &["files"])),
+                &output,
+                10
+            ),
+            Ok(FanOut::Items(vec![json!("a"), json!("b")]))
+        );
+        assert_eq!(
+            fan_out(
+                &Parallelism::ForEach(field("list", &["nested", "items"])),
+                &output,
+                10
+            ),
+            Ok(FanOut::Items(vec![json!(1)]))
+        );
+        assert_eq!(
+            fan_out(&Parallelism::Static(4), &Value::Null, 10),
+            Ok(FanOut::Count(4))
+        );
+    }
+
+    #[test]
+    fn fan_out_errors_say_what_was_found() {
+        let output = json!({"n": "3", "neg": -1, "big": 11, "files": {"a": 1}, "list": [1, 2, 3]});
+        let err = |p: Parallelism| fan_out(&p, &output, 10).unwrap_err().to_string();
+        let messages = [
+            err(Parallelism::CountRef(field("list", &["count"]))),
+            err(Parallelism::ForEach(field("list", &["files", "inner"]))),
+            err(Parallelism::CountRef(field("list", &["n"]))),
+            err(Parallelism::CountRef(field("list", &["neg"]))),
+            err(Parallelism::CountRef(field("list", &["big"]))),
+            err(Parallelism::ForEach(field("list", &["files"]))),
+            err(Parallelism::ForEach(field("list", &["n"]))),
+            err(Parallelism::Static(11)),
+            fan_out(&Parallelism::ForEach(field("list", &["list"])), &output, 2)
+                .unwrap_err()
+                .to_string(),
+            fan_out(
+                &Parallelism::ForEach(field("list", &["x"])),
+                &Value::Null,
+                2,
+            )
+            .unwrap_err()
+            .to_string(),
+        ];
+        expect![[r#"
+            `list.count` is missing: the output of task `list` has no field `count`
+            `list.files.inner` is missing: the output of task `list` has no field `files.inner`
+            `list.n` must be a non-negative integer, found a string `"3"`
+            `list.neg` must be a non-negative integer, found the number `-1`
+            `list.big` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items
+            `list.files` must be an array, found an object `{"a":1}`
+            `list.n` must be an array, found a string `"3"`
+            `parallel: 11` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items
+            `list.list` asks for 3 instances, more than the limit of 2; split the work into fewer, larger items
+            `list.x` is missing: the output of task `list` has no field `x`"#]].assert_eq(&messages.join("\n"));
+    }
+
+    #[test]
+    fn retries_count_extra_attempts() {
+        let t = task("    retries: 2\n");
+        assert!(should_retry(&t, 1, false));
+        assert!(should_retry(&t, 2, false));
+        assert!(!should_retry(&t, 3, false));
+        assert!(!should_retry(&t, 1, true));
+        let none = task("");
+        assert!(!should_retry(&none, 1, false));
+        assert!(!should_retry(&none, 0, false));
+    }
+
+    #[test]
+    fn fixed_delay_is_constant() {
+        let t = task("    retries: 5\n    retry_delay_seconds: 7\n");
+        for attempt in 1..5 {
+            assert_eq!(retry_delay(&t, attempt, 0.9), Duration::from_secs(7));
+        }
+    }
+
+    #[test]
+    fn exponential_delay_doubles_with_jitter_and_cap() {
+        let t = task(
+            "    retries: 9\n    retry_delay_seconds: 10\n    retry_backoff: exponential\n    retry_max_delay_seconds: 100\n",
+        );
+        let secs = |attempt, jitter| retry_delay(&t, attempt, jitter).as_secs_f64();
+        assert_eq!(secs(1, 0.5), 10.0);
+        assert_eq!(secs(2, 0.5), 20.0);
+        assert_eq!(secs(3, 0.5), 40.0);
+        assert_eq!(secs(1, 0.0), 8.0);
+        assert_eq!(secs(1, 1.0), 12.0);
+        assert_eq!(secs(2, 0.0), 16.0);
+        // Capped, jitter included, however many attempts.
+        assert_eq!(secs(4, 1.0), 96.0);
+        assert_eq!(secs(4, 0.0), 64.0);
+        assert_eq!(secs(5, 0.0), 100.0);
+        assert_eq!(secs(u32::MAX, 0.5), 100.0);
+        // Out-of-range jitter is clamped, not trusted.
+        assert_eq!(secs(1, 7.0), 12.0);
+        assert_eq!(secs(1, f64::NAN), 10.0);
+        let uncapped =
+            task("    retries: 9\n    retry_delay_seconds: 1000\n    retry_backoff: exponential\n");
+        assert_eq!(retry_delay(&uncapped, 3, 0.5), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn next_schedule_time_reads_the_time_zone() {
+        let yaml = "name: wf\nschedule: '30 2 * * 1'\ntimezone: Europe/Paris\ntasks: [{name: a, file: a.sh}]\n";
+        let def = parse_workflow(yaml, &ParseOptions::default()).unwrap();
+        // Thursday 2026-01-01 00:00 UTC; the next Monday 02:30 in Paris (UTC+1) is 01:30 UTC.
+        let after = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            next_schedule_time(&def, after),
+            Some(Utc.with_ymd_and_hms(2026, 1, 5, 1, 30, 0).unwrap())
+        );
+        let unscheduled = WorkflowDefinition {
+            schedule: None,
+            ..def
+        };
+        assert_eq!(next_schedule_time(&unscheduled, after), None);
+    }
 }

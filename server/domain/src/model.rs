@@ -197,7 +197,10 @@ string_enum! {
 impl RunStatus {
     /// True once the run can change no more (until an explicit retry).
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Success | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Success | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 

@@ -64,82 +64,82 @@ pub fn workflow_json_schema() -> Value {
 /// The schema of one task, apart to keep `json!` within its recursion limit.
 fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value) -> Value {
     json!({
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": false,
+        "if": {"properties": {"executor": {"const": "subprocess"}}},
+        "then": {"required": ["file"]},
+        "properties": {
+            "name": merge(name, json!({"description": "Task name, unique in the workflow."})),
+            "executor": {
+                "enum": KNOWN_EXECUTORS,
+                "default": DEFAULT_EXECUTOR,
+                "description": "Where the task runs.",
+            },
+            "file": {
+                "type": "string",
+                "description": "Script or program to run, relative to the workflow file (no `..`).",
+            },
+            "config_file": {
+                "type": "string",
+                "description": "Extra file sent along with the task, relative to the workflow file.",
+            },
+            "input": {
+                "description": "Any JSON value given to the task. Strings may hold templates: `{{ run.input.x }}`, `{{ tasks.t.output.field }}`, `{{ tasks.t.outputs }}`, `{{ item }}`, `{{ parallel.index }}`, `{{ parallel.count }}`.",
+            },
+            "depends_on": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Tasks that must finish first. Every task a template or `parallel` reads must be upstream.",
+            },
+            "timeout_seconds": merge(positive, json!({"default": DEFAULT_TIMEOUT_SECONDS, "description": "Most seconds one attempt may run."})),
+            "retries": merge(count, json!({"default": 0, "description": "Extra attempts after a failure."})),
+            "retry_delay_seconds": merge(count, json!({"default": 0, "description": "Seconds to wait before a retry."})),
+            "retry_backoff": {
+                "enum": ["fixed", "exponential"],
+                "default": "fixed",
+                "description": "`exponential` doubles the delay each attempt, with ±20% jitter.",
+            },
+            "retry_max_delay_seconds": merge(positive, json!({"description": "Ceiling of an exponential delay."})),
+            "parallel": {
+                "description": "Run several instances: a number, `{count: task.field}` or `{for_each: task.field}`.",
+                "oneOf": [
+                    positive,
+                    {"type": "object", "required": ["count"], "additionalProperties": false, "properties": {"count": field_ref}},
+                    {"type": "object", "required": ["for_each"], "additionalProperties": false, "properties": {"for_each": field_ref}},
+                ],
+            },
+            "concurrency": merge(positive, json!({"description": "Most instances of this task at once."})),
+            "resources": {
                 "type": "object",
-                "required": ["name"],
                 "additionalProperties": false,
-                "if": {"properties": {"executor": {"const": "subprocess"}}},
-                "then": {"required": ["file"]},
+                "description": "Requests for executors that honour them.",
                 "properties": {
-                    "name": merge(name, json!({"description": "Task name, unique in the workflow."})),
-                    "executor": {
-                        "enum": KNOWN_EXECUTORS,
-                        "default": DEFAULT_EXECUTOR,
-                        "description": "Where the task runs.",
-                    },
-                    "file": {
-                        "type": "string",
-                        "description": "Script or program to run, relative to the workflow file (no `..`).",
-                    },
-                    "config_file": {
-                        "type": "string",
-                        "description": "Extra file sent along with the task, relative to the workflow file.",
-                    },
-                    "input": {
-                        "description": "Any JSON value given to the task. Strings may hold templates: `{{ run.input.x }}`, `{{ tasks.t.output.field }}`, `{{ tasks.t.outputs }}`, `{{ item }}`, `{{ parallel.index }}`, `{{ parallel.count }}`.",
-                    },
-                    "depends_on": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "description": "Tasks that must finish first. Every task a template or `parallel` reads must be upstream.",
-                    },
-                    "timeout_seconds": merge(positive, json!({"default": DEFAULT_TIMEOUT_SECONDS, "description": "Most seconds one attempt may run."})),
-                    "retries": merge(count, json!({"default": 0, "description": "Extra attempts after a failure."})),
-                    "retry_delay_seconds": merge(count, json!({"default": 0, "description": "Seconds to wait before a retry."})),
-                    "retry_backoff": {
-                        "enum": ["fixed", "exponential"],
-                        "default": "fixed",
-                        "description": "`exponential` doubles the delay each attempt, with ±20% jitter.",
-                    },
-                    "retry_max_delay_seconds": merge(positive, json!({"description": "Ceiling of an exponential delay."})),
-                    "parallel": {
-                        "description": "Run several instances: a number, `{count: task.field}` or `{for_each: task.field}`.",
-                        "oneOf": [
-                            positive,
-                            {"type": "object", "required": ["count"], "additionalProperties": false, "properties": {"count": field_ref}},
-                            {"type": "object", "required": ["for_each"], "additionalProperties": false, "properties": {"for_each": field_ref}},
-                        ],
-                    },
-                    "concurrency": merge(positive, json!({"description": "Most instances of this task at once."})),
-                    "resources": {
-                        "type": "object",
-                        "additionalProperties": false,
-                        "description": "Requests for executors that honour them.",
-                        "properties": {
-                            "cpu": {"type": ["string", "number"], "examples": ["500m", "2"]},
-                            "memory": {"type": ["string", "integer"], "examples": ["512Mi"]},
-                            "gpu": count,
-                        },
-                    },
-                    "env": {
-                        "type": "object",
-                        "description": "Environment variables. Names starting with `ORK_` are reserved.",
-                        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^[Oo][Rr][Kk]_"}},
-                        "additionalProperties": {
-                            "oneOf": [
-                                {"type": ["string", "number", "boolean"]},
-                                {"type": "object", "required": ["secret"], "additionalProperties": false, "properties": {"secret": {"type": "string"}}},
-                                {"type": "object", "required": ["from_env"], "additionalProperties": false, "properties": {"from_env": {"type": "string"}}},
-                            ],
-                        },
-                    },
-                    "on_failure": {
-                        "enum": ["skip", "run"],
-                        "default": "skip",
-                        "description": "What to do when an upstream task did not succeed.",
-                    },
-                    "output_type": {"type": "string", "description": "A key of `types` describing the output."},
+                    "cpu": {"type": ["string", "number"], "examples": ["500m", "2"]},
+                    "memory": {"type": ["string", "integer"], "examples": ["512Mi"]},
+                    "gpu": count,
                 },
-            })
+            },
+            "env": {
+                "type": "object",
+                "description": "Environment variables. Names starting with `ORK_` are reserved.",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^[Oo][Rr][Kk]_"}},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": ["string", "number", "boolean"]},
+                        {"type": "object", "required": ["secret"], "additionalProperties": false, "properties": {"secret": {"type": "string"}}},
+                        {"type": "object", "required": ["from_env"], "additionalProperties": false, "properties": {"from_env": {"type": "string"}}},
+                    ],
+                },
+            },
+            "on_failure": {
+                "enum": ["skip", "run"],
+                "default": "skip",
+                "description": "What to do when an upstream task did not succeed.",
+            },
+            "output_type": {"type": "string", "description": "A key of `types` describing the output."},
+        },
+    })
 }
 
 /// `base` with the keys of `extra` added.
@@ -149,4 +149,176 @@ fn merge(base: &Value, extra: Value) -> Value {
         out.extend(extra);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::parse::tests::{ETL, FANOUT, MINIMAL};
+
+    /// A small validator for the keywords the schema uses, enough to prove
+    /// that the examples fit it and that typos do not.
+    fn validate(schema: &Value, value: &Value, root: &Value, path: &str, errors: &mut Vec<String>) {
+        let Some(schema) = schema.as_object() else {
+            return;
+        };
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let target = reference
+                .strip_prefix("#/")
+                .map(|p| p.split('/').fold(root, |node, key| &node[key]))
+                .unwrap_or(&Value::Null);
+            assert!(!target.is_null(), "dangling $ref {reference}");
+            validate(target, value, root, path, errors);
+        }
+        let fail = |errors: &mut Vec<String>, what: String| errors.push(format!("{path}: {what}"));
+        if let Some(types) = schema.get("type") {
+            let names: Vec<&str> = match types {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            let matches = |t: &str| match t {
+                "object" => value.is_object(),
+                "array" => value.is_array(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "boolean" => value.is_boolean(),
+                "null" => value.is_null(),
+                _ => false,
+            };
+            if !names.iter().any(|t| matches(t)) {
+                fail(errors, format!("expected {names:?}, found {value}"));
+            }
+        }
+        if let Some(options) = schema.get("enum").and_then(Value::as_array)
+            && !options.contains(value)
+        {
+            fail(errors, format!("{value} not in {options:?}"));
+        }
+        if let Some(c) = schema.get("const")
+            && c != value
+        {
+            fail(errors, format!("{value} is not {c}"));
+        }
+        if let (Some(min), Some(n)) = (
+            schema.get("minimum").and_then(Value::as_f64),
+            value.as_f64(),
+        ) && n < min
+        {
+            fail(errors, format!("{n} < {min}"));
+        }
+        if let (Some(min), Some(items)) = (
+            schema.get("minItems").and_then(Value::as_u64),
+            value.as_array(),
+        ) && (items.len() as u64) < min
+        {
+            fail(errors, format!("fewer than {min} items"));
+        }
+        if let (Some(item_schema), Some(items)) = (schema.get("items"), value.as_array()) {
+            for (i, item) in items.iter().enumerate() {
+                validate(item_schema, item, root, &format!("{path}[{i}]"), errors);
+            }
+        }
+        if let Some(object) = value.as_object() {
+            let empty = Map::new();
+            let properties = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            for required in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !object.contains_key(required.as_str().unwrap_or_default()) {
+                    fail(errors, format!("missing {required}"));
+                }
+            }
+            for (key, v) in object {
+                let child = format!("{path}.{key}");
+                match (properties.get(key), schema.get("additionalProperties")) {
+                    (Some(s), _) => validate(s, v, root, &child, errors),
+                    (None, Some(Value::Bool(false))) => fail(errors, format!("unknown key {key}")),
+                    (None, Some(s)) => validate(s, v, root, &child, errors),
+                    (None, None) => {}
+                }
+            }
+        }
+        let passes = |s: &Value| {
+            let mut e = Vec::new();
+            validate(s, value, root, path, &mut e);
+            e.is_empty()
+        };
+        if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+            let n = options.iter().filter(|s| passes(s)).count();
+            if n != 1 {
+                fail(errors, format!("matches {n} of oneOf"));
+            }
+        }
+        if let (Some(condition), Some(then)) = (schema.get("if"), schema.get("then"))
+            && passes(condition)
+        {
+            validate(then, value, root, path, errors);
+        }
+    }
+
+    fn errors_for(yaml: &str) -> Vec<String> {
+        let value = crate::parse::node_json(yaml);
+        let schema = workflow_json_schema();
+        let mut errors = Vec::new();
+        validate(&schema, &value, &schema, "$", &mut errors);
+        errors
+    }
+
+    #[test]
+    fn examples_fit_the_schema() {
+        for example in [ETL, MINIMAL, FANOUT] {
+            assert_eq!(errors_for(example), Vec::<String>::new(), "{example}");
+        }
+    }
+
+    #[test]
+    fn schema_catches_structural_mistakes() {
+        let errors = errors_for(
+            "name: wf\ntasks:\n  - name: a\n    dependson: [b]\n    parallel: 0\n    executor: subprocess\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "$.tasks[0]: unknown key dependson",
+                "$.tasks[0].parallel: matches 0 of oneOf",
+                "$.tasks[0]: missing \"file\"",
+            ]
+        );
+        assert_eq!(
+            errors_for("tasks: []\n"),
+            ["$: missing \"name\"", "$.tasks: fewer than 1 items"]
+        );
+    }
+
+    #[test]
+    fn schema_lists_every_task_field_and_describes_them() {
+        let schema = workflow_json_schema();
+        let properties = schema["$defs"]["task"]["properties"].as_object().unwrap();
+        let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
+        let mut known = crate::parse::task_fields().to_vec();
+        known.sort_unstable();
+        let mut keys_sorted = keys.clone();
+        keys_sorted.sort_unstable();
+        assert_eq!(keys_sorted, known);
+        for (key, property) in properties {
+            assert!(
+                property.get("description").is_some(),
+                "task field {key} has no description"
+            );
+        }
+        assert_eq!(
+            schema["$schema"],
+            json!("https://json-schema.org/draft/2020-12/schema")
+        );
+    }
 }

@@ -78,19 +78,31 @@ pub enum TemplateError {
          `tasks.<task>.output`, `tasks.<task>.outputs`, `item` or `parallel`"
     )]
     UnknownRoot { template: String, root: String },
-    #[error("run input has no field `{key}` (read by template `{template}`); pass it when starting the run")]
+    #[error(
+        "run input has no field `{key}` (read by template `{template}`); pass it when starting the run"
+    )]
     MissingRunInput { template: String, key: String },
     #[error("output of task `{task}` has no field `{key}` (read by template `{template}`)")]
-    MissingOutput { template: String, task: String, key: String },
-    #[error("no output of task `{task}` is available to template `{template}`; add `{task}` to depends_on")]
+    MissingOutput {
+        template: String,
+        task: String,
+        key: String,
+    },
+    #[error(
+        "no output of task `{task}` is available to template `{template}`; add `{task}` to depends_on"
+    )]
     NoOutput { template: String, task: String },
-    #[error("task `{task}` ran several instances, so template `{template}` must use `tasks.{task}.outputs`")]
+    #[error(
+        "task `{task}` ran several instances, so template `{template}` must use `tasks.{task}.outputs`"
+    )]
     UseOutputs { template: String, task: String },
     #[error("task `{task}` ran once, so template `{template}` must use `tasks.{task}.output`")]
     UseOutput { template: String, task: String },
     #[error("the item has no field `{key}` (read by template `{template}`)")]
     MissingItemField { template: String, key: String },
-    #[error("template `{template}` reads `item`, which only tasks with `parallel: {{for_each: ...}}` have")]
+    #[error(
+        "template `{template}` reads `item`, which only tasks with `parallel: {{for_each: ...}}` have"
+    )]
     NoItem { template: String },
     #[error("template `{template}` reads `parallel`, which only tasks with `parallel` set have")]
     NoParallel { template: String },
@@ -135,7 +147,10 @@ pub fn resolve_input(input: &Value, ctx: &ResolveContext<'_>) -> Result<Value, T
     Ok(match input {
         Value::String(s) => resolve_string(s, ctx)?,
         Value::Array(items) => Value::Array(
-            items.iter().map(|v| resolve_input(v, ctx)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|v| resolve_input(v, ctx))
+                .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => {
             let mut out = serde_json::Map::new();
@@ -189,17 +204,26 @@ fn lookup<'v>(t: &Template, ctx: &ResolveContext<'v>) -> Result<Cow<'v, Value>, 
         key,
     };
     match &t.reference {
-        TemplateRef::RunInput(path) => walk(ctx.run_input, path)
-            .map(Cow::Borrowed)
-            .map_err(|key| TemplateError::MissingRunInput { template: template(), key }),
+        TemplateRef::RunInput(path) => {
+            walk(ctx.run_input, path).map(Cow::Borrowed).map_err(|key| {
+                TemplateError::MissingRunInput {
+                    template: template(),
+                    key,
+                }
+            })
+        }
         TemplateRef::Output { task, path } => match ctx.outputs.get(task) {
-            Some(TaskOutputs::Single(value)) => {
-                walk(value, path).map(Cow::Borrowed).map_err(|key| missing_output(task, key))
-            }
-            Some(TaskOutputs::Many(_)) => {
-                Err(TemplateError::UseOutputs { template: template(), task: task.clone() })
-            }
-            None => Err(TemplateError::NoOutput { template: template(), task: task.clone() }),
+            Some(TaskOutputs::Single(value)) => walk(value, path)
+                .map(Cow::Borrowed)
+                .map_err(|key| missing_output(task, key)),
+            Some(TaskOutputs::Many(_)) => Err(TemplateError::UseOutputs {
+                template: template(),
+                task: task.clone(),
+            }),
+            None => Err(TemplateError::NoOutput {
+                template: template(),
+                task: task.clone(),
+            }),
         },
         TemplateRef::Outputs { task, path } => match ctx.outputs.get(task) {
             Some(TaskOutputs::Many(items)) => match path.split_first() {
@@ -216,27 +240,42 @@ fn lookup<'v>(t: &Template, ctx: &ResolveContext<'v>) -> Result<Cow<'v, Value>, 
                 }
             },
             // A fan-out that never expanded (its upstream failed) has no outputs.
-            Some(TaskOutputs::Single(Value::Null)) if path.is_empty() => Ok(Cow::Owned(Value::Null)),
-            Some(TaskOutputs::Single(Value::Null)) => Err(missing_output(task, path.join("."))),
-            Some(TaskOutputs::Single(_)) => {
-                Err(TemplateError::UseOutput { template: template(), task: task.clone() })
+            Some(TaskOutputs::Single(Value::Null)) if path.is_empty() => {
+                Ok(Cow::Owned(Value::Null))
             }
-            None => Err(TemplateError::NoOutput { template: template(), task: task.clone() }),
+            Some(TaskOutputs::Single(Value::Null)) => Err(missing_output(task, path.join("."))),
+            Some(TaskOutputs::Single(_)) => Err(TemplateError::UseOutput {
+                template: template(),
+                task: task.clone(),
+            }),
+            None => Err(TemplateError::NoOutput {
+                template: template(),
+                task: task.clone(),
+            }),
         },
         TemplateRef::Item(path) => {
-            let item = ctx.item.ok_or_else(|| TemplateError::NoItem { template: template() })?;
+            let item = ctx.item.ok_or_else(|| TemplateError::NoItem {
+                template: template(),
+            })?;
             walk(item, path)
                 .map(Cow::Borrowed)
-                .map_err(|key| TemplateError::MissingItemField { template: template(), key })
+                .map_err(|key| TemplateError::MissingItemField {
+                    template: template(),
+                    key,
+                })
         }
         TemplateRef::ParallelIndex => ctx
             .parallel_index
             .map(|i| Cow::Owned(Value::from(i)))
-            .ok_or_else(|| TemplateError::NoParallel { template: template() }),
+            .ok_or_else(|| TemplateError::NoParallel {
+                template: template(),
+            }),
         TemplateRef::ParallelCount => ctx
             .parallel_count
             .map(|c| Cow::Owned(Value::from(c)))
-            .ok_or_else(|| TemplateError::NoParallel { template: template() }),
+            .ok_or_else(|| TemplateError::NoParallel {
+                template: template(),
+            }),
     }
 }
 
@@ -266,7 +305,9 @@ fn split(text: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         let after = &rest[start + 2..];
         let end = after
             .find("}}")
-            .ok_or_else(|| TemplateError::Unterminated { text: text.to_owned() })?;
+            .ok_or_else(|| TemplateError::Unterminated {
+                text: text.to_owned(),
+            })?;
         let whole = &rest[start..start + 2 + end + 2];
         pieces.push(Piece::Template(parse_one(whole, &after[..end])?));
         rest = &after[end + 2..];
@@ -280,7 +321,10 @@ fn split(text: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 /// Parses the inside of one `{{ ... }}`.
 fn parse_one(whole: &str, inner: &str) -> Result<Template, TemplateError> {
     let template = || whole.to_owned();
-    let invalid = |reason: &str| TemplateError::Invalid { template: template(), reason: reason.to_owned() };
+    let invalid = |reason: &str| TemplateError::Invalid {
+        template: template(),
+        reason: reason.to_owned(),
+    };
     let inner = inner.trim();
     if inner.is_empty() {
         return Err(invalid("it is empty; write e.g. `{{ run.input.date }}`"));
@@ -290,7 +334,10 @@ fn parse_one(whole: &str, inner: &str) -> Result<Template, TemplateError> {
         if segment.is_empty() {
             return Err(invalid("empty name between dots"));
         }
-        if !segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(invalid(
                 "names may only hold letters, digits, `_` and `-`, separated by dots",
             ));
@@ -300,23 +347,313 @@ fn parse_one(whole: &str, inner: &str) -> Result<Template, TemplateError> {
     let reference = match segments.as_slice() {
         ["run", "input", path @ ..] => TemplateRef::RunInput(owned(path)),
         ["run", ..] => return Err(invalid("write `run.input` or `run.input.<field>`")),
-        ["tasks", task, "output", path @ ..] => {
-            TemplateRef::Output { task: (*task).to_owned(), path: owned(path) }
-        }
-        ["tasks", task, "outputs", path @ ..] => {
-            TemplateRef::Outputs { task: (*task).to_owned(), path: owned(path) }
-        }
+        ["tasks", task, "output", path @ ..] => TemplateRef::Output {
+            task: (*task).to_owned(),
+            path: owned(path),
+        },
+        ["tasks", task, "outputs", path @ ..] => TemplateRef::Outputs {
+            task: (*task).to_owned(),
+            path: owned(path),
+        },
         ["tasks", ..] => {
-            return Err(invalid("write `tasks.<task>.output` or `tasks.<task>.outputs`"));
+            return Err(invalid(
+                "write `tasks.<task>.output` or `tasks.<task>.outputs`",
+            ));
         }
         ["item", path @ ..] => TemplateRef::Item(owned(path)),
         ["parallel", "index"] => TemplateRef::ParallelIndex,
         ["parallel", "count"] => TemplateRef::ParallelCount,
         ["parallel", ..] => return Err(invalid("write `parallel.index` or `parallel.count`")),
         [root, ..] => {
-            return Err(TemplateError::UnknownRoot { template: template(), root: (*root).to_owned() });
+            return Err(TemplateError::UnknownRoot {
+                template: template(),
+                root: (*root).to_owned(),
+            });
         }
         [] => return Err(invalid("it is empty")),
     };
-    Ok(Template { text: whole.to_owned(), reference })
+    Ok(Template {
+        text: whole.to_owned(),
+        reference,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn outputs() -> BTreeMap<String, TaskOutputs> {
+        BTreeMap::from([
+            (
+                "discover".to_owned(),
+                TaskOutputs::Single(
+                    json!({"count": 2, "files": ["a.csv", "b.csv"], "meta": {"by": "x"}}),
+                ),
+            ),
+            (
+                "process".to_owned(),
+                TaskOutputs::Many(vec![json!({"rows": 1}), json!({"rows": 2})]),
+            ),
+            ("failed".to_owned(), TaskOutputs::Single(Value::Null)),
+        ])
+    }
+
+    fn resolve_with(input: Value, item: Option<&Value>) -> Result<Value, TemplateError> {
+        let outputs = outputs();
+        let run_input = json!({"date": "2026-11-26", "n": 3, "opts": {"deep": [true]}});
+        let ctx = ResolveContext {
+            run_input: &run_input,
+            outputs: &outputs,
+            item,
+            parallel_index: Some(1),
+            parallel_count: Some(2),
+        };
+        resolve_input(&input, &ctx)
+    }
+
+    #[test]
+    fn resolves_every_kind_of_template() {
+        let item = json!({"path": "a.csv", "size": 10});
+        let cases = [
+            (json!("{{ run.input.date }}"), json!("2026-11-26")),
+            (json!("{{run.input.n}}"), json!(3)),
+            (json!("{{  run.input.opts  }}"), json!({"deep": [true]})),
+            (json!("{{ run.input.opts.deep.0 }}"), json!(true)),
+            (
+                json!("{{ run.input }}"),
+                json!({"date": "2026-11-26", "n": 3, "opts": {"deep": [true]}}),
+            ),
+            (
+                json!("{{ tasks.discover.output }}"),
+                json!({"count": 2, "files": ["a.csv", "b.csv"], "meta": {"by": "x"}}),
+            ),
+            (json!("{{ tasks.discover.output.files.1 }}"), json!("b.csv")),
+            (
+                json!("{{ tasks.process.outputs }}"),
+                json!([{"rows": 1}, {"rows": 2}]),
+            ),
+            (json!("{{ tasks.process.outputs.1.rows }}"), json!(2)),
+            (json!("{{ tasks.failed.output }}"), Value::Null),
+            (json!("{{ tasks.failed.outputs }}"), Value::Null),
+            (json!("{{ item }}"), json!({"path": "a.csv", "size": 10})),
+            (json!("{{ item.size }}"), json!(10)),
+            (json!("{{ parallel.index }}"), json!(1)),
+            (json!("{{ parallel.count }}"), json!(2)),
+            // Interpolation: strings raw, everything else as compact JSON.
+            (json!("day={{ run.input.date }}"), json!("day=2026-11-26")),
+            (
+                json!("{{ parallel.index }}/{{ parallel.count }}"),
+                json!("1/2"),
+            ),
+            (
+                json!("files: {{ tasks.discover.output.files }}"),
+                json!(r#"files: ["a.csv","b.csv"]"#),
+            ),
+            (json!(" {{ run.input.n }}"), json!(" 3")),
+            (
+                json!("null? {{ tasks.failed.output }}"),
+                json!("null? null"),
+            ),
+            // Recursion into arrays and objects; keys stay as written.
+            (
+                json!({"{{ run.input.n }}": ["{{ item.path }}", {"k": "{{ run.input.n }}"}], "plain": 1}),
+                json!({"{{ run.input.n }}": ["a.csv", {"k": 3}], "plain": 1}),
+            ),
+            (
+                json!("no templates } { here"),
+                json!("no templates } { here"),
+            ),
+            (json!(42), json!(42)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                resolve_with(input.clone(), Some(&item)).unwrap(),
+                expected,
+                "{input}"
+            );
+        }
+    }
+
+    fn check_error(input: Value, expected: Expect) {
+        expected.assert_eq(&resolve_with(input, None).unwrap_err().to_string());
+    }
+
+    #[test]
+    fn resolution_errors_name_the_template_and_the_key() {
+        check_error(
+            json!("{{ run.input.dat }}"),
+            expect![
+                "run input has no field `dat` (read by template `{{ run.input.dat }}`); pass it when starting the run"
+            ],
+        );
+        check_error(
+            json!("x {{ run.input.opts.deep.5 }}"),
+            expect![
+                "run input has no field `opts.deep.5` (read by template `{{ run.input.opts.deep.5 }}`); pass it when starting the run"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.discover.output.meta.who }}"),
+            expect![
+                "output of task `discover` has no field `meta.who` (read by template `{{ tasks.discover.output.meta.who }}`)"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.failed.output.rows }}"),
+            expect![
+                "output of task `failed` has no field `rows` (read by template `{{ tasks.failed.output.rows }}`)"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.process.outputs.7 }}"),
+            expect![
+                "output of task `process` has no field `7` (read by template `{{ tasks.process.outputs.7 }}`)"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.process.outputs.0.cols }}"),
+            expect![
+                "output of task `process` has no field `0.cols` (read by template `{{ tasks.process.outputs.0.cols }}`)"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.nope.output }}"),
+            expect![
+                "no output of task `nope` is available to template `{{ tasks.nope.output }}`; add `nope` to depends_on"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.process.output }}"),
+            expect![
+                "task `process` ran several instances, so template `{{ tasks.process.output }}` must use `tasks.process.outputs`"
+            ],
+        );
+        check_error(
+            json!("{{ tasks.discover.outputs }}"),
+            expect![
+                "task `discover` ran once, so template `{{ tasks.discover.outputs }}` must use `tasks.discover.output`"
+            ],
+        );
+        check_error(
+            json!(["{{ item }}"]),
+            expect![
+                "template `{{ item }}` reads `item`, which only tasks with `parallel: {for_each: ...}` have"
+            ],
+        );
+        check_error(
+            json!({"a": "{{ nope }}"}),
+            expect![
+                "unknown name `nope` in template `{{ nope }}`; templates start with `run.input`, `tasks.<task>.output`, `tasks.<task>.outputs`, `item` or `parallel`"
+            ],
+        );
+        check_error(
+            json!("{{ run.input.date"),
+            expect!["unterminated `{{` in `{{ run.input.date`; close the template with `}}`"],
+        );
+        check_error(
+            json!("{{ a b }}"),
+            expect![
+                "invalid template `{{ a b }}`: names may only hold letters, digits, `_` and `-`, separated by dots"
+            ],
+        );
+
+        let outputs = BTreeMap::new();
+        let ctx = ResolveContext {
+            run_input: &Value::Null,
+            outputs: &outputs,
+            item: None,
+            parallel_index: None,
+            parallel_count: None,
+        };
+        expect!["template `{{ parallel.count }}` reads `parallel`, which only tasks with `parallel` set have"]
+            .assert_eq(&resolve_input(&json!("{{ parallel.count }}"), &ctx).unwrap_err().to_string());
+    }
+
+    #[test]
+    fn task_refs_lists_the_tasks_read() {
+        let input = json!({
+            "a": "{{ tasks.extract.output.x }} and {{ tasks.load.outputs }}",
+            "b": ["{{ run.input.x }}", "{{ item }}", "{{ tasks.extract.output }}"],
+            "{{ tasks.keys.output }}": 1,
+        });
+        let refs = task_refs(&input).unwrap();
+        assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["extract", "load"]);
+        assert!(task_refs(&json!("{{ tasks.x")).is_err());
+    }
+
+    #[test]
+    fn parses_template_references() {
+        let refs: Vec<TemplateRef> =
+            parse_templates("{{tasks.t.output.a.b}}{{ item }}{{ run.input }}")
+                .unwrap()
+                .into_iter()
+                .map(|t| t.reference)
+                .collect();
+        assert_eq!(
+            refs,
+            [
+                TemplateRef::Output {
+                    task: "t".into(),
+                    path: vec!["a".into(), "b".into()]
+                },
+                TemplateRef::Item(vec![]),
+                TemplateRef::RunInput(vec![]),
+            ]
+        );
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z {}]{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn text_without_templates_is_unchanged(text in "[^{]*") {
+            let input = Value::String(text);
+            prop_assert_eq!(resolve_with(input.clone(), None).unwrap(), input);
+        }
+
+        #[test]
+        fn exact_templates_keep_the_type_and_others_interpolate(
+            v in value(),
+            pre in "[a-z ]{0,5}",
+            post in "[a-z ]{0,5}",
+        ) {
+            let outputs = BTreeMap::new();
+            let run_input = json!({"x": v.clone()});
+            let ctx = ResolveContext { run_input: &run_input, outputs: &outputs, item: None, parallel_index: None, parallel_count: None };
+            prop_assert_eq!(resolve_input(&json!("{{ run.input.x }}"), &ctx).unwrap(), v.clone());
+            if !(pre.is_empty() && post.is_empty()) {
+                let rendered = match &v { Value::String(s) => s.clone(), other => other.to_string() };
+                let got = resolve_input(&json!(format!("{pre}{{{{run.input.x}}}}{post}")), &ctx).unwrap();
+                prop_assert_eq!(got, Value::String(format!("{pre}{rendered}{post}")));
+            }
+        }
+
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,40}", braces in "[{}a-z. ]{0,20}") {
+            let _ = parse_templates(&text);
+            let _ = parse_templates(&braces);
+            let _ = task_refs(&Value::String(braces));
+        }
+    }
 }

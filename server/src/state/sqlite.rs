@@ -227,6 +227,27 @@ async fn check_fence(
 
 const ACTIVE: [TaskStatus; 2] = [TaskStatus::Dispatched, TaskStatus::Running];
 
+/// True when this very attempt already ended with `outcome`: a worker whose
+/// report committed but whose reply was lost retries it, and must hear "ok".
+async fn already_settled(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    outcome: TaskStatus,
+) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT t.attempt, t.token, a.status FROM task_runs t \
+         JOIN attempts a ON a.task_run_id = t.id AND a.attempt = ?2 WHERE t.id = ?1",
+    )
+    .bind(&fence.task_run_id)
+    .bind(i64::from(fence.attempt))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let same_attempt = to_u32(row.try_get("attempt")?) == fence.attempt
+        && row.try_get::<Option<String>, _>("token")?.as_deref() == Some(fence.token.as_str());
+    Ok(same_attempt && row.try_get::<&str, _>("status")? == outcome.as_str())
+}
+
 async fn insert_outbox(
     conn: &mut SqliteConnection,
     kind: OutboxKind,
@@ -1030,6 +1051,9 @@ impl StateStore for SqliteStore {
 
     async fn fail_attempt(&self, fence: &Fence, failure: &Failure, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        if already_settled(&mut tx, fence, TaskStatus::Failed).await? {
+            return Ok(());
+        }
         let row = check_fence(&mut tx, fence, &ACTIVE).await?;
         let version = self.compiled(&row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
@@ -1056,7 +1080,7 @@ impl StateStore for SqliteStore {
             };
             let ready_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             sqlx::query(
-                "UPDATE task_runs SET status = 'pending', token = NULL, error = ?1, ready_at = ?2, executor_id = NULL, \
+                "UPDATE task_runs SET status = 'pending', error = ?1, ready_at = ?2, executor_id = NULL, \
                  attempt_base = attempt_base + ?3, lost_count = lost_count + ?3 WHERE id = ?4",
             )
             .bind(&failure.error)
@@ -1254,6 +1278,9 @@ impl StateStore for SqliteStore {
 
     async fn complete_attempt(&self, fence: &Fence, output: Value, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        if already_settled(&mut tx, fence, TaskStatus::Success).await? {
+            return Ok(());
+        }
         let row = check_fence(&mut tx, fence, &ACTIVE).await?;
         let version = self.compiled(&row.workflow_version).await?;
         sqlx::query(

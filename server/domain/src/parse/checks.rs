@@ -23,7 +23,11 @@ pub(crate) fn check_tasks(
         let name = draft.def.name.as_str();
         if let Some(first) = by_name.get(name) {
             duplicates = true;
-            let first_line = first.name_pos.line().map(|l| format!(" (first used on line {l})")).unwrap_or_default();
+            let first_line = first
+                .name_pos
+                .line()
+                .map(|l| format!(" (first used on line {l})"))
+                .unwrap_or_default();
             errors.push(
                 Some(name),
                 Some("name"),
@@ -38,13 +42,21 @@ pub(crate) fn check_tasks(
 
     // depends_on entries must name other, existing tasks. The DAG is built
     // from the valid entries only, so that one typo does not hide a cycle.
-    let mut graph = WorkflowDefinition { tasks: Vec::new(), ..def.clone() };
+    let mut graph = WorkflowDefinition {
+        tasks: Vec::new(),
+        ..def.clone()
+    };
     for draft in drafts.iter().filter(|d| d.has_name) {
         let task = draft.def.name.as_str();
         let mut kept = Vec::new();
         for (dep, pos) in draft.def.depends_on.iter().zip(&draft.depends_pos) {
             if dep == task {
-                errors.push(Some(task), Some("depends_on"), *pos, "a task cannot depend on itself; remove it");
+                errors.push(
+                    Some(task),
+                    Some("depends_on"),
+                    *pos,
+                    "a task cannot depend on itself; remove it",
+                );
             } else if !by_name.contains_key(dep.as_str()) {
                 let message = format!("unknown task `{dep}`{}", did_you_mean(dep, names()));
                 errors.push(Some(task), Some("depends_on"), *pos, message);
@@ -68,7 +80,11 @@ pub(crate) fn check_tasks(
                 let pos = by_name
                     .get(first)
                     .and_then(|d| {
-                        d.def.depends_on.iter().zip(&d.depends_pos).find(|(dep, _)| Some(*dep) == second_last)
+                        d.def
+                            .depends_on
+                            .iter()
+                            .zip(&d.depends_pos)
+                            .find(|(dep, _)| Some(*dep) == second_last)
                     })
                     .map(|(_, pos)| *pos)
                     .unwrap_or_default();
@@ -76,7 +92,10 @@ pub(crate) fn check_tasks(
                     Some(first),
                     Some("depends_on"),
                     pos,
-                    format!("dependency cycle: {}; remove one of these dependencies", path.join(" -> ")),
+                    format!(
+                        "dependency cycle: {}; remove one of these dependencies",
+                        path.join(" -> ")
+                    ),
                 );
                 None
             }
@@ -92,8 +111,11 @@ pub(crate) fn check_tasks(
         let task = draft.def.name.as_str();
         let upstream_hint = |other: &str| -> Option<String> {
             let dag = dag.as_ref()?;
-            (!dag.upstream(task).contains(other))
-                .then(|| format!("task `{other}`, which is not upstream of `{task}`; add `{other}` to depends_on"))
+            (!dag.upstream(task).contains(other)).then(|| {
+                format!(
+                    "task `{other}`, which is not upstream of `{task}`; add `{other}` to depends_on"
+                )
+            })
         };
 
         // Templates in the input, checked string by string for exact positions.
@@ -170,19 +192,26 @@ pub(crate) fn check_tasks(
             }
         }
 
-        if let Some(output_type) = &draft.def.output_type {
-            if !def.types.contains_key(output_type) {
-                let message = if def.types.is_empty() {
-                    format!("unknown type `{output_type}`; declare it under `types` at the top of the workflow")
-                } else {
-                    format!(
-                        "unknown type `{output_type}`{}; declared types: {}",
-                        did_you_mean(output_type, def.types.keys().map(String::as_str)),
-                        def.types.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                };
-                errors.push(Some(task), Some("output_type"), draft.output_type_pos, message);
-            }
+        if let Some(output_type) = &draft.def.output_type
+            && !def.types.contains_key(output_type)
+        {
+            let message = if def.types.is_empty() {
+                format!(
+                    "unknown type `{output_type}`; declare it under `types` at the top of the workflow"
+                )
+            } else {
+                format!(
+                    "unknown type `{output_type}`{}; declared types: {}",
+                    did_you_mean(output_type, def.types.keys().map(String::as_str)),
+                    def.types.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            errors.push(
+                Some(task),
+                Some("output_type"),
+                draft.output_type_pos,
+                message,
+            );
         }
 
         if let Some(files) = opts.files {
@@ -190,15 +219,17 @@ pub(crate) fn check_tasks(
                 ("file", &draft.def.file, draft.file_pos),
                 ("config_file", &draft.def.config_file, draft.config_file_pos),
             ] {
-                if let Some(path) = path {
-                    if !files.contains(path) {
-                        errors.push(
-                            Some(task),
-                            Some(field),
-                            pos,
-                            format!("file `{path}` was not found; paths are relative to the workflow file"),
-                        );
-                    }
+                if let Some(path) = path
+                    && !files.contains(path)
+                {
+                    errors.push(
+                        Some(task),
+                        Some(field),
+                        pos,
+                        format!(
+                            "file `{path}` was not found; paths are relative to the workflow file"
+                        ),
+                    );
                 }
             }
         }
@@ -206,7 +237,9 @@ pub(crate) fn check_tasks(
 }
 
 fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggest::closest(word, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+    suggest::closest(word, candidates)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
 }
 
 /// Calls `f` with every string value (not key) below `node` and its position.

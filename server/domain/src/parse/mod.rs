@@ -8,7 +8,7 @@ mod checks;
 mod node;
 mod task;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -125,12 +125,25 @@ impl Errors<'_> {
     }
 }
 
-const WORKFLOW_FIELDS: &[&str] = &["name", "schedule", "timezone", "concurrency", "types", "tasks"];
+const WORKFLOW_FIELDS: &[&str] = &[
+    "name",
+    "schedule",
+    "timezone",
+    "concurrency",
+    "types",
+    "tasks",
+];
 
 /// Parses and validates a workflow file. On failure, returns every problem
 /// found (a YAML syntax error stops parsing, so it comes alone).
-pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDefinition, ValidationErrors> {
-    let mut errors = Errors { source: opts.source, list: Vec::new() };
+pub fn parse_workflow(
+    yaml: &str,
+    opts: &ParseOptions<'_>,
+) -> Result<WorkflowDefinition, ValidationErrors> {
+    let mut errors = Errors {
+        source: opts.source,
+        list: Vec::new(),
+    };
     let root = match node::load(yaml) {
         Ok(root) => root,
         Err(e) => {
@@ -141,7 +154,12 @@ pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDef
     let entries = match root.kind {
         Kind::Map(entries) => entries,
         Kind::Null => {
-            errors.push(None, None, root.pos, "the file is empty; a workflow needs `name` and `tasks`");
+            errors.push(
+                None,
+                None,
+                root.pos,
+                "the file is empty; a workflow needs `name` and `tasks`",
+            );
             return Err(ValidationErrors(errors.list));
         }
         _ => {
@@ -167,7 +185,9 @@ pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDef
     let mut has_name = false;
     let mut tasks_node = None;
     for (key, value) in &entries {
-        let Some(field) = key_name(key, None, &mut errors) else { continue };
+        let Some(field) = key_name(key, None, &mut errors) else {
+            continue;
+        };
         if matches!(value.kind, Kind::Null) && field != "tasks" && field != "name" {
             continue;
         }
@@ -196,7 +216,9 @@ pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDef
                     None,
                     f,
                     value.pos,
-                    format!("unknown time zone `{tz}`; use an IANA name such as `UTC` or `Europe/Paris`"),
+                    format!(
+                        "unknown time zone `{tz}`; use an IANA name such as `UTC` or `Europe/Paris`"
+                    ),
                 ),
                 Err((pos, msg)) => errors.push(None, f, pos, msg),
             },
@@ -210,21 +232,39 @@ pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDef
         }
     }
     if !has_name {
-        errors.push(None, Some("name"), root.pos, "missing `name`: add e.g. `name: nightly-etl` at the top");
+        errors.push(
+            None,
+            Some("name"),
+            root.pos,
+            "missing `name`: add e.g. `name: nightly-etl` at the top",
+        );
     }
 
     let mut drafts = Vec::new();
     match tasks_node.map(|n| (n, &n.kind)) {
-        None => errors.push(None, Some("tasks"), root.pos, "missing `tasks`: add a list of tasks"),
+        None => errors.push(
+            None,
+            Some("tasks"),
+            root.pos,
+            "missing `tasks`: add a list of tasks",
+        ),
         Some((node, Kind::Seq(items))) => {
             if items.is_empty() {
-                errors.push(None, Some("tasks"), node.pos, "`tasks` is empty; add at least one task");
+                errors.push(
+                    None,
+                    Some("tasks"),
+                    node.pos,
+                    "`tasks` is empty; add at least one task",
+                );
             } else if items.len() > MAX_TASKS {
                 errors.push(
                     None,
                     Some("tasks"),
                     node.pos,
-                    format!("{} tasks is more than the limit of {MAX_TASKS}; split the workflow", items.len()),
+                    format!(
+                        "{} tasks is more than the limit of {MAX_TASKS}; split the workflow",
+                        items.len()
+                    ),
                 );
             } else {
                 for item in items {
@@ -249,7 +289,10 @@ pub fn parse_workflow(yaml: &str, opts: &ParseOptions<'_>) -> Result<WorkflowDef
         list.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         return Err(ValidationErrors(list));
     }
-    def.tasks = drafts.into_iter().map(|d| d.def).collect::<Vec<TaskDefinition>>();
+    def.tasks = drafts
+        .into_iter()
+        .map(|d| d.def)
+        .collect::<Vec<TaskDefinition>>();
     Ok(def)
 }
 
@@ -289,7 +332,11 @@ pub fn cron_schedule(expr: &str) -> Result<cron::Schedule, String> {
         // The crate's message repeats the expression with a caret on lines
         // of its own; keep only its last line so each error stays one line.
         let text = e.to_string();
-        let last = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+        let last = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("");
         let mut chars = last.chars();
         let reason: String = match chars.next() {
             Some(first) => first.to_lowercase().chain(chars).collect(),
@@ -303,7 +350,9 @@ pub fn cron_schedule(expr: &str) -> Result<cron::Schedule, String> {
 /// `cron` crate's numbering (1-7, Sunday = 1). Names and `*` are the same in
 /// both; `*/n` too, since both count from Sunday.
 fn unix_day_of_week(field: &str) -> Result<String, String> {
-    let bad = || format!("invalid day of week `{field}`; use 0-7 (0 and 7 are Sunday) or names like `mon`");
+    let bad = || {
+        format!("invalid day of week `{field}`; use 0-7 (0 and 7 are Sunday) or names like `mon`")
+    };
     let mut out: Vec<String> = Vec::new();
     for token in field.split(',') {
         if token.starts_with('*') || !token.chars().any(|c| c.is_ascii_digit()) {
@@ -340,12 +389,31 @@ fn unix_day_of_week(field: &str) -> Result<String, String> {
     Ok(out.join(","))
 }
 
+/// The field names a task may have, for the schema's completeness test.
+pub fn task_fields() -> &'static [&'static str] {
+    task::TASK_FIELDS
+}
+
+/// A YAML document as JSON, for the schema tests.
+#[cfg(test)]
+pub(crate) fn node_json(yaml: &str) -> serde_json::Value {
+    node::load(yaml)
+        .ok()
+        .and_then(|n| n.to_json().ok())
+        .unwrap_or_default()
+}
+
 /// Reads a mapping key, which must be text.
 pub(crate) fn key_name(key: &Node, task: Option<&str>, errors: &mut Errors<'_>) -> Option<String> {
     match &key.kind {
         Kind::Str(s) => Some(s.clone()),
         _ => {
-            errors.push(task, None, key.pos, format!("expected a field name, found {}", key.describe()));
+            errors.push(
+                task,
+                None,
+                key.pos,
+                format!("expected a field name, found {}", key.describe()),
+            );
             None
         }
     }
@@ -372,9 +440,12 @@ pub(crate) type FieldResult<T> = Result<T, (Pos, String)>;
 
 /// A string value.
 pub(crate) fn text(node: &Node) -> FieldResult<String> {
-    node.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| (node.pos, format!("expected text, found {}", node.describe())))
+    node.as_str().map(str::to_owned).ok_or_else(|| {
+        (
+            node.pos,
+            format!("expected text, found {}", node.describe()),
+        )
+    })
 }
 
 /// A whole number that fits in a `u32`.
@@ -382,9 +453,23 @@ pub(crate) fn whole(node: &Node) -> FieldResult<u32> {
     let n = match node.kind {
         Kind::Int(i) => u32::try_from(i).ok(),
         Kind::UInt(u) => u32::try_from(u).ok(),
-        _ => return Err((node.pos, format!("expected a whole number, found {}", node.describe()))),
+        _ => {
+            return Err((
+                node.pos,
+                format!("expected a whole number, found {}", node.describe()),
+            ));
+        }
     };
-    n.ok_or_else(|| (node.pos, format!("expected a whole number from 0 to {}, found {}", u32::MAX, node.describe())))
+    n.ok_or_else(|| {
+        (
+            node.pos,
+            format!(
+                "expected a whole number from 0 to {}, found {}",
+                u32::MAX,
+                node.describe()
+            ),
+        )
+    })
 }
 
 /// A whole number of at least 1.
@@ -403,10 +488,14 @@ pub(crate) fn check_name(name: &str, pos: Pos) -> FieldResult<()> {
     };
     let len = name.chars().count();
     if len > MAX_NAME_LEN {
-        return Err((pos, format!("the name is {len} characters long; the limit is {MAX_NAME_LEN}")));
+        return Err((
+            pos,
+            format!("the name is {len} characters long; the limit is {MAX_NAME_LEN}"),
+        ));
     }
     let ok_first = first.is_ascii_lowercase() || first.is_ascii_digit();
-    let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let ok_rest =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !(ok_first && ok_rest) {
         return Err((
             pos,
@@ -426,18 +515,26 @@ fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'
             None,
             Some("types"),
             value.pos,
-            format!("expected a mapping of type names to schemas, found {}", value.describe()),
+            format!(
+                "expected a mapping of type names to schemas, found {}",
+                value.describe()
+            ),
         );
         return;
     };
     for (key, schema) in entries {
-        let Some(name) = key_name(key, None, errors) else { continue };
+        let Some(name) = key_name(key, None, errors) else {
+            continue;
+        };
         if !matches!(schema.kind, Kind::Map(_)) {
             errors.push(
                 None,
                 Some("types"),
                 schema.pos,
-                format!("type `{name}` must be a JSON-Schema-style mapping, found {}", schema.describe()),
+                format!(
+                    "type `{name}` must be a JSON-Schema-style mapping, found {}",
+                    schema.describe()
+                ),
             );
             continue;
         }

@@ -98,16 +98,27 @@ impl Node {
             Kind::UInt(u) => Value::from(*u),
             Kind::Float(f) => serde_json::Number::from_f64(*f)
                 .map(Value::Number)
-                .ok_or_else(|| (self.pos, format!("`{f}` is not a finite number; JSON cannot hold it")))?,
+                .ok_or_else(|| {
+                    (
+                        self.pos,
+                        format!("`{f}` is not a finite number; JSON cannot hold it"),
+                    )
+                })?,
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(
-                items.iter().map(Node::to_json).collect::<Result<Vec<_>, _>>()?,
+                items
+                    .iter()
+                    .map(Node::to_json)
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
             Kind::Map(entries) => {
                 let mut map = serde_json::Map::new();
                 for (k, v) in entries {
                     let key = k.key_text().ok_or_else(|| {
-                        (k.pos, format!("mapping keys must be text, found {}", k.describe()))
+                        (
+                            k.pos,
+                            format!("mapping keys must be text, found {}", k.describe()),
+                        )
                     })?;
                     map.insert(key, v.to_json()?);
                 }
@@ -155,6 +166,9 @@ pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: MAX_NODES,
         },
+        // YAML 1.2 booleans only: `y`, `no`, `on` stay strings (keys included),
+        // so `input: { y: 1 }` means what it says.
+        strict_booleans: true,
     };
     match serde_saphyr::from_str_with_options::<Spanned<Kind>>(yaml, options) {
         Ok(root) => Ok(spanned_to_node(root)),
@@ -172,7 +186,10 @@ pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
             if let Some(stripped) = message.strip_suffix(&suffix) {
                 message = stripped.to_owned();
             }
-            Err(LoadError { pos, message: format!("invalid yaml: {}", user_message(&message)) })
+            Err(LoadError {
+                pos,
+                message: format!("invalid yaml: {}", user_message(&message)),
+            })
         }
     }
 }
@@ -181,7 +198,10 @@ pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
 /// internals into what a workflow author can act on.
 fn user_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
-        let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
         format!("duplicate key `{key}`; keep only one of them")
     } else if message.starts_with("budget breached: Depth") {
         format!("nesting is deeper than {MAX_DEPTH} levels; flatten the data")
@@ -190,7 +210,9 @@ fn user_message(message: &str) -> String {
         || message.starts_with("budget breached: Events")
         || message.starts_with("budget breached: Alias")
     {
-        format!("the document expands to more than {MAX_NODES} values (aliases count once per use); shrink it")
+        format!(
+            "the document expands to more than {MAX_NODES} values (aliases count once per use); shrink it"
+        )
     } else if let Some(rest) = message.strip_prefix("budget breached: ") {
         format!("the document exceeds a size limit ({rest}); shrink it")
     } else {
@@ -299,6 +321,8 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 
     fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<Kind, A::Error> {
-        Err(A::Error::custom("tagged values are not supported; remove the `!tag`"))
+        Err(A::Error::custom(
+            "tagged values are not supported; remove the `!tag`",
+        ))
     }
 }

@@ -58,7 +58,10 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             None,
             Some("tasks"),
             node.pos,
-            format!("expected a task mapping with at least `name`, found {}", node.describe()),
+            format!(
+                "expected a task mapping with at least `name`, found {}",
+                node.describe()
+            ),
         );
         return None;
     };
@@ -74,7 +77,12 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             }
         },
         None => {
-            errors.push(None, Some("name"), node.pos, "the task has no `name`; add e.g. `name: extract`");
+            errors.push(
+                None,
+                Some("name"),
+                node.pos,
+                "the task has no `name`; add e.g. `name: extract`",
+            );
             (String::new(), false, node.pos)
         }
     };
@@ -114,7 +122,9 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
     let mut retry_max_pos = node.pos;
 
     for (key, value) in entries {
-        let Some(field) = key_name(key, task, errors) else { continue };
+        let Some(field) = key_name(key, task, errors) else {
+            continue;
+        };
         if matches!(value.kind, Kind::Null) {
             continue;
         }
@@ -134,7 +144,10 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
                     } else {
                         Err((
                             value.pos,
-                            format!("unknown executor `{e}`; known executors: {}", KNOWN_EXECUTORS.join(", ")),
+                            format!(
+                                "unknown executor `{e}`; known executors: {}",
+                                KNOWN_EXECUTORS.join(", ")
+                            ),
                         ))
                     }
                 }));
@@ -161,7 +174,10 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
                 }
             })),
             "timeout_seconds" => report(whole(value).and_then(|n| match n {
-                0 => Err((value.pos, "must be greater than 0; it is the most seconds one attempt may run".to_owned())),
+                0 => Err((
+                    value.pos,
+                    "must be greater than 0; it is the most seconds one attempt may run".to_owned(),
+                )),
                 n => {
                     def.timeout_seconds = n;
                     Ok(())
@@ -169,11 +185,18 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             })),
             "retries" => report(whole(value).map(|n| def.retries = n)),
             "retry_delay_seconds" => report(whole(value).map(|n| def.retry_delay_seconds = n)),
-            "retry_backoff" => report(text(value).and_then(|s| match s.as_str() {
-                "fixed" => Ok(def.retry_backoff = RetryBackoff::Fixed),
-                "exponential" => Ok(def.retry_backoff = RetryBackoff::Exponential),
-                _ => Err((value.pos, format!("unknown backoff `{s}`; use `fixed` or `exponential`"))),
-            })),
+            "retry_backoff" => report(
+                text(value)
+                    .and_then(|s| match s.as_str() {
+                        "fixed" => Ok(RetryBackoff::Fixed),
+                        "exponential" => Ok(RetryBackoff::Exponential),
+                        _ => Err((
+                            value.pos,
+                            format!("unknown backoff `{s}`; use `fixed` or `exponential`"),
+                        )),
+                    })
+                    .map(|v| def.retry_backoff = v),
+            ),
             "retry_max_delay_seconds" => {
                 retry_max_pos = value.pos;
                 report(at_least_one(value).map(|n| def.retry_max_delay_seconds = Some(n)));
@@ -185,11 +208,18 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             "concurrency" => report(at_least_one(value).map(|n| def.concurrency = Some(n))),
             "resources" => resources(value, &mut def.resources, task, errors),
             "env" => env(value, &mut def.env, task, errors),
-            "on_failure" => report(text(value).and_then(|s| match s.as_str() {
-                "skip" => Ok(def.on_failure = OnFailure::Skip),
-                "run" => Ok(def.on_failure = OnFailure::Run),
-                _ => Err((value.pos, format!("unknown value `{s}`; use `skip` or `run`"))),
-            })),
+            "on_failure" => report(
+                text(value)
+                    .and_then(|s| match s.as_str() {
+                        "skip" => Ok(OnFailure::Skip),
+                        "run" => Ok(OnFailure::Run),
+                        _ => Err((
+                            value.pos,
+                            format!("unknown value `{s}`; use `skip` or `run`"),
+                        )),
+                    })
+                    .map(|v| def.on_failure = v),
+            ),
             "output_type" => {
                 draft.output_type_pos = value.pos;
                 report(text(value).map(|s| def.output_type = Some(s)));
@@ -206,18 +236,18 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             "a subprocess task needs `file`: the script or program to run, relative to the workflow file",
         );
     }
-    if let Some(max) = def.retry_max_delay_seconds {
-        if max < def.retry_delay_seconds {
-            errors.push(
-                task,
-                Some("retry_max_delay_seconds"),
-                retry_max_pos,
-                format!(
-                    "must be at least retry_delay_seconds ({}), or the cap would shorten every delay",
-                    def.retry_delay_seconds
-                ),
-            );
-        }
+    if let Some(max) = def.retry_max_delay_seconds
+        && max < def.retry_delay_seconds
+    {
+        errors.push(
+            task,
+            Some("retry_max_delay_seconds"),
+            retry_max_pos,
+            format!(
+                "must be at least retry_delay_seconds ({}), or the cap would shorten every delay",
+                def.retry_delay_seconds
+            ),
+        );
     }
     draft.def = def;
     Some(draft)
@@ -236,16 +266,24 @@ fn relative_path(node: &Node) -> FieldResult<String> {
         return bad("is an absolute path; write it relative to the workflow file");
     }
     if path.split(['/', '\\']).any(|part| part == "..") {
-        return bad("leaves the workflow's folder through `..`; move the file next to the workflow");
+        return bad(
+            "leaves the workflow's folder through `..`; move the file next to the workflow",
+        );
     }
     Ok(path)
 }
 
 fn depends_on(node: &Node) -> FieldResult<Vec<(String, Pos)>> {
     let Kind::Seq(items) = &node.kind else {
-        return Err((node.pos, format!("expected a list of task names, found {}", node.describe())));
+        return Err((
+            node.pos,
+            format!("expected a list of task names, found {}", node.describe()),
+        ));
     };
-    items.iter().map(|item| text(item).map(|s| (s, item.pos))).collect()
+    items
+        .iter()
+        .map(|item| text(item).map(|s| (s, item.pos)))
+        .collect()
 }
 
 /// `parallel: 4`, `{count: task.field}` or `{for_each: task.field}`.
@@ -259,10 +297,19 @@ fn parallel(node: &Node) -> FieldResult<Parallelism> {
                 match key.as_str() {
                     Some("count") => Ok(Parallelism::CountRef(field_ref)),
                     Some("for_each") => Ok(Parallelism::ForEach(field_ref)),
-                    _ => Err((key.pos, format!("{usage}, found key `{}`", key.key_text().unwrap_or_default()))),
+                    _ => Err((
+                        key.pos,
+                        format!(
+                            "{usage}, found key `{}`",
+                            key.key_text().unwrap_or_default()
+                        ),
+                    )),
                 }
             }
-            _ => Err((node.pos, format!("{usage}, found a mapping with {} keys", entries.len()))),
+            _ => Err((
+                node.pos,
+                format!("{usage}, found a mapping with {} keys", entries.len()),
+            )),
         },
         _ => Err((node.pos, format!("{usage}, found {}", node.describe()))),
     }
@@ -277,7 +324,9 @@ fn field_ref(node: &Node) -> FieldResult<FieldRef> {
     if task.is_empty() || path.is_empty() || path.iter().any(String::is_empty) {
         return Err((
             node.pos,
-            format!("`{s}` is not a reference to an output field; write `task.field`, e.g. `discover.files`"),
+            format!(
+                "`{s}` is not a reference to an output field; write `task.field`, e.g. `discover.files`"
+            ),
         ));
     }
     Ok(FieldRef { task, path })
@@ -289,25 +338,43 @@ fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut 
             task,
             Some("resources"),
             node.pos,
-            format!("expected a mapping with cpu, memory or gpu, found {}", node.describe()),
+            format!(
+                "expected a mapping with cpu, memory or gpu, found {}",
+                node.describe()
+            ),
         );
         return;
     };
     for (key, value) in entries {
-        let Some(field) = key_name(key, task, errors) else { continue };
+        let Some(field) = key_name(key, task, errors) else {
+            continue;
+        };
         let quantity = |v: &Node| match &v.kind {
             Kind::Str(s) => Ok(s.clone()),
             Kind::Int(i) => Ok(i.to_string()),
             Kind::UInt(u) => Ok(u.to_string()),
             Kind::Float(f) if f.is_finite() && *f > 0.0 => Ok(f.to_string()),
-            _ => Err((v.pos, format!("expected a quantity such as \"2\" or \"512Mi\", found {}", v.describe()))),
+            _ => Err((
+                v.pos,
+                format!(
+                    "expected a quantity such as \"2\" or \"512Mi\", found {}",
+                    v.describe()
+                ),
+            )),
         };
         let result = match field.as_str() {
             "cpu" => quantity(value).map(|q| out.cpu = Some(q)),
             "memory" => quantity(value).map(|q| out.memory = Some(q)),
             "gpu" => whole(value).map(|n| out.gpu = Some(n)),
             other => {
-                unknown_field(other, &format!("resources.{other}"), RESOURCE_FIELDS, task, key.pos, errors);
+                unknown_field(
+                    other,
+                    &format!("resources.{other}"),
+                    RESOURCE_FIELDS,
+                    task,
+                    key.pos,
+                    errors,
+                );
                 Ok(())
             }
         };
@@ -317,18 +384,28 @@ fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut 
     }
 }
 
-fn env(node: &Node, out: &mut BTreeMap<String, EnvValue>, task: Option<&str>, errors: &mut Errors<'_>) {
+fn env(
+    node: &Node,
+    out: &mut BTreeMap<String, EnvValue>,
+    task: Option<&str>,
+    errors: &mut Errors<'_>,
+) {
     let Kind::Map(entries) = &node.kind else {
         errors.push(
             task,
             Some("env"),
             node.pos,
-            format!("expected a mapping of variable names to values, found {}", node.describe()),
+            format!(
+                "expected a mapping of variable names to values, found {}",
+                node.describe()
+            ),
         );
         return;
     };
     for (key, value) in entries {
-        let Some(name) = key_name(key, task, errors) else { continue };
+        let Some(name) = key_name(key, task, errors) else {
+            continue;
+        };
         let field = format!("env.{name}");
         if let Err(msg) = check_env_name(&name) {
             errors.push(task, Some(&field), key.pos, msg);
@@ -348,10 +425,15 @@ fn env(node: &Node, out: &mut BTreeMap<String, EnvValue>, task: Option<&str>, er
                     Ok(_) => Err((v.pos, "the secret name is empty".to_owned())),
                     Err(e) => Err(e),
                 },
-                [(k, v)] if k.as_str() == Some("from_env") => text(v).and_then(|s| match check_env_name(&s) {
-                    Ok(()) => Ok(EnvValue::FromEnv(s)),
-                    Err(_) => Err((v.pos, format!("`{s}` is not a valid environment variable name"))),
-                }),
+                [(k, v)] if k.as_str() == Some("from_env") => {
+                    text(v).and_then(|s| match check_env_name(&s) {
+                        Ok(()) => Ok(EnvValue::FromEnv(s)),
+                        Err(_) => Err((
+                            v.pos,
+                            format!("`{s}` is not a valid environment variable name"),
+                        )),
+                    })
+                }
                 _ => Err((value.pos, format!("{usage}, found a mapping"))),
             },
             Kind::Seq(_) => Err((value.pos, format!("{usage}, found a list"))),
@@ -367,7 +449,9 @@ fn env(node: &Node, out: &mut BTreeMap<String, EnvValue>, task: Option<&str>, er
 
 fn check_env_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
@@ -375,7 +459,9 @@ fn check_env_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.to_ascii_uppercase().starts_with("ORK_") {
-        return Err(format!("names starting with `ORK_` are reserved for ork; rename `{name}`"));
+        return Err(format!(
+            "names starting with `ORK_` are reserved for ork; rename `{name}`"
+        ));
     }
     Ok(())
 }

@@ -14,7 +14,13 @@ pub(crate) const MINIMAL: &str = include_str!("../../testdata/minimal.yaml");
 pub(crate) const FANOUT: &str = include_str!("../../testdata/fanout.yaml");
 
 fn parse(yaml: &str) -> Result<WorkflowDefinition, ValidationErrors> {
-    parse_workflow(yaml, &ParseOptions { source: "etl.yaml", files: None })
+    parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "etl.yaml",
+            files: None,
+        },
+    )
 }
 
 /// Parses `yaml`, which must fail, and compares the printed errors.
@@ -37,20 +43,29 @@ fn parses_the_etl_example() {
     assert_eq!(def.schedule.as_deref(), Some("0 2 * * *"));
     assert_eq!(def.timezone, "Europe/Paris");
     assert_eq!(def.concurrency, Some(1));
-    assert_eq!(def.types["report"]["properties"]["total"]["type"], "integer");
+    assert_eq!(
+        def.types["report"]["properties"]["total"]["type"],
+        "integer"
+    );
     let names: Vec<_> = def.tasks.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["discover", "process", "report"]);
 
     let discover = &def.tasks[0];
     assert_eq!(discover.timeout_seconds, 60);
-    assert_eq!(discover.input, json!({"date": "{{ run.input.date }}", "prefix": "raw/{{ run.input.date }}/"}));
+    assert_eq!(
+        discover.input,
+        json!({"date": "{{ run.input.date }}", "prefix": "raw/{{ run.input.date }}/"})
+    );
 
     let process = &def.tasks[1];
     assert_eq!(process.executor, "subprocess");
     assert_eq!(process.config_file.as_deref(), Some("config/process.toml"));
     assert_eq!(
         process.parallel,
-        Some(Parallelism::ForEach(FieldRef { task: "discover".into(), path: vec!["files".into()] }))
+        Some(Parallelism::ForEach(FieldRef {
+            task: "discover".into(),
+            path: vec!["files".into()]
+        }))
     );
     assert_eq!(process.concurrency, Some(50));
     assert_eq!((process.retries, process.retry_delay_seconds), (3, 5));
@@ -60,7 +75,10 @@ fn parses_the_etl_example() {
     assert_eq!(process.resources.memory.as_deref(), Some("512Mi"));
     assert_eq!(process.env["LOG_LEVEL"], EnvValue::Literal("debug".into()));
     assert_eq!(process.env["WORKERS"], EnvValue::Literal("4".into()));
-    assert_eq!(process.env["API_TOKEN"], EnvValue::Secret("api-token".into()));
+    assert_eq!(
+        process.env["API_TOKEN"],
+        EnvValue::Secret("api-token".into())
+    );
     assert_eq!(process.env["HOME_DIR"], EnvValue::FromEnv("HOME".into()));
 
     let report = &def.tasks[2];
@@ -78,7 +96,10 @@ fn applies_defaults() {
     assert_eq!(t.executor, "subprocess");
     assert_eq!(t.input, serde_json::Value::Null);
     assert!(t.depends_on.is_empty());
-    assert_eq!((t.timeout_seconds, t.retries, t.retry_delay_seconds), (3600, 0, 0));
+    assert_eq!(
+        (t.timeout_seconds, t.retries, t.retry_delay_seconds),
+        (3600, 0, 0)
+    );
     assert_eq!(t.retry_backoff, RetryBackoff::Fixed);
     assert_eq!(t.retry_max_delay_seconds, None);
     assert_eq!(t.parallel, None);
@@ -91,7 +112,10 @@ fn parses_static_and_count_fan_outs() {
     let def = parse(FANOUT).unwrap();
     assert_eq!(
         def.tasks[1].parallel,
-        Some(Parallelism::CountRef(FieldRef { task: "plan".into(), path: vec!["shards".into()] }))
+        Some(Parallelism::CountRef(FieldRef {
+            task: "plan".into(),
+            path: vec!["shards".into()]
+        }))
     );
     assert_eq!(def.tasks[2].parallel, Some(Parallelism::Static(4)));
 }
@@ -119,18 +143,28 @@ fn referenced_files_are_deduplicated_in_order() {
 
 #[test]
 fn files_must_be_among_those_sent() {
-    let files: BTreeSet<String> =
-        ["scripts/discover.sh", "scripts/process.py", "config/process.toml", "scripts/report.sh"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-    let opts = ParseOptions { source: "etl.yaml", files: Some(&files) };
+    let files: BTreeSet<String> = [
+        "scripts/discover.sh",
+        "scripts/process.py",
+        "config/process.toml",
+        "scripts/report.sh",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let opts = ParseOptions {
+        source: "etl.yaml",
+        files: Some(&files),
+    };
     assert!(parse_workflow(ETL, &opts).is_ok());
 
     let mut fewer = files.clone();
     fewer.remove("config/process.toml");
     fewer.remove("scripts/report.sh");
-    let opts = ParseOptions { source: "etl.yaml", files: Some(&fewer) };
+    let opts = ParseOptions {
+        source: "etl.yaml",
+        files: Some(&fewer),
+    };
     let errors = parse_workflow(ETL, &opts).unwrap_err();
     expect![[r#"
         etl.yaml:20:18: task `process`, field `config_file`: file `config/process.toml` was not found; paths are relative to the workflow file
@@ -164,7 +198,12 @@ fn display_without_source_or_position() {
         message: "boom".into(),
     };
     assert_eq!(e.to_string(), "line 3: field `tasks`: boom");
-    let e = ValidationError { line: None, task: Some("t".into()), field: None, ..e };
+    let e = ValidationError {
+        line: None,
+        task: Some("t".into()),
+        field: None,
+        ..e
+    };
     assert_eq!(e.to_string(), "task `t`: boom");
 }
 
@@ -173,7 +212,12 @@ fn cron_day_of_week_follows_unix_numbering() {
     use chrono::{Datelike, TimeZone, Utc, Weekday};
     let first = |expr: &str| {
         let after = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // a Thursday
-        cron_schedule(expr).unwrap().after(&after).next().unwrap().weekday()
+        cron_schedule(expr)
+            .unwrap()
+            .after(&after)
+            .next()
+            .unwrap()
+            .weekday()
     };
     assert_eq!(first("0 9 * * 1"), Weekday::Mon);
     assert_eq!(first("0 9 * * 0"), Weekday::Sun);
@@ -193,69 +237,142 @@ fn cron_day_of_week_follows_unix_numbering() {
 
 #[test]
 fn yaml_syntax_error() {
-    check("name: wf\ntasks: [\n", expect!["etl.yaml:2:8: invalid yaml: unclosed bracket '['"]);
+    check(
+        "name: wf\ntasks: [\n",
+        expect!["etl.yaml:2:8: invalid yaml: unclosed bracket '['"],
+    );
 }
 
 #[test]
 fn duplicate_yaml_key() {
-    check("name: wf\nname: other\ntasks: []\n", expect!["etl.yaml:2:1: invalid yaml: duplicate key `name`; keep only one of them"]);
+    check(
+        "name: wf\nname: other\ntasks: []\n",
+        expect!["etl.yaml:2:1: invalid yaml: duplicate key `name`; keep only one of them"],
+    );
 }
 
 #[test]
 fn empty_file_and_wrong_top_level() {
-    check("", expect!["etl.yaml:1:1: the file is empty; a workflow needs `name` and `tasks`"]);
-    check("- a\n- b\n", expect!["etl.yaml:1:1: expected a mapping with `name` and `tasks` at the top, found a list"]);
+    check(
+        "",
+        expect!["etl.yaml:1:1: the file is empty; a workflow needs `name` and `tasks`"],
+    );
+    check(
+        "- a\n- b\n",
+        expect![
+            "etl.yaml:1:1: expected a mapping with `name` and `tasks` at the top, found a list"
+        ],
+    );
 }
 
 #[test]
 fn file_too_large() {
     let yaml = format!("name: wf\n# {}\n", "x".repeat(MAX_YAML_BYTES));
-    check(&yaml, expect!["etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML"]);
+    check(
+        &yaml,
+        expect![
+            "etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML"
+        ],
+    );
 }
 
 #[test]
 fn missing_name_and_tasks() {
-    check("schedule: '0 2 * * *'\n", expect![[r#"
+    check(
+        "schedule: '0 2 * * *'\n",
+        expect![[r#"
         etl.yaml:1:1: field `name`: missing `name`: add e.g. `name: nightly-etl` at the top
-        etl.yaml:1:1: field `tasks`: missing `tasks`: add a list of tasks"#]]);
+        etl.yaml:1:1: field `tasks`: missing `tasks`: add a list of tasks"#]],
+    );
 }
 
 #[test]
 fn invalid_workflow_names() {
-    check("name: Nightly ETL\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:1:7: field `name`: `Nightly ETL` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit"]);
-    check(&format!("name: {}\ntasks: [{{name: a, file: a.sh}}]\n", "a".repeat(64)), expect!["etl.yaml:1:7: field `name`: the name is 64 characters long; the limit is 63"]);
-    check("name: 12\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:1:7: field `name`: expected text, found the number `12`"]);
+    check(
+        "name: Nightly ETL\ntasks: [{name: a, file: a.sh}]\n",
+        expect![
+            "etl.yaml:1:7: field `name`: `Nightly ETL` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+        ],
+    );
+    check(
+        &format!(
+            "name: {}\ntasks: [{{name: a, file: a.sh}}]\n",
+            "a".repeat(64)
+        ),
+        expect!["etl.yaml:1:7: field `name`: the name is 64 characters long; the limit is 63"],
+    );
+    check(
+        "name: 12\ntasks: [{name: a, file: a.sh}]\n",
+        expect!["etl.yaml:1:7: field `name`: expected text, found the number `12`"],
+    );
 }
 
 #[test]
 fn unknown_top_level_field() {
-    check("name: wf\nschedul: '0 2 * * *'\ntask: []\ntasks: [{name: a, file: a.sh}]\n", expect![[r#"
+    check(
+        "name: wf\nschedul: '0 2 * * *'\ntask: []\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r#"
         etl.yaml:2:1: field `schedul`: unknown field (did you mean `schedule`?)
-        etl.yaml:3:1: field `task`: unknown field (did you mean `tasks`?)"#]]);
+        etl.yaml:3:1: field `task`: unknown field (did you mean `tasks`?)"#]],
+    );
 }
 
 #[test]
 fn invalid_schedule() {
-    check("name: wf\nschedule: '0 2 * *'\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:2:11: field `schedule`: cron expression `0 2 * *` has 4 field(s); write 5 (minute hour day-of-month month day-of-week, e.g. `0 2 * * *`) or 6 with seconds first"]);
-    check("name: wf\nschedule: '0 25 * * *'\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:2:11: field `schedule`: invalid cron expression `0 25 * * *`: hours must be less than 23. ('25' specified.)"]);
-    check("name: wf\nschedule: '0 2 * * 9'\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:2:11: field `schedule`: invalid day of week `9`; use 0-7 (0 and 7 are Sunday) or names like `mon`"]);
+    check(
+        "name: wf\nschedule: '0 2 * *'\ntasks: [{name: a, file: a.sh}]\n",
+        expect![
+            "etl.yaml:2:11: field `schedule`: cron expression `0 2 * *` has 4 field(s); write 5 (minute hour day-of-month month day-of-week, e.g. `0 2 * * *`) or 6 with seconds first"
+        ],
+    );
+    check(
+        "name: wf\nschedule: '0 25 * * *'\ntasks: [{name: a, file: a.sh}]\n",
+        expect![
+            "etl.yaml:2:11: field `schedule`: invalid cron expression `0 25 * * *`: hours must be less than 23. ('25' specified.)"
+        ],
+    );
+    check(
+        "name: wf\nschedule: '0 2 * * 9'\ntasks: [{name: a, file: a.sh}]\n",
+        expect![
+            "etl.yaml:2:11: field `schedule`: invalid day of week `9`; use 0-7 (0 and 7 are Sunday) or names like `mon`"
+        ],
+    );
 }
 
 #[test]
 fn invalid_timezone() {
-    check("name: wf\ntimezone: Mars/Olympus\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:2:11: field `timezone`: unknown time zone `Mars/Olympus`; use an IANA name such as `UTC` or `Europe/Paris`"]);
+    check(
+        "name: wf\ntimezone: Mars/Olympus\ntasks: [{name: a, file: a.sh}]\n",
+        expect![
+            "etl.yaml:2:11: field `timezone`: unknown time zone `Mars/Olympus`; use an IANA name such as `UTC` or `Europe/Paris`"
+        ],
+    );
 }
 
 #[test]
 fn invalid_workflow_concurrency() {
-    check("name: wf\nconcurrency: 0\ntasks: [{name: a, file: a.sh}]\n", expect!["etl.yaml:2:14: field `concurrency`: must be at least 1"]);
+    check(
+        "name: wf\nconcurrency: 0\ntasks: [{name: a, file: a.sh}]\n",
+        expect!["etl.yaml:2:14: field `concurrency`: must be at least 1"],
+    );
 }
 
 #[test]
 fn invalid_tasks_list() {
-    check("name: wf\ntasks: []\n", expect!["etl.yaml:2:8: field `tasks`: `tasks` is empty; add at least one task"]);
-    check("name: wf\ntasks: {a: 1}\n", expect!["etl.yaml:2:8: field `tasks`: expected a list of tasks, found a mapping"]);
-    check("name: wf\ntasks:\n  - just-a-string\n", expect!["etl.yaml:3:5: field `tasks`: expected a task mapping with at least `name`, found the string `just-a-string`"]);
+    check(
+        "name: wf\ntasks: []\n",
+        expect!["etl.yaml:2:8: field `tasks`: `tasks` is empty; add at least one task"],
+    );
+    check(
+        "name: wf\ntasks: {a: 1}\n",
+        expect!["etl.yaml:2:8: field `tasks`: expected a list of tasks, found a mapping"],
+    );
+    check(
+        "name: wf\ntasks:\n  - just-a-string\n",
+        expect![
+            "etl.yaml:3:5: field `tasks`: expected a task mapping with at least `name`, found the string `just-a-string`"
+        ],
+    );
 }
 
 #[test]
@@ -264,39 +381,62 @@ fn too_many_tasks() {
     for i in 0..=MAX_TASKS {
         yaml.push_str(&format!("  - {{name: t{i}, file: t.sh}}\n"));
     }
-    check(&yaml, expect!["etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow"]);
+    check(
+        &yaml,
+        expect![
+            "etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow"
+        ],
+    );
 }
 
 #[test]
 fn task_without_valid_name() {
-    check("name: wf\ntasks:\n  - file: a.sh\n  - name: Load_Data\n    file: b.sh\n", expect![[r#"
+    check(
+        "name: wf\ntasks:\n  - file: a.sh\n  - name: Load_Data\n    file: b.sh\n",
+        expect![[r#"
         etl.yaml:3:5: field `name`: the task has no `name`; add e.g. `name: extract`
-        etl.yaml:4:11: field `name`: `Load_Data` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit"#]]);
+        etl.yaml:4:11: field `name`: `Load_Data` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit"#]],
+    );
 }
 
 #[test]
 fn unknown_task_field() {
-    check(&task_with("    dependson: [x]\n    colour: red\n"), expect![[r#"
+    check(
+        &task_with("    dependson: [x]\n    colour: red\n"),
+        expect![[r#"
         etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
-        etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]]);
+        etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
+    );
 }
 
 #[test]
 fn duplicate_task_names() {
     check(
         "name: wf\ntasks:\n  - name: a\n    file: a.sh\n  - name: a\n    file: b.sh\n",
-        expect!["etl.yaml:5:11: task `a`, field `name`: duplicate task name `a` (first used on line 3); task names must be unique"],
+        expect![
+            "etl.yaml:5:11: task `a`, field `name`: duplicate task name `a` (first used on line 3); task names must be unique"
+        ],
     );
 }
 
 #[test]
 fn unknown_executor() {
-    check(&task_with("    executor: docker\n"), expect!["etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess"]);
+    check(
+        &task_with("    executor: docker\n"),
+        expect![
+            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess"
+        ],
+    );
 }
 
 #[test]
 fn missing_and_unsafe_files() {
-    check("name: wf\ntasks:\n  - name: a\n", expect!["etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file"]);
+    check(
+        "name: wf\ntasks:\n  - name: a\n",
+        expect![
+            "etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file"
+        ],
+    );
     check(
         "name: wf\ntasks:\n  - name: a\n    file: /usr/bin/env\n  - name: b\n    file: ../secret.sh\n    config_file: C:\\x.toml\n",
         expect![[r#"
@@ -315,14 +455,21 @@ fn unknown_and_self_dependencies() {
             etl.yaml:7:26: task `load`, field `depends_on`: a task cannot depend on itself; remove it
             etl.yaml:7:32: task `load`, field `depends_on`: unknown task `nothing`"#]],
     );
-    check(&task_with("    depends_on: b\n"), expect!["etl.yaml:5:17: task `a`, field `depends_on`: expected a list of task names, found the string `b`"]);
+    check(
+        &task_with("    depends_on: b\n"),
+        expect![
+            "etl.yaml:5:17: task `a`, field `depends_on`: expected a list of task names, found the string `b`"
+        ],
+    );
 }
 
 #[test]
 fn dependency_cycle() {
     check(
         "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    depends_on: [c]\n  - name: b\n    file: b.sh\n    depends_on: [a]\n  - name: c\n    file: c.sh\n    depends_on: [b]\n",
-        expect!["etl.yaml:5:18: task `a`, field `depends_on`: dependency cycle: a -> b -> c -> a; remove one of these dependencies"],
+        expect![
+            "etl.yaml:5:18: task `a`, field `depends_on`: dependency cycle: a -> b -> c -> a; remove one of these dependencies"
+        ],
     );
 }
 
@@ -350,7 +497,9 @@ fn template_output_versus_outputs() {
 #[test]
 fn template_item_and_parallel_outside_fan_outs() {
     check(
-        &task_with("    parallel: 2\n    input: ['{{ item }}', '{{ parallel.index }}']\n  - name: b\n    file: b.sh\n    input: '{{ parallel.count }}'\n"),
+        &task_with(
+            "    parallel: 2\n    input: ['{{ item }}', '{{ parallel.index }}']\n  - name: b\n    file: b.sh\n    input: '{{ parallel.count }}'\n",
+        ),
         expect![[r#"
             etl.yaml:6:13: task `a`, field `input`: template `{{ item }}` reads `item`, which only tasks with `parallel: {for_each: ...}` have
             etl.yaml:9:12: task `b`, field `input`: template `{{ parallel.count }}` reads `parallel`, which only tasks with `parallel` set have"#]],
@@ -360,7 +509,9 @@ fn template_item_and_parallel_outside_fan_outs() {
 #[test]
 fn template_syntax_errors() {
     check(
-        &task_with("    input:\n      a: '{{ run.input.date'\n      b: '{{ foo.bar }}'\n      c: '{{ tasks.x }}'\n      d: '{{ }}'\n      e: '{{ run.input..x }}'\n"),
+        &task_with(
+            "    input:\n      a: '{{ run.input.date'\n      b: '{{ foo.bar }}'\n      c: '{{ tasks.x }}'\n      d: '{{ }}'\n      e: '{{ run.input..x }}'\n",
+        ),
         expect![[r#"
             etl.yaml:6:10: task `a`, field `input`: unterminated `{{` in `{{ run.input.date`; close the template with `}}`
             etl.yaml:7:10: task `a`, field `input`: unknown name `foo` in template `{{ foo.bar }}`; templates start with `run.input`, `tasks.<task>.output`, `tasks.<task>.outputs`, `item` or `parallel`
@@ -397,7 +548,9 @@ fn parallel_reads_unknown_non_upstream_or_fanned_out_tasks() {
 #[test]
 fn invalid_numbers() {
     check(
-        &task_with("    timeout_seconds: 0\n    retries: -1\n    retry_delay_seconds: soon\n    concurrency: 0\n    retry_max_delay_seconds: 99999999999\n"),
+        &task_with(
+            "    timeout_seconds: 0\n    retries: -1\n    retry_delay_seconds: soon\n    concurrency: 0\n    retry_max_delay_seconds: 99999999999\n",
+        ),
         expect![[r#"
             etl.yaml:5:22: task `a`, field `timeout_seconds`: must be greater than 0; it is the most seconds one attempt may run
             etl.yaml:6:14: task `a`, field `retries`: expected a whole number from 0 to 4294967295, found the number `-1`
@@ -410,7 +563,9 @@ fn invalid_numbers() {
 #[test]
 fn invalid_retry_settings() {
     check(
-        &task_with("    retry_backoff: linear\n    retry_delay_seconds: 30\n    retry_max_delay_seconds: 10\n"),
+        &task_with(
+            "    retry_backoff: linear\n    retry_delay_seconds: 30\n    retry_max_delay_seconds: 10\n",
+        ),
         expect![[r#"
             etl.yaml:5:20: task `a`, field `retry_backoff`: unknown backoff `linear`; use `fixed` or `exponential`
             etl.yaml:7:30: task `a`, field `retry_max_delay_seconds`: must be at least retry_delay_seconds (30), or the cap would shorten every delay"#]],
@@ -420,7 +575,9 @@ fn invalid_retry_settings() {
 #[test]
 fn invalid_env() {
     check(
-        &task_with("    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n"),
+        &task_with(
+            "    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n",
+        ),
         expect![[r#"
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
@@ -445,9 +602,17 @@ fn invalid_on_failure_and_resources() {
 
 #[test]
 fn unknown_output_type() {
-    check(&task_with("    output_type: report\n"), expect!["etl.yaml:5:18: task `a`, field `output_type`: unknown type `report`; declare it under `types` at the top of the workflow"]);
     check(
-        &format!("types:\n  reports: {{type: object}}\n  count: 3\n{}    output_type: report\n", task_with("")),
+        &task_with("    output_type: report\n"),
+        expect![
+            "etl.yaml:5:18: task `a`, field `output_type`: unknown type `report`; declare it under `types` at the top of the workflow"
+        ],
+    );
+    check(
+        &format!(
+            "types:\n  reports: {{type: object}}\n  count: 3\n{}    output_type: report\n",
+            task_with("")
+        ),
         expect![[r#"
             etl.yaml:3:10: field `types`: type `count` must be a JSON-Schema-style mapping, found the number `3`
             etl.yaml:8:18: task `a`, field `output_type`: unknown type `report` (did you mean `reports`?); declared types: reports"#]],
@@ -485,18 +650,35 @@ fn refuses_billion_laughs() {
 #[test]
 fn refuses_deep_nesting() {
     for yaml in [
-        format!("name: wf\ninput: {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
-        format!("name: wf\ninput: {}1{}\n", "{a: ".repeat(5_000), "}".repeat(5_000)),
-        (0..200).map(|i| format!("{}- \n", "  ".repeat(i))).collect(),
+        format!(
+            "name: wf\ninput: {}{}\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        ),
+        format!(
+            "name: wf\ninput: {}1{}\n",
+            "{a: ".repeat(5_000),
+            "}".repeat(5_000)
+        ),
+        (0..200)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect(),
     ] {
         let errors = parse(&yaml).unwrap_err();
         assert!(errors.0[0].message.starts_with("invalid yaml:"), "{errors}");
         assert_eq!(errors.0.len(), 1, "{errors}");
     }
-    let nested = |depth: usize| format!("name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
+    let nested = |depth: usize| {
+        format!(
+            "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {}1{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
     // The limit leaves 21 levels of nesting to a task's input, and refuses the next.
     assert!(parse(&nested(21)).is_ok());
-    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data"].assert_eq(&parse(&nested(22)).unwrap_err().to_string());
+    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data"]
+        .assert_eq(&parse(&nested(22)).unwrap_err().to_string());
 }
 
 /// A tiny deterministic generator, so the test needs no extra dependency
@@ -515,17 +697,57 @@ impl XorShift {
 #[test]
 fn never_panics_on_malformed_input() {
     const PIECES: &[&str] = &[
-        "name: ", "tasks:", "\n", "  ", "- ", "{", "}", "[", "]", ":", ",", "&a ", "*a", "'", "\"",
-        "{{", "}}", "depends_on: ", "parallel: ", "file: x", "input: ", "env: ", "!!binary ", "? ",
-        "|", ">", "#", "\t", "\u{feff}", "ä", "<<: ", "0x1F", "-1", ".inf", "~", "%YAML 1.2\n",
-        "---\n", "...\n", "\\", "\0", "schedule: ", "*/0 * * * *", "for_each: a.b", "ORK_X: 1",
+        "name: ",
+        "tasks:",
+        "\n",
+        "  ",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "&a ",
+        "*a",
+        "'",
+        "\"",
+        "{{",
+        "}}",
+        "depends_on: ",
+        "parallel: ",
+        "file: x",
+        "input: ",
+        "env: ",
+        "!!binary ",
+        "? ",
+        "|",
+        ">",
+        "#",
+        "\t",
+        "\u{feff}",
+        "ä",
+        "<<: ",
+        "0x1F",
+        "-1",
+        ".inf",
+        "~",
+        "%YAML 1.2\n",
+        "---\n",
+        "...\n",
+        "\\",
+        "\0",
+        "schedule: ",
+        "*/0 * * * *",
+        "for_each: a.b",
+        "ORK_X: 1",
     ];
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     for _ in 0..3000 {
         let mut yaml = String::new();
         for _ in 0..(rng.next() % 40) {
             let r = rng.next();
-            if r % 5 == 0 {
+            if r.is_multiple_of(5) {
                 // Raw bytes, made valid UTF-8 the lossy way, as a server would.
                 let bytes: Vec<u8> = (0..(r % 8)).map(|_| rng.next() as u8).collect();
                 yaml.push_str(&String::from_utf8_lossy(&bytes));
@@ -542,4 +764,11 @@ fn never_panics_on_malformed_input() {
             let _ = parse(&ETL[..cut]);
         }
     }
+}
+
+#[test]
+fn yaml_1_1_booleans_stay_strings() {
+    let yaml = "name: w\ntasks:\n  - name: a\n    file: a.sh\n    input: { y: yes, n: off, t: true }\n";
+    let def = parse_workflow(yaml, &ParseOptions { source: "w.yaml", files: None }).expect("valid");
+    assert_eq!(def.tasks[0].input, serde_json::json!({"y": "yes", "n": "off", "t": true}));
 }

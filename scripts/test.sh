@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, lints, the Rust unit,
+# conformance and end-to-end tests. CI calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the binaries the end-to-end tests run"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked
