@@ -44,6 +44,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_by_workflow ON runs (workflow, created_at DESC);
 CREATE INDEX runs_by_created ON runs (created_at DESC);
+CREATE INDEX runs_by_status ON runs (status, created_at);
 
 CREATE TABLE task_runs (
     id             TEXT PRIMARY KEY,
@@ -59,6 +60,8 @@ CREATE TABLE task_runs (
     lost_count     INTEGER NOT NULL DEFAULT 0,
     max_retries    INTEGER NOT NULL,
     timeout_seconds INTEGER NOT NULL,
+    -- The task's `concurrency` cap, copied so claims need no definition.
+    concurrency    INTEGER,
     parallel_index INTEGER,
     parallel_count INTEGER,
     -- The for_each element of this instance, JSON.

@@ -7,6 +7,7 @@ pub mod hash;
 pub mod objects;
 pub mod options;
 pub mod scheduler;
+pub mod secrets;
 mod server;
 pub mod state;
 

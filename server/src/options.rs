@@ -28,6 +28,8 @@ pub struct ServerOptions {
     pub tick: Duration,
     /// Largest number of instances a dynamic fan-out may expand to.
     pub max_fan_out: u32,
+    /// Folder with one file per secret (checked before `ORK_SECRET_<NAME>`).
+    pub secrets_dir: Option<PathBuf>,
     /// Name of this scheduler replica, recorded as the owner of its runs.
     pub scheduler_id: String,
 }
@@ -45,6 +47,7 @@ impl ServerOptions {
             heartbeat_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(500),
             max_fan_out: 10_000,
+            secrets_dir: None,
             scheduler_id: default_scheduler_id(),
         }
     }

@@ -8,15 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tower::ServiceExt as _;
 
 use crate::ServerOptions;
 use crate::api::{self, ApiContext};
 use crate::executor::{self, Executors, SubprocessExecutor, SubprocessOptions};
 use crate::objects::{self, Mirror};
 use crate::scheduler::{Scheduler, SchedulerOptions};
+use crate::secrets::Secrets;
 use crate::state::{self, Limits, StateStore};
 
 /// Errors that stop a server from starting or running.
@@ -34,6 +38,8 @@ pub enum Error {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("serving on {addr}: {source}")]
+    Serve { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A bound server, ready to run.
@@ -52,7 +58,7 @@ impl Server {
         let worker_binary = find_worker_binary(options.worker_binary.as_ref())?;
         let limits = Limits { max_fan_out: options.max_fan_out };
         let state = state::open(&options.state_url, limits).await?;
-        let objects = objects::open(&options.objects_url)?;
+        let objects = objects::open(&options.objects_url, &objects::settings_from_vars(std::env::vars()))?;
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|source| Error::Bind { addr: options.listen, source })?;
@@ -91,11 +97,17 @@ impl Server {
         );
         let executors = Arc::new(executors);
 
+        let secrets = Arc::new(Secrets::new(
+            std::env::vars().collect::<HashMap<_, _>>(),
+            self.options.secrets_dir.clone(),
+            self.state.clone(),
+        ));
         let mirror = Mirror::new(self.state.clone(), self.objects.clone());
         let mirror_handle = mirror.handle();
         let scheduler = Scheduler::new(
             self.state.clone(),
             executors.clone(),
+            secrets.clone(),
             SchedulerOptions { heartbeat_timeout: self.options.heartbeat_timeout, tick: self.options.tick },
             mirror_handle.clone(),
             events_rx,
@@ -106,22 +118,45 @@ impl Server {
             mirror: mirror_handle,
             executors,
             heartbeat_interval: self.options.heartbeat_interval,
-            host_env: Arc::new(std::env::vars().collect::<HashMap<_, _>>()),
+            secrets: secrets.clone(),
+            events: api::events::EventHub::default(),
         };
-        let routes = api::routes(ctx)?;
+        let events = ctx.events.clone();
+        let app = one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx));
 
         let mirror_task = tokio::spawn(mirror.run(stop_rx.clone()));
         let scheduler_task = tokio::spawn(scheduler.run(stop_rx));
         tracing::info!(addr = %self.local_addr, "ork server listening");
-        let served = tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+        let listener = self.listener.tap_io(|tcp| {
+            // As tonic does: small gRPC frames must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Open log follows and run watches end, so connections drain.
+                events.close();
+            })
             .await;
         let _ = stop_tx.send(true);
         let _ = tokio::join!(mirror_task, scheduler_task);
-        served?;
-        Ok(())
+        served.map_err(|source| Error::Serve { addr: self.local_addr, source })
     }
+}
+
+/// gRPC and the HTTP gateway on one port: a request whose content type is
+/// `application/grpc*` goes to the gRPC services, any other to the gateway,
+/// whose fallback answers unknown paths with a JSON 404.
+fn one_port_app(grpc: tonic::service::Routes, rest: axum::Router) -> axum::Router {
+    let grpc = grpc.prepare().into_axum_router();
+    axum::Router::new().fallback_service(tower::service_fn(move |request: Request| {
+        let is_grpc = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let target = if is_grpc { grpc.clone() } else { rest.clone() };
+        target.oneshot(request)
+    }))
 }
 
 /// The `ork-worker` binary: the configured one, else the one next to this

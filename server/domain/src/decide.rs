@@ -250,14 +250,10 @@ pub fn retry_delay(task: &TaskDefinition, failed_attempt: u32, jitter_unit: f64)
 }
 
 /// The first time strictly after `after` at which the workflow's schedule
-/// fires, read in its time zone; `None` without a (valid) schedule.
+/// fires, read in its time zone; `None` without a (valid) schedule. Daylight
+/// saving time is handled as [`crate::schedule`] describes.
 pub fn next_schedule_time(def: &WorkflowDefinition, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let schedule = crate::parse::cron_schedule(def.schedule.as_deref()?).ok()?;
-    let tz: chrono_tz::Tz = def.timezone.parse().ok()?;
-    schedule
-        .after(&after.with_timezone(&tz))
-        .next()
-        .map(|t| t.with_timezone(&Utc))
+    crate::schedule::next_fire(def, after)
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ pub mod dag;
 pub mod decide;
 pub mod model;
 pub mod parse;
+pub mod schedule;
 pub mod schema;
 mod suggest;
 pub mod template;
+pub mod types;
 
 pub use model::*;

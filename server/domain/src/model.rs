@@ -30,10 +30,15 @@ pub struct WorkflowDefinition {
     /// IANA time zone the schedule is read in (default `UTC`).
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// What to do with fires missed while no scheduler ran (default `latest`).
+    #[serde(default)]
+    pub catchup: Catchup,
     /// Most runs of this workflow allowed at once; `None` means no limit.
     #[serde(default)]
     pub concurrency: Option<u32>,
     /// Named JSON-Schema-style types that tasks' `output_type` refers to.
+    /// [`crate::types`] describes the supported keywords; one type refers to
+    /// another with `$ref: "#/types/NAME"`.
     pub types: BTreeMap<String, TypeSchema>,
     /// Tasks in the order the YAML lists them.
     pub tasks: Vec<TaskDefinition>,
@@ -182,6 +187,27 @@ string_enum! {
         Failed = "failed",
         Skipped = "skipped",
         Cancelled = "cancelled",
+    }
+}
+
+string_enum! {
+    /// Missed-fire policy of a schedule (`catchup:`): what happens to fires
+    /// that came due while no scheduler was running. See
+    /// [`crate::schedule::due_fires`].
+    Catchup {
+        /// Drop missed fires; only a fire at most a minute old still runs.
+        Skip = "skip",
+        /// Run once for the most recent missed fire (the default).
+        Latest = "latest",
+        /// Run every missed fire, oldest first, keeping the most recent
+        /// [`crate::schedule::MAX_CATCHUP_FIRES`].
+        All = "all",
+    }
+}
+
+impl Default for Catchup {
+    fn default() -> Self {
+        Catchup::Latest
     }
 }
 

@@ -5,7 +5,7 @@ use ork_proto::json::to_proto;
 use ork_proto::v1;
 use ork_domain::{Parallelism, TaskStatus};
 
-use crate::state::{CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord};
+use crate::state::{AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord};
 
 pub fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
     pbjson_types::Timestamp {
@@ -70,6 +70,7 @@ pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
 /// each pending one with the reason it is still pending.
 pub fn task_runs(
     records: &[TaskRunRecord],
+    attempts: &[AttemptRecord],
     version: Option<&CompiledVersion>,
     now: DateTime<Utc>,
 ) -> Vec<v1::TaskRun> {
@@ -80,7 +81,25 @@ pub fn task_runs(
     };
     let mut sorted: Vec<&TaskRunRecord> = records.iter().collect();
     sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
-    sorted.into_iter().map(|r| task_run(r, pending_reason(r, records, version, now))).collect()
+    sorted
+        .into_iter()
+        .map(|r| {
+            let mut t = task_run(r, pending_reason(r, records, version, now));
+            t.attempts = attempts.iter().filter(|a| a.task_run_id == r.id).map(attempt).collect();
+            t
+        })
+        .collect()
+}
+
+pub fn attempt(a: &AttemptRecord) -> v1::Attempt {
+    v1::Attempt {
+        attempt: a.attempt,
+        status: a.status.as_str().to_owned(),
+        error: a.error.clone().unwrap_or_default(),
+        dispatched_at: Some(timestamp(a.dispatched_at)),
+        started_at: opt_timestamp(a.started_at),
+        finished_at: opt_timestamp(a.finished_at),
+    }
 }
 
 pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
@@ -103,6 +122,7 @@ pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
         dispatched_at: opt_timestamp(r.dispatched_at),
         started_at: opt_timestamp(r.started_at),
         finished_at: opt_timestamp(r.finished_at),
+        attempts: Vec::new(),
     }
 }
 
@@ -122,7 +142,20 @@ pub fn pending_reason(
             r.attempt + 1,
             at.format("%H:%M:%S%.3f UTC")
         ),
-        Some(_) => "queued: waiting for an executor slot".to_owned(),
+        Some(_) => {
+            let cap = version.and_then(|v| v.task(&r.task_name)).and_then(|t| t.concurrency);
+            let active = all
+                .iter()
+                .filter(|t| t.task_name == r.task_name && t.status.is_active())
+                .count();
+            match cap {
+                Some(cap) if active >= cap as usize => format!(
+                    "concurrency cap: {active} of {cap} instances of `{}` running",
+                    r.task_name
+                ),
+                _ => "queued: waiting for dispatch".to_owned(),
+            }
+        }
         None => {
             let deps = version.map(|v| v.dag.dependencies(&r.task_name).to_vec()).unwrap_or_default();
             let waiting: Vec<String> = deps

@@ -13,6 +13,10 @@ pub enum ErrorKind {
     FailedPrecondition,
     Unavailable,
     Internal,
+    /// A request larger than the server accepts (HTTP bodies, gRPC messages).
+    TooLarge,
+    /// An HTTP method the path does not serve.
+    MethodNotAllowed,
 }
 
 /// `(kind, gRPC code, HTTP status)`: the single source of the mapping.
@@ -22,6 +26,8 @@ pub const ERROR_TABLE: &[(ErrorKind, Code, u16)] = &[
     (ErrorKind::FailedPrecondition, Code::FailedPrecondition, 409),
     (ErrorKind::Unavailable, Code::Unavailable, 503),
     (ErrorKind::Internal, Code::Internal, 500),
+    (ErrorKind::TooLarge, Code::ResourceExhausted, 413),
+    (ErrorKind::MethodNotAllowed, Code::Unimplemented, 405),
 ];
 
 impl ErrorKind {
@@ -32,6 +38,12 @@ impl ErrorKind {
     pub fn http_status(self) -> u16 {
         ERROR_TABLE.iter().find(|(k, _, _)| *k == self).map_or(500, |(_, _, h)| *h)
     }
+}
+
+/// The HTTP status of a gRPC code, from the same table; codes no kind maps
+/// to are server errors.
+pub fn http_status_of_code(code: Code) -> u16 {
+    ERROR_TABLE.iter().find(|(_, c, _)| *c == code).map_or(500, |(_, _, h)| *h)
 }
 
 /// The kind of a state-store error.
@@ -79,8 +91,14 @@ mod tests {
             ErrorKind::FailedPrecondition,
             ErrorKind::Unavailable,
             ErrorKind::Internal,
+            ErrorKind::TooLarge,
+            ErrorKind::MethodNotAllowed,
         ] {
             assert_eq!(ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(), 1, "{kind:?}");
+            // One kind per code, so a gRPC status maps back to one HTTP status.
+            let code = kind.grpc_code();
+            assert_eq!(ERROR_TABLE.iter().filter(|(_, c, _)| *c == code).count(), 1, "{code:?}");
+            assert_eq!(http_status_of_code(code), kind.http_status());
         }
     }
 

@@ -1,13 +1,17 @@
 //! The gRPC API: one file per service, each converting between proto and the
-//! state/domain types; errors mapped in one table (`error.rs`).
+//! state/domain types; errors mapped in one table (`error.rs`). The HTTP/JSON
+//! gateway (`gateway.rs`) calls the same service structs.
 
 pub mod convert;
 pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod openapi;
 mod run_service;
+mod run_streams;
 mod workflow_service;
 mod worker_service;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +39,10 @@ pub struct ApiContext {
     pub mirror: MirrorHandle,
     pub executors: Arc<Executors>,
     pub heartbeat_interval: Duration,
-    /// The server's environment, captured at start-up, for `secret` and
-    /// `from_env` values.
-    pub host_env: Arc<HashMap<String, String>>,
+    /// Resolves `secret` and `from_env` values and masks secrets in reports.
+    pub secrets: Arc<crate::secrets::Secrets>,
+    /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.
+    pub events: events::EventHub,
 }
 
 /// Every gRPC service of the server, plus health and reflection.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
+use super::run_streams;
 use super::convert;
 use super::error::{ErrorKind, from_state, status};
 use crate::state::{LogQuery, NewRun, RunRecord};
@@ -16,15 +17,21 @@ pub struct RunApi {
     pub(crate) ctx: ApiContext,
 }
 
+/// The statuses after which a run changes no more (unless retried).
+pub(super) fn run_is_over(status: &str) -> bool {
+    matches!(status, "success" | "failed" | "cancelled")
+}
+
 impl RunApi {
-    async fn run_with_tasks(&self, record: &RunRecord) -> Result<v1::Run, Status> {
+    pub(super) async fn run_with_tasks(&self, record: &RunRecord) -> Result<v1::Run, Status> {
         let tasks = self.ctx.state.list_task_runs(&record.id).await.map_err(from_state)?;
+        let attempts = self.ctx.state.list_run_attempts(&record.id).await.map_err(from_state)?;
         let version = self.ctx.state.get_version(&record.workflow_version).await.map_err(from_state)?;
-        let tasks = convert::task_runs(&tasks, version.as_deref(), Utc::now());
+        let tasks = convert::task_runs(&tasks, &attempts, version.as_deref(), Utc::now());
         Ok(convert::run(record, tasks))
     }
 
-    async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
+    pub(super) async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
         self.ctx.state.get_run(id).await.map_err(from_state)?.ok_or_else(|| {
             status(ErrorKind::NotFound, format!("run `{id}` not found; `ork run list` shows recent runs"))
         })
@@ -54,6 +61,7 @@ impl RunService for RunApi {
             .create_run(NewRun { workflow: req.workflow, input, triggered_by: TriggerType::Manual }, Utc::now())
             .await
             .map_err(from_state)?;
+        self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
         Ok(Response::new(v1::StartRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
@@ -96,6 +104,7 @@ impl RunService for RunApi {
                 tracing::warn!(error = %e, "could not stop execution {exec_id}");
             }
         }
+        self.ctx.events.notify();
         self.ctx.mirror.wake();
         let record = self.load_run(&id).await?;
         Ok(Response::new(v1::CancelRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
@@ -108,6 +117,7 @@ impl RunService for RunApi {
         let req = request.into_inner();
         let task = (!req.task.is_empty()).then_some(req.task.as_str());
         self.ctx.state.retry_run(&req.id, task, Utc::now()).await.map_err(from_state)?;
+        self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
         let record = self.load_run(&req.id).await?;
@@ -140,13 +150,10 @@ impl RunService for RunApi {
         // Read "finished?" before the lines so a line written just before the
         // end is never missed by a follower that stops on `complete`.
         let tasks = self.ctx.state.list_task_runs(&run.id).await.map_err(from_state)?;
-        if let Some(t) = &task {
-            if !tasks.iter().any(|r| &r.task_name == t) {
-                return Err(status(
-                    ErrorKind::NotFound,
-                    format!("run `{}` has no task `{t}`", run.id),
-                ));
-            }
+        if let Some(t) = &task
+            && !tasks.iter().any(|r| &r.task_name == t)
+        {
+            return Err(status(ErrorKind::NotFound, format!("run `{}` has no task `{t}`", run.id)));
         }
         let finished = run.status.is_terminal()
             || tasks
@@ -167,5 +174,23 @@ impl RunService for RunApi {
             next_cursor: next.to_string(),
             complete,
         }))
+    }
+
+    type FollowTaskLogsStream = run_streams::Stream<v1::FollowTaskLogsResponse>;
+
+    async fn follow_task_logs(
+        &self,
+        request: Request<v1::FollowTaskLogsRequest>,
+    ) -> Result<Response<Self::FollowTaskLogsStream>, Status> {
+        run_streams::follow_task_logs(self, request.into_inner()).await.map(Response::new)
+    }
+
+    type WatchRunStream = run_streams::Stream<v1::WatchRunResponse>;
+
+    async fn watch_run(
+        &self,
+        request: Request<v1::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        run_streams::watch_run(self, request.into_inner()).await.map(Response::new)
     }
 }

@@ -1,9 +1,6 @@
 //! `ork.v1.WorkerService`: the fenced calls every worker makes for its attempt.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
-use ork_domain::EnvValue;
 use ork_proto::json::{from_proto_opt, to_proto};
 use ork_proto::v1::{self, worker_service_server::WorkerService};
 use tonic::{Request, Response, Status};
@@ -11,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::convert::timestamp;
 use super::error::{ErrorKind, from_state, status};
+use crate::secrets::{mask, mask_json};
 use crate::state::{Failure, FailureKind, Fence, NewLogLine};
 
 /// Longest log line stored; longer lines are cut with a marker.
@@ -40,32 +38,6 @@ fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
-/// Resolves env values at dispatch; secrets never leave this function except
-/// in the spec sent to the worker.
-fn resolve_env(
-    task: &str,
-    env: &std::collections::BTreeMap<String, EnvValue>,
-    host: &HashMap<String, String>,
-) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::with_capacity(env.len());
-    for (key, value) in env {
-        let resolved = match value {
-            EnvValue::Literal(s) => s.clone(),
-            EnvValue::Secret(name) => {
-                let var = format!("ORK_SECRET_{name}");
-                host.get(&var).cloned().ok_or_else(|| {
-                    format!("task `{task}`, field `env.{key}`: secret `{name}` is not set on the server; set {var} in the server's environment")
-                })?
-            }
-            EnvValue::FromEnv(var) => host.get(var).cloned().ok_or_else(|| {
-                format!("task `{task}`, field `env.{key}`: variable `{var}` is not set in the server's environment")
-            })?,
-        };
-        out.insert(key.clone(), resolved);
-    }
-    Ok(out)
-}
-
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn get_task_spec(
@@ -74,11 +46,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::GetTaskSpecResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
         let spec = self.ctx.state.attempt_spec(&fence).await.map_err(from_state)?;
-        let env = match resolve_env(&spec.task_name, &spec.env, &self.ctx.host_env) {
+        let env = match self.ctx.secrets.resolve_env(&spec.task_name, &spec.env) {
             Ok(env) => env,
             Err(message) => {
                 let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: true };
                 self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+                self.ctx.events.notify();
                 self.ctx.scheduler.wake();
                 self.ctx.mirror.wake();
                 return Err(status(ErrorKind::FailedPrecondition, message));
@@ -114,6 +87,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::StartTaskResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
         self.ctx.state.start_attempt(&fence, Utc::now()).await.map_err(from_state)?;
+        self.ctx.events.notify();
         self.ctx.mirror.wake();
         Ok(Response::new(v1::StartTaskResponse {}))
     }
@@ -139,6 +113,7 @@ impl WorkerService for WorkerApi {
                 format!("field `entries`: at most {MAX_LOG_BATCH} lines per call, got {}; send smaller batches", req.entries.len()),
             ));
         }
+        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let lines: Vec<NewLogLine> = req
             .entries
             .into_iter()
@@ -153,10 +128,11 @@ impl WorkerService for WorkerApi {
                     line.push_str(" [line truncated]");
                 }
                 let stream = if e.stream == "stderr" { "stderr" } else { "stdout" };
-                NewLogLine { stream: stream.to_owned(), line, time: time(e.time) }
+                NewLogLine { stream: stream.to_owned(), line: mask(&line, &secrets), time: time(e.time) }
             })
             .collect();
         self.ctx.state.append_logs(&fence, &lines).await.map_err(from_state)?;
+        self.ctx.events.notify();
         Ok(Response::new(v1::AppendLogsResponse {}))
     }
 
@@ -166,8 +142,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let output = from_proto_opt(req.output.as_ref());
+        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
+        let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
         self.ctx.state.complete_attempt(&fence, output, Utc::now()).await.map_err(from_state)?;
+        self.ctx.secrets.forget(&fence.task_run_id);
+        self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
         Ok(Response::new(v1::CompleteTaskResponse {}))
@@ -179,30 +158,18 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::FailTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let error = if req.error.is_empty() { "the task failed without a message".to_owned() } else { req.error };
+        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
+        let error = if req.error.is_empty() {
+            "the task failed without a message".to_owned()
+        } else {
+            mask(&req.error, &secrets)
+        };
         let failure = Failure { kind: FailureKind::Task, error, non_retryable: req.non_retryable };
         self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+        self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
         Ok(Response::new(v1::FailTaskResponse {}))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn env_resolution_names_task_field_and_fix() {
-        let mut env = BTreeMap::new();
-        env.insert("TOKEN".to_owned(), EnvValue::Secret("API".to_owned()));
-        let err = resolve_env("load", &env, &HashMap::new()).unwrap_err();
-        assert_eq!(
-            err,
-            "task `load`, field `env.TOKEN`: secret `API` is not set on the server; set ORK_SECRET_API in the server's environment"
-        );
-        let host = HashMap::from([("ORK_SECRET_API".to_owned(), "s3cr3t".to_owned())]);
-        assert_eq!(resolve_env("load", &env, &host).unwrap()["TOKEN"], "s3cr3t");
-    }
-}

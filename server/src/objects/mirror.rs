@@ -8,12 +8,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use ork_domain::EnvValue;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Error, object_path};
+use super::Error;
+use super::layout::{self, AttemptFile, AttemptSpec, AttemptStatus};
+use crate::api::convert;
 use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
 
 const BATCH: u32 = 256;
@@ -108,15 +111,14 @@ impl Mirror {
         }
     }
 
-    async fn put(&self, segments: &[&str], bytes: Vec<u8>) -> Result<(), Error> {
-        let path = object_path(segments)?;
-        self.objects.put(&path, PutPayload::from(bytes)).await?;
+    async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), Error> {
+        self.objects.put(path, PutPayload::from(bytes)).await?;
         Ok(())
     }
 
-    async fn put_json(&self, segments: &[&str], value: &Value) -> Result<(), Error> {
+    async fn put_json(&self, path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-        self.put(segments, bytes).await
+        self.put(path, bytes).await
     }
 
     async fn mirror_workflow(&self, version: &str) -> Result<(), Error> {
@@ -124,36 +126,38 @@ impl Mirror {
             return Ok(());
         };
         let name = compiled.definition.name.clone();
-        self.put(&["workflows", &name, version, "workflow.yaml"], compiled.yaml.clone().into_bytes())
-            .await?;
+        self.put(&layout::workflow_yaml(&name, version)?, compiled.yaml.clone().into_bytes()).await?;
         for file in ork_domain::parse::referenced_files(&compiled.definition) {
             if let Some(content) = self.state.get_version_file(version, &file).await? {
-                let mut segments = vec!["workflows", name.as_str(), version, "files"];
-                segments.extend(file.split('/'));
-                self.put(&segments, content).await?;
+                self.put(&layout::workflow_file(&name, version, &file)?, content).await?;
             }
         }
         Ok(())
     }
 
+    /// `run.json` is the run as `GetRun` shows it (an `ork.v1.Run` in proto3
+    /// JSON) at the time of its last run-level change; the reader refreshes
+    /// each task from its attempts, which are mirrored on every change.
     async fn mirror_run(&self, run_id: &str) -> Result<(), Error> {
         let Some(run) = self.state.get_run(run_id).await? else {
             return Ok(());
         };
         let tasks = self.state.list_task_runs(run_id).await?;
-        let doc = json!({
-            "id": run.id,
-            "workflow": run.workflow,
-            "workflow_version": run.workflow_version,
-            "status": run.status.as_str(),
-            "triggered_by": run.triggered_by.as_str(),
-            "input": run.input,
-            "created_at": run.created_at,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "tasks": tasks.iter().map(task_summary).collect::<Vec<_>>(),
-        });
-        self.put_json(&["runs", run_id, "run.json"], &doc).await
+        let version = self.state.get_version(&run.workflow_version).await?;
+        let version = version.as_deref();
+        let position = |name: &str| {
+            version
+                .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
+                .unwrap_or(usize::MAX)
+        };
+        let mut sorted: Vec<&TaskRunRecord> = tasks.iter().collect();
+        sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
+        let now = chrono::Utc::now();
+        let task_runs = sorted
+            .into_iter()
+            .map(|r| convert::task_run(r, convert::pending_reason(r, &tasks, version, now)))
+            .collect();
+        self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs)).await
     }
 
     async fn mirror_attempt(&self, task_run_id: &str, attempt: u32) -> Result<(), Error> {
@@ -170,43 +174,36 @@ impl Mirror {
             None => None,
         };
         let definition = version.as_ref().and_then(|v| v.task(&task.task_name).cloned());
-        let folder = task_folder(&task);
-        let attempt_text = attempt.to_string();
-        let base = ["runs", task.run_id.as_str(), "tasks", folder.as_str(), "attempts", attempt_text.as_str()];
-        let with = |file: &'static str| {
-            let mut v = base.to_vec();
-            v.push(file);
-            v
-        };
+        let key = |file| layout::attempt_file(&task.run_id, &task.task_name, task.parallel_index, attempt, file);
 
-        let spec = json!({
-            "run_id": task.run_id,
-            "task": task.task_name,
-            "task_run_id": task.id,
-            "attempt": attempt,
-            "parallel_index": task.parallel_index,
-            "parallel_count": task.parallel_count,
-            "executor": task.executor,
-            "input": task.input,
-            "file": definition.as_ref().and_then(|d| d.file.clone()),
-            "timeout_seconds": definition.as_ref().map(|d| d.timeout_seconds),
-            "env": definition.as_ref().map(|d| redacted_env(&d.env)),
-        });
-        self.put_json(&with("spec.json"), &spec).await?;
-        let status = json!({
-            "status": record.status.as_str(),
-            "error": record.error,
-            "dispatched_at": record.dispatched_at,
-            "started_at": record.started_at,
-            "finished_at": record.finished_at,
-        });
-        self.put_json(&with("status.json"), &status).await?;
+        let spec = AttemptSpec {
+            run_id: task.run_id.clone(),
+            task: task.task_name.clone(),
+            task_run_id: task.id.clone(),
+            attempt,
+            parallel_index: task.parallel_index,
+            parallel_count: task.parallel_count,
+            executor: task.executor.clone(),
+            input: task.input.clone(),
+            file: definition.as_ref().and_then(|d| d.file.clone()),
+            timeout_seconds: definition.as_ref().map(|d| d.timeout_seconds),
+            env: definition.as_ref().map(|d| redacted_env(&d.env)),
+        };
+        self.put_json(&key(AttemptFile::Spec)?, &spec).await?;
+        let status = AttemptStatus {
+            status: record.status.as_str().to_owned(),
+            error: record.error.clone(),
+            dispatched_at: record.dispatched_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+        };
+        self.put_json(&key(AttemptFile::Status)?, &status).await?;
         if record.status == ork_domain::TaskStatus::Success {
-            self.put_json(&with("output.json"), task.output.as_ref().unwrap_or(&Value::Null)).await?;
+            self.put_json(&key(AttemptFile::Output)?, task.output.as_ref().unwrap_or(&Value::Null)).await?;
         }
         if record.status.is_terminal() {
             let log = self.attempt_log(&task.run_id, task_run_id, attempt).await?;
-            self.put(&with("log.txt"), log.into_bytes()).await?;
+            self.put(&key(AttemptFile::Log)?, log.into_bytes()).await?;
         }
         Ok(())
     }
@@ -234,26 +231,6 @@ impl Mirror {
         }
         Ok(text)
     }
-}
-
-/// `name` or `name.index`: task names cannot contain dots, so this is unique.
-pub(crate) fn task_folder(task: &TaskRunRecord) -> String {
-    match task.parallel_index {
-        Some(i) => format!("{}.{i}", task.task_name),
-        None => task.task_name.clone(),
-    }
-}
-
-fn task_summary(task: &TaskRunRecord) -> Value {
-    json!({
-        "id": task.id,
-        "name": task.task_name,
-        "parallel_index": task.parallel_index,
-        "status": task.status.as_str(),
-        "attempt": task.attempt,
-        "error": task.error,
-        "output": task.output,
-    })
 }
 
 /// Literal env values are kept; secrets and host variables are named, never

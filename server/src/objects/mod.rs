@@ -3,63 +3,66 @@
 //! read, without the server.
 //!
 //! Layout, built only from ids the server generated and names the domain
-//! validated (no user-controlled path segments):
+//! validated (no user-controlled path segments); [`layout`] owns the keys:
 //!
 //! ```text
 //! workflows/{name}/{version}/workflow.yaml
 //! workflows/{name}/{version}/files/{path}
-//! runs/{run_id}/run.json
+//! runs/{run_id}/run.json                      (an ork.v1.Run in proto3 JSON)
 //! runs/{run_id}/tasks/{task}[.{index}]/attempts/{n}/{spec,status,output}.json, log.txt
 //! ```
 
+pub mod layout;
 mod mirror;
+mod open;
+mod reader;
 
-use std::sync::Arc;
-
-use object_store::ObjectStore;
+use object_store::path::Path;
 
 pub use mirror::{Mirror, MirrorHandle};
+pub use open::{Settings, open, settings_from_vars};
+pub use reader::{AttemptRecord, read_run, read_run_attempts};
 
 /// Errors of the object-store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unsupported object store url `{0}`: use file:///PATH or memory://")]
+    #[error(
+        "unsupported object store url `{0}`: use file:///PATH, memory://, s3://BUCKET/PREFIX, \
+         gs://BUCKET/PREFIX or az://CONTAINER/PREFIX"
+    )]
     UnsupportedUrl(String),
-    #[error("cannot open object store at {url}: {message}")]
+    #[error("object store url `{url}` needs ork built with the `{feature}` cargo feature")]
+    FeatureDisabled { url: String, feature: &'static str },
+    #[error("cannot open object store at `{url}`: {message}")]
     Open { url: String, message: String },
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
     #[error("state: {0}")]
     State(#[from] crate::state::Error),
-    #[error("invalid object path segment `{0}`")]
+    #[error("invalid object path segment `{0}`: ids and names may not be empty, `.`, `..` or contain `/`")]
     InvalidSegment(String),
-}
-
-/// Opens the object store named by a URL.
-pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, Error> {
-    if url == "memory://" || url == "memory:" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        std::fs::create_dir_all(path)
-            .map_err(|e| Error::Open { url: url.to_owned(), message: e.to_string() })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| Error::Open { url: url.to_owned(), message: e.to_string() })?;
-        return Ok(Arc::new(store));
-    }
-    Err(Error::UnsupportedUrl(url.to_owned()))
+    #[error("{path} is not valid: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("run `{0}` is not in the object store (no runs/{0}/run.json)")]
+    RunNotFound(String),
 }
 
 /// Builds an object path from segments, refusing any segment that could step
 /// outside its folder. Ids and names are validated upstream; this is the last
 /// line of defence.
-pub fn object_path(segments: &[&str]) -> Result<object_store::path::Path, Error> {
+pub fn object_path(segments: &[&str]) -> Result<Path, Error> {
     for s in segments {
-        if s.is_empty() || *s == "." || *s == ".." || s.contains(['/', '\\', '\0']) {
-            return Err(Error::InvalidSegment((*s).to_owned()));
-        }
+        check_segment(s)?;
     }
-    Ok(object_store::path::Path::from_iter(segments.iter().copied()))
+    Ok(Path::from_iter(segments.iter().copied()))
+}
+
+/// Refuses a segment that is empty, `.`, `..`, or holds a separator or NUL.
+pub fn check_segment(s: &str) -> Result<(), Error> {
+    if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\\', '\0']) {
+        return Err(Error::InvalidSegment(s.to_owned()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

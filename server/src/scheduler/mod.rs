@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::executor::{ExecutorEvent, Executors, Launch};
 use crate::objects::MirrorHandle;
+use crate::secrets::Secrets;
 use crate::state::{self, Claim, Failure, FailureKind, StateStore};
 
 /// Most task runs claimed in one transaction.
@@ -40,6 +41,7 @@ impl SchedulerHandle {
 pub struct Scheduler {
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
+    secrets: Arc<Secrets>,
     options: SchedulerOptions,
     handle: SchedulerHandle,
     mirror: MirrorHandle,
@@ -50,11 +52,12 @@ impl Scheduler {
     pub fn new(
         state: Arc<dyn StateStore>,
         executors: Arc<Executors>,
+        secrets: Arc<Secrets>,
         options: SchedulerOptions,
         mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
     ) -> Self {
-        Self { state, executors, options, handle: SchedulerHandle::default(), mirror, events }
+        Self { state, executors, secrets, options, handle: SchedulerHandle::default(), mirror, events }
     }
 
     pub fn handle(&self) -> SchedulerHandle {
@@ -71,6 +74,7 @@ impl Scheduler {
         let core = Arc::new(Core {
             state: self.state,
             executors: self.executors,
+            secrets: self.secrets,
             options: self.options,
             handle: self.handle,
             mirror: self.mirror,
@@ -85,6 +89,7 @@ impl Scheduler {
 struct Core {
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
+    secrets: Arc<Secrets>,
     options: SchedulerOptions,
     handle: SchedulerHandle,
     mirror: MirrorHandle,
@@ -96,6 +101,9 @@ impl Core {
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if let Err(e) = self.state.promote_pending_runs(Utc::now()).await {
+                tracing::warn!(error = %e, "starting waiting runs failed");
             }
             match self.state.claim_ready(Utc::now(), CLAIM_BATCH).await {
                 Ok(claims) if !claims.is_empty() => {
@@ -235,7 +243,12 @@ impl Core {
             let Some(ExecutorEvent::Exited { fence, description }) = event else {
                 return;
             };
-            let failure = Failure { kind: FailureKind::Task, error: description, non_retryable: false };
+            // A worker that died without reporting is lost infrastructure, not a
+            // task failure: it is retried without spending the task's retries.
+            // The worker's stderr tail may echo task output: mask it too.
+            let values = self.secrets.values_for(&fence.task_run_id).await;
+            let error = crate::secrets::mask(&description, &values);
+            let failure = Failure { kind: FailureKind::Lost, error, non_retryable: false };
             self.fail(&fence, failure).await;
         }
     }

@@ -69,6 +69,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn list_task_runs(&self, run_id: &str) -> Result<Vec<TaskRunRecord>>;
     async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>>;
     async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// Every attempt of every task run of a run, in one query.
+    async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Ends the run `cancelled`; returns the attempts that were out with workers.
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>>;
     /// Re-runs failed, cancelled and skipped tasks (or `task` and everything
@@ -97,6 +99,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// At start-up: gives attempts left running by a previous process one
     /// heartbeat timeout to call back before they are declared lost.
     async fn recover(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Starts runs that wait on their workflow's `concurrency`, oldest first,
+    /// as far as the cap allows; returns how many started.
+    async fn promote_pending_runs(&self, now: DateTime<Utc>) -> Result<u32>;
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
 

@@ -178,6 +178,18 @@ fn task_run_record(row: &SqliteRow) -> Result<TaskRunRecord> {
     })
 }
 
+fn attempt_record(r: &SqliteRow) -> Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        task_run_id: r.try_get("task_run_id")?,
+        attempt: to_u32(r.try_get("attempt")?),
+        status: task_status(r.try_get::<&str, _>("status")?)?,
+        error: r.try_get("error")?,
+        dispatched_at: from_ms(r.try_get("dispatched_at")?),
+        started_at: opt_ms(r.try_get("started_at")?),
+        finished_at: opt_ms(r.try_get("finished_at")?),
+    })
+}
+
 /// A task run row as the fenced worker calls see it.
 struct FencedRow {
     run_id: String,
@@ -286,7 +298,7 @@ async fn insert_task_runs(
 ) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, \
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, \
              parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, finished_at) ",
         );
         qb.push_values(chunk, |mut b, r| {
@@ -296,6 +308,7 @@ async fn insert_task_runs(
                 .push_bind(r.status.as_str())
                 .push_bind(i64::from(r.task.retries))
                 .push_bind(i64::from(r.task.timeout_seconds))
+                .push_bind(r.task.concurrency.map(i64::from))
                 .push_bind(r.parallel_index.map(i64::from))
                 .push_bind(r.parallel_count.map(i64::from))
                 .push_bind(r.item.map(json_text))
@@ -718,22 +731,41 @@ impl StateStore for SqliteStore {
         let version = workflow.version.clone();
         let run_id = new_id();
         let mut tx = self.write.begin().await?;
+        // Runs above the workflow's `concurrency` wait as `pending`; the
+        // scheduler promotes them as running ones end.
+        let waits = match version.definition.concurrency {
+            Some(cap) => {
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status IN ('running', 'pending')",
+                )
+                .bind(&workflow.name)
+                .fetch_one(&mut *tx)
+                .await?;
+                active >= i64::from(cap)
+            }
+            None => false,
+        };
         sqlx::query(
             "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at) \
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(&run_id)
         .bind(&workflow.name)
         .bind(&version.version)
+        .bind(if waits { "pending" } else { "running" })
         .bind(new.triggered_by.as_str())
         .bind(json_text(&new.input))
         .bind(ms(now))
+        .bind((!waits).then(|| ms(now)))
         .execute(&mut *tx)
         .await?;
         let rows: Vec<NewTaskRunRow<'_>> =
             version.definition.tasks.iter().flat_map(initial_rows).collect();
         insert_task_runs(&mut tx, &run_id, &rows, now).await?;
-        advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, &run_id, self.limits, now).await?;
+        if !waits {
+            advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, &run_id, self.limits, now)
+                .await?;
+        }
         insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
         tx.commit().await?;
         self.get_run(&run_id)
@@ -792,19 +824,18 @@ impl StateStore for SqliteStore {
             .bind(task_run_id)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AttemptRecord {
-                    task_run_id: r.try_get("task_run_id")?,
-                    attempt: to_u32(r.try_get("attempt")?),
-                    status: task_status(r.try_get::<&str, _>("status")?)?,
-                    error: r.try_get("error")?,
-                    dispatched_at: from_ms(r.try_get("dispatched_at")?),
-                    started_at: opt_ms(r.try_get("started_at")?),
-                    finished_at: opt_ms(r.try_get("finished_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(attempt_record).collect()
+    }
+
+    async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM attempts a JOIN task_runs t ON t.id = a.task_run_id \
+             WHERE t.run_id = ?1 ORDER BY a.task_run_id, a.attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(attempt_record).collect()
     }
 
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
@@ -991,8 +1022,22 @@ impl StateStore for SqliteStore {
             "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, \
              token = lower(hex(randomblob(16))), dispatched_at = ?1, started_at = NULL, \
              heartbeat_at = ?1, deadline_at = ?1 + timeout_seconds * 1000, executor_id = NULL \
-             WHERE id IN (SELECT id FROM task_runs WHERE status = 'pending' AND ready_at IS NOT NULL \
-                          AND ready_at <= ?1 ORDER BY ready_at LIMIT ?2) \
+             WHERE id IN (SELECT id FROM ( \
+                 SELECT * FROM (SELECT id, ready_at FROM task_runs WHERE status = 'pending' \
+                     AND ready_at IS NOT NULL AND ready_at <= ?1 AND concurrency IS NULL \
+                     ORDER BY ready_at LIMIT ?2) \
+                 UNION ALL \
+                 SELECT id, ready_at FROM ( \
+                     SELECT r.id, r.ready_at, r.concurrency, COALESCE(a.n, 0) AS active, \
+                         ROW_NUMBER() OVER (PARTITION BY r.run_id, r.task_name ORDER BY r.ready_at, r.parallel_index) AS rn \
+                     FROM task_runs r LEFT JOIN ( \
+                         SELECT run_id, task_name, COUNT(*) AS n FROM task_runs \
+                         WHERE status IN ('dispatched', 'running') AND concurrency IS NOT NULL \
+                         GROUP BY run_id, task_name) a ON a.run_id = r.run_id AND a.task_name = r.task_name \
+                     WHERE r.status = 'pending' AND r.ready_at IS NOT NULL AND r.ready_at <= ?1 \
+                         AND r.concurrency IS NOT NULL) \
+                 WHERE rn + active <= concurrency) \
+               ORDER BY ready_at LIMIT ?2) \
              RETURNING id, attempt, token, run_id, task_name, executor, timeout_seconds",
         )
         .bind(ms(now))
@@ -1156,6 +1201,47 @@ impl StateStore for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn promote_pending_runs(&self, now: DateTime<Utc>) -> Result<u32> {
+        let waiting: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT id, workflow, workflow_version FROM runs WHERE status = 'pending' ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let mut promoted = 0;
+        let mut tx = self.write.begin().await?;
+        for (id, workflow, version) in waiting {
+            let version = self.compiled(&version).await?;
+            let cap = version.definition.concurrency.map_or(i64::MAX, i64::from);
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status = 'running'",
+            )
+            .bind(&workflow)
+            .fetch_one(&mut *tx)
+            .await?;
+            if running >= cap {
+                continue;
+            }
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'running', started_at = ?1 WHERE id = ?2 AND status = 'pending'",
+            )
+            .bind(ms(now))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, &id, self.limits, now)
+                    .await?;
+                insert_outbox(&mut tx, OutboxKind::Run, &id, None).await?;
+                promoted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(promoted)
     }
 
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use super::task::TaskDraft;
 use super::{Errors, Kind, Node, ParseOptions, Pos};
 use crate::dag::{Dag, DagError};
-use crate::model::{Parallelism, WorkflowDefinition};
+use crate::model::{FieldRef, Parallelism, WorkflowDefinition};
 use crate::suggest;
 use crate::template::{self, TemplateRef};
+use crate::types::{self, FieldLookup};
 
 pub(crate) fn check_tasks(
     drafts: &[TaskDraft<'_>],
@@ -187,6 +188,11 @@ pub(crate) fn check_tasks(
                     })
                 }),
             };
+            let problem = problem.or_else(|| {
+                let upstream = by_name.get(other)?;
+                let type_name = upstream.def.output_type.as_deref()?;
+                parallel_type_problem(r, draft.def.parallel.as_ref()?, type_name, def)
+            });
             if let Some(message) = problem {
                 errors.push(Some(task), Some("parallel"), draft.parallel_pos, message);
             }
@@ -232,6 +238,62 @@ pub(crate) fn check_tasks(
                     );
                 }
             }
+        }
+    }
+}
+
+/// What the upstream task's `output_type` says against a dynamic fan-out:
+/// `for_each` needs an array field and `count` an integer field. Only what
+/// the type states is held against it: a field of an open object, or one
+/// without a declared `type`, passes (and is checked when the output comes).
+fn parallel_type_problem(
+    r: &FieldRef,
+    parallel: &Parallelism,
+    type_name: &str,
+    def: &WorkflowDefinition,
+) -> Option<String> {
+    let (key, needs, wanted) = match parallel {
+        Parallelism::ForEach(_) => ("for_each", "an array", "array"),
+        Parallelism::CountRef(_) => ("count", "an integer", "integer"),
+        Parallelism::Static(_) => return None,
+    };
+    let other = &r.task;
+    let whose = format!("type `{type_name}` (the `output_type` of task `{other}`)");
+    match types::field_lookup(&def.types, type_name, &r.path) {
+        FieldLookup::Unknown => None,
+        FieldLookup::Found(schema) => {
+            let declared = types::declared_types(schema)?;
+            (!declared.contains(&wanted)).then(|| {
+                format!(
+                    "`{r}` is declared as {} by {whose}; `{key}` needs {needs} field",
+                    declared.join(" or ")
+                )
+            })
+        }
+        FieldLookup::Missing {
+            at,
+            key: field,
+            allowed,
+        } => {
+            let hint = match suggest::closest(&field, allowed.iter().map(String::as_str)) {
+                Some(close) => format!(" (did you mean `{close}`?)"),
+                None if allowed.is_empty() => String::new(),
+                None => format!("; it declares {}", allowed.join(", ")),
+            };
+            Some(format!(
+                "`{other}.{at}` is not a field of {whose}, which has \
+                 `additionalProperties: false`{hint}"
+            ))
+        }
+        FieldLookup::NotObject { at, declared } => {
+            let at = if at.is_empty() {
+                format!("the output of task `{other}`")
+            } else {
+                format!("`{other}.{at}`")
+            };
+            Some(format!(
+                "`{r}` reads a field of {at}, which {whose} declares as {declared}, not an object"
+            ))
         }
     }
 }

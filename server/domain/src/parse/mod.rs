@@ -13,7 +13,7 @@ pub(crate) mod tests;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::model::{DEFAULT_TIMEZONE, TaskDefinition, WorkflowDefinition};
+use crate::model::{Catchup, DEFAULT_TIMEZONE, TaskDefinition, WorkflowDefinition};
 use crate::suggest;
 pub(crate) use node::{Kind, Node, Pos};
 
@@ -129,6 +129,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "name",
     "schedule",
     "timezone",
+    "catchup",
     "concurrency",
     "types",
     "tasks",
@@ -178,6 +179,7 @@ pub fn parse_workflow(
         name: String::new(),
         schedule: None,
         timezone: DEFAULT_TIMEZONE.to_owned(),
+        catchup: Catchup::default(),
         concurrency: None,
         types: Default::default(),
         tasks: Vec::new(),
@@ -220,6 +222,23 @@ pub fn parse_workflow(
                         "unknown time zone `{tz}`; use an IANA name such as `UTC` or `Europe/Paris`"
                     ),
                 ),
+                Err((pos, msg)) => errors.push(None, f, pos, msg),
+            },
+            "catchup" => match text(value) {
+                Ok(word) => match Catchup::parse(&word) {
+                    Some(policy) => def.catchup = policy,
+                    None => errors.push(
+                        None,
+                        f,
+                        value.pos,
+                        format!(
+                            "unknown catchup policy `{word}`; use `skip` (drop missed fires), \
+                             `latest` (run the most recent one, the default) or `all` (run each, \
+                             up to {})",
+                            crate::schedule::MAX_CATCHUP_FIRES
+                        ),
+                    ),
+                },
                 Err((pos, msg)) => errors.push(None, f, pos, msg),
             },
             "concurrency" => match at_least_one(value) {
@@ -522,6 +541,7 @@ fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'
         );
         return;
     };
+    let mut nodes = std::collections::BTreeMap::new();
     for (key, schema) in entries {
         let Some(name) = key_name(key, None, errors) else {
             continue;
@@ -540,9 +560,46 @@ fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'
         }
         match schema.to_json() {
             Ok(json) => {
+                nodes.insert(name.clone(), schema);
                 def.types.insert(name, json);
             }
             Err((pos, msg)) => errors.push(None, Some("types"), pos, msg),
         }
     }
+    for e in crate::types::check_types(&def.types) {
+        let pos = nodes
+            .get(&e.type_name)
+            .map(|node| pointer_pos(node, &e.path, e.keyword.as_deref()))
+            .unwrap_or(value.pos);
+        let message = if e.path.is_empty() {
+            e.message
+        } else {
+            format!("at {}: {}", e.path, e.message)
+        };
+        errors.push(None, Some(&format!("types.{}", e.type_name)), pos, message);
+    }
+}
+
+/// Where the JSON pointer `path` (and then `keyword`, a key there) was
+/// written below `node`; the deepest position found when the tree ends early.
+fn pointer_pos(node: &Node, path: &str, keyword: Option<&str>) -> Pos {
+    fn entry<'n>(node: &'n Node, key: &str) -> Option<&'n (Node, Node)> {
+        match &node.kind {
+            Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.key_text().as_deref() == Some(key)),
+            _ => None,
+        }
+    }
+    let mut current = node;
+    for segment in path.split('/').skip(1) {
+        match entry(current, &crate::types::unescape_pointer(segment)) {
+            Some((_, value)) => current = value,
+            None => return current.pos,
+        }
+    }
+    // A keyword is shown at its key.
+    keyword
+        .and_then(|k| entry(current, k))
+        .map_or(current.pos, |(key, _)| key.pos)
 }

@@ -768,7 +768,18 @@ fn never_panics_on_malformed_input() {
 
 #[test]
 fn yaml_1_1_booleans_stay_strings() {
-    let yaml = "name: w\ntasks:\n  - name: a\n    file: a.sh\n    input: { y: yes, n: off, t: true }\n";
-    let def = parse_workflow(yaml, &ParseOptions { source: "w.yaml", files: None }).expect("valid");
-    assert_eq!(def.tasks[0].input, serde_json::json!({"y": "yes", "n": "off", "t": true}));
+    let yaml =
+        "name: w\ntasks:\n  - name: a\n    file: a.sh\n    input: { y: yes, n: off, t: true }\n";
+    let def = parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "w.yaml",
+            files: None,
+        },
+    )
+    .expect("valid");
+    assert_eq!(
+        def.tasks[0].input,
+        serde_json::json!({"y": "yes", "n": "off", "t": true})
+    );
 }

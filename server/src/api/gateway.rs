@@ -1,0 +1,454 @@
+//! The HTTP/JSON gateway: the REST routes, served on the gRPC port, each
+//! calling the same service struct as its gRPC method.
+//!
+//! One table ([`ROUTES`]) drives both the router and the OpenAPI document.
+//! A request's path parameters, query string (GET, DELETE) or JSON body (POST)
+//! become one JSON object that is parsed, with pbjson's proto3 JSON mapping,
+//! into the method's request message; the response message is returned in the
+//! same mapping. Errors are JSON `{code, message, details}` with the HTTP
+//! status of `error::ERROR_TABLE`; nothing a client sends yields a 5xx.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{MethodFilter, get, on};
+use futures::StreamExt as _;
+use ork_proto::v1::{self, run_service_server::RunService, workflow_service_server::WorkflowService};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tonic::{Code, Status};
+
+use super::error::{ErrorKind, http_status_of_code};
+use super::{ApiContext, MAX_MESSAGE_BYTES, RunApi, WorkflowApi};
+
+/// Largest request body: the same as the largest gRPC message, so a deploy
+/// that fits one fits the other (its files are base64 in JSON).
+pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+
+/// Query parameter of the logs route that turns it into a Server-Sent Events
+/// stream (`FollowTaskLogs`).
+pub const FOLLOW_PARAM: &str = "follow";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Delete,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+            Self::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The gRPC methods the gateway exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    DeployWorkflow,
+    ListWorkflows,
+    GetWorkflow,
+    DeleteWorkflow,
+    StartRun,
+    ListRuns,
+    GetRun,
+    CancelRun,
+    RetryRun,
+    ListTaskRuns,
+    GetTaskLogs,
+}
+
+impl Rpc {
+    /// The service's full proto name.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::DeployWorkflow | Self::ListWorkflows | Self::GetWorkflow | Self::DeleteWorkflow => {
+                "ork.v1.WorkflowService"
+            }
+            _ => "ork.v1.RunService",
+        }
+    }
+
+    /// The method's proto name.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::DeployWorkflow => "DeployWorkflow",
+            Self::ListWorkflows => "ListWorkflows",
+            Self::GetWorkflow => "GetWorkflow",
+            Self::DeleteWorkflow => "DeleteWorkflow",
+            Self::StartRun => "StartRun",
+            Self::ListRuns => "ListRuns",
+            Self::GetRun => "GetRun",
+            Self::CancelRun => "CancelRun",
+            Self::RetryRun => "RetryRun",
+            Self::ListTaskRuns => "ListTaskRuns",
+            Self::GetTaskLogs => "GetTaskLogs",
+        }
+    }
+}
+
+/// One REST route and the gRPC method it calls.
+#[derive(Debug)]
+pub struct RestRoute {
+    pub method: HttpMethod,
+    /// In axum's (and OpenAPI's) syntax: `/runs/{id}`.
+    pub path: &'static str,
+    pub rpc: Rpc,
+    /// `(path parameter, request field)` pairs.
+    pub path_fields: &'static [(&'static str, &'static str)],
+    /// The other request fields come from a JSON body (else from the query).
+    pub body: bool,
+}
+
+const fn route(
+    method: HttpMethod,
+    path: &'static str,
+    rpc: Rpc,
+    path_fields: &'static [(&'static str, &'static str)],
+) -> RestRoute {
+    RestRoute { method, path, rpc, path_fields, body: matches!(method, HttpMethod::Post) }
+}
+
+/// Every REST route.
+pub const ROUTES: &[RestRoute] = &[
+    route(HttpMethod::Get, "/workflows", Rpc::ListWorkflows, &[]),
+    route(HttpMethod::Post, "/workflows", Rpc::DeployWorkflow, &[]),
+    route(HttpMethod::Get, "/workflows/{name}", Rpc::GetWorkflow, &[("name", "name")]),
+    route(HttpMethod::Delete, "/workflows/{name}", Rpc::DeleteWorkflow, &[("name", "name")]),
+    route(HttpMethod::Post, "/workflows/{name}/runs", Rpc::StartRun, &[("name", "workflow")]),
+    route(HttpMethod::Get, "/runs", Rpc::ListRuns, &[]),
+    route(HttpMethod::Get, "/runs/{id}", Rpc::GetRun, &[("id", "id")]),
+    route(HttpMethod::Post, "/runs/{id}/cancel", Rpc::CancelRun, &[("id", "id")]),
+    route(HttpMethod::Post, "/runs/{id}/retry", Rpc::RetryRun, &[("id", "id")]),
+    route(HttpMethod::Get, "/runs/{id}/tasks", Rpc::ListTaskRuns, &[("id", "run_id")]),
+    route(
+        HttpMethod::Get,
+        "/runs/{id}/tasks/{name}/logs",
+        Rpc::GetTaskLogs,
+        &[("id", "run_id"), ("name", "task")],
+    ),
+];
+
+/// A REST error: the JSON body `{code, message, details}` and its status.
+#[derive(Debug)]
+pub struct ApiError {
+    http: u16,
+    code: Code,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self { http: kind.http_status(), code: kind.grpc_code(), message: message.into(), field: field.map(str::to_owned) }
+    }
+
+    fn invalid(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, field, message)
+    }
+
+    /// A service's status; the field comes from the services' message
+    /// convention "field `NAME`: ...".
+    pub fn from_status(status: &Status) -> Self {
+        let message = status.message().to_owned();
+        let field = message
+            .strip_prefix("field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field.to_owned());
+        Self { http: http_status_of_code(status.code()), code: status.code(), message, field }
+    }
+
+    /// An axum extractor's rejection: too large is 413, anything else the
+    /// client's fault.
+    fn rejection(status: StatusCode, text: String) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                ErrorKind::TooLarge,
+                None,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes; keep large data in object storage and pass its location"),
+            )
+        } else {
+            Self::invalid(None, text)
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let details: Vec<Value> = self
+            .field
+            .iter()
+            .map(|f| json!({ "field": f, "description": self.message }))
+            .collect();
+        json!({ "code": code_name(self.code), "message": self.message, "details": details })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// `NotFound` → `NOT_FOUND`: the canonical name of a gRPC code.
+pub fn code_name(code: Code) -> String {
+    let debug = format!("{code:?}");
+    let mut name = String::with_capacity(debug.len() + 4);
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[derive(Clone)]
+struct Gateway {
+    workflows: Arc<WorkflowApi>,
+    runs: Arc<RunApi>,
+}
+
+/// The REST routes, `/healthz` and `/openapi.json`, with JSON fallbacks for
+/// unknown paths and methods.
+pub fn router(ctx: ApiContext) -> Router {
+    let gateway = Gateway {
+        workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
+        runs: Arc::new(RunApi { ctx }),
+    };
+    let mut router = Router::new();
+    for route in ROUTES {
+        let handler = move |State(gateway): State<Gateway>,
+                            path: Result<Path<Vec<(String, String)>>, PathRejection>,
+                            query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+                            body: Result<Bytes, BytesRejection>| async move {
+            gateway.handle(route, path, query, body).await.unwrap_or_else(IntoResponse::into_response)
+        };
+        router = router.route(route.path, on(route.method.filter(), handler));
+    }
+    router
+        .route("/healthz", get(|| async { Json(json!({ "status": "SERVING" })) }))
+        .route("/openapi.json", get(openapi_document))
+        .fallback(|| async {
+            ApiError::new(ErrorKind::NotFound, None, "no such route; GET /openapi.json lists the API")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                None,
+                "this path does not serve that method; GET /openapi.json lists the API",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(gateway)
+}
+
+static OPENAPI: LazyLock<String> = LazyLock::new(super::openapi::document_text);
+
+async fn openapi_document() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI.as_str()).into_response()
+}
+
+/// Parses the merged request fields into a request message, naming the field
+/// that was wrong.
+fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path == "." {
+            inner.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_owned())
+        } else {
+            Some(path)
+        };
+        match field {
+            Some(f) => ApiError::invalid(Some(&f), format!("field `{f}`: {inner}")),
+            None => ApiError::invalid(None, inner),
+        }
+    })
+}
+
+async fn call<Req, Resp, Fut>(
+    fields: Map<String, Value>,
+    method: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Result<Response, ApiError>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let request = decode::<Req>(fields)?;
+    let response = method(tonic::Request::new(request)).await.map_err(|s| ApiError::from_status(&s))?;
+    Ok(Json(response.into_inner()).into_response())
+}
+
+fn parse_follow(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(ApiError::invalid(
+            Some(FOLLOW_PARAM),
+            format!("field `{FOLLOW_PARAM}`: expected true or false, got `{other}`"),
+        )),
+    }
+}
+
+impl Gateway {
+    async fn handle(
+        &self,
+        route: &'static RestRoute,
+        path: Result<Path<Vec<(String, String)>>, PathRejection>,
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Response, ApiError> {
+        let Path(params) = path.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
+        let Query(query) = query.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
+        let body = body.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
+
+        let mut fields = Map::new();
+        let mut follow = false;
+        if route.body {
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Object(map)) => fields = map,
+                    Ok(other) => {
+                        return Err(ApiError::invalid(
+                            None,
+                            format!("the request body must be a JSON object, got {}", json_type(&other)),
+                        ));
+                    }
+                    Err(e) => return Err(ApiError::invalid(None, format!("the request body is not valid JSON: {e}"))),
+                }
+            }
+            if let Some((name, _)) = query.first() {
+                return Err(ApiError::invalid(
+                    Some(name),
+                    format!("field `{name}`: {} takes its fields in the JSON body, not the query", route.path),
+                ));
+            }
+        } else {
+            for (name, value) in query {
+                if route.rpc == Rpc::GetTaskLogs && name == FOLLOW_PARAM {
+                    follow = parse_follow(&value)?;
+                    continue;
+                }
+                if fields.contains_key(&name) {
+                    return Err(ApiError::invalid(Some(&name), format!("field `{name}`: given more than once")));
+                }
+                fields.insert(name, Value::String(value));
+            }
+        }
+        for (param, field) in route.path_fields {
+            if fields.contains_key(*field) {
+                return Err(ApiError::invalid(
+                    Some(field),
+                    format!("field `{field}`: it comes from the URL path, leave it out of the request"),
+                ));
+            }
+            let value = params.iter().find(|(p, _)| p == param).map(|(_, v)| v.clone()).unwrap_or_default();
+            fields.insert((*field).to_owned(), Value::String(value));
+        }
+
+        let (workflows, runs) = (&*self.workflows, &*self.runs);
+        match route.rpc {
+            Rpc::DeployWorkflow => call(fields, |r| workflows.deploy_workflow(r)).await,
+            Rpc::ListWorkflows => call(fields, |r| workflows.list_workflows(r)).await,
+            Rpc::GetWorkflow => call(fields, |r| workflows.get_workflow(r)).await,
+            Rpc::DeleteWorkflow => call(fields, |r| workflows.delete_workflow(r)).await,
+            Rpc::StartRun => call(fields, |r| runs.start_run(r)).await,
+            Rpc::ListRuns => call(fields, |r| runs.list_runs(r)).await,
+            Rpc::GetRun => call(fields, |r| runs.get_run(r)).await,
+            Rpc::CancelRun => call(fields, |r| runs.cancel_run(r)).await,
+            Rpc::RetryRun => call(fields, |r| runs.retry_run(r)).await,
+            Rpc::ListTaskRuns => call(fields, |r| runs.list_task_runs(r)).await,
+            Rpc::GetTaskLogs if follow => self.follow_logs(fields).await,
+            Rpc::GetTaskLogs => call(fields, |r| runs.get_task_logs(r)).await,
+        }
+    }
+
+    /// `?follow=true`: `FollowTaskLogs` as Server-Sent Events: a `lines`
+    /// event per message (a `FollowTaskLogsResponse`), then `end` when every
+    /// selected task has finished, or `error` with a JSON error.
+    async fn follow_logs(&self, fields: Map<String, Value>) -> Result<Response, ApiError> {
+        // Parsed as the non-following request, so both modes accept the same
+        // parameters; `limit` has no meaning for a stream.
+        let req: v1::GetTaskLogsRequest = decode(fields)?;
+        let stream = self
+            .runs
+            .follow_task_logs(tonic::Request::new(v1::FollowTaskLogsRequest {
+                run_id: req.run_id,
+                task: req.task,
+                cursor: req.cursor,
+            }))
+            .await
+            .map_err(|s| ApiError::from_status(&s))?
+            .into_inner();
+        let events = stream
+            .map(|item| match item {
+                Ok(message) => Event::default().event("lines").json_data(message),
+                Err(status) => Event::default().event("error").json_data(ApiError::from_status(&status).body()),
+            })
+            .chain(futures::stream::once(async { Ok(Event::default().event("end").data("{}")) }));
+        Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_canonical() {
+        assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(Code::Ok), "OK");
+    }
+
+    #[test]
+    fn status_field_is_taken_from_the_message() {
+        let e = ApiError::from_status(&Status::invalid_argument("field `input`: must be an object"));
+        assert_eq!(e.http, 400);
+        assert_eq!(e.body()["details"][0]["field"], "input");
+    }
+
+    #[test]
+    fn decode_names_the_wrong_field() {
+        let mut fields = Map::new();
+        fields.insert("limit".into(), json!("many"));
+        let e = decode::<v1::ListRunsRequest>(fields).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("limit"), "{e:?}");
+        let mut fields = Map::new();
+        fields.insert("nope".into(), json!(1));
+        let e = decode::<v1::ListRunsRequest>(fields).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("nope"), "{e:?}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The server-streaming methods of `ork.v1.RunService`: `FollowTaskLogs` and
+//! `WatchRun`. Each re-reads committed state when the [`EventHub`] says
+//! something changed, and pushes what is new; the first read happens before
+//! the stream opens, so a bad id fails the call itself (NOT_FOUND) rather than
+//! its first message.
+//!
+//! [`EventHub`]: super::events::EventHub
+
+use ork_proto::v1::{self, run_service_server::RunService};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+
+use super::run_service::{RunApi, run_is_over};
+
+/// What a streaming method returns.
+pub type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+/// Messages buffered per stream before the reader must catch up.
+const BUFFER: usize = 16;
+
+async fn logs_page(api: &RunApi, req: &v1::FollowTaskLogsRequest, cursor: &str) -> Result<v1::GetTaskLogsResponse, Status> {
+    let page = api
+        .get_task_logs(Request::new(v1::GetTaskLogsRequest {
+            run_id: req.run_id.clone(),
+            task: req.task.clone(),
+            cursor: cursor.to_owned(),
+            limit: 0,
+        }))
+        .await?;
+    Ok(page.into_inner())
+}
+
+pub(super) async fn follow_task_logs(
+    api: &RunApi,
+    req: v1::FollowTaskLogsRequest,
+) -> Result<Stream<v1::FollowTaskLogsResponse>, Status> {
+    let api = RunApi { ctx: api.ctx.clone() };
+    let mut changes = api.ctx.events.subscribe();
+    changes.mark_seen();
+    let mut page = logs_page(&api, &req, &req.cursor).await?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let cursor = page.next_cursor.clone();
+            let had_lines = !page.lines.is_empty();
+            if had_lines {
+                let message = v1::FollowTaskLogsResponse { lines: page.lines, next_cursor: cursor.clone() };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            // `complete` is read before the lines, so it is only true once
+            // the last line of every selected task is in this page.
+            if page.complete {
+                return;
+            }
+            if !had_lines {
+                tokio::select! {
+                    open = changes.wait() => if !open { return },
+                    () = tx.closed() => return,
+                }
+            }
+            changes.mark_seen();
+            page = match logs_page(&api, &req, &cursor).await {
+                Ok(page) => page,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// What a watcher is told about: the run's status and each task run's
+/// status and attempt (times and pending reasons change without a commit).
+fn fingerprint(run: &v1::Run) -> (String, Vec<(String, String, u32)>) {
+    (
+        run.status.clone(),
+        run.tasks.iter().map(|t| (t.id.clone(), t.status.clone(), t.attempt)).collect(),
+    )
+}
+
+async fn current_run(api: &RunApi, id: &str) -> Result<v1::Run, Status> {
+    let record = api.load_run(id).await?;
+    api.run_with_tasks(&record).await
+}
+
+pub(super) async fn watch_run(api: &RunApi, req: v1::WatchRunRequest) -> Result<Stream<v1::WatchRunResponse>, Status> {
+    let api = RunApi { ctx: api.ctx.clone() };
+    let mut changes = api.ctx.events.subscribe();
+    changes.mark_seen();
+    let mut run = current_run(&api, &req.id).await?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let seen = fingerprint(&run);
+            let over = run_is_over(&run.status);
+            if last.as_ref() != Some(&seen) {
+                if tx.send(Ok(v1::WatchRunResponse { run: Some(run) })).await.is_err() {
+                    return;
+                }
+                last = Some(seen);
+            }
+            if over {
+                return;
+            }
+            tokio::select! {
+                open = changes.wait() => if !open { return },
+                () = tx.closed() => return,
+            }
+            changes.mark_seen();
+            run = match current_run(&api, &req.id).await {
+                Ok(run) => run,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}

@@ -1,0 +1,159 @@
+//! Secrets: resolved at dispatch for the worker, and masked wherever text a
+//! task produced is stored (logs, errors, outputs). A secret value is never
+//! written to the database, the mirror or a response.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ork_domain::EnvValue;
+use serde_json::Value;
+
+use crate::state::StateStore;
+
+/// What replaces a secret value in stored text.
+pub const MASK: &str = "********";
+/// Values shorter than this are not masked: masking "a" would garble every
+/// log line without protecting anything.
+const MIN_MASKED_LEN: usize = 4;
+
+/// Where secret and host values come from, configured at start-up.
+pub struct Secrets {
+    /// The server's environment as captured at start-up: `ORK_SECRET_<NAME>`
+    /// for secrets, any variable for `from_env`.
+    env: HashMap<String, String>,
+    /// A folder with one file per secret, named like the secret (e.g. a
+    /// mounted Kubernetes secret); checked before the environment.
+    dir: Option<PathBuf>,
+    state: Arc<dyn StateStore>,
+    /// Secret values per task run, for masking its reports.
+    masks: Mutex<HashMap<String, Arc<Vec<String>>>>,
+}
+
+impl Secrets {
+    pub fn new(env: HashMap<String, String>, dir: Option<PathBuf>, state: Arc<dyn StateStore>) -> Self {
+        Self { env, dir, state, masks: Mutex::new(HashMap::new()) }
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        if let Some(dir) = &self.dir {
+            // Names are validated identifiers, so this stays inside `dir`.
+            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+                return Some(text.trim_end_matches(['\n', '\r']).to_owned());
+            }
+        }
+        self.env.get(&format!("ORK_SECRET_{name}")).cloned()
+    }
+
+    /// Resolves a task's env; the error names the task, the field and the fix.
+    pub fn resolve_env(
+        &self,
+        task: &str,
+        env: &BTreeMap<String, EnvValue>,
+    ) -> Result<HashMap<String, String>, String> {
+        let mut out = HashMap::with_capacity(env.len());
+        for (key, value) in env {
+            let resolved = match value {
+                EnvValue::Literal(s) => s.clone(),
+                EnvValue::Secret(name) => self.secret(name).ok_or_else(|| {
+                    let dir = self
+                        .dir
+                        .as_ref()
+                        .map(|d| format!(" or a file {}", d.join(name).display()))
+                        .unwrap_or_default();
+                    format!(
+                        "task `{task}`, field `env.{key}`: secret `{name}` is not set on the server; set ORK_SECRET_{name} in the server's environment{dir}"
+                    )
+                })?,
+                EnvValue::FromEnv(var) => self.env.get(var).cloned().ok_or_else(|| {
+                    format!("task `{task}`, field `env.{key}`: variable `{var}` is not set in the server's environment")
+                })?,
+            };
+            out.insert(key.clone(), resolved);
+        }
+        Ok(out)
+    }
+
+    /// The secret values a task run can see, looked up once and cached.
+    pub async fn values_for(&self, task_run_id: &str) -> Arc<Vec<String>> {
+        if let Some(found) = self.masks.lock().ok().and_then(|m| m.get(task_run_id).cloned()) {
+            return found;
+        }
+        let values = Arc::new(self.lookup(task_run_id).await.unwrap_or_default());
+        if let Ok(mut masks) = self.masks.lock() {
+            masks.insert(task_run_id.to_owned(), values.clone());
+        }
+        values
+    }
+
+    async fn lookup(&self, task_run_id: &str) -> Option<Vec<String>> {
+        let task = self.state.get_task_run(task_run_id).await.ok()??;
+        let run = self.state.get_run(&task.run_id).await.ok()??;
+        let version = self.state.get_version(&run.workflow_version).await.ok()??;
+        let def = version.task(&task.task_name)?;
+        let mut values: Vec<String> = def
+            .env
+            .values()
+            .filter_map(|v| match v {
+                EnvValue::Secret(name) => self.secret(name),
+                _ => None,
+            })
+            .filter(|v| v.len() >= MIN_MASKED_LEN)
+            .collect();
+        // Longest first, so a secret containing another is masked whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Some(values)
+    }
+
+    /// Drops the cache entry of a finished task run.
+    pub fn forget(&self, task_run_id: &str) {
+        if let Ok(mut masks) = self.masks.lock() {
+            masks.remove(task_run_id);
+        }
+    }
+}
+
+/// Replaces every secret value in `text`.
+pub fn mask(text: &str, values: &[String]) -> String {
+    let mut out = text.to_owned();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), MASK);
+        }
+    }
+    out
+}
+
+/// Replaces secret values inside every string of a JSON value.
+pub fn mask_json(value: Value, values: &[String]) -> Value {
+    if values.is_empty() {
+        return value;
+    }
+    match value {
+        Value::String(s) => Value::String(mask(&s, values)),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| mask_json(v, values)).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (mask(&k, values), mask_json(v, values))).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let values = vec!["hunter22".to_owned(), "hunter".to_owned()];
+        assert_eq!(mask("pw=hunter22 and hunter", &values), "pw=******** and ********");
+    }
+
+    #[test]
+    fn masks_inside_json_strings_and_keys() {
+        let values = vec!["s3cr3t".to_owned()];
+        let masked = mask_json(json!({"a": ["x s3cr3t"], "s3cr3t": 1, "n": 5}), &values);
+        assert_eq!(masked, json!({"a": ["x ********"], "********": 1, "n": 5}));
+    }
+}
