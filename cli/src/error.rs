@@ -66,8 +66,24 @@ impl fmt::Display for RunNotSuccessful {
 
 impl std::error::Error for RunNotSuccessful {}
 
+/// Whoever read our stdout closed it; like a Unix tool killed by SIGPIPE,
+/// `ork` stops without a word.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 /// Prints `error: ...` to stderr and returns the exit code for `err`.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<StdoutClosed>().is_some() {
+        return ExitCode::SUCCESS;
+    }
     let (code, message) = classify(err);
     eprintln!("error: {message}");
     ExitCode::from(code)
@@ -100,9 +116,26 @@ fn classify(err: &anyhow::Error) -> (u8, String) {
         }
         return (EXIT_FAILED, message);
     }
-    // Anything else (a local I/O error, say) is a failure of this command;
-    // `{:#}` prints the whole context chain on one line.
-    (EXIT_FAILED, format!("{err:#}"))
+    // Anything else (a local I/O error, say) is a failure of this command.
+    (EXIT_FAILED, chain_message(err))
+}
+
+/// The context chain on one line (`a: b: c`), skipping a cause whose text
+/// the message above it already includes, as errors that embed their source
+/// in their own message do.
+fn chain_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 #[cfg(test)]
@@ -130,5 +163,30 @@ mod tests {
             detail: "y".into(),
         });
         assert_eq!(classify(&err).0, EXIT_UNREACHABLE);
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        #[derive(Debug)]
+        struct Bind(std::io::Error);
+        impl fmt::Display for Bind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "cannot listen on :7400: {}", self.0)
+            }
+        }
+        impl std::error::Error for Bind {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Bind(io)).context("starting ork dev");
+        assert_eq!(
+            classify(&err),
+            (
+                1,
+                "starting ork dev: cannot listen on :7400: address in use".to_owned()
+            )
+        );
     }
 }

@@ -12,6 +12,8 @@ use pbjson_types::Timestamp;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 
+use crate::error::StdoutClosed;
+
 /// How a read command prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -422,21 +424,45 @@ fn duration(start: Option<&Timestamp>, end: Option<&Timestamp>, now: DateTime<Ut
 }
 
 fn format_duration(ms: i64) -> String {
-    match ms {
-        ..1_000 => format!("{ms}ms"),
-        ..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        ..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
-        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60)
     }
 }
 
 // ---------------------------------------------------------------------------
 // JSON
 
+/// Writes data to stdout. A reader that went away (`ork run list | head`)
+/// becomes [`StdoutClosed`], which ends `ork` quietly instead of panicking
+/// as `println!` would.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(StdoutClosed))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// [`emit`] plus a newline.
+pub fn emit_line(text: &str) -> anyhow::Result<()> {
+    emit(&format!("{text}\n"))
+}
+
 /// Prints `value` as pretty proto3 JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", to_json_pretty(value)?);
-    Ok(())
+    emit_line(&to_json_pretty(value)?)
 }
 
 /// Pretty proto3 JSON: fields in proto order, integral numbers as integers,

@@ -30,8 +30,13 @@ pub struct ServerOptions {
     pub max_fan_out: u32,
     /// Folder with one file per secret (checked before `ORK_SECRET_<NAME>`).
     pub secrets_dir: Option<PathBuf>,
-    /// Name of this scheduler replica, recorded as the owner of its runs.
+    /// Name of this scheduler replica, recorded as the owner of the runs it
+    /// leases. A single-replica deployment keeps one stable name so that a
+    /// restart resumes its runs at once instead of waiting for the lease.
     pub scheduler_id: String,
+    /// How long a run's lease lasts without renewal; another replica takes
+    /// the run over this long after its owner stops.
+    pub lease: Duration,
 }
 
 impl ServerOptions {
@@ -48,12 +53,14 @@ impl ServerOptions {
             tick: Duration::from_millis(500),
             max_fan_out: 10_000,
             secrets_dir: None,
-            scheduler_id: default_scheduler_id(),
+            scheduler_id: "local".to_owned(),
+            lease: Duration::from_secs(15),
         }
     }
 }
 
-fn default_scheduler_id() -> String {
+/// A fresh replica name, for deployments with several `ork server`s.
+pub fn unique_scheduler_id() -> String {
     format!("sched-{}", uuid::Uuid::now_v7().simple())
 }
 

@@ -56,7 +56,7 @@ impl Server {
     /// Opens the stores and binds the listener; fails fast on bad configuration.
     pub async fn bind(options: ServerOptions) -> Result<Self, Error> {
         let worker_binary = find_worker_binary(options.worker_binary.as_ref())?;
-        let limits = Limits { max_fan_out: options.max_fan_out };
+        let limits = Limits { max_fan_out: options.max_fan_out, lease: options.lease };
         let state = state::open(&options.state_url, limits).await?;
         let objects = objects::open(&options.objects_url, &objects::settings_from_vars(std::env::vars()))?;
         let listener = TcpListener::bind(options.listen)
@@ -108,7 +108,12 @@ impl Server {
             self.state.clone(),
             executors.clone(),
             secrets.clone(),
-            SchedulerOptions { heartbeat_timeout: self.options.heartbeat_timeout, tick: self.options.tick },
+            SchedulerOptions {
+                heartbeat_timeout: self.options.heartbeat_timeout,
+                tick: self.options.tick,
+                owner: self.options.scheduler_id.clone(),
+                lease: self.options.lease,
+            },
             mirror_handle.clone(),
             events_rx,
         );
@@ -118,6 +123,7 @@ impl Server {
             mirror: mirror_handle,
             executors,
             heartbeat_interval: self.options.heartbeat_interval,
+            owner: self.options.scheduler_id.clone(),
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
         };

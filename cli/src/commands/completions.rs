@@ -11,6 +11,8 @@ pub struct CompletionsArgs {
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<()> {
     let mut command = super::Cli::command();
-    clap_complete::generate(args.shell, &mut command, "ork", &mut std::io::stdout());
-    Ok(())
+    // Generated into memory first: clap_complete panics on a closed stdout.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "ork", &mut script);
+    crate::output::emit(&String::from_utf8_lossy(&script))
 }

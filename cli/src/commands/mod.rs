@@ -14,7 +14,7 @@ use crate::output::{OutputFormat, Style};
 
 /// Workflow orchestrator: deploy YAML workflows, start and watch runs.
 #[derive(Debug, Parser)]
-#[command(name = "ork", version, about, propagate_version = true)]
+#[command(name = "ork", version, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,

@@ -205,6 +205,8 @@ string_enum! {
     }
 }
 
+// `string_enum!` derives a fixed set of traits, so `Default` is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for Catchup {
     fn default() -> Self {
         Catchup::Latest

@@ -6,8 +6,12 @@
 
 use serde_json::{Value, json};
 
-use crate::model::{DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, DEFAULT_TIMEZONE, KNOWN_EXECUTORS};
+use crate::model::{
+    Catchup, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, DEFAULT_TIMEZONE, KNOWN_EXECUTORS,
+};
 use crate::parse::MAX_NAME_LEN;
+use crate::schedule::MAX_CATCHUP_FIRES;
+use crate::types::{REF_PREFIX, TYPE_NAMES};
 
 /// The schema of a workflow file.
 pub fn workflow_json_schema() -> Value {
@@ -42,11 +46,22 @@ pub fn workflow_json_schema() -> Value {
                 "default": DEFAULT_TIMEZONE,
                 "description": "IANA time zone the schedule is read in, e.g. `Europe/Paris`.",
             },
+            "catchup": {
+                "enum": Catchup::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "default": Catchup::default().as_str(),
+                "description": format!(
+                    "Fires missed while no scheduler ran: `skip` drops them (a fire up to a minute late still runs), \
+                     `latest` runs the most recent one, `all` runs each, oldest first, up to the latest {MAX_CATCHUP_FIRES}."
+                ),
+            },
             "concurrency": merge(&positive, json!({"description": "Most runs of this workflow at once."})),
             "types": {
                 "type": "object",
-                "description": "Named JSON-Schema-style types that tasks' `output_type` refers to.",
-                "additionalProperties": {"type": "object"},
+                "description": format!(
+                    "Named types that tasks' `output_type` refers to, in a JSON-Schema subset. \
+                     One type refers to another with `$ref: \"{REF_PREFIX}NAME\"`."
+                ),
+                "additionalProperties": {"$ref": "#/$defs/type_schema"},
             },
             "tasks": {
                 "type": "array",
@@ -57,6 +72,7 @@ pub fn workflow_json_schema() -> Value {
         },
         "$defs": {
             "task": task_schema(&name, &field_ref, &count, &positive),
+            "type_schema": type_schema(),
         },
     })
 }
@@ -138,6 +154,54 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
                 "description": "What to do when an upstream task did not succeed.",
             },
             "output_type": {"type": "string", "description": "A key of `types` describing the output."},
+        },
+    })
+}
+
+/// The JSON-Schema subset of `types` (see [`crate::types`]); other keywords
+/// are refused at deploy, so the schema refuses them too.
+fn type_schema() -> Value {
+    let schema = json!({"$ref": "#/$defs/type_schema"});
+    let length = json!({"type": "integer", "minimum": 0});
+    let type_name = json!({"enum": TYPE_NAMES});
+    json!({
+        "type": "object",
+        "description": "A type: `type`, `properties`, `required`, `additionalProperties`, `items`, `enum`, `const`, `minimum`, `maximum`, `minLength`, `maxLength`, `minItems`, `maxItems`, `$ref`.",
+        "additionalProperties": false,
+        "properties": {
+            "type": {
+                "description": "The JSON type, or a list of allowed ones. `integer` is a number without a decimal point.",
+                "oneOf": [type_name, {"type": "array", "minItems": 1, "items": type_name}],
+            },
+            "properties": {
+                "type": "object",
+                "description": "Schemas of an object's properties.",
+                "additionalProperties": schema,
+            },
+            "required": {"type": "array", "items": {"type": "string"}, "description": "Properties an object must have."},
+            "additionalProperties": {
+                "description": "`false` forbids properties not listed; a schema checks them. Absent: any are allowed.",
+                "oneOf": [{"type": "boolean"}, schema],
+            },
+            "items": merge(&schema, json!({"description": "The schema every item of an array matches."})),
+            "enum": {"type": "array", "minItems": 1, "description": "The allowed values."},
+            "const": {"description": "The only allowed value."},
+            "minimum": {"type": "number", "description": "Smallest allowed number (inclusive)."},
+            "maximum": {"type": "number", "description": "Largest allowed number (inclusive)."},
+            "minLength": merge(&length, json!({"description": "Fewest characters in a string."})),
+            "maxLength": merge(&length, json!({"description": "Most characters in a string."})),
+            "minItems": merge(&length, json!({"description": "Fewest items in an array."})),
+            "maxItems": merge(&length, json!({"description": "Most items in an array."})),
+            "$ref": {
+                "type": "string",
+                "pattern": format!("^{REF_PREFIX}.+$"),
+                "description": format!("Another declared type: `{REF_PREFIX}NAME`."),
+            },
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "default": {},
+            "examples": {"type": "array"},
+            "$comment": {"type": "string"},
         },
     })
 }
@@ -298,6 +362,47 @@ mod tests {
             errors_for("tasks: []\n"),
             ["$: missing \"name\"", "$.tasks: fewer than 1 items"]
         );
+    }
+
+    #[test]
+    fn schema_covers_catchup_and_types() {
+        assert_eq!(
+            errors_for(
+                "name: wf\ncatchup: sometimes\ntypes:\n  t: {type: object, pattern: x, properties: {a: {type: [strng]}}, additionalProperties: {items: {$ref: '#/types/t'}}}\ntasks: [{name: a, file: a.sh}]\n"
+            ),
+            [
+                "$.catchup: \"sometimes\" not in [String(\"skip\"), String(\"latest\"), String(\"all\")]",
+                "$.types.t: unknown key pattern",
+                "$.types.t.properties.a.type: matches 0 of oneOf",
+            ]
+        );
+        let schema = workflow_json_schema();
+        let top: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut top = top;
+        top.sort_unstable();
+        let mut known = crate::parse::workflow_fields().to_vec();
+        known.sort_unstable();
+        assert_eq!(top, known);
+        let keywords: Vec<&str> = schema["$defs"]["type_schema"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keywords = keywords;
+        keywords.sort_unstable();
+        let mut supported: Vec<&str> = crate::types::KEYWORDS
+            .iter()
+            .chain(crate::types::ANNOTATIONS)
+            .copied()
+            .collect();
+        supported.sort_unstable();
+        assert_eq!(keywords, supported);
     }
 
     #[test]

@@ -491,7 +491,7 @@ impl fmt::Display for TypeDefError {
 
 /// Checks the declared types: known keywords with well-formed values,
 /// references to declared types, no reference cycles that consume nothing.
-/// Errors come per type in name order, each type's in document order.
+/// Errors come per type in name order, each type's in key order.
 pub fn check_types(types: &BTreeMap<String, TypeSchema>) -> Vec<TypeDefError> {
     let mut errors = Vec::new();
     for (name, schema) in types {
@@ -604,14 +604,14 @@ impl DefChecker<'_, '_> {
                                 .and_then(|n| suggest::closest(n, TYPE_NAMES.iter().copied()))
                                 .map(|c| format!(" (did you mean `{c}`?)"))
                                 .unwrap_or_default();
+                            let shown = match name.as_str() {
+                                Some(n) => format!("`{n}`"),
+                                None => preview(name, 30),
+                            };
                             self.push(
                                 path,
                                 kw,
-                                format!(
-                                    "unknown type {}{close}; use {}",
-                                    preview(name, 30),
-                                    either(TYPE_NAMES)
-                                ),
+                                format!("unknown type {shown}{close}; use {}", either(TYPE_NAMES)),
                             );
                         }
                     }
@@ -665,7 +665,7 @@ impl DefChecker<'_, '_> {
                     }
                 }
                 "enum" => {
-                    if !value.as_array().is_some_and(|list| !list.is_empty()) {
+                    if value.as_array().is_none_or(Vec::is_empty) {
                         self.push(
                             path,
                             kw,

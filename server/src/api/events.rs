@@ -29,7 +29,9 @@ pub struct EventHub {
 
 impl Default for EventHub {
     fn default() -> Self {
-        Self { tx: Arc::new(watch::Sender::new(Generation::default())) }
+        Self {
+            tx: Arc::new(watch::Sender::new(Generation::default())),
+        }
     }
 }
 
@@ -45,7 +47,9 @@ impl EventHub {
     }
 
     pub fn subscribe(&self) -> Subscription {
-        Subscription { rx: self.tx.subscribe() }
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 
@@ -84,7 +88,10 @@ mod tests {
         hub.notify();
         let started = std::time::Instant::now();
         assert!(sub.wait().await);
-        assert!(started.elapsed() < FALLBACK_POLL / 2, "woke only after the fallback");
+        assert!(
+            started.elapsed() < FALLBACK_POLL / 2,
+            "woke only after the fallback"
+        );
     }
 
     #[tokio::test]

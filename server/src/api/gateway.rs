@@ -20,7 +20,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
-use ork_proto::v1::{self, run_service_server::RunService, workflow_service_server::WorkflowService};
+use ork_proto::v1::{
+    self, run_service_server::RunService, workflow_service_server::WorkflowService,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -82,9 +84,10 @@ impl Rpc {
     /// The service's full proto name.
     pub fn service(self) -> &'static str {
         match self {
-            Self::DeployWorkflow | Self::ListWorkflows | Self::GetWorkflow | Self::DeleteWorkflow => {
-                "ork.v1.WorkflowService"
-            }
+            Self::DeployWorkflow
+            | Self::ListWorkflows
+            | Self::GetWorkflow
+            | Self::DeleteWorkflow => "ork.v1.WorkflowService",
             _ => "ork.v1.RunService",
         }
     }
@@ -126,21 +129,57 @@ const fn route(
     rpc: Rpc,
     path_fields: &'static [(&'static str, &'static str)],
 ) -> RestRoute {
-    RestRoute { method, path, rpc, path_fields, body: matches!(method, HttpMethod::Post) }
+    RestRoute {
+        method,
+        path,
+        rpc,
+        path_fields,
+        body: matches!(method, HttpMethod::Post),
+    }
 }
 
 /// Every REST route.
 pub const ROUTES: &[RestRoute] = &[
     route(HttpMethod::Get, "/workflows", Rpc::ListWorkflows, &[]),
     route(HttpMethod::Post, "/workflows", Rpc::DeployWorkflow, &[]),
-    route(HttpMethod::Get, "/workflows/{name}", Rpc::GetWorkflow, &[("name", "name")]),
-    route(HttpMethod::Delete, "/workflows/{name}", Rpc::DeleteWorkflow, &[("name", "name")]),
-    route(HttpMethod::Post, "/workflows/{name}/runs", Rpc::StartRun, &[("name", "workflow")]),
+    route(
+        HttpMethod::Get,
+        "/workflows/{name}",
+        Rpc::GetWorkflow,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Delete,
+        "/workflows/{name}",
+        Rpc::DeleteWorkflow,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/workflows/{name}/runs",
+        Rpc::StartRun,
+        &[("name", "workflow")],
+    ),
     route(HttpMethod::Get, "/runs", Rpc::ListRuns, &[]),
     route(HttpMethod::Get, "/runs/{id}", Rpc::GetRun, &[("id", "id")]),
-    route(HttpMethod::Post, "/runs/{id}/cancel", Rpc::CancelRun, &[("id", "id")]),
-    route(HttpMethod::Post, "/runs/{id}/retry", Rpc::RetryRun, &[("id", "id")]),
-    route(HttpMethod::Get, "/runs/{id}/tasks", Rpc::ListTaskRuns, &[("id", "run_id")]),
+    route(
+        HttpMethod::Post,
+        "/runs/{id}/cancel",
+        Rpc::CancelRun,
+        &[("id", "id")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/runs/{id}/retry",
+        Rpc::RetryRun,
+        &[("id", "id")],
+    ),
+    route(
+        HttpMethod::Get,
+        "/runs/{id}/tasks",
+        Rpc::ListTaskRuns,
+        &[("id", "run_id")],
+    ),
     route(
         HttpMethod::Get,
         "/runs/{id}/tasks/{name}/logs",
@@ -160,7 +199,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { http: kind.http_status(), code: kind.grpc_code(), message: message.into(), field: field.map(str::to_owned) }
+        Self {
+            http: kind.http_status(),
+            code: kind.grpc_code(),
+            message: message.into(),
+            field: field.map(str::to_owned),
+        }
     }
 
     fn invalid(field: Option<&str>, message: impl Into<String>) -> Self {
@@ -175,7 +219,12 @@ impl ApiError {
             .strip_prefix("field `")
             .and_then(|rest| rest.split_once('`'))
             .map(|(field, _)| field.to_owned());
-        Self { http: http_status_of_code(status.code()), code: status.code(), message, field }
+        Self {
+            http: http_status_of_code(status.code()),
+            code: status.code(),
+            message,
+            field,
+        }
     }
 
     /// An axum extractor's rejection: too large is 413, anything else the
@@ -185,7 +234,9 @@ impl ApiError {
             Self::new(
                 ErrorKind::TooLarge,
                 None,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes; keep large data in object storage and pass its location"),
+                format!(
+                    "the request body is larger than {MAX_BODY_BYTES} bytes; keep large data in object storage and pass its location"
+                ),
             )
         } else {
             Self::invalid(None, text)
@@ -241,15 +292,25 @@ pub fn router(ctx: ApiContext) -> Router {
                             path: Result<Path<Vec<(String, String)>>, PathRejection>,
                             query: Result<Query<Vec<(String, String)>>, QueryRejection>,
                             body: Result<Bytes, BytesRejection>| async move {
-            gateway.handle(route, path, query, body).await.unwrap_or_else(IntoResponse::into_response)
+            gateway
+                .handle(route, path, query, body)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
         };
         router = router.route(route.path, on(route.method.filter(), handler));
     }
     router
-        .route("/healthz", get(|| async { Json(json!({ "status": "SERVING" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "SERVING" })) }),
+        )
         .route("/openapi.json", get(openapi_document))
         .fallback(|| async {
-            ApiError::new(ErrorKind::NotFound, None, "no such route; GET /openapi.json lists the API")
+            ApiError::new(
+                ErrorKind::NotFound,
+                None,
+                "no such route; GET /openapi.json lists the API",
+            )
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -275,7 +336,10 @@ fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let field = if path == "." {
-            inner.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(f, _)| f.to_owned())
+            inner
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split_once('`'))
+                .map(|(f, _)| f.to_owned())
         } else {
             Some(path)
         };
@@ -296,7 +360,9 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let request = decode::<Req>(fields)?;
-    let response = method(tonic::Request::new(request)).await.map_err(|s| ApiError::from_status(&s))?;
+    let response = method(tonic::Request::new(request))
+        .await
+        .map_err(|s| ApiError::from_status(&s))?;
     Ok(Json(response.into_inner()).into_response())
 }
 
@@ -332,16 +398,27 @@ impl Gateway {
                     Ok(other) => {
                         return Err(ApiError::invalid(
                             None,
-                            format!("the request body must be a JSON object, got {}", json_type(&other)),
+                            format!(
+                                "the request body must be a JSON object, got {}",
+                                json_type(&other)
+                            ),
                         ));
                     }
-                    Err(e) => return Err(ApiError::invalid(None, format!("the request body is not valid JSON: {e}"))),
+                    Err(e) => {
+                        return Err(ApiError::invalid(
+                            None,
+                            format!("the request body is not valid JSON: {e}"),
+                        ));
+                    }
                 }
             }
             if let Some((name, _)) = query.first() {
                 return Err(ApiError::invalid(
                     Some(name),
-                    format!("field `{name}`: {} takes its fields in the JSON body, not the query", route.path),
+                    format!(
+                        "field `{name}`: {} takes its fields in the JSON body, not the query",
+                        route.path
+                    ),
                 ));
             }
         } else {
@@ -351,7 +428,10 @@ impl Gateway {
                     continue;
                 }
                 if fields.contains_key(&name) {
-                    return Err(ApiError::invalid(Some(&name), format!("field `{name}`: given more than once")));
+                    return Err(ApiError::invalid(
+                        Some(&name),
+                        format!("field `{name}`: given more than once"),
+                    ));
                 }
                 fields.insert(name, Value::String(value));
             }
@@ -360,10 +440,16 @@ impl Gateway {
             if fields.contains_key(*field) {
                 return Err(ApiError::invalid(
                     Some(field),
-                    format!("field `{field}`: it comes from the URL path, leave it out of the request"),
+                    format!(
+                        "field `{field}`: it comes from the URL path, leave it out of the request"
+                    ),
                 ));
             }
-            let value = params.iter().find(|(p, _)| p == param).map(|(_, v)| v.clone()).unwrap_or_default();
+            let value = params
+                .iter()
+                .find(|(p, _)| p == param)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
@@ -404,10 +490,16 @@ impl Gateway {
         let events = stream
             .map(|item| match item {
                 Ok(message) => Event::default().event("lines").json_data(message),
-                Err(status) => Event::default().event("error").json_data(ApiError::from_status(&status).body()),
+                Err(status) => Event::default()
+                    .event("error")
+                    .json_data(ApiError::from_status(&status).body()),
             })
-            .chain(futures::stream::once(async { Ok(Event::default().event("end").data("{}")) }));
-        Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+            .chain(futures::stream::once(async {
+                Ok(Event::default().event("end").data("{}"))
+            }));
+        Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response())
     }
 }
 
@@ -435,7 +527,9 @@ mod tests {
 
     #[test]
     fn status_field_is_taken_from_the_message() {
-        let e = ApiError::from_status(&Status::invalid_argument("field `input`: must be an object"));
+        let e = ApiError::from_status(&Status::invalid_argument(
+            "field `input`: must be an object",
+        ));
         assert_eq!(e.http, 400);
         assert_eq!(e.body()["details"][0]["field"], "input");
     }

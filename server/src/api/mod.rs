@@ -39,6 +39,8 @@ pub struct ApiContext {
     pub mirror: MirrorHandle,
     pub executors: Arc<Executors>,
     pub heartbeat_interval: Duration,
+    /// This replica's scheduler name: runs it creates are leased to it.
+    pub owner: String,
     /// Resolves `secret` and `from_env` values and masks secrets in reports.
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.

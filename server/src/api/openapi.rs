@@ -34,14 +34,22 @@ struct Index<'a> {
 }
 
 fn clean(comment: Option<&String>) -> Option<String> {
-    let text = comment?.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+    let text = comment?
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n");
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
 }
 
 impl<'a> Index<'a> {
     fn new(set: &'a FileDescriptorSet) -> Self {
-        let mut index = Index { messages: BTreeMap::new(), enums: BTreeMap::new(), methods: BTreeMap::new() };
+        let mut index = Index {
+            messages: BTreeMap::new(),
+            enums: BTreeMap::new(),
+            methods: BTreeMap::new(),
+        };
         for file in &set.file {
             let comments: BTreeMap<Vec<i32>, Option<String>> = file
                 .source_code_info
@@ -52,17 +60,34 @@ impl<'a> Index<'a> {
             let comment = |path: &[i32]| comments.get(path).cloned().flatten();
             let prefix = format!(".{}", file.package());
             for (i, message) in file.message_type.iter().enumerate() {
-                index.add_message(&prefix, message, vec![4, i32::try_from(i).unwrap_or(0)], &comment);
+                index.add_message(
+                    &prefix,
+                    message,
+                    vec![4, i32::try_from(i).unwrap_or(0)],
+                    &comment,
+                );
             }
             for e in &file.enum_type {
                 index.add_enum(&prefix, e);
             }
             for (s, service) in file.service.iter().enumerate() {
                 for (m, method) in service.method.iter().enumerate() {
-                    let path = [6, i32::try_from(s).unwrap_or(0), 2, i32::try_from(m).unwrap_or(0)];
+                    let path = [
+                        6,
+                        i32::try_from(s).unwrap_or(0),
+                        2,
+                        i32::try_from(m).unwrap_or(0),
+                    ];
                     index.methods.insert(
-                        (format!("{}.{}", file.package(), service.name()), method.name().to_owned()),
-                        (method.input_type().to_owned(), method.output_type().to_owned(), comment(&path)),
+                        (
+                            format!("{}.{}", file.package(), service.name()),
+                            method.name().to_owned(),
+                        ),
+                        (
+                            method.input_type().to_owned(),
+                            method.output_type().to_owned(),
+                            comment(&path),
+                        ),
                     );
                 }
             }
@@ -93,11 +118,21 @@ impl<'a> Index<'a> {
                 comment(&field_path)
             })
             .collect();
-        self.messages.insert(name, MessageInfo { descriptor: message, comment: comment(&path), field_comments });
+        self.messages.insert(
+            name,
+            MessageInfo {
+                descriptor: message,
+                comment: comment(&path),
+                field_comments,
+            },
+        );
     }
 
     fn add_enum(&mut self, prefix: &str, e: &prost_types::EnumDescriptorProto) {
-        self.enums.insert(format!("{prefix}.{}", e.name()), e.value.iter().map(|v| v.name().to_owned()).collect());
+        self.enums.insert(
+            format!("{prefix}.{}", e.name()),
+            e.value.iter().map(|v| v.name().to_owned()).collect(),
+        );
     }
 }
 
@@ -105,7 +140,9 @@ impl<'a> Index<'a> {
 fn well_known(type_name: &str) -> Option<Value> {
     Some(match type_name {
         ".google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time" }),
-        ".google.protobuf.Duration" => json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$" }),
+        ".google.protobuf.Duration" => {
+            json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$" })
+        }
         ".google.protobuf.Value" => json!({ "description": "Any JSON value." }),
         ".google.protobuf.Struct" => json!({ "type": "object", "additionalProperties": true }),
         ".google.protobuf.ListValue" => json!({ "type": "array", "items": {} }),
@@ -122,7 +159,10 @@ struct Generator<'a> {
 
 impl Generator<'_> {
     fn component_name(type_name: &str) -> String {
-        type_name.strip_prefix(PACKAGE).unwrap_or(type_name.trim_start_matches('.')).replace('.', "_")
+        type_name
+            .strip_prefix(PACKAGE)
+            .unwrap_or(type_name.trim_start_matches('.'))
+            .replace('.', "_")
     }
 
     fn message_ref(&mut self, type_name: &str) -> Value {
@@ -136,18 +176,29 @@ impl Generator<'_> {
     fn scalar(&mut self, field: &FieldDescriptorProto) -> Value {
         match field.r#type() {
             Type::Double | Type::Float => json!({ "type": "number" }),
-            Type::Int32 | Type::Sint32 | Type::Sfixed32 => json!({ "type": "integer", "format": "int32" }),
-            Type::Uint32 | Type::Fixed32 => json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX }),
+            Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+                json!({ "type": "integer", "format": "int32" })
+            }
+            Type::Uint32 | Type::Fixed32 => {
+                json!({ "type": "integer", "minimum": 0, "maximum": u32::MAX })
+            }
             // The proto3 JSON mapping writes 64-bit integers as strings.
             Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
                 json!({ "type": "string", "format": "int64", "pattern": "^-?[0-9]+$" })
             }
-            Type::Uint64 | Type::Fixed64 => json!({ "type": "string", "format": "uint64", "pattern": "^[0-9]+$" }),
+            Type::Uint64 | Type::Fixed64 => {
+                json!({ "type": "string", "format": "uint64", "pattern": "^[0-9]+$" })
+            }
             Type::Bool => json!({ "type": "boolean" }),
             Type::String => json!({ "type": "string" }),
             Type::Bytes => json!({ "type": "string", "format": "byte" }),
             Type::Enum => {
-                let values = self.index.enums.get(field.type_name()).cloned().unwrap_or_default();
+                let values = self
+                    .index
+                    .enums
+                    .get(field.type_name())
+                    .cloned()
+                    .unwrap_or_default();
                 json!({ "type": "string", "enum": values })
             }
             Type::Message | Type::Group => self.message_ref(field.type_name()),
@@ -161,7 +212,12 @@ impl Generator<'_> {
             .filter(|m| m.descriptor.options.as_ref().is_some_and(|o| o.map_entry()))
             .map(|m| m.descriptor.clone());
         let mut schema = if let Some(entry) = map_entry {
-            let value = entry.field.iter().find(|f| f.number() == 2).cloned().unwrap_or_default();
+            let value = entry
+                .field
+                .iter()
+                .find(|f| f.number() == 2)
+                .cloned()
+                .unwrap_or_default();
             json!({ "type": "object", "additionalProperties": self.scalar(&value) })
         } else if field.label() == Label::Repeated {
             json!({ "type": "array", "items": self.scalar(field) })
@@ -194,7 +250,8 @@ impl Generator<'_> {
             }
             properties.insert(field.name().to_owned(), self.field(field, comment.as_ref()));
         }
-        let mut schema = json!({ "type": "object", "properties": properties, "additionalProperties": false });
+        let mut schema =
+            json!({ "type": "object", "properties": properties, "additionalProperties": false });
         if let Some(text) = comment {
             schema["description"] = json!(text);
         }
@@ -204,7 +261,10 @@ impl Generator<'_> {
     fn operations(&mut self) -> Map<String, Value> {
         let mut paths = Map::new();
         for route in ROUTES {
-            let key = (route.rpc.service().to_owned(), route.rpc.method().to_owned());
+            let key = (
+                route.rpc.service().to_owned(),
+                route.rpc.method().to_owned(),
+            );
             let Some((input, output, comment)) = self.index.methods.get(&key).cloned() else {
                 continue;
             };
@@ -232,8 +292,13 @@ impl Generator<'_> {
                 });
             } else {
                 let request = self.object(&input, &bound);
-                for (name, schema) in request["properties"].as_object().cloned().unwrap_or_default() {
-                    let mut parameter = json!({ "name": name, "in": "query", "required": false, "schema": schema });
+                for (name, schema) in request["properties"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    let mut parameter =
+                        json!({ "name": name, "in": "query", "required": false, "schema": schema });
                     if let Some(text) = schema.get("description") {
                         parameter["description"] = text.clone();
                     }
@@ -247,13 +312,16 @@ impl Generator<'_> {
                         "description": "Stream the lines as Server-Sent Events (`lines` events carrying a FollowTaskLogsResponse, then `end`) until every selected task has finished.",
                         "schema": { "type": "boolean" },
                     }));
-                    operation["responses"]["200"]["content"]["text/event-stream"] = json!({ "schema": { "type": "string" } });
+                    operation["responses"]["200"]["content"]["text/event-stream"] =
+                        json!({ "schema": { "type": "string" } });
                 }
             }
             if !parameters.is_empty() {
                 operation["parameters"] = Value::Array(parameters);
             }
-            let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+            let entry = paths
+                .entry(route.path.to_owned())
+                .or_insert_with(|| json!({}));
             entry[route.method.as_str()] = operation;
         }
         paths.insert(
@@ -283,11 +351,19 @@ impl Generator<'_> {
 /// The OpenAPI document.
 pub fn document() -> Value {
     let set = FileDescriptorSet::decode(ork_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
-    let mut generator = Generator { index: Index::new(&set), wanted: BTreeSet::new() };
+    let mut generator = Generator {
+        index: Index::new(&set),
+        wanted: BTreeSet::new(),
+    };
     let paths = generator.operations();
     let mut schemas = Map::new();
     let mut done = BTreeSet::new();
-    while let Some(next) = generator.wanted.iter().find(|m| !done.contains(*m)).cloned() {
+    while let Some(next) = generator
+        .wanted
+        .iter()
+        .find(|m| !done.contains(*m))
+        .cloned()
+    {
         done.insert(next.clone());
         let schema = generator.object(&next, &[]);
         schemas.insert(Generator::component_name(&next), schema);
@@ -333,7 +409,9 @@ mod tests {
     use super::*;
 
     fn committed_path() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(COMMITTED_PATH)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(COMMITTED_PATH)
     }
 
     #[test]
@@ -354,20 +432,35 @@ mod tests {
         let doc = document();
         for route in ROUTES {
             let op = &doc["paths"][route.path][route.method.as_str()];
-            assert_eq!(op["operationId"], route.rpc.method(), "{route:?} has no operation: is the method in the proto?");
+            assert_eq!(
+                op["operationId"],
+                route.rpc.method(),
+                "{route:?} has no operation: is the method in the proto?"
+            );
         }
         let text = doc.to_string();
         for piece in text.split("\"#/components/schemas/").skip(1) {
             let name = &piece[..piece.find('"').unwrap_or(0)];
-            assert!(doc["components"]["schemas"].get(name).is_some(), "unresolved $ref {name}");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "unresolved $ref {name}"
+            );
         }
         // Spot checks of the proto3 JSON mapping.
         let run = &doc["components"]["schemas"]["Run"]["properties"];
         assert_eq!(run["created_at"]["type"], "string");
         assert_eq!(run["tasks"]["type"], "array");
-        let deploy = &doc["paths"]["/workflows"]["post"]["requestBody"]["content"]["application/json"]["schema"];
-        assert_eq!(deploy["properties"]["files"]["additionalProperties"]["format"], "byte");
-        let start = &doc["paths"]["/workflows/{name}/runs"]["post"]["requestBody"]["content"]["application/json"]["schema"];
-        assert!(start["properties"].get("workflow").is_none(), "path-bound fields are not in the body");
+        let deploy = &doc["paths"]["/workflows"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert_eq!(
+            deploy["properties"]["files"]["additionalProperties"]["format"],
+            "byte"
+        );
+        let start = &doc["paths"]["/workflows/{name}/runs"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"];
+        assert!(
+            start["properties"].get("workflow").is_none(),
+            "path-bound fields are not in the body"
+        );
     }
 }

@@ -58,7 +58,15 @@ impl RunService for RunApi {
         let record = self
             .ctx
             .state
-            .create_run(NewRun { workflow: req.workflow, input, triggered_by: TriggerType::Manual }, Utc::now())
+            .create_run(
+                NewRun {
+                    workflow: req.workflow,
+                    input,
+                    triggered_by: TriggerType::Manual,
+                    owner: self.ctx.owner.clone(),
+                },
+                Utc::now(),
+            )
             .await
             .map_err(from_state)?;
         self.ctx.events.notify();
@@ -116,7 +124,7 @@ impl RunService for RunApi {
     ) -> Result<Response<v1::RetryRunResponse>, Status> {
         let req = request.into_inner();
         let task = (!req.task.is_empty()).then_some(req.task.as_str());
-        self.ctx.state.retry_run(&req.id, task, Utc::now()).await.map_err(from_state)?;
+        self.ctx.state.retry_run(&req.id, task, &self.ctx.owner, Utc::now()).await.map_err(from_state)?;
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();

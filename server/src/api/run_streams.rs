@@ -19,7 +19,11 @@ pub type Stream<T> = ReceiverStream<Result<T, Status>>;
 /// Messages buffered per stream before the reader must catch up.
 const BUFFER: usize = 16;
 
-async fn logs_page(api: &RunApi, req: &v1::FollowTaskLogsRequest, cursor: &str) -> Result<v1::GetTaskLogsResponse, Status> {
+async fn logs_page(
+    api: &RunApi,
+    req: &v1::FollowTaskLogsRequest,
+    cursor: &str,
+) -> Result<v1::GetTaskLogsResponse, Status> {
     let page = api
         .get_task_logs(Request::new(v1::GetTaskLogsRequest {
             run_id: req.run_id.clone(),
@@ -35,7 +39,9 @@ pub(super) async fn follow_task_logs(
     api: &RunApi,
     req: v1::FollowTaskLogsRequest,
 ) -> Result<Stream<v1::FollowTaskLogsResponse>, Status> {
-    let api = RunApi { ctx: api.ctx.clone() };
+    let api = RunApi {
+        ctx: api.ctx.clone(),
+    };
     let mut changes = api.ctx.events.subscribe();
     changes.mark_seen();
     let mut page = logs_page(&api, &req, &req.cursor).await?;
@@ -45,7 +51,10 @@ pub(super) async fn follow_task_logs(
             let cursor = page.next_cursor.clone();
             let had_lines = !page.lines.is_empty();
             if had_lines {
-                let message = v1::FollowTaskLogsResponse { lines: page.lines, next_cursor: cursor.clone() };
+                let message = v1::FollowTaskLogsResponse {
+                    lines: page.lines,
+                    next_cursor: cursor.clone(),
+                };
                 if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
@@ -79,7 +88,10 @@ pub(super) async fn follow_task_logs(
 fn fingerprint(run: &v1::Run) -> (String, Vec<(String, String, u32)>) {
     (
         run.status.clone(),
-        run.tasks.iter().map(|t| (t.id.clone(), t.status.clone(), t.attempt)).collect(),
+        run.tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.status.clone(), t.attempt))
+            .collect(),
     )
 }
 
@@ -88,8 +100,13 @@ async fn current_run(api: &RunApi, id: &str) -> Result<v1::Run, Status> {
     api.run_with_tasks(&record).await
 }
 
-pub(super) async fn watch_run(api: &RunApi, req: v1::WatchRunRequest) -> Result<Stream<v1::WatchRunResponse>, Status> {
-    let api = RunApi { ctx: api.ctx.clone() };
+pub(super) async fn watch_run(
+    api: &RunApi,
+    req: v1::WatchRunRequest,
+) -> Result<Stream<v1::WatchRunResponse>, Status> {
+    let api = RunApi {
+        ctx: api.ctx.clone(),
+    };
     let mut changes = api.ctx.events.subscribe();
     changes.mark_seen();
     let mut run = current_run(&api, &req.id).await?;
@@ -100,7 +117,11 @@ pub(super) async fn watch_run(api: &RunApi, req: v1::WatchRunRequest) -> Result<
             let seen = fingerprint(&run);
             let over = run_is_over(&run.status);
             if last.as_ref() != Some(&seen) {
-                if tx.send(Ok(v1::WatchRunResponse { run: Some(run) })).await.is_err() {
+                if tx
+                    .send(Ok(v1::WatchRunResponse { run: Some(run) }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 last = Some(seen);

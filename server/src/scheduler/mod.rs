@@ -24,6 +24,10 @@ const CLAIM_BATCH: u32 = 256;
 pub struct SchedulerOptions {
     pub heartbeat_timeout: Duration,
     pub tick: Duration,
+    /// This replica's name, the owner recorded on the runs it leases.
+    pub owner: String,
+    /// How long a lease lasts; renewed every third of it.
+    pub lease: Duration,
 }
 
 /// Cheap handle to wake the dispatch loop after a commit that readied work.
@@ -66,12 +70,15 @@ impl Scheduler {
 
     /// Runs the dispatch, timer and executor-event loops until `shutdown`.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        match self.state.recover(Utc::now()).await {
+        match self.state.recover(&self.options.owner, Utc::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} attempts were running before this start; waiting for their workers to call back"),
             Err(e) => tracing::error!(error = %e, "recovery failed"),
         }
+        let state = self.state.clone();
+        let owner = self.options.owner.clone();
         let core = Arc::new(Core {
+            last_renewal: std::sync::Mutex::new(None),
             state: self.state,
             executors: self.executors,
             secrets: self.secrets,
@@ -83,10 +90,15 @@ impl Scheduler {
         let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
         let events = tokio::spawn(core.event_loop(self.events, shutdown));
         let _ = tokio::join!(dispatch, timers, events);
+        if let Err(e) = state.release_leases(&owner).await {
+            tracing::warn!(error = %e, "releasing leases failed");
+        }
     }
 }
 
 struct Core {
+    /// When this replica last renewed its leases.
+    last_renewal: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
     secrets: Arc<Secrets>,
@@ -102,10 +114,10 @@ impl Core {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self.state.promote_pending_runs(Utc::now()).await {
+            if let Err(e) = self.state.promote_pending_runs(&self.options.owner, Utc::now()).await {
                 tracing::warn!(error = %e, "starting waiting runs failed");
             }
-            match self.state.claim_ready(Utc::now(), CLAIM_BATCH).await {
+            match self.state.claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH).await {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
@@ -199,7 +211,12 @@ impl Core {
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let expired = match self.state.expired_attempts(Utc::now(), self.options.heartbeat_timeout).await {
+            self.leases().await;
+            let expired = match self
+                .state
+                .expired_attempts(&self.options.owner, Utc::now(), self.options.heartbeat_timeout)
+                .await
+            {
                 Ok(expired) => expired,
                 Err(e) => {
                     tracing::warn!(error = %e, "looking for expired attempts failed");
@@ -227,6 +244,33 @@ impl Core {
                 self.fail(&attempt.fence, Failure { kind: attempt.kind, error, non_retryable: false })
                     .await;
             }
+        }
+    }
+
+    /// Renews this replica's leases every third of the lease and takes over
+    /// runs whose owner stopped renewing.
+    async fn leases(&self) {
+        let now = Utc::now();
+        let due = {
+            let mut last = self.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| now - t >= chrono::Duration::from_std(self.options.lease / 3).unwrap_or_default());
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        if due {
+            if let Err(e) = self.state.renew_leases(&self.options.owner, now).await {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
+        }
+        match self.state.acquire_runs(&self.options.owner, now, 100).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(runs = ids.len(), "took over runs whose lease expired");
+                self.handle.wake();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "taking over runs failed"),
         }
     }
 

@@ -75,12 +75,29 @@ pub trait StateStore: Send + Sync + 'static {
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>>;
     /// Re-runs failed, cancelled and skipped tasks (or `task` and everything
     /// downstream of it) of a finished run.
-    async fn retry_run(&self, id: &str, task: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    async fn retry_run(
+        &self,
+        id: &str,
+        task: Option<&str>,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>>;
 
     // ---- scheduler ----
-    /// Claims up to `limit` ready task runs: each gets a new attempt and token.
-    async fn claim_ready(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>>;
+    // ---- leases: one owner per run ----
+    /// Takes over up to `limit` unfinished runs that have no owner or whose
+    /// owner's lease expired; returns their ids.
+    async fn acquire_runs(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>>;
+    /// Extends every lease `owner` still holds; returns how many.
+    async fn renew_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Gives up `owner`'s leases (clean shutdown) so another replica takes
+    /// its runs over at once.
+    async fn release_leases(&self, owner: &str) -> Result<()>;
+
+    /// Claims up to `limit` ready task runs of runs `owner` holds a live
+    /// lease on: each gets a new attempt and token.
+    async fn claim_ready(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>>;
     /// Remembers which execution carries an attempt, for cancellation.
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()>;
     /// Fails an attempt; retries it when its policy allows.
@@ -93,15 +110,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// Attempts past their deadline, or silent for longer than `heartbeat_timeout`.
     async fn expired_attempts(
         &self,
+        owner: &str,
         now: DateTime<Utc>,
         heartbeat_timeout: std::time::Duration,
     ) -> Result<Vec<ExpiredAttempt>>;
-    /// At start-up: gives attempts left running by a previous process one
-    /// heartbeat timeout to call back before they are declared lost.
-    async fn recover(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// At start-up: gives attempts of `owner`'s runs, left running by its
+    /// previous process, one heartbeat timeout to call back before they are
+    /// declared lost.
+    async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
     /// Starts runs that wait on their workflow's `concurrency`, oldest first,
     /// as far as the cap allows; returns how many started.
-    async fn promote_pending_runs(&self, now: DateTime<Utc>) -> Result<u32>;
+    async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32>;
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
 

@@ -12,11 +12,13 @@ use ork_domain::{EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, W
 pub struct Limits {
     /// Largest number of instances a dynamic fan-out may expand to.
     pub max_fan_out: u32,
+    /// How long a run's lease lasts without renewal.
+    pub lease: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_fan_out: 10_000 }
+        Self { max_fan_out: 10_000, lease: std::time::Duration::from_secs(15) }
     }
 }
 
@@ -61,6 +63,8 @@ pub struct NewRun {
     pub workflow: String,
     pub input: serde_json::Value,
     pub triggered_by: TriggerType,
+    /// The scheduler replica that takes the run (the one that received it).
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

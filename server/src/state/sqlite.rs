@@ -82,6 +82,10 @@ impl SqliteStore {
         Ok(Self { write, read, versions: Mutex::new(HashMap::new()), limits })
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.limits.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
     async fn compiled(&self, version: &str) -> Result<Arc<CompiledVersion>> {
         self.get_version(version)
             .await?
@@ -746,8 +750,8 @@ impl StateStore for SqliteStore {
             None => false,
         };
         sqlx::query(
-            "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at, \
+             owner, lease_expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .bind(&run_id)
         .bind(&workflow.name)
@@ -757,6 +761,8 @@ impl StateStore for SqliteStore {
         .bind(json_text(&new.input))
         .bind(ms(now))
         .bind((!waits).then(|| ms(now)))
+        .bind(&new.owner)
+        .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
         let rows: Vec<NewTaskRunRow<'_>> =
@@ -900,7 +906,13 @@ impl StateStore for SqliteStore {
         Ok(active)
     }
 
-    async fn retry_run(&self, id: &str, task: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    async fn retry_run(
+        &self,
+        id: &str,
+        task: Option<&str>,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
         if !run.status.is_terminal() {
             return Err(Error::FailedPrecondition(format!(
@@ -972,10 +984,14 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'running', finished_at = NULL, owner = ?2, lease_expires = ?3 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(ms(now) + self.lease_ms())
+        .execute(&mut *tx)
+        .await?;
         advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, id, self.limits, now).await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
@@ -1016,7 +1032,44 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn claim_ready(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
+    async fn acquire_runs(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE runs SET owner = ?1, lease_expires = ?2 WHERE id IN ( \
+                 SELECT id FROM runs WHERE status IN ('pending', 'running') \
+                 AND COALESCE(lease_expires, 0) < ?3 LIMIT ?4) \
+             RETURNING id",
+        )
+        .bind(owner)
+        .bind(ms(now) + self.lease_ms())
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.write)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn renew_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_expires = ?2 WHERE owner = ?1 AND status IN ('pending', 'running') \
+             AND lease_expires >= ?3",
+        )
+        .bind(owner)
+        .bind(ms(now) + self.lease_ms())
+        .bind(ms(now))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET owner = NULL, lease_expires = NULL WHERE owner = ?1")
+            .bind(owner)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_ready(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
         let mut tx = self.write.begin().await?;
         let rows = sqlx::query(
             "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, \
@@ -1038,10 +1091,12 @@ impl StateStore for SqliteStore {
                          AND r.concurrency IS NOT NULL) \
                  WHERE rn + active <= concurrency) \
                ORDER BY ready_at LIMIT ?2) \
+             AND run_id IN (SELECT id FROM runs WHERE owner = ?3 AND lease_expires >= ?1) \
              RETURNING id, attempt, token, run_id, task_name, executor, timeout_seconds",
         )
         .bind(ms(now))
         .bind(i64::from(limit))
+        .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -1159,16 +1214,19 @@ impl StateStore for SqliteStore {
 
     async fn expired_attempts(
         &self,
+        owner: &str,
         now: DateTime<Utc>,
         heartbeat_timeout: Duration,
     ) -> Result<Vec<ExpiredAttempt>> {
         let silent_since = ms(now) - i64::try_from(heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
         let rows = sqlx::query(
             "SELECT id, attempt, token, executor, executor_id, timeout_seconds, deadline_at FROM task_runs \
-             WHERE status IN ('dispatched', 'running') AND (deadline_at <= ?1 OR heartbeat_at <= ?2)",
+             WHERE status IN ('dispatched', 'running') AND (deadline_at <= ?1 OR heartbeat_at <= ?2) \
+             AND run_id IN (SELECT id FROM runs WHERE owner = ?3 AND lease_expires >= ?1)",
         )
         .bind(ms(now))
         .bind(silent_since)
+        .bind(owner)
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -1193,20 +1251,24 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn recover(&self, now: DateTime<Utc>) -> Result<u64> {
+    async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE task_runs SET heartbeat_at = ?1 WHERE status IN ('dispatched', 'running')",
+            "UPDATE task_runs SET heartbeat_at = ?1 WHERE status IN ('dispatched', 'running') \
+             AND run_id IN (SELECT id FROM runs WHERE owner = ?2)",
         )
         .bind(ms(now))
+        .bind(owner)
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected())
     }
 
-    async fn promote_pending_runs(&self, now: DateTime<Utc>) -> Result<u32> {
+    async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32> {
         let waiting: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT id, workflow, workflow_version FROM runs WHERE status = 'pending' ORDER BY created_at, id",
+            "SELECT id, workflow, workflow_version FROM runs WHERE status = 'pending' AND owner = ?1 \
+             ORDER BY created_at, id",
         )
+        .bind(owner)
         .fetch_all(&self.read)
         .await?;
         if waiting.is_empty() {

@@ -32,12 +32,10 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<()> {
         // A bare array, like `ork workflow list`: proto3 JSON would print an
         // empty `ListRunsResponse` as `{}`.
         OutputFormat::Json => output::print_json(&runs),
-        OutputFormat::Table => {
-            print!(
-                "{}",
-                output::render_run_list(&runs, chrono::Utc::now(), ctx.style)
-            );
-            Ok(())
-        }
+        OutputFormat::Table => output::emit(&output::render_run_list(
+            &runs,
+            chrono::Utc::now(),
+            ctx.style,
+        )),
     }
 }

@@ -41,12 +41,12 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> anyhow::Result<()> {
             .into_inner();
         for line in &response.lines {
             match ctx.output {
-                OutputFormat::Json => println!("{}", output::to_json_line(line)?),
+                OutputFormat::Json => output::emit_line(&output::to_json_line(line)?)?,
                 OutputFormat::Table => {
                     // With one task picked, a prefix on every line is noise,
                     // unless it fans out and lines must say which instance.
                     let bare = args.task.is_some() && line.parallel_index.is_none();
-                    println!("{}", output::render_log_line(line, bare, ctx.style));
+                    output::emit_line(&output::render_log_line(line, bare, ctx.style))?;
                 }
             }
         }

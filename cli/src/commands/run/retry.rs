@@ -42,7 +42,7 @@ pub async fn run(args: RetryArgs, ctx: &Context) -> anyhow::Result<()> {
     }
     match ctx.output {
         OutputFormat::Json => output::print_json(&run)?,
-        OutputFormat::Table => println!("{}", run.id),
+        OutputFormat::Table => output::emit_line(&run.id)?,
     }
     Ok(())
 }

@@ -29,8 +29,7 @@ pub fn print_run(run: &Run, ctx: &Context) -> anyhow::Result<()> {
     match ctx.output {
         OutputFormat::Json => output::print_json(run),
         OutputFormat::Table => {
-            print!("{}", output::render_run(run, chrono::Utc::now(), ctx.style));
-            Ok(())
+            output::emit(&output::render_run(run, chrono::Utc::now(), ctx.style))
         }
     }
 }

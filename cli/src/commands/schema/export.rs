@@ -17,7 +17,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(&domain_glue::workflow_json_schema())?;
     text.push('\n');
     if args.file.as_os_str() == "-" {
-        print!("{text}");
+        crate::output::emit(&text)?;
     } else {
         std::fs::write(&args.file, text)
             .with_context(|| format!("cannot write {}", args.file.display()))?;

@@ -29,7 +29,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> anyhow::Result<()> {
     let workflow = response.workflow.unwrap_or_default();
     match ctx.output {
         OutputFormat::Json => output::print_json(&workflow)?,
-        OutputFormat::Table => println!("{}", workflow.name),
+        OutputFormat::Table => output::emit_line(&workflow.name)?,
     }
     Ok(())
 }

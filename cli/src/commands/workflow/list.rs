@@ -18,9 +18,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
         // A bare array rather than `{"workflows": [...]}`: proto3 JSON drops
         // empty repeated fields, and `{}` would break `jq '.workflows[]'`.
         OutputFormat::Json => output::print_json(&workflows),
-        OutputFormat::Table => {
-            print!("{}", output::render_workflow_list(&workflows, ctx.style));
-            Ok(())
-        }
+        OutputFormat::Table => output::emit(&output::render_workflow_list(&workflows, ctx.style)),
     }
 }

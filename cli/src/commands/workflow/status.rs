@@ -50,12 +50,11 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<()> {
             workflow: &workflow,
             runs: &runs,
         }),
-        OutputFormat::Table => {
-            print!(
-                "{}",
-                output::render_workflow(&workflow, &runs, chrono::Utc::now(), ctx.style)
-            );
-            Ok(())
-        }
+        OutputFormat::Table => output::emit(&output::render_workflow(
+            &workflow,
+            &runs,
+            chrono::Utc::now(),
+            ctx.style,
+        )),
     }
 }

@@ -408,6 +408,11 @@ fn unix_day_of_week(field: &str) -> Result<String, String> {
     Ok(out.join(","))
 }
 
+/// The top-level field names of a workflow, for the schema's completeness test.
+pub fn workflow_fields() -> &'static [&'static str] {
+    WORKFLOW_FIELDS
+}
+
 /// The field names a task may have, for the schema's completeness test.
 pub fn task_fields() -> &'static [&'static str] {
     task::TASK_FIELDS

@@ -167,8 +167,8 @@ fn files_must_be_among_those_sent() {
     };
     let errors = parse_workflow(ETL, &opts).unwrap_err();
     expect![[r#"
-        etl.yaml:20:18: task `process`, field `config_file`: file `config/process.toml` was not found; paths are relative to the workflow file
-        etl.yaml:39:11: task `report`, field `file`: file `scripts/report.sh` was not found; paths are relative to the workflow file"#]].assert_eq(&errors.to_string());
+        etl.yaml:28:18: task `process`, field `config_file`: file `config/process.toml` was not found; paths are relative to the workflow file
+        etl.yaml:47:11: task `report`, field `file`: file `scripts/report.sh` was not found; paths are relative to the workflow file"#]].assert_eq(&errors.to_string());
 }
 
 #[test]
@@ -781,5 +781,133 @@ fn yaml_1_1_booleans_stay_strings() {
     assert_eq!(
         def.tasks[0].input,
         serde_json::json!({"y": "yes", "n": "off", "t": true})
+    );
+}
+
+// ---- catchup, type declarations and typed fan-outs ----
+
+#[test]
+fn catchup_policy() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().catchup,
+        crate::model::Catchup::Latest
+    );
+    let with = |policy: &str| {
+        format!(
+            "name: wf\nschedule: '0 * * * *'\ncatchup: {policy}\ntasks: [{{name: a, file: a.sh}}]\n"
+        )
+    };
+    assert_eq!(
+        parse(&with("skip")).unwrap().catchup,
+        crate::model::Catchup::Skip
+    );
+    assert_eq!(
+        parse(&with("all")).unwrap().catchup,
+        crate::model::Catchup::All
+    );
+    check(
+        &with("everything"),
+        expect![
+            "etl.yaml:3:10: field `catchup`: unknown catchup policy `everything`; use `skip` (drop missed fires), `latest` (run the most recent one, the default) or `all` (run each, up to 100)"
+        ],
+    );
+    check(
+        &with("[all]"),
+        expect!["etl.yaml:3:10: field `catchup`: expected text, found a list"],
+    );
+}
+
+#[test]
+fn type_declaration_errors_point_at_the_keyword() {
+    check(
+        "name: wf\ntypes:\n  file_info:\n    type: object\n    properties:\n      path: {type: string, pattern: '^/'}\n      size: {type: int}\n  listing:\n    type: object\n    properties:\n      files:\n        type: array\n        items: file_info\n      next: {$ref: '#/types/listin'}\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r##"
+            etl.yaml:6:28: field `types.file_info`: at /properties/path: unsupported keyword `pattern`; ork checks only type, properties, required, additionalProperties, items, enum, const, minimum, maximum, minLength, maxLength, minItems, maxItems, $ref
+            etl.yaml:7:14: field `types.file_info`: at /properties/size: unknown type `int`; use object, array, string, integer, number, boolean or null
+            etl.yaml:13:16: field `types.listing`: at /properties/files/items: expected a schema mapping, found the string `file_info`; to use the declared type, write `{$ref: "#/types/file_info"}`
+            etl.yaml:14:14: field `types.listing`: at /properties/next: `$ref: #/types/listin` names undeclared type `listin` (did you mean `listing`?); declared types: file_info, listing"##]],
+    );
+}
+
+const TYPED_FANOUT: &str = "name: wf
+types:
+  file_info: {type: object, properties: {path: {type: string}}}
+  listing:
+    type: object
+    additionalProperties: false
+    properties:
+      files: {type: array, items: {$ref: '#/types/file_info'}}
+      count: {type: integer}
+      label: {type: string}
+      meta: {type: object}
+  alias: {$ref: '#/types/listing'}
+tasks:
+  - name: list
+    file: list.sh
+    output_type: alias
+  - name: open
+    file: open.sh
+    output_type: file_info
+";
+
+fn typed_fanout(extra: &str) -> String {
+    format!("{TYPED_FANOUT}{extra}")
+}
+
+#[test]
+fn typed_fan_outs_that_fit_their_types() {
+    let ok = [
+        "    parallel: {for_each: list.files}\n",
+        "    parallel: {count: list.count}\n",
+    ];
+    for parallel in ok {
+        let yaml = typed_fanout(&format!(
+            "  - name: each\n    file: each.sh\n    depends_on: [list]\n{parallel}"
+        ));
+        assert!(
+            parse(&yaml).is_ok(),
+            "{parallel}: {}",
+            parse(&yaml).unwrap_err()
+        );
+    }
+    // Open objects and undeclared field types are left to the run-time check.
+    let yaml = typed_fanout(
+        "  - name: each\n    file: each.sh\n    depends_on: [open, list]\n    parallel: {for_each: open.anything}\n  - name: more\n    file: m.sh\n    depends_on: [list]\n    parallel: {for_each: list.meta.items}\n",
+    );
+    assert!(parse(&yaml).is_ok(), "{}", parse(&yaml).unwrap_err());
+}
+
+#[test]
+fn typed_fan_outs_that_contradict_their_types() {
+    check(
+        &typed_fanout(
+            "  - name: a
+    file: a.sh
+    depends_on: [list]
+    parallel: {for_each: list.count}
+  - name: b
+    file: b.sh
+    depends_on: [list]
+    parallel: {count: list.files}
+  - name: c
+    file: c.sh
+    depends_on: [list]
+    parallel: {for_each: list.file}
+  - name: d
+    file: d.sh
+    depends_on: [list]
+    parallel: {for_each: list.label.parts}
+  - name: e
+    file: e.sh
+    depends_on: [open]
+    parallel: {count: open.path}
+",
+        ),
+        expect![[r#"
+            etl.yaml:23:15: task `a`, field `parallel`: `list.count` is declared as integer by type `alias` (the `output_type` of task `list`); `for_each` needs an array field
+            etl.yaml:27:15: task `b`, field `parallel`: `list.files` is declared as array by type `alias` (the `output_type` of task `list`); `count` needs an integer field
+            etl.yaml:31:15: task `c`, field `parallel`: `list.file` is not a field of type `alias` (the `output_type` of task `list`), which has `additionalProperties: false` (did you mean `files`?)
+            etl.yaml:35:15: task `d`, field `parallel`: `list.label.parts` reads a field of `list.label`, which type `alias` (the `output_type` of task `list`) declares as string, not an object
+            etl.yaml:39:15: task `e`, field `parallel`: `open.path` is declared as string by type `file_info` (the `output_type` of task `open`); `count` needs an integer field"#]],
     );
 }

@@ -264,7 +264,7 @@ fn check_types_messages() {
         type `bad` at /properties/d: `type` must be a type name or a non-empty list of them, found number 3
         type `bad`: unknown keyword `proprties` (did you mean `properties`?)
         type `bad`: `required` must be a list of property names, found string "a"
-        type `bad`: unknown type "strng" (did you mean `string`?); use object, array, string, integer, number, boolean or null
+        type `bad`: unknown type `strng` (did you mean `string`?); use object, array, string, integer, number, boolean or null
         type `bad`: `minItems` (3) is greater than `maxItems` (2), so no value can match
         type `closed`: required property `b` is not in `properties`, and `additionalProperties: false` forbids it, so no value can match
     "##]].assert_eq(&text);
