@@ -15,5 +15,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 
-step "cargo test"
-cargo test --workspace --locked
+step "buf lint (STANDARD) and buf breaking against proto/baseline"
+scripts/buf.sh
+
+step "install grpcurl for the reflection tests"
+scripts/grpcurl.sh >/dev/null
+
+step "cargo test (with the S3, Azure and GCS emulators up)"
+scripts/emulators.sh cargo test --workspace --locked
+
+step "schemathesis against /openapi.json of a live ork dev (no 5xx, no schema violations)"
+scripts/schemathesis.sh

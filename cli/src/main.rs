@@ -5,7 +5,7 @@ mod client;
 mod commands;
 mod domain_glue;
 mod error;
-mod json;
+
 mod output;
 
 use std::process::ExitCode;

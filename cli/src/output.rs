@@ -382,7 +382,7 @@ fn detail(task: &TaskRun) -> Cell {
 }
 
 fn compact_json(value: &pbjson_types::Value) -> String {
-    crate::json::from_proto(value).to_string()
+    ork_proto::json::from_proto(value).to_string()
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -527,7 +527,7 @@ impl Serialize for Json {
             Json::Bool(b) => ser.serialize_bool(*b),
             Json::Int(i) => ser.serialize_i64(*i),
             Json::UInt(u) => ser.serialize_u64(*u),
-            Json::Float(f) => crate::json::number(*f).serialize(ser),
+            Json::Float(f) => ork_proto::json::number(*f).serialize(ser),
             Json::Str(s) => ser.serialize_str(s),
             Json::Array(items) => {
                 let mut seq = ser.serialize_seq(Some(items.len()))?;

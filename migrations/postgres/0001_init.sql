@@ -124,3 +124,12 @@ CREATE TABLE outbox (
     attempt     BIGINT,
     created_at  BIGINT NOT NULL
 );
+
+-- One row per cron fire: the unique key makes each fire create one run, even
+-- with several schedulers.
+CREATE TABLE schedule_fires (
+    workflow  TEXT NOT NULL,
+    fire_time BIGINT NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (workflow, fire_time)
+);

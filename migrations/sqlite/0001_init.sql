@@ -119,3 +119,12 @@ CREATE TABLE outbox (
     attempt     INTEGER,
     created_at  INTEGER NOT NULL
 );
+
+-- One row per cron fire: the unique key makes each fire create one run, even
+-- with several schedulers.
+CREATE TABLE schedule_fires (
+    workflow  TEXT NOT NULL,
+    fire_time INTEGER NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (workflow, fire_time)
+);

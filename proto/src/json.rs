@@ -43,7 +43,7 @@ pub fn from_proto(v: &pbjson_types::Value) -> serde_json::Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
-        Some(Kind::NumberValue(n)) => number_from_f64(*n),
+        Some(Kind::NumberValue(n)) => number(*n),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(Kind::ListValue(list)) => {
             serde_json::Value::Array(list.values.iter().map(from_proto).collect())
@@ -57,7 +57,9 @@ pub fn from_proto(v: &pbjson_types::Value) -> serde_json::Value {
     }
 }
 
-fn number_from_f64(n: f64) -> serde_json::Value {
+/// A JSON number for a protobuf double: an integer when it is integral and
+/// fits, `null` for NaN and infinities (which JSON cannot hold).
+pub fn number(n: f64) -> serde_json::Value {
     if n.is_finite() && n.fract() == 0.0 {
         // The range checks make these casts exact: an integral double inside the
         // range is exactly representable in the integer type.

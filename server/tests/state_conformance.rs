@@ -18,28 +18,133 @@ const LIMITS: Limits = Limits { max_fan_out: 100, lease: Duration::from_secs(86_
 /// The replica that creates, and so owns, the test runs.
 const OWNER: &str = "replica-a";
 
-/// One backend under test, kept alive (temp dirs) for the test's duration.
+/// One backend under test, kept alive (temp dirs, databases) for the test's
+/// duration. Fields drop in order: the store before its database.
 struct Backend {
     store: Arc<dyn StateStore>,
     _dir: Option<tempfile::TempDir>,
+    _database: Option<PostgresDatabase>,
 }
 
 async fn backends() -> Vec<(&'static str, Backend)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("nested/ork.db").display());
-    vec![
+    let mut all = vec![
         (
             "sqlite-memory",
             Backend {
                 store: state::open("sqlite::memory:", LIMITS).await.expect("open"),
                 _dir: None,
+                _database: None,
             },
         ),
         (
             "sqlite-file",
-            Backend { store: state::open(&url, LIMITS).await.expect("open"), _dir: Some(dir) },
+            Backend {
+                store: state::open(&url, LIMITS).await.expect("open"),
+                _dir: Some(dir),
+                _database: None,
+            },
         ),
-    ]
+    ];
+    if let Some(admin_url) = postgres_admin_url() {
+        let database = PostgresDatabase::create(&admin_url).await;
+        let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+        all.push(("postgres", Backend { store, _dir: None, _database: Some(database) }));
+    }
+    all
+}
+
+/// The server `scripts/postgres.sh` started (or any server the tests may
+/// create databases on). Unset: the PostgreSQL backend is skipped, loudly,
+/// except in CI where that is a failure.
+fn postgres_admin_url() -> Option<String> {
+    match std::env::var("ORK_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").map_or(true, |ci| ci != "true"),
+                "ORK_TEST_POSTGRES_URL is unset but CI=true: the PostgreSQL backend must run in CI; \
+                 run the tests under scripts/postgres.sh"
+            );
+            // Written to the process's stderr directly, past the test
+            // harness's capture, once: a skip must not go unnoticed.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(
+                    b"\n********************************************************************\n\
+                      * SKIPPING the PostgreSQL backend: ORK_TEST_POSTGRES_URL is unset.  *\n\
+                      * Run `./scripts/postgres.sh cargo test ...` to include it.         *\n\
+                      ********************************************************************\n\n",
+                );
+            });
+            None
+        }
+    }
+}
+
+/// A fresh database for one test, dropped (with its connections) at the end.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    async fn create(admin_url: &str) -> Self {
+        use sqlx::Connection;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "ork_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Utc::now().timestamp_micros()
+        );
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to ORK_TEST_POSTGRES_URL {admin_url}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        admin.close().await.ok();
+        Self { admin_url: admin_url.to_owned(), url: with_database(admin_url, &name), name }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any usable runtime (the test's may be winding
+        // down): a thread with its own does the async work.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
+                admin.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// `url` pointing at database `name` instead (same server, user, options).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
 }
 
 /// Runs `case` against every backend, naming the backend on failure.
@@ -359,3 +464,67 @@ async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     assert_eq!(store.acquire_runs(OWNER, later, 10).await.expect("acquire"), vec![run]);
 }
 conformance!(leases_fence_replicas_case, leases_fence_replicas);
+
+// ---- concurrency: what several replicas (or tasks of one) do at once ----
+
+const FAN_IN: &str = "name: fanin\ntasks:\n  - name: many\n    file: a.sh\n    parallel: 40\n  - name: join\n    file: a.sh\n    depends_on: [many]\n";
+
+async fn concurrent_claims_never_overlap(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, FAN_IN).await;
+    let run = start(&store, &wf, json!({})).await;
+    let claimers = (0..6).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claims = store.claim_ready(OWNER, t(2), 3).await.expect("claim");
+                if claims.is_empty() {
+                    return mine;
+                }
+                mine.extend(claims.into_iter().map(|c| c.fence.task_run_id));
+            }
+        })
+    });
+    let mut all: Vec<String> = Vec::new();
+    for claimer in claimers.collect::<Vec<_>>() {
+        all.extend(claimer.await.expect("claimer"));
+    }
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 40, "every instance claimed");
+    assert_eq!(unique.len(), 40, "no instance claimed twice");
+    let attempts = store.list_run_attempts(&run).await.expect("attempts");
+    assert_eq!(attempts.len(), 40, "one attempt each");
+}
+conformance!(concurrent_claims_never_overlap_case, concurrent_claims_never_overlap);
+
+async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, FAN_IN).await;
+    for round in 0..20 {
+        let run = start(&store, &wf, json!({})).await;
+        let claims: Vec<Claim> = store
+            .claim_ready(OWNER, t(2), 100)
+            .await
+            .expect("claim")
+            .into_iter()
+            .filter(|c| c.run_id == run)
+            .collect();
+        assert_eq!(claims.len(), 40, "round {round}");
+        // Every report twice, all at once: the last one to commit must see
+        // all the others and ready the join; the twins change nothing.
+        let reports = claims.iter().flat_map(|c| [c.fence.clone(), c.fence.clone()]).map(|fence| {
+            let store = store.clone();
+            tokio::spawn(async move { store.complete_attempt(&fence, json!(1), t(3)).await })
+        });
+        for report in reports.collect::<Vec<_>>() {
+            report.await.expect("report").expect("complete");
+        }
+        let join = store.claim_ready(OWNER, t(4), 10).await.expect("claim");
+        assert_eq!(join.len(), 1, "round {round}: the join is ready");
+        store.complete_attempt(&join[0].fence, json!(null), t(5)).await.expect("complete");
+        assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+        let attempts = store.list_run_attempts(&run).await.expect("attempts");
+        assert_eq!(attempts.len(), 41);
+        assert!(attempts.iter().all(|a| a.status == TaskStatus::Success));
+    }
+}
+conformance!(concurrent_fan_in_reports_ready_the_join_case, concurrent_fan_in_reports_ready_the_join);

@@ -715,9 +715,12 @@ async fn reflection_v1alpha_lists_the_services_too() {
 
     let server = TestServer::start().await;
     let _ = server.clients().await;
-    let mut client = ServerReflectionClient::connect(server.url())
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .expect("url")
+        .connect()
         .await
         .expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -290,3 +290,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_that_breaks_its_type_fails_the_attempt() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = r#"
+name: typed
+types:
+  listing:
+    type: object
+    required: [files]
+    properties:
+      files: { type: array, items: { type: string } }
+tasks:
+  - name: good
+    file: good.sh
+    output_type: listing
+  - name: bad
+    file: bad.sh
+    output_type: listing
+"#;
+    let good = "#!/bin/bash\necho '{\"files\": [\"a\", \"b\"]}' > \"$ORK_OUTPUT\"\n";
+    let bad = "#!/bin/bash\necho '{\"files\": [\"a\", 3]}' > \"$ORK_OUTPUT\"\n";
+    c.deploy(yaml, &[("good.sh", good), ("bad.sh", bad)]).await.expect("deploy");
+    let run = c.start_run("typed", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "failed");
+    assert_eq!(task(&run, "good").status, "success");
+    let bad = task(&run, "bad");
+    assert_eq!(bad.status, "failed");
+    assert!(bad.error.contains("does not match type `listing`"), "{}", bad.error);
+    assert!(bad.error.contains("/files/1"), "{}", bad.error);
+    assert_eq!(bad.output, None, "an invalid output is not stored");
+}

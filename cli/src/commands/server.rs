@@ -25,6 +25,10 @@ pub struct ServerArgs {
     /// Local folder for the attempts' working directories.
     #[arg(long, env = "ORK_DATA_DIR", default_value = ".ork", value_name = "DIR")]
     data_dir: PathBuf,
+    /// This replica's name on the runs it leases (default: a fresh unique
+    /// name, so several `ork server`s can share one database).
+    #[arg(long, env = "ORK_SCHEDULER_ID", value_name = "NAME")]
+    scheduler_id: Option<String>,
     #[command(flatten)]
     tuning: TuningArgs,
 }
@@ -35,10 +39,23 @@ pub struct TuningArgs {
     /// Fail (and retry) a running attempt after this many seconds without a heartbeat.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_timeout: Option<u64>,
+    /// How often workers heartbeat, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_interval: Option<u64>,
     /// The `ork-worker` binary that runs subprocess tasks (default: next to
     /// `ork`, then on PATH).
     #[arg(long, env = "ORK_WORKER_BINARY", value_name = "PATH")]
     worker_binary: Option<PathBuf>,
+    /// Seconds a run's lease lasts: another replica takes a run over this
+    /// long after its owner stops.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    lease_seconds: Option<u64>,
+    /// Most instances one dynamic fan-out may expand to.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_fan_out: Option<u32>,
+    /// Folder with one file per secret, read before `ORK_SECRET_<NAME>` variables.
+    #[arg(long, env = "ORK_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 impl TuningArgs {
@@ -46,8 +63,20 @@ impl TuningArgs {
         if let Some(secs) = self.heartbeat_timeout {
             options.heartbeat_timeout = Duration::from_secs(secs);
         }
+        if let Some(secs) = self.heartbeat_interval {
+            options.heartbeat_interval = Duration::from_secs(secs);
+        }
         if let Some(path) = self.worker_binary {
             options.worker_binary = Some(path);
+        }
+        if let Some(secs) = self.lease_seconds {
+            options.lease = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.max_fan_out {
+            options.max_fan_out = n;
+        }
+        if let Some(dir) = self.secrets_dir {
+            options.secrets_dir = Some(dir);
         }
     }
 }
@@ -56,6 +85,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
     options.state_url = args.state_url;
     options.objects_url = args.objects_url;
+    options.scheduler_id = args.scheduler_id.unwrap_or_else(ork_server::options::unique_scheduler_id);
     args.tuning.apply(&mut options);
     let stores = format!(
         "state {}, objects {}",

@@ -24,7 +24,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn value(v: serde_json::Value) -> Option<pbjson_types::Value> {
-    Some(crate::json::to_proto(&v))
+    Some(ork_proto::json::to_proto(&v))
 }
 
 fn task(name: &str, status: &str) -> TaskRun {

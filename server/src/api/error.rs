@@ -53,7 +53,9 @@ pub fn state_error_kind(e: &state::Error) -> ErrorKind {
         state::Error::Stale { .. } | state::Error::FailedPrecondition(_) => {
             ErrorKind::FailedPrecondition
         }
-        state::Error::InvalidArgument(_) | state::Error::UnsupportedUrl(_) => {
+        state::Error::InvalidArgument(_)
+        | state::Error::InvalidOutput(_)
+        | state::Error::UnsupportedUrl(_) => {
             ErrorKind::InvalidArgument
         }
         state::Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {

@@ -312,8 +312,18 @@ impl Generator<'_> {
                         "description": "Stream the lines as Server-Sent Events (`lines` events carrying a FollowTaskLogsResponse, then `end`) until every selected task has finished.",
                         "schema": { "type": "boolean" },
                     }));
-                    operation["responses"]["200"]["content"]["text/event-stream"] =
-                        json!({ "schema": { "type": "string" } });
+                    // OpenAPI 3.0: the schema describes one event.
+                    operation["responses"]["200"]["content"]["text/event-stream"] = json!({ "schema": {
+                        "type": "object",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "event": { "type": "string", "enum": ["lines", "error", "end"] },
+                            "data": {
+                                "type": "string",
+                                "description": "JSON: a FollowTaskLogsResponse for `lines`, an Error for `error`, `{}` for `end`.",
+                            },
+                        },
+                    } });
                 }
             }
             if !parameters.is_empty() {

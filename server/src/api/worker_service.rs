@@ -144,7 +144,19 @@ impl WorkerService for WorkerApi {
         let fence = fence(req.attempt)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
-        self.ctx.state.complete_attempt(&fence, output, Utc::now()).await.map_err(from_state)?;
+        match self.ctx.state.complete_attempt(&fence, output, Utc::now()).await {
+            Ok(()) => {}
+            Err(crate::state::Error::InvalidOutput(message)) => {
+                // The output breaks the task's declared type: the attempt fails
+                // (retries apply) and the worker hears why.
+                let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: false };
+                self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+                self.ctx.scheduler.wake();
+                self.ctx.mirror.wake();
+                return Err(status(ErrorKind::InvalidArgument, message));
+            }
+            Err(e) => return Err(from_state(e)),
+        }
         self.ctx.secrets.forget(&fence.task_run_id);
         self.ctx.events.notify();
         self.ctx.scheduler.wake();

@@ -77,7 +77,15 @@ pub fn attempt_file(
 ) -> Result<Path, Error> {
     let folder = task_folder(task, parallel_index)?;
     let attempt = attempt.to_string();
-    object_path(&["runs", run_id, "tasks", &folder, "attempts", &attempt, file.name()])
+    object_path(&[
+        "runs",
+        run_id,
+        "tasks",
+        &folder,
+        "attempts",
+        &attempt,
+        file.name(),
+    ])
 }
 
 /// `workflows/{name}/{version}/workflow.yaml`.
@@ -161,7 +169,9 @@ mod tests {
     #[test]
     fn keys_are_built_from_checked_segments_only() {
         assert_eq!(
-            attempt_file("r1", "fetch", Some(3), 2, AttemptFile::Output).unwrap().as_ref(),
+            attempt_file("r1", "fetch", Some(3), 2, AttemptFile::Output)
+                .unwrap()
+                .as_ref(),
             "runs/r1/tasks/fetch.3/attempts/2/output.json"
         );
         assert!(run_doc("..").is_err());
@@ -171,7 +181,10 @@ mod tests {
         assert!(attempt_file("r1", "a.b", None, 1, AttemptFile::Log).is_err());
         assert!(workflow_file("wf", "v1", "scripts/../../../etc/passwd").is_err());
         assert!(workflow_file("wf", "v1", "/abs").is_err());
-        assert_eq!(workflow_file("wf", "v1", "scripts/a.sh").unwrap().as_ref(), "workflows/wf/v1/files/scripts/a.sh");
+        assert_eq!(
+            workflow_file("wf", "v1", "scripts/a.sh").unwrap().as_ref(),
+            "workflows/wf/v1/files/scripts/a.sh"
+        );
     }
 
     #[test]
@@ -179,9 +192,17 @@ mod tests {
         let path = attempt_file("r1", "fetch", Some(3), 2, AttemptFile::Spec).unwrap();
         assert_eq!(
             parse_attempt_key("r1", &path),
-            Some(AttemptKey { task: "fetch".into(), parallel_index: Some(3), attempt: 2, file: AttemptFile::Spec })
+            Some(AttemptKey {
+                task: "fetch".into(),
+                parallel_index: Some(3),
+                attempt: 2,
+                file: AttemptFile::Spec
+            })
         );
         assert_eq!(parse_attempt_key("r2", &path), None);
-        assert_eq!(parse_attempt_key("r1", &Path::from("runs/r1/run.json")), None);
+        assert_eq!(
+            parse_attempt_key("r1", &Path::from("runs/r1/run.json")),
+            None
+        );
     }
 }

@@ -44,7 +44,11 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn new(state: Arc<dyn StateStore>, objects: Arc<dyn ObjectStore>) -> Self {
-        Self { state, objects, handle: MirrorHandle::default() }
+        Self {
+            state,
+            objects,
+            handle: MirrorHandle::default(),
+        }
     }
 
     pub fn handle(&self) -> MirrorHandle {
@@ -126,10 +130,15 @@ impl Mirror {
             return Ok(());
         };
         let name = compiled.definition.name.clone();
-        self.put(&layout::workflow_yaml(&name, version)?, compiled.yaml.clone().into_bytes()).await?;
+        self.put(
+            &layout::workflow_yaml(&name, version)?,
+            compiled.yaml.clone().into_bytes(),
+        )
+        .await?;
         for file in ork_domain::parse::referenced_files(&compiled.definition) {
             if let Some(content) = self.state.get_version_file(version, &file).await? {
-                self.put(&layout::workflow_file(&name, version, &file)?, content).await?;
+                self.put(&layout::workflow_file(&name, version, &file)?, content)
+                    .await?;
             }
         }
         Ok(())
@@ -151,13 +160,20 @@ impl Mirror {
                 .unwrap_or(usize::MAX)
         };
         let mut sorted: Vec<&TaskRunRecord> = tasks.iter().collect();
-        sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
+        sorted.sort_by_key(|r| {
+            (
+                position(&r.task_name),
+                r.task_name.clone(),
+                r.parallel_index,
+            )
+        });
         let now = chrono::Utc::now();
         let task_runs = sorted
             .into_iter()
             .map(|r| convert::task_run(r, convert::pending_reason(r, &tasks, version, now)))
             .collect();
-        self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs)).await
+        self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs))
+            .await
     }
 
     async fn mirror_attempt(&self, task_run_id: &str, attempt: u32) -> Result<(), Error> {
@@ -173,8 +189,18 @@ impl Mirror {
             Some(run) => self.state.get_version(&run.workflow_version).await?,
             None => None,
         };
-        let definition = version.as_ref().and_then(|v| v.task(&task.task_name).cloned());
-        let key = |file| layout::attempt_file(&task.run_id, &task.task_name, task.parallel_index, attempt, file);
+        let definition = version
+            .as_ref()
+            .and_then(|v| v.task(&task.task_name).cloned());
+        let key = |file| {
+            layout::attempt_file(
+                &task.run_id,
+                &task.task_name,
+                task.parallel_index,
+                attempt,
+                file,
+            )
+        };
 
         let spec = AttemptSpec {
             run_id: task.run_id.clone(),
@@ -199,7 +225,11 @@ impl Mirror {
         };
         self.put_json(&key(AttemptFile::Status)?, &status).await?;
         if record.status == ork_domain::TaskStatus::Success {
-            self.put_json(&key(AttemptFile::Output)?, task.output.as_ref().unwrap_or(&Value::Null)).await?;
+            self.put_json(
+                &key(AttemptFile::Output)?,
+                task.output.as_ref().unwrap_or(&Value::Null),
+            )
+            .await?;
         }
         if record.status.is_terminal() {
             let log = self.attempt_log(&task.run_id, task_run_id, attempt).await?;
@@ -208,7 +238,12 @@ impl Mirror {
         Ok(())
     }
 
-    async fn attempt_log(&self, run_id: &str, task_run_id: &str, attempt: u32) -> Result<String, Error> {
+    async fn attempt_log(
+        &self,
+        run_id: &str,
+        task_run_id: &str,
+        attempt: u32,
+    ) -> Result<String, Error> {
         let mut text = String::new();
         let mut after_id = 0;
         loop {

@@ -39,7 +39,9 @@ pub enum Error {
     Store(#[from] object_store::Error),
     #[error("state: {0}")]
     State(#[from] crate::state::Error),
-    #[error("invalid object path segment `{0}`: ids and names may not be empty, `.`, `..` or contain `/`")]
+    #[error(
+        "invalid object path segment `{0}`: ids and names may not be empty, `.`, `..` or contain `/`"
+    )]
     InvalidSegment(String),
     #[error("{path} is not valid: {message}")]
     Corrupt { path: String, message: String },
@@ -74,6 +76,9 @@ mod tests {
         assert!(object_path(&["runs", "..", "x"]).is_err());
         assert!(object_path(&["runs", "a/b"]).is_err());
         assert!(object_path(&["runs", ""]).is_err());
-        assert_eq!(object_path(&["runs", "r1", "run.json"]).unwrap().as_ref(), "runs/r1/run.json");
+        assert_eq!(
+            object_path(&["runs", "r1", "run.json"]).unwrap().as_ref(),
+            "runs/r1/run.json"
+        );
     }
 }

@@ -25,7 +25,9 @@ const PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST"
 /// Keeps the variables (from `std::env::vars()`, typically) that configure an
 /// object store. Done by the caller so configuration flows in from the top.
 pub fn settings_from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Settings {
-    vars.into_iter().filter(|(k, _)| PREFIXES.iter().any(|p| k.starts_with(p))).collect()
+    vars.into_iter()
+        .filter(|(k, _)| PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect()
 }
 
 /// Opens the object store named by a URL.
@@ -34,9 +36,13 @@ pub fn open(url: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Erro
         return Ok(Arc::new(object_store::memory::InMemory::new()));
     }
     if let Some(path) = url.strip_prefix("file://") {
-        let fail = |e: &dyn std::fmt::Display| Error::Open { url: url.to_owned(), message: e.to_string() };
+        let fail = |e: &dyn std::fmt::Display| Error::Open {
+            url: url.to_owned(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| fail(&e))?;
+        let store =
+            object_store::local::LocalFileSystem::new_with_prefix(path).map_err(|e| fail(&e))?;
         return Ok(Arc::new(store));
     }
     let parsed = CloudUrl::parse(url)?;
@@ -66,11 +72,16 @@ struct CloudUrl {
 
 impl CloudUrl {
     fn parse(url: &str) -> Result<Self, Error> {
-        let fail = |message: String| Error::Open { url: url.to_owned(), message };
+        let fail = |message: String| Error::Open {
+            url: url.to_owned(),
+            message,
+        };
         let parsed = url::Url::parse(url).map_err(|_| Error::UnsupportedUrl(url.to_owned()))?;
         let bucket = parsed.host_str().unwrap_or_default().to_owned();
         if bucket.is_empty() {
-            return Err(fail("the url names no bucket or container: write SCHEME://BUCKET/PREFIX".into()));
+            return Err(fail(
+                "the url names no bucket or container: write SCHEME://BUCKET/PREFIX".into(),
+            ));
         }
         // The path as written: URL parsing would quietly resolve `a/../b`.
         let raw = url.split_once("://").map_or("", |(_, rest)| rest);
@@ -84,12 +95,24 @@ impl CloudUrl {
             check_segment(&segment).map_err(|e| fail(e.to_string()))?;
             prefix.push(segment);
         }
-        let query = parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        Ok(Self { url: url.to_owned(), scheme: parsed.scheme().to_owned(), bucket, prefix, query })
+        let query = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Ok(Self {
+            url: url.to_owned(),
+            scheme: parsed.scheme().to_owned(),
+            bucket,
+            prefix,
+            query,
+        })
     }
 
     fn fail(&self, message: impl std::fmt::Display) -> Error {
-        Error::Open { url: self.url.clone(), message: message.to_string() }
+        Error::Open {
+            url: self.url.clone(),
+            message: message.to_string(),
+        }
     }
 
     /// Settings then URL options, applied in that order (the URL wins).
@@ -142,7 +165,9 @@ fn s3(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Error
     check_plain_http(
         url,
         builder.get_config_value(&AmazonS3ConfigKey::Endpoint),
-        builder.get_config_value(&AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp)),
+        builder.get_config_value(&AmazonS3ConfigKey::Client(
+            object_store::ClientConfigKey::AllowHttp,
+        )),
         "AWS_ALLOW_HTTP=true",
     )?;
     Ok(Arc::new(builder.build().map_err(|e| url.fail(e))?))
@@ -150,7 +175,10 @@ fn s3(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Error
 
 #[cfg(not(feature = "s3"))]
 fn s3(url: &CloudUrl, _: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
-    Err(Error::FeatureDisabled { url: url.url.clone(), feature: "s3" })
+    Err(Error::FeatureDisabled {
+        url: url.url.clone(),
+        feature: "s3",
+    })
 }
 
 #[cfg(feature = "gcs")]
@@ -162,12 +190,22 @@ fn gcs(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Erro
     // bearer token rather than `skip_signature`, which object_store 0.14
     // ignores on writes (they still ask the metadata server for a token).
     // Explicit settings win.
-    if let Some(host) = settings.get("STORAGE_EMULATOR_HOST").filter(|h| !h.is_empty()) {
-        let base = if host.contains("://") { host.clone() } else { format!("http://{host}") };
+    if let Some(host) = settings
+        .get("STORAGE_EMULATOR_HOST")
+        .filter(|h| !h.is_empty())
+    {
+        let base = if host.contains("://") {
+            host.clone()
+        } else {
+            format!("http://{host}")
+        };
         builder = builder
             .with_config(GoogleConfigKey::BaseUrl, base.trim_end_matches('/'))
             .with_config(GoogleConfigKey::BearerToken, "emulator")
-            .with_config(GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp), "true");
+            .with_config(
+                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                "true",
+            );
     }
     url.configure(settings, "google_", |k: GoogleConfigKey, v| {
         builder = std::mem::take(&mut builder).with_config(k, v);
@@ -179,7 +217,10 @@ fn gcs(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Erro
 
 #[cfg(not(feature = "gcs"))]
 fn gcs(url: &CloudUrl, _: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
-    Err(Error::FeatureDisabled { url: url.url.clone(), feature: "gcs" })
+    Err(Error::FeatureDisabled {
+        url: url.url.clone(),
+        feature: "gcs",
+    })
 }
 
 #[cfg(feature = "azure")]
@@ -190,8 +231,16 @@ fn azure(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Er
         builder = std::mem::take(&mut builder).with_config(k, v);
     })?;
     let builder = builder.with_container_name(&url.bucket);
-    let emulator = is_true(builder.get_config_value(&AzureConfigKey::UseEmulator).as_ref());
-    if !emulator && builder.get_config_value(&AzureConfigKey::AccountName).is_none() {
+    let emulator = is_true(
+        builder
+            .get_config_value(&AzureConfigKey::UseEmulator)
+            .as_ref(),
+    );
+    if !emulator
+        && builder
+            .get_config_value(&AzureConfigKey::AccountName)
+            .is_none()
+    {
         return Err(url.fail(
             "no storage account: set AZURE_STORAGE_ACCOUNT_NAME (or ?account_name=...), \
              or AZURE_STORAGE_USE_EMULATOR=true for azurite",
@@ -201,7 +250,9 @@ fn azure(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Er
         check_plain_http(
             url,
             builder.get_config_value(&AzureConfigKey::Endpoint),
-            builder.get_config_value(&AzureConfigKey::Client(object_store::ClientConfigKey::AllowHttp)),
+            builder.get_config_value(&AzureConfigKey::Client(
+                object_store::ClientConfigKey::AllowHttp,
+            )),
             "AZURE_ALLOW_HTTP=true",
         )?;
     }
@@ -210,7 +261,10 @@ fn azure(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Er
 
 #[cfg(not(feature = "azure"))]
 fn azure(url: &CloudUrl, _: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
-    Err(Error::FeatureDisabled { url: url.url.clone(), feature: "azure" })
+    Err(Error::FeatureDisabled {
+        url: url.url.clone(),
+        feature: "azure",
+    })
 }
 
 /// The HTTP client refuses plain HTTP unless told; say so when opening,
@@ -223,9 +277,11 @@ fn check_plain_http(
     setting: &str,
 ) -> Result<(), Error> {
     match endpoint {
-        Some(endpoint) if endpoint.starts_with("http://") && !is_true(allow_http.as_ref()) => Err(url.fail(
-            format!("endpoint {endpoint} is plain HTTP: set {setting} (or ?allow_http=true) to allow it"),
-        )),
+        Some(endpoint) if endpoint.starts_with("http://") && !is_true(allow_http.as_ref()) => {
+            Err(url.fail(format!(
+                "endpoint {endpoint} is plain HTTP: set {setting} (or ?allow_http=true) to allow it"
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -235,7 +291,10 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn open_err(url: &str, s: &Settings) -> String {
@@ -251,16 +310,29 @@ mod tests {
             ("AWS_REGION".to_owned(), "eu-west-1".to_owned()),
             ("HOME".to_owned(), "/root".to_owned()),
             ("AZURE_STORAGE_ACCOUNT_NAME".to_owned(), "acct".to_owned()),
-            ("STORAGE_EMULATOR_HOST".to_owned(), "localhost:4443".to_owned()),
+            (
+                "STORAGE_EMULATOR_HOST".to_owned(),
+                "localhost:4443".to_owned(),
+            ),
         ];
         let kept = settings_from_vars(vars);
-        assert_eq!(kept.keys().collect::<Vec<_>>(), ["AWS_REGION", "AZURE_STORAGE_ACCOUNT_NAME", "STORAGE_EMULATOR_HOST"]);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            [
+                "AWS_REGION",
+                "AZURE_STORAGE_ACCOUNT_NAME",
+                "STORAGE_EMULATOR_HOST"
+            ]
+        );
     }
 
     #[test]
     fn rejects_unknown_schemes_and_traversal_in_the_prefix() {
         assert!(open_err("ftp://x/y", &Settings::new()).contains("unsupported object store url"));
-        assert!(open_err("s3://bucket/a/../b", &Settings::new()).contains("invalid object path segment `..`"));
+        assert!(
+            open_err("s3://bucket/a/../b", &Settings::new())
+                .contains("invalid object path segment `..`")
+        );
         assert!(open_err("s3://bucket/a/%2E%2E/b", &Settings::new()).contains("`..`"));
         assert!(open_err("s3:///prefix", &Settings::new()).contains("names no bucket"));
     }
@@ -268,11 +340,23 @@ mod tests {
     #[cfg(feature = "s3")]
     #[test]
     fn s3_urls_take_settings_and_query_options() {
-        let s = settings(&[("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_PROFILE", "x")]);
+        let s = settings(&[
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_PROFILE", "x"),
+        ]);
         open("s3://bucket/some/prefix?region=eu-west-1", &s).expect("opens");
         let err = open_err("s3://bucket?endpoint=http://127.0.0.1:1", &s);
-        assert!(err.contains("s3://bucket?endpoint=http://127.0.0.1:1") && err.contains("AWS_ALLOW_HTTP"), "{err}");
-        open("s3://bucket?endpoint=http://127.0.0.1:1&allow_http=true", &s).expect("opens");
+        assert!(
+            err.contains("s3://bucket?endpoint=http://127.0.0.1:1")
+                && err.contains("AWS_ALLOW_HTTP"),
+            "{err}"
+        );
+        open(
+            "s3://bucket?endpoint=http://127.0.0.1:1&allow_http=true",
+            &s,
+        )
+        .expect("opens");
         let err = open_err("s3://bucket?colour=blue", &s);
         assert!(err.contains("unknown option `colour`"), "{err}");
     }
@@ -282,7 +366,11 @@ mod tests {
     fn gcs_urls_accept_an_emulator_host() {
         let s = settings(&[("STORAGE_EMULATOR_HOST", "127.0.0.1:4443")]);
         open("gs://bucket/prefix", &s).expect("opens");
-        open("gs://bucket?base_url=http://127.0.0.1:1&skip_signature=true", &Settings::new()).expect("opens");
+        open(
+            "gs://bucket?base_url=http://127.0.0.1:1&skip_signature=true",
+            &Settings::new(),
+        )
+        .expect("opens");
         let err = open_err("gs://bucket?colour=blue", &s);
         assert!(err.contains("unknown option `colour`"), "{err}");
     }
@@ -291,7 +379,14 @@ mod tests {
     #[test]
     fn azure_urls_need_an_account_or_the_emulator() {
         let err = open_err("az://container/prefix", &Settings::new());
-        assert!(err.contains("AZURE_STORAGE_ACCOUNT_NAME") && err.contains("az://container/prefix"), "{err}");
-        open("az://container/prefix", &settings(&[("AZURE_STORAGE_USE_EMULATOR", "true")])).expect("opens");
+        assert!(
+            err.contains("AZURE_STORAGE_ACCOUNT_NAME") && err.contains("az://container/prefix"),
+            "{err}"
+        );
+        open(
+            "az://container/prefix",
+            &settings(&[("AZURE_STORAGE_USE_EMULATOR", "true")]),
+        )
+        .expect("opens");
     }
 }

@@ -38,38 +38,77 @@ async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Option<Vec<u8>>, Er
     }
 }
 
-async fn get_json<T: DeserializeOwned>(store: &dyn ObjectStore, path: &Path) -> Result<Option<T>, Error> {
+async fn get_json<T: DeserializeOwned>(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<T>, Error> {
     let Some(bytes) = get(store, path).await? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| Error::Corrupt { path: path.to_string(), message: e.to_string() })
+        .map_err(|e| Error::Corrupt {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Every attempt of a run the mirror holds, ordered by task folder, then attempt.
-pub async fn read_run_attempts(store: &dyn ObjectStore, run_id: &str) -> Result<Vec<AttemptRecord>, Error> {
+pub async fn read_run_attempts(
+    store: &dyn ObjectStore,
+    run_id: &str,
+) -> Result<Vec<AttemptRecord>, Error> {
     let prefix = layout::run_tasks(run_id)?;
-    let keys: Vec<_> = store.list(Some(&prefix)).map_ok(|meta| meta.location).try_collect().await?;
+    let keys: Vec<_> = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await?;
     let mut found: BTreeMap<(String, Option<u32>, u32), Vec<AttemptFile>> = BTreeMap::new();
-    for key in keys.iter().filter_map(|k| layout::parse_attempt_key(run_id, k)) {
-        found.entry((key.task, key.parallel_index, key.attempt)).or_default().push(key.file);
+    for key in keys
+        .iter()
+        .filter_map(|k| layout::parse_attempt_key(run_id, k))
+    {
+        found
+            .entry((key.task, key.parallel_index, key.attempt))
+            .or_default()
+            .push(key.file);
     }
     let mut records = Vec::with_capacity(found.len());
     for ((task, parallel_index, attempt), files) in found {
         let path = |file| layout::attempt_file(run_id, &task, parallel_index, attempt, file);
         let has = |file| files.contains(&file);
-        let spec = if has(AttemptFile::Spec) { get_json(store, &path(AttemptFile::Spec)?).await? } else { None };
-        let status =
-            if has(AttemptFile::Status) { get_json(store, &path(AttemptFile::Status)?).await? } else { None };
-        let output =
-            if has(AttemptFile::Output) { get_json(store, &path(AttemptFile::Output)?).await? } else { None };
-        let log = if has(AttemptFile::Log) {
-            get(store, &path(AttemptFile::Log)?).await?.map(|b| String::from_utf8_lossy(&b).into_owned())
+        let spec = if has(AttemptFile::Spec) {
+            get_json(store, &path(AttemptFile::Spec)?).await?
         } else {
             None
         };
-        records.push(AttemptRecord { task, parallel_index, attempt, spec, status, output, log });
+        let status = if has(AttemptFile::Status) {
+            get_json(store, &path(AttemptFile::Status)?).await?
+        } else {
+            None
+        };
+        let output = if has(AttemptFile::Output) {
+            get_json(store, &path(AttemptFile::Output)?).await?
+        } else {
+            None
+        };
+        let log = if has(AttemptFile::Log) {
+            get(store, &path(AttemptFile::Log)?)
+                .await?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        } else {
+            None
+        };
+        records.push(AttemptRecord {
+            task,
+            parallel_index,
+            attempt,
+            spec,
+            status,
+            output,
+            log,
+        });
     }
     Ok(records)
 }
@@ -79,15 +118,23 @@ pub async fn read_run_attempts(store: &dyn ObjectStore, run_id: &str) -> Result<
 /// mirrored attempt and its attempts listed.
 pub async fn read_run(store: &dyn ObjectStore, run_id: &str) -> Result<v1::Run, Error> {
     let doc = layout::run_doc(run_id)?;
-    let mut run: v1::Run = get_json(store, &doc).await?.ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
+    let mut run: v1::Run = get_json(store, &doc)
+        .await?
+        .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
     let attempts = read_run_attempts(store, run_id).await?;
 
     let mut by_instance: BTreeMap<(String, Option<u32>), Vec<AttemptRecord>> = BTreeMap::new();
     for a in attempts {
-        by_instance.entry((a.task.clone(), a.parallel_index)).or_default().push(a);
+        by_instance
+            .entry((a.task.clone(), a.parallel_index))
+            .or_default()
+            .push(a);
     }
     for ((name, parallel_index), attempts) in by_instance {
-        let position = run.tasks.iter().position(|t| t.name == name && t.parallel_index == parallel_index);
+        let position = run
+            .tasks
+            .iter()
+            .position(|t| t.name == name && t.parallel_index == parallel_index);
         let task = match position {
             Some(i) => &mut run.tasks[i],
             None => {
@@ -127,16 +174,20 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
     let Some(latest) = attempts.iter().rev().find(|a| a.status.is_some()) else {
         return;
     };
-    if let Some(spec) = &latest.spec {
-        if task.id.is_empty() {
-            task.id.clone_from(&spec.task_run_id);
-            task.parallel_count = spec.parallel_count;
-            task.executor.clone_from(&spec.executor);
-            task.input = spec.input.as_ref().map(to_proto);
-        }
+    // A task `run.json` does not list yet takes what its spec knows.
+    if let Some(spec) = &latest.spec
+        && task.id.is_empty()
+    {
+        task.id.clone_from(&spec.task_run_id);
+        task.parallel_count = spec.parallel_count;
+        task.executor.clone_from(&spec.executor);
+        task.input = spec.input.as_ref().map(to_proto);
     }
     let Some(status) = &latest.status else { return };
-    let settled = matches!(task.status.as_str(), "success" | "failed" | "skipped" | "cancelled");
+    let settled = matches!(
+        task.status.as_str(),
+        "success" | "failed" | "skipped" | "cancelled"
+    );
     // `run.json` already knows this attempt's outcome (or a newer one).
     if latest.attempt < task.attempt || (latest.attempt == task.attempt && settled) {
         return;

@@ -6,6 +6,8 @@
 //! between two tasks. The timer loop only serves clocks (timeouts, lost
 //! heartbeats, retry delays).
 
+pub mod cron;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +80,7 @@ impl Scheduler {
         let state = self.state.clone();
         let owner = self.options.owner.clone();
         let core = Arc::new(Core {
+            cron: cron::Cron::new(self.state.clone(), self.options.owner.clone()),
             last_renewal: std::sync::Mutex::new(None),
             state: self.state,
             executors: self.executors,
@@ -97,6 +100,7 @@ impl Scheduler {
 }
 
 struct Core {
+    cron: cron::Cron,
     /// When this replica last renewed its leases.
     last_renewal: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     state: Arc<dyn StateStore>,
@@ -212,6 +216,14 @@ impl Core {
                 _ = shutdown.changed() => return,
             }
             self.leases().await;
+            match self.cron.fire_due(Utc::now()).await {
+                Ok(runs) if !runs.is_empty() => {
+                    self.handle.wake();
+                    self.mirror.wake();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
+            }
             let expired = match self
                 .state
                 .expired_attempts(&self.options.owner, Utc::now(), self.options.heartbeat_timeout)

@@ -6,7 +6,9 @@
 //! a crash between two steps of one transition cannot happen.
 
 mod advance;
+pub mod postgres;
 mod records;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -28,9 +30,13 @@ pub enum Error {
     Stale { task_run_id: String, attempt: u32, current_attempt: u32, status: String },
     #[error("{0}")]
     InvalidArgument(String),
+    /// A reported output does not match the task's `output_type`; nothing
+    /// was written.
+    #[error("{0}")]
+    InvalidOutput(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("unsupported state store url `{0}`: use sqlite://PATH")]
+    #[error("unsupported state store url `{0}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -65,6 +71,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// Creates the run and its task runs, readying the roots, in one transaction.
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord>;
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Workflows with a `schedule`, each with its latest recorded fire.
+    async fn scheduled_workflows(&self) -> Result<Vec<(WorkflowRecord, Option<DateTime<Utc>>)>>;
+    /// Creates the run of one schedule fire, unless some scheduler already
+    /// did: the fire is recorded under a unique key in the run's transaction.
+    async fn fire_schedule(
+        &self,
+        workflow: &str,
+        fire_time: DateTime<Utc>,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>>;
     async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
     async fn list_task_runs(&self, run_id: &str) -> Result<Vec<TaskRunRecord>>;
     async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>>;
@@ -142,10 +159,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()>;
 }
 
-/// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`).
+/// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,
+/// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, or `postgresql://...`).
 pub async fn open(url: &str, limits: Limits) -> Result<Arc<dyn StateStore>> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(sqlite::SqliteStore::open(url, limits).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open(url, limits).await?));
     }
     Err(Error::UnsupportedUrl(url.to_owned()))
 }

@@ -86,6 +86,62 @@ impl SqliteStore {
         i64::try_from(self.limits.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
+    async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
+        let record = self.get_workflow(workflow).await?.ok_or_else(|| Error::NotFound {
+            what: format!("workflow `{workflow}` (deploy it with `ork workflow deploy FILE`)"),
+        })?;
+        Ok(record.version)
+    }
+
+    /// Inserts a run and its task runs, readying its roots, inside `tx`.
+    async fn insert_run(
+        &self,
+        tx: &mut SqliteConnection,
+        new: &NewRun,
+        version: &CompiledVersion,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let run_id = new_id();
+        // Runs above the workflow's `concurrency` wait as `pending`; the
+        // scheduler promotes them as running ones end.
+        let waits = match version.definition.concurrency {
+            Some(cap) => {
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status IN ('running', 'pending')",
+                )
+                .bind(&new.workflow)
+                .fetch_one(&mut *tx)
+                .await?;
+                active >= i64::from(cap)
+            }
+            None => false,
+        };
+        sqlx::query(
+            "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at, \
+             owner, lease_expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(&run_id)
+        .bind(&new.workflow)
+        .bind(&version.version)
+        .bind(if waits { "pending" } else { "running" })
+        .bind(new.triggered_by.as_str())
+        .bind(json_text(&new.input))
+        .bind(ms(now))
+        .bind((!waits).then(|| ms(now)))
+        .bind(&new.owner)
+        .bind(ms(now) + self.lease_ms())
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<NewTaskRunRow<'_>> =
+            version.definition.tasks.iter().flat_map(initial_rows).collect();
+        insert_task_runs(tx, &run_id, &rows, now).await?;
+        if !waits {
+            advance::evaluate_all(&mut Tx { conn: tx }, version, &run_id, self.limits, now).await?;
+        }
+        insert_outbox(tx, OutboxKind::Run, &run_id, None).await?;
+        Ok(run_id)
+    }
+
     async fn compiled(&self, version: &str) -> Result<Arc<CompiledVersion>> {
         self.get_version(version)
             .await?
@@ -726,57 +782,69 @@ impl StateStore for SqliteStore {
     }
 
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
-        let workflow = self.get_workflow(&new.workflow).await?.ok_or_else(|| Error::NotFound {
-            what: format!(
-                "workflow `{}` (deploy it with `ork workflow deploy FILE`)",
-                new.workflow
-            ),
-        })?;
-        let version = workflow.version.clone();
-        let run_id = new_id();
+        let version = self.current_version(&new.workflow).await?;
         let mut tx = self.write.begin().await?;
-        // Runs above the workflow's `concurrency` wait as `pending`; the
-        // scheduler promotes them as running ones end.
-        let waits = match version.definition.concurrency {
-            Some(cap) => {
-                let active: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status IN ('running', 'pending')",
-                )
-                .bind(&workflow.name)
-                .fetch_one(&mut *tx)
-                .await?;
-                active >= i64::from(cap)
-            }
-            None => false,
-        };
-        sqlx::query(
-            "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at, \
-             owner, lease_expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .bind(&run_id)
-        .bind(&workflow.name)
-        .bind(&version.version)
-        .bind(if waits { "pending" } else { "running" })
-        .bind(new.triggered_by.as_str())
-        .bind(json_text(&new.input))
-        .bind(ms(now))
-        .bind((!waits).then(|| ms(now)))
-        .bind(&new.owner)
-        .bind(ms(now) + self.lease_ms())
-        .execute(&mut *tx)
-        .await?;
-        let rows: Vec<NewTaskRunRow<'_>> =
-            version.definition.tasks.iter().flat_map(initial_rows).collect();
-        insert_task_runs(&mut tx, &run_id, &rows, now).await?;
-        if !waits {
-            advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, &run_id, self.limits, now)
-                .await?;
-        }
-        insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
+        let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
         tx.commit().await?;
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
+    }
+
+    async fn scheduled_workflows(&self) -> Result<Vec<(WorkflowRecord, Option<DateTime<Utc>>)>> {
+        let rows = sqlx::query(
+            "SELECT w.*, (SELECT MAX(fire_time) FROM schedule_fires f WHERE f.workflow = w.name) AS last_fire \
+             FROM workflows w ORDER BY w.name",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let record = self.workflow_record(row).await?;
+            if record.version.definition.schedule.is_some() {
+                out.push((record, opt_ms(row.try_get("last_fire")?)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fire_schedule(
+        &self,
+        workflow: &str,
+        fire_time: DateTime<Utc>,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>> {
+        let version = self.current_version(workflow).await?;
+        let mut tx = self.write.begin().await?;
+        // The unique (workflow, fire_time) key makes a fire happen once, however
+        // many schedulers see it due.
+        let claimed = sqlx::query(
+            "INSERT INTO schedule_fires (workflow, fire_time, run_id) VALUES (?1, ?2, '') \
+             ON CONFLICT (workflow, fire_time) DO NOTHING",
+        )
+        .bind(workflow)
+        .bind(ms(fire_time))
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let new = NewRun {
+            workflow: workflow.to_owned(),
+            input: serde_json::json!({ "scheduled_for": fire_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
+            triggered_by: TriggerType::Schedule,
+            owner: owner.to_owned(),
+        };
+        let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
+        sqlx::query("UPDATE schedule_fires SET run_id = ?1 WHERE workflow = ?2 AND fire_time = ?3")
+            .bind(&run_id)
+            .bind(workflow)
+            .bind(ms(fire_time))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_run(&run_id).await
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -1431,6 +1499,10 @@ impl StateStore for SqliteStore {
         }
         let row = check_fence(&mut tx, fence, &ACTIVE).await?;
         let version = self.compiled(&row.workflow_version).await?;
+        if let Some(task) = version.task(&row.task_name) {
+            ork_domain::types::validate_output(task, &version.definition, &output)
+                .map_err(Error::InvalidOutput)?;
+        }
         sqlx::query(
             "UPDATE task_runs SET status = 'success', output = ?1, error = NULL, finished_at = ?2, \
              started_at = COALESCE(started_at, ?2) WHERE id = ?3",

@@ -39,7 +39,7 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
         .clone()
         .start_run(StartRunRequest {
             workflow: args.workflow,
-            input: Some(crate::json::to_proto(&Value::Object(input))),
+            input: Some(ork_proto::json::to_proto(&Value::Object(input))),
         })
         .await?
         .into_inner()

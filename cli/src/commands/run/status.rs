@@ -10,9 +10,20 @@ use crate::output::{self, OutputFormat};
 pub struct StatusArgs {
     /// The run's id.
     id: String,
+    /// Read the run from this object store (`s3://BUCKET/PREFIX`, `gs://...`,
+    /// `az://...`, `file:///PATH`) instead of asking a server; cloud settings
+    /// come from the usual AWS_*, GOOGLE_* and AZURE_* variables.
+    #[arg(long, value_name = "URL")]
+    from_objects: Option<String>,
 }
 
 pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<()> {
+    if let Some(url) = &args.from_objects {
+        let settings = ork_server::objects::settings_from_vars(std::env::vars());
+        let store = ork_server::objects::open(url, &settings)?;
+        let run = ork_server::objects::read_run(store.as_ref(), &args.id).await?;
+        return print_run(&run, ctx);
+    }
     let client = ctx.connect().await?;
     let run = client
         .runs

@@ -102,11 +102,11 @@ fn read_files(base: &Path, referenced: &[FileRef]) -> anyhow::Result<HashMap<Str
             let shown = std::path::absolute(&resolved).unwrap_or_else(|_| resolved.clone());
             let owner = match file.tasks.as_slice() {
                 [] => "the workflow".to_owned(),
-                [task] => format!("task {task:?}"),
-                tasks => format!("tasks {}", tasks.join(", ")),
+                [task] => format!("task `{task}`"),
+                tasks => format!("tasks {}", tasks.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")),
             };
             usage(format!(
-                "{owner} references file {:?}, which cannot be read at {}: {e}",
+                "{owner}, field `file`: cannot read `{}` at {}: {e}; paths are relative to the workflow file",
                 file.path,
                 shown.display()
             ))
@@ -130,7 +130,7 @@ mod tests {
         let message = err.to_string();
         assert!(
             message.starts_with(
-                "task \"extract\" references file \"scripts/extract.sh\", which cannot be read at \
+                "task `extract`, field `file`: cannot read `scripts/extract.sh` at \
                  /nonexistent-ork-dir/scripts/extract.sh: "
             ),
             "{message}"
