@@ -7,7 +7,8 @@
 # The cluster listens on a free loopback port with trust authentication, and
 # the command sees it as
 #   ORK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres
-# (tests create and drop their own databases in it). When
+# (tests create and drop their own databases in it), with
+#   ORK_TEST_POSTGRES_RESTART=PATH, a script that restarts the server. When
 # ORK_TEST_POSTGRES_URL is already set, that server is used and nothing is
 # started. PostgreSQL (15 preferred) is installed with apt-get when missing.
 # The command's exit status is the script's.
@@ -103,6 +104,14 @@ if [ -z "$started" ]; then
 fi
 
 export ORK_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+# For tests of connection loss: restarts the server (same port), dropping
+# every connection.
+cat >"$dir/restart.sh" <<RESTART
+#!/usr/bin/env bash
+exec ${run_as[*]} "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 restart >/dev/null
+RESTART
+chmod 755 "$dir/restart.sh"
+export ORK_TEST_POSTGRES_RESTART="$dir/restart.sh"
 say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') up at $ORK_TEST_POSTGRES_URL"
 status=0
 "$@" || status=$?

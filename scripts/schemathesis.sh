@@ -28,11 +28,12 @@ data="$(mktemp -d)"
 dev_pid=$!
 cleanup() { kill "$dev_pid" 2>/dev/null || true; wait "$dev_pid" 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
-for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+healthy() { python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "http://127.0.0.1:$port/healthz" 2>/dev/null; }
+for _ in $(seq 200); do
+    healthy && break
     sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$data/dev.log" >&2; exit 1; }
+healthy || { echo "ork dev did not answer /healthz:" >&2; cat "$data/dev.log" >&2; exit 1; }
 
 # A deployed workflow and a run, so some generated requests hit real data.
 ORK_SERVER="http://127.0.0.1:$port" "$ork" workflow deploy examples/etl/etl.yaml >/dev/null

@@ -21,8 +21,8 @@ scripts/buf.sh
 step "install grpcurl for the reflection tests"
 scripts/grpcurl.sh >/dev/null
 
-step "cargo test (with the S3, Azure and GCS emulators up)"
-scripts/emulators.sh cargo test --workspace --locked
+step "cargo test (with a private PostgreSQL and the S3, Azure and GCS emulators up)"
+scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked
 
 step "schemathesis against /openapi.json of a live ork dev (no 5xx, no schema violations)"
 scripts/schemathesis.sh

@@ -10,6 +10,7 @@
 //! warning, or fails the suite when `CI=true`.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -62,7 +63,9 @@ fn missing(backend: &str, variable: &str) {
         !ci,
         "{backend}: {variable} is not set; in CI the suite runs under scripts/emulators.sh"
     );
-    eprintln!(
+    // Straight to stderr: libtest captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
         "WARNING: skipping the {backend} backend: {variable} is not set (run under scripts/emulators.sh)"
     );
 }

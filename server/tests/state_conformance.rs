@@ -528,3 +528,64 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
     }
 }
 conformance!(concurrent_fan_in_reports_ready_the_join_case, concurrent_fan_in_reports_ready_the_join);
+
+// ---- PostgreSQL only: the server restarts under a live store ----
+
+/// A restart drops every pooled connection: calls fail with a database error
+/// (never a panic) while the server is away, then work again on fresh
+/// connections, and the run goes on from where it was.
+#[tokio::test]
+async fn postgres_restart_is_survived() {
+    let (Some(admin_url), Ok(restart)) = (postgres_admin_url(), std::env::var("ORK_TEST_POSTGRES_RESTART")) else {
+        return;
+    };
+    let database = PostgresDatabase::create(&admin_url).await;
+    let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+    let wf = deploy(&store, CHAIN).await;
+    let run = start(&store, &wf, json!({"x": 1})).await;
+    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+
+    let status = std::process::Command::new(&restart).status().expect("run the restart script");
+    assert!(status.success(), "restart failed: {status}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.complete_attempt(&a, json!({"y": 2}), t(3)).await {
+            Ok(()) => break,
+            Err(state::Error::Database(e)) if std::time::Instant::now() < deadline => {
+                eprintln!("while the server restarts: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("complete after restart: {e}"),
+        }
+    }
+    let b = find(&store.claim_ready(OWNER, t(4), 10).await.expect("claim"), "b").fence.clone();
+    store.complete_attempt(&b, json!(null), t(5)).await.expect("complete");
+    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+    drop(store);
+    drop(database);
+}
+
+/// A report committed through one replica's store wakes the run's owner
+/// listening through another (`LISTEN/NOTIFY`).
+#[tokio::test]
+async fn postgres_reports_wake_the_owner_across_replicas() {
+    use futures::StreamExt;
+    let Some(admin_url) = postgres_admin_url() else { return };
+    let database = PostgresDatabase::create(&admin_url).await;
+    let owner_side = state::postgres::PostgresStore::open(&database.url, LIMITS).await.expect("open postgres");
+    let mut wakeups = owner_side.wakeups(OWNER).await.expect("listen");
+    let mut others = owner_side.wakeups("replica-b").await.expect("listen");
+    let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+    let wf = deploy(&store, CHAIN).await;
+    start(&store, &wf, json!({"x": 1})).await;
+    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    store.complete_attempt(&a, json!({"y": 1}), t(3)).await.expect("complete");
+    tokio::time::timeout(Duration::from_secs(10), wakeups.next()).await.expect("woken in time").expect("stream");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), others.next()).await.is_err(),
+        "another replica's runs are not its business"
+    );
+    drop((wakeups, others, owner_side, store));
+    drop(database);
+}

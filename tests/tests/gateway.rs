@@ -746,3 +746,61 @@ async fn reflection_v1alpha_lists_the_services_too() {
         );
     }
 }
+
+/// Open streams must not hold a stopping server: the shutdown ends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_stops_promptly_while_a_follow_and_a_watch_are_open() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = "name: long\ntasks:\n  - name: wait\n    file: wait.sh\n";
+    c.deploy(
+        yaml,
+        &[("wait.sh", "#!/bin/bash\necho waiting\nsleep 30\n")],
+    )
+    .await
+    .expect("deploy");
+    let run = c.start_run("long", json!({})).await;
+    let mut watch = c
+        .runs
+        .watch_run(v1::WatchRunRequest { id: run.id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let response = http()
+        .get(format!(
+            "{}/runs/{}/tasks/wait/logs?follow=true",
+            server.url(),
+            run.id
+        ))
+        .send()
+        .await
+        .expect("follow");
+    let mut sse = SseReader::new(response);
+    let (event, _) = tokio::time::timeout(WAIT, sse.next())
+        .await
+        .expect("first event")
+        .expect("event");
+    assert_eq!(event, "lines");
+    assert!(watch.message().await.expect("ok").is_some());
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .expect("the server stops while streams are open");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Both streams end rather than hang.
+    let rest_end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some((event, _)) = sse.next().await {
+            if event == "end" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(rest_end.is_ok(), "the SSE stream did not end");
+    let grpc_end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = watch.message().await {}
+    })
+    .await;
+    assert!(grpc_end.is_ok(), "the watch did not end");
+}

@@ -2,6 +2,7 @@
 //! `scripts/emulators.sh`), stopped, then the run read back from the bucket
 //! alone, by the library and by `ork run status --from-objects`.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use ork_server::objects::{self, Settings};
@@ -21,7 +22,11 @@ fn s3_url() -> Option<String> {
             !ci,
             "ORK_TEST_S3_ENDPOINT is not set; in CI the tests run under scripts/emulators.sh"
         );
-        eprintln!("WARNING: skipping the S3 end-to-end test: ORK_TEST_S3_ENDPOINT is not set");
+        // Straight to stderr: libtest captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "WARNING: skipping the S3 end-to-end test: ORK_TEST_S3_ENDPOINT is not set"
+        );
         return None;
     };
     let bucket = std::env::var("ORK_TEST_S3_BUCKET").unwrap_or_else(|_| "ork-test".into());

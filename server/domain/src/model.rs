@@ -10,7 +10,9 @@ pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3600;
 pub const DEFAULT_EXECUTOR: &str = "subprocess";
 /// Executors the server knows. A new executor is added here first, so that
 /// validation accepts it and error messages list it.
-pub const KNOWN_EXECUTORS: &[&str] = &["subprocess"];
+pub const KNOWN_EXECUTORS: &[&str] = &["subprocess", WORKERS_EXECUTOR];
+/// The executor that hands tasks to long-lived pool workers by `handler`.
+pub const WORKERS_EXECUTOR: &str = "workers";
 /// Time zone a schedule is read in when the YAML names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 /// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,
@@ -53,6 +55,9 @@ pub struct TaskDefinition {
     pub name: String,
     pub executor: String,
     /// Path relative to the YAML file, as written.
+    /// For `executor: workers`: the function a pool worker registered.
+    #[serde(default)]
+    pub handler: Option<String>,
     pub file: Option<String>,
     pub config_file: Option<String>,
     /// Input with `{{ ... }}` templates still in it.

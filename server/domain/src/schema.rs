@@ -96,6 +96,10 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
                 "type": "string",
                 "description": "Script or program to run, relative to the workflow file (no `..`).",
             },
+            "handler": {
+                "type": "string",
+                "description": "For `executor: workers`: the name a pool worker registered its function under.",
+            },
             "config_file": {
                 "type": "string",
                 "description": "Extra file sent along with the task, relative to the workflow file.",

@@ -62,6 +62,10 @@ pub fn open(url: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Erro
 
 /// `scheme://bucket/prefix/parts?key=value`, checked.
 #[derive(Debug)]
+#[cfg_attr(
+    not(any(feature = "s3", feature = "gcs", feature = "azure")),
+    allow(dead_code)
+)]
 struct CloudUrl {
     url: String,
     scheme: String,
@@ -70,6 +74,10 @@ struct CloudUrl {
     query: Vec<(String, String)>,
 }
 
+#[cfg_attr(
+    not(any(feature = "s3", feature = "gcs", feature = "azure")),
+    allow(dead_code)
+)]
 impl CloudUrl {
     fn parse(url: &str) -> Result<Self, Error> {
         let fail = |message: String| Error::Open {
@@ -150,6 +158,7 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_owned())
 }
 
+#[cfg(any(feature = "s3", feature = "azure"))]
 fn is_true(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }

@@ -30,8 +30,9 @@ use ork_domain::{
     Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
 };
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
 
 use super::advance::{self, NewInstance, OutputRow, RunTx, UnreadyRow};
 use super::rows::*;
@@ -46,6 +47,10 @@ const MAX_CONNECTIONS: u32 = 10;
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// How many times a transaction that lost a deadlock is run again.
 const CONFLICT_RETRIES: u32 = 5;
+
+/// The `LISTEN/NOTIFY` channel of cross-replica wake-ups. Its payload is the
+/// owner to wake, or `*` for every replica.
+pub const WAKE_CHANNEL: &str = "ork_wake";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -75,32 +80,79 @@ impl PostgresStore {
             // A connection the server dropped (restart, failover) is noticed
             // before use and replaced, instead of failing a query.
             .test_before_acquire(true);
+        // Probe with single connections first: the pool's own connect retries
+        // for a whole acquire timeout, which would blur the bound below.
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
-        let pool = loop {
-            match pool_options.clone().connect_with(options.clone()).await {
-                Ok(pool) => break pool,
-                Err(e) if is_transient(&e) && started.elapsed() + delay < patience => {
-                    tracing::warn!(url = %redact(url), error = %e, "PostgreSQL is not reachable yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+        loop {
+            let remaining = patience
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(100));
+            let attempt =
+                tokio::time::timeout(remaining, PgConnection::connect_with(&options)).await;
+            let e = match attempt {
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                    break;
                 }
-                Err(e) => {
-                    let waited = if is_transient(&e) {
-                        format!(" after trying for {} s", started.elapsed().as_secs())
-                    } else {
-                        String::new()
-                    };
-                    return Err(Error::Database(sqlx::Error::Io(std::io::Error::other(format!(
-                        "cannot connect to PostgreSQL at {}{waited}: {e}; check that the server is up and the url, user and password are right",
-                        redact(url)
-                    )))));
-                }
+                Ok(Err(e)) => e,
+                Err(_) => sqlx::Error::PoolTimedOut,
+            };
+            if is_transient(&e) && started.elapsed() + delay < patience {
+                tracing::warn!(url = %redact(url), error = %e, "PostgreSQL is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
             }
-        };
+            let waited = if is_transient(&e) {
+                format!(" after trying for {} s", started.elapsed().as_secs())
+            } else {
+                String::new()
+            };
+            return Err(Error::Database(sqlx::Error::Io(std::io::Error::other(
+                format!(
+                    "cannot connect to PostgreSQL at {}{waited}: {e}; check that the server is up and the url, user and password are right",
+                    redact(url)
+                ),
+            ))));
+        }
+        let pool = pool_options.connect_with(options).await?;
         // Replicas starting together serialize here: sqlx takes an advisory lock.
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, versions: Mutex::new(HashMap::new()), limits })
+        Ok(Self {
+            pool,
+            versions: Mutex::new(HashMap::new()),
+            limits,
+        })
+    }
+
+    /// Wake-ups for `owner` sent by other replicas (a report they received
+    /// for one of its runs, a run that ended): `LISTEN` on [`WAKE_CHANNEL`].
+    /// After a lost connection the listener reconnects and yields once, since
+    /// notifications sent meanwhile are gone.
+    pub async fn wakeups(&self, owner: &str) -> Result<BoxStream<'static, ()>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        let owner = owner.to_owned();
+        let stream = futures::stream::unfold(listener, move |mut listener| {
+            let owner = owner.clone();
+            async move {
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(note)) if note.payload() == owner || note.payload() == "*" => {
+                            return Some(((), listener));
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Some(((), listener)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listening for wake-ups failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 
     fn lease_ms(&self) -> i64 {
@@ -154,9 +206,9 @@ fn is_transient(e: &sqlx::Error) -> bool {
 /// simply run again.
 fn is_conflict(e: &Error) -> bool {
     match e {
-        Error::Database(sqlx::Error::Database(db)) => {
-            db.code().is_some_and(|code| code == "40P01" || code == "40001")
-        }
+        Error::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code == "40P01" || code == "40001"),
         _ => false,
     }
 }
@@ -221,7 +273,9 @@ async fn check_fence(
     .bind(&fence.task_run_id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| Error::NotFound { what: format!("task run {}", fence.task_run_id) })?;
+    .ok_or_else(|| Error::NotFound {
+        what: format!("task run {}", fence.task_run_id),
+    })?;
     let status = task_status(&row.text("status")?)?;
     let attempt = to_u32(row.int("attempt")?);
     let token = row.opt_text("token")?;
@@ -247,7 +301,11 @@ async fn check_fence(
 /// True when this very attempt already ended with `outcome`: a worker whose
 /// report committed but whose reply was lost retries it, and must hear "ok".
 /// Call it with the task run locked, so a concurrent twin report is seen.
-async fn already_settled(conn: &mut PgConnection, fence: &Fence, outcome: TaskStatus) -> Result<bool> {
+async fn already_settled(
+    conn: &mut PgConnection,
+    fence: &Fence,
+    outcome: TaskStatus,
+) -> Result<bool> {
     let row = sqlx::query(
         "SELECT t.attempt, t.token, a.status FROM task_runs t \
          JOIN attempts a ON a.task_run_id = t.id AND a.attempt = $2 WHERE t.id = $1",
@@ -275,6 +333,22 @@ async fn insert_outbox(
         .bind(ms(Utc::now()))
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Wakes the owner of `run_id` once this transaction commits (PostgreSQL
+/// delivers notifications at commit, one per distinct payload); a run that
+/// ended wakes every replica, since runs waiting on its workflow's
+/// `concurrency` may belong to any of them.
+async fn notify_owner(conn: &mut PgConnection, run_id: &str) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_notify($2, CASE WHEN status IN ('pending', 'running') THEN COALESCE(owner, '*') \
+         ELSE '*' END) FROM runs WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(WAKE_CHANNEL)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -460,23 +534,26 @@ impl RunTx for Tx<'_> {
     }
 
     async fn has_unfinished(&mut self, run_id: &str, task: Option<&str>) -> Result<bool> {
-        let found: bool = match task {
-            Some(task) => sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM task_runs WHERE run_id = $1 AND task_name = $2 \
+        let found: bool =
+            match task {
+                Some(task) => sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM task_runs WHERE run_id = $1 AND task_name = $2 \
                  AND status IN ('pending', 'dispatched', 'running'))",
-            )
-            .bind(run_id)
-            .bind(task)
-            .fetch_one(&mut *self.conn)
-            .await?,
-            None => sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM task_runs WHERE run_id = $1 \
+                )
+                .bind(run_id)
+                .bind(task)
+                .fetch_one(&mut *self.conn)
+                .await?,
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM task_runs WHERE run_id = $1 \
                  AND status IN ('pending', 'dispatched', 'running'))",
-            )
-            .bind(run_id)
-            .fetch_one(&mut *self.conn)
-            .await?,
-        };
+                    )
+                    .bind(run_id)
+                    .fetch_one(&mut *self.conn)
+                    .await?
+                }
+            };
         Ok(found)
     }
 
@@ -487,8 +564,14 @@ impl RunTx for Tx<'_> {
         .bind(run_id)
         .fetch_all(&mut *self.conn)
         .await?;
-        let mut tally =
-            RunTally { total: 0, unfinished: 0, success: 0, failed: 0, skipped: 0, cancelled: 0 };
+        let mut tally = RunTally {
+            total: 0,
+            unfinished: 0,
+            success: 0,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+        };
         for row in rows {
             let n = to_u32(row.int("n")?);
             tally.total += n;
@@ -503,7 +586,12 @@ impl RunTx for Tx<'_> {
         Ok(tally)
     }
 
-    async fn finish_run(&mut self, run_id: &str, status: RunStatus, now: DateTime<Utc>) -> Result<()> {
+    async fn finish_run(
+        &mut self,
+        run_id: &str,
+        status: RunStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3 AND status IN ('pending', 'running')",
         )
@@ -551,11 +639,13 @@ impl PostgresStore {
             .await?;
             for (path, content) in &deploy.files {
                 let hash = crate::hash::sha256_hex(content);
-                sqlx::query("INSERT INTO files (hash, content) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(&hash)
-                    .bind(content.as_slice())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO files (hash, content) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(&hash)
+                .bind(content.as_slice())
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "INSERT INTO workflow_files (version, path, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 )
@@ -581,9 +671,12 @@ impl PostgresStore {
     }
 
     async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
-        let record = self.get_workflow(workflow).await?.ok_or_else(|| Error::NotFound {
-            what: format!("workflow `{workflow}` (deploy it with `ork workflow deploy FILE`)"),
-        })?;
+        let record = self
+            .get_workflow(workflow)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("workflow `{workflow}` (deploy it with `ork workflow deploy FILE`)"),
+            })?;
         Ok(record.version)
     }
 
@@ -631,8 +724,12 @@ impl PostgresStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
-        let rows: Vec<NewTaskRunRow<'_>> =
-            version.definition.tasks.iter().flat_map(initial_rows).collect();
+        let rows: Vec<NewTaskRunRow<'_>> = version
+            .definition
+            .tasks
+            .iter()
+            .flat_map(initial_rows)
+            .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
             advance::evaluate_all(&mut Tx { conn: tx }, version, &run_id, self.limits, now).await?;
@@ -696,7 +793,9 @@ impl PostgresStore {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let status = status.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        let status = status.ok_or_else(|| Error::NotFound {
+            what: format!("run {id}"),
+        })?;
         if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
             return Err(Error::FailedPrecondition(format!(
                 "run {id} already ended `{status}`; there is nothing to cancel"
@@ -732,8 +831,13 @@ impl PostgresStore {
             .bind(i64::from(a.fence.attempt))
             .execute(&mut *tx)
             .await?;
-            insert_outbox(&mut tx, OutboxKind::Attempt, &a.fence.task_run_id, Some(a.fence.attempt))
-                .await?;
+            insert_outbox(
+                &mut tx,
+                OutboxKind::Attempt,
+                &a.fence.task_run_id,
+                Some(a.fence.attempt),
+            )
+            .await?;
         }
         sqlx::query(
             "UPDATE task_runs SET status = 'cancelled', error = 'cancelled', finished_at = $1 \
@@ -760,7 +864,9 @@ impl PostgresStore {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound {
+            what: format!("run {id}"),
+        })?;
         let version = self.compiled(&run.workflow_version).await?;
         let mut tx = self.pool.begin().await?;
         // Checked again under the run's lock: another replica may have
@@ -769,7 +875,9 @@ impl PostgresStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+            .ok_or_else(|| Error::NotFound {
+                what: format!("run {id}"),
+            })?;
         let status = RunStatus::parse(&status)
             .ok_or_else(|| Error::Corrupt(format!("run status `{status}`")))?;
         if !status.is_terminal() {
@@ -785,8 +893,12 @@ impl PostgresStore {
         let (names, only_unsuccessful): (BTreeSet<String>, bool) = match task {
             Some(t) => {
                 if version.task(t).is_none() {
-                    let known: Vec<&str> =
-                        version.definition.tasks.iter().map(|t| t.name.as_str()).collect();
+                    let known: Vec<&str> = version
+                        .definition
+                        .tasks
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect();
                     return Err(Error::InvalidArgument(format!(
                         "workflow `{}` has no task `{t}`; its tasks are: {}",
                         run.workflow,
@@ -809,9 +921,13 @@ impl PostgresStore {
             }
         };
         for name in &names {
-            let Some(def) = version.task(name) else { continue };
-            let dynamic =
-                matches!(def.parallel, Some(Parallelism::CountRef(_) | Parallelism::ForEach(_)));
+            let Some(def) = version.task(name) else {
+                continue;
+            };
+            let dynamic = matches!(
+                def.parallel,
+                Some(Parallelism::CountRef(_) | Parallelism::ForEach(_))
+            );
             let upstream_reruns = version.dag.upstream(name).iter().any(|u| names.contains(u));
             if dynamic && upstream_reruns {
                 // Its items may change: expand again from scratch.
@@ -853,7 +969,12 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn claim_ready_once(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
+    async fn claim_ready_once(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Claim>> {
         let mut tx = self.pool.begin().await?;
         // Row locks cannot sit beside window functions in one SELECT, so the
         // capped candidates are ranked first and locked in a second step.
@@ -937,7 +1058,12 @@ impl PostgresStore {
         Ok(claims)
     }
 
-    async fn fail_attempt_once(&self, fence: &Fence, failure: &Failure, now: DateTime<Utc>) -> Result<()> {
+    async fn fail_attempt_once(
+        &self,
+        fence: &Fence,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         lock_run_of(&mut tx, &fence.task_run_id).await?;
         let row = match check_fence(&mut tx, fence, &ACTIVE, RowLock::Update).await {
@@ -953,11 +1079,15 @@ impl PostgresStore {
         };
         let version = self.compiled(&row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
-            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+            Error::Corrupt(format!(
+                "task {} missing from version {}",
+                row.task_name, version.version
+            ))
         })?;
         let lost_retry = failure.kind == FailureKind::Lost && row.lost_count < MAX_LOST_RETRIES;
         let counted_attempt = fence.attempt.saturating_sub(to_u32(row.attempt_base));
-        let retry = lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
+        let retry =
+            lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
         sqlx::query(
             "UPDATE attempts SET status = 'failed', error = $1, finished_at = $2 WHERE task_run_id = $3 AND attempt = $4",
         )
@@ -967,7 +1097,13 @@ impl PostgresStore {
         .bind(i64::from(fence.attempt))
         .execute(&mut *tx)
         .await?;
-        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        insert_outbox(
+            &mut tx,
+            OutboxKind::Attempt,
+            &fence.task_run_id,
+            Some(fence.attempt),
+        )
+        .await?;
         if retry {
             let delay = if lost_retry {
                 Duration::ZERO
@@ -1004,11 +1140,18 @@ impl PostgresStore {
             )
             .await?;
         }
+        notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn promote_one(&self, id: &str, workflow: &str, version: &str, now: DateTime<Utc>) -> Result<bool> {
+    async fn promote_one(
+        &self,
+        id: &str,
+        workflow: &str,
+        version: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let version = self.compiled(version).await?;
         let cap = version.definition.concurrency.map_or(i64::MAX, i64::from);
         let mut tx = self.pool.begin().await?;
@@ -1062,14 +1205,24 @@ impl PostgresStore {
             .bind(i64::from(fence.attempt))
             .execute(&mut *tx)
             .await?;
-            insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt))
-                .await?;
+            insert_outbox(
+                &mut tx,
+                OutboxKind::Attempt,
+                &fence.task_run_id,
+                Some(fence.attempt),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn complete_attempt_once(&self, fence: &Fence, output: &Value, now: DateTime<Utc>) -> Result<()> {
+    async fn complete_attempt_once(
+        &self,
+        fence: &Fence,
+        output: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         lock_run_of(&mut tx, &fence.task_run_id).await?;
         let row = match check_fence(&mut tx, fence, &ACTIVE, RowLock::Update).await {
@@ -1102,7 +1255,13 @@ impl PostgresStore {
         .bind(i64::from(fence.attempt))
         .execute(&mut *tx)
         .await?;
-        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        insert_outbox(
+            &mut tx,
+            OutboxKind::Attempt,
+            &fence.task_run_id,
+            Some(fence.attempt),
+        )
+        .await?;
         advance::after_finish(
             &mut Tx { conn: &mut tx },
             &version,
@@ -1112,6 +1271,7 @@ impl PostgresStore {
             now,
         )
         .await?;
+        notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1149,7 +1309,9 @@ impl StateStore for PostgresStore {
     }
 
     async fn list_workflows(&self) -> Result<Vec<WorkflowRecord>> {
-        let rows = sqlx::query("SELECT * FROM workflows ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM workflows ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.workflow_record(row).await?);
@@ -1166,7 +1328,12 @@ impl StateStore for PostgresStore {
     }
 
     async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
-        if let Some(found) = self.versions.lock().ok().and_then(|m| m.get(version).cloned()) {
+        if let Some(found) = self
+            .versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(version).cloned())
+        {
             return Ok(Some(found));
         }
         let Some(row) = sqlx::query(
@@ -1255,13 +1422,13 @@ impl StateStore for PostgresStore {
     async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
         let limit = i64::from(if limit == 0 { 100 } else { limit });
         let rows = match workflow {
-            Some(w) => {
-                sqlx::query("SELECT * FROM runs WHERE workflow = $1 ORDER BY created_at DESC, id DESC LIMIT $2")
-                    .bind(w)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(w) => sqlx::query(
+                "SELECT * FROM runs WHERE workflow = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            )
+            .bind(w)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
             None => {
                 sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
                     .bind(limit)
@@ -1283,10 +1450,12 @@ impl StateStore for PostgresStore {
     }
 
     async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>> {
-        let row = sqlx::query(&format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(task_run_record).transpose()
     }
 
@@ -1328,7 +1497,9 @@ impl StateStore for PostgresStore {
             "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, l.line, l.time \
              FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id WHERE l.run_id = ",
         );
-        qb.push_bind(query.run_id.as_str()).push(" AND l.id > ").push_bind(query.after_id);
+        qb.push_bind(query.run_id.as_str())
+            .push(" AND l.id > ")
+            .push_bind(query.after_id);
         if let Some(task) = &query.task {
             qb.push(" AND t.task_name = ").push_bind(task.as_str());
         }
@@ -1344,7 +1515,12 @@ impl StateStore for PostgresStore {
         rows.iter().map(log_record).collect()
     }
 
-    async fn acquire_runs(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+    async fn acquire_runs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
         // Unowned (never owned, or released) and expired runs; runs a report
         // is advancing right now are left for the next round.
         let ids: Vec<String> = sqlx::query_scalar(
@@ -1397,17 +1573,24 @@ impl StateStore for PostgresStore {
     }
 
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
-        sqlx::query("UPDATE task_runs SET executor_id = $1 WHERE id = $2 AND attempt = $3 AND token = $4")
-            .bind(executor_id)
-            .bind(&fence.task_run_id)
-            .bind(i64::from(fence.attempt))
-            .bind(&fence.token)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE task_runs SET executor_id = $1 WHERE id = $2 AND attempt = $3 AND token = $4",
+        )
+        .bind(executor_id)
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .bind(&fence.token)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    async fn fail_attempt(&self, fence: &Fence, failure: &Failure, now: DateTime<Utc>) -> Result<()> {
+    async fn fail_attempt(
+        &self,
+        fence: &Fence,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         retrying(|| self.fail_attempt_once(fence, failure, now)).await
     }
 
@@ -1493,7 +1676,10 @@ impl StateStore for PostgresStore {
         let row = check_fence(&mut conn, fence, &ACTIVE, RowLock::None).await?;
         let version = self.compiled(&row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
-            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+            Error::Corrupt(format!(
+                "task {} missing from version {}",
+                row.task_name, version.version
+            ))
         })?;
         let detail = sqlx::query(
             "SELECT t.input, t.parallel_index, t.parallel_count, t.deadline_at, r.workflow \
@@ -1505,12 +1691,17 @@ impl StateStore for PostgresStore {
         drop(conn);
         let mut file_content = Vec::new();
         if let Some(file) = &task.file {
-            file_content = self.get_version_file(&version.version, file).await?.unwrap_or_default();
+            file_content = self
+                .get_version_file(&version.version, file)
+                .await?
+                .unwrap_or_default();
         }
         let mut config_file_content = Vec::new();
         if let Some(file) = &task.config_file {
-            config_file_content =
-                self.get_version_file(&version.version, file).await?.unwrap_or_default();
+            config_file_content = self
+                .get_version_file(&version.version, file)
+                .await?
+                .unwrap_or_default();
         }
         Ok(AttemptSpec {
             run_id: row.run_id,
@@ -1551,7 +1742,11 @@ impl StateStore for PostgresStore {
             return Ok(false);
         }
         let mut conn = self.pool.acquire().await?;
-        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let allowed = [
+            TaskStatus::Dispatched,
+            TaskStatus::Running,
+            TaskStatus::Cancelled,
+        ];
         let row = check_fence(&mut conn, fence, &allowed, RowLock::None).await?;
         Ok(row.status == TaskStatus::Cancelled)
     }
@@ -1561,7 +1756,11 @@ impl StateStore for PostgresStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let allowed = [
+            TaskStatus::Dispatched,
+            TaskStatus::Running,
+            TaskStatus::Cancelled,
+        ];
         let row = check_fence(&mut tx, fence, &allowed, RowLock::Share).await?;
         for chunk in lines.chunks(INSERT_CHUNK) {
             let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
@@ -1581,7 +1780,12 @@ impl StateStore for PostgresStore {
         Ok(())
     }
 
-    async fn complete_attempt(&self, fence: &Fence, output: Value, now: DateTime<Utc>) -> Result<()> {
+    async fn complete_attempt(
+        &self,
+        fence: &Fence,
+        output: Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         retrying(|| self.complete_attempt_once(fence, &output, now)).await
     }
 
@@ -1594,7 +1798,46 @@ impl StateStore for PostgresStore {
     }
 
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://ork:s3cret@db:5432/ork"),
+            "postgres://ork:***@db:5432/ork"
+        );
+        assert_eq!(redact("postgres://ork@db/ork"), "postgres://ork@db/ork");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_error_after_the_wait() {
+        // Port 1 on loopback: nothing listens, connections are refused at once.
+        let url = "postgres://ork:s3cret@127.0.0.1:1/ork";
+        let started = Instant::now();
+        let err = PostgresStore::open_with_patience(url, Limits::default(), Duration::from_secs(1))
+            .await
+            .err()
+            .expect("no server there");
+        let message = err.to_string();
+        assert!(matches!(err, Error::Database(_)), "{message}");
+        assert!(
+            message.contains("postgres://ork:***@127.0.0.1:1/ork"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "it retried for a while"
+        );
     }
 }

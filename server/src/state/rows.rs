@@ -252,10 +252,20 @@ pub(crate) fn instance_rows<'a>(
         .iter()
         .map(|i| {
             let (status, input, error, ready_at, finished_at) = match &i.input {
-                Ok(input) => {
-                    (TaskStatus::Pending, Some(json_text(input)), None, Some(ms(now)), None)
-                }
-                Err(e) => (TaskStatus::Failed, None, Some(e.clone()), None, Some(ms(now))),
+                Ok(input) => (
+                    TaskStatus::Pending,
+                    Some(json_text(input)),
+                    None,
+                    Some(ms(now)),
+                    None,
+                ),
+                Err(e) => (
+                    TaskStatus::Failed,
+                    None,
+                    Some(e.clone()),
+                    None,
+                    Some(ms(now)),
+                ),
             };
             NewTaskRunRow {
                 id: new_id(),

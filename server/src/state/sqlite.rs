@@ -22,10 +22,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::advance::{self, NewInstance, OutputRow, RunTx, UnreadyRow};
+use super::rows::*;
 use super::*;
 
-/// How many times an attempt lost to infrastructure is retried for free.
-const MAX_LOST_RETRIES: i64 = 3;
 /// Rows per multi-row INSERT, well under SQLite's bound-parameter limit.
 const INSERT_CHUNK: usize = 500;
 
@@ -159,107 +158,6 @@ impl SqliteStore {
     }
 }
 
-// ---------- conversions ----------
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
-}
-
-fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
-    v.map(from_ms)
-}
-
-fn json_text(v: &Value) -> String {
-    v.to_string()
-}
-
-fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored JSON: {e}")))
-}
-
-fn opt_json(text: Option<String>) -> Result<Option<Value>> {
-    text.as_deref().map(parse_json).transpose()
-}
-
-fn to_u32(v: i64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-fn task_status(s: &str) -> Result<TaskStatus> {
-    TaskStatus::parse(s).ok_or_else(|| Error::Corrupt(format!("task status `{s}`")))
-}
-
-fn run_record(row: &SqliteRow) -> Result<RunRecord> {
-    let status: String = row.try_get("status")?;
-    let trigger: String = row.try_get("triggered_by")?;
-    let input: String = row.try_get("input")?;
-    Ok(RunRecord {
-        id: row.try_get("id")?,
-        workflow: row.try_get("workflow")?,
-        workflow_version: row.try_get("workflow_version")?,
-        status: RunStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("run status `{status}`")))?,
-        triggered_by: TriggerType::parse(&trigger)
-            .ok_or_else(|| Error::Corrupt(format!("trigger `{trigger}`")))?,
-        input: parse_json(&input)?,
-        created_at: from_ms(row.try_get("created_at")?),
-        started_at: opt_ms(row.try_get("started_at")?),
-        finished_at: opt_ms(row.try_get("finished_at")?),
-    })
-}
-
-const TASK_RUN_COLUMNS: &str = "id, run_id, task_name, status, attempt, max_retries, parallel_index, \
-    parallel_count, executor, input, output, error, created_at, ready_at, dispatched_at, started_at, finished_at";
-
-fn task_run_record(row: &SqliteRow) -> Result<TaskRunRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(TaskRunRecord {
-        id: row.try_get("id")?,
-        run_id: row.try_get("run_id")?,
-        task_name: row.try_get("task_name")?,
-        status: task_status(&status)?,
-        attempt: to_u32(row.try_get("attempt")?),
-        max_retries: to_u32(row.try_get("max_retries")?),
-        parallel_index: row.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
-        parallel_count: row.try_get::<Option<i64>, _>("parallel_count")?.map(to_u32),
-        executor: row.try_get("executor")?,
-        input: opt_json(row.try_get("input")?)?,
-        output: opt_json(row.try_get("output")?)?,
-        error: row.try_get("error")?,
-        created_at: from_ms(row.try_get("created_at")?),
-        ready_at: opt_ms(row.try_get("ready_at")?),
-        dispatched_at: opt_ms(row.try_get("dispatched_at")?),
-        started_at: opt_ms(row.try_get("started_at")?),
-        finished_at: opt_ms(row.try_get("finished_at")?),
-    })
-}
-
-fn attempt_record(r: &SqliteRow) -> Result<AttemptRecord> {
-    Ok(AttemptRecord {
-        task_run_id: r.try_get("task_run_id")?,
-        attempt: to_u32(r.try_get("attempt")?),
-        status: task_status(r.try_get::<&str, _>("status")?)?,
-        error: r.try_get("error")?,
-        dispatched_at: from_ms(r.try_get("dispatched_at")?),
-        started_at: opt_ms(r.try_get("started_at")?),
-        finished_at: opt_ms(r.try_get("finished_at")?),
-    })
-}
-
-/// A task run row as the fenced worker calls see it.
-struct FencedRow {
-    run_id: String,
-    task_name: String,
-    status: TaskStatus,
-    attempt_base: i64,
-    lost_count: i64,
-    workflow_version: String,
-}
-
 /// Loads the task run named by `fence` and rejects the call unless the fence
 /// is the current attempt and its status is one of `allowed`.
 async fn check_fence(
@@ -296,8 +194,6 @@ async fn check_fence(
         workflow_version: row.try_get("workflow_version")?,
     })
 }
-
-const ACTIVE: [TaskStatus; 2] = [TaskStatus::Dispatched, TaskStatus::Running];
 
 /// True when this very attempt already ended with `outcome`: a worker whose
 /// report committed but whose reply was lost retries it, and must hear "ok".
@@ -336,20 +232,6 @@ async fn insert_outbox(
     Ok(())
 }
 
-/// One task run row to insert.
-struct NewTaskRunRow<'a> {
-    id: String,
-    task: &'a TaskDefinition,
-    parallel_index: Option<u32>,
-    parallel_count: Option<u32>,
-    item: Option<&'a Value>,
-    status: TaskStatus,
-    input: Option<String>,
-    error: Option<String>,
-    ready_at: Option<i64>,
-    finished_at: Option<i64>,
-}
-
 async fn insert_task_runs(
     conn: &mut SqliteConnection,
     run_id: &str,
@@ -382,31 +264,6 @@ async fn insert_task_runs(
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// The rows a task starts with: one per static instance, or one placeholder
-/// that a dynamic fan-out replaces when it expands.
-fn initial_rows(task: &TaskDefinition) -> Vec<NewTaskRunRow<'_>> {
-    let row = |index: Option<u32>, count: Option<u32>| NewTaskRunRow {
-        id: new_id(),
-        task,
-        parallel_index: index,
-        parallel_count: count,
-        item: None,
-        status: TaskStatus::Pending,
-        input: None,
-        error: None,
-        ready_at: None,
-        finished_at: None,
-    };
-    match &task.parallel {
-        Some(Parallelism::Static(n)) => (0..*n).map(|i| row(Some(i), Some(*n))).collect(),
-        _ => vec![row(None, None)],
-    }
 }
 
 // ---------- the transaction primitives of `advance` ----------
@@ -1566,10 +1423,4 @@ impl StateStore for SqliteStore {
         }
         Ok(())
     }
-}
-
-/// A number in [0, 1) for retry jitter; the clock's sub-second noise is
-/// plenty for spreading retries, and keeps `rand` out of the build.
-fn jitter_unit() -> f64 {
-    f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0
 }

@@ -9,13 +9,14 @@ use super::{
 };
 use crate::model::{
     DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef, KNOWN_EXECUTORS, OnFailure,
-    Parallelism, Resources, RetryBackoff, TaskDefinition,
+    Parallelism, Resources, RetryBackoff, TaskDefinition, WORKERS_EXECUTOR,
 };
 
 pub(crate) const TASK_FIELDS: &[&str] = &[
     "name",
     "executor",
     "file",
+    "handler",
     "config_file",
     "input",
     "depends_on",
@@ -91,6 +92,7 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
     let mut def = TaskDefinition {
         name: name.clone(),
         executor: DEFAULT_EXECUTOR.to_owned(),
+        handler: None,
         file: None,
         config_file: None,
         input: serde_json::Value::Null,
@@ -119,6 +121,7 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
         output_type_pos: Pos::default(),
     };
     let mut executor_pos = node.pos;
+    let mut handler_pos = Pos::default();
     let mut retry_max_pos = node.pos;
 
     for (key, value) in entries {
@@ -155,6 +158,23 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             "file" => {
                 draft.file_pos = value.pos;
                 report(relative_path(value).map(|p| def.file = Some(p)));
+            }
+            "handler" => {
+                handler_pos = value.pos;
+                report(text(value).and_then(|h| {
+                    let valid = !h.is_empty()
+                        && h.len() <= 128
+                        && h.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
+                    if valid {
+                        def.handler = Some(h);
+                        Ok(())
+                    } else {
+                        Err((
+                            value.pos,
+                            format!("`{h}` is not a handler name; use letters, digits and `_-.:/`, as the worker registers it"),
+                        ))
+                    }
+                }));
             }
             "config_file" => {
                 draft.config_file_pos = value.pos;
@@ -228,6 +248,22 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
         }
     }
 
+    if def.executor == WORKERS_EXECUTOR && def.handler.is_none() && handler_pos == Pos::default() {
+        errors.push(
+            task,
+            Some("handler"),
+            executor_pos,
+            "a `workers` task needs `handler`: the name a pool worker registered its function under",
+        );
+    }
+    if def.executor != WORKERS_EXECUTOR && def.handler.is_some() {
+        errors.push(
+            task,
+            Some("handler"),
+            handler_pos,
+            "`handler` routes a task to pool workers; add `executor: workers` or remove it",
+        );
+    }
     if def.executor == "subprocess" && def.file.is_none() && draft.file_pos == Pos::default() {
         errors.push(
             task,

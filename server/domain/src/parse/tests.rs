@@ -404,8 +404,8 @@ fn unknown_task_field() {
     check(
         &task_with("    dependson: [x]\n    colour: red\n"),
         expect![[r#"
-        etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
-        etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
+            etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
+            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
     );
 }
 
@@ -424,7 +424,7 @@ fn unknown_executor() {
     check(
         &task_with("    executor: docker\n"),
         expect![
-            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess"
+            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess, workers"
         ],
     );
 }
