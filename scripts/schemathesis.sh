@@ -38,6 +38,8 @@ healthy || { echo "ork dev did not answer /healthz:" >&2; cat "$data/dev.log" >&
 # A deployed workflow and a run, so some generated requests hit real data.
 ORK_SERVER="http://127.0.0.1:$port" "$ork" workflow deploy examples/etl/etl.yaml >/dev/null
 
+# From the temporary folder, so schemathesis's cache stays out of the tree.
+cd "$data"
 "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "${ORK_ST_EXAMPLES:-30}" \

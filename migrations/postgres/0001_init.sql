@@ -71,6 +71,8 @@ CREATE TABLE task_runs (
     parallel_count BIGINT,
     -- The for_each element of this instance, JSON.
     item           TEXT,
+    -- For `executor: workers`: the pool handler that runs it.
+    handler        TEXT,
     executor       TEXT NOT NULL,
     executor_id    TEXT,
     -- Resolved input, set when the task becomes ready.

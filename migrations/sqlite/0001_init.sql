@@ -67,6 +67,8 @@ CREATE TABLE task_runs (
     -- The for_each element of this instance, JSON.
     item           TEXT,
     executor       TEXT NOT NULL,
+    -- For `executor: workers`: the pool handler that runs it.
+    handler        TEXT,
     executor_id    TEXT,
     -- Resolved input, set when the task becomes ready.
     input          TEXT,

@@ -23,6 +23,8 @@ pub struct ServerOptions {
     pub heartbeat_interval: Duration,
     /// A running attempt silent for this long is failed as lost and retried.
     pub heartbeat_timeout: Duration,
+    /// How often pool sessions are pinged; three unanswered pings close one.
+    pub ping_interval: Duration,
     /// How often the timer loop looks for expired timeouts, retry delays and
     /// lost heartbeats. Task hand-offs never wait for it.
     pub tick: Duration,
@@ -50,6 +52,7 @@ impl ServerOptions {
             work_dir: data_dir.join("work"),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             max_fan_out: 10_000,
             secrets_dir: None,

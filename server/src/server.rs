@@ -17,7 +17,7 @@ use tower::ServiceExt as _;
 
 use crate::ServerOptions;
 use crate::api::{self, ApiContext};
-use crate::executor::{self, Executors, SubprocessExecutor, SubprocessOptions};
+use crate::executor::{self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool};
 use crate::objects::{self, Mirror};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
@@ -95,18 +95,29 @@ impl Server {
                 events_tx,
             )),
         );
-        let executors = Arc::new(executors);
 
         let secrets = Arc::new(Secrets::new(
             std::env::vars().collect::<HashMap<_, _>>(),
             self.options.secrets_dir.clone(),
             self.state.clone(),
         ));
+        let pool = Arc::new(WorkerPool::default());
+        executors.register(
+            ork_domain::WORKERS_EXECUTOR,
+            Arc::new(PoolExecutor::new(
+                pool.clone(),
+                self.state.clone(),
+                secrets.clone(),
+                self.options.heartbeat_interval,
+            )),
+        );
+        let executors = Arc::new(executors);
         let mirror = Mirror::new(self.state.clone(), self.objects.clone());
         let mirror_handle = mirror.handle();
         let scheduler = Scheduler::new(
             self.state.clone(),
             executors.clone(),
+            pool.clone(),
             secrets.clone(),
             SchedulerOptions {
                 heartbeat_timeout: self.options.heartbeat_timeout,
@@ -124,6 +135,8 @@ impl Server {
             executors,
             heartbeat_interval: self.options.heartbeat_interval,
             owner: self.options.scheduler_id.clone(),
+            pool,
+            ping_interval: self.options.ping_interval,
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
         };

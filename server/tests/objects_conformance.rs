@@ -335,7 +335,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         time: t(3),
     };
 
-    let fetch1 = state.claim_ready(OWNER, t(2), 10).await.expect("claim")[0]
+    let fetch1 = state.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0]
         .fence
         .clone();
     state.start_attempt(&fetch1, t(3)).await.expect("start");
@@ -353,7 +353,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         .await
         .expect("fail");
     let fetch2 = state
-        .claim_ready(OWNER, t(60_000), 10)
+        .claim_ready(OWNER, t(60_000), 10, &Default::default())
         .await
         .expect("claim")[0]
         .fence
@@ -372,7 +372,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         .await
         .expect("complete");
     for (i, claim) in state
-        .claim_ready(OWNER, t(60_003), 10)
+        .claim_ready(OWNER, t(60_003), 10, &Default::default())
         .await
         .expect("claim")
         .into_iter()

@@ -230,11 +230,11 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
     assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Pending]);
-    let claims = store.claim_ready(OWNER, t(2), 10).await.expect("claim");
+    let claims = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim");
     assert_eq!(claims.len(), 1, "only the root is ready");
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 1);
-    assert!(store.claim_ready(OWNER, t(2), 10).await.expect("claim").is_empty(), "claimed once");
+    assert!(store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim").is_empty(), "claimed once");
 
     let spec = store.attempt_spec(&a).await.expect("spec");
     assert_eq!(spec.input, json!({"x": 1}));
@@ -252,7 +252,7 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
         Err(state::Error::Stale { .. })
     ));
 
-    let claims = store.claim_ready(OWNER, t(6), 10).await.expect("claim");
+    let claims = store.claim_ready(OWNER, t(6), 10, &Default::default()).await.expect("claim");
     let b = find(&claims, "b").fence.clone();
     assert_eq!(store.attempt_spec(&b).await.expect("spec").input, json!({"y": "why"}));
     store.complete_attempt(&b, json!(null), t(7)).await.expect("complete");
@@ -267,16 +267,16 @@ conformance!(chain_moves_forward_with_fenced_reports_case, chain_moves_forward_w
 async fn retries_wait_for_their_delay(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, "name: r\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 10\n").await;
     let run = start(&store, &wf, json!({})).await;
-    let a1 = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a1 = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     let failure = Failure { kind: FailureKind::Task, error: "boom".into(), non_retryable: false };
     store.fail_attempt(&a1, &failure, t(3)).await.expect("fail");
     // The same failure report again is a no-op.
     store.fail_attempt(&a1, &failure, t(3)).await.expect("idempotent");
     assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Pending]);
-    assert!(store.claim_ready(OWNER, t(3_000), 10).await.expect("claim").is_empty(), "delay not over");
+    assert!(store.claim_ready(OWNER, t(3_000), 10, &Default::default()).await.expect("claim").is_empty(), "delay not over");
     let next = store.next_ready_at().await.expect("next").expect("some");
     assert!(next >= t(3 + 8_000), "about 10 s later (with jitter): {next}");
-    let a2 = store.claim_ready(OWNER, t(20_000), 10).await.expect("claim")[0].fence.clone();
+    let a2 = store.claim_ready(OWNER, t(20_000), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(a2.attempt, 2);
     assert_ne!(a2.token, a1.token);
     store.fail_attempt(&a2, &failure, t(20_001)).await.expect("fail");
@@ -291,14 +291,14 @@ conformance!(retries_wait_for_their_delay_case, retries_wait_for_their_delay);
 async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, "name: l\ntasks:\n  - name: a\n    file: a.sh\n").await;
     let run = start(&store, &wf, json!({})).await;
-    let a1 = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a1 = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert!(store.expired_attempts(OWNER, t(1_000), Duration::from_secs(5)).await.expect("expired").is_empty());
     let expired = store.expired_attempts(OWNER, t(10_000), Duration::from_secs(5)).await.expect("expired");
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].kind, FailureKind::Lost);
     let lost = Failure { kind: FailureKind::Lost, error: "worker lost".into(), non_retryable: false };
     store.fail_attempt(&a1, &lost, t(10_000)).await.expect("fail");
-    let a2 = store.claim_ready(OWNER, t(10_001), 10).await.expect("claim")[0].fence.clone();
+    let a2 = store.claim_ready(OWNER, t(10_001), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(a2.attempt, 2);
     store.complete_attempt(&a2, json!(1), t(10_002)).await.expect("complete");
     assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
@@ -309,12 +309,12 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     let yaml = "name: f\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n    depends_on: [a]\n  - name: c\n    file: a.sh\n    depends_on: [b]\n  - name: d\n    file: a.sh\n    depends_on: [a]\n    on_failure: run\n";
     let wf = deploy(&store, yaml).await;
     let run = start(&store, &wf, json!({})).await;
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     let failure = Failure { kind: FailureKind::Task, error: "x".into(), non_retryable: true };
     store.fail_attempt(&a, &failure, t(3)).await.expect("fail");
     assert_eq!(status_of(&store, &run, "b").await, vec![TaskStatus::Skipped]);
     assert_eq!(status_of(&store, &run, "c").await, vec![TaskStatus::Skipped]);
-    let claims = store.claim_ready(OWNER, t(4), 10).await.expect("claim");
+    let claims = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
     assert_eq!(claims.len(), 1);
     let d = find(&claims, "d").fence.clone();
     assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Running);
@@ -325,13 +325,13 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     store.retry_run(&run, None, OWNER, t(6)).await.expect("retry");
     assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Running);
     assert_eq!(status_of(&store, &run, "d").await, vec![TaskStatus::Success]);
-    let claims = store.claim_ready(OWNER, t(7), 10).await.expect("claim");
+    let claims = store.claim_ready(OWNER, t(7), 10, &Default::default()).await.expect("claim");
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 2);
     store.complete_attempt(&a, json!(null), t(8)).await.expect("complete");
-    let b = find(&store.claim_ready(OWNER, t(9), 10).await.expect("claim"), "b").fence.clone();
+    let b = find(&store.claim_ready(OWNER, t(9), 10, &Default::default()).await.expect("claim"), "b").fence.clone();
     store.complete_attempt(&b, json!(null), t(10)).await.expect("complete");
-    let c = find(&store.claim_ready(OWNER, t(11), 10).await.expect("claim"), "c").fence.clone();
+    let c = find(&store.claim_ready(OWNER, t(11), 10, &Default::default()).await.expect("claim"), "c").fence.clone();
     store.complete_attempt(&c, json!(null), t(12)).await.expect("complete");
     assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
 }
@@ -341,9 +341,9 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
     let yaml = "name: fan\ntasks:\n  - name: list\n    file: a.sh\n  - name: each\n    file: a.sh\n    depends_on: [list]\n    parallel: { for_each: list.items }\n    input: { item: \"{{ item }}\", i: \"{{ parallel.index }}\" }\n  - name: join\n    file: a.sh\n    depends_on: [each]\n    input: { all: \"{{ tasks.each.outputs }}\" }\n";
     let wf = deploy(&store, yaml).await;
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let list = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     store.complete_attempt(&list, json!({"items": ["p", "q", "r"]}), t(3)).await.expect("complete");
-    let claims = store.claim_ready(OWNER, t(4), 10).await.expect("claim");
+    let claims = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
     assert_eq!(claims.len(), 3);
     for c in &claims {
         let spec = store.attempt_spec(&c.fence).await.expect("spec");
@@ -353,20 +353,20 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         assert_eq!(spec.input["i"], json!(i));
         store.complete_attempt(&c.fence, json!(format!("out{i}")), t(5)).await.expect("complete");
     }
-    let join = store.claim_ready(OWNER, t(6), 10).await.expect("claim")[0].fence.clone();
+    let join = store.claim_ready(OWNER, t(6), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(store.attempt_spec(&join).await.expect("spec").input, json!({"all": ["out0", "out1", "out2"]}));
 
     // An empty list: the fanned-out task succeeds with no instances.
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(7), 10).await.expect("claim")[0].fence.clone();
+    let list = store.claim_ready(OWNER, t(7), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     store.complete_attempt(&list, json!({"items": []}), t(8)).await.expect("complete");
     assert_eq!(status_of(&store, &run, "each").await, vec![TaskStatus::Success]);
-    let join = store.claim_ready(OWNER, t(9), 10).await.expect("claim")[0].fence.clone();
+    let join = store.claim_ready(OWNER, t(9), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(store.attempt_spec(&join).await.expect("spec").input, json!({"all": []}));
 
     // Above the store's fan-out limit: a clear failure, dependents skipped.
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(10), 10).await.expect("claim")[0].fence.clone();
+    let list = store.claim_ready(OWNER, t(10), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     let many: Vec<u32> = (0..101).collect();
     store.complete_attempt(&list, json!({"items": many}), t(11)).await.expect("complete");
     let each = store.list_task_runs(&run).await.expect("tasks").into_iter().find(|r| r.task_name == "each").expect("each");
@@ -379,7 +379,7 @@ conformance!(static_and_dynamic_fan_out_case, static_and_dynamic_fan_out);
 async fn cancel_stops_everything(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     store.start_attempt(&a, t(3)).await.expect("start");
     let active = store.cancel_run(&run, t(4)).await.expect("cancel");
     assert_eq!(active.len(), 1);
@@ -396,7 +396,7 @@ conformance!(cancel_stops_everything_case, cancel_stops_everything);
 async fn logs_and_outbox(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     let lines: Vec<NewLogLine> =
         (0..5).map(|i| NewLogLine { stream: "stdout".into(), line: format!("line {i}"), time: t(3) }).collect();
     store.append_logs(&a, &lines).await.expect("append");
@@ -440,9 +440,9 @@ async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
     // Another replica cannot touch a run whose lease is live.
-    assert!(store.claim_ready("replica-b", t(2), 10).await.expect("claim").is_empty());
+    assert!(store.claim_ready("replica-b", t(2), 10, &Default::default()).await.expect("claim").is_empty());
     assert!(store.acquire_runs("replica-b", t(2), 10).await.expect("acquire").is_empty());
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(store.renew_leases(OWNER, t(3)).await.expect("renew"), 1);
 
     // The owner stops renewing: after the lease, replica b takes over.
@@ -455,8 +455,8 @@ async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     assert_eq!(expired.len(), 1, "the new owner watches the old owner's attempts");
     // A worker of the old owner can still report: attempts are fenced by token.
     store.complete_attempt(&a, json!({"y": 1}), later).await.expect("complete");
-    assert!(store.claim_ready(OWNER, later, 10).await.expect("claim").is_empty());
-    let b = store.claim_ready("replica-b", later, 10).await.expect("claim");
+    assert!(store.claim_ready(OWNER, later, 10, &Default::default()).await.expect("claim").is_empty());
+    let b = store.claim_ready("replica-b", later, 10, &Default::default()).await.expect("claim");
     assert_eq!(b.len(), 1);
 
     // A clean shutdown releases leases for an immediate takeover.
@@ -477,7 +477,7 @@ async fn concurrent_claims_never_overlap(store: Arc<dyn StateStore>) {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let claims = store.claim_ready(OWNER, t(2), 3).await.expect("claim");
+                let claims = store.claim_ready(OWNER, t(2), 3, &Default::default()).await.expect("claim");
                 if claims.is_empty() {
                     return mine;
                 }
@@ -502,7 +502,7 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
     for round in 0..20 {
         let run = start(&store, &wf, json!({})).await;
         let claims: Vec<Claim> = store
-            .claim_ready(OWNER, t(2), 100)
+            .claim_ready(OWNER, t(2), 100, &Default::default())
             .await
             .expect("claim")
             .into_iter()
@@ -518,7 +518,7 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
         for report in reports.collect::<Vec<_>>() {
             report.await.expect("report").expect("complete");
         }
-        let join = store.claim_ready(OWNER, t(4), 10).await.expect("claim");
+        let join = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
         assert_eq!(join.len(), 1, "round {round}: the join is ready");
         store.complete_attempt(&join[0].fence, json!(null), t(5)).await.expect("complete");
         assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
@@ -543,7 +543,7 @@ async fn postgres_restart_is_survived() {
     let store = state::open(&database.url, LIMITS).await.expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
 
     let status = std::process::Command::new(&restart).status().expect("run the restart script");
     assert!(status.success(), "restart failed: {status}");
@@ -559,7 +559,7 @@ async fn postgres_restart_is_survived() {
             Err(e) => panic!("complete after restart: {e}"),
         }
     }
-    let b = find(&store.claim_ready(OWNER, t(4), 10).await.expect("claim"), "b").fence.clone();
+    let b = find(&store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim"), "b").fence.clone();
     store.complete_attempt(&b, json!(null), t(5)).await.expect("complete");
     assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
     drop(store);
@@ -579,7 +579,7 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
     let store = state::open(&database.url, LIMITS).await.expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
     start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10).await.expect("claim")[0].fence.clone();
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     store.complete_attempt(&a, json!({"y": 1}), t(3)).await.expect("complete");
     tokio::time::timeout(Duration::from_secs(10), wakeups.next()).await.expect("woken in time").expect("stream");
     assert!(

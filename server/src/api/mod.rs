@@ -41,6 +41,11 @@ pub struct ApiContext {
     pub heartbeat_interval: Duration,
     /// This replica's scheduler name: runs it creates are leased to it.
     pub owner: String,
+    /// Attached pool workers.
+    pub pool: Arc<crate::executor::WorkerPool>,
+    /// How often pool sessions are pinged; a session silent for three pings
+    /// is closed and its attempts are retried.
+    pub ping_interval: Duration,
     /// Resolves `secret` and `from_env` values and masks secrets in reports.
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.

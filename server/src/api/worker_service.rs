@@ -1,13 +1,17 @@
 //! `ork.v1.WorkerService`: the fenced calls every worker makes for its attempt.
 
 use chrono::{DateTime, Utc};
-use ork_proto::json::{from_proto_opt, to_proto};
+use ork_proto::json::from_proto_opt;
 use ork_proto::v1::{self, worker_service_server::WorkerService};
-use tonic::{Request, Response, Status};
+use std::collections::BTreeSet;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
-use super::convert::timestamp;
 use super::error::{ErrorKind, from_state, status};
+use crate::executor::spec::{SpecError, task_spec};
 use crate::secrets::{mask, mask_json};
 use crate::state::{Failure, FailureKind, Fence, NewLogLine};
 
@@ -38,47 +42,133 @@ fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// Most slots one pool worker may announce.
+const MAX_SLOTS: u32 = 1024;
+
+/// Reads a session's messages and pings it until it closes, goes silent for
+/// three pings, or the server stops; then fails its attempts as lost so they
+/// are retried at once.
+async fn watch_session(
+    ctx: ApiContext,
+    id: u64,
+    mut inbound: Streaming<v1::SessionRequest>,
+    tx: crate::executor::pool::SessionSender,
+) {
+    let mut ping = tokio::time::interval(ctx.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = tokio::time::Instant::now();
+    let mut nonce = 0u64;
+    let mut stopping = ctx.events.subscribe();
+    let reason = loop {
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(m)) => {
+                    last_seen = tokio::time::Instant::now();
+                    if let Some(v1::session_request::Message::Drain(_)) = m.message {
+                        ctx.pool.drain(id);
+                    }
+                }
+                Ok(None) => break "the pool worker closed its session",
+                Err(_) => break "the pool worker's session broke",
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > ctx.ping_interval * 3 {
+                    break "the pool worker stopped answering pings";
+                }
+                nonce += 1;
+                let message = v1::SessionResponse {
+                    message: Some(v1::session_response::Message::Ping(v1::SessionPing { nonce })),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    break "the pool worker's session broke";
+                }
+            }
+            open = stopping.wait() => if !open {
+                break "the server is stopping";
+            },
+        }
+    };
+    let lost = ctx.pool.detach(id);
+    for fence in &lost {
+        let failure = Failure {
+            kind: FailureKind::Lost,
+            error: format!("{reason} while running this attempt"),
+            non_retryable: false,
+        };
+        match ctx.state.fail_attempt(fence, &failure, Utc::now()).await {
+            Ok(()) | Err(crate::state::Error::Stale { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "could not fail an attempt of a closed session"),
+        }
+    }
+    ctx.events.notify();
+    ctx.scheduler.wake();
+    ctx.mirror.wake();
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
+    type SessionStream = ReceiverStream<Result<v1::SessionResponse, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?;
+        let Some(v1::SessionRequest { message: Some(v1::session_request::Message::Attach(attach)) }) = first
+        else {
+            return Err(status(
+                ErrorKind::InvalidArgument,
+                "a session starts with `attach` (worker name, handlers, slots)",
+            ));
+        };
+        let handlers: BTreeSet<String> = attach.handlers.into_iter().filter(|h| !h.is_empty()).collect();
+        if handlers.is_empty() {
+            return Err(status(ErrorKind::InvalidArgument, "field `attach.handlers`: name at least one handler this worker runs"));
+        }
+        if attach.slots == 0 || attach.slots > MAX_SLOTS {
+            return Err(status(
+                ErrorKind::InvalidArgument,
+                format!("field `attach.slots`: must be between 1 and {MAX_SLOTS}, got {}", attach.slots),
+            ));
+        }
+        let capacity = usize::try_from(attach.slots).unwrap_or(1) * 2 + 16;
+        let (tx, rx) = mpsc::channel(capacity);
+        let name = if attach.name.is_empty() { "worker".to_owned() } else { attach.name };
+        let id = self.ctx.pool.attach(name, handlers, attach.slots, tx.clone());
+        let attached = v1::SessionResponse {
+            message: Some(v1::session_response::Message::Attached(v1::SessionAttached {
+                session_id: id.to_string(),
+                heartbeat_interval_seconds: u32::try_from(self.ctx.heartbeat_interval.as_secs()).unwrap_or(5).max(1),
+                ping_interval_seconds: u32::try_from(self.ctx.ping_interval.as_secs()).unwrap_or(5).max(1),
+            })),
+        };
+        // The channel is fresh and has room: this cannot block.
+        let _ = tx.send(Ok(attached)).await;
+        self.ctx.scheduler.wake();
+        tokio::spawn(watch_session(self.ctx.clone(), id, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn get_task_spec(
         &self,
         request: Request<v1::GetTaskSpecRequest>,
     ) -> Result<Response<v1::GetTaskSpecResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        let spec = self.ctx.state.attempt_spec(&fence).await.map_err(from_state)?;
-        let env = match self.ctx.secrets.resolve_env(&spec.task_name, &spec.env) {
-            Ok(env) => env,
-            Err(message) => {
+        let spec = task_spec(self.ctx.state.as_ref(), &self.ctx.secrets, self.ctx.heartbeat_interval, &fence)
+            .await;
+        match spec {
+            Ok(spec) => Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) })),
+            Err(SpecError::State(e)) => Err(from_state(e)),
+            Err(SpecError::Env(message)) => {
                 let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: true };
                 self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
                 self.ctx.events.notify();
                 self.ctx.scheduler.wake();
                 self.ctx.mirror.wake();
-                return Err(status(ErrorKind::FailedPrecondition, message));
+                Err(status(ErrorKind::FailedPrecondition, message))
             }
-        };
-        Ok(Response::new(v1::GetTaskSpecResponse {
-            spec: Some(v1::TaskSpec {
-                run_id: spec.run_id,
-                workflow: spec.workflow,
-                task_name: spec.task_name,
-                task_run_id: spec.task_run_id,
-                attempt: spec.attempt,
-                parallel_index: spec.parallel_index,
-                parallel_count: spec.parallel_count,
-                input: Some(to_proto(&spec.input)),
-                env,
-                timeout_seconds: spec.timeout_seconds,
-                deadline: spec.deadline.map(timestamp),
-                heartbeat_interval_seconds: u32::try_from(self.ctx.heartbeat_interval.as_secs())
-                    .unwrap_or(5)
-                    .max(1),
-                file: spec.file.unwrap_or_default(),
-                file_content: spec.file_content,
-                config_file: spec.config_file.unwrap_or_default(),
-                config_file_content: spec.config_file_content,
-            }),
-        }))
+        }
     }
 
     async fn start_task(
@@ -151,6 +241,7 @@ impl WorkerService for WorkerApi {
                 // (retries apply) and the worker hears why.
                 let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: false };
                 self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+                self.ctx.pool.finished(&fence.task_run_id);
                 self.ctx.scheduler.wake();
                 self.ctx.mirror.wake();
                 return Err(status(ErrorKind::InvalidArgument, message));
@@ -158,6 +249,8 @@ impl WorkerService for WorkerApi {
             Err(e) => return Err(from_state(e)),
         }
         self.ctx.secrets.forget(&fence.task_run_id);
+        // A pool worker's slot frees with its report.
+        self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
@@ -178,6 +271,8 @@ impl WorkerService for WorkerApi {
         };
         let failure = Failure { kind: FailureKind::Task, error, non_retryable: req.non_retryable };
         self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+        self.ctx.secrets.forget(&fence.task_run_id);
+        self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();

@@ -2,6 +2,8 @@
 //! itself reports back over gRPC; an executor only launches, watches the
 //! launch, and kills.
 
+pub mod pool;
+pub mod spec;
 mod subprocess;
 
 use std::collections::HashMap;
@@ -11,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::state::Fence;
 
+pub use pool::{PoolExecutor, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
 /// Errors of executors.
@@ -22,6 +25,14 @@ pub enum Error {
     Signal { id: String, message: String },
     #[error("the ork-worker binary was not found next to this executable nor on PATH; build it (`cargo build --release`) or pass --worker-binary")]
     WorkerBinaryNotFound,
+    /// No attached pool worker has a free slot for the handler right now.
+    #[error("no pool worker with a free slot serves handler `{handler}`")]
+    NoCapacity { handler: String },
+    /// The attempt cannot run as specified; retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What an executor needs to launch one attempt. The worker fetches the rest
@@ -32,6 +43,8 @@ pub struct Launch {
     pub run_id: String,
     pub task_name: String,
     pub timeout_seconds: u32,
+    /// For pool tasks: the handler to run.
+    pub handler: Option<String>,
 }
 
 /// Where an execution stands, as far as the executor can tell.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::executor::{ExecutorEvent, Executors, Launch};
+use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
 use crate::objects::MirrorHandle;
 use crate::secrets::Secrets;
 use crate::state::{self, Claim, Failure, FailureKind, StateStore};
@@ -47,6 +47,7 @@ impl SchedulerHandle {
 pub struct Scheduler {
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
+    pool: Arc<WorkerPool>,
     secrets: Arc<Secrets>,
     options: SchedulerOptions,
     handle: SchedulerHandle,
@@ -58,12 +59,22 @@ impl Scheduler {
     pub fn new(
         state: Arc<dyn StateStore>,
         executors: Arc<Executors>,
+        pool: Arc<WorkerPool>,
         secrets: Arc<Secrets>,
         options: SchedulerOptions,
         mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
     ) -> Self {
-        Self { state, executors, secrets, options, handle: SchedulerHandle::default(), mirror, events }
+        Self {
+            state,
+            executors,
+            pool,
+            secrets,
+            options,
+            handle: SchedulerHandle::default(),
+            mirror,
+            events,
+        }
     }
 
     pub fn handle(&self) -> SchedulerHandle {
@@ -81,6 +92,7 @@ impl Scheduler {
         let owner = self.options.owner.clone();
         let core = Arc::new(Core {
             cron: cron::Cron::new(self.state.clone(), self.options.owner.clone()),
+            pool: self.pool,
             last_renewal: std::sync::Mutex::new(None),
             state: self.state,
             executors: self.executors,
@@ -101,6 +113,7 @@ impl Scheduler {
 
 struct Core {
     cron: cron::Cron,
+    pool: Arc<WorkerPool>,
     /// When this replica last renewed its leases.
     last_renewal: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     state: Arc<dyn StateStore>,
@@ -121,7 +134,8 @@ impl Core {
             if let Err(e) = self.state.promote_pending_runs(&self.options.owner, Utc::now()).await {
                 tracing::warn!(error = %e, "starting waiting runs failed");
             }
-            match self.state.claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH).await {
+            let capacity = self.pool.capacity();
+            match self.state.claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH, &capacity).await {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
@@ -177,6 +191,7 @@ impl Core {
             run_id: claim.run_id.clone(),
             task_name: claim.task_name.clone(),
             timeout_seconds: claim.timeout_seconds,
+            handler: claim.handler.clone(),
         };
         match executor.dispatch(&launch).await {
             Ok(id) => {
@@ -184,11 +199,18 @@ impl Core {
                     tracing::warn!(error = %e, "could not record the execution id");
                 }
             }
+            Err(ExecutorError::NoCapacity { .. }) => {
+                // The pool filled up between claim and dispatch: give the
+                // claim back; it is claimed again when a slot frees.
+                if let Err(e) = self.state.release_claim(&claim.fence).await {
+                    tracing::warn!(error = %e, "could not release a claim");
+                }
+            }
             Err(e) => {
                 let failure = Failure {
                     kind: FailureKind::Dispatch,
                     error: format!("executor `{}` could not start the task: {e}", claim.executor),
-                    non_retryable: false,
+                    non_retryable: matches!(e, ExecutorError::Rejected(_)),
                 };
                 self.fail(&claim.fence, failure).await;
             }

@@ -114,7 +114,19 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Claims up to `limit` ready task runs of runs `owner` holds a live
     /// lease on: each gets a new attempt and token.
-    async fn claim_ready(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>>;
+    /// `pool` gives, per handler, how many more attempts connected pool
+    /// workers can take: pool tasks are claimed only up to that.
+    async fn claim_ready(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        pool: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Vec<Claim>>;
+    /// Undoes a claim the executor could not start (no free pool slot after
+    /// all): the task run is pending again and the attempt number unused.
+    /// Returns false when the claim already moved on.
+    async fn release_claim(&self, fence: &Fence) -> Result<bool>;
     /// Remembers which execution carries an attempt, for cancellation.
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()>;
     /// Fails an attempt; retries it when its policy allows.

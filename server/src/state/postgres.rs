@@ -16,7 +16,7 @@
 //! Connection loss surfaces as [`Error::Database`]; the pool reconnects on
 //! its own, and the scheduler loops retry with backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -360,7 +360,7 @@ async fn insert_task_runs(
 ) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, \
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, handler, \
              parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, finished_at) ",
         );
         qb.push_values(chunk, |mut b, r| {
@@ -371,6 +371,7 @@ async fn insert_task_runs(
                 .push_bind(i64::from(r.task.retries))
                 .push_bind(i64::from(r.task.timeout_seconds))
                 .push_bind(r.task.concurrency.map(i64::from))
+                .push_bind(r.task.handler.clone())
                 .push_bind(r.parallel_index.map(i64::from))
                 .push_bind(r.parallel_count.map(i64::from))
                 .push_bind(r.item.map(json_text))
@@ -974,7 +975,10 @@ impl PostgresStore {
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
+        pool: &BTreeMap<String, u32>,
     ) -> Result<Vec<Claim>> {
+        let (handlers, free): (Vec<String>, Vec<i64>) =
+            pool.iter().filter(|(_, n)| **n > 0).map(|(h, n)| (h.clone(), i64::from(*n))).unzip();
         let mut tx = self.pool.begin().await?;
         // Row locks cannot sit beside window functions in one SELECT, so the
         // capped candidates are ranked first and locked in a second step.
@@ -986,7 +990,7 @@ impl PostgresStore {
              ), plain AS ( \
                  SELECT t.id, t.ready_at FROM task_runs t \
                  WHERE t.status = 'pending' AND t.ready_at IS NOT NULL AND t.ready_at <= $1 \
-                     AND t.concurrency IS NULL AND t.run_id IN (SELECT id FROM owned) \
+                     AND t.concurrency IS NULL AND t.executor <> 'workers' AND t.run_id IN (SELECT id FROM owned) \
                  ORDER BY t.ready_at, t.id LIMIT $2 \
                  FOR UPDATE OF t SKIP LOCKED \
              ), ranked AS ( \
@@ -1000,26 +1004,42 @@ impl PostgresStore {
                              AND run_id IN (SELECT id FROM owned) \
                          GROUP BY run_id, task_name) a ON a.run_id = r.run_id AND a.task_name = r.task_name \
                      WHERE r.status = 'pending' AND r.ready_at IS NOT NULL AND r.ready_at <= $1 \
-                         AND r.concurrency IS NOT NULL AND r.run_id IN (SELECT id FROM owned)) c \
+                         AND r.concurrency IS NOT NULL AND r.executor <> 'workers' \
+                         AND r.run_id IN (SELECT id FROM owned)) c \
                  WHERE rn + active <= concurrency \
              ), capped AS ( \
                  SELECT t.id, t.ready_at FROM task_runs t \
                  WHERE t.id IN (SELECT id FROM ranked) AND t.status = 'pending' \
                  ORDER BY t.ready_at, t.id LIMIT $2 \
                  FOR UPDATE OF t SKIP LOCKED \
+             ), pooled_ranked AS ( \
+                 SELECT r.id, r.handler, ROW_NUMBER() OVER (PARTITION BY r.handler \
+                     ORDER BY r.ready_at, r.parallel_index, r.id) AS rn \
+                 FROM task_runs r WHERE r.status = 'pending' AND r.ready_at IS NOT NULL AND r.ready_at <= $1 \
+                     AND r.executor = 'workers' AND r.run_id IN (SELECT id FROM owned) \
+             ), pooled AS ( \
+                 SELECT t.id, t.ready_at FROM task_runs t \
+                 WHERE t.id IN (SELECT p.id FROM pooled_ranked p \
+                     JOIN unnest($4::text[], $5::bigint[]) AS c(handler, free) ON c.handler = p.handler \
+                     WHERE p.rn <= c.free) AND t.status = 'pending' \
+                 ORDER BY t.ready_at, t.id LIMIT $2 \
+                 FOR UPDATE OF t SKIP LOCKED \
              ), chosen AS ( \
-                 SELECT id FROM (SELECT id, ready_at FROM plain UNION ALL SELECT id, ready_at FROM capped) u \
+                 SELECT id FROM (SELECT id, ready_at FROM plain UNION ALL SELECT id, ready_at FROM capped \
+                     UNION ALL SELECT id, ready_at FROM pooled) u \
                  ORDER BY ready_at, id LIMIT $2 \
              ) \
              UPDATE task_runs t SET status = 'dispatched', attempt = t.attempt + 1, \
                  token = replace(gen_random_uuid()::text, '-', ''), dispatched_at = $1, started_at = NULL, \
                  heartbeat_at = $1, deadline_at = $1 + t.timeout_seconds * 1000, executor_id = NULL \
              FROM chosen WHERE t.id = chosen.id \
-             RETURNING t.id, t.attempt, t.token, t.run_id, t.task_name, t.executor, t.timeout_seconds",
+             RETURNING t.id, t.attempt, t.token, t.run_id, t.task_name, t.executor, t.handler, t.timeout_seconds",
         )
         .bind(ms(now))
         .bind(i64::from(limit))
         .bind(owner)
+        .bind(&handlers)
+        .bind(&free)
         .fetch_all(&mut *tx)
         .await?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -1029,6 +1049,7 @@ impl PostgresStore {
                 run_id: r.text("run_id")?,
                 task_name: r.text("task_name")?,
                 executor: r.text("executor")?,
+                handler: r.opt_text("handler")?,
                 timeout_seconds: to_u32(r.int("timeout_seconds")?),
             });
         }
@@ -1568,8 +1589,37 @@ impl StateStore for PostgresStore {
         Ok(())
     }
 
-    async fn claim_ready(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
-        retrying(|| self.claim_ready_once(owner, now, limit)).await
+    async fn claim_ready(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        pool: &BTreeMap<String, u32>,
+    ) -> Result<Vec<Claim>> {
+        retrying(|| self.claim_ready_once(owner, now, limit, pool)).await
+    }
+
+    async fn release_claim(&self, fence: &Fence) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE task_runs SET status = 'pending', attempt = attempt - 1, token = NULL, dispatched_at = NULL, \
+             heartbeat_at = NULL, deadline_at = NULL WHERE id = $1 AND attempt = $2 AND token = $3 AND status = 'dispatched'",
+        )
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .bind(&fence.token)
+        .execute(&mut *tx)
+        .await?;
+        let released = done.rows_affected() == 1;
+        if released {
+            sqlx::query("DELETE FROM attempts WHERE task_run_id = $1 AND attempt = $2")
+                .bind(&fence.task_run_id)
+                .bind(i64::from(fence.attempt))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
@@ -1719,6 +1769,7 @@ impl StateStore for PostgresStore {
             file_content,
             config_file: task.config_file.clone(),
             config_file_content,
+            handler: task.handler.clone(),
         })
     }
 

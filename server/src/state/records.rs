@@ -128,6 +128,8 @@ pub struct Claim {
     pub run_id: String,
     pub task_name: String,
     pub executor: String,
+    /// For `executor: workers`: the pool handler.
+    pub handler: Option<String>,
     pub timeout_seconds: u32,
 }
 
@@ -189,6 +191,7 @@ pub struct AttemptSpec {
     pub file_content: Vec<u8>,
     pub config_file: Option<String>,
     pub config_file_content: Vec<u8>,
+    pub handler: Option<String>,
 }
 
 /// A log line as a worker sends it.

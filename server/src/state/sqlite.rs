@@ -4,7 +4,7 @@
 //! lock-upgrade deadlocks, no SQLITE_BUSY between our own transactions) and
 //! reads through a separate pool.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,7 +240,7 @@ async fn insert_task_runs(
 ) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, \
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, handler, \
              parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, finished_at) ",
         );
         qb.push_values(chunk, |mut b, r| {
@@ -251,6 +251,7 @@ async fn insert_task_runs(
                 .push_bind(i64::from(r.task.retries))
                 .push_bind(i64::from(r.task.timeout_seconds))
                 .push_bind(r.task.concurrency.map(i64::from))
+                .push_bind(r.task.handler.clone())
                 .push_bind(r.parallel_index.map(i64::from))
                 .push_bind(r.parallel_count.map(i64::from))
                 .push_bind(r.item.map(json_text))
@@ -994,36 +995,77 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn claim_ready(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<Claim>> {
-        let mut tx = self.write.begin().await?;
-        let rows = sqlx::query(
+    async fn claim_ready(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        pool: &BTreeMap<String, u32>,
+    ) -> Result<Vec<Claim>> {
+        let now_ms = ms(now);
+        let limit = i64::from(limit);
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, \
-             token = lower(hex(randomblob(16))), dispatched_at = ?1, started_at = NULL, \
-             heartbeat_at = ?1, deadline_at = ?1 + timeout_seconds * 1000, executor_id = NULL \
-             WHERE id IN (SELECT id FROM ( \
-                 SELECT * FROM (SELECT id, ready_at FROM task_runs WHERE status = 'pending' \
-                     AND ready_at IS NOT NULL AND ready_at <= ?1 AND concurrency IS NULL \
-                     ORDER BY ready_at LIMIT ?2) \
-                 UNION ALL \
-                 SELECT id, ready_at FROM ( \
-                     SELECT r.id, r.ready_at, r.concurrency, COALESCE(a.n, 0) AS active, \
-                         ROW_NUMBER() OVER (PARTITION BY r.run_id, r.task_name ORDER BY r.ready_at, r.parallel_index) AS rn \
-                     FROM task_runs r LEFT JOIN ( \
-                         SELECT run_id, task_name, COUNT(*) AS n FROM task_runs \
-                         WHERE status IN ('dispatched', 'running') AND concurrency IS NOT NULL \
-                         GROUP BY run_id, task_name) a ON a.run_id = r.run_id AND a.task_name = r.task_name \
-                     WHERE r.status = 'pending' AND r.ready_at IS NOT NULL AND r.ready_at <= ?1 \
-                         AND r.concurrency IS NOT NULL) \
-                 WHERE rn + active <= concurrency) \
-               ORDER BY ready_at LIMIT ?2) \
-             AND run_id IN (SELECT id FROM runs WHERE owner = ?3 AND lease_expires >= ?1) \
-             RETURNING id, attempt, token, run_id, task_name, executor, timeout_seconds",
+             token = lower(hex(randomblob(16))), dispatched_at = ",
+        );
+        qb.push_bind(now_ms)
+            .push(", started_at = NULL, heartbeat_at = ")
+            .push_bind(now_ms)
+            .push(", deadline_at = ")
+            .push_bind(now_ms)
+            .push(" + timeout_seconds * 1000, executor_id = NULL WHERE id IN (SELECT id FROM (");
+        // 1. Ready task runs with no cap, oldest first.
+        qb.push(
+            "SELECT * FROM (SELECT id, ready_at FROM task_runs WHERE status = 'pending' \
+             AND ready_at IS NOT NULL AND concurrency IS NULL AND executor <> 'workers' AND ready_at <= ",
         )
-        .bind(ms(now))
-        .bind(i64::from(limit))
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await?;
+        .push_bind(now_ms)
+        .push(" ORDER BY ready_at LIMIT ")
+        .push_bind(limit)
+        .push(")");
+        // 2. Capped ones: only as many per (run, task) as the cap leaves free.
+        qb.push(
+            " UNION ALL SELECT id, ready_at FROM ( \
+             SELECT r.id, r.ready_at, r.concurrency, COALESCE(a.n, 0) AS active, \
+             ROW_NUMBER() OVER (PARTITION BY r.run_id, r.task_name ORDER BY r.ready_at, r.parallel_index) AS rn \
+             FROM task_runs r LEFT JOIN (SELECT run_id, task_name, COUNT(*) AS n FROM task_runs \
+             WHERE status IN ('dispatched', 'running') AND concurrency IS NOT NULL GROUP BY run_id, task_name) a \
+             ON a.run_id = r.run_id AND a.task_name = r.task_name \
+             WHERE r.status = 'pending' AND r.ready_at IS NOT NULL AND r.concurrency IS NOT NULL \
+             AND r.executor <> 'workers' AND r.ready_at <= ",
+        )
+        .push_bind(now_ms)
+        .push(") WHERE rn + active <= concurrency");
+        // 3. Pool tasks: only as many per handler as connected workers have free slots.
+        let free: Vec<(&String, &u32)> = pool.iter().filter(|(_, n)| **n > 0).collect();
+        if !free.is_empty() {
+            qb.push(
+                " UNION ALL SELECT w.id, w.ready_at FROM (SELECT r.id, r.ready_at, r.handler, \
+                 ROW_NUMBER() OVER (PARTITION BY r.handler ORDER BY r.ready_at, r.parallel_index) AS rn \
+                 FROM task_runs r WHERE r.status = 'pending' AND r.ready_at IS NOT NULL \
+                 AND r.executor = 'workers' AND r.ready_at <= ",
+            )
+            .push_bind(now_ms)
+            .push(") w JOIN (");
+            let mut sep = false;
+            for (handler, n) in &free {
+                if sep {
+                    qb.push(" UNION ALL ");
+                }
+                sep = true;
+                qb.push("SELECT ").push_bind(handler.as_str()).push(" AS handler, ").push_bind(i64::from(**n)).push(" AS free");
+            }
+            qb.push(") c ON c.handler = w.handler WHERE w.rn <= c.free");
+        }
+        qb.push(") ORDER BY ready_at LIMIT ")
+            .push_bind(limit)
+            .push(") AND run_id IN (SELECT id FROM runs WHERE owner = ")
+            .push_bind(owner)
+            .push(" AND lease_expires >= ")
+            .push_bind(now_ms)
+            .push(") RETURNING id, attempt, token, run_id, task_name, executor, handler, timeout_seconds");
+        let mut tx = self.write.begin().await?;
+        let rows = qb.build().fetch_all(&mut *tx).await?;
         let mut claims = Vec::with_capacity(rows.len());
         for r in &rows {
             claims.push(Claim {
@@ -1035,6 +1077,7 @@ impl StateStore for SqliteStore {
                 run_id: r.try_get("run_id")?,
                 task_name: r.try_get("task_name")?,
                 executor: r.try_get("executor")?,
+                handler: r.try_get("handler")?,
                 timeout_seconds: to_u32(r.try_get("timeout_seconds")?),
             });
         }
@@ -1061,6 +1104,29 @@ impl StateStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(claims)
+    }
+
+    async fn release_claim(&self, fence: &Fence) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE task_runs SET status = 'pending', attempt = attempt - 1, token = NULL, dispatched_at = NULL, \
+             heartbeat_at = NULL, deadline_at = NULL WHERE id = ?1 AND attempt = ?2 AND token = ?3 AND status = 'dispatched'",
+        )
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .bind(&fence.token)
+        .execute(&mut *tx)
+        .await?;
+        let released = done.rows_affected() == 1;
+        if released {
+            sqlx::query("DELETE FROM attempts WHERE task_run_id = ?1 AND attempt = ?2")
+                .bind(&fence.task_run_id)
+                .bind(i64::from(fence.attempt))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
@@ -1280,6 +1346,7 @@ impl StateStore for SqliteStore {
             file_content,
             config_file: task.config_file.clone(),
             config_file_content,
+            handler: task.handler.clone(),
         })
     }
 

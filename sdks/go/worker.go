@@ -1,0 +1,336 @@
+package ork
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	orkv1 "github.com/ork-run/ork/sdks/go/gen/orkv1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// Version is the SDK's version, sent to the server when a worker attaches.
+const Version = "0.1.0"
+
+// DefaultServer is the server a worker talks to when neither [WithServer]
+// nor ORK_SERVER says otherwise.
+const DefaultServer = "http://127.0.0.1:7400"
+
+const (
+	// defaultHeartbeat applies when the server names no interval.
+	defaultHeartbeat = 10 * time.Second
+	// closeTimeout bounds the wait for the server to end a drained session.
+	closeTimeout = 5 * time.Second
+)
+
+// Option configures a [Worker].
+type Option func(*config)
+
+type config struct {
+	server string
+	slots  int
+	name   string
+	logger *slog.Logger
+}
+
+// WithServer sets the server's URL, e.g. http://127.0.0.1:7400 (https URLs
+// use TLS). The default is $ORK_SERVER, else [DefaultServer].
+func WithServer(url string) Option { return func(c *config) { c.server = url } }
+
+// WithSlots sets how many tasks the worker runs at once (default 1; values
+// below 1 mean 1). The server never assigns more.
+func WithSlots(n int) Option { return func(c *config) { c.slots = max(n, 1) } }
+
+// WithName sets the name the worker shows to people (default host:pid).
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithLogger sets where the worker logs about itself (connections, failed
+// reports); the default is [slog.Default]. Task logs go to the server.
+func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+
+// Worker is a long-lived pool worker: it serves its tasks to the server over
+// one stream. Make one with [NewWorker] and start it with [Worker.Run].
+type Worker struct {
+	cfg   config
+	tasks map[string]*TaskDef
+}
+
+// NewWorker returns a worker serving tasks, by their names. It panics when
+// tasks is empty or two tasks share a name, since both are programming
+// errors.
+func NewWorker(tasks []TaskDef, opts ...Option) *Worker {
+	cfg := config{server: os.Getenv("ORK_SERVER"), slots: 1, logger: slog.Default()}
+	if cfg.server == "" {
+		cfg.server = DefaultServer
+	}
+	if host, err := os.Hostname(); err == nil {
+		cfg.name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	} else {
+		cfg.name = fmt.Sprintf("pid %d", os.Getpid())
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if len(tasks) == 0 {
+		panic("ork: a worker needs at least one task")
+	}
+	byName := make(map[string]*TaskDef, len(tasks))
+	for i := range tasks {
+		t := &tasks[i]
+		if t.call == nil {
+			panic("ork: a worker task was not made with ork.Task")
+		}
+		if _, dup := byName[t.name]; dup {
+			panic(fmt.Sprintf("ork: two tasks are named %q", t.name))
+		}
+		byName[t.name] = t
+	}
+	return &Worker{cfg: cfg, tasks: byName}
+}
+
+// Run attaches to the server and runs the tasks it assigns until ctx is
+// cancelled; it then drains: it tells the server to send nothing more,
+// finishes the running tasks, closes the stream and returns nil. When the
+// stream breaks, Run stops the running tasks (the server retries them
+// elsewhere) and attaches again with backoff, for as long as ctx lives. It
+// returns an error only when the server refuses the worker for good (for
+// example, a server without pool support).
+func (w *Worker) Run(ctx context.Context) error {
+	conn, err := dial(w.cfg.server)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := orkv1.NewWorkerServiceClient(conn)
+	b := newBackoff(200*time.Millisecond, 10*time.Second)
+	for {
+		attached, err := w.session(ctx, client)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !attached && isPermanent(err) {
+			return fmt.Errorf("the server at %s refused the worker: %w", w.cfg.server, err)
+		}
+		if attached {
+			b.reset()
+		}
+		w.cfg.logger.Warn("worker session ended; reconnecting", "server", w.cfg.server, "error", err)
+		if !b.wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// isPermanent tells the errors that reconnecting cannot fix.
+func isPermanent(err error) bool {
+	switch status.Code(err) {
+	case codes.Unimplemented, codes.InvalidArgument, codes.PermissionDenied,
+		codes.Unauthenticated, codes.FailedPrecondition:
+		return true
+	}
+	return false
+}
+
+// dial opens a lazy connection to an http:// or https:// server URL (a bare
+// host:port is taken as plain http).
+func dial(server string) (*grpc.ClientConn, error) {
+	target := server
+	creds := insecure.NewCredentials()
+	if u, err := url.Parse(server); err == nil && u.Host != "" {
+		switch u.Scheme {
+		case "http":
+			target = u.Host
+		case "https":
+			target = u.Host
+			creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+		default:
+			return nil, fmt.Errorf("server URL %q must start with http:// or https://", server)
+		}
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, fmt.Errorf("bad server URL %q: %w", server, err)
+	}
+	return conn, nil
+}
+
+// attemptKey names an attempt within a session.
+type attemptKey struct {
+	taskRunID string
+	attempt   uint32
+}
+
+// session runs one attach on one stream until it ends. It reports whether
+// the server accepted the attach; after a drain (ctx cancelled) it returns
+// once every task has finished.
+func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) (attached bool, err error) {
+	// The stream outlives ctx: cancelling ctx means drain, not abort.
+	streamCtx, cancelStream := context.WithCancel(context.Background())
+	defer cancelStream()
+	stream, err := client.Session(streamCtx)
+	if err != nil {
+		return false, err
+	}
+	handlers := make([]string, 0, len(w.tasks))
+	for name := range w.tasks {
+		handlers = append(handlers, name)
+	}
+	sort.Strings(handlers)
+	err = stream.Send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Attach{Attach: &orkv1.WorkerAttach{
+		Name:     w.cfg.name,
+		Handlers: handlers,
+		Slots:    uint32(w.cfg.slots),
+		Sdk:      "go/" + Version,
+	}}})
+	if err != nil {
+		return false, recvError(stream, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return false, err
+	}
+	hello := first.GetAttached()
+	if hello == nil {
+		return false, fmt.Errorf("the server's first session message was %T, not attached", first.GetMessage())
+	}
+	heartbeat := defaultHeartbeat
+	if s := hello.GetHeartbeatIntervalSeconds(); s > 0 {
+		heartbeat = time.Duration(s) * time.Second
+	}
+	log := w.cfg.logger.With("session", hello.GetSessionId())
+	log.Info("worker attached", "server", w.cfg.server, "handlers", handlers, "slots", w.cfg.slots)
+
+	var sendMu sync.Mutex
+	send := func(m *orkv1.SessionRequest) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+
+	// The receiver answers pings itself, so a busy main loop cannot make the
+	// worker look dead.
+	msgs := make(chan *orkv1.SessionResponse)
+	recvErr := make(chan error, 1)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if p := m.GetPing(); p != nil {
+				// A failed send surfaces as a failed Recv.
+				_ = send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Pong{Pong: &orkv1.WorkerPong{Nonce: p.GetNonce()}}})
+				continue
+			}
+			select {
+			case msgs <- m:
+			case <-quit:
+				return
+			}
+		}
+	}()
+
+	// Tasks get their own root context: draining lets them finish, and only
+	// the server (or a broken stream) cancels them.
+	tasksCtx, cancelTasks := context.WithCancel(context.Background())
+	defer cancelTasks()
+	running := make(map[attemptKey]*attemptRun)
+	finished := make(chan attemptKey)
+	waitAll := func() {
+		for len(running) > 0 {
+			delete(running, <-finished)
+		}
+	}
+
+	draining := false
+	drainSignal := ctx.Done()
+	for {
+		if draining && len(running) == 0 {
+			_ = stream.CloseSend()
+			select {
+			case <-recvErr:
+			case <-time.After(closeTimeout):
+			}
+			log.Info("worker drained")
+			return true, nil
+		}
+		select {
+		case <-drainSignal:
+			drainSignal = nil
+			draining = true
+			log.Info("worker draining", "running", len(running))
+			if err := send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Drain{Drain: &orkv1.WorkerDrain{}}}); err != nil {
+				// The stream is gone; Recv reports why.
+				continue
+			}
+		case key := <-finished:
+			delete(running, key)
+		case err := <-recvErr:
+			if err == io.EOF {
+				err = errors.New("the server closed the session")
+			}
+			// The server fails this session's attempts as lost when the
+			// stream ends, so their results would be refused: stop them and
+			// wait, so that a new attach never runs more than its slots.
+			for _, run := range running {
+				run.stop("the session ended")
+			}
+			waitAll()
+			return true, err
+		case m := <-msgs:
+			switch msg := m.GetMessage().(type) {
+			case *orkv1.SessionResponse_Assignment:
+				ref, spec := msg.Assignment.GetAttempt(), msg.Assignment.GetSpec()
+				key := attemptKey{ref.GetTaskRunId(), ref.GetAttempt()}
+				if _, dup := running[key]; dup {
+					log.Warn("the server assigned an attempt twice; ignoring the repeat", "task_run_id", key.taskRunID, "attempt", key.attempt)
+					continue
+				}
+				if len(running) >= w.cfg.slots {
+					log.Warn("the server assigned more attempts than the worker has slots", "slots", w.cfg.slots)
+				}
+				run := newAttemptRun(tasksCtx, client, ref, spec, w.tasks[spec.GetHandler()], heartbeat, log)
+				running[key] = run
+				go func() {
+					run.execute()
+					finished <- key
+				}()
+			case *orkv1.SessionResponse_Cancel:
+				ref := msg.Cancel.GetAttempt()
+				if run, ok := running[attemptKey{ref.GetTaskRunId(), ref.GetAttempt()}]; ok {
+					run.stop(msg.Cancel.GetReason())
+				}
+			case *orkv1.SessionResponse_Attached:
+				log.Warn("the server confirmed the attach twice")
+			}
+		}
+	}
+}
+
+// recvError returns the stream's real status after a failed Send: gRPC
+// reports io.EOF from Send and the reason from Recv.
+func recvError(stream orkv1.WorkerService_SessionClient, sendErr error) error {
+	if sendErr != io.EOF {
+		return sendErr
+	}
+	_, err := stream.Recv()
+	if err == nil || err == io.EOF {
+		return sendErr
+	}
+	return err
+}

@@ -1,0 +1,275 @@
+//! Long-lived pool workers: the registry of attached sessions and the
+//! `workers` executor that pushes assignments to them.
+//!
+//! The scheduler claims pool tasks only up to the free slots the registry
+//! reports ([`WorkerPool::capacity`]), so assignments are pushed at once and
+//! never queue here. A session's slots are freed when its attempt reports,
+//! is cancelled, or is declared lost.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ork_proto::v1;
+use tokio::sync::mpsc;
+
+use super::spec::{SpecError, task_spec};
+use super::{Error, ExecutionStatus, Executor, Launch};
+use crate::secrets::Secrets;
+use crate::state::{Fence, StateStore};
+
+/// What a session's stream carries to its worker.
+pub type SessionSender = mpsc::Sender<Result<v1::SessionResponse, tonic::Status>>;
+
+struct Session {
+    name: String,
+    handlers: BTreeSet<String>,
+    slots: u32,
+    running: HashSet<String>,
+    draining: bool,
+    tx: SessionSender,
+}
+
+impl Session {
+    fn free(&self) -> u32 {
+        if self.draining {
+            return 0;
+        }
+        self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
+    }
+}
+
+#[derive(Default)]
+struct PoolState {
+    next_id: u64,
+    sessions: HashMap<u64, Session>,
+    /// task_run_id → (session, fence) of every assigned attempt.
+    assigned: HashMap<String, (u64, Fence)>,
+}
+
+/// The registry of attached pool workers.
+#[derive(Default)]
+pub struct WorkerPool {
+    inner: Mutex<PoolState>,
+}
+
+impl WorkerPool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Free slots per handler: how many more pool tasks the scheduler may
+    /// claim. A worker serving several handlers counts for each of them; the
+    /// executor gives back a claim it cannot place.
+    pub fn capacity(&self) -> BTreeMap<String, u32> {
+        let state = self.lock();
+        let mut free: BTreeMap<String, u32> = BTreeMap::new();
+        for session in state.sessions.values() {
+            let n = session.free();
+            if n == 0 {
+                continue;
+            }
+            for handler in &session.handlers {
+                *free.entry(handler.clone()).or_default() += n;
+            }
+        }
+        free
+    }
+
+    /// Registers a session; returns its id.
+    pub fn attach(&self, name: String, handlers: BTreeSet<String>, slots: u32, tx: SessionSender) -> u64 {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        tracing::info!(session = id, %name, ?handlers, slots, "pool worker attached");
+        state
+            .sessions
+            .insert(id, Session { name, handlers, slots, running: HashSet::new(), draining: false, tx });
+        id
+    }
+
+    /// Stops sending the session new work; it finishes what it runs.
+    pub fn drain(&self, id: u64) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            tracing::info!(session = id, name = %s.name, "pool worker draining");
+            s.draining = true;
+        }
+    }
+
+    /// Removes a session; returns the attempts it was running, which are lost.
+    pub fn detach(&self, id: u64) -> Vec<Fence> {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.remove(&id) else {
+            return Vec::new();
+        };
+        tracing::info!(session = id, name = %session.name, running = session.running.len(), "pool worker detached");
+        session
+            .running
+            .iter()
+            .filter_map(|task_run_id| state.assigned.remove(task_run_id).map(|(_, fence)| fence))
+            .collect()
+    }
+
+    /// Frees the slot of an attempt that ended (reported, cancelled, lost).
+    /// Returns true when a slot was freed, so the scheduler can use it.
+    pub fn finished(&self, task_run_id: &str) -> bool {
+        let mut state = self.lock();
+        let Some((session, _)) = state.assigned.remove(task_run_id) else {
+            return false;
+        };
+        if let Some(s) = state.sessions.get_mut(&session) {
+            s.running.remove(task_run_id);
+        }
+        true
+    }
+
+    /// Number of attached sessions, for logs and tests.
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Reserves a slot on the least-busy session serving `handler`.
+    fn reserve(&self, handler: &str, fence: &Fence) -> Option<(u64, SessionSender)> {
+        let mut state = self.lock();
+        let (id, _) = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.handlers.contains(handler) && s.free() > 0)
+            .max_by_key(|(id, s)| (s.free(), std::cmp::Reverse(**id)))?;
+        let id = *id;
+        let session = state.sessions.get_mut(&id)?;
+        session.running.insert(fence.task_run_id.clone());
+        let tx = session.tx.clone();
+        state.assigned.insert(fence.task_run_id.clone(), (id, fence.clone()));
+        Some((id, tx))
+    }
+
+    fn assigned(&self, task_run_id: &str) -> Option<(u64, Fence, SessionSender)> {
+        let state = self.lock();
+        let (session, fence) = state.assigned.get(task_run_id)?.clone();
+        let tx = state.sessions.get(&session)?.tx.clone();
+        Some((session, fence, tx))
+    }
+}
+
+/// The `workers` executor.
+pub struct PoolExecutor {
+    pool: Arc<WorkerPool>,
+    state: Arc<dyn StateStore>,
+    secrets: Arc<Secrets>,
+    heartbeat_interval: Duration,
+}
+
+impl PoolExecutor {
+    pub fn new(
+        pool: Arc<WorkerPool>,
+        state: Arc<dyn StateStore>,
+        secrets: Arc<Secrets>,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        Self { pool, state, secrets, heartbeat_interval }
+    }
+}
+
+fn attempt_ref(fence: &Fence) -> v1::AttemptRef {
+    v1::AttemptRef {
+        task_run_id: fence.task_run_id.clone(),
+        attempt: fence.attempt,
+        token: fence.token.clone(),
+    }
+}
+
+#[async_trait]
+impl Executor for PoolExecutor {
+    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+        let handler = launch.handler.clone().unwrap_or_default();
+        let spec = task_spec(self.state.as_ref(), &self.secrets, self.heartbeat_interval, &launch.fence)
+            .await
+            .map_err(|e| match e {
+                SpecError::Env(message) => Error::Rejected(message),
+                SpecError::State(e) => Error::Unavailable(e.to_string()),
+            })?;
+        let Some((session, tx)) = self.pool.reserve(&handler, &launch.fence) else {
+            return Err(Error::NoCapacity { handler });
+        };
+        let assignment = v1::SessionResponse {
+            message: Some(v1::session_response::Message::Assignment(v1::Assignment {
+                attempt: Some(attempt_ref(&launch.fence)),
+                spec: Some(spec),
+            })),
+        };
+        if tx.send(Ok(assignment)).await.is_err() {
+            // The stream closed between reserve and send.
+            self.pool.finished(&launch.fence.task_run_id);
+            return Err(Error::NoCapacity { handler });
+        }
+        Ok(format!("pool:{session}:{}", launch.fence.task_run_id))
+    }
+
+    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
+        let Some(task_run_id) = execution_id.rsplit(':').next() else {
+            return Ok(());
+        };
+        if let Some((_, fence, tx)) = self.pool.assigned(task_run_id) {
+            let cancel = v1::SessionResponse {
+                message: Some(v1::session_response::Message::Cancel(v1::CancelAssignment {
+                    attempt: Some(attempt_ref(&fence)),
+                    reason: "cancelled".to_owned(),
+                })),
+            };
+            // A closed stream already means the attempt is gone.
+            let _ = tx.send(Ok(cancel)).await;
+            self.pool.finished(task_run_id);
+        }
+        Ok(())
+    }
+
+    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
+        let task_run_id = execution_id.rsplit(':').next().unwrap_or_default();
+        Ok(match self.pool.assigned(task_run_id) {
+            Some(_) => ExecutionStatus::Running,
+            None => ExecutionStatus::Unknown,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(id: &str) -> Fence {
+        Fence { task_run_id: id.into(), attempt: 1, token: "t".into() }
+    }
+
+    #[test]
+    fn capacity_counts_free_slots_per_handler_and_drain_stops_new_work() {
+        let pool = WorkerPool::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let a = pool.attach("a".into(), ["h1".to_owned(), "h2".to_owned()].into(), 2, tx.clone());
+        let _b = pool.attach("b".into(), ["h1".to_owned()].into(), 1, tx);
+        assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)]));
+        assert!(pool.reserve("h2", &fence("x")).is_some());
+        assert_eq!(pool.capacity()["h1"], 2);
+        pool.drain(a);
+        assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 1)]));
+        assert!(pool.reserve("h2", &fence("y")).is_none(), "draining sessions get nothing");
+        assert!(pool.finished("x"));
+        assert!(!pool.finished("x"), "a slot is freed once");
+        assert_eq!(pool.detach(a), Vec::<Fence>::new());
+    }
+
+    #[test]
+    fn detach_returns_the_running_attempts() {
+        let pool = WorkerPool::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let a = pool.attach("a".into(), ["h".to_owned()].into(), 2, tx);
+        pool.reserve("h", &fence("x"));
+        pool.reserve("h", &fence("y"));
+        assert!(pool.reserve("h", &fence("z")).is_none(), "slots respected");
+        let mut lost: Vec<String> = pool.detach(a).into_iter().map(|f| f.task_run_id).collect();
+        lost.sort();
+        assert_eq!(lost, ["x", "y"]);
+        assert!(pool.capacity().is_empty());
+    }
+}

@@ -1,0 +1,54 @@
+//! Builds the `TaskSpec` a worker runs an attempt from: the same for launched
+//! workers (who fetch it) and pool workers (who are pushed it).
+
+use std::time::Duration;
+
+use ork_proto::json::to_proto;
+use ork_proto::v1;
+
+use crate::secrets::Secrets;
+use crate::state::{self, Fence, StateStore};
+
+/// Why a spec could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    State(#[from] state::Error),
+    /// An env value could not be resolved; the message names task, field and
+    /// fix. The attempt cannot run: fail it without retrying.
+    #[error("{0}")]
+    Env(String),
+}
+
+/// The spec of the attempt `fence` names, secrets resolved.
+pub async fn task_spec(
+    state: &dyn StateStore,
+    secrets: &Secrets,
+    heartbeat_interval: Duration,
+    fence: &Fence,
+) -> Result<v1::TaskSpec, SpecError> {
+    let spec = state.attempt_spec(fence).await?;
+    let env = secrets.resolve_env(&spec.task_name, &spec.env).map_err(SpecError::Env)?;
+    Ok(v1::TaskSpec {
+        run_id: spec.run_id,
+        workflow: spec.workflow,
+        task_name: spec.task_name,
+        task_run_id: spec.task_run_id,
+        attempt: spec.attempt,
+        parallel_index: spec.parallel_index,
+        parallel_count: spec.parallel_count,
+        input: Some(to_proto(&spec.input)),
+        env,
+        timeout_seconds: spec.timeout_seconds,
+        deadline: spec.deadline.map(|t| pbjson_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        heartbeat_interval_seconds: u32::try_from(heartbeat_interval.as_secs()).unwrap_or(5).max(1),
+        file: spec.file.unwrap_or_default(),
+        file_content: spec.file_content,
+        config_file: spec.config_file.unwrap_or_default(),
+        config_file_content: spec.config_file_content,
+        handler: spec.handler.unwrap_or_default(),
+    })
+}
