@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,7 +75,12 @@ func orkBinary() (string, error) {
 // server returns the shared server, starting it the first time.
 func server(t *testing.T) *testServer {
 	t.Helper()
-	serverOnce.Do(func() { shared, serverErr = startServer() })
+	serverOnce.Do(func() {
+		var dataDir string
+		if dataDir, serverErr = os.MkdirTemp("", "ork-go-sdk-test-"); serverErr == nil {
+			shared, serverErr = startServer("127.0.0.1:0", dataDir)
+		}
+	})
 	if serverErr != nil {
 		t.Fatalf("cannot start the ork server: %v", serverErr)
 	}
@@ -83,21 +89,19 @@ func server(t *testing.T) *testServer {
 
 var listening = regexp.MustCompile(`listening on (http://\S+)`)
 
-func startServer() (*testServer, error) {
+// startServer runs `ork dev` on listen with its state in dataDir; a server
+// started again on the same folder sees the same workflows and runs.
+func startServer(listen, dataDir string) (*testServer, error) {
 	bin, err := orkBinary()
 	if err != nil {
 		return nil, err
 	}
-	dataDir, err := os.MkdirTemp("", "ork-go-sdk-test-")
-	if err != nil {
-		return nil, err
-	}
 	s := &testServer{dataDir: dataDir, logPath: filepath.Join(dataDir, "server.log")}
-	logFile, err := os.Create(s.logPath)
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dataDir, "data"),
+	s.cmd = exec.Command(bin, "dev", "--listen", listen, "--data-dir", filepath.Join(dataDir, "data"),
 		"--heartbeat-interval", "1", "--heartbeat-timeout", "5")
 	s.cmd.Stdout = logFile
 	stderr, err := s.cmd.StderrPipe()
@@ -142,17 +146,22 @@ func stopServer() {
 	if shared == nil {
 		return
 	}
-	_ = shared.conn.Close()
-	_ = shared.cmd.Process.Signal(os.Interrupt)
+	shared.stop(os.Interrupt)
+	_ = os.RemoveAll(shared.dataDir)
+}
+
+// stop ends the server process with sig (killing it after 10s).
+func (s *testServer) stop(sig os.Signal) {
+	_ = s.conn.Close()
+	_ = s.cmd.Process.Signal(sig)
 	done := make(chan struct{})
-	go func() { _ = shared.cmd.Wait(); close(done) }()
+	go func() { _ = s.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		_ = shared.cmd.Process.Kill()
+		_ = s.cmd.Process.Kill()
 		<-done
 	}
-	_ = os.RemoveAll(shared.dataDir)
 }
 
 // serverLogTail helps explain a failure.
@@ -244,7 +253,7 @@ type runningWorker struct {
 // startWorker runs a worker against the test server until the test ends.
 func (s *testServer) startWorker(t *testing.T, tasks []ork.TaskDef, opts ...ork.Option) *runningWorker {
 	t.Helper()
-	opts = append([]ork.Option{ork.WithServer(s.url), ork.WithName(t.Name())}, opts...)
+	opts = append([]ork.Option{ork.WithServer(s.url), ork.WithName(t.Name()), ork.WithLogger(testLogger(t))}, opts...)
 	w := ork.NewWorker(tasks, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{cancel: cancel, done: make(chan error, 1)}
@@ -294,6 +303,11 @@ func outputJSON(t *testing.T, tr *orkv1.TaskRun) string {
 	}
 	// protojson's spacing is deliberately unstable; compare compact JSON.
 	return compactJSON(t, data)
+}
+
+// testLogger shows a worker's own messages with the test's output.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }
 
 func cancelRequest(id string) *orkv1.CancelRunRequest { return &orkv1.CancelRunRequest{Id: id} }

@@ -261,3 +261,18 @@ async fn the_mirror_holds_spec_status_output_and_log_of_every_attempt() {
     assert_eq!(run_doc["status"], "success");
     assert!(data.path().join("objects/workflows/mirrored").is_dir());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_message_written_to_ork_error_is_the_task_error() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = "name: explained\ntasks:\n  - name: t\n    file: t.sh\n";
+    let script = "#!/bin/bash\necho noise >&2\nprintf 'Traceback (most recent call last):\\n  line 1\\nValueError: bad row 7\\n' > \"$ORK_ERROR\"\nexit 1\n";
+    c.deploy(yaml, &[("t.sh", script)]).await.expect("deploy");
+    let run = c.start_run("explained", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    let t = task(&run, "t");
+    assert_eq!(t.status, "failed");
+    assert!(t.error.contains("Traceback (most recent call last):\n  line 1\nValueError: bad row 7"), "{}", t.error);
+    assert!(!t.error.contains("noise"), "the error file replaces the stderr tail: {}", t.error);
+}

@@ -41,6 +41,8 @@ const STDERR_TAIL_LINES: usize = 20;
 const INPUT_FILE: &str = "input.json";
 /// The file the task writes its output to, inside the attempt directory.
 const OUTPUT_FILE: &str = "output.json";
+/// The file an SDK writes a failure's message to (`ORK_ERROR`).
+const ERROR_FILE: &str = "error.txt";
 
 /// How long the pipes may stay open after the task's process group was killed.
 /// Only a process that left the group (setsid) and kept the pipe can hold them
@@ -293,6 +295,22 @@ pub(crate) fn signal_error(signal: i32) -> String {
     }
 }
 
+/// Longest failure message kept from the ORK_ERROR file.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Keeps the end of a long failure message: a traceback's last lines matter most.
+pub(crate) fn truncate_error(text: &str) -> String {
+    let text = text.trim_end();
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_owned();
+    }
+    let mut start = text.len() - MAX_ERROR_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[…truncated]\n{}", &text[start..])
+}
+
 /// The error reported for a task that ran past its deadline.
 pub(crate) fn timeout_error(timeout_seconds: u32, deadline: Option<DateTime<Utc>>) -> String {
     match (timeout_seconds, deadline) {
@@ -333,6 +351,8 @@ struct Prepared {
     config_file: Option<PathBuf>,
     input: PathBuf,
     output: PathBuf,
+    /// Where an SDK writes a failure's full message (e.g. a traceback).
+    error: PathBuf,
 }
 
 /// Why an attempt could not be prepared, and whether a retry may help.
@@ -379,7 +399,7 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
         })?)
     };
     for name in std::iter::once(file_name).chain(config_name) {
-        if name == INPUT_FILE || name == OUTPUT_FILE {
+        if name == INPUT_FILE || name == OUTPUT_FILE || name == ERROR_FILE {
             return Err(PrepareError::permanent(format!(
                 "the task file name {name:?} collides with ork's own {name}; rename the file"
             )));
@@ -417,17 +437,21 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
     // A directory kept from an earlier launch of this attempt may hold an old
     // output, which must not be mistaken for this run's.
     let output = dir.join(OUTPUT_FILE);
-    match tokio::fs::remove_file(&output).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(PrepareError::io("remove the old", &output, &e));
+    let error = dir.join(ERROR_FILE);
+    for stale in [&output, &error] {
+        match tokio::fs::remove_file(stale).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PrepareError::io("remove the old", stale, &e));
+            }
+            _ => {}
         }
-        _ => {}
     }
     Ok(Prepared {
         program,
         config_file,
         input,
         output,
+        error,
     })
 }
 
@@ -482,6 +506,7 @@ fn build_command(
     let attempt = &config.attempt;
     cmd.env("ORK_INPUT", &prepared.input)
         .env("ORK_OUTPUT", &prepared.output)
+        .env("ORK_ERROR", &prepared.error)
         .env("ORK_RUN_ID", &spec.run_id)
         .env("ORK_WORKFLOW", &spec.workflow)
         .env("ORK_TASK_NAME", &spec.task_name)
@@ -869,7 +894,17 @@ async fn supervise(
                     prepared.output.display()
                 )),
             };
-            match judge_exit(status, &stderr_tail, output) {
+            // An SDK's full failure message (a traceback) beats the stderr tail.
+            let error_text = tokio::fs::read(&prepared.error)
+                .await
+                .ok()
+                .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
+                .filter(|t| !t.trim().is_empty());
+            let tail: Vec<String> = match error_text {
+                Some(text) => vec![text],
+                None => stderr_tail,
+            };
+            match judge_exit(status, &tail, output) {
                 Ok(output) => report_success(client, output).await,
                 Err((error, non_retryable)) => report_failure(client, error, non_retryable).await,
             }
@@ -978,6 +1013,15 @@ mod tests {
         assert_eq!(c.work_dir, PathBuf::from("/var/ork"));
         assert!(c.keep_work_dir);
         assert_eq!(c.kill_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn long_error_files_keep_their_end() {
+        let long = format!("{}END", "x".repeat(MAX_ERROR_BYTES + 10));
+        let cut = truncate_error(&long);
+        assert!(cut.starts_with("[…truncated]"));
+        assert!(cut.ends_with("END"));
+        assert_eq!(truncate_error("short\n"), "short");
     }
 
     #[test]

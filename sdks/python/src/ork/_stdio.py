@@ -55,8 +55,8 @@ _saved: list[tuple[TextIO, TextIO]] = []
 def install() -> None:
     """Replaces ``sys.stdout`` and ``sys.stderr`` with routing proxies."""
     _saved.append((sys.stdout, sys.stderr))
-    sys.stdout = _Proxy("stdout", sys.stdout)  # type: ignore[assignment]
-    sys.stderr = _Proxy("stderr", sys.stderr)  # type: ignore[assignment]
+    sys.stdout = _Proxy("stdout", sys.stdout)
+    sys.stderr = _Proxy("stderr", sys.stderr)
 
 
 def uninstall() -> None:

@@ -206,7 +206,7 @@ class Worker:
         """
         restore_signals = self._install_signal_handlers()
         channel = _open_channel(self.server)
-        self._stub = worker_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
         self._batcher = _LogBatcher(self._stub)
         self._batcher.start()
         _stdio.install()
