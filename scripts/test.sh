@@ -24,5 +24,8 @@ scripts/grpcurl.sh >/dev/null
 step "cargo test (with a private PostgreSQL and the S3, Azure and GCS emulators up)"
 scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked
 
+step "go sdk"
+./scripts/test-go.sh
+
 step "schemathesis against /openapi.json of a live ork dev (no 5xx, no schema violations)"
 scripts/schemathesis.sh

@@ -253,7 +253,13 @@ type runningWorker struct {
 // startWorker runs a worker against the test server until the test ends.
 func (s *testServer) startWorker(t *testing.T, tasks []ork.TaskDef, opts ...ork.Option) *runningWorker {
 	t.Helper()
-	opts = append([]ork.Option{ork.WithServer(s.url), ork.WithName(t.Name()), ork.WithLogger(testLogger(t))}, opts...)
+	return startWorkerAt(t, s.url, tasks, opts...)
+}
+
+// startWorkerAt runs a worker against any server URL until the test ends.
+func startWorkerAt(t *testing.T, url string, tasks []ork.TaskDef, opts ...ork.Option) *runningWorker {
+	t.Helper()
+	opts = append([]ork.Option{ork.WithServer(url), ork.WithName(t.Name()), ork.WithLogger(testLogger(t))}, opts...)
 	w := ork.NewWorker(tasks, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{cancel: cancel, done: make(chan error, 1)}

@@ -24,7 +24,13 @@ struct Backend {
     store: Arc<dyn StateStore>,
     _dir: Option<tempfile::TempDir>,
     _database: Option<PostgresDatabase>,
+    _server: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
 }
+
+/// Held shared by every test that uses the PostgreSQL server, and exclusive
+/// by the one that restarts it.
+static POSTGRES_SERVER: std::sync::LazyLock<Arc<tokio::sync::RwLock<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::RwLock::new(())));
 
 async fn backends() -> Vec<(&'static str, Backend)> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -36,6 +42,7 @@ async fn backends() -> Vec<(&'static str, Backend)> {
                 store: state::open("sqlite::memory:", LIMITS).await.expect("open"),
                 _dir: None,
                 _database: None,
+                _server: None,
             },
         ),
         (
@@ -44,13 +51,18 @@ async fn backends() -> Vec<(&'static str, Backend)> {
                 store: state::open(&url, LIMITS).await.expect("open"),
                 _dir: Some(dir),
                 _database: None,
+                _server: None,
             },
         ),
     ];
     if let Some(admin_url) = postgres_admin_url() {
+        let server = POSTGRES_SERVER.clone().read_owned().await;
         let database = PostgresDatabase::create(&admin_url).await;
         let store = state::open(&database.url, LIMITS).await.expect("open postgres");
-        all.push(("postgres", Backend { store, _dir: None, _database: Some(database) }));
+        all.push((
+            "postgres",
+            Backend { store, _dir: None, _database: Some(database), _server: Some(server) },
+        ));
     }
     all
 }
@@ -539,6 +551,8 @@ async fn postgres_restart_is_survived() {
     let (Some(admin_url), Ok(restart)) = (postgres_admin_url(), std::env::var("ORK_TEST_POSTGRES_RESTART")) else {
         return;
     };
+    // Alone on the server: the restart drops every test's connections.
+    let _alone = POSTGRES_SERVER.clone().write_owned().await;
     let database = PostgresDatabase::create(&admin_url).await;
     let store = state::open(&database.url, LIMITS).await.expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
@@ -572,6 +586,7 @@ async fn postgres_restart_is_survived() {
 async fn postgres_reports_wake_the_owner_across_replicas() {
     use futures::StreamExt;
     let Some(admin_url) = postgres_admin_url() else { return };
+    let _shared = POSTGRES_SERVER.clone().read_owned().await;
     let database = PostgresDatabase::create(&admin_url).await;
     let owner_side = state::postgres::PostgresStore::open(&database.url, LIMITS).await.expect("open postgres");
     let mut wakeups = owner_side.wakeups(OWNER).await.expect("listen");

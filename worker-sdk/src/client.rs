@@ -162,6 +162,17 @@ impl Client {
         })
     }
 
+    /// A client for another attempt over the same connection (pool workers
+    /// run many attempts over one channel).
+    pub fn for_attempt(&self, attempt: AttemptRef) -> Self {
+        Self { inner: self.inner.clone(), attempt, retry: self.retry.clone() }
+    }
+
+    /// The underlying channel, for the session stream of a pool worker.
+    pub(crate) fn service(&self) -> WorkerServiceClient<Channel> {
+        self.inner.clone()
+    }
+
     /// Replaces the retry policy (the default retries for 10 minutes).
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;

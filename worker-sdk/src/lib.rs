@@ -7,6 +7,7 @@
 //!   and a call for an attempt that is no longer current fails with
 //!   [`Error::Stale`].
 //! - [`launched`] runs any command as one task attempt (what `ork-worker` does).
+//! - [`pool`] is a long-lived worker serving named handlers over one session.
 //! - [`json`] converts between `serde_json::Value` and `google.protobuf.Value`.
 //!
 //! # Running a plain command as a task
@@ -43,6 +44,7 @@ mod error;
 pub use ork_proto::json;
 pub mod launched;
 mod logs;
+pub mod pool;
 
 pub use client::{AttemptRef, Client, RetryPolicy};
 pub use error::Error;

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import traceback
 import typing
 from typing import Any, Callable, Dict, Optional, TypeVar, Union, overload
@@ -48,6 +49,9 @@ class TaskDefinition:
         Raises what the function raises; an input that fails pydantic
         validation or an output that is not JSON raises :class:`NonRetryable`.
         """
+        if raw_input is None:
+            # A task whose YAML gives no input gets an empty object, in both modes.
+            raw_input = {}
         args: list[Any] = []
         if self.takes_ctx:
             args.append(ctx)
@@ -66,7 +70,7 @@ class TaskDefinition:
         if model is None:
             return raw_input
         try:
-            return model.model_validate({} if raw_input is None else raw_input)
+            return model.model_validate(raw_input)
         except Exception as e:  # pydantic.ValidationError, without importing pydantic
             raise NonRetryable(
                 f"the input of task {self.name} does not match {model.__name__}: {e}"
@@ -193,6 +197,25 @@ def normalize_numbers(value: Any) -> Any:
     return value
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def format_error(exc: BaseException) -> str:
-    """The error text reported for an exception: its full traceback."""
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
+    """The error text reported for an exception: its full traceback.
+
+    The SDK's own frames at the top of the stack (the code that called the
+    task function) are left out, so the traceback starts in the user's code.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _is_sdk_frame(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip("\n")
+
+
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
+
+
+def _is_sdk_frame(filename: str) -> bool:
+    """Whether a frame belongs to the machinery that called the task: ork or asyncio."""
+    directory = os.path.dirname(os.path.abspath(filename))
+    return directory in (_PACKAGE_DIR, _ASYNCIO_DIR)

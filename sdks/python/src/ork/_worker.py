@@ -241,7 +241,7 @@ class Worker:
                 )
             )
         )
-        call = self._stub.Session(_drain_queue(requests))
+        call: Any = self._stub.Session(_drain_queue(requests))
         state = _SessionState()
         reader = threading.Thread(
             target=self._read_session, args=(call, requests, state), name="ork-session", daemon=True
