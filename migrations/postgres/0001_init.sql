@@ -71,9 +71,9 @@ CREATE TABLE task_runs (
     parallel_count BIGINT,
     -- The for_each element of this instance, JSON.
     item           TEXT,
+    executor       TEXT NOT NULL,
     -- For `executor: workers`: the pool handler that runs it.
     handler        TEXT,
-    executor       TEXT NOT NULL,
     executor_id    TEXT,
     -- Resolved input, set when the task becomes ready.
     input          TEXT,

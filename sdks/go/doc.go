@@ -17,7 +17,7 @@
 //
 //	var Sum = ork.Task("go_sum", sum)
 //
-// The function receives an [*Context]: a [context.Context] that is cancelled
+// The function receives a [*Context]: a [context.Context] that is cancelled
 // when the run is cancelled or the attempt times out, plus the run and task
 // identifiers, the attempt number, the fan-out position and a
 // [*log/slog.Logger] whose records become the task's log lines. Returning an

@@ -43,10 +43,11 @@ func ExampleTask() {
 // A pool worker serves its tasks until SIGTERM, then drains. The workflow
 // routes a task to it with:
 //
-//	- name: hello
-//	  executor: workers
-//	  handler: greet
-//	  input: {name: "{{ run.input.name }}"}
+//	tasks:
+//	  - name: hello
+//	    executor: workers
+//	    handler: greet
+//	    input: {name: "{{ run.input.name }}"}
 func ExampleNewWorker() {
 	worker := ork.NewWorker(
 		[]ork.TaskDef{ork.Task("greet", greet)},

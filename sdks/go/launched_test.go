@@ -211,3 +211,65 @@ func TestLaunchedSigtermCancelsTheContext(t *testing.T) {
 		t.Errorf("error file = %q", e)
 	}
 }
+
+// Under ork's supervisor (a `workers`-less task whose file starts the test
+// binary as a launched program), the output, the error text and the
+// non-retryable exit code all reach the run.
+func TestLaunchedUnderTheSupervisor(t *testing.T) {
+	s := server(t)
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := func(task string) []byte {
+		return fmt.Appendf(nil, "#!/bin/bash\nexport %s=%s\nexec %q -test.run='^$'\n", launchedHelperEnv, task, self)
+	}
+	wf := uniqueName("launched")
+	s.deploy(t, fmt.Sprintf(`
+name: %s
+tasks:
+  - name: sum
+    file: sum.sh
+    input:
+      values: [1, 2, 3.5]
+  - name: facts
+    file: facts.sh
+    parallel: 2
+    timeout_seconds: 120
+  - name: refuse
+    file: refuse.sh
+    retries: 2
+  - name: fail
+    file: fail.sh
+    retries: 1
+`, wf), map[string][]byte{
+		"sum.sh": script("sum"), "facts.sh": script("facts"), "refuse.sh": script("refuse"), "fail.sh": script("fail"),
+	})
+	runID := s.start(t, wf, nil)
+	run := s.wait(t, runID, 60*time.Second)
+	if run.GetStatus() != "failed" {
+		t.Fatalf("run ended %s, want failed (refuse and fail fail)", run.GetStatus())
+	}
+
+	sum := taskRuns(run, "sum")[0]
+	if out := outputJSON(t, sum); sum.GetStatus() != "success" || out != `{"count":3,"sum":6.5}` {
+		t.Errorf("sum: %s %s %q", sum.GetStatus(), out, sum.GetError())
+	}
+	for _, tr := range taskRuns(run, "facts") {
+		want := `"attempt":1,"count":2,"deadline":"`
+		out := outputJSON(t, tr)
+		if !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf(`"index":%d`, tr.GetParallelIndex())) ||
+			!strings.Contains(out, `"run":"`+runID+`"`) || !strings.Contains(out, `"task_run":"`+tr.GetId()+`"`) ||
+			!strings.Contains(out, `"workflow":"`+wf+`"`) {
+			t.Errorf("facts %d: %s", tr.GetParallelIndex(), out)
+		}
+	}
+	refuse := taskRuns(run, "refuse")[0]
+	if refuse.GetStatus() != "failed" || len(refuse.GetAttempts()) != 1 || !strings.Contains(refuse.GetError(), "checking input: no values") {
+		t.Errorf("refuse: %s after %d attempts: %q", refuse.GetStatus(), len(refuse.GetAttempts()), refuse.GetError())
+	}
+	fail := taskRuns(run, "fail")[0]
+	if fail.GetStatus() != "failed" || len(fail.GetAttempts()) != 2 || !strings.Contains(fail.GetError(), "the disk is on fire") {
+		t.Errorf("fail: %s after %d attempts: %q", fail.GetStatus(), len(fail.GetAttempts()), fail.GetError())
+	}
+}

@@ -182,11 +182,16 @@ func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), workflowSeq.Add(1))
 }
 
-func (s *testServer) deploy(t *testing.T, yaml string) {
+// deploy stores a workflow with the task files it names (path → content).
+func (s *testServer) deploy(t *testing.T, yaml string, files ...map[string][]byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := s.workflows.DeployWorkflow(ctx, &orkv1.DeployWorkflowRequest{Yaml: yaml, Source: t.Name() + ".yaml"}); err != nil {
+	req := &orkv1.DeployWorkflowRequest{Yaml: yaml, Source: t.Name() + ".yaml"}
+	if len(files) > 0 {
+		req.Files = files[0]
+	}
+	if _, err := s.workflows.DeployWorkflow(ctx, req); err != nil {
 		t.Fatalf("deploy failed: %v\n%s", err, yaml)
 	}
 }

@@ -194,9 +194,7 @@ tasks:
 		}),
 		ork.Task(panics, func(ctx *ork.Context, _ any) (any, error) {
 			panicked.Add(1)
-			var m map[string]int
-			m["boom"] = 1
-			return nil, nil
+			panic(fmt.Sprintf("boom on attempt %d", ctx.Attempt))
 		}),
 	}, ork.WithSlots(2))
 
@@ -212,7 +210,7 @@ tasks:
 		t.Errorf("refuse ran %d times (%d attempts), want 1", refusals.Load(), len(tr.GetAttempts()))
 	}
 	p := taskRuns(run, "panics")[0]
-	if !strings.Contains(p.GetError(), "assignment to entry in nil map") || !strings.Contains(p.GetError(), "worker_test.go") {
+	if !strings.Contains(p.GetError(), "panic: boom on attempt 2") || !strings.Contains(p.GetError(), "worker_test.go") {
 		t.Errorf("panic error lacks the message or the stack: %q", p.GetError())
 	}
 	if panicked.Load() != 2 {

@@ -28,10 +28,10 @@ fn pid_alive(pid: i32) -> bool {
 
 async fn wait_for_file(path: &std::path::Path) -> String {
     for _ in 0..400 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.ends_with('\n') {
-                return text;
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

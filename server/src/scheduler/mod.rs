@@ -260,10 +260,9 @@ impl Core {
             for attempt in expired {
                 if let (Some(id), Some(executor)) =
                     (&attempt.executor_id, self.executors.get(&attempt.executor))
+                    && let Err(e) = executor.cancel(id).await
                 {
-                    if let Err(e) = executor.cancel(id).await {
-                        tracing::warn!(error = %e, "could not stop expired execution {id}");
-                    }
+                    tracing::warn!(error = %e, "could not stop expired execution {id}");
                 }
                 let error = match attempt.kind {
                     FailureKind::Timeout => format!(
@@ -293,10 +292,8 @@ impl Core {
             }
             due
         };
-        if due {
-            if let Err(e) = self.state.renew_leases(&self.options.owner, now).await {
-                tracing::warn!(error = %e, "renewing leases failed");
-            }
+        if due && let Err(e) = self.state.renew_leases(&self.options.owner, now).await {
+            tracing::warn!(error = %e, "renewing leases failed");
         }
         match self.state.acquire_runs(&self.options.owner, now, 100).await {
             Ok(ids) if !ids.is_empty() => {

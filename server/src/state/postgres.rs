@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use ork_domain::dag::Dag;
 use ork_domain::decide::{self, DepSummary, RunTally};
 use ork_domain::{
     Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
 };
 use serde_json::Value;
-use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
 
@@ -977,8 +977,11 @@ impl PostgresStore {
         limit: u32,
         pool: &BTreeMap<String, u32>,
     ) -> Result<Vec<Claim>> {
-        let (handlers, free): (Vec<String>, Vec<i64>) =
-            pool.iter().filter(|(_, n)| **n > 0).map(|(h, n)| (h.clone(), i64::from(*n))).unzip();
+        let (handlers, free): (Vec<String>, Vec<i64>) = pool
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(h, n)| (h.clone(), i64::from(*n)))
+            .unzip();
         let mut tx = self.pool.begin().await?;
         // Row locks cannot sit beside window functions in one SELECT, so the
         // capped candidates are ranked first and locked in a second step.

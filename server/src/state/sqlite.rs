@@ -42,18 +42,15 @@ impl SqliteStore {
     /// Opens (creating when missing) and migrates the database at `url`.
     pub async fn open(url: &str, limits: Limits) -> Result<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if !in_memory {
-            if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
-                if let Some(parent) = std::path::Path::new(path).parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            Error::InvalidArgument(format!(
-                                "cannot create the folder of {path}: {e}"
-                            ))
-                        })?;
-                    }
-                }
-            }
+        let path = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p));
+        if !in_memory
+            && let Some(path) = path
+            && let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::InvalidArgument(format!("cannot create the folder of {path}: {e}"))
+            })?;
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
