@@ -24,6 +24,12 @@ scripts/grpcurl.sh >/dev/null
 step "cargo test (with a private PostgreSQL and the S3, Azure and GCS emulators up)"
 scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked
 
+step "generated SDK code matches proto/ (scripts/codegen.sh --check)"
+./scripts/codegen.sh --check
+
+step "python sdk"
+./scripts/test-python.sh
+
 step "go sdk"
 ./scripts/test-go.sh
 

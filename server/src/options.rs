@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub tick: Duration,
     /// Largest number of instances a dynamic fan-out may expand to.
     pub max_fan_out: u32,
+    /// Most subprocess attempts running at once on this server.
+    pub max_subprocesses: u32,
     /// Folder with one file per secret (checked before `ORK_SECRET_<NAME>`).
     pub secrets_dir: Option<PathBuf>,
     /// Name of this scheduler replica, recorded as the owner of the runs it
@@ -55,6 +57,7 @@ impl ServerOptions {
             ping_interval: Duration::from_secs(5),
             tick: Duration::from_millis(500),
             max_fan_out: 10_000,
+            max_subprocesses: 64,
             secrets_dir: None,
             scheduler_id: "local".to_owned(),
             lease: Duration::from_secs(15),

@@ -91,6 +91,7 @@ impl Server {
                     work_dir: self.options.work_dir.clone(),
                     // Longer than the worker's own grace (10 s) so it can stop its task first.
                     kill_grace: Duration::from_secs(15),
+                    max_running: self.options.max_subprocesses,
                 },
                 events_tx,
             )),

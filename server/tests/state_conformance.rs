@@ -367,6 +367,8 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
     }
     let join = store.claim_ready(OWNER, t(6), 10, &Default::default()).await.expect("claim")[0].fence.clone();
     assert_eq!(store.attempt_spec(&join).await.expect("spec").input, json!({"all": ["out0", "out1", "out2"]}));
+    store.complete_attempt(&join, json!(null), t(6)).await.expect("complete");
+    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
 
     // An empty list: the fanned-out task succeeds with no instances.
     let run = start(&store, &wf, json!({})).await;
@@ -589,8 +591,8 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
     let _shared = POSTGRES_SERVER.clone().read_owned().await;
     let database = PostgresDatabase::create(&admin_url).await;
     let owner_side = state::postgres::PostgresStore::open(&database.url, LIMITS).await.expect("open postgres");
-    let mut wakeups = owner_side.wakeups(OWNER).await.expect("listen");
-    let mut others = owner_side.wakeups("replica-b").await.expect("listen");
+    let mut wakeups = owner_side.listen_wakeups(OWNER).await.expect("listen");
+    let mut others = owner_side.listen_wakeups("replica-b").await.expect("listen");
     let store = state::open(&database.url, LIMITS).await.expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
     start(&store, &wf, json!({"x": 1})).await;

@@ -324,3 +324,23 @@ tasks:
     assert!(bad.error.contains("/files/1"), "{}", bad.error);
     assert_eq!(bad.output, None, "an invalid output is not stored");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_never_runs_more_subprocesses_than_its_cap() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut options = test_options(data_dir.path());
+    options.max_subprocesses = 3;
+    let server = TestServer::start_with(data_dir, options).await;
+    let mut c = server.clients().await;
+    let yaml = "name: wide\ntasks:\n  - name: w\n    file: w.sh\n    parallel: 12\n";
+    c.deploy(yaml, &[("w.sh", "#!/bin/bash\nsleep 0.2\n")]).await.expect("deploy");
+    let run = c.start_run("wide", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success");
+    let spans: Vec<(i128, i128)> =
+        tasks(&run, "w").iter().map(|t| (time(&t.dispatched_at), time(&t.finished_at))).collect();
+    for (start, _) in &spans {
+        let at_once = spans.iter().filter(|(s, f)| s <= start && start < f).count();
+        assert!(at_once <= 3, "{at_once} subprocesses at once: {spans:?}");
+    }
+}

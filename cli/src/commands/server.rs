@@ -50,6 +50,10 @@ pub struct TuningArgs {
     /// long after its owner stops.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     lease_seconds: Option<u64>,
+    /// Most subprocess tasks running at once on this server (the rest wait
+    /// in the queue).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_subprocesses: Option<u32>,
     /// Most instances one dynamic fan-out may expand to.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_fan_out: Option<u32>,
@@ -71,6 +75,9 @@ impl TuningArgs {
         }
         if let Some(secs) = self.lease_seconds {
             options.lease = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.max_subprocesses {
+            options.max_subprocesses = n;
         }
         if let Some(n) = self.max_fan_out {
             options.max_fan_out = n;

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# gRPC's fork handlers serve code that forks without exec. With them on, a
+# worker process that Python 3.9's subprocess (plain fork, then exec) starts
+# while the tests' channel is busy can fail to attach ("epoll_wait error: Bad
+# file descriptor"); nothing here forks without exec, so they are turned off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from typing import Iterator
 
 import pytest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from ork.v1 import run_pb2, run_pb2_grpc, workflow_pb2, workflow_pb2_grpc
 
@@ -155,9 +154,3 @@ def output_value(task: Dict[str, Any]) -> Any:
 
     return normalize_numbers(task.get("output"))
 
-
-def which_python() -> Optional[str]:
-    return shutil.which("python3")
-
-
-__all__ = ["OrkServer", "tasks_named", "summarize", "output_value", "struct_pb2"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from pathlib import Path
 
 from orkserver import OrkServer, output_value, summarize, tasks_named
 
@@ -239,3 +241,50 @@ def test_fan_out_instances_see_their_parallel_index(server: OrkServer) -> None:
         {"index": 1, "count": 3, "square": 16},
         {"index": 2, "count": 3, "square": 25},
     ]
+
+
+WAITS_FOR_SIGTERM = _source(
+    '''
+    import pathlib
+    import ork
+
+    @ork.task
+    def wait(ctx, input):
+        marker = pathlib.Path(input["marker"])
+        marker.write_text("started")
+        if ctx.wait_cancelled(60):
+            marker.write_text("cancelled")
+        return {}
+
+    if __name__ == "__main__":
+        ork.run(wait)
+    '''
+)
+
+
+def test_sigterm_sets_ctx_cancelled(server: OrkServer, tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    server.deploy(
+        _source(
+            """
+            name: py-launched-cancel
+            tasks:
+              - name: wait
+                file: wait.py
+                input:
+                  marker: "{{ run.input.marker }}"
+            """
+        ),
+        {"wait.py": WAITS_FOR_SIGTERM},
+    )
+    run_id = server.start("py-launched-cancel", {"marker": str(marker)})
+    give_up = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text() == "started"):
+        assert time.monotonic() < give_up, "the task did not start"
+        time.sleep(0.05)
+    server.cancel(run_id)
+    give_up = time.monotonic() + 15
+    while marker.read_text() != "cancelled":
+        assert time.monotonic() < give_up, "SIGTERM did not reach ctx.cancelled"
+        time.sleep(0.05)
+    assert server.wait(run_id)["status"] == "cancelled"

@@ -72,6 +72,10 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops the execution: a polite signal first, a forced kill after a grace period.
     async fn cancel(&self, execution_id: &str) -> Result<(), Error>;
     async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error>;
+    /// How many more attempts it can start now; `None` when unbounded.
+    fn free_slots(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Executors by the name tasks use in their `executor` field.
@@ -87,6 +91,16 @@ impl Executors {
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
         self.by_name.get(name)
+    }
+
+    /// Free slots of every launching executor (all but the pool), summed;
+    /// `u32::MAX` when one of them is unbounded.
+    pub fn launch_capacity(&self) -> u32 {
+        self.by_name
+            .iter()
+            .filter(|(name, _)| name.as_str() != ork_domain::WORKERS_EXECUTOR)
+            .map(|(_, e)| e.free_slots().unwrap_or(u32::MAX))
+            .fold(0u32, u32::saturating_add)
     }
 
     pub fn names(&self) -> Vec<&str> {

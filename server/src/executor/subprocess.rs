@@ -28,6 +28,9 @@ pub struct SubprocessOptions {
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on cancel.
     pub kill_grace: Duration,
+    /// Most attempts running at once on this machine; the scheduler claims
+    /// no more than that, so a 10,000-way fan-out never forks 10,000 processes.
+    pub max_running: u32,
 }
 
 /// Launches `ork-worker`, which fetches the spec and runs the task's file.
@@ -134,6 +137,11 @@ impl Executor for SubprocessExecutor {
             }
         });
         Ok(())
+    }
+
+    fn free_slots(&self) -> Option<u32> {
+        let running = self.running.lock().map(|m| m.len()).unwrap_or(0);
+        Some(self.options.max_running.saturating_sub(u32::try_from(running).unwrap_or(u32::MAX)))
     }
 
     async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
 use crate::objects::MirrorHandle;
 use crate::secrets::Secrets;
-use crate::state::{self, Claim, Failure, FailureKind, StateStore};
+use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 
 /// Most task runs claimed in one transaction.
 const CLAIM_BATCH: u32 = 256;
@@ -101,6 +101,28 @@ impl Scheduler {
             handle: self.handle,
             mirror: self.mirror,
         });
+        // Reports received by other replicas for runs this one owns arrive as
+        // store notifications (PostgreSQL LISTEN/NOTIFY): each is a wake-up.
+        match core.state.wakeups(&core.options.owner).await {
+            Ok(Some(mut stream)) => {
+                let handle = core.handle.clone();
+                let mut stop = shutdown.clone();
+                tokio::spawn(async move {
+                    use futures::StreamExt as _;
+                    loop {
+                        tokio::select! {
+                            item = stream.next() => match item {
+                                Some(()) => handle.wake(),
+                                None => return,
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; relying on the tick"),
+        }
         let dispatch = tokio::spawn(core.clone().dispatch_loop(shutdown.clone()));
         let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
         let events = tokio::spawn(core.event_loop(self.events, shutdown));
@@ -134,7 +156,7 @@ impl Core {
             if let Err(e) = self.state.promote_pending_runs(&self.options.owner, Utc::now()).await {
                 tracing::warn!(error = %e, "starting waiting runs failed");
             }
-            let capacity = self.pool.capacity();
+            let capacity = Capacity { launched: self.executors.launch_capacity(), pool: self.pool.capacity() };
             match self.state.claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH, &capacity).await {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);

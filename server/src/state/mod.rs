@@ -114,14 +114,14 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Claims up to `limit` ready task runs of runs `owner` holds a live
     /// lease on: each gets a new attempt and token.
-    /// `pool` gives, per handler, how many more attempts connected pool
-    /// workers can take: pool tasks are claimed only up to that.
+    /// Never more than `capacity` allows: launched attempts up to its
+    /// `launched` slots, pool tasks up to the free slots of their handler.
     async fn claim_ready(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
-        pool: &std::collections::BTreeMap<String, u32>,
+        capacity: &Capacity,
     ) -> Result<Vec<Claim>>;
     /// Undoes a claim the executor could not start (no free pool slot after
     /// all): the task run is pending again and the attempt number unused.
@@ -150,6 +150,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// Starts runs that wait on their workflow's `concurrency`, oldest first,
     /// as far as the cap allows; returns how many started.
     async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32>;
+    /// Wake-ups caused by other replicas' commits (a report received by one
+    /// replica for a run another owns). `None` when the store serves one
+    /// process, whose commits wake its scheduler directly.
+    async fn wakeups(&self, _owner: &str) -> Result<Option<futures::stream::BoxStream<'static, ()>>> {
+        Ok(None)
+    }
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
 

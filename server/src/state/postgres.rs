@@ -42,7 +42,7 @@ use super::*;
 /// 65,535 bound parameters per statement).
 const INSERT_CHUNK: usize = 1000;
 /// Connections per replica.
-const MAX_CONNECTIONS: u32 = 10;
+const MAX_CONNECTIONS: u32 = 16;
 /// How long `open` keeps trying to reach the server (it may be starting too).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// How many times a transaction that lost a deadlock is run again.
@@ -130,7 +130,7 @@ impl PostgresStore {
     /// for one of its runs, a run that ended): `LISTEN` on [`WAKE_CHANNEL`].
     /// After a lost connection the listener reconnects and yields once, since
     /// notifications sent meanwhile are gone.
-    pub async fn wakeups(&self, owner: &str) -> Result<BoxStream<'static, ()>> {
+    pub async fn listen_wakeups(&self, owner: &str) -> Result<BoxStream<'static, ()>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let owner = owner.to_owned();
@@ -163,6 +163,50 @@ impl PostgresStore {
         self.get_version(version)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("workflow version {version} is missing")))
+    }
+
+    /// Like `compiled`, but loads through `conn`: a transaction must never
+    /// wait for a second pooled connection, or concurrent transactions can
+    /// starve the pool and deadlock.
+    async fn compiled_in(&self, conn: &mut PgConnection, version: &str) -> Result<Arc<CompiledVersion>> {
+        if let Some(found) = self.cached_version(version) {
+            return Ok(found);
+        }
+        self.load_version(conn, version)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("workflow version {version} is missing")))
+    }
+
+    fn cached_version(&self, version: &str) -> Option<Arc<CompiledVersion>> {
+        self.versions.lock().ok().and_then(|m| m.get(version).cloned())
+    }
+
+    async fn load_version(&self, conn: &mut PgConnection, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
+        let Some(row) = sqlx::query(
+            "SELECT version, yaml, definition, created_at FROM workflow_versions WHERE version = $1",
+        )
+        .bind(version)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let text = row.text("definition")?;
+        let definition: WorkflowDefinition = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
+        let dag = Dag::new(&definition)
+            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
+        let compiled = Arc::new(CompiledVersion {
+            version: row.text("version")?,
+            yaml: row.text("yaml")?,
+            definition,
+            dag,
+            created_at: from_ms(row.int("created_at")?),
+        });
+        if let Ok(mut cache) = self.versions.lock() {
+            cache.insert(version.to_owned(), compiled.clone());
+        }
+        Ok(Some(compiled))
     }
 
     async fn workflow_record(&self, row: &PgRow) -> Result<WorkflowRecord> {
@@ -975,9 +1019,10 @@ impl PostgresStore {
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
-        pool: &BTreeMap<String, u32>,
+        capacity: &Capacity,
     ) -> Result<Vec<Claim>> {
-        let (handlers, free): (Vec<String>, Vec<i64>) = pool
+        let (handlers, free): (Vec<String>, Vec<i64>) = capacity
+            .pool
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(h, n)| (h.clone(), i64::from(*n)))
@@ -1027,9 +1072,11 @@ impl PostgresStore {
                      WHERE p.rn <= c.free) AND t.status = 'pending' \
                  ORDER BY t.ready_at, t.id LIMIT $2 \
                  FOR UPDATE OF t SKIP LOCKED \
+             ), launched AS ( \
+                 SELECT id, ready_at FROM (SELECT id, ready_at FROM plain UNION ALL SELECT id, ready_at FROM capped) l \
+                 ORDER BY ready_at, id LIMIT $6 \
              ), chosen AS ( \
-                 SELECT id FROM (SELECT id, ready_at FROM plain UNION ALL SELECT id, ready_at FROM capped \
-                     UNION ALL SELECT id, ready_at FROM pooled) u \
+                 SELECT id FROM (SELECT id, ready_at FROM launched UNION ALL SELECT id, ready_at FROM pooled) u \
                  ORDER BY ready_at, id LIMIT $2 \
              ) \
              UPDATE task_runs t SET status = 'dispatched', attempt = t.attempt + 1, \
@@ -1043,6 +1090,7 @@ impl PostgresStore {
         .bind(owner)
         .bind(&handlers)
         .bind(&free)
+        .bind(i64::from(capacity.launched))
         .fetch_all(&mut *tx)
         .await?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -1101,7 +1149,7 @@ impl PostgresStore {
             }
             Err(e) => return Err(e),
         };
-        let version = self.compiled(&row.workflow_version).await?;
+        let version = self.compiled_in(&mut tx, &row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
             Error::Corrupt(format!(
                 "task {} missing from version {}",
@@ -1134,9 +1182,12 @@ impl PostgresStore {
             } else {
                 decide::retry_delay(task, counted_attempt, jitter_unit())
             };
+            // A lost attempt keeps its place in the queue (its first ready
+            // time); a failed one waits its delay behind newer work.
             let ready_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             sqlx::query(
-                "UPDATE task_runs SET status = 'pending', error = $1, ready_at = $2, executor_id = NULL, \
+                "UPDATE task_runs SET status = 'pending', error = $1, executor_id = NULL, \
+                 ready_at = CASE WHEN $3 = 1 THEN LEAST(COALESCE(ready_at, $2), $2) ELSE $2 END, \
                  attempt_base = attempt_base + $3, lost_count = lost_count + $3 WHERE id = $4",
             )
             .bind(&failure.error)
@@ -1260,7 +1311,7 @@ impl PostgresStore {
             }
             Err(e) => return Err(e),
         };
-        let version = self.compiled(&row.workflow_version).await?;
+        let version = self.compiled_in(&mut tx, &row.workflow_version).await?;
         sqlx::query(
             "UPDATE task_runs SET status = 'success', output = $1, error = NULL, finished_at = $2, \
              started_at = COALESCE(started_at, $2) WHERE id = $3",
@@ -1352,39 +1403,11 @@ impl StateStore for PostgresStore {
     }
 
     async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
-        if let Some(found) = self
-            .versions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(version).cloned())
-        {
+        if let Some(found) = self.cached_version(version) {
             return Ok(Some(found));
         }
-        let Some(row) = sqlx::query(
-            "SELECT version, yaml, definition, created_at FROM workflow_versions WHERE version = $1",
-        )
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let text = row.text("definition")?;
-        let definition: WorkflowDefinition = serde_json::from_str(&text)
-            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
-        let dag = Dag::new(&definition)
-            .map_err(|e| Error::Corrupt(format!("definition of version {version}: {e}")))?;
-        let compiled = Arc::new(CompiledVersion {
-            version: row.text("version")?,
-            yaml: row.text("yaml")?,
-            definition,
-            dag,
-            created_at: from_ms(row.int("created_at")?),
-        });
-        if let Ok(mut cache) = self.versions.lock() {
-            cache.insert(version.to_owned(), compiled.clone());
-        }
-        Ok(Some(compiled))
+        let mut conn = self.pool.acquire().await?;
+        self.load_version(&mut conn, version).await
     }
 
     async fn get_version_file(&self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
@@ -1597,9 +1620,13 @@ impl StateStore for PostgresStore {
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
-        pool: &BTreeMap<String, u32>,
+        capacity: &Capacity,
     ) -> Result<Vec<Claim>> {
-        retrying(|| self.claim_ready_once(owner, now, limit, pool)).await
+        retrying(|| self.claim_ready_once(owner, now, limit, capacity)).await
+    }
+
+    async fn wakeups(&self, owner: &str) -> Result<Option<BoxStream<'static, ()>>> {
+        Ok(Some(self.listen_wakeups(owner).await?))
     }
 
     async fn release_claim(&self, fence: &Fence) -> Result<bool> {
@@ -1727,7 +1754,7 @@ impl StateStore for PostgresStore {
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec> {
         let mut conn = self.pool.acquire().await?;
         let row = check_fence(&mut conn, fence, &ACTIVE, RowLock::None).await?;
-        let version = self.compiled(&row.workflow_version).await?;
+        let version = self.compiled_in(&mut conn, &row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
             Error::Corrupt(format!(
                 "task {} missing from version {}",

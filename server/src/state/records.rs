@@ -263,3 +263,19 @@ pub struct OutboxEntry {
     pub key: String,
     pub attempt: Option<u32>,
 }
+
+/// How much work the executors can take right now; claims never exceed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    /// Free slots for launched attempts (every executor but `workers`).
+    pub launched: u32,
+    /// Free pool slots per handler.
+    pub pool: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for Capacity {
+    /// Unlimited launches, no pool workers.
+    fn default() -> Self {
+        Self { launched: u32::MAX, pool: std::collections::BTreeMap::new() }
+    }
+}

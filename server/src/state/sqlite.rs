@@ -997,8 +997,9 @@ impl StateStore for SqliteStore {
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
-        pool: &BTreeMap<String, u32>,
+        capacity: &Capacity,
     ) -> Result<Vec<Claim>> {
+        let pool = &capacity.pool;
         let now_ms = ms(now);
         let limit = i64::from(limit);
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -1010,7 +1011,8 @@ impl StateStore for SqliteStore {
             .push_bind(now_ms)
             .push(", deadline_at = ")
             .push_bind(now_ms)
-            .push(" + timeout_seconds * 1000, executor_id = NULL WHERE id IN (SELECT id FROM (");
+            .push(" + timeout_seconds * 1000, executor_id = NULL WHERE id IN (SELECT id FROM (")
+            .push("SELECT * FROM (SELECT id, ready_at FROM (");
         // 1. Ready task runs with no cap, oldest first.
         qb.push(
             "SELECT * FROM (SELECT id, ready_at FROM task_runs WHERE status = 'pending' \
@@ -1032,7 +1034,11 @@ impl StateStore for SqliteStore {
              AND r.executor <> 'workers' AND r.ready_at <= ",
         )
         .push_bind(now_ms)
-        .push(") WHERE rn + active <= concurrency");
+        .push(") WHERE rn + active <= concurrency")
+            // Launched attempts only up to the executors' free slots.
+            .push(") ORDER BY ready_at LIMIT ")
+            .push_bind(i64::from(capacity.launched.min(u32::try_from(limit).unwrap_or(u32::MAX))))
+            .push(")");
         // 3. Pool tasks: only as many per handler as connected workers have free slots.
         let free: Vec<(&String, &u32)> = pool.iter().filter(|(_, n)| **n > 0).collect();
         if !free.is_empty() {
@@ -1166,9 +1172,12 @@ impl StateStore for SqliteStore {
             } else {
                 decide::retry_delay(task, counted_attempt, jitter_unit())
             };
+            // A lost attempt keeps its place in the queue (its first ready
+            // time); a failed one waits its delay behind newer work.
             let ready_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             sqlx::query(
-                "UPDATE task_runs SET status = 'pending', error = ?1, ready_at = ?2, executor_id = NULL, \
+                "UPDATE task_runs SET status = 'pending', error = ?1, executor_id = NULL, \
+                 ready_at = CASE WHEN ?3 = 1 THEN MIN(COALESCE(ready_at, ?2), ?2) ELSE ?2 END, \
                  attempt_base = attempt_base + ?3, lost_count = lost_count + ?3 WHERE id = ?4",
             )
             .bind(&failure.error)

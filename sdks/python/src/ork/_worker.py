@@ -204,11 +204,11 @@ class Worker:
         Raises :class:`WorkerError` when the server refuses the session for a
         reason retrying cannot fix (no pool support, invalid attach).
         """
-        restore_signals = self._install_signal_handlers()
         channel = _open_channel(self.server)
         self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
         self._batcher = _LogBatcher(self._stub)
         self._batcher.start()
+        restore_signals = self._install_signal_handlers()
         _stdio.install()
         try:
             backoff = 0.2
@@ -336,6 +336,10 @@ class Worker:
             self._execute(attempt)
         except _Stale as e:
             _log.info("ork worker: attempt %s/%d is no longer current: %s", *attempt.key, e)
+        except grpc.RpcError as e:
+            # E.g. INVALID_ARGUMENT for an output that breaks the task's
+            # declared type: the server has failed the attempt itself.
+            _log.warning("ork worker: the server rejected the report of %s/%d: %s", *attempt.key, e.details())
         except Exception:  # noqa: BLE001 - one attempt must not take the worker down
             _log.exception("ork worker: attempt %s/%d could not be reported", *attempt.key)
         finally:
@@ -580,6 +584,12 @@ def _open_channel(server: str) -> grpc.Channel:
     options: List[Tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        # gRPC's own reconnect backoff grows to two minutes by default; keep it
+        # in line with the session's, so a restarted server gets its workers
+        # back within seconds.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", int(_MAX_BACKOFF * 1000)),
     ]
     if secure:
         return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)

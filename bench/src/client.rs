@@ -1,0 +1,261 @@
+//! The client side of a benchmark: gRPC clients, warm pool workers (Rust in
+//! this process, Python as a child process), and readings of ork's own task
+//! records.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use ork_proto::v1;
+use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::worker_service_client::WorkerServiceClient;
+use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
+use ork_worker::pool::{Context, TaskError, Worker, task};
+use tokio::io::AsyncBufReadExt as _;
+use tonic::transport::Channel;
+
+/// Largest message a client accepts: the run of a 10,000-way fan-out.
+const MAX_MESSAGE: usize = 256 << 20;
+
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub runs: RunServiceClient<Channel>,
+    pub workflows: WorkflowServiceClient<Channel>,
+    pub workers: WorkerServiceClient<Channel>,
+}
+
+pub async fn channel(url: &str) -> anyhow::Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Channel::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => bail!("cannot connect to {url}: {e}"),
+        }
+    }
+}
+
+impl Api {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let channel = channel(url).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            runs: RunServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+            workflows: WorkflowServiceClient::new(channel.clone()).max_encoding_message_size(MAX_MESSAGE),
+            workers: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+        })
+    }
+
+    pub async fn deploy(&mut self, yaml: &str, files: &[(&str, &str)]) -> anyhow::Result<()> {
+        let files: HashMap<String, Vec<u8>> =
+            files.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+        self.workflows
+            .deploy_workflow(v1::DeployWorkflowRequest { yaml: yaml.to_owned(), source: "bench.yaml".to_owned(), files })
+            .await
+            .context("deploy")?;
+        Ok(())
+    }
+
+    /// Starts a run; returns its id.
+    pub async fn start(&mut self, workflow: &str) -> anyhow::Result<String> {
+        let run = self
+            .runs
+            .start_run(v1::StartRunRequest { workflow: workflow.to_owned(), input: None })
+            .await
+            .context("start run")?
+            .into_inner()
+            .run
+            .context("no run in StartRun's response")?;
+        Ok(run.id)
+    }
+
+    /// Follows `WatchRun` until the run ends; returns its last state.
+    pub async fn watch(&mut self, id: &str) -> anyhow::Result<v1::Run> {
+        let mut stream = self.runs.watch_run(v1::WatchRunRequest { id: id.to_owned() }).await?.into_inner();
+        while let Some(message) = stream.message().await? {
+            let run = message.run.context("WatchRun message without a run")?;
+            if is_over(&run.status) {
+                return Ok(run);
+            }
+        }
+        bail!("WatchRun ended before run {id} did")
+    }
+
+    /// Polls `ListRuns` (no task rows, so cheap for the server) until the run
+    /// ends or `timeout` passes; returns its status.
+    pub async fn poll_over(&mut self, workflow: &str, id: &str, every: Duration, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self
+                .runs
+                .list_runs(v1::ListRunsRequest { workflow: workflow.to_owned(), limit: 20 })
+                .await?
+                .into_inner()
+                .runs;
+            if let Some(run) = runs.iter().find(|r| r.id == id) {
+                if is_over(&run.status) {
+                    return Ok(run.status.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("run {id} did not end within {timeout:?}");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    pub async fn get_run(&mut self, id: &str) -> anyhow::Result<v1::Run> {
+        self.runs
+            .get_run(v1::GetRunRequest { id: id.to_owned() })
+            .await?
+            .into_inner()
+            .run
+            .context("no run in GetRun's response")
+    }
+}
+
+pub fn is_over(status: &str) -> bool {
+    matches!(status, "success" | "failed" | "cancelled")
+}
+
+/// Milliseconds since the epoch of a record's timestamp.
+pub fn ms(t: &Option<pbjson_types::Timestamp>) -> Option<f64> {
+    t.as_ref().map(|t| t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6)
+}
+
+/// Checks a finished run: it succeeded with `tasks` task runs, each
+/// successful on its first attempt and carrying every timestamp.
+pub fn check_run(run: &v1::Run, tasks: usize) -> anyhow::Result<()> {
+    if run.status != "success" {
+        let failed: Vec<String> = run
+            .tasks
+            .iter()
+            .filter(|t| t.status != "success")
+            .take(3)
+            .map(|t| format!("{} ({}): {}", t.name, t.status, t.error))
+            .collect();
+        bail!("run {} ended {}: {failed:?}", run.id, run.status);
+    }
+    if run.tasks.len() != tasks {
+        bail!("run {} has {} task runs, expected {tasks}", run.id, run.tasks.len());
+    }
+    for t in &run.tasks {
+        if t.status != "success" || t.attempt != 1 {
+            bail!("task {} of run {} is {} at attempt {}", t.name, run.id, t.status, t.attempt);
+        }
+        for (what, at) in [("ready_at", &t.ready_at), ("started_at", &t.started_at), ("finished_at", &t.finished_at)] {
+            if at.is_none() {
+                bail!("task {} of run {} has no {what}", t.name, run.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A warm Rust pool worker serving `noop` in this process.
+pub struct RustWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl RustWorker {
+    pub async fn start(url: &str, name: &str, slots: u32) -> anyhow::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(url.to_owned())
+            .name(name)
+            .slots(slots)
+            .task(task("noop", |_ctx: Context, _input: serde_json::Value| async move {
+                Ok::<_, TaskError>(serde_json::Value::Null)
+            }));
+        let handle = tokio::spawn(async move {
+            let _ = worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self { stop, handle })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut handle = self.handle;
+        if tokio::time::timeout(Duration::from_secs(5), &mut handle).await.is_err() {
+            handle.abort();
+        }
+    }
+}
+
+const PY_WORKER: &str = r#"
+import sys
+import ork
+
+@ork.task
+def noop(input):
+    return None
+
+ork.Worker(tasks=[noop], server=sys.argv[1], slots=4, name="bench-py").run()
+"#;
+
+/// A Python pool worker (`sdks/python`) serving `noop`, as a child process.
+pub struct PythonWorker {
+    child: tokio::process::Child,
+}
+
+impl PythonWorker {
+    /// Why the Python SDK cannot run here, if it cannot.
+    pub fn unavailable(python: &Path) -> Option<String> {
+        let out = std::process::Command::new(python).args(["-c", "import ork, grpc"]).output();
+        match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "`{} -c 'import ork'` fails ({}); run scripts/test-python.sh once to install the SDK",
+                python.display(),
+                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").trim()
+            )),
+            Err(e) => Some(format!("no Python at {} ({e}); run scripts/test-python.sh once", python.display())),
+        }
+    }
+
+    pub async fn start(python: &Path, url: &str, dir: &Path) -> anyhow::Result<Self> {
+        let script = dir.join("bench_py_worker.py");
+        std::fs::write(&script, PY_WORKER)?;
+        let mut child = tokio::process::Command::new(python)
+            .arg(&script)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stderr = child.stderr.take().context("python stderr")?;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let attached = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains(" attached to ") {
+                    return Ok(());
+                }
+                seen.push(line);
+            }
+            bail!("the Python worker exited:\n{}", seen.join("\n"))
+        })
+        .await
+        .context("the Python worker did not attach within 30 s")?;
+        attached?;
+        // Keep draining its stderr so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child })
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
