@@ -32,6 +32,9 @@ pub struct ServerOptions {
     pub max_fan_out: u32,
     /// Most subprocess attempts running at once on this server.
     pub max_subprocesses: u32,
+    /// Outputs larger than this (as JSON) are kept in the object store and
+    /// referenced from the database.
+    pub inline_output_limit: usize,
     /// Folder with one file per secret (checked before `ORK_SECRET_<NAME>`).
     pub secrets_dir: Option<PathBuf>,
     /// Name of this scheduler replica, recorded as the owner of the runs it
@@ -58,6 +61,7 @@ impl ServerOptions {
             tick: Duration::from_millis(500),
             max_fan_out: 10_000,
             max_subprocesses: 64,
+            inline_output_limit: 256 * 1024,
             secrets_dir: None,
             scheduler_id: "local".to_owned(),
             lease: Duration::from_secs(15),

@@ -97,6 +97,9 @@ impl Server {
             )),
         );
 
+        let outputs: Arc<dyn crate::state::OutputStore> =
+            Arc::new(crate::objects::ObjectOutputs::new(self.objects.clone()));
+        self.state.set_output_store(outputs.clone());
         let secrets = Arc::new(Secrets::new(
             std::env::vars().collect::<HashMap<_, _>>(),
             self.options.secrets_dir.clone(),
@@ -138,6 +141,8 @@ impl Server {
             owner: self.options.scheduler_id.clone(),
             pool,
             ping_interval: self.options.ping_interval,
+            inline_output_limit: self.options.inline_output_limit,
+            outputs: outputs.clone(),
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
         };

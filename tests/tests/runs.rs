@@ -276,3 +276,35 @@ async fn a_failure_message_written_to_ork_error_is_the_task_error() {
     assert!(t.error.contains("Traceback (most recent call last):\n  line 1\nValueError: bad row 7"), "{}", t.error);
     assert!(!t.error.contains("noise"), "the error file replaces the stderr tail: {}", t.error);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_outputs_are_stored_by_reference_and_still_flow_downstream() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut options = ork_tests::test_options(data_dir.path());
+    options.inline_output_limit = 1024;
+    let server = TestServer::start_with(data_dir, options).await;
+    let mut c = server.clients().await;
+    let yaml = "name: big\ntasks:\n  - name: big\n    file: big.py\n  - name: count\n    file: count.py\n    depends_on: [big]\n    input: { first: \"{{ tasks.big.output.rows.0 }}\", last: \"{{ tasks.big.output.rows.1999 }}\" }\n";
+    let big = "import json, os\nrows = ['zebra-%05d' % i for i in range(2000)]\njson.dump({'rows': rows}, open(os.environ['ORK_OUTPUT'], 'w'))\n";
+    let count = "import json, os\ni = json.load(open(os.environ['ORK_INPUT']))\njson.dump({'first': i['first'], 'last': i['last']}, open(os.environ['ORK_OUTPUT'], 'w'))\n";
+    c.deploy(yaml, &[("big.py", big), ("count.py", count)]).await.expect("deploy");
+    let run = c.start_run("big", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    assert_eq!(output(task(&run, "count")), json!({"first": "zebra-00000", "last": "zebra-01999"}));
+    let marker = output(task(&run, "big"));
+    let key = marker["$ork_output_ref"]["key"].as_str().expect("a reference, not the content").to_owned();
+    assert!(marker["$ork_output_ref"]["bytes"].as_u64().expect("bytes") > 1024);
+
+    let data = server.stop().await;
+    let stored = std::fs::read_to_string(data.path().join("objects").join(&key)).expect("the object");
+    assert!(stored.contains("zebra-01999"));
+    let db = std::fs::read(data.path().join("ork.db")).expect("db");
+    let wal = std::fs::read(data.path().join("ork.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(11).any(|w| w == b"zebra-01000"),
+            "the large output's content is not in the database"
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! Conversions from state records to proto messages. Pure functions.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use ork_proto::json::to_proto;
 use ork_proto::v1;
@@ -81,14 +83,49 @@ pub fn task_runs(
     };
     let mut sorted: Vec<&TaskRunRecord> = records.iter().collect();
     sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
+    // Grouped once: a fan-out of 10,000 would otherwise scan every attempt
+    // (and every sibling) for each of its task runs.
+    let counts = RunCounts::new(records);
+    let mut by_task_run: HashMap<&str, Vec<&AttemptRecord>> = HashMap::new();
+    for a in attempts {
+        by_task_run.entry(a.task_run_id.as_str()).or_default().push(a);
+    }
     sorted
         .into_iter()
         .map(|r| {
-            let mut t = task_run(r, pending_reason(r, records, version, now));
-            t.attempts = attempts.iter().filter(|a| a.task_run_id == r.id).map(attempt).collect();
+            let mut t = task_run(r, pending_reason(r, &counts, version, now));
+            t.attempts = by_task_run
+                .get(r.id.as_str())
+                .map(|a| a.iter().map(|a| attempt(a)).collect())
+                .unwrap_or_default();
             t
         })
         .collect()
+}
+
+/// What [`pending_reason`] needs to know about a run's other task runs,
+/// counted once per listing so that it stays linear in the run's size.
+pub struct RunCounts<'a> {
+    /// Dispatched or running task runs per task.
+    active: HashMap<&'a str, usize>,
+    /// Tasks with at least one task run not finished yet.
+    unfinished: HashSet<&'a str>,
+}
+
+impl<'a> RunCounts<'a> {
+    pub fn new(all: &'a [TaskRunRecord]) -> Self {
+        let mut active = HashMap::new();
+        let mut unfinished = HashSet::new();
+        for t in all {
+            if t.status.is_active() {
+                *active.entry(t.task_name.as_str()).or_default() += 1;
+            }
+            if !t.status.is_terminal() {
+                unfinished.insert(t.task_name.as_str());
+            }
+        }
+        Self { active, unfinished }
+    }
 }
 
 pub fn attempt(a: &AttemptRecord) -> v1::Attempt {
@@ -129,7 +166,7 @@ pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
 /// Why a pending task run is not running yet; empty for other statuses.
 pub fn pending_reason(
     r: &TaskRunRecord,
-    all: &[TaskRunRecord],
+    counts: &RunCounts<'_>,
     version: Option<&CompiledVersion>,
     now: DateTime<Utc>,
 ) -> String {
@@ -144,10 +181,7 @@ pub fn pending_reason(
         ),
         Some(_) => {
             let cap = version.and_then(|v| v.task(&r.task_name)).and_then(|t| t.concurrency);
-            let active = all
-                .iter()
-                .filter(|t| t.task_name == r.task_name && t.status.is_active())
-                .count();
+            let active = counts.active.get(r.task_name.as_str()).copied().unwrap_or(0);
             match cap {
                 Some(cap) if active >= cap as usize => format!(
                     "concurrency cap: {active} of {cap} instances of `{}` running",
@@ -160,7 +194,7 @@ pub fn pending_reason(
             let deps = version.map(|v| v.dag.dependencies(&r.task_name).to_vec()).unwrap_or_default();
             let waiting: Vec<String> = deps
                 .into_iter()
-                .filter(|d| all.iter().any(|t| &t.task_name == d && !t.status.is_terminal()))
+                .filter(|d| counts.unfinished.contains(d.as_str()))
                 .collect();
             if waiting.is_empty() {
                 "waiting on upstream tasks".to_owned()

@@ -41,6 +41,10 @@ pub struct ApiContext {
     pub heartbeat_interval: Duration,
     /// This replica's scheduler name: runs it creates are leased to it.
     pub owner: String,
+    /// Outputs above this many bytes are stored by reference.
+    pub inline_output_limit: usize,
+    /// Where outputs stored by reference go.
+    pub outputs: Arc<dyn crate::state::OutputStore>,
     /// Attached pool workers.
     pub pool: Arc<crate::executor::WorkerPool>,
     /// How often pool sessions are pinged; a session silent for three pings

@@ -105,6 +105,32 @@ async fn watch_session(
     ctx.mirror.wake();
 }
 
+impl WorkerApi {
+    /// Keeps an output above the inline limit in the object store and returns
+    /// the marker the database stores instead. The object is written before
+    /// the report commits, so a committed marker always points at content.
+    async fn store_large_output(
+        &self,
+        fence: &Fence,
+        output: serde_json::Value,
+    ) -> Result<serde_json::Value, Status> {
+        let bytes = serde_json::to_vec(&output).unwrap_or_default();
+        if bytes.len() <= self.ctx.inline_output_limit {
+            return Ok(output);
+        }
+        // The output's type is checked before anything is written.
+        self.ctx.state.check_output(fence, &output).await.map_err(from_state)?;
+        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
+            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
+            .to_string();
+        let size = bytes.len();
+        self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
+            status(ErrorKind::Unavailable, format!("could not store the {size}-byte output in the object store: {e}; retry"))
+        })?;
+        Ok(serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } }))
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type SessionStream = ReceiverStream<Result<v1::SessionResponse, Status>>;
@@ -234,6 +260,13 @@ impl WorkerService for WorkerApi {
         let fence = fence(req.attempt)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
+        if output.as_object().is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY)) {
+            return Err(status(
+                ErrorKind::InvalidArgument,
+                format!("field `output`: the key `{}` is reserved for outputs stored by reference; rename it", crate::state::OUTPUT_REF_KEY),
+            ));
+        }
+        let output = self.store_large_output(&fence, output).await?;
         match self.ctx.state.complete_attempt(&fence, output, Utc::now()).await {
             Ok(()) => {}
             Err(crate::state::Error::InvalidOutput(message)) => {

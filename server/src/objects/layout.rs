@@ -206,3 +206,8 @@ mod tests {
         );
     }
 }
+
+/// `outputs/{task_run}/{attempt}.json`: an output too large for the database.
+pub fn large_output(task_run_id: &str, attempt: u32) -> Result<Path, Error> {
+    object_path(&["outputs", task_run_id, &format!("{attempt}.json")])
+}

@@ -168,9 +168,10 @@ impl Mirror {
             )
         });
         let now = chrono::Utc::now();
+        let counts = convert::RunCounts::new(&tasks);
         let task_runs = sorted
             .into_iter()
-            .map(|r| convert::task_run(r, convert::pending_reason(r, &tasks, version, now)))
+            .map(|r| convert::task_run(r, convert::pending_reason(r, &counts, version, now)))
             .collect();
         self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs))
             .await

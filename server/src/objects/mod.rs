@@ -15,12 +15,14 @@
 pub mod layout;
 mod mirror;
 mod open;
+mod outputs;
 mod reader;
 
 use object_store::path::Path;
 
 pub use mirror::{Mirror, MirrorHandle};
 pub use open::{Settings, open, settings_from_vars};
+pub use outputs::ObjectOutputs;
 pub use reader::{AttemptRecord, read_run, read_run_attempts};
 
 /// Errors of the object-store layer.

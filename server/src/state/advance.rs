@@ -42,6 +42,8 @@ pub(crate) struct NewInstance {
 /// The primitives a backend implements inside one open transaction.
 pub(crate) trait RunTx: Send {
     async fn run_input(&mut self, run_id: &str) -> Result<Value>;
+    /// Reads an output that was stored by reference.
+    async fn load_output(&mut self, key: &str) -> Result<Value>;
     async fn dep_summaries(&mut self, run_id: &str, deps: &[String]) -> Result<Vec<DepSummary>>;
     async fn unready_rows(&mut self, run_id: &str, task: &str) -> Result<Vec<UnreadyRow>>;
     async fn outputs(&mut self, run_id: &str, tasks: &[String]) -> Result<Vec<OutputRow>>;
@@ -291,7 +293,14 @@ async fn upstream_outputs<T: RunTx>(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let rows = tx.outputs(run_id, &names).await?;
+    let mut rows = tx.outputs(run_id, &names).await?;
+    // Large outputs live in the object store; templates see their content.
+    for row in &mut rows {
+        let key = row.output.as_ref().and_then(super::output_ref).map(str::to_owned);
+        if let Some(key) = key {
+            row.output = Some(tx.load_output(&key).await?);
+        }
+    }
     let mut map: BTreeMap<String, TaskOutputs> = BTreeMap::new();
     for name in &names {
         let fanned = version.task(name).is_some_and(|t| t.parallel.is_some());

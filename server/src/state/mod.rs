@@ -48,10 +48,35 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where outputs too large to keep in the database live (the object store).
+/// Keys are built by the server from ids it generated.
+#[async_trait]
+pub trait OutputStore: Send + Sync + 'static {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> std::result::Result<(), String>;
+    async fn get(&self, key: &str) -> std::result::Result<Vec<u8>, String>;
+}
+
+/// The key of the marker a stored-by-reference output leaves in the
+/// database (and in `GetRun`): `{"$ork_output_ref": {"key": …, "bytes": …}}`.
+pub const OUTPUT_REF_KEY: &str = "$ork_output_ref";
+
+/// The object key of an output stored by reference, if `value` is a marker.
+pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
+    let object = value.as_object()?;
+    if object.len() != 1 {
+        return None;
+    }
+    object.get(OUTPUT_REF_KEY)?.get("key")?.as_str()
+}
+
 /// The state store port. One conformance suite (`tests/state_conformance.rs`)
 /// runs against every implementation.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
+    /// Gives the store the object store that holds large outputs, so runs
+    /// can read them back when resolving downstream inputs.
+    fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
+
     // ---- workflows ----
     /// Stores a new version unless the content hash is already the newest
     /// version; returns the workflow and whether a version was created.
@@ -171,6 +196,27 @@ pub trait StateStore: Send + Sync + 'static {
         output: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// Checks an output against its task's `output_type` without writing it
+    /// (for outputs stored by reference, before they are uploaded).
+    async fn check_output(&self, fence: &Fence, output: &serde_json::Value) -> Result<()> {
+        let task = self
+            .get_task_run(&fence.task_run_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: format!("task run {}", fence.task_run_id) })?;
+        let run = self
+            .get_run(&task.run_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: format!("run {}", task.run_id) })?;
+        let Some(version) = self.get_version(&run.workflow_version).await? else {
+            return Ok(());
+        };
+        if let Some(def) = version.task(&task.task_name) {
+            ork_domain::types::validate_output(def, &version.definition, output)
+                .map_err(Error::InvalidOutput)?;
+        }
+        Ok(())
+    }
 
     // ---- mirror outbox ----
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>>;

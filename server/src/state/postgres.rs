@@ -59,6 +59,8 @@ pub struct PostgresStore {
     pool: PgPool,
     versions: Mutex<HashMap<String, Arc<CompiledVersion>>>,
     limits: Limits,
+    /// Where large outputs live; set once by the server.
+    outputs: std::sync::OnceLock<Arc<dyn OutputStore>>,
 }
 
 impl PostgresStore {
@@ -122,6 +124,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             versions: Mutex::new(HashMap::new()),
+            outputs: std::sync::OnceLock::new(),
             limits,
         })
     }
@@ -435,9 +438,18 @@ async fn insert_task_runs(
 
 struct Tx<'c> {
     conn: &'c mut PgConnection,
+    outputs: Option<Arc<dyn OutputStore>>,
 }
 
 impl RunTx for Tx<'_> {
+    async fn load_output(&mut self, key: &str) -> Result<Value> {
+        let store = self.outputs.as_ref().ok_or_else(|| {
+            Error::Corrupt(format!("output {key} is stored by reference but no object store is configured"))
+        })?;
+        let bytes = store.get(key).await.map_err(|e| Error::Corrupt(format!("output {key}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("output {key}: {e}")))
+    }
+
     async fn run_input(&mut self, run_id: &str) -> Result<Value> {
         let text: String = sqlx::query_scalar("SELECT input FROM runs WHERE id = $1")
             .bind(run_id)
@@ -777,7 +789,7 @@ impl PostgresStore {
             .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
-            advance::evaluate_all(&mut Tx { conn: tx }, version, &run_id, self.limits, now).await?;
+            advance::evaluate_all(&mut Tx { conn: tx, outputs: self.outputs.get().cloned() }, version, &run_id, self.limits, now).await?;
         }
         insert_outbox(tx, OutboxKind::Run, &run_id, None).await?;
         Ok(run_id)
@@ -1008,7 +1020,7 @@ impl PostgresStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
-        advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, id, self.limits, now).await?;
+        advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, id, self.limits, now).await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
         Ok(())
@@ -1206,7 +1218,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
             advance::after_finish(
-                &mut Tx { conn: &mut tx },
+                &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
                 &version,
                 &row.run_id,
                 vec![row.task_name.clone()],
@@ -1255,7 +1267,7 @@ impl PostgresStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        advance::evaluate_all(&mut Tx { conn: &mut tx }, &version, id, self.limits, now).await?;
+        advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, id, self.limits, now).await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
         Ok(true)
@@ -1312,6 +1324,13 @@ impl PostgresStore {
             Err(e) => return Err(e),
         };
         let version = self.compiled_in(&mut tx, &row.workflow_version).await?;
+        // A marker was checked before its content was uploaded.
+        if let Some(task) = version.task(&row.task_name)
+            && output_ref(&output).is_none()
+        {
+            ork_domain::types::validate_output(task, &version.definition, &output)
+                .map_err(Error::InvalidOutput)?;
+        }
         sqlx::query(
             "UPDATE task_runs SET status = 'success', output = $1, error = NULL, finished_at = $2, \
              started_at = COALESCE(started_at, $2) WHERE id = $3",
@@ -1338,7 +1357,7 @@ impl PostgresStore {
         )
         .await?;
         advance::after_finish(
-            &mut Tx { conn: &mut tx },
+            &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
             &version,
             &row.run_id,
             vec![row.task_name],
@@ -1356,6 +1375,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl StateStore for PostgresStore {
+    fn set_output_store(&self, outputs: Arc<dyn OutputStore>) {
+        let _ = self.outputs.set(outputs);
+    }
+
     async fn deploy_workflow(
         &self,
         deploy: NewWorkflowVersion,
