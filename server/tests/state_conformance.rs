@@ -606,3 +606,22 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
     drop((wakeups, others, owner_side, store));
     drop(database);
 }
+
+async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
+    let objects = Arc::new(ork_server::objects::ObjectOutputs::new(Arc::new(object_store::memory::InMemory::new())));
+    store.set_output_store(objects.clone());
+    let wf = deploy(&store, CHAIN).await;
+    let run = start(&store, &wf, json!({"x": 1})).await;
+    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    let key = format!("outputs/{}/1.json", a.task_run_id);
+    ork_server::state::OutputStore::put(objects.as_ref(), &key, br#"{"y": "from the bucket"}"#.to_vec())
+        .await
+        .expect("put");
+    let marker = json!({ state::OUTPUT_REF_KEY: { "key": key, "bytes": 24 } });
+    store.complete_attempt(&a, marker.clone(), t(3)).await.expect("complete");
+    let b = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    assert_eq!(store.attempt_spec(&b).await.expect("spec").input, json!({"y": "from the bucket"}));
+    let a_row = store.list_task_runs(&run).await.expect("tasks").into_iter().find(|r| r.task_name == "a").expect("a");
+    assert_eq!(a_row.output, Some(marker), "the database keeps only the reference");
+}
+conformance!(outputs_by_reference_case, outputs_by_reference_flow_downstream);
