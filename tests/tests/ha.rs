@@ -34,7 +34,11 @@ struct Database {
 
 impl Database {
     fn create(admin: &str) -> Self {
-        let name = format!("ork_ha_{}", std::process::id());
+        Self::create_named(admin, "chaos")
+    }
+
+    fn create_named(admin: &str, what: &str) -> Self {
+        let name = format!("ork_ha_{what}_{}", std::process::id());
         let psql = |sql: &str| {
             let out = Command::new("psql").arg(admin).arg("-qc").arg(sql).output().expect("psql");
             assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
@@ -226,4 +230,55 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
     assert!(twice.is_empty(), "attempts dispatched more than once: {twice:?}");
     eprintln!("chaos rounds: {round}, launches: {}, attempts: {}", text.lines().count(), seen.len());
     drop(replicas);
+}
+
+/// A replica frozen past its lease loses its runs to another within the
+/// lease plus a tick, and once resumed it changes nothing of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
+    let Some(admin) = postgres_url() else { return };
+    let db = Database::create_named(&admin, "takeover");
+    let root = tempfile::tempdir().expect("dir");
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|i| {
+            let dir = root.path().join(format!("replica-{i}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            Replica { port: free_port(), dir, db: db.url.clone(), child: None, starts: 0 }
+        })
+        .collect();
+    for r in &mut replicas {
+        r.start();
+    }
+    let mut a = Clients::connect(&replicas[0].url()).await;
+    let mut b = Clients::connect(&replicas[1].url()).await;
+    let yaml = "name: slow\ntasks:\n  - name: one\n    file: s.sh\n  - name: two\n    file: s.sh\n    depends_on: [one]\n";
+    a.deploy(yaml, &[("s.sh", "#!/bin/bash\nsleep 2\n")]).await.expect("deploy");
+    let run = a.start_run("slow", json!({})).await;
+    let first_owner = run.owner.clone();
+    assert!(!first_owner.is_empty(), "the run is leased to the replica that received it");
+
+    replicas[0].signal("-STOP");
+    let frozen = Instant::now();
+    let taken = loop {
+        let now = b.get_run(&run.id).await;
+        if now.owner != first_owner {
+            break frozen.elapsed();
+        }
+        assert!(frozen.elapsed() < Duration::from_secs(30), "nobody took the run over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("takeover after {taken:?} (lease 3 s, tick 0.5 s)");
+    // The lease may have been renewed just before the freeze: 3 s, plus one
+    // tick of the taker, plus slack for a loaded machine.
+    assert!(taken <= Duration::from_millis(3_000 + 500 + 3_000), "takeover took {taken:?}");
+    let new_owner = b.get_run(&run.id).await.owner;
+
+    replicas[0].signal("-CONT");
+    let done = b.wait_run(&run.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, "success", "{done:#?}");
+    assert_eq!(done.owner, new_owner, "the resumed replica did not take the run back");
+    for t in &done.tasks {
+        let won = t.attempts.iter().filter(|x| x.status == "success").count();
+        assert_eq!(won, 1, "{t:#?}");
+    }
 }

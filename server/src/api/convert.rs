@@ -65,6 +65,7 @@ pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
         started_at: opt_timestamp(record.started_at),
         finished_at: opt_timestamp(record.finished_at),
         tasks,
+        owner: record.owner.clone().unwrap_or_default(),
     }
 }
 

@@ -75,6 +75,8 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub triggered_by: TriggerType,
     pub input: serde_json::Value,
+    /// The replica holding the run's lease.
+    pub owner: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

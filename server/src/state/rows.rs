@@ -116,6 +116,8 @@ pub(crate) fn run_record<R: Columns>(row: &R) -> Result<RunRecord> {
         triggered_by: TriggerType::parse(&trigger)
             .ok_or_else(|| Error::Corrupt(format!("trigger `{trigger}`")))?,
         input: parse_json(&row.text("input")?)?,
+        // The replica holding the lease, or the last one that did.
+        owner: row.opt_text("owner")?,
         created_at: from_ms(row.int("created_at")?),
         started_at: opt_ms(row.opt_int("started_at")?),
         finished_at: opt_ms(row.opt_int("finished_at")?),

@@ -38,7 +38,9 @@ type Run struct {
 	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// Filled by GetRun and StartRun; empty in ListRuns.
-	Tasks         []*TaskRun `protobuf:"bytes,10,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Tasks []*TaskRun `protobuf:"bytes,10,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The scheduler replica that holds (or last held) the run's lease.
+	Owner         string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -141,6 +143,13 @@ func (x *Run) GetTasks() []*TaskRun {
 		return x.Tasks
 	}
 	return nil
+}
+
+func (x *Run) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // TaskRun is one instance of a task within a run (one per fan-out index).
@@ -1407,7 +1416,7 @@ var File_ork_v1_run_proto protoreflect.FileDescriptor
 
 const file_ork_v1_run_proto_rawDesc = "" +
 	"\n" +
-	"\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n" +
+	"\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x03\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12)\n" +
@@ -1422,7 +1431,8 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12%\n" +
 	"\x05tasks\x18\n" +
-	" \x03(\v2\x0f.ork.v1.TaskRunR\x05tasks\"\xa4\x06\n" +
+	" \x03(\v2\x0f.ork.v1.TaskRunR\x05tasks\x12\x14\n" +
+	"\x05owner\x18\v \x01(\tR\x05owner\"\xa4\x06\n" +
 	"\aTaskRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +

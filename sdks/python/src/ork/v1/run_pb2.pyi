@@ -36,6 +36,7 @@ class Run(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workflow: _builtins.str
     workflow_version: _builtins.str
@@ -43,6 +44,8 @@ class Run(_message.Message):
     """One of: pending, running, success, failed, cancelled."""
     triggered_by: _builtins.str
     """One of: manual, schedule, retry."""
+    owner: _builtins.str
+    """The scheduler replica that holds (or last held) the run's lease."""
     @_builtins.property
     def input(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -68,10 +71,11 @@ class Run(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         tasks: _abc.Iterable[Global___TaskRun] | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "input", b"input", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "input", b"input", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "triggered_by", b"triggered_by", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "input", b"input", "owner", b"owner", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "triggered_by", b"triggered_by", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
