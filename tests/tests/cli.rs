@@ -175,3 +175,35 @@ async fn a_killed_ork_dev_restarted_on_its_data_dir_continues_its_runs() {
     assert_eq!(run.status, "success", "{run:#?}");
     assert_eq!(ork_tests::output(task(&run, "second")), json!({"task": "second"}));
 }
+
+/// `ork run logs --follow` shows lines while the task still runs, and ends
+/// by itself when the task ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_logs_follow_streams_lines_as_they_are_written() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml = "name: chatty\ntasks:\n  - name: talk\n    file: talk.sh\n";
+    c.deploy(yaml, &[("talk.sh", "#!/bin/bash\necho first\nsleep 2\necho second\n")]).await.expect("deploy");
+    let run = c.start_run("chatty", json!({})).await;
+    let mut follow = std::process::Command::new(ork_tests::binary("ork"))
+        .args(["run", "logs", &run.id, "--task", "talk", "--follow"])
+        .env("ORK_SERVER", server.url())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ork run logs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the first line");
+    assert_eq!(first, "first");
+    let status = c.get_run(&run.id).await;
+    assert_ne!(status.status, "success", "the first line arrived while the task was still running");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).expect("the second line"), "second");
+    let exit = follow.wait().expect("ork exits by itself when the task ends");
+    assert!(exit.success());
+}

@@ -16,7 +16,7 @@
 //! Connection loss surfaces as [`Error::Database`]; the pool reconnects on
 //! its own, and the scheduler loops retry with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! lock-upgrade deadlocks, no SQLITE_BUSY between our own transactions) and
 //! reads through a separate pool.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
