@@ -75,6 +75,11 @@ pub fn number(n: f64) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Converts an optional protobuf `Value`; absent is `null`.
+pub fn from_proto_opt(v: Option<&pbjson_types::Value>) -> serde_json::Value {
+    v.map(from_proto).unwrap_or(serde_json::Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,17 +117,17 @@ mod tests {
 
     #[test]
     fn integral_doubles_become_integers_when_exact() {
-        assert_eq!(number_from_f64(-0.0), json!(0));
-        assert!(number_from_f64(1e15).is_i64());
+        assert_eq!(number(-0.0), json!(0));
+        assert!(number(1e15).is_i64());
         // Above i64::MAX but inside u64: still an exact integer.
         assert_eq!(
-            number_from_f64(1.8e19),
+            number(1.8e19),
             json!(18_000_000_000_000_000_000_u64)
         );
         // Beyond u64 the double stays a double.
-        assert!(number_from_f64(1e20).is_f64());
-        assert!(number_from_f64(-1e19).is_f64());
-        assert_eq!(number_from_f64(1.5), json!(1.5));
+        assert!(number(1e20).is_f64());
+        assert!(number(-1e19).is_f64());
+        assert_eq!(number(1.5), json!(1.5));
     }
 
     #[test]
@@ -140,9 +145,4 @@ mod tests {
             serde_json::Value::Null
         );
     }
-}
-
-/// Converts an optional protobuf `Value`; absent is `null`.
-pub fn from_proto_opt(v: Option<&pbjson_types::Value>) -> serde_json::Value {
-    v.map(from_proto).unwrap_or(serde_json::Value::Null)
 }

@@ -1326,9 +1326,9 @@ impl PostgresStore {
         let version = self.compiled_in(&mut tx, &row.workflow_version).await?;
         // A marker was checked before its content was uploaded.
         if let Some(task) = version.task(&row.task_name)
-            && output_ref(&output).is_none()
+            && output_ref(output).is_none()
         {
-            ork_domain::types::validate_output(task, &version.definition, &output)
+            ork_domain::types::validate_output(task, &version.definition, output)
                 .map_err(Error::InvalidOutput)?;
         }
         sqlx::query(
