@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["ork/v1/workflow.proto", "ork/v1/run.proto", "ork/v1/worker.proto"];
+const PROTOS: &[&str] = &[
+    "ork/v1/workflow.proto",
+    "ork/v1/run.proto",
+    "ork/v1/worker.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

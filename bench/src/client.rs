@@ -21,7 +21,6 @@ const MAX_MESSAGE: usize = 256 << 20;
 
 #[derive(Clone)]
 pub struct Api {
-    pub url: String,
     pub runs: RunServiceClient<Channel>,
     pub workflows: WorkflowServiceClient<Channel>,
     pub workers: WorkerServiceClient<Channel>,
@@ -30,7 +29,11 @@ pub struct Api {
 pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match Channel::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await {
+        match Channel::from_shared(url.to_owned())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -45,18 +48,24 @@ impl Api {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let channel = channel(url).await?;
         Ok(Self {
-            url: url.to_owned(),
             runs: RunServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
-            workflows: WorkflowServiceClient::new(channel.clone()).max_encoding_message_size(MAX_MESSAGE),
+            workflows: WorkflowServiceClient::new(channel.clone())
+                .max_encoding_message_size(MAX_MESSAGE),
             workers: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
         })
     }
 
     pub async fn deploy(&mut self, yaml: &str, files: &[(&str, &str)]) -> anyhow::Result<()> {
-        let files: HashMap<String, Vec<u8>> =
-            files.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+        let files: HashMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
         self.workflows
-            .deploy_workflow(v1::DeployWorkflowRequest { yaml: yaml.to_owned(), source: "bench.yaml".to_owned(), files })
+            .deploy_workflow(v1::DeployWorkflowRequest {
+                yaml: yaml.to_owned(),
+                source: "bench.yaml".to_owned(),
+                files,
+            })
             .await
             .context("deploy")?;
         Ok(())
@@ -66,7 +75,10 @@ impl Api {
     pub async fn start(&mut self, workflow: &str) -> anyhow::Result<String> {
         let run = self
             .runs
-            .start_run(v1::StartRunRequest { workflow: workflow.to_owned(), input: None })
+            .start_run(v1::StartRunRequest {
+                workflow: workflow.to_owned(),
+                input: None,
+            })
             .await
             .context("start run")?
             .into_inner()
@@ -77,7 +89,11 @@ impl Api {
 
     /// Follows `WatchRun` until the run ends; returns its last state.
     pub async fn watch(&mut self, id: &str) -> anyhow::Result<v1::Run> {
-        let mut stream = self.runs.watch_run(v1::WatchRunRequest { id: id.to_owned() }).await?.into_inner();
+        let mut stream = self
+            .runs
+            .watch_run(v1::WatchRunRequest { id: id.to_owned() })
+            .await?
+            .into_inner();
         while let Some(message) = stream.message().await? {
             let run = message.run.context("WatchRun message without a run")?;
             if is_over(&run.status) {
@@ -89,19 +105,26 @@ impl Api {
 
     /// Polls `ListRuns` (no task rows, so cheap for the server) until the run
     /// ends or `timeout` passes; returns its status.
-    pub async fn poll_over(&mut self, workflow: &str, id: &str, every: Duration, timeout: Duration) -> anyhow::Result<String> {
+    pub async fn poll_over(
+        &mut self,
+        workflow: &str,
+        id: &str,
+        every: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let runs = self
                 .runs
-                .list_runs(v1::ListRunsRequest { workflow: workflow.to_owned(), limit: 20 })
+                .list_runs(v1::ListRunsRequest {
+                    workflow: workflow.to_owned(),
+                    limit: 20,
+                })
                 .await?
                 .into_inner()
                 .runs;
-            if let Some(run) = runs.iter().find(|r| r.id == id) {
-                if is_over(&run.status) {
-                    return Ok(run.status.clone());
-                }
+            if let Some(run) = runs.iter().find(|r| r.id == id && is_over(&r.status)) {
+                return Ok(run.status.clone());
             }
             if Instant::now() > deadline {
                 bail!("run {id} did not end within {timeout:?}");
@@ -126,7 +149,8 @@ pub fn is_over(status: &str) -> bool {
 
 /// Milliseconds since the epoch of a record's timestamp.
 pub fn ms(t: &Option<pbjson_types::Timestamp>) -> Option<f64> {
-    t.as_ref().map(|t| t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6)
+    t.as_ref()
+        .map(|t| t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6)
 }
 
 /// Checks a finished run: it succeeded with `tasks` task runs, each
@@ -143,13 +167,32 @@ pub fn check_run(run: &v1::Run, tasks: usize) -> anyhow::Result<()> {
         bail!("run {} ended {}: {failed:?}", run.id, run.status);
     }
     if run.tasks.len() != tasks {
-        bail!("run {} has {} task runs, expected {tasks}", run.id, run.tasks.len());
+        bail!(
+            "run {} has {} task runs, expected {tasks}",
+            run.id,
+            run.tasks.len()
+        );
     }
     for t in &run.tasks {
         if t.status != "success" || t.attempt != 1 {
-            bail!("task {} of run {} is {} at attempt {}", t.name, run.id, t.status, t.attempt);
+            let earlier: Vec<String> = t
+                .attempts
+                .iter()
+                .map(|a| format!("attempt {} {}: {}", a.attempt, a.status, a.error))
+                .collect();
+            bail!(
+                "task {} of run {} is {} at attempt {} ({earlier:?})",
+                t.name,
+                run.id,
+                t.status,
+                t.attempt
+            );
         }
-        for (what, at) in [("ready_at", &t.ready_at), ("started_at", &t.started_at), ("finished_at", &t.finished_at)] {
+        for (what, at) in [
+            ("ready_at", &t.ready_at),
+            ("started_at", &t.started_at),
+            ("finished_at", &t.finished_at),
+        ] {
             if at.is_none() {
                 bail!("task {} of run {} has no {what}", t.name, run.id);
             }
@@ -170,9 +213,12 @@ impl RustWorker {
         let worker = Worker::new(url.to_owned())
             .name(name)
             .slots(slots)
-            .task(task("noop", |_ctx: Context, _input: serde_json::Value| async move {
-                Ok::<_, TaskError>(serde_json::Value::Null)
-            }));
+            .task(task(
+                "noop",
+                |_ctx: Context, _input: serde_json::Value| async move {
+                    Ok::<_, TaskError>(serde_json::Value::Null)
+                },
+            ));
         let handle = tokio::spawn(async move {
             let _ = worker
                 .run(async {
@@ -186,15 +232,22 @@ impl RustWorker {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let mut handle = self.handle;
-        if tokio::time::timeout(Duration::from_secs(5), &mut handle).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut handle)
+            .await
+            .is_err()
+        {
             handle.abort();
         }
     }
 }
 
 const PY_WORKER: &str = r#"
+import logging
 import sys
 import ork
+
+# The "attached to" line is logged at INFO; the harness waits for it.
+logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 @ork.task
 def noop(input):
@@ -211,15 +264,24 @@ pub struct PythonWorker {
 impl PythonWorker {
     /// Why the Python SDK cannot run here, if it cannot.
     pub fn unavailable(python: &Path) -> Option<String> {
-        let out = std::process::Command::new(python).args(["-c", "import ork, grpc"]).output();
+        let out = std::process::Command::new(python)
+            .args(["-c", "import ork, grpc"])
+            .output();
         match out {
             Ok(o) if o.status.success() => None,
             Ok(o) => Some(format!(
                 "`{} -c 'import ork'` fails ({}); run scripts/test-python.sh once to install the SDK",
                 python.display(),
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").trim()
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
             )),
-            Err(e) => Some(format!("no Python at {} ({e}); run scripts/test-python.sh once", python.display())),
+            Err(e) => Some(format!(
+                "no Python at {} ({e}); run scripts/test-python.sh once",
+                python.display()
+            )),
         }
     }
 

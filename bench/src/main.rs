@@ -53,7 +53,10 @@ struct Args {
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -62,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     let bin_dir = match args.bin_dir {
         Some(d) => d,
-        None => std::env::current_exe()?.parent().context("binary folder")?.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary folder")?
+            .to_path_buf(),
     };
     for bin in ["ork", "ork-worker"] {
         anyhow::ensure!(
@@ -79,44 +85,92 @@ async fn main() -> anyhow::Result<()> {
         if args.postgres_url.is_some() {
             stores.push(Store::Postgres);
         } else if args.store == "postgres" {
-            anyhow::bail!("--store postgres needs --postgres-url or ORK_TEST_POSTGRES_URL (scripts/bench.sh sets it)");
+            anyhow::bail!(
+                "--store postgres needs --postgres-url or ORK_TEST_POSTGRES_URL (scripts/bench.sh sets it)"
+            );
         } else {
             eprintln!("bench: no PostgreSQL url; PostgreSQL is not run");
         }
     }
-    anyhow::ensure!(!stores.is_empty() || args.store == "both", "--store must be sqlite, postgres or both");
-    let mut wanted: Vec<String> = args.scenarios.iter().map(|s| s.trim().to_lowercase()).collect();
+    anyhow::ensure!(
+        !stores.is_empty() || args.store == "both",
+        "--store must be sqlite, postgres or both"
+    );
+    let mut wanted: Vec<String> = args
+        .scenarios
+        .iter()
+        .map(|s| s.trim().to_lowercase())
+        .collect();
     if wanted.iter().any(|s| s == "d") && !wanted.iter().any(|s| s == "c") {
         wanted.push("c".to_owned());
     }
     if args.sustained {
         wanted.push("g".to_owned());
     }
-    let sustained = if args.quick { Duration::from_secs(30) } else { Duration::from_secs(60) };
-    let python = args.python.unwrap_or_else(|| root.join(".tools/venv-py/bin/python"));
-    let setup = Setup { bin_dir, postgres_url: args.postgres_url };
+    let sustained = if args.quick {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(60)
+    };
+    let python = args
+        .python
+        .unwrap_or_else(|| root.join(".tools/venv-py/bin/python"));
+    let setup = Setup {
+        bin_dir,
+        postgres_url: args.postgres_url,
+    };
 
     let mut results: Vec<(Store, Outcome)> = Vec::new();
     for store in stores {
-        let ctx = Ctx { setup: setup.clone(), store, quick: args.quick, python: python.clone(), sustained };
+        let ctx = Ctx {
+            setup: setup.clone(),
+            store,
+            quick: args.quick,
+            python: python.clone(),
+            sustained,
+        };
         let mut out = Outcome::default();
         let has = |s: &str| wanted.iter().any(|w| w == s);
         if has("a") {
-            step(store, "a: one-task runs", scenarios::one_task(&ctx, &mut out)).await?;
+            step(
+                store,
+                "a: one-task runs",
+                scenarios::one_task(&ctx, &mut out),
+            )
+            .await?;
         }
         if has("b") {
-            for kind in [ChainWorker::Rust, ChainWorker::Python, ChainWorker::Subprocess] {
-                step(store, "b: chain of 40", scenarios::chain(&ctx, kind, &mut out)).await?;
+            for kind in [
+                ChainWorker::Rust,
+                ChainWorker::Python,
+                ChainWorker::Subprocess,
+            ] {
+                step(
+                    store,
+                    "b: chain of 40",
+                    scenarios::chain(&ctx, kind, &mut out),
+                )
+                .await?;
             }
         }
         if has("c") {
             step(store, "c/d: fan-outs", scenarios::fan_out(&ctx, &mut out)).await?;
         }
         if has("e") {
-            step(store, "e: pending memory", scenarios::pending_memory(&ctx, &mut out)).await?;
+            step(
+                store,
+                "e: pending memory",
+                scenarios::pending_memory(&ctx, &mut out),
+            )
+            .await?;
         }
         if has("f") {
-            step(store, "f: worker calls", scenarios::worker_calls(&ctx, &mut out)).await?;
+            step(
+                store,
+                "f: worker calls",
+                scenarios::worker_calls(&ctx, &mut out),
+            )
+            .await?;
         }
         if has("g") {
             step(store, "g: sustained", scenarios::sustained(&ctx, &mut out)).await?;
@@ -134,10 +188,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn step(store: Store, what: &str, work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn step(
+    store: Store,
+    what: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     eprintln!("bench: {} {what} ...", store.label());
     let t0 = std::time::Instant::now();
-    work.await.with_context(|| format!("{} {what}", store.label()))?;
-    eprintln!("bench: {} {what} done in {:.1} s", store.label(), t0.elapsed().as_secs_f64());
+    work.await
+        .with_context(|| format!("{} {what}", store.label()))?;
+    eprintln!(
+        "bench: {} {what} done in {:.1} s",
+        store.label(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -55,7 +55,8 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 fn noop_task(name: &str, depends_on: Option<&str>) -> String {
-    let mut t = format!("  - name: {name}\n    executor: workers\n    handler: noop\n    retries: 0\n");
+    let mut t =
+        format!("  - name: {name}\n    executor: workers\n    handler: noop\n    retries: 0\n");
     if let Some(d) = depends_on {
         t.push_str(&format!("    depends_on: [{d}]\n"));
     }
@@ -64,7 +65,8 @@ fn noop_task(name: &str, depends_on: Option<&str>) -> String {
 
 // ---------------------------------------------------------------- (a)
 
-const ONE: &str = "name: one\ntasks:\n  - name: noop\n    executor: workers\n    handler: noop\n    retries: 0\n";
+const ONE: &str =
+    "name: one\ntasks:\n  - name: noop\n    executor: workers\n    handler: noop\n    retries: 0\n";
 
 /// Start-run call to success seen on `WatchRun`, and the server's own view
 /// (run created → task finished).
@@ -74,7 +76,8 @@ async fn one_run(api: &mut Api) -> anyhow::Result<(f64, f64)> {
     let run = api.watch(&id).await?;
     let client = t0.elapsed().as_secs_f64() * 1000.0;
     check_run(&run, 1)?;
-    let server = ms(&run.tasks[0].finished_at).unwrap_or(f64::NAN) - ms(&run.created_at).unwrap_or(f64::NAN);
+    let server =
+        ms(&run.tasks[0].finished_at).unwrap_or(f64::NAN) - ms(&run.created_at).unwrap_or(f64::NAN);
     Ok((client, server))
 }
 
@@ -126,7 +129,9 @@ fn chain_yaml(name: &str, subprocess: bool) -> String {
         let task = format!("t{i:02}");
         let dep = (i > 1).then(|| format!("t{:02}", i - 1));
         if subprocess {
-            yaml.push_str(&format!("  - name: {task}\n    file: noop.sh\n    retries: 0\n"));
+            yaml.push_str(&format!(
+                "  - name: {task}\n    file: noop.sh\n    retries: 0\n"
+            ));
             if let Some(d) = dep {
                 yaml.push_str(&format!("    depends_on: [{d}]\n"));
             }
@@ -150,7 +155,11 @@ fn chain_times(run: &v1::Run) -> anyhow::Result<ChainTimes> {
     let mut tasks: Vec<&v1::TaskRun> = run.tasks.iter().collect();
     tasks.sort_by(|a, b| a.name.cmp(&b.name));
     let at = |t: &v1::TaskRun| -> (f64, f64, f64) {
-        (ms(&t.ready_at).unwrap_or(f64::NAN), ms(&t.started_at).unwrap_or(f64::NAN), ms(&t.finished_at).unwrap_or(f64::NAN))
+        (
+            ms(&t.ready_at).unwrap_or(f64::NAN),
+            ms(&t.started_at).unwrap_or(f64::NAN),
+            ms(&t.finished_at).unwrap_or(f64::NAN),
+        )
     };
     let (mut assignment, mut execution, mut transition) = (0.0, 0.0, 0.0);
     for (i, t) in tasks.iter().enumerate() {
@@ -160,14 +169,23 @@ fn chain_times(run: &v1::Run) -> anyhow::Result<ChainTimes> {
         if i > 0 {
             let (_, prev_started, prev_finished) = at(tasks[i - 1]);
             if ready < prev_finished || started < prev_finished || started < prev_started {
-                bail!("chain tasks overlap: {} started before {} finished", t.name, tasks[i - 1].name);
+                bail!(
+                    "chain tasks overlap: {} started before {} finished",
+                    t.name,
+                    tasks[i - 1].name
+                );
             }
             transition += ready - prev_finished;
         }
     }
     let created = ms(&run.created_at).unwrap_or(f64::NAN);
     let last = at(tasks[CHAIN - 1]).2;
-    Ok(ChainTimes { records_total: last - created, assignment, execution, transition })
+    Ok(ChainTimes {
+        records_total: last - created,
+        assignment,
+        execution,
+        transition,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -196,8 +214,12 @@ enum AnyWorker {
 impl AnyWorker {
     async fn start(kind: ChainWorker, ctx: &Ctx, server: &ServerProc) -> anyhow::Result<Self> {
         Ok(match kind {
-            ChainWorker::Rust => AnyWorker::Rust(RustWorker::start(&server.url, "bench-b", 4).await?),
-            ChainWorker::Python => AnyWorker::Python(PythonWorker::start(&ctx.python, &server.url, server.data_dir()).await?),
+            ChainWorker::Rust => {
+                AnyWorker::Rust(RustWorker::start(&server.url, "bench-b", 4).await?)
+            }
+            ChainWorker::Python => AnyWorker::Python(
+                PythonWorker::start(&ctx.python, &server.url, server.data_dir()).await?,
+            ),
             ChainWorker::Subprocess => AnyWorker::None,
         })
     }
@@ -212,17 +234,20 @@ impl AnyWorker {
 }
 
 pub async fn chain(ctx: &Ctx, kind: ChainWorker, out: &mut Outcome) -> anyhow::Result<()> {
-    if kind == ChainWorker::Python {
-        if let Some(why) = PythonWorker::unavailable(&ctx.python) {
-            out.notes.push(format!("(b) Python pool worker not run: {why}"));
-            return Ok(());
-        }
+    if let Some(why) = (kind == ChainWorker::Python)
+        .then(|| PythonWorker::unavailable(&ctx.python))
+        .flatten()
+    {
+        out.notes
+            .push(format!("(b) Python pool worker not run: {why}"));
+        return Ok(());
     }
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
         let mut api = Api::connect(&server.url).await?;
         let subprocess = kind == ChainWorker::Subprocess;
-        api.deploy(&chain_yaml("chain", subprocess), &[("noop.sh", NOOP_SH)]).await?;
+        api.deploy(&chain_yaml("chain", subprocess), &[("noop.sh", NOOP_SH)])
+            .await?;
         let worker = AnyWorker::start(kind, ctx, &server).await?;
         let key = kind.key();
         for rep in 0..=REPS {
@@ -273,19 +298,30 @@ struct FanResult {
     db_cpu_ms: Option<f64>,
 }
 
-async fn fan_run(api: &mut Api, server: &ServerProc, store: Store, workflow: &str, n: u32) -> anyhow::Result<FanResult> {
+async fn fan_run(
+    api: &mut Api,
+    server: &ServerProc,
+    store: Store,
+    workflow: &str,
+    n: u32,
+) -> anyhow::Result<FanResult> {
     let db0 = (store == Store::Postgres).then(postgres_cpu_ms).flatten();
     let cpu0 = server.cpu_ms()?;
     let t0 = Instant::now();
     let id = api.start(workflow).await?;
-    api.poll_over(workflow, &id, Duration::from_millis(10), RUN_TIMEOUT).await?;
+    api.poll_over(workflow, &id, Duration::from_millis(10), RUN_TIMEOUT)
+        .await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = server.cpu_ms()?;
     let db1 = (store == Store::Postgres).then(postgres_cpu_ms).flatten();
     let run = api.get_run(&id).await?;
     check_run(&run, n as usize)?;
     let created = ms(&run.created_at).context("run created_at")?;
-    let last = run.tasks.iter().filter_map(|t| ms(&t.finished_at)).fold(f64::MIN, f64::max);
+    let last = run
+        .tasks
+        .iter()
+        .filter_map(|t| ms(&t.finished_at))
+        .fold(f64::MIN, f64::max);
     let waits: Vec<f64> = run
         .tasks
         .iter()
@@ -352,7 +388,10 @@ pub async fn pending_memory(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> 
                 bail!("expected {N} pending task runs, found {pending}");
             }
             if rep > 0 {
-                out.push("e.kb", (after as f64 - before as f64) / f64::from(N) / 1024.0);
+                out.push(
+                    "e.kb",
+                    (after as f64 - before as f64) / f64::from(N) / 1024.0,
+                );
             }
             anyhow::Ok(())
         }
@@ -370,7 +409,10 @@ pub async fn pending_memory(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> 
 async fn hold_session(
     api: &mut Api,
     slots: u32,
-) -> anyhow::Result<(mpsc::Sender<v1::SessionRequest>, mpsc::UnboundedReceiver<v1::AttemptRef>)> {
+) -> anyhow::Result<(
+    mpsc::Sender<v1::SessionRequest>,
+    mpsc::UnboundedReceiver<v1::AttemptRef>,
+)> {
     let (tx, rx) = mpsc::channel::<v1::SessionRequest>(64);
     tx.send(v1::SessionRequest {
         message: Some(v1::session_request::Message::Attach(v1::WorkerAttach {
@@ -381,9 +423,14 @@ async fn hold_session(
         })),
     })
     .await?;
-    let mut inbound = api.workers.session(ReceiverStream::new(rx)).await?.into_inner();
+    let mut inbound = api
+        .workers
+        .session(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let (assigned_tx, assigned_rx) = mpsc::unbounded_channel();
-    let pong = tx.clone();
+    // A weak sender: dropping the returned one must close the session.
+    let pong = tx.downgrade();
     tokio::spawn(async move {
         while let Ok(Some(m)) = inbound.message().await {
             match m.message {
@@ -393,9 +440,12 @@ async fn hold_session(
                     }
                 }
                 Some(v1::session_response::Message::Ping(p)) => {
+                    let Some(pong) = pong.upgrade() else { return };
                     let _ = pong
                         .send(v1::SessionRequest {
-                            message: Some(v1::session_request::Message::Pong(v1::WorkerPong { nonce: p.nonce })),
+                            message: Some(v1::session_request::Message::Pong(v1::WorkerPong {
+                                nonce: p.nonce,
+                            })),
                         })
                         .await;
                 }
@@ -407,7 +457,11 @@ async fn hold_session(
 }
 
 /// Runs `call` once per attempt with at most `concurrency` calls in flight.
-async fn for_each_bounded<F, Fut>(attempts: &[v1::AttemptRef], concurrency: usize, call: F) -> anyhow::Result<()>
+async fn for_each_bounded<F, Fut>(
+    attempts: &[v1::AttemptRef],
+    concurrency: usize,
+    call: F,
+) -> anyhow::Result<()>
 where
     F: Fn(v1::AttemptRef) -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
@@ -433,14 +487,20 @@ pub async fn worker_calls(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     const N: u32 = 1_000;
     const CONCURRENCY: usize = 64;
     const CHANNELS: usize = 4;
-    let hammer = if ctx.quick { Duration::from_secs(2) } else { Duration::from_secs(5) };
+    let hammer = if ctx.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
         let mut api = Api::connect(&server.url).await?;
         api.deploy(&fan_yaml("hold", N, "hold"), &[]).await?;
         let mut clients = Vec::new();
         for _ in 0..CHANNELS {
-            clients.push(v1::worker_service_client::WorkerServiceClient::new(channel(&server.url).await?));
+            clients.push(v1::worker_service_client::WorkerServiceClient::new(
+                channel(&server.url).await?,
+            ));
         }
         for rep in 0..=REPS {
             let (session, mut assigned) = hold_session(&mut api, N).await?;
@@ -456,7 +516,11 @@ pub async fn worker_calls(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
             let start_client = clients[0].clone();
             for_each_bounded(&attempts, CONCURRENCY, |a| {
                 let mut c = start_client.clone();
-                async move { c.start_task(v1::StartTaskRequest { attempt: Some(a) }).await.map(|_| ()) }
+                async move {
+                    c.start_task(v1::StartTaskRequest { attempt: Some(a) })
+                        .await
+                        .map(|_| ())
+                }
             })
             .await?;
 
@@ -499,13 +563,23 @@ pub async fn worker_calls(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
             for_each_bounded(&attempts, CONCURRENCY, |a| {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let mut c = clients_for_reports[i % CHANNELS].clone();
-                async move { c.complete_task(v1::CompleteTaskRequest { attempt: Some(a), output: None }).await.map(|_| ()) }
+                async move {
+                    c.complete_task(v1::CompleteTaskRequest {
+                        attempt: Some(a),
+                        output: None,
+                    })
+                    .await
+                    .map(|_| ())
+                }
             })
             .await?;
             let reports_per_s = f64::from(N) / t1.elapsed().as_secs_f64();
-            api.poll_over("hold", &id, Duration::from_millis(20), RUN_TIMEOUT).await?;
+            api.poll_over("hold", &id, Duration::from_millis(20), RUN_TIMEOUT)
+                .await?;
             check_run(&api.get_run(&id).await?, N as usize)?;
             drop(session);
+            // Let the server see the session close before the next one attaches.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             if rep > 0 {
                 out.push("f.heartbeats", beats_per_s);
                 out.push("f.reports", reports_per_s);
@@ -561,7 +635,10 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
             chain_times(&run)?;
             finished.extend(run.tasks.iter().filter_map(|t| ms(&t.finished_at)));
         }
-        out.windows.insert("g.chain".to_owned(), windows(&finished, origin, ctx.sustained));
+        out.windows.insert(
+            "g.chain".to_owned(),
+            windows(&finished, origin, ctx.sustained),
+        );
         worker.stop().await;
         anyhow::Ok(())
     }
@@ -575,7 +652,8 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
         api.deploy(&fan_yaml("fan1k", 1_000, "noop"), &[]).await?;
         let workers = fan_workers(&server.url).await?;
         let warm = api.start("fan1k").await?;
-        api.poll_over("fan1k", &warm, Duration::from_millis(10), RUN_TIMEOUT).await?;
+        api.poll_over("fan1k", &warm, Duration::from_millis(10), RUN_TIMEOUT)
+            .await?;
         let origin = now_ms();
         let t0 = Instant::now();
         let length = ctx.sustained;
@@ -586,7 +664,8 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
                 let mut ids = Vec::new();
                 while t0.elapsed() < length {
                     let id = api.start("fan1k").await?;
-                    api.poll_over("fan1k", &id, Duration::from_millis(10), RUN_TIMEOUT).await?;
+                    api.poll_over("fan1k", &id, Duration::from_millis(10), RUN_TIMEOUT)
+                        .await?;
                     ids.push(id);
                 }
                 anyhow::Ok(ids)
@@ -600,7 +679,8 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
                 finished.extend(run.tasks.iter().filter_map(|t| ms(&t.finished_at)));
             }
         }
-        out.windows.insert("g.fan".to_owned(), windows(&finished, origin, length));
+        out.windows
+            .insert("g.fan".to_owned(), windows(&finished, origin, length));
         for w in workers {
             w.stop().await;
         }
@@ -624,7 +704,11 @@ mod tests {
 
     #[test]
     fn windows_count_per_second() {
-        let w = windows(&[0.0, 5_000.0, 10_000.0, 25_000.0, 31_000.0], 0.0, Duration::from_secs(30));
+        let w = windows(
+            &[0.0, 5_000.0, 10_000.0, 25_000.0, 31_000.0],
+            0.0,
+            Duration::from_secs(30),
+        );
         assert_eq!(w, vec![0.2, 0.1, 0.1]);
     }
 

@@ -60,7 +60,9 @@ impl ServerProc {
                     NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 );
                 let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await?;
                 conn.close().await?;
                 let url = with_database(&admin, &name)?;
                 database = Some((admin, name));
@@ -70,8 +72,17 @@ impl ServerProc {
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = Command::new(setup.bin_dir.join("ork"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--state", &state_url])
-            .args(["--objects", &format!("file://{}", dir.path().join("objects").display())])
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--state",
+                &state_url,
+            ])
+            .args([
+                "--objects",
+                &format!("file://{}", dir.path().join("objects").display()),
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--scheduler-id", "bench"])
@@ -85,7 +96,13 @@ impl ServerProc {
             .with_context(|| format!("starting {}", setup.bin_dir.join("ork").display()))?;
         let pid = child.id().context("server pid")?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut server = Self { url, pid, child, dir, database };
+        let mut server = Self {
+            url,
+            pid,
+            child,
+            dir,
+            database,
+        };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -101,7 +118,10 @@ impl ServerProc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("the server did not listen within 20 s:\n{}", self.log_tail())
+        bail!(
+            "the server did not listen within 20 s:\n{}",
+            self.log_tail()
+        )
     }
 
     pub fn log_tail(&self) -> String {
@@ -118,8 +138,15 @@ impl ServerProc {
     /// Resident set size of the server, in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-        let kb: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()?;
         Ok(kb * 1024)
     }
 
@@ -132,7 +159,9 @@ impl ServerProc {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         if let Some((admin, name)) = self.database.take() {
             let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await?;
             conn.close().await?;
         }
         Ok(())
@@ -179,7 +208,9 @@ fn process_cpu_ms(pid: u32, with_children: bool) -> anyhow::Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14..17 of stat(5) are utime, stime, cutime, cstime; `rest`
     // starts at field 3.
-    let get = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i - 3).context("short stat")?.parse::<f64>()?) };
+    let get = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i - 3).context("short stat")?.parse::<f64>()?)
+    };
     let mut ticks = get(14)? + get(15)?;
     if with_children {
         ticks += get(16)? + get(17)?;
@@ -199,8 +230,12 @@ pub fn postgres_cpu_ms() -> Option<f64> {
         .to_owned();
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         let owner = status
             .lines()
             .find(|l| l.starts_with("Uid:"))
@@ -222,8 +257,14 @@ mod tests {
             with_database("postgres://postgres@127.0.0.1:5432/postgres", "b").unwrap(),
             "postgres://postgres@127.0.0.1:5432/b"
         );
-        assert_eq!(with_database("postgres://u@h:1", "b").unwrap(), "postgres://u@h:1/b");
-        assert_eq!(with_database("postgres://u@h:1/x?sslmode=disable", "b").unwrap(), "postgres://u@h:1/b?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:1", "b").unwrap(),
+            "postgres://u@h:1/b"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:1/x?sslmode=disable", "b").unwrap(),
+            "postgres://u@h:1/b?sslmode=disable"
+        );
     }
 
     #[test]

@@ -120,10 +120,7 @@ mod tests {
         assert_eq!(number(-0.0), json!(0));
         assert!(number(1e15).is_i64());
         // Above i64::MAX but inside u64: still an exact integer.
-        assert_eq!(
-            number(1.8e19),
-            json!(18_000_000_000_000_000_000_u64)
-        );
+        assert_eq!(number(1.8e19), json!(18_000_000_000_000_000_000_u64));
         // Beyond u64 the double stays a double.
         assert!(number(1e20).is_f64());
         assert!(number(-1e19).is_f64());

@@ -31,8 +31,17 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub fn new(env: HashMap<String, String>, dir: Option<PathBuf>, state: Arc<dyn StateStore>) -> Self {
-        Self { env, dir, state, masks: Mutex::new(HashMap::new()) }
+    pub fn new(
+        env: HashMap<String, String>,
+        dir: Option<PathBuf>,
+        state: Arc<dyn StateStore>,
+    ) -> Self {
+        Self {
+            env,
+            dir,
+            state,
+            masks: Mutex::new(HashMap::new()),
+        }
     }
 
     fn secret(&self, name: &str) -> Option<String> {
@@ -76,7 +85,12 @@ impl Secrets {
 
     /// The secret values a task run can see, looked up once and cached.
     pub async fn values_for(&self, task_run_id: &str) -> Arc<Vec<String>> {
-        if let Some(found) = self.masks.lock().ok().and_then(|m| m.get(task_run_id).cloned()) {
+        if let Some(found) = self
+            .masks
+            .lock()
+            .ok()
+            .and_then(|m| m.get(task_run_id).cloned())
+        {
             return found;
         }
         let values = Arc::new(self.lookup(task_run_id).await.unwrap_or_default());
@@ -131,10 +145,14 @@ pub fn mask_json(value: Value, values: &[String]) -> Value {
     }
     match value {
         Value::String(s) => Value::String(mask(&s, values)),
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| mask_json(v, values)).collect()),
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (mask(&k, values), mask_json(v, values))).collect())
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| mask_json(v, values)).collect())
         }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (mask(&k, values), mask_json(v, values)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -147,7 +165,10 @@ mod tests {
     #[test]
     fn masks_every_occurrence_longest_first() {
         let values = vec!["hunter22".to_owned(), "hunter".to_owned()];
-        assert_eq!(mask("pw=hunter22 and hunter", &values), "pw=******** and ********");
+        assert_eq!(
+            mask("pw=hunter22 and hunter", &values),
+            "pw=******** and ********"
+        );
     }
 
     #[test]

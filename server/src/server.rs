@@ -17,7 +17,9 @@ use tower::ServiceExt as _;
 
 use crate::ServerOptions;
 use crate::api::{self, ApiContext};
-use crate::executor::{self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool};
+use crate::executor::{
+    self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool,
+};
 use crate::objects::{self, Mirror};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
@@ -27,7 +29,10 @@ use crate::state::{self, Limits, StateStore};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("state store: {0}")]
     State(#[from] state::Error),
     #[error("object store: {0}")]
@@ -39,7 +44,10 @@ pub enum Error {
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("serving on {addr}: {source}")]
-    Serve { addr: SocketAddr, source: std::io::Error },
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A bound server, ready to run.
@@ -56,15 +64,33 @@ impl Server {
     /// Opens the stores and binds the listener; fails fast on bad configuration.
     pub async fn bind(options: ServerOptions) -> Result<Self, Error> {
         let worker_binary = find_worker_binary(options.worker_binary.as_ref())?;
-        let limits = Limits { max_fan_out: options.max_fan_out, lease: options.lease };
+        let limits = Limits {
+            max_fan_out: options.max_fan_out,
+            lease: options.lease,
+        };
         let state = state::open(&options.state_url, limits).await?;
-        let objects = objects::open(&options.objects_url, &objects::settings_from_vars(std::env::vars()))?;
+        let objects = objects::open(
+            &options.objects_url,
+            &objects::settings_from_vars(std::env::vars()),
+        )?;
         let listener = TcpListener::bind(options.listen)
             .await
-            .map_err(|source| Error::Bind { addr: options.listen, source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| Error::Bind { addr: options.listen, source })?;
-        Ok(Self { options, listener, local_addr, state, objects, worker_binary })
+            .map_err(|source| Error::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        Ok(Self {
+            options,
+            listener,
+            local_addr,
+            state,
+            objects,
+            worker_binary,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -73,7 +99,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops the loops and flushes the mirror.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
 
@@ -165,7 +194,10 @@ impl Server {
             .await;
         let _ = stop_tx.send(true);
         let _ = tokio::join!(mirror_task, scheduler_task);
-        served.map_err(|source| Error::Serve { addr: self.local_addr, source })
+        served.map_err(|source| Error::Serve {
+            addr: self.local_addr,
+            source,
+        })
     }
 }
 
@@ -191,7 +223,10 @@ fn find_worker_binary(configured: Option<&PathBuf>) -> Result<PathBuf, Error> {
         return Ok(path.clone());
     }
     let name = "ork-worker";
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
         for candidate in [dir.join(name), dir.join("..").join(name)] {
             if candidate.is_file() {
                 return Ok(candidate);

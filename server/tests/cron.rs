@@ -12,18 +12,41 @@ use ork_server::scheduler::cron::Cron;
 use ork_server::state::{self, Limits, NewWorkflowVersion, StateStore};
 
 fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
 }
 
 async fn store_with(yaml: &str, deployed_at: DateTime<Utc>) -> Arc<dyn StateStore> {
-    let store = state::open("sqlite::memory:", Limits { max_fan_out: 10, lease: Duration::from_secs(86_400) })
-        .await
-        .expect("open");
-    let def = parse_workflow(yaml, &ParseOptions { source: "cron.yaml", files: None }).expect("valid");
+    let store = state::open(
+        "sqlite::memory:",
+        Limits {
+            max_fan_out: 10,
+            lease: Duration::from_secs(86_400),
+        },
+    )
+    .await
+    .expect("open");
+    let def = parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "cron.yaml",
+            files: None,
+        },
+    )
+    .expect("valid");
     let files = BTreeMap::from([("t.sh".to_owned(), b"#!/bin/sh\n".to_vec())]);
     let version = ork_server::hash::workflow_version(yaml, &files);
     store
-        .deploy_workflow(NewWorkflowVersion { version, yaml: yaml.into(), definition: def, files }, deployed_at)
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version,
+                yaml: yaml.into(),
+                definition: def,
+                files,
+            },
+            deployed_at,
+        )
         .await
         .expect("deploy");
     store
@@ -31,7 +54,12 @@ async fn store_with(yaml: &str, deployed_at: DateTime<Utc>) -> Arc<dyn StateStor
 
 /// Ticks two schedulers alternately every `step` from `from` to `to` and
 /// returns the fire instants of the runs, as recorded in their input.
-async fn simulate(store: &Arc<dyn StateStore>, from: &str, to: &str, step_minutes: i64) -> Vec<String> {
+async fn simulate(
+    store: &Arc<dyn StateStore>,
+    from: &str,
+    to: &str,
+    step_minutes: i64,
+) -> Vec<String> {
     let a = Cron::new(store.clone(), "replica-a".into());
     let b = Cron::new(store.clone(), "replica-b".into());
     let mut now = at(from);
@@ -41,7 +69,11 @@ async fn simulate(store: &Arc<dyn StateStore>, from: &str, to: &str, step_minute
         created += a.fire_due(now).await.expect("fire a").len();
         created += b.fire_due(now).await.expect("fire b").len();
         // The second scheduler, a little later, sees the same fires as done.
-        created += b.fire_due(now + chrono::Duration::seconds(1)).await.expect("fire b").len();
+        created += b
+            .fire_due(now + chrono::Duration::seconds(1))
+            .await
+            .expect("fire b")
+            .len();
         now += chrono::Duration::minutes(step_minutes);
     }
     let runs = store.list_runs(Some("nightly"), 1000).await.expect("runs");
@@ -50,12 +82,19 @@ async fn simulate(store: &Arc<dyn StateStore>, from: &str, to: &str, step_minute
         .iter()
         .map(|r| {
             assert_eq!(r.triggered_by, TriggerType::Schedule);
-            r.input["scheduled_for"].as_str().expect("scheduled_for").to_owned()
+            r.input["scheduled_for"]
+                .as_str()
+                .expect("scheduled_for")
+                .to_owned()
         })
         .collect();
     fires.sort();
     let unique: std::collections::BTreeSet<&String> = fires.iter().collect();
-    assert_eq!(unique.len(), fires.len(), "a fire created two runs: {fires:?}");
+    assert_eq!(
+        unique.len(),
+        fires.len(),
+        "a fire created two runs: {fires:?}"
+    );
     fires
 }
 
@@ -99,12 +138,20 @@ async fn hourly_new_york_fall_back_has_no_duplicate_and_latest_policy_catches_up
     let fires = simulate(&store, "2026-11-01T03:30:00Z", "2026-11-01T08:30:00Z", 3).await;
     assert_eq!(
         fires,
-        ["2026-11-01T04:00:00Z", "2026-11-01T05:00:00Z", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"]
+        [
+            "2026-11-01T04:00:00Z",
+            "2026-11-01T05:00:00Z",
+            "2026-11-01T07:00:00Z",
+            "2026-11-01T08:00:00Z"
+        ]
     );
 
     // Down for a day with `catchup: latest` (the default): one run, not 24.
     let cron = Cron::new(store.clone(), "replica-a".into());
-    let created = cron.fire_due(at("2026-11-02T08:10:00Z")).await.expect("fire");
+    let created = cron
+        .fire_due(at("2026-11-02T08:10:00Z"))
+        .await
+        .expect("fire");
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].input["scheduled_for"], "2026-11-02T08:00:00Z");
 }

@@ -335,7 +335,10 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         time: t(3),
     };
 
-    let fetch1 = state.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0]
+    let fetch1 = state
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
         .fence
         .clone();
     state.start_attempt(&fetch1, t(3)).await.expect("start");

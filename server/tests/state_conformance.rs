@@ -14,7 +14,10 @@ use ork_server::state::{
 };
 use serde_json::json;
 
-const LIMITS: Limits = Limits { max_fan_out: 100, lease: Duration::from_secs(86_400) };
+const LIMITS: Limits = Limits {
+    max_fan_out: 100,
+    lease: Duration::from_secs(86_400),
+};
 /// The replica that creates, and so owns, the test runs.
 const OWNER: &str = "replica-a";
 
@@ -58,10 +61,17 @@ async fn backends() -> Vec<(&'static str, Backend)> {
     if let Some(admin_url) = postgres_admin_url() {
         let server = POSTGRES_SERVER.clone().read_owned().await;
         let database = PostgresDatabase::create(&admin_url).await;
-        let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+        let store = state::open(&database.url, LIMITS)
+            .await
+            .expect("open postgres");
         all.push((
             "postgres",
-            Backend { store, _dir: None, _database: Some(database), _server: Some(server) },
+            Backend {
+                store,
+                _dir: None,
+                _database: Some(database),
+                _server: Some(server),
+            },
         ));
     }
     all
@@ -116,9 +126,16 @@ impl PostgresDatabase {
         let mut admin = sqlx::PgConnection::connect(admin_url)
             .await
             .unwrap_or_else(|e| panic!("connect to ORK_TEST_POSTGRES_URL {admin_url}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         admin.close().await.ok();
-        Self { admin_url: admin_url.to_owned(), url: with_database(admin_url, &name), name }
+        Self {
+            admin_url: admin_url.to_owned(),
+            url: with_database(admin_url, &name),
+            name,
+        }
     }
 }
 
@@ -130,10 +147,14 @@ impl Drop for PostgresDatabase {
         // down): a thread with its own does the async work.
         let dropped = std::thread::spawn(move || {
             use sqlx::Connection;
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
                 admin.close().await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             })
@@ -147,7 +168,9 @@ impl Drop for PostgresDatabase {
 
 /// `url` pointing at database `name` instead (same server, user, options).
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
     let server = match base[authority_start..].find('/') {
         Some(slash) => &base[..authority_start + slash],
@@ -178,13 +201,28 @@ fn t(ms: i64) -> DateTime<Utc> {
 
 async fn deploy(store: &Arc<dyn StateStore>, yaml: &str) -> String {
     let mut files = BTreeMap::new();
-    let def = parse_workflow(yaml, &ParseOptions { source: "t.yaml", files: None }).expect("valid");
+    let def = parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "t.yaml",
+            files: None,
+        },
+    )
+    .expect("valid");
     for f in ork_domain::parse::referenced_files(&def) {
         files.insert(f, b"#!/bin/sh\n".to_vec());
     }
     let version = ork_server::hash::workflow_version(yaml, &files);
     let (record, _) = store
-        .deploy_workflow(NewWorkflowVersion { version, yaml: yaml.to_owned(), definition: def.clone(), files }, t(0))
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version,
+                yaml: yaml.to_owned(),
+                definition: def.clone(),
+                files,
+            },
+            t(0),
+        )
         .await
         .expect("deploy");
     record.name
@@ -192,31 +230,59 @@ async fn deploy(store: &Arc<dyn StateStore>, yaml: &str) -> String {
 
 async fn start(store: &Arc<dyn StateStore>, workflow: &str, input: serde_json::Value) -> String {
     store
-        .create_run(NewRun { workflow: workflow.to_owned(), input, triggered_by: TriggerType::Manual, owner: OWNER.into() }, t(1))
+        .create_run(
+            NewRun {
+                workflow: workflow.to_owned(),
+                input,
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+            },
+            t(1),
+        )
         .await
         .expect("create run")
         .id
 }
 
 async fn status_of(store: &Arc<dyn StateStore>, run: &str, task: &str) -> Vec<TaskStatus> {
-    let mut rows: Vec<_> =
-        store.list_task_runs(run).await.expect("tasks").into_iter().filter(|r| r.task_name == task).collect();
+    let mut rows: Vec<_> = store
+        .list_task_runs(run)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .filter(|r| r.task_name == task)
+        .collect();
     rows.sort_by_key(|r| r.parallel_index);
     rows.into_iter().map(|r| r.status).collect()
 }
 
 fn find<'a>(claims: &'a [Claim], task: &str) -> &'a Claim {
-    claims.iter().find(|c| c.task_name == task).unwrap_or_else(|| panic!("no claim for {task}: {claims:?}"))
+    claims
+        .iter()
+        .find(|c| c.task_name == task)
+        .unwrap_or_else(|| panic!("no claim for {task}: {claims:?}"))
 }
 
 const CHAIN: &str = "name: chain\ntasks:\n  - name: a\n    file: a.sh\n    input: { x: \"{{ run.input.x }}\" }\n  - name: b\n    file: b.sh\n    depends_on: [a]\n    input: { y: \"{{ tasks.a.output.y }}\" }\n";
 
 async fn deploy_is_idempotent_per_content(store: Arc<dyn StateStore>) {
     let yaml = "name: w\ntasks:\n  - name: a\n    file: a.sh\n";
-    let def = parse_workflow(yaml, &ParseOptions { source: "t", files: None }).expect("valid");
+    let def = parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "t",
+            files: None,
+        },
+    )
+    .expect("valid");
     let files = BTreeMap::from([("a.sh".to_owned(), b"echo 1".to_vec())]);
     let v1 = ork_server::hash::workflow_version(yaml, &files);
-    let new = || NewWorkflowVersion { version: v1.clone(), yaml: yaml.into(), definition: def.clone(), files: files.clone() };
+    let new = || NewWorkflowVersion {
+        version: v1.clone(),
+        yaml: yaml.into(),
+        definition: def.clone(),
+        files: files.clone(),
+    };
     let (first, created) = store.deploy_workflow(new(), t(0)).await.expect("deploy");
     assert!(created);
     let (_, created_again) = store.deploy_workflow(new(), t(1)).await.expect("deploy");
@@ -224,138 +290,373 @@ async fn deploy_is_idempotent_per_content(store: Arc<dyn StateStore>) {
     let files2 = BTreeMap::from([("a.sh".to_owned(), b"echo 2".to_vec())]);
     let v2 = ork_server::hash::workflow_version(yaml, &files2);
     let (second, created) = store
-        .deploy_workflow(NewWorkflowVersion { version: v2.clone(), yaml: yaml.into(), definition: def, files: files2 }, t(2))
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version: v2.clone(),
+                yaml: yaml.into(),
+                definition: def,
+                files: files2,
+            },
+            t(2),
+        )
         .await
         .expect("deploy");
     assert!(created);
     assert_ne!(first.version.version, second.version.version);
-    assert_eq!(store.get_version_file(&v2, "a.sh").await.expect("file"), Some(b"echo 2".to_vec()));
-    assert_eq!(store.get_version_file(&v1, "a.sh").await.expect("file"), Some(b"echo 1".to_vec()));
+    assert_eq!(
+        store.get_version_file(&v2, "a.sh").await.expect("file"),
+        Some(b"echo 2".to_vec())
+    );
+    assert_eq!(
+        store.get_version_file(&v1, "a.sh").await.expect("file"),
+        Some(b"echo 1".to_vec())
+    );
     assert_eq!(store.list_workflows().await.expect("list").len(), 1);
     assert!(store.delete_workflow("w").await.expect("delete"));
     assert!(!store.delete_workflow("w").await.expect("delete"));
     assert!(store.get_workflow("w").await.expect("get").is_none());
 }
-conformance!(deploy_stores_versions_by_content, deploy_is_idempotent_per_content);
+conformance!(
+    deploy_stores_versions_by_content,
+    deploy_is_idempotent_per_content
+);
 
 async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Pending]);
-    let claims = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim");
+    assert_eq!(
+        status_of(&store, &run, "a").await,
+        vec![TaskStatus::Pending]
+    );
+    let claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
     assert_eq!(claims.len(), 1, "only the root is ready");
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 1);
-    assert!(store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim").is_empty(), "claimed once");
+    assert!(
+        store
+            .claim_ready(OWNER, t(2), 10, &Default::default())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "claimed once"
+    );
 
     let spec = store.attempt_spec(&a).await.expect("spec");
     assert_eq!(spec.input, json!({"x": 1}));
     assert_eq!(spec.file_content, b"#!/bin/sh\n");
 
-    let forged = state::Fence { token: "nope".into(), ..a.clone() };
-    assert!(matches!(store.start_attempt(&forged, t(3)).await, Err(state::Error::Stale { .. })));
+    let forged = state::Fence {
+        token: "nope".into(),
+        ..a.clone()
+    };
+    assert!(matches!(
+        store.start_attempt(&forged, t(3)).await,
+        Err(state::Error::Stale { .. })
+    ));
     store.start_attempt(&a, t(3)).await.expect("start");
     assert!(!store.heartbeat(&a, t(4)).await.expect("beat"));
-    store.complete_attempt(&a, json!({"y": "why"}), t(5)).await.expect("complete");
+    store
+        .complete_attempt(&a, json!({"y": "why"}), t(5))
+        .await
+        .expect("complete");
     // The same report again (a lost reply) is accepted and changes nothing.
-    store.complete_attempt(&a, json!({"y": "other"}), t(6)).await.expect("idempotent");
+    store
+        .complete_attempt(&a, json!({"y": "other"}), t(6))
+        .await
+        .expect("idempotent");
     assert!(matches!(
-        store.fail_attempt(&a, &Failure { kind: FailureKind::Task, error: "late".into(), non_retryable: false }, t(6)).await,
+        store
+            .fail_attempt(
+                &a,
+                &Failure {
+                    kind: FailureKind::Task,
+                    error: "late".into(),
+                    non_retryable: false
+                },
+                t(6)
+            )
+            .await,
         Err(state::Error::Stale { .. })
     ));
 
-    let claims = store.claim_ready(OWNER, t(6), 10, &Default::default()).await.expect("claim");
+    let claims = store
+        .claim_ready(OWNER, t(6), 10, &Default::default())
+        .await
+        .expect("claim");
     let b = find(&claims, "b").fence.clone();
-    assert_eq!(store.attempt_spec(&b).await.expect("spec").input, json!({"y": "why"}));
-    store.complete_attempt(&b, json!(null), t(7)).await.expect("complete");
+    assert_eq!(
+        store.attempt_spec(&b).await.expect("spec").input,
+        json!({"y": "why"})
+    );
+    store
+        .complete_attempt(&b, json!(null), t(7))
+        .await
+        .expect("complete");
     let record = store.get_run(&run).await.expect("get").expect("run");
     assert_eq!(record.status, RunStatus::Success);
     assert_eq!(record.finished_at, Some(t(7)));
-    let a_row = store.list_task_runs(&run).await.expect("tasks").into_iter().find(|r| r.task_name == "a").expect("a");
+    let a_row = store
+        .list_task_runs(&run)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .find(|r| r.task_name == "a")
+        .expect("a");
     assert_eq!(a_row.output, Some(json!({"y": "why"})));
 }
-conformance!(chain_moves_forward_with_fenced_reports_case, chain_moves_forward_with_fenced_reports);
+conformance!(
+    chain_moves_forward_with_fenced_reports_case,
+    chain_moves_forward_with_fenced_reports
+);
 
 async fn retries_wait_for_their_delay(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, "name: r\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 10\n").await;
     let run = start(&store, &wf, json!({})).await;
-    let a1 = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    let failure = Failure { kind: FailureKind::Task, error: "boom".into(), non_retryable: false };
+    let a1 = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    let failure = Failure {
+        kind: FailureKind::Task,
+        error: "boom".into(),
+        non_retryable: false,
+    };
     store.fail_attempt(&a1, &failure, t(3)).await.expect("fail");
     // The same failure report again is a no-op.
-    store.fail_attempt(&a1, &failure, t(3)).await.expect("idempotent");
-    assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Pending]);
-    assert!(store.claim_ready(OWNER, t(3_000), 10, &Default::default()).await.expect("claim").is_empty(), "delay not over");
+    store
+        .fail_attempt(&a1, &failure, t(3))
+        .await
+        .expect("idempotent");
+    assert_eq!(
+        status_of(&store, &run, "a").await,
+        vec![TaskStatus::Pending]
+    );
+    assert!(
+        store
+            .claim_ready(OWNER, t(3_000), 10, &Default::default())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "delay not over"
+    );
     let next = store.next_ready_at().await.expect("next").expect("some");
-    assert!(next >= t(3 + 8_000), "about 10 s later (with jitter): {next}");
-    let a2 = store.claim_ready(OWNER, t(20_000), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    assert!(
+        next >= t(3 + 8_000),
+        "about 10 s later (with jitter): {next}"
+    );
+    let a2 = store
+        .claim_ready(OWNER, t(20_000), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
     assert_eq!(a2.attempt, 2);
     assert_ne!(a2.token, a1.token);
-    store.fail_attempt(&a2, &failure, t(20_001)).await.expect("fail");
+    store
+        .fail_attempt(&a2, &failure, t(20_001))
+        .await
+        .expect("fail");
     assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Failed]);
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Failed);
-    let attempts = store.list_attempts(&a1.task_run_id).await.expect("attempts");
-    assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(attempts.iter().all(|a| a.status == TaskStatus::Failed && a.error.as_deref() == Some("boom")));
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Failed
+    );
+    let attempts = store
+        .list_attempts(&a1.task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.status == TaskStatus::Failed && a.error.as_deref() == Some("boom"))
+    );
 }
-conformance!(retries_wait_for_their_delay_case, retries_wait_for_their_delay);
+conformance!(
+    retries_wait_for_their_delay_case,
+    retries_wait_for_their_delay
+);
 
 async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, "name: l\ntasks:\n  - name: a\n    file: a.sh\n").await;
     let run = start(&store, &wf, json!({})).await;
-    let a1 = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    assert!(store.expired_attempts(OWNER, t(1_000), Duration::from_secs(5)).await.expect("expired").is_empty());
-    let expired = store.expired_attempts(OWNER, t(10_000), Duration::from_secs(5)).await.expect("expired");
+    let a1 = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    assert!(
+        store
+            .expired_attempts(OWNER, t(1_000), Duration::from_secs(5))
+            .await
+            .expect("expired")
+            .is_empty()
+    );
+    let expired = store
+        .expired_attempts(OWNER, t(10_000), Duration::from_secs(5))
+        .await
+        .expect("expired");
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].kind, FailureKind::Lost);
-    let lost = Failure { kind: FailureKind::Lost, error: "worker lost".into(), non_retryable: false };
-    store.fail_attempt(&a1, &lost, t(10_000)).await.expect("fail");
-    let a2 = store.claim_ready(OWNER, t(10_001), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    let lost = Failure {
+        kind: FailureKind::Lost,
+        error: "worker lost".into(),
+        non_retryable: false,
+    };
+    store
+        .fail_attempt(&a1, &lost, t(10_000))
+        .await
+        .expect("fail");
+    let a2 = store
+        .claim_ready(OWNER, t(10_001), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
     assert_eq!(a2.attempt, 2);
-    store.complete_attempt(&a2, json!(1), t(10_002)).await.expect("complete");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+    store
+        .complete_attempt(&a2, json!(1), t(10_002))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
 }
-conformance!(lost_attempts_are_retried_case, lost_attempts_are_retried_without_spending_retries);
+conformance!(
+    lost_attempts_are_retried_case,
+    lost_attempts_are_retried_without_spending_retries
+);
 
 async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStore>) {
     let yaml = "name: f\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n    depends_on: [a]\n  - name: c\n    file: a.sh\n    depends_on: [b]\n  - name: d\n    file: a.sh\n    depends_on: [a]\n    on_failure: run\n";
     let wf = deploy(&store, yaml).await;
     let run = start(&store, &wf, json!({})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    let failure = Failure { kind: FailureKind::Task, error: "x".into(), non_retryable: true };
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    let failure = Failure {
+        kind: FailureKind::Task,
+        error: "x".into(),
+        non_retryable: true,
+    };
     store.fail_attempt(&a, &failure, t(3)).await.expect("fail");
-    assert_eq!(status_of(&store, &run, "b").await, vec![TaskStatus::Skipped]);
-    assert_eq!(status_of(&store, &run, "c").await, vec![TaskStatus::Skipped]);
-    let claims = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
+    assert_eq!(
+        status_of(&store, &run, "b").await,
+        vec![TaskStatus::Skipped]
+    );
+    assert_eq!(
+        status_of(&store, &run, "c").await,
+        vec![TaskStatus::Skipped]
+    );
+    let claims = store
+        .claim_ready(OWNER, t(4), 10, &Default::default())
+        .await
+        .expect("claim");
     assert_eq!(claims.len(), 1);
     let d = find(&claims, "d").fence.clone();
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Running);
-    store.complete_attempt(&d, json!(null), t(5)).await.expect("complete");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Failed);
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Running
+    );
+    store
+        .complete_attempt(&d, json!(null), t(5))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Failed
+    );
 
     // Retry re-runs a, b and c and keeps d's success.
-    store.retry_run(&run, None, OWNER, t(6)).await.expect("retry");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Running);
-    assert_eq!(status_of(&store, &run, "d").await, vec![TaskStatus::Success]);
-    let claims = store.claim_ready(OWNER, t(7), 10, &Default::default()).await.expect("claim");
+    store
+        .retry_run(&run, None, OWNER, t(6))
+        .await
+        .expect("retry");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        status_of(&store, &run, "d").await,
+        vec![TaskStatus::Success]
+    );
+    let claims = store
+        .claim_ready(OWNER, t(7), 10, &Default::default())
+        .await
+        .expect("claim");
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 2);
-    store.complete_attempt(&a, json!(null), t(8)).await.expect("complete");
-    let b = find(&store.claim_ready(OWNER, t(9), 10, &Default::default()).await.expect("claim"), "b").fence.clone();
-    store.complete_attempt(&b, json!(null), t(10)).await.expect("complete");
-    let c = find(&store.claim_ready(OWNER, t(11), 10, &Default::default()).await.expect("claim"), "c").fence.clone();
-    store.complete_attempt(&c, json!(null), t(12)).await.expect("complete");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+    store
+        .complete_attempt(&a, json!(null), t(8))
+        .await
+        .expect("complete");
+    let b = find(
+        &store
+            .claim_ready(OWNER, t(9), 10, &Default::default())
+            .await
+            .expect("claim"),
+        "b",
+    )
+    .fence
+    .clone();
+    store
+        .complete_attempt(&b, json!(null), t(10))
+        .await
+        .expect("complete");
+    let c = find(
+        &store
+            .claim_ready(OWNER, t(11), 10, &Default::default())
+            .await
+            .expect("claim"),
+        "c",
+    )
+    .fence
+    .clone();
+    store
+        .complete_attempt(&c, json!(null), t(12))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
 }
-conformance!(failures_skip_dependents_case, failures_skip_dependents_unless_on_failure_run);
+conformance!(
+    failures_skip_dependents_case,
+    failures_skip_dependents_unless_on_failure_run
+);
 
 async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
     let yaml = "name: fan\ntasks:\n  - name: list\n    file: a.sh\n  - name: each\n    file: a.sh\n    depends_on: [list]\n    parallel: { for_each: list.items }\n    input: { item: \"{{ item }}\", i: \"{{ parallel.index }}\" }\n  - name: join\n    file: a.sh\n    depends_on: [each]\n    input: { all: \"{{ tasks.each.outputs }}\" }\n";
     let wf = deploy(&store, yaml).await;
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    store.complete_attempt(&list, json!({"items": ["p", "q", "r"]}), t(3)).await.expect("complete");
-    let claims = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
+    let list = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    store
+        .complete_attempt(&list, json!({"items": ["p", "q", "r"]}), t(3))
+        .await
+        .expect("complete");
+    let claims = store
+        .claim_ready(OWNER, t(4), 10, &Default::default())
+        .await
+        .expect("claim");
     assert_eq!(claims.len(), 3);
     for c in &claims {
         let spec = store.attempt_spec(&c.fence).await.expect("spec");
@@ -363,64 +664,165 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         assert_eq!(spec.parallel_count, Some(3));
         assert_eq!(spec.input["item"], json!(["p", "q", "r"][i as usize]));
         assert_eq!(spec.input["i"], json!(i));
-        store.complete_attempt(&c.fence, json!(format!("out{i}")), t(5)).await.expect("complete");
+        store
+            .complete_attempt(&c.fence, json!(format!("out{i}")), t(5))
+            .await
+            .expect("complete");
     }
-    let join = store.claim_ready(OWNER, t(6), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    assert_eq!(store.attempt_spec(&join).await.expect("spec").input, json!({"all": ["out0", "out1", "out2"]}));
-    store.complete_attempt(&join, json!(null), t(6)).await.expect("complete");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+    let join = store
+        .claim_ready(OWNER, t(6), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    assert_eq!(
+        store.attempt_spec(&join).await.expect("spec").input,
+        json!({"all": ["out0", "out1", "out2"]})
+    );
+    store
+        .complete_attempt(&join, json!(null), t(6))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
 
     // An empty list: the fanned-out task succeeds with no instances.
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(7), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    store.complete_attempt(&list, json!({"items": []}), t(8)).await.expect("complete");
-    assert_eq!(status_of(&store, &run, "each").await, vec![TaskStatus::Success]);
-    let join = store.claim_ready(OWNER, t(9), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    assert_eq!(store.attempt_spec(&join).await.expect("spec").input, json!({"all": []}));
+    let list = store
+        .claim_ready(OWNER, t(7), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    store
+        .complete_attempt(&list, json!({"items": []}), t(8))
+        .await
+        .expect("complete");
+    assert_eq!(
+        status_of(&store, &run, "each").await,
+        vec![TaskStatus::Success]
+    );
+    let join = store
+        .claim_ready(OWNER, t(9), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    assert_eq!(
+        store.attempt_spec(&join).await.expect("spec").input,
+        json!({"all": []})
+    );
 
     // Above the store's fan-out limit: a clear failure, dependents skipped.
     let run = start(&store, &wf, json!({})).await;
-    let list = store.claim_ready(OWNER, t(10), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    let list = store
+        .claim_ready(OWNER, t(10), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
     let many: Vec<u32> = (0..101).collect();
-    store.complete_attempt(&list, json!({"items": many}), t(11)).await.expect("complete");
-    let each = store.list_task_runs(&run).await.expect("tasks").into_iter().find(|r| r.task_name == "each").expect("each");
+    store
+        .complete_attempt(&list, json!({"items": many}), t(11))
+        .await
+        .expect("complete");
+    let each = store
+        .list_task_runs(&run)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .find(|r| r.task_name == "each")
+        .expect("each");
     assert_eq!(each.status, TaskStatus::Failed);
-    assert!(each.error.as_deref().unwrap_or("").contains("parallel"), "{:?}", each.error);
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Failed);
+    assert!(
+        each.error.as_deref().unwrap_or("").contains("parallel"),
+        "{:?}",
+        each.error
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Failed
+    );
 }
 conformance!(static_and_dynamic_fan_out_case, static_and_dynamic_fan_out);
 
 async fn cancel_stops_everything(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
     store.start_attempt(&a, t(3)).await.expect("start");
     let active = store.cancel_run(&run, t(4)).await.expect("cancel");
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].fence, a);
-    assert!(store.heartbeat(&a, t(5)).await.expect("beat"), "the worker hears it was cancelled");
-    assert!(matches!(store.complete_attempt(&a, json!(1), t(6)).await, Err(state::Error::Stale { .. })));
-    assert_eq!(status_of(&store, &run, "a").await, vec![TaskStatus::Cancelled]);
-    assert_eq!(status_of(&store, &run, "b").await, vec![TaskStatus::Cancelled]);
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Cancelled);
-    assert!(matches!(store.cancel_run(&run, t(7)).await, Err(state::Error::FailedPrecondition(_))));
+    assert!(
+        store.heartbeat(&a, t(5)).await.expect("beat"),
+        "the worker hears it was cancelled"
+    );
+    assert!(matches!(
+        store.complete_attempt(&a, json!(1), t(6)).await,
+        Err(state::Error::Stale { .. })
+    ));
+    assert_eq!(
+        status_of(&store, &run, "a").await,
+        vec![TaskStatus::Cancelled]
+    );
+    assert_eq!(
+        status_of(&store, &run, "b").await,
+        vec![TaskStatus::Cancelled]
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Cancelled
+    );
+    assert!(matches!(
+        store.cancel_run(&run, t(7)).await,
+        Err(state::Error::FailedPrecondition(_))
+    ));
 }
 conformance!(cancel_stops_everything_case, cancel_stops_everything);
 
 async fn logs_and_outbox(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    let lines: Vec<NewLogLine> =
-        (0..5).map(|i| NewLogLine { stream: "stdout".into(), line: format!("line {i}"), time: t(3) }).collect();
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    let lines: Vec<NewLogLine> = (0..5)
+        .map(|i| NewLogLine {
+            stream: "stdout".into(),
+            line: format!("line {i}"),
+            time: t(3),
+        })
+        .collect();
     store.append_logs(&a, &lines).await.expect("append");
     let page = store
-        .get_logs(&LogQuery { run_id: run.clone(), limit: 3, ..Default::default() })
+        .get_logs(&LogQuery {
+            run_id: run.clone(),
+            limit: 3,
+            ..Default::default()
+        })
         .await
         .expect("logs");
-    assert_eq!(page.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["line 0", "line 1", "line 2"]);
+    assert_eq!(
+        page.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 0", "line 1", "line 2"]
+    );
     let rest = store
-        .get_logs(&LogQuery { run_id: run.clone(), after_id: page[2].id, ..Default::default() })
+        .get_logs(&LogQuery {
+            run_id: run.clone(),
+            after_id: page[2].id,
+            ..Default::default()
+        })
         .await
         .expect("logs");
     assert_eq!(rest.len(), 2);
@@ -428,8 +830,16 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
 
     let outbox = store.outbox_batch(1000).await.expect("outbox");
     assert!(outbox.iter().any(|e| e.kind == OutboxKind::Workflow));
-    assert!(outbox.iter().any(|e| e.kind == OutboxKind::Run && e.key == run));
-    assert!(outbox.iter().any(|e| e.kind == OutboxKind::Attempt && e.key == a.task_run_id && e.attempt == Some(1)));
+    assert!(
+        outbox
+            .iter()
+            .any(|e| e.kind == OutboxKind::Run && e.key == run)
+    );
+    assert!(
+        outbox.iter().any(|e| e.kind == OutboxKind::Attempt
+            && e.key == a.task_run_id
+            && e.attempt == Some(1))
+    );
     let ids: Vec<i64> = outbox.iter().map(|e| e.id).collect();
     store.outbox_ack(&ids).await.expect("ack");
     assert!(store.outbox_batch(1000).await.expect("outbox").is_empty());
@@ -438,44 +848,116 @@ conformance!(logs_and_outbox_case, logs_and_outbox);
 
 async fn unknown_things_are_not_found(store: Arc<dyn StateStore>) {
     let err = store
-        .create_run(NewRun { workflow: "nope".into(), input: json!({}), triggered_by: TriggerType::Manual, owner: OWNER.into() }, t(0))
+        .create_run(
+            NewRun {
+                workflow: "nope".into(),
+                input: json!({}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+            },
+            t(0),
+        )
         .await
         .expect_err("unknown workflow");
     assert!(matches!(err, state::Error::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("ork workflow deploy"), "{err}");
     assert!(store.get_run("missing").await.expect("get").is_none());
-    assert!(matches!(store.cancel_run("missing", t(0)).await, Err(state::Error::NotFound { .. })));
-    let fence = state::Fence { task_run_id: "missing".into(), attempt: 1, token: "x".into() };
-    assert!(matches!(store.heartbeat(&fence, t(0)).await, Err(state::Error::NotFound { .. })));
+    assert!(matches!(
+        store.cancel_run("missing", t(0)).await,
+        Err(state::Error::NotFound { .. })
+    ));
+    let fence = state::Fence {
+        task_run_id: "missing".into(),
+        attempt: 1,
+        token: "x".into(),
+    };
+    assert!(matches!(
+        store.heartbeat(&fence, t(0)).await,
+        Err(state::Error::NotFound { .. })
+    ));
 }
-conformance!(unknown_things_are_not_found_case, unknown_things_are_not_found);
+conformance!(
+    unknown_things_are_not_found_case,
+    unknown_things_are_not_found
+);
 
 async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
     // Another replica cannot touch a run whose lease is live.
-    assert!(store.claim_ready("replica-b", t(2), 10, &Default::default()).await.expect("claim").is_empty());
-    assert!(store.acquire_runs("replica-b", t(2), 10).await.expect("acquire").is_empty());
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    assert!(
+        store
+            .claim_ready("replica-b", t(2), 10, &Default::default())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        store
+            .acquire_runs("replica-b", t(2), 10)
+            .await
+            .expect("acquire")
+            .is_empty()
+    );
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
     assert_eq!(store.renew_leases(OWNER, t(3)).await.expect("renew"), 1);
 
     // The owner stops renewing: after the lease, replica b takes over.
     let later = t(3 + 86_400_000 + 1);
-    assert_eq!(store.acquire_runs("replica-b", later, 10).await.expect("acquire"), vec![run.clone()]);
+    assert_eq!(
+        store
+            .acquire_runs("replica-b", later, 10)
+            .await
+            .expect("acquire"),
+        vec![run.clone()]
+    );
     // The old owner is fenced out of every scheduling write.
     assert_eq!(store.renew_leases(OWNER, later).await.expect("renew"), 0);
-    assert!(store.expired_attempts(OWNER, later, Duration::from_secs(5)).await.expect("expired").is_empty());
-    let expired = store.expired_attempts("replica-b", later, Duration::from_secs(5)).await.expect("expired");
-    assert_eq!(expired.len(), 1, "the new owner watches the old owner's attempts");
+    assert!(
+        store
+            .expired_attempts(OWNER, later, Duration::from_secs(5))
+            .await
+            .expect("expired")
+            .is_empty()
+    );
+    let expired = store
+        .expired_attempts("replica-b", later, Duration::from_secs(5))
+        .await
+        .expect("expired");
+    assert_eq!(
+        expired.len(),
+        1,
+        "the new owner watches the old owner's attempts"
+    );
     // A worker of the old owner can still report: attempts are fenced by token.
-    store.complete_attempt(&a, json!({"y": 1}), later).await.expect("complete");
-    assert!(store.claim_ready(OWNER, later, 10, &Default::default()).await.expect("claim").is_empty());
-    let b = store.claim_ready("replica-b", later, 10, &Default::default()).await.expect("claim");
+    store
+        .complete_attempt(&a, json!({"y": 1}), later)
+        .await
+        .expect("complete");
+    assert!(
+        store
+            .claim_ready(OWNER, later, 10, &Default::default())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let b = store
+        .claim_ready("replica-b", later, 10, &Default::default())
+        .await
+        .expect("claim");
     assert_eq!(b.len(), 1);
 
     // A clean shutdown releases leases for an immediate takeover.
     store.release_leases("replica-b").await.expect("release");
-    assert_eq!(store.acquire_runs(OWNER, later, 10).await.expect("acquire"), vec![run]);
+    assert_eq!(
+        store.acquire_runs(OWNER, later, 10).await.expect("acquire"),
+        vec![run]
+    );
 }
 conformance!(leases_fence_replicas_case, leases_fence_replicas);
 
@@ -491,7 +973,10 @@ async fn concurrent_claims_never_overlap(store: Arc<dyn StateStore>) {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let claims = store.claim_ready(OWNER, t(2), 3, &Default::default()).await.expect("claim");
+                let claims = store
+                    .claim_ready(OWNER, t(2), 3, &Default::default())
+                    .await
+                    .expect("claim");
                 if claims.is_empty() {
                     return mine;
                 }
@@ -509,7 +994,10 @@ async fn concurrent_claims_never_overlap(store: Arc<dyn StateStore>) {
     let attempts = store.list_run_attempts(&run).await.expect("attempts");
     assert_eq!(attempts.len(), 40, "one attempt each");
 }
-conformance!(concurrent_claims_never_overlap_case, concurrent_claims_never_overlap);
+conformance!(
+    concurrent_claims_never_overlap_case,
+    concurrent_claims_never_overlap
+);
 
 async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
     let wf = deploy(&store, FAN_IN).await;
@@ -525,23 +1013,38 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
         assert_eq!(claims.len(), 40, "round {round}");
         // Every report twice, all at once: the last one to commit must see
         // all the others and ready the join; the twins change nothing.
-        let reports = claims.iter().flat_map(|c| [c.fence.clone(), c.fence.clone()]).map(|fence| {
-            let store = store.clone();
-            tokio::spawn(async move { store.complete_attempt(&fence, json!(1), t(3)).await })
-        });
+        let reports = claims
+            .iter()
+            .flat_map(|c| [c.fence.clone(), c.fence.clone()])
+            .map(|fence| {
+                let store = store.clone();
+                tokio::spawn(async move { store.complete_attempt(&fence, json!(1), t(3)).await })
+            });
         for report in reports.collect::<Vec<_>>() {
             report.await.expect("report").expect("complete");
         }
-        let join = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim");
+        let join = store
+            .claim_ready(OWNER, t(4), 10, &Default::default())
+            .await
+            .expect("claim");
         assert_eq!(join.len(), 1, "round {round}: the join is ready");
-        store.complete_attempt(&join[0].fence, json!(null), t(5)).await.expect("complete");
-        assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+        store
+            .complete_attempt(&join[0].fence, json!(null), t(5))
+            .await
+            .expect("complete");
+        assert_eq!(
+            store.get_run(&run).await.expect("get").expect("run").status,
+            RunStatus::Success
+        );
         let attempts = store.list_run_attempts(&run).await.expect("attempts");
         assert_eq!(attempts.len(), 41);
         assert!(attempts.iter().all(|a| a.status == TaskStatus::Success));
     }
 }
-conformance!(concurrent_fan_in_reports_ready_the_join_case, concurrent_fan_in_reports_ready_the_join);
+conformance!(
+    concurrent_fan_in_reports_ready_the_join_case,
+    concurrent_fan_in_reports_ready_the_join
+);
 
 // ---- PostgreSQL only: the server restarts under a live store ----
 
@@ -550,18 +1053,30 @@ conformance!(concurrent_fan_in_reports_ready_the_join_case, concurrent_fan_in_re
 /// connections, and the run goes on from where it was.
 #[tokio::test]
 async fn postgres_restart_is_survived() {
-    let (Some(admin_url), Ok(restart)) = (postgres_admin_url(), std::env::var("ORK_TEST_POSTGRES_RESTART")) else {
+    let (Some(admin_url), Ok(restart)) = (
+        postgres_admin_url(),
+        std::env::var("ORK_TEST_POSTGRES_RESTART"),
+    ) else {
         return;
     };
     // Alone on the server: the restart drops every test's connections.
     let _alone = POSTGRES_SERVER.clone().write_owned().await;
     let database = PostgresDatabase::create(&admin_url).await;
-    let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+    let store = state::open(&database.url, LIMITS)
+        .await
+        .expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
 
-    let status = std::process::Command::new(&restart).status().expect("run the restart script");
+    let status = std::process::Command::new(&restart)
+        .status()
+        .expect("run the restart script");
     assert!(status.success(), "restart failed: {status}");
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -575,9 +1090,23 @@ async fn postgres_restart_is_survived() {
             Err(e) => panic!("complete after restart: {e}"),
         }
     }
-    let b = find(&store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim"), "b").fence.clone();
-    store.complete_attempt(&b, json!(null), t(5)).await.expect("complete");
-    assert_eq!(store.get_run(&run).await.expect("get").expect("run").status, RunStatus::Success);
+    let b = find(
+        &store
+            .claim_ready(OWNER, t(4), 10, &Default::default())
+            .await
+            .expect("claim"),
+        "b",
+    )
+    .fence
+    .clone();
+    store
+        .complete_attempt(&b, json!(null), t(5))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
     drop(store);
     drop(database);
 }
@@ -587,20 +1116,42 @@ async fn postgres_restart_is_survived() {
 #[tokio::test]
 async fn postgres_reports_wake_the_owner_across_replicas() {
     use futures::StreamExt;
-    let Some(admin_url) = postgres_admin_url() else { return };
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
     let _shared = POSTGRES_SERVER.clone().read_owned().await;
     let database = PostgresDatabase::create(&admin_url).await;
-    let owner_side = state::postgres::PostgresStore::open(&database.url, LIMITS).await.expect("open postgres");
+    let owner_side = state::postgres::PostgresStore::open(&database.url, LIMITS)
+        .await
+        .expect("open postgres");
     let mut wakeups = owner_side.listen_wakeups(OWNER).await.expect("listen");
-    let mut others = owner_side.listen_wakeups("replica-b").await.expect("listen");
-    let store = state::open(&database.url, LIMITS).await.expect("open postgres");
+    let mut others = owner_side
+        .listen_wakeups("replica-b")
+        .await
+        .expect("listen");
+    let store = state::open(&database.url, LIMITS)
+        .await
+        .expect("open postgres");
     let wf = deploy(&store, CHAIN).await;
     start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    store.complete_attempt(&a, json!({"y": 1}), t(3)).await.expect("complete");
-    tokio::time::timeout(Duration::from_secs(10), wakeups.next()).await.expect("woken in time").expect("stream");
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    store
+        .complete_attempt(&a, json!({"y": 1}), t(3))
+        .await
+        .expect("complete");
+    tokio::time::timeout(Duration::from_secs(10), wakeups.next())
+        .await
+        .expect("woken in time")
+        .expect("stream");
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), others.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), others.next())
+            .await
+            .is_err(),
         "another replica's runs are not its business"
     );
     drop((wakeups, others, owner_side, store));
@@ -608,20 +1159,55 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
 }
 
 async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
-    let objects = Arc::new(ork_server::objects::ObjectOutputs::new(Arc::new(object_store::memory::InMemory::new())));
+    let objects = Arc::new(ork_server::objects::ObjectOutputs::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
     store.set_output_store(objects.clone());
     let wf = deploy(&store, CHAIN).await;
     let run = start(&store, &wf, json!({"x": 1})).await;
-    let a = store.claim_ready(OWNER, t(2), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    let key = format!("outputs/{}/1.json", a.task_run_id);
-    ork_server::state::OutputStore::put(objects.as_ref(), &key, br#"{"y": "from the bucket"}"#.to_vec())
+    let a = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
         .await
-        .expect("put");
+        .expect("claim")[0]
+        .fence
+        .clone();
+    let key = format!("outputs/{}/1.json", a.task_run_id);
+    ork_server::state::OutputStore::put(
+        objects.as_ref(),
+        &key,
+        br#"{"y": "from the bucket"}"#.to_vec(),
+    )
+    .await
+    .expect("put");
     let marker = json!({ state::OUTPUT_REF_KEY: { "key": key, "bytes": 24 } });
-    store.complete_attempt(&a, marker.clone(), t(3)).await.expect("complete");
-    let b = store.claim_ready(OWNER, t(4), 10, &Default::default()).await.expect("claim")[0].fence.clone();
-    assert_eq!(store.attempt_spec(&b).await.expect("spec").input, json!({"y": "from the bucket"}));
-    let a_row = store.list_task_runs(&run).await.expect("tasks").into_iter().find(|r| r.task_name == "a").expect("a");
-    assert_eq!(a_row.output, Some(marker), "the database keeps only the reference");
+    store
+        .complete_attempt(&a, marker.clone(), t(3))
+        .await
+        .expect("complete");
+    let b = store
+        .claim_ready(OWNER, t(4), 10, &Default::default())
+        .await
+        .expect("claim")[0]
+        .fence
+        .clone();
+    assert_eq!(
+        store.attempt_spec(&b).await.expect("spec").input,
+        json!({"y": "from the bucket"})
+    );
+    let a_row = store
+        .list_task_runs(&run)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .find(|r| r.task_name == "a")
+        .expect("a");
+    assert_eq!(
+        a_row.output,
+        Some(marker),
+        "the database keeps only the reference"
+    );
 }
-conformance!(outputs_by_reference_case, outputs_by_reference_flow_downstream);
+conformance!(
+    outputs_by_reference_case,
+    outputs_by_reference_flow_downstream
+);

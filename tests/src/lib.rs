@@ -59,8 +59,13 @@ impl TestServer {
         Self::start_with(data_dir, options).await
     }
 
-    pub async fn start_with(data_dir: tempfile::TempDir, options: ork_server::ServerOptions) -> Self {
-        let server = ork_server::Server::bind(options).await.expect("server binds");
+    pub async fn start_with(
+        data_dir: tempfile::TempDir,
+        options: ork_server::ServerOptions,
+    ) -> Self {
+        let server = ork_server::Server::bind(options)
+            .await
+            .expect("server binds");
         let addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -71,7 +76,12 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
-        Self { addr, data_dir, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -115,7 +125,11 @@ impl Clients {
     pub async fn connect(url: &str) -> Self {
         let deadline = Instant::now() + Duration::from_secs(20);
         let channel = loop {
-            match Channel::from_shared(url.to_owned()).expect("url").connect().await {
+            match Channel::from_shared(url.to_owned())
+                .expect("url")
+                .connect()
+                .await
+            {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -125,7 +139,8 @@ impl Clients {
             }
         };
         Self {
-            workflows: WorkflowServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20),
+            workflows: WorkflowServiceClient::new(channel.clone())
+                .max_encoding_message_size(64 << 20),
             runs: RunServiceClient::new(channel.clone()),
             workers: WorkerServiceClient::new(channel),
         }
@@ -137,8 +152,10 @@ impl Clients {
         yaml: &str,
         files: &[(&str, &str)],
     ) -> Result<v1::Workflow, tonic::Status> {
-        let files: HashMap<String, Vec<u8>> =
-            files.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+        let files: HashMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect();
         let response = self
             .workflows
             .deploy_workflow(v1::DeployWorkflowRequest {
@@ -147,12 +164,18 @@ impl Clients {
                 files,
             })
             .await?;
-        Ok(response.into_inner().workflow.expect("workflow in response"))
+        Ok(response
+            .into_inner()
+            .workflow
+            .expect("workflow in response"))
     }
 
     pub async fn start_run(&mut self, workflow: &str, input: serde_json::Value) -> v1::Run {
         self.runs
-            .start_run(v1::StartRunRequest { workflow: workflow.to_owned(), input: Some(to_proto(&input)) })
+            .start_run(v1::StartRunRequest {
+                workflow: workflow.to_owned(),
+                input: Some(to_proto(&input)),
+            })
             .await
             .expect("start run")
             .into_inner()
@@ -178,7 +201,10 @@ impl Clients {
             if matches!(run.status.as_str(), "success" | "failed" | "cancelled") {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run did not end in {timeout:?}: {run:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "run did not end in {timeout:?}: {run:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -197,7 +223,10 @@ impl Clients {
             if pred(&run) {
                 return run;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {run:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {run:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

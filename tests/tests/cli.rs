@@ -6,7 +6,10 @@ use ork_tests::{Clients, DevProcess, TestServer, free_port, ork, task};
 use serde_json::{Value, json};
 
 fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -27,8 +30,26 @@ async fn the_example_runs_end_to_end_through_the_cli() {
     assert!(listed.status.success(), "{}", stderr(&listed));
     assert!(stdout(&listed).contains("etl"), "{}", stdout(&listed));
 
-    let run = ork(&dev.url, &["run", "start", "etl", "--input", "date=2026-11-26", "--wait", "-o", "json"]);
-    assert!(run.status.success(), "exit {:?}: {}{}", run.status.code(), stdout(&run), stderr(&run));
+    let run = ork(
+        &dev.url,
+        &[
+            "run",
+            "start",
+            "etl",
+            "--input",
+            "date=2026-11-26",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "exit {:?}: {}{}",
+        run.status.code(),
+        stdout(&run),
+        stderr(&run)
+    );
     let run: Value = serde_json::from_str(&stdout(&run)).expect("run json");
     assert_eq!(run["status"], "success");
     assert_eq!(run["workflow"], "etl");
@@ -40,10 +61,16 @@ async fn the_example_runs_end_to_end_through_the_cli() {
         }
         assert_eq!(t["status"], "success");
     }
-    let indices: Vec<&Value> =
-        tasks.iter().filter(|t| t["name"] == "process").map(|t| &t["parallel_index"]).collect();
+    let indices: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["name"] == "process")
+        .map(|t| &t["parallel_index"])
+        .collect();
     assert_eq!(indices, [&json!(0), &json!(1), &json!(2)]);
-    let report = tasks.iter().find(|t| t["name"] == "report").expect("report");
+    let report = tasks
+        .iter()
+        .find(|t| t["name"] == "report")
+        .expect("report");
     assert_eq!(report["output"]["files"], 3);
     assert_eq!(report["output"]["title"], "Report for 2026-11-26");
 
@@ -55,24 +82,50 @@ async fn the_example_runs_end_to_end_through_the_cli() {
     assert!(stdout(&logs).contains("total"), "{}", stdout(&logs));
 
     // A run id alone on stdout without --output json, for scripts.
-    let started = ork(&dev.url, &["run", "start", "etl", "--input", "date=2026-11-27"]);
+    let started = ork(
+        &dev.url,
+        &["run", "start", "etl", "--input", "date=2026-11-27"],
+    );
     assert!(started.status.success());
-    assert_eq!(stdout(&started).trim().len(), 36, "a uuid: {}", stdout(&started));
+    assert_eq!(
+        stdout(&started).trim().len(),
+        36,
+        "a uuid: {}",
+        stdout(&started)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_run_exits_1_and_an_unreachable_server_exits_3() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("wf.yaml"), "name: sad\ntasks:\n  - name: t\n    file: t.sh\n").expect("yaml");
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        "name: sad\ntasks:\n  - name: t\n    file: t.sh\n",
+    )
+    .expect("yaml");
     std::fs::write(dir.path().join("t.sh"), "#!/bin/bash\nexit 1\n").expect("script");
-    let deployed = ork(&server.url(), &["workflow", "deploy", dir.path().join("wf.yaml").to_str().expect("p")]);
+    let deployed = ork(
+        &server.url(),
+        &[
+            "workflow",
+            "deploy",
+            dir.path().join("wf.yaml").to_str().expect("p"),
+        ],
+    );
     assert!(deployed.status.success(), "{}", stderr(&deployed));
     let run = ork(&server.url(), &["run", "start", "sad", "--wait"]);
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let unreachable = ork(&format!("http://127.0.0.1:{}", free_port()), &["run", "list"]);
+    let unreachable = ork(
+        &format!("http://127.0.0.1:{}", free_port()),
+        &["run", "list"],
+    );
     assert_eq!(unreachable.status.code(), Some(3));
-    assert!(stderr(&unreachable).contains("ork dev"), "{}", stderr(&unreachable));
+    assert!(
+        stderr(&unreachable).contains("ork dev"),
+        "{}",
+        stderr(&unreachable)
+    );
 }
 
 /// Every validation error names the task, the field and the line, both when
@@ -119,19 +172,41 @@ async fn validation_errors_name_task_field_and_line() {
             "name: w\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n    parallel: { for_each: a.items }\n",
             &["task `b`", "parallel", "depends_on"],
         ),
-        ("zero timeout", "name: w\ntasks:\n  - name: a\n    file: a.sh\n    timeout_seconds: 0\n", &["task `a`", "timeout_seconds", ":5:"]),
-        ("invalid cron", "name: w\nschedule: \"61 * * * *\"\ntasks:\n  - name: a\n    file: a.sh\n", &["schedule", ":2:"]),
-        ("missing file", "name: w\ntasks:\n  - name: a\n    file: missing.sh\n", &["task `a`", "missing.sh"]),
-        ("invalid YAML", "name: w\ntasks:\n  - name: a\n    file: [unclosed\n", &["w.yaml"]),
+        (
+            "zero timeout",
+            "name: w\ntasks:\n  - name: a\n    file: a.sh\n    timeout_seconds: 0\n",
+            &["task `a`", "timeout_seconds", ":5:"],
+        ),
+        (
+            "invalid cron",
+            "name: w\nschedule: \"61 * * * *\"\ntasks:\n  - name: a\n    file: a.sh\n",
+            &["schedule", ":2:"],
+        ),
+        (
+            "missing file",
+            "name: w\ntasks:\n  - name: a\n    file: missing.sh\n",
+            &["task `a`", "missing.sh"],
+        ),
+        (
+            "invalid YAML",
+            "name: w\ntasks:\n  - name: a\n    file: [unclosed\n",
+            &["w.yaml"],
+        ),
     ];
     for (what, yaml, needles) in cases {
         let path = dir.path().join("w.yaml");
         std::fs::write(&path, yaml).expect("yaml");
-        let out = ork(&server.url(), &["workflow", "deploy", path.to_str().expect("p")]);
+        let out = ork(
+            &server.url(),
+            &["workflow", "deploy", path.to_str().expect("p")],
+        );
         assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
         let message = stderr(&out);
         for needle in *needles {
-            assert!(message.contains(needle), "{what}: `{needle}` missing from:\n{message}");
+            assert!(
+                message.contains(needle),
+                "{what}: `{needle}` missing from:\n{message}"
+            );
         }
         assert!(!message.contains("panicked"), "{what}: {message}");
         if *what == "missing file" {
@@ -141,11 +216,23 @@ async fn validation_errors_name_task_field_and_line() {
         let err = c.deploy(yaml, files).await.expect_err(what);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}");
         for needle in needles.iter().filter(|n| !n.ends_with(".yaml")) {
-            assert!(err.message().contains(needle), "{what} via gRPC: `{needle}` missing from:\n{}", err.message());
+            assert!(
+                err.message().contains(needle),
+                "{what} via gRPC: `{needle}` missing from:\n{}",
+                err.message()
+            );
         }
     }
-    assert!(c.workflows.list_workflows(ork_proto::v1::ListWorkflowsRequest {}).await.expect("list").into_inner().workflows.is_empty(),
-        "nothing was half-written");
+    assert!(
+        c.workflows
+            .list_workflows(ork_proto::v1::ListWorkflowsRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .workflows
+            .is_empty(),
+        "nothing was half-written"
+    );
 }
 
 /// A killed `ork dev` restarted on the same data dir finishes its runs.
@@ -159,21 +246,32 @@ async fn a_killed_ork_dev_restarted_on_its_data_dir_continues_its_runs() {
     let yaml = "name: durable\ntasks:\n  - name: first\n    file: slow.sh\n    input: { spool: \"{{ run.input.spool }}\" }\n  - name: second\n    file: slow.sh\n    depends_on: [first]\n    input: { spool: \"{{ run.input.spool }}\" }\n";
     let slow = "#!/bin/bash\nspool=$(python3 -c 'import json,os; print(json.load(open(os.environ[\"ORK_INPUT\"]))[\"spool\"])')\ntouch \"$spool/$ORK_TASK_NAME.started\"\nsleep 2\necho \"{\\\"task\\\": \\\"$ORK_TASK_NAME\\\"}\" > \"$ORK_OUTPUT\"\n";
     c.deploy(yaml, &[("slow.sh", slow)]).await.expect("deploy");
-    let run = c.start_run("durable", json!({"spool": spool.path().display().to_string()})).await;
+    let run = c
+        .start_run(
+            "durable",
+            json!({"spool": spool.path().display().to_string()}),
+        )
+        .await;
     for _ in 0..200 {
         if spool.path().join("first.started").exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(spool.path().join("first.started").exists(), "the first task started");
+    assert!(
+        spool.path().join("first.started").exists(),
+        "the first task started"
+    );
     dev.kill();
 
     let dev = DevProcess::start(data.path(), port, &["--heartbeat-timeout", "5"]).await;
     let mut c = Clients::connect(&dev.url).await;
     let run = c.wait_run(&run.id, Duration::from_secs(90)).await;
     assert_eq!(run.status, "success", "{run:#?}");
-    assert_eq!(ork_tests::output(task(&run, "second")), json!({"task": "second"}));
+    assert_eq!(
+        ork_tests::output(task(&run, "second")),
+        json!({"task": "second"})
+    );
 }
 
 /// `ork run logs --follow` shows lines while the task still runs, and ends
@@ -183,7 +281,12 @@ async fn run_logs_follow_streams_lines_as_they_are_written() {
     let server = TestServer::start().await;
     let mut c = server.clients().await;
     let yaml = "name: chatty\ntasks:\n  - name: talk\n    file: talk.sh\n";
-    c.deploy(yaml, &[("talk.sh", "#!/bin/bash\necho first\nsleep 2\necho second\n")]).await.expect("deploy");
+    c.deploy(
+        yaml,
+        &[("talk.sh", "#!/bin/bash\necho first\nsleep 2\necho second\n")],
+    )
+    .await
+    .expect("deploy");
     let run = c.start_run("chatty", json!({})).await;
     let mut follow = std::process::Command::new(ork_tests::binary("ork"))
         .args(["run", "logs", &run.id, "--task", "talk", "--follow"])
@@ -195,15 +298,29 @@ async fn run_logs_follow_streams_lines_as_they_are_written() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the first line");
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first line");
     assert_eq!(first, "first");
     let status = c.get_run(&run.id).await;
-    assert_ne!(status.status, "success", "the first line arrived while the task was still running");
-    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).expect("the second line"), "second");
-    let exit = follow.wait().expect("ork exits by itself when the task ends");
+    assert_ne!(
+        status.status, "success",
+        "the first line arrived while the task was still running"
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the second line"),
+        "second"
+    );
+    let exit = follow
+        .wait()
+        .expect("ork exits by itself when the task ends");
     assert!(exit.success());
 }

@@ -19,7 +19,9 @@ fn postgres_url() -> Option<String> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "ORK_TEST_POSTGRES_URL is not set in CI: run the tests under scripts/postgres.sh"
             );
-            eprintln!("\n*** SKIPPING the high-availability test: ORK_TEST_POSTGRES_URL is not set (use scripts/postgres.sh) ***\n");
+            eprintln!(
+                "\n*** SKIPPING the high-availability test: ORK_TEST_POSTGRES_URL is not set (use scripts/postgres.sh) ***\n"
+            );
             None
         }
     }
@@ -40,13 +42,26 @@ impl Database {
     fn create_named(admin: &str, what: &str) -> Self {
         let name = format!("ork_ha_{what}_{}", std::process::id());
         let psql = |sql: &str| {
-            let out = Command::new("psql").arg(admin).arg("-qc").arg(sql).output().expect("psql");
-            assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("psql")
+                .arg(admin)
+                .arg("-qc")
+                .arg(sql)
+                .output()
+                .expect("psql");
+            assert!(
+                out.status.success(),
+                "{sql}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         psql(&format!("CREATE DATABASE {name}"));
         let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-        Self { admin: admin.to_owned(), url: format!("{base}/{name}"), name }
+        Self {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
     }
 }
 
@@ -55,7 +70,10 @@ impl Drop for Database {
         let _ = Command::new("psql")
             .arg(&self.admin)
             .arg("-qc")
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
@@ -75,13 +93,24 @@ impl Replica {
 
     fn start(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts))).expect("log");
+        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts)))
+            .expect("log");
         let child = Command::new(binary("ork"))
             .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--state", &self.db])
-            .args(["--objects", &format!("file://{}", self.dir.join("objects").display())])
+            .args([
+                "--objects",
+                &format!("file://{}", self.dir.join("objects").display()),
+            ])
             .args(["--data-dir", &self.dir.display().to_string()])
-            .args(["--heartbeat-interval", "1", "--heartbeat-timeout", "4", "--lease-seconds", "3"])
+            .args([
+                "--heartbeat-interval",
+                "1",
+                "--heartbeat-timeout",
+                "4",
+                "--lease-seconds",
+                "3",
+            ])
             .args(["--max-subprocesses", "8"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -94,7 +123,9 @@ impl Replica {
 
     fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
         }
     }
 
@@ -143,7 +174,13 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
         .map(|i| {
             let dir = root.path().join(format!("replica-{i}"));
             std::fs::create_dir_all(&dir).expect("dir");
-            Replica { port: free_port(), dir, db: db.url.clone(), child: None, starts: 0 }
+            Replica {
+                port: free_port(),
+                dir,
+                db: db.url.clone(),
+                child: None,
+                starts: 0,
+            }
         })
         .collect();
     for r in &mut replicas {
@@ -153,11 +190,18 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
     for r in &replicas {
         clients.push(Clients::connect(&r.url()).await);
     }
-    clients[0].deploy(WORKFLOW, &[("step.sh", STEP)]).await.expect("deploy");
+    clients[0]
+        .deploy(WORKFLOW, &[("step.sh", STEP)])
+        .await
+        .expect("deploy");
     let mut runs = Vec::new();
     for i in 0..20 {
         let c = &mut clients[i % 3];
-        runs.push(c.start_run("ha", json!({"audit": audit.display().to_string()})).await.id);
+        runs.push(
+            c.start_run("ha", json!({"audit": audit.display().to_string()}))
+                .await
+                .id,
+        );
     }
 
     // Chaos: every few seconds one replica is killed (and restarted) or
@@ -172,7 +216,11 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
                 observer = (observer + 1) % 3;
                 let url = replicas[observer].url();
                 let mut c = Clients::connect(&url).await;
-                match c.runs.get_run(ork_proto::v1::GetRunRequest { id: id.clone() }).await {
+                match c
+                    .runs
+                    .get_run(ork_proto::v1::GetRunRequest { id: id.clone() })
+                    .await
+                {
                     Ok(r) => break r.into_inner().run.expect("run"),
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -184,7 +232,10 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
         if pending == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{pending} runs still unfinished after the chaos");
+        assert!(
+            Instant::now() < deadline,
+            "{pending} runs still unfinished after the chaos"
+        );
         let victim = round % 3;
         if round % 4 == 3 {
             // Frozen for longer than its lease: others take its runs over.
@@ -199,7 +250,10 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
         round += 1;
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
-    assert!(round >= 2, "the runs ended before any chaos: make the workload longer");
+    assert!(
+        round >= 2,
+        "the runs ended before any chaos: make the workload longer"
+    );
 
     let mut c = Clients::connect(&replicas[0].url()).await;
     let mut successes: HashSet<String> = HashSet::new();
@@ -209,9 +263,22 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
         assert_eq!(tasks(&run, "work").len(), 48);
         assert_eq!(task(&run, "join").status, "success");
         for t in &run.tasks {
-            let won: Vec<_> = t.attempts.iter().filter(|a| a.status == "success").collect();
-            assert_eq!(won.len(), 1, "task run {} succeeded {} times", t.id, won.len());
-            assert_eq!(won[0].attempt, t.attempt, "the success is the current attempt");
+            let won: Vec<_> = t
+                .attempts
+                .iter()
+                .filter(|a| a.status == "success")
+                .collect();
+            assert_eq!(
+                won.len(),
+                1,
+                "task run {} succeeded {} times",
+                t.id,
+                won.len()
+            );
+            assert_eq!(
+                won[0].attempt, t.attempt,
+                "the success is the current attempt"
+            );
             successes.insert(t.id.clone());
         }
     }
@@ -223,12 +290,22 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for line in text.lines() {
         let mut parts = line.split(' ');
-        let key = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+        let key = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
         *seen.entry(key).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "attempts dispatched more than once: {twice:?}");
-    eprintln!("chaos rounds: {round}, launches: {}, attempts: {}", text.lines().count(), seen.len());
+    assert!(
+        twice.is_empty(),
+        "attempts dispatched more than once: {twice:?}"
+    );
+    eprintln!(
+        "chaos rounds: {round}, launches: {}, attempts: {}",
+        text.lines().count(),
+        seen.len()
+    );
     drop(replicas);
 }
 
@@ -243,7 +320,13 @@ async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
         .map(|i| {
             let dir = root.path().join(format!("replica-{i}"));
             std::fs::create_dir_all(&dir).expect("dir");
-            Replica { port: free_port(), dir, db: db.url.clone(), child: None, starts: 0 }
+            Replica {
+                port: free_port(),
+                dir,
+                db: db.url.clone(),
+                child: None,
+                starts: 0,
+            }
         })
         .collect();
     for r in &mut replicas {
@@ -252,10 +335,15 @@ async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
     let mut a = Clients::connect(&replicas[0].url()).await;
     let mut b = Clients::connect(&replicas[1].url()).await;
     let yaml = "name: slow\ntasks:\n  - name: one\n    file: s.sh\n  - name: two\n    file: s.sh\n    depends_on: [one]\n";
-    a.deploy(yaml, &[("s.sh", "#!/bin/bash\nsleep 2\n")]).await.expect("deploy");
+    a.deploy(yaml, &[("s.sh", "#!/bin/bash\nsleep 2\n")])
+        .await
+        .expect("deploy");
     let run = a.start_run("slow", json!({})).await;
     let first_owner = run.owner.clone();
-    assert!(!first_owner.is_empty(), "the run is leased to the replica that received it");
+    assert!(
+        !first_owner.is_empty(),
+        "the run is leased to the replica that received it"
+    );
 
     replicas[0].signal("-STOP");
     let frozen = Instant::now();
@@ -264,19 +352,28 @@ async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
         if now.owner != first_owner {
             break frozen.elapsed();
         }
-        assert!(frozen.elapsed() < Duration::from_secs(30), "nobody took the run over");
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "nobody took the run over"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("takeover after {taken:?} (lease 3 s, tick 0.5 s)");
     // The lease may have been renewed just before the freeze: 3 s, plus one
     // tick of the taker, plus slack for a loaded machine.
-    assert!(taken <= Duration::from_millis(3_000 + 500 + 3_000), "takeover took {taken:?}");
+    assert!(
+        taken <= Duration::from_millis(3_000 + 500 + 3_000),
+        "takeover took {taken:?}"
+    );
     let new_owner = b.get_run(&run.id).await.owner;
 
     replicas[0].signal("-CONT");
     let done = b.wait_run(&run.id, Duration::from_secs(90)).await;
     assert_eq!(done.status, "success", "{done:#?}");
-    assert_eq!(done.owner, new_owner, "the resumed replica did not take the run back");
+    assert_eq!(
+        done.owner, new_owner,
+        "the resumed replica did not take the run back"
+    );
     for t in &done.tasks {
         let won = t.attempts.iter().filter(|x| x.status == "success").count();
         assert_eq!(won, 1, "{t:#?}");

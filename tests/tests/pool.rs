@@ -49,7 +49,10 @@ fn square(name: &'static str, gauge: Arc<Gauge>, pause: Duration) -> TaskDef {
             ctx.log(format!("squaring {}", input.n));
             tokio::time::sleep(pause).await;
             gauge.leave();
-            Ok::<_, TaskError>(SquareOut { square: input.n * input.n, worker: name.to_owned() })
+            Ok::<_, TaskError>(SquareOut {
+                square: input.n * input.n,
+                worker: name.to_owned(),
+            })
         }
     })
 }
@@ -70,7 +73,15 @@ tasks:
 "#;
 const LIST: &str = "#!/bin/bash\nn=$(python3 -c 'import json,os; print(json.load(open(os.environ[\"ORK_INPUT\"]))[\"n\"])')\npython3 -c \"import json; print(json.dumps({'items': list(range($n))}))\" > \"$ORK_OUTPUT\"\n";
 
-fn spawn_worker(url: String, name: &'static str, slots: u32, def: TaskDef) -> (tokio::task::JoinHandle<()>, tokio::sync::oneshot::Sender<()>) {
+fn spawn_worker(
+    url: String,
+    name: &'static str,
+    slots: u32,
+    def: TaskDef,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         Worker::new(url)
@@ -90,7 +101,9 @@ fn spawn_worker(url: String, name: &'static str, slots: u32, def: TaskDef) -> (t
 async fn two_workers_share_a_fan_out_within_their_slots() {
     let server = TestServer::start().await;
     let mut c = server.clients().await;
-    c.deploy(FAN_OUT, &[("list.sh", LIST)]).await.expect("deploy");
+    c.deploy(FAN_OUT, &[("list.sh", LIST)])
+        .await
+        .expect("deploy");
     let (ga, gb) = (Arc::new(Gauge::default()), Arc::new(Gauge::default()));
     let pause = Duration::from_millis(30);
     let (_a, stop_a) = spawn_worker(server.url(), "a", 3, square("a", ga.clone(), pause));
@@ -105,11 +118,21 @@ async fn two_workers_share_a_fan_out_within_their_slots() {
         let i = i64::from(t.parallel_index.expect("index"));
         let out = output(t);
         assert_eq!(out["square"], json!(i * i));
-        *by_worker.entry(out["worker"].as_str().expect("worker").to_owned()).or_default() += 1;
+        *by_worker
+            .entry(out["worker"].as_str().expect("worker").to_owned())
+            .or_default() += 1;
     }
     assert_eq!(by_worker.len(), 2, "both workers took work: {by_worker:?}");
-    assert!(ga.max.load(Ordering::SeqCst) <= 3, "worker a ran {} at once", ga.max.load(Ordering::SeqCst));
-    assert!(gb.max.load(Ordering::SeqCst) <= 2, "worker b ran {} at once", gb.max.load(Ordering::SeqCst));
+    assert!(
+        ga.max.load(Ordering::SeqCst) <= 3,
+        "worker a ran {} at once",
+        ga.max.load(Ordering::SeqCst)
+    );
+    assert!(
+        gb.max.load(Ordering::SeqCst) <= 2,
+        "worker b ran {} at once",
+        gb.max.load(Ordering::SeqCst)
+    );
     let logs = c.logs(&run.id, "square").await;
     assert_eq!(logs.len(), 60, "one log line per instance");
     let _ = (stop_a.send(()), stop_b.send(()));
@@ -119,23 +142,49 @@ async fn two_workers_share_a_fan_out_within_their_slots() {
 async fn a_dead_worker_s_attempts_are_retried_on_another() {
     let server = TestServer::start().await;
     let mut c = server.clients().await;
-    c.deploy(FAN_OUT, &[("list.sh", LIST)]).await.expect("deploy");
+    c.deploy(FAN_OUT, &[("list.sh", LIST)])
+        .await
+        .expect("deploy");
     let (ga, gb) = (Arc::new(Gauge::default()), Arc::new(Gauge::default()));
-    let (a, _stop_a) = spawn_worker(server.url(), "a", 4, square("a", ga.clone(), Duration::from_millis(400)));
+    let (a, _stop_a) = spawn_worker(
+        server.url(),
+        "a",
+        4,
+        square("a", ga.clone(), Duration::from_millis(400)),
+    );
     let run = c.start_run("squares", json!({"n": 12})).await;
     c.wait_until(&run.id, WAIT, "worker a to be busy", |r| {
-        tasks(r, "square").iter().filter(|t| t.status == "running").count() >= 2
+        tasks(r, "square")
+            .iter()
+            .filter(|t| t.status == "running")
+            .count()
+            >= 2
     })
     .await;
     // The worker dies without a word: its session breaks mid-run.
     a.abort();
-    let (_b, _stop_b) = spawn_worker(server.url(), "b", 4, square("b", gb.clone(), Duration::from_millis(10)));
+    let (_b, _stop_b) = spawn_worker(
+        server.url(),
+        "b",
+        4,
+        square("b", gb.clone(), Duration::from_millis(10)),
+    );
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success", "{run:#?}");
-    let retried: Vec<&v1::TaskRun> = tasks(&run, "square").into_iter().filter(|t| t.attempt > 1).collect();
-    assert!(!retried.is_empty(), "the dead worker's attempts were retried");
+    let retried: Vec<&v1::TaskRun> = tasks(&run, "square")
+        .into_iter()
+        .filter(|t| t.attempt > 1)
+        .collect();
+    assert!(
+        !retried.is_empty(),
+        "the dead worker's attempts were retried"
+    );
     for t in retried {
-        assert!(t.attempts[0].error.contains("session"), "{}", t.attempts[0].error);
+        assert!(
+            t.attempts[0].error.contains("session"),
+            "{}",
+            t.attempts[0].error
+        );
         assert_eq!(output(t)["worker"], "b");
     }
 }
@@ -159,15 +208,25 @@ async fn cancelling_a_run_reaches_the_handler_and_draining_finishes_work() {
     });
     let (_w, stop) = spawn_worker(server.url(), "w", 1, def);
     let run = c.start_run("waits", json!({})).await;
-    c.wait_until(&run.id, WAIT, "the task to run", |r| task(r, "wait").status == "running").await;
-    c.runs.cancel_run(v1::CancelRunRequest { id: run.id.clone() }).await.expect("cancel");
+    c.wait_until(&run.id, WAIT, "the task to run", |r| {
+        task(r, "wait").status == "running"
+    })
+    .await;
+    c.runs
+        .cancel_run(v1::CancelRunRequest { id: run.id.clone() })
+        .await
+        .expect("cancel");
     for _ in 0..100 {
         if noticed.load(Ordering::SeqCst) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(noticed.load(Ordering::SeqCst), 1, "the handler saw the cancellation");
+    assert_eq!(
+        noticed.load(Ordering::SeqCst),
+        1,
+        "the handler saw the cancellation"
+    );
     let _ = stop.send(());
 
     // Draining: a worker asked to stop finishes what it runs first.
@@ -179,10 +238,19 @@ async fn cancelling_a_run_reaches_the_handler_and_draining_finishes_work() {
     });
     let (worker, stop) = spawn_worker(server.url(), "d", 1, def);
     let run = c.start_run("short", json!({})).await;
-    c.wait_until(&run.id, WAIT, "the task to run", |r| task(r, "s").status == "running").await;
+    c.wait_until(&run.id, WAIT, "the task to run", |r| {
+        task(r, "s").status == "running"
+    })
+    .await;
     let _ = stop.send(());
-    tokio::time::timeout(WAIT, worker).await.expect("the worker stops").expect("joins");
+    tokio::time::timeout(WAIT, worker)
+        .await
+        .expect("the worker stops")
+        .expect("joins");
     let run = c.get_run(&run.id).await;
-    assert_eq!(run.status, "success", "the running task finished before the worker left: {run:#?}");
+    assert_eq!(
+        run.status, "success",
+        "the running task finished before the worker left: {run:#?}"
+    );
     assert_eq!(task(&run, "s").attempt, 1);
 }

@@ -38,18 +38,29 @@ inp = json.load(open(os.environ["ORK_INPUT"]))
 print("got", inp)
 json.dump({"doubled": inp["rows"] * 2, "label": inp["label"], "attempt": os.environ["ORK_ATTEMPT"]}, open(os.environ["ORK_OUTPUT"], "w"))
 "#;
-    c.deploy(yaml, &[("extract.sh", extract), ("transform.py", transform)]).await.expect("deploy");
+    c.deploy(
+        yaml,
+        &[("extract.sh", extract), ("transform.py", transform)],
+    )
+    .await
+    .expect("deploy");
     let run = c.start_run("chain", json!({"date": "2026-11-26"})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success", "{run:#?}");
-    assert_eq!(output(task(&run, "extract")), json!({"rows": 42, "date": "2026-11-26"}));
+    assert_eq!(
+        output(task(&run, "extract")),
+        json!({"rows": 42, "date": "2026-11-26"})
+    );
     assert_eq!(
         output(task(&run, "transform")),
         json!({"doubled": 84, "label": "day 2026-11-26 had 42 rows", "attempt": "1"})
     );
     assert_eq!(task(&run, "transform").attempt, 1);
     let logs = c.logs(&run.id, "extract").await;
-    assert!(logs.iter().any(|l| l.line == "extracting 2026-11-26"), "{logs:#?}");
+    assert!(
+        logs.iter().any(|l| l.line == "extracting 2026-11-26"),
+        "{logs:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +89,9 @@ import json, os
 inp = json.load(open(os.environ["ORK_INPUT"]))
 json.dump({"sum": sum(o["sq"] for o in inp["all"]), "all": inp["all"]}, open(os.environ["ORK_OUTPUT"], "w"))
 "#;
-    c.deploy(yaml, &[("square.sh", square), ("join.py", join)]).await.expect("deploy");
+    c.deploy(yaml, &[("square.sh", square), ("join.py", join)])
+        .await
+        .expect("deploy");
     let run = c.start_run("fan", json!({})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success", "{run:#?}");
@@ -119,7 +132,9 @@ tasks:
 "#;
     let boom = "#!/bin/bash\necho 'about to fail' >&2\nexit 7\n";
     let ok = "#!/bin/bash\necho '{\"ok\": true}' > \"$ORK_OUTPUT\"\n";
-    c.deploy(yaml, &[("boom.sh", boom), ("ok.sh", ok)]).await.expect("deploy");
+    c.deploy(yaml, &[("boom.sh", boom), ("ok.sh", ok)])
+        .await
+        .expect("deploy");
     let run = c.start_run("failing", json!({})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "failed");
@@ -128,7 +143,11 @@ tasks:
     assert!(boom.error.contains("exited with code 7"), "{}", boom.error);
     assert!(boom.error.contains("about to fail"), "{}", boom.error);
     assert_eq!(task(&run, "after").status, "skipped");
-    assert!(task(&run, "after").error.contains("boom"), "{}", task(&run, "after").error);
+    assert!(
+        task(&run, "after").error.contains("boom"),
+        "{}",
+        task(&run, "after").error
+    );
     assert_eq!(task(&run, "after_after").status, "skipped");
     assert_eq!(task(&run, "cleanup").status, "success");
     assert_eq!(task(&run, "independent").status, "success");
@@ -154,9 +173,14 @@ echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_TOKEN" >> "$spool/fences"
 if [ "$ORK_ATTEMPT" -lt 3 ]; then echo "attempt $ORK_ATTEMPT fails" >&2; exit 1; fi
 echo '{"done": true}' > "$ORK_OUTPUT"
 "#;
-    c.deploy(yaml, &[("flaky.sh", flaky)]).await.expect("deploy");
+    c.deploy(yaml, &[("flaky.sh", flaky)])
+        .await
+        .expect("deploy");
     let run = c
-        .start_run("flaky", json!({"spool": spool.path().display().to_string()}))
+        .start_run(
+            "flaky",
+            json!({"spool": spool.path().display().to_string()}),
+        )
         .await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success", "{run:#?}");
@@ -165,8 +189,10 @@ echo '{"done": true}' > "$ORK_OUTPUT"
     assert_eq!(output(t), json!({"done": true}));
 
     let fences = std::fs::read_to_string(spool.path().join("fences")).expect("fences");
-    let fences: Vec<Vec<String>> =
-        fences.lines().map(|l| l.split(' ').map(str::to_owned).collect()).collect();
+    let fences: Vec<Vec<String>> = fences
+        .lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect())
+        .collect();
     assert_eq!(fences.len(), 3);
     let tokens: std::collections::HashSet<&String> = fences.iter().map(|f| &f[2]).collect();
     assert_eq!(tokens.len(), 3, "each attempt has its own token");
@@ -204,10 +230,15 @@ echo '{"done": true}' > "$ORK_OUTPUT"
         .expect_err("a finished attempt takes no more reports");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     // A wrong token for the right attempt number is stale too.
-    let forged = ork_proto::v1::AttemptRef { token: "forged".into(), ..zombie };
+    let forged = ork_proto::v1::AttemptRef {
+        token: "forged".into(),
+        ..zombie
+    };
     let err = c
         .workers
-        .heartbeat(ork_proto::v1::HeartbeatRequest { attempt: Some(forged) })
+        .heartbeat(ork_proto::v1::HeartbeatRequest {
+            attempt: Some(forged),
+        })
         .await
         .expect_err("forged token");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -222,7 +253,12 @@ async fn exit_code_3_is_not_retried() {
     let server = TestServer::start().await;
     let mut c = server.clients().await;
     let yaml = "name: permanent\ntasks:\n  - name: t\n    file: t.sh\n    retries: 5\n";
-    c.deploy(yaml, &[("t.sh", "#!/bin/bash\necho 'bad input' >&2\nexit 3\n")]).await.expect("deploy");
+    c.deploy(
+        yaml,
+        &[("t.sh", "#!/bin/bash\necho 'bad input' >&2\nexit 3\n")],
+    )
+    .await
+    .expect("deploy");
     let run = c.start_run("permanent", json!({})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "failed");
@@ -233,29 +269,42 @@ async fn exit_code_3_is_not_retried() {
 async fn the_mirror_holds_spec_status_output_and_log_of_every_attempt() {
     let server = TestServer::start().await;
     let mut c = server.clients().await;
-    let yaml = "name: mirrored\ntasks:\n  - name: hello\n    file: hello.sh\n    input: { who: world }\n";
+    let yaml =
+        "name: mirrored\ntasks:\n  - name: hello\n    file: hello.sh\n    input: { who: world }\n";
     let hello = "#!/bin/bash\necho 'hello from the task'\necho '{\"greeting\": \"hi\"}' > \"$ORK_OUTPUT\"\n";
-    c.deploy(yaml, &[("hello.sh", hello)]).await.expect("deploy");
+    c.deploy(yaml, &[("hello.sh", hello)])
+        .await
+        .expect("deploy");
     let run = c.start_run("mirrored", json!({})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success");
     // Stopping flushes the outbox.
     let data = server.stop().await;
-    let attempt = data.path().join("objects/runs").join(&run.id).join("tasks/hello/attempts/1");
+    let attempt = data
+        .path()
+        .join("objects/runs")
+        .join(&run.id)
+        .join("tasks/hello/attempts/1");
     let read = |name: &str| {
         std::fs::read_to_string(attempt.join(name))
             .unwrap_or_else(|e| panic!("{}: {e}", attempt.join(name).display()))
     };
     let spec: serde_json::Value = serde_json::from_str(&read("spec.json")).expect("spec json");
     assert_eq!(spec["input"], json!({"who": "world"}));
-    let status: serde_json::Value = serde_json::from_str(&read("status.json")).expect("status json");
+    let status: serde_json::Value =
+        serde_json::from_str(&read("status.json")).expect("status json");
     assert_eq!(status["status"], "success");
     let out: serde_json::Value = serde_json::from_str(&read("output.json")).expect("output json");
     assert_eq!(out, json!({"greeting": "hi"}));
     assert!(read("log.txt").contains("hello from the task"));
     let run_doc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(data.path().join("objects/runs").join(&run.id).join("run.json"))
-            .expect("run.json"),
+        &std::fs::read_to_string(
+            data.path()
+                .join("objects/runs")
+                .join(&run.id)
+                .join("run.json"),
+        )
+        .expect("run.json"),
     )
     .expect("run json");
     assert_eq!(run_doc["status"], "success");
@@ -273,8 +322,17 @@ async fn a_failure_message_written_to_ork_error_is_the_task_error() {
     let run = c.wait_run(&run.id, WAIT).await;
     let t = task(&run, "t");
     assert_eq!(t.status, "failed");
-    assert!(t.error.contains("Traceback (most recent call last):\n  line 1\nValueError: bad row 7"), "{}", t.error);
-    assert!(!t.error.contains("noise"), "the error file replaces the stderr tail: {}", t.error);
+    assert!(
+        t.error
+            .contains("Traceback (most recent call last):\n  line 1\nValueError: bad row 7"),
+        "{}",
+        t.error
+    );
+    assert!(
+        !t.error.contains("noise"),
+        "the error file replaces the stderr tail: {}",
+        t.error
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,17 +345,26 @@ async fn large_outputs_are_stored_by_reference_and_still_flow_downstream() {
     let yaml = "name: big\ntasks:\n  - name: big\n    file: big.py\n  - name: count\n    file: count.py\n    depends_on: [big]\n    input: { first: \"{{ tasks.big.output.rows.0 }}\", last: \"{{ tasks.big.output.rows.1999 }}\" }\n";
     let big = "import json, os\nrows = ['zebra-%05d' % i for i in range(2000)]\njson.dump({'rows': rows}, open(os.environ['ORK_OUTPUT'], 'w'))\n";
     let count = "import json, os\ni = json.load(open(os.environ['ORK_INPUT']))\njson.dump({'first': i['first'], 'last': i['last']}, open(os.environ['ORK_OUTPUT'], 'w'))\n";
-    c.deploy(yaml, &[("big.py", big), ("count.py", count)]).await.expect("deploy");
+    c.deploy(yaml, &[("big.py", big), ("count.py", count)])
+        .await
+        .expect("deploy");
     let run = c.start_run("big", json!({})).await;
     let run = c.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success", "{run:#?}");
-    assert_eq!(output(task(&run, "count")), json!({"first": "zebra-00000", "last": "zebra-01999"}));
+    assert_eq!(
+        output(task(&run, "count")),
+        json!({"first": "zebra-00000", "last": "zebra-01999"})
+    );
     let marker = output(task(&run, "big"));
-    let key = marker["$ork_output_ref"]["key"].as_str().expect("a reference, not the content").to_owned();
+    let key = marker["$ork_output_ref"]["key"]
+        .as_str()
+        .expect("a reference, not the content")
+        .to_owned();
     assert!(marker["$ork_output_ref"]["bytes"].as_u64().expect("bytes") > 1024);
 
     let data = server.stop().await;
-    let stored = std::fs::read_to_string(data.path().join("objects").join(&key)).expect("the object");
+    let stored =
+        std::fs::read_to_string(data.path().join("objects").join(&key)).expect("the object");
     assert!(stored.contains("zebra-01999"));
     let db = std::fs::read(data.path().join("ork.db")).expect("db");
     let wal = std::fs::read(data.path().join("ork.db-wal")).unwrap_or_default();

@@ -165,7 +165,11 @@ impl Client {
     /// A client for another attempt over the same connection (pool workers
     /// run many attempts over one channel).
     pub fn for_attempt(&self, attempt: AttemptRef) -> Self {
-        Self { inner: self.inner.clone(), attempt, retry: self.retry }
+        Self {
+            inner: self.inner.clone(),
+            attempt,
+            retry: self.retry,
+        }
     }
 
     /// The underlying channel, for the session stream of a pool worker.

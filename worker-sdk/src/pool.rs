@@ -53,12 +53,18 @@ pub struct TaskError {
 impl TaskError {
     /// A failure that the task's `retries` may retry.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), non_retryable: false }
+        Self {
+            message: message.into(),
+            non_retryable: false,
+        }
     }
 
     /// A failure that retrying cannot fix (bad input, a permanent refusal).
     pub fn non_retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), non_retryable: true }
+        Self {
+            message: message.into(),
+            non_retryable: true,
+        }
     }
 }
 
@@ -142,7 +148,10 @@ where
                 .map_err(|e| TaskError::non_retryable(format!("the output is not JSON: {e}")))
         })
     });
-    TaskDef { name: name.to_owned(), run }
+    TaskDef {
+        name: name.to_owned(),
+        run,
+    }
 }
 
 /// A pool worker.
@@ -186,11 +195,17 @@ impl Worker {
     /// backoff when the session breaks.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         if self.tasks.is_empty() {
-            return Err(Error::Config("a pool worker needs at least one task".to_owned()));
+            return Err(Error::Config(
+                "a pool worker needs at least one task".to_owned(),
+            ));
         }
         let base = Client::connect(
             &self.server,
-            AttemptRef { task_run_id: String::new(), attempt: 0, token: String::new() },
+            AttemptRef {
+                task_run_id: String::new(),
+                attempt: 0,
+                token: String::new(),
+            },
         )
         .await?;
         let slots = Arc::new(Semaphore::new(self.slots as usize));
@@ -274,12 +289,19 @@ async fn answer(
     match message.message {
         Some(pb::session_response::Message::Ping(p)) => {
             let pong = pb::SessionRequest {
-                message: Some(pb::session_request::Message::Pong(pb::WorkerPong { nonce: p.nonce })),
+                message: Some(pb::session_request::Message::Pong(pb::WorkerPong {
+                    nonce: p.nonce,
+                })),
             };
             let _ = out_tx.send(pong).await;
         }
         Some(pb::session_response::Message::Cancel(c)) => {
-            let tx = c.attempt.and_then(|a| running.lock().ok().and_then(|m| m.get(&a.task_run_id).cloned()));
+            let tx = c.attempt.and_then(|a| {
+                running
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&a.task_run_id).cloned())
+            });
             if let Some(tx) = tx {
                 let _ = tx.send(true);
             }
@@ -313,8 +335,12 @@ async fn serve_session(
                 tracing::info!(session = %a.session_id, "attached");
             }
             Some(pb::session_response::Message::Assignment(a)) => {
-                let (Some(attempt), Some(spec)) = (a.attempt, a.spec) else { continue };
-                let Ok(permit) = slots.clone().acquire_owned().await else { continue };
+                let (Some(attempt), Some(spec)) = (a.attempt, a.spec) else {
+                    continue;
+                };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    continue;
+                };
                 let attempt = AttemptRef {
                     task_run_id: attempt.task_run_id,
                     attempt: attempt.attempt,
@@ -350,7 +376,10 @@ async fn run_attempt(
 ) {
     let Some(def) = def else {
         let _ = client
-            .fail(format!("this worker has no handler `{}`", spec.handler), false)
+            .fail(
+                format!("this worker has no handler `{}`", spec.handler),
+                false,
+            )
             .await;
         return;
     };
@@ -367,16 +396,22 @@ async fn run_attempt(
         attempt: spec.attempt,
         parallel_index: spec.parallel_index,
         parallel_count: spec.parallel_count,
-        deadline: spec.deadline.as_ref().and_then(|t| {
-            DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-        }),
+        deadline: spec
+            .deadline
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))),
         logs: logs.clone(),
         cancelled: cancel_rx.clone(),
     };
-    let input = spec.input.as_ref().map_or(serde_json::Value::Null, json::from_proto);
+    let input = spec
+        .input
+        .as_ref()
+        .map_or(serde_json::Value::Null, json::from_proto);
     let work = (def.run)(ctx, input);
     tokio::pin!(work);
-    let mut beat = tokio::time::interval(heartbeat);
+    // StartTask already counted as a beat: the first heartbeat is due one
+    // interval later, so a short task costs no heartbeat call at all.
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut flush = tokio::time::interval(Duration::from_millis(200));
     let mut cancelled = cancel_rx.clone();
     let result = loop {

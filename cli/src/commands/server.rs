@@ -92,7 +92,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
     options.state_url = args.state_url;
     options.objects_url = args.objects_url;
-    options.scheduler_id = args.scheduler_id.unwrap_or_else(ork_server::options::unique_scheduler_id);
+    options.scheduler_id = args
+        .scheduler_id
+        .unwrap_or_else(ork_server::options::unique_scheduler_id);
     args.tuning.apply(&mut options);
     let stores = format!(
         "state {}, objects {}",

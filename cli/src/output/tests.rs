@@ -83,6 +83,7 @@ fn sample_run() -> Run {
         started_at: ts(0),
         finished_at: None,
         tasks: vec![extract, done, failed, running, load],
+        owner: "local".into(),
     }
 }
 

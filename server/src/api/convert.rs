@@ -3,11 +3,13 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use ork_domain::{Parallelism, TaskStatus};
 use ork_proto::json::to_proto;
 use ork_proto::v1;
-use ork_domain::{Parallelism, TaskStatus};
 
-use crate::state::{AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord};
+use crate::state::{
+    AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord,
+};
 
 pub fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
     pbjson_types::Timestamp {
@@ -37,7 +39,9 @@ pub fn workflow(record: &WorkflowRecord) -> v1::Workflow {
                 parallel: match &t.parallel {
                     None => String::new(),
                     Some(Parallelism::Static(n)) => n.to_string(),
-                    Some(Parallelism::CountRef(r)) => format!("count: {}.{}", r.task, r.path.join(".")),
+                    Some(Parallelism::CountRef(r)) => {
+                        format!("count: {}.{}", r.task, r.path.join("."))
+                    }
                     Some(Parallelism::ForEach(r)) => {
                         format!("for_each: {}.{}", r.task, r.path.join("."))
                     }
@@ -83,13 +87,22 @@ pub fn task_runs(
             .unwrap_or(usize::MAX)
     };
     let mut sorted: Vec<&TaskRunRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| (position(&r.task_name), r.task_name.clone(), r.parallel_index));
+    sorted.sort_by_key(|r| {
+        (
+            position(&r.task_name),
+            r.task_name.clone(),
+            r.parallel_index,
+        )
+    });
     // Grouped once: a fan-out of 10,000 would otherwise scan every attempt
     // (and every sibling) for each of its task runs.
     let counts = RunCounts::new(records);
     let mut by_task_run: HashMap<&str, Vec<&AttemptRecord>> = HashMap::new();
     for a in attempts {
-        by_task_run.entry(a.task_run_id.as_str()).or_default().push(a);
+        by_task_run
+            .entry(a.task_run_id.as_str())
+            .or_default()
+            .push(a);
     }
     sorted
         .into_iter()
@@ -181,8 +194,14 @@ pub fn pending_reason(
             at.format("%H:%M:%S%.3f UTC")
         ),
         Some(_) => {
-            let cap = version.and_then(|v| v.task(&r.task_name)).and_then(|t| t.concurrency);
-            let active = counts.active.get(r.task_name.as_str()).copied().unwrap_or(0);
+            let cap = version
+                .and_then(|v| v.task(&r.task_name))
+                .and_then(|t| t.concurrency);
+            let active = counts
+                .active
+                .get(r.task_name.as_str())
+                .copied()
+                .unwrap_or(0);
             match cap {
                 Some(cap) if active >= cap as usize => format!(
                     "concurrency cap: {active} of {cap} instances of `{}` running",
@@ -192,7 +211,9 @@ pub fn pending_reason(
             }
         }
         None => {
-            let deps = version.map(|v| v.dag.dependencies(&r.task_name).to_vec()).unwrap_or_default();
+            let deps = version
+                .map(|v| v.dag.dependencies(&r.task_name).to_vec())
+                .unwrap_or_default();
             let waiting: Vec<String> = deps
                 .into_iter()
                 .filter(|d| counts.unfinished.contains(d.as_str()))

@@ -32,18 +32,27 @@ pub const ERROR_TABLE: &[(ErrorKind, Code, u16)] = &[
 
 impl ErrorKind {
     pub fn grpc_code(self) -> Code {
-        ERROR_TABLE.iter().find(|(k, _, _)| *k == self).map_or(Code::Internal, |(_, c, _)| *c)
+        ERROR_TABLE
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or(Code::Internal, |(_, c, _)| *c)
     }
 
     pub fn http_status(self) -> u16 {
-        ERROR_TABLE.iter().find(|(k, _, _)| *k == self).map_or(500, |(_, _, h)| *h)
+        ERROR_TABLE
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or(500, |(_, _, h)| *h)
     }
 }
 
 /// The HTTP status of a gRPC code, from the same table; codes no kind maps
 /// to are server errors.
 pub fn http_status_of_code(code: Code) -> u16 {
-    ERROR_TABLE.iter().find(|(_, c, _)| *c == code).map_or(500, |(_, _, h)| *h)
+    ERROR_TABLE
+        .iter()
+        .find(|(_, c, _)| *c == code)
+        .map_or(500, |(_, _, h)| *h)
 }
 
 /// The kind of a state-store error.
@@ -55,9 +64,7 @@ pub fn state_error_kind(e: &state::Error) -> ErrorKind {
         }
         state::Error::InvalidArgument(_)
         | state::Error::InvalidOutput(_)
-        | state::Error::UnsupportedUrl(_) => {
-            ErrorKind::InvalidArgument
-        }
+        | state::Error::UnsupportedUrl(_) => ErrorKind::InvalidArgument,
         state::Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
             ErrorKind::Unavailable
         }
@@ -96,10 +103,18 @@ mod tests {
             ErrorKind::TooLarge,
             ErrorKind::MethodNotAllowed,
         ] {
-            assert_eq!(ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(), 1, "{kind:?}");
+            assert_eq!(
+                ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(),
+                1,
+                "{kind:?}"
+            );
             // One kind per code, so a gRPC status maps back to one HTTP status.
             let code = kind.grpc_code();
-            assert_eq!(ERROR_TABLE.iter().filter(|(_, c, _)| *c == code).count(), 1, "{code:?}");
+            assert_eq!(
+                ERROR_TABLE.iter().filter(|(_, c, _)| *c == code).count(),
+                1,
+                "{code:?}"
+            );
             assert_eq!(http_status_of_code(code), kind.http_status());
         }
     }

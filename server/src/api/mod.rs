@@ -9,8 +9,8 @@ pub mod gateway;
 pub mod openapi;
 mod run_service;
 mod run_streams;
-mod workflow_service;
 mod worker_service;
+mod workflow_service;
 
 use std::sync::Arc;
 use std::time::Duration;

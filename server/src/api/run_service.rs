@@ -8,9 +8,9 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::run_streams;
 use super::convert;
 use super::error::{ErrorKind, from_state, status};
+use super::run_streams;
 use crate::state::{LogQuery, NewRun, RunRecord};
 
 pub struct RunApi {
@@ -24,17 +24,40 @@ pub(super) fn run_is_over(status: &str) -> bool {
 
 impl RunApi {
     pub(super) async fn run_with_tasks(&self, record: &RunRecord) -> Result<v1::Run, Status> {
-        let tasks = self.ctx.state.list_task_runs(&record.id).await.map_err(from_state)?;
-        let attempts = self.ctx.state.list_run_attempts(&record.id).await.map_err(from_state)?;
-        let version = self.ctx.state.get_version(&record.workflow_version).await.map_err(from_state)?;
+        let tasks = self
+            .ctx
+            .state
+            .list_task_runs(&record.id)
+            .await
+            .map_err(from_state)?;
+        let attempts = self
+            .ctx
+            .state
+            .list_run_attempts(&record.id)
+            .await
+            .map_err(from_state)?;
+        let version = self
+            .ctx
+            .state
+            .get_version(&record.workflow_version)
+            .await
+            .map_err(from_state)?;
         let tasks = convert::task_runs(&tasks, &attempts, version.as_deref(), Utc::now());
         Ok(convert::run(record, tasks))
     }
 
     pub(super) async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
-        self.ctx.state.get_run(id).await.map_err(from_state)?.ok_or_else(|| {
-            status(ErrorKind::NotFound, format!("run `{id}` not found; `ork run list` shows recent runs"))
-        })
+        self.ctx
+            .state
+            .get_run(id)
+            .await
+            .map_err(from_state)?
+            .ok_or_else(|| {
+                status(
+                    ErrorKind::NotFound,
+                    format!("run `{id}` not found; `ork run list` shows recent runs"),
+                )
+            })
     }
 }
 
@@ -72,7 +95,9 @@ impl RunService for RunApi {
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
-        Ok(Response::new(v1::StartRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+        Ok(Response::new(v1::StartRunResponse {
+            run: Some(self.run_with_tasks(&record).await?),
+        }))
     }
 
     async fn get_run(
@@ -80,7 +105,9 @@ impl RunService for RunApi {
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::GetRunResponse>, Status> {
         let record = self.load_run(&request.into_inner().id).await?;
-        Ok(Response::new(v1::GetRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+        Ok(Response::new(v1::GetRunResponse {
+            run: Some(self.run_with_tasks(&record).await?),
+        }))
     }
 
     async fn list_runs(
@@ -90,7 +117,12 @@ impl RunService for RunApi {
         let req = request.into_inner();
         let workflow = (!req.workflow.is_empty()).then_some(req.workflow.as_str());
         let limit = req.limit.min(1000);
-        let runs = self.ctx.state.list_runs(workflow, limit).await.map_err(from_state)?;
+        let runs = self
+            .ctx
+            .state
+            .list_runs(workflow, limit)
+            .await
+            .map_err(from_state)?;
         Ok(Response::new(v1::ListRunsResponse {
             runs: runs.iter().map(|r| convert::run(r, Vec::new())).collect(),
         }))
@@ -101,11 +133,17 @@ impl RunService for RunApi {
         request: Request<v1::CancelRunRequest>,
     ) -> Result<Response<v1::CancelRunResponse>, Status> {
         let id = request.into_inner().id;
-        let active = self.ctx.state.cancel_run(&id, Utc::now()).await.map_err(from_state)?;
+        let active = self
+            .ctx
+            .state
+            .cancel_run(&id, Utc::now())
+            .await
+            .map_err(from_state)?;
         for attempt in active {
-            let (Some(exec_id), Some(executor)) =
-                (attempt.executor_id.as_deref(), self.ctx.executors.get(&attempt.executor))
-            else {
+            let (Some(exec_id), Some(executor)) = (
+                attempt.executor_id.as_deref(),
+                self.ctx.executors.get(&attempt.executor),
+            ) else {
                 continue;
             };
             if let Err(e) = executor.cancel(exec_id).await {
@@ -115,7 +153,9 @@ impl RunService for RunApi {
         self.ctx.events.notify();
         self.ctx.mirror.wake();
         let record = self.load_run(&id).await?;
-        Ok(Response::new(v1::CancelRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+        Ok(Response::new(v1::CancelRunResponse {
+            run: Some(self.run_with_tasks(&record).await?),
+        }))
     }
 
     async fn retry_run(
@@ -124,12 +164,18 @@ impl RunService for RunApi {
     ) -> Result<Response<v1::RetryRunResponse>, Status> {
         let req = request.into_inner();
         let task = (!req.task.is_empty()).then_some(req.task.as_str());
-        self.ctx.state.retry_run(&req.id, task, &self.ctx.owner, Utc::now()).await.map_err(from_state)?;
+        self.ctx
+            .state
+            .retry_run(&req.id, task, &self.ctx.owner, Utc::now())
+            .await
+            .map_err(from_state)?;
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
         let record = self.load_run(&req.id).await?;
-        Ok(Response::new(v1::RetryRunResponse { run: Some(self.run_with_tasks(&record).await?) }))
+        Ok(Response::new(v1::RetryRunResponse {
+            run: Some(self.run_with_tasks(&record).await?),
+        }))
     }
 
     async fn list_task_runs(
@@ -138,7 +184,9 @@ impl RunService for RunApi {
     ) -> Result<Response<v1::ListTaskRunsResponse>, Status> {
         let record = self.load_run(&request.into_inner().run_id).await?;
         let run = self.run_with_tasks(&record).await?;
-        Ok(Response::new(v1::ListTaskRunsResponse { task_runs: run.tasks }))
+        Ok(Response::new(v1::ListTaskRunsResponse {
+            task_runs: run.tasks,
+        }))
     }
 
     async fn get_task_logs(
@@ -151,28 +199,49 @@ impl RunService for RunApi {
             0
         } else {
             req.cursor.parse::<i64>().map_err(|_| {
-                status(ErrorKind::InvalidArgument, "field `cursor`: pass back the `next_cursor` of a previous call")
+                status(
+                    ErrorKind::InvalidArgument,
+                    "field `cursor`: pass back the `next_cursor` of a previous call",
+                )
             })?
         };
         let task = (!req.task.is_empty()).then(|| req.task.clone());
         // Read "finished?" before the lines so a line written just before the
         // end is never missed by a follower that stops on `complete`.
-        let tasks = self.ctx.state.list_task_runs(&run.id).await.map_err(from_state)?;
+        let tasks = self
+            .ctx
+            .state
+            .list_task_runs(&run.id)
+            .await
+            .map_err(from_state)?;
         if let Some(t) = &task
             && !tasks.iter().any(|r| &r.task_name == t)
         {
-            return Err(status(ErrorKind::NotFound, format!("run `{}` has no task `{t}`", run.id)));
+            return Err(status(
+                ErrorKind::NotFound,
+                format!("run `{}` has no task `{t}`", run.id),
+            ));
         }
         let finished = run.status.is_terminal()
             || tasks
                 .iter()
                 .filter(|r| task.as_ref().is_none_or(|t| &r.task_name == t))
                 .all(|r| r.status.is_terminal());
-        let limit = if req.limit == 0 { 1000 } else { req.limit.min(10_000) };
+        let limit = if req.limit == 0 {
+            1000
+        } else {
+            req.limit.min(10_000)
+        };
         let lines = self
             .ctx
             .state
-            .get_logs(&LogQuery { run_id: run.id.clone(), task, task_run_attempt: None, after_id, limit })
+            .get_logs(&LogQuery {
+                run_id: run.id.clone(),
+                task,
+                task_run_attempt: None,
+                after_id,
+                limit,
+            })
             .await
             .map_err(from_state)?;
         let next = lines.last().map_or(after_id, |l| l.id);
@@ -190,7 +259,9 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::FollowTaskLogsRequest>,
     ) -> Result<Response<Self::FollowTaskLogsStream>, Status> {
-        run_streams::follow_task_logs(self, request.into_inner()).await.map(Response::new)
+        run_streams::follow_task_logs(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type WatchRunStream = run_streams::Stream<v1::WatchRunResponse>;
@@ -199,6 +270,8 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
-        run_streams::watch_run(self, request.into_inner()).await.map(Response::new)
+        run_streams::watch_run(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

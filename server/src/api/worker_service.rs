@@ -26,7 +26,10 @@ pub struct WorkerApi {
 
 fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
     let a = attempt.ok_or_else(|| {
-        status(ErrorKind::InvalidArgument, "field `attempt`: every worker call names its attempt (task_run_id, attempt, token)")
+        status(
+            ErrorKind::InvalidArgument,
+            "field `attempt`: every worker call names its attempt (task_run_id, attempt, token)",
+        )
     })?;
     if a.task_run_id.is_empty() || a.token.is_empty() || a.attempt == 0 {
         return Err(status(
@@ -34,7 +37,11 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
             "field `attempt`: task_run_id, attempt (from 1) and token are all required; use the values the executor passed (ORK_TASK_RUN_ID, ORK_ATTEMPT, ORK_TOKEN)",
         ));
     }
-    Ok(Fence { task_run_id: a.task_run_id, attempt: a.attempt, token: a.token })
+    Ok(Fence {
+        task_run_id: a.task_run_id,
+        attempt: a.attempt,
+        token: a.token,
+    })
 }
 
 fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
@@ -119,13 +126,20 @@ impl WorkerApi {
             return Ok(output);
         }
         // The output's type is checked before anything is written.
-        self.ctx.state.check_output(fence, &output).await.map_err(from_state)?;
+        self.ctx
+            .state
+            .check_output(fence, &output)
+            .await
+            .map_err(from_state)?;
         let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
             .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
             .to_string();
         let size = bytes.len();
         self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
-            status(ErrorKind::Unavailable, format!("could not store the {size}-byte output in the object store: {e}; retry"))
+            status(
+                ErrorKind::Unavailable,
+                format!("could not store the {size}-byte output in the object store: {e}; retry"),
+            )
         })?;
         Ok(serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } }))
     }
@@ -141,33 +155,60 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
-        let Some(v1::SessionRequest { message: Some(v1::session_request::Message::Attach(attach)) }) = first
+        let Some(v1::SessionRequest {
+            message: Some(v1::session_request::Message::Attach(attach)),
+        }) = first
         else {
             return Err(status(
                 ErrorKind::InvalidArgument,
                 "a session starts with `attach` (worker name, handlers, slots)",
             ));
         };
-        let handlers: BTreeSet<String> = attach.handlers.into_iter().filter(|h| !h.is_empty()).collect();
+        let handlers: BTreeSet<String> = attach
+            .handlers
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
         if handlers.is_empty() {
-            return Err(status(ErrorKind::InvalidArgument, "field `attach.handlers`: name at least one handler this worker runs"));
+            return Err(status(
+                ErrorKind::InvalidArgument,
+                "field `attach.handlers`: name at least one handler this worker runs",
+            ));
         }
         if attach.slots == 0 || attach.slots > MAX_SLOTS {
             return Err(status(
                 ErrorKind::InvalidArgument,
-                format!("field `attach.slots`: must be between 1 and {MAX_SLOTS}, got {}", attach.slots),
+                format!(
+                    "field `attach.slots`: must be between 1 and {MAX_SLOTS}, got {}",
+                    attach.slots
+                ),
             ));
         }
         let capacity = usize::try_from(attach.slots).unwrap_or(1) * 2 + 16;
         let (tx, rx) = mpsc::channel(capacity);
-        let name = if attach.name.is_empty() { "worker".to_owned() } else { attach.name };
-        let id = self.ctx.pool.attach(name, handlers, attach.slots, tx.clone());
+        let name = if attach.name.is_empty() {
+            "worker".to_owned()
+        } else {
+            attach.name
+        };
+        let id = self
+            .ctx
+            .pool
+            .attach(name, handlers, attach.slots, tx.clone());
         let attached = v1::SessionResponse {
-            message: Some(v1::session_response::Message::Attached(v1::SessionAttached {
-                session_id: id.to_string(),
-                heartbeat_interval_seconds: u32::try_from(self.ctx.heartbeat_interval.as_secs()).unwrap_or(5).max(1),
-                ping_interval_seconds: u32::try_from(self.ctx.ping_interval.as_secs()).unwrap_or(5).max(1),
-            })),
+            message: Some(v1::session_response::Message::Attached(
+                v1::SessionAttached {
+                    session_id: id.to_string(),
+                    heartbeat_interval_seconds: u32::try_from(
+                        self.ctx.heartbeat_interval.as_secs(),
+                    )
+                    .unwrap_or(5)
+                    .max(1),
+                    ping_interval_seconds: u32::try_from(self.ctx.ping_interval.as_secs())
+                        .unwrap_or(5)
+                        .max(1),
+                },
+            )),
         };
         // The channel is fresh and has room: this cannot block.
         let _ = tx.send(Ok(attached)).await;
@@ -181,14 +222,27 @@ impl WorkerService for WorkerApi {
         request: Request<v1::GetTaskSpecRequest>,
     ) -> Result<Response<v1::GetTaskSpecResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        let spec = task_spec(self.ctx.state.as_ref(), &self.ctx.secrets, self.ctx.heartbeat_interval, &fence)
-            .await;
+        let spec = task_spec(
+            self.ctx.state.as_ref(),
+            &self.ctx.secrets,
+            self.ctx.heartbeat_interval,
+            &fence,
+        )
+        .await;
         match spec {
             Ok(spec) => Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) })),
             Err(SpecError::State(e)) => Err(from_state(e)),
             Err(SpecError::Env(message)) => {
-                let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: true };
-                self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+                let failure = Failure {
+                    kind: FailureKind::Task,
+                    error: message.clone(),
+                    non_retryable: true,
+                };
+                self.ctx
+                    .state
+                    .fail_attempt(&fence, &failure, Utc::now())
+                    .await
+                    .map_err(from_state)?;
                 self.ctx.events.notify();
                 self.ctx.scheduler.wake();
                 self.ctx.mirror.wake();
@@ -202,7 +256,11 @@ impl WorkerService for WorkerApi {
         request: Request<v1::StartTaskRequest>,
     ) -> Result<Response<v1::StartTaskResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        self.ctx.state.start_attempt(&fence, Utc::now()).await.map_err(from_state)?;
+        self.ctx
+            .state
+            .start_attempt(&fence, Utc::now())
+            .await
+            .map_err(from_state)?;
         self.ctx.events.notify();
         self.ctx.mirror.wake();
         Ok(Response::new(v1::StartTaskResponse {}))
@@ -213,7 +271,12 @@ impl WorkerService for WorkerApi {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        let cancelled = self.ctx.state.heartbeat(&fence, Utc::now()).await.map_err(from_state)?;
+        let cancelled = self
+            .ctx
+            .state
+            .heartbeat(&fence, Utc::now())
+            .await
+            .map_err(from_state)?;
         Ok(Response::new(v1::HeartbeatResponse { cancelled }))
     }
 
@@ -226,7 +289,10 @@ impl WorkerService for WorkerApi {
         if req.entries.len() > MAX_LOG_BATCH {
             return Err(status(
                 ErrorKind::InvalidArgument,
-                format!("field `entries`: at most {MAX_LOG_BATCH} lines per call, got {}; send smaller batches", req.entries.len()),
+                format!(
+                    "field `entries`: at most {MAX_LOG_BATCH} lines per call, got {}; send smaller batches",
+                    req.entries.len()
+                ),
             ));
         }
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
@@ -243,11 +309,23 @@ impl WorkerService for WorkerApi {
                     line.truncate(cut);
                     line.push_str(" [line truncated]");
                 }
-                let stream = if e.stream == "stderr" { "stderr" } else { "stdout" };
-                NewLogLine { stream: stream.to_owned(), line: mask(&line, &secrets), time: time(e.time) }
+                let stream = if e.stream == "stderr" {
+                    "stderr"
+                } else {
+                    "stdout"
+                };
+                NewLogLine {
+                    stream: stream.to_owned(),
+                    line: mask(&line, &secrets),
+                    time: time(e.time),
+                }
             })
             .collect();
-        self.ctx.state.append_logs(&fence, &lines).await.map_err(from_state)?;
+        self.ctx
+            .state
+            .append_logs(&fence, &lines)
+            .await
+            .map_err(from_state)?;
         self.ctx.events.notify();
         Ok(Response::new(v1::AppendLogsResponse {}))
     }
@@ -260,20 +338,39 @@ impl WorkerService for WorkerApi {
         let fence = fence(req.attempt)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
-        if output.as_object().is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY)) {
+        if output
+            .as_object()
+            .is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY))
+        {
             return Err(status(
                 ErrorKind::InvalidArgument,
-                format!("field `output`: the key `{}` is reserved for outputs stored by reference; rename it", crate::state::OUTPUT_REF_KEY),
+                format!(
+                    "field `output`: the key `{}` is reserved for outputs stored by reference; rename it",
+                    crate::state::OUTPUT_REF_KEY
+                ),
             ));
         }
         let output = self.store_large_output(&fence, output).await?;
-        match self.ctx.state.complete_attempt(&fence, output, Utc::now()).await {
+        match self
+            .ctx
+            .state
+            .complete_attempt(&fence, output, Utc::now())
+            .await
+        {
             Ok(()) => {}
             Err(crate::state::Error::InvalidOutput(message)) => {
                 // The output breaks the task's declared type: the attempt fails
                 // (retries apply) and the worker hears why.
-                let failure = Failure { kind: FailureKind::Task, error: message.clone(), non_retryable: false };
-                self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+                let failure = Failure {
+                    kind: FailureKind::Task,
+                    error: message.clone(),
+                    non_retryable: false,
+                };
+                self.ctx
+                    .state
+                    .fail_attempt(&fence, &failure, Utc::now())
+                    .await
+                    .map_err(from_state)?;
                 self.ctx.pool.finished(&fence.task_run_id);
                 self.ctx.scheduler.wake();
                 self.ctx.mirror.wake();
@@ -302,8 +399,16 @@ impl WorkerService for WorkerApi {
         } else {
             mask(&req.error, &secrets)
         };
-        let failure = Failure { kind: FailureKind::Task, error, non_retryable: req.non_retryable };
-        self.ctx.state.fail_attempt(&fence, &failure, Utc::now()).await.map_err(from_state)?;
+        let failure = Failure {
+            kind: FailureKind::Task,
+            error,
+            non_retryable: req.non_retryable,
+        };
+        self.ctx
+            .state
+            .fail_attempt(&fence, &failure, Utc::now())
+            .await
+            .map_err(from_state)?;
         self.ctx.secrets.forget(&fence.task_run_id);
         self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
@@ -312,4 +417,3 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(v1::FailTaskResponse {}))
     }
 }
-

@@ -28,15 +28,27 @@ impl WorkflowService for WorkflowApi {
         request: Request<v1::DeployWorkflowRequest>,
     ) -> Result<Response<v1::DeployWorkflowResponse>, Status> {
         let req = request.into_inner();
-        let source = if req.source.is_empty() { "workflow.yaml".to_owned() } else { req.source };
+        let source = if req.source.is_empty() {
+            "workflow.yaml".to_owned()
+        } else {
+            req.source
+        };
         let provided: BTreeSet<String> = req.files.keys().cloned().collect();
-        let definition = parse_workflow(&req.yaml, &ParseOptions { source: &source, files: Some(&provided) })
-            .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
+        let definition = parse_workflow(
+            &req.yaml,
+            &ParseOptions {
+                source: &source,
+                files: Some(&provided),
+            },
+        )
+        .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
 
         let mut files = BTreeMap::new();
         let mut total = 0usize;
         for path in referenced_files(&definition) {
-            let Some(content) = req.files.get(&path) else { continue };
+            let Some(content) = req.files.get(&path) else {
+                continue;
+            };
             if content.len() > MAX_FILE_BYTES {
                 return Err(status(
                     ErrorKind::InvalidArgument,
@@ -52,14 +64,24 @@ impl WorkflowService for WorkflowApi {
         if total > MAX_DEPLOY_BYTES {
             return Err(status(
                 ErrorKind::InvalidArgument,
-                format!("{source}: task files total {total} bytes, above the {MAX_DEPLOY_BYTES}-byte limit of one deploy"),
+                format!(
+                    "{source}: task files total {total} bytes, above the {MAX_DEPLOY_BYTES}-byte limit of one deploy"
+                ),
             ));
         }
         let version = crate::hash::workflow_version(&req.yaml, &files);
         let (record, created) = self
             .ctx
             .state
-            .deploy_workflow(NewWorkflowVersion { version, yaml: req.yaml, definition, files }, Utc::now())
+            .deploy_workflow(
+                NewWorkflowVersion {
+                    version,
+                    yaml: req.yaml,
+                    definition,
+                    files,
+                },
+                Utc::now(),
+            )
             .await
             .map_err(from_state)?;
         self.ctx.mirror.wake();
@@ -74,10 +96,23 @@ impl WorkflowService for WorkflowApi {
         request: Request<v1::GetWorkflowRequest>,
     ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
         let name = request.into_inner().name;
-        let record = self.ctx.state.get_workflow(&name).await.map_err(from_state)?.ok_or_else(|| {
-            status(ErrorKind::NotFound, format!("workflow `{name}` not found; `ork workflow list` shows the deployed ones"))
-        })?;
-        Ok(Response::new(v1::GetWorkflowResponse { workflow: Some(convert::workflow(&record)) }))
+        let record = self
+            .ctx
+            .state
+            .get_workflow(&name)
+            .await
+            .map_err(from_state)?
+            .ok_or_else(|| {
+                status(
+                    ErrorKind::NotFound,
+                    format!(
+                        "workflow `{name}` not found; `ork workflow list` shows the deployed ones"
+                    ),
+                )
+            })?;
+        Ok(Response::new(v1::GetWorkflowResponse {
+            workflow: Some(convert::workflow(&record)),
+        }))
     }
 
     async fn list_workflows(
@@ -95,8 +130,17 @@ impl WorkflowService for WorkflowApi {
         request: Request<v1::DeleteWorkflowRequest>,
     ) -> Result<Response<v1::DeleteWorkflowResponse>, Status> {
         let name = request.into_inner().name;
-        if !self.ctx.state.delete_workflow(&name).await.map_err(from_state)? {
-            return Err(status(ErrorKind::NotFound, format!("workflow `{name}` not found")));
+        if !self
+            .ctx
+            .state
+            .delete_workflow(&name)
+            .await
+            .map_err(from_state)?
+        {
+            return Err(status(
+                ErrorKind::NotFound,
+                format!("workflow `{name}` not found"),
+            ));
         }
         Ok(Response::new(v1::DeleteWorkflowResponse {}))
     }

@@ -20,10 +20,15 @@ pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot start `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("cannot signal execution {id}: {message}")]
     Signal { id: String, message: String },
-    #[error("the ork-worker binary was not found next to this executable nor on PATH; build it (`cargo build --release`) or pass --worker-binary")]
+    #[error(
+        "the ork-worker binary was not found next to this executable nor on PATH; build it (`cargo build --release`) or pass --worker-binary"
+    )]
     WorkerBinaryNotFound,
     /// No attached pool worker has a free slot for the handler right now.
     #[error("no pool worker with a free slot serves handler `{handler}`")]
@@ -51,7 +56,9 @@ pub struct Launch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecutionStatus {
     Running,
-    Exited { code: Option<i32> },
+    Exited {
+        code: Option<i32>,
+    },
     /// Not known to this executor (e.g. started by a previous server process).
     Unknown,
 }

@@ -36,7 +36,8 @@ impl Session {
         if self.draining {
             return 0;
         }
-        self.slots.saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
+        self.slots
+            .saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX))
     }
 }
 
@@ -78,14 +79,28 @@ impl WorkerPool {
     }
 
     /// Registers a session; returns its id.
-    pub fn attach(&self, name: String, handlers: BTreeSet<String>, slots: u32, tx: SessionSender) -> u64 {
+    pub fn attach(
+        &self,
+        name: String,
+        handlers: BTreeSet<String>,
+        slots: u32,
+        tx: SessionSender,
+    ) -> u64 {
         let mut state = self.lock();
         state.next_id += 1;
         let id = state.next_id;
         tracing::info!(session = id, %name, ?handlers, slots, "pool worker attached");
-        state
-            .sessions
-            .insert(id, Session { name, handlers, slots, running: HashSet::new(), draining: false, tx });
+        state.sessions.insert(
+            id,
+            Session {
+                name,
+                handlers,
+                slots,
+                running: HashSet::new(),
+                draining: false,
+                tx,
+            },
+        );
         id
     }
 
@@ -141,7 +156,9 @@ impl WorkerPool {
         let session = state.sessions.get_mut(&id)?;
         session.running.insert(fence.task_run_id.clone());
         let tx = session.tx.clone();
-        state.assigned.insert(fence.task_run_id.clone(), (id, fence.clone()));
+        state
+            .assigned
+            .insert(fence.task_run_id.clone(), (id, fence.clone()));
         Some((id, tx))
     }
 
@@ -168,7 +185,12 @@ impl PoolExecutor {
         secrets: Arc<Secrets>,
         heartbeat_interval: Duration,
     ) -> Self {
-        Self { pool, state, secrets, heartbeat_interval }
+        Self {
+            pool,
+            state,
+            secrets,
+            heartbeat_interval,
+        }
     }
 }
 
@@ -184,12 +206,17 @@ fn attempt_ref(fence: &Fence) -> v1::AttemptRef {
 impl Executor for PoolExecutor {
     async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
         let handler = launch.handler.clone().unwrap_or_default();
-        let spec = task_spec(self.state.as_ref(), &self.secrets, self.heartbeat_interval, &launch.fence)
-            .await
-            .map_err(|e| match e {
-                SpecError::Env(message) => Error::Rejected(message),
-                SpecError::State(e) => Error::Unavailable(e.to_string()),
-            })?;
+        let spec = task_spec(
+            self.state.as_ref(),
+            &self.secrets,
+            self.heartbeat_interval,
+            &launch.fence,
+        )
+        .await
+        .map_err(|e| match e {
+            SpecError::Env(message) => Error::Rejected(message),
+            SpecError::State(e) => Error::Unavailable(e.to_string()),
+        })?;
         let Some((session, tx)) = self.pool.reserve(&handler, &launch.fence) else {
             return Err(Error::NoCapacity { handler });
         };
@@ -213,10 +240,12 @@ impl Executor for PoolExecutor {
         };
         if let Some((_, fence, tx)) = self.pool.assigned(task_run_id) {
             let cancel = v1::SessionResponse {
-                message: Some(v1::session_response::Message::Cancel(v1::CancelAssignment {
-                    attempt: Some(attempt_ref(&fence)),
-                    reason: "cancelled".to_owned(),
-                })),
+                message: Some(v1::session_response::Message::Cancel(
+                    v1::CancelAssignment {
+                        attempt: Some(attempt_ref(&fence)),
+                        reason: "cancelled".to_owned(),
+                    },
+                )),
             };
             // A closed stream already means the attempt is gone.
             let _ = tx.send(Ok(cancel)).await;
@@ -239,21 +268,36 @@ mod tests {
     use super::*;
 
     fn fence(id: &str) -> Fence {
-        Fence { task_run_id: id.into(), attempt: 1, token: "t".into() }
+        Fence {
+            task_run_id: id.into(),
+            attempt: 1,
+            token: "t".into(),
+        }
     }
 
     #[test]
     fn capacity_counts_free_slots_per_handler_and_drain_stops_new_work() {
         let pool = WorkerPool::default();
         let (tx, _rx) = mpsc::channel(4);
-        let a = pool.attach("a".into(), ["h1".to_owned(), "h2".to_owned()].into(), 2, tx.clone());
+        let a = pool.attach(
+            "a".into(),
+            ["h1".to_owned(), "h2".to_owned()].into(),
+            2,
+            tx.clone(),
+        );
         let _b = pool.attach("b".into(), ["h1".to_owned()].into(), 1, tx);
-        assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)]));
+        assert_eq!(
+            pool.capacity(),
+            BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)])
+        );
         assert!(pool.reserve("h2", &fence("x")).is_some());
         assert_eq!(pool.capacity()["h1"], 2);
         pool.drain(a);
         assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 1)]));
-        assert!(pool.reserve("h2", &fence("y")).is_none(), "draining sessions get nothing");
+        assert!(
+            pool.reserve("h2", &fence("y")).is_none(),
+            "draining sessions get nothing"
+        );
         assert!(pool.finished("x"));
         assert!(!pool.finished("x"), "a slot is freed once");
         assert_eq!(pool.detach(a), Vec::<Fence>::new());

@@ -28,7 +28,9 @@ pub async fn task_spec(
     fence: &Fence,
 ) -> Result<v1::TaskSpec, SpecError> {
     let spec = state.attempt_spec(fence).await?;
-    let env = secrets.resolve_env(&spec.task_name, &spec.env).map_err(SpecError::Env)?;
+    let env = secrets
+        .resolve_env(&spec.task_name, &spec.env)
+        .map_err(SpecError::Env)?;
     Ok(v1::TaskSpec {
         run_id: spec.run_id,
         workflow: spec.workflow,
@@ -44,7 +46,9 @@ pub async fn task_spec(
             seconds: t.timestamp(),
             nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
         }),
-        heartbeat_interval_seconds: u32::try_from(heartbeat_interval.as_secs()).unwrap_or(5).max(1),
+        heartbeat_interval_seconds: u32::try_from(heartbeat_interval.as_secs())
+            .unwrap_or(5)
+            .max(1),
         file: spec.file.unwrap_or_default(),
         file_content: spec.file_content,
         config_file: spec.config_file.unwrap_or_default(),

@@ -42,11 +42,18 @@ pub struct SubprocessExecutor {
 
 impl SubprocessExecutor {
     pub fn new(options: SubprocessOptions, events: mpsc::UnboundedSender<ExecutorEvent>) -> Self {
-        Self { options, running: Arc::new(Mutex::new(HashMap::new())), events }
+        Self {
+            options,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            events,
+        }
     }
 
     fn pid_of(&self, execution_id: &str) -> Option<u32> {
-        self.running.lock().ok().and_then(|m| m.get(execution_id).copied())
+        self.running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(execution_id).copied())
     }
 }
 
@@ -57,7 +64,10 @@ fn signal(pid: u32, sig: Signal, id: &str) -> Result<(), Error> {
     })?;
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(Error::Signal { id: id.to_owned(), message: e.to_string() }),
+        Err(e) => Err(Error::Signal {
+            id: id.to_owned(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -141,7 +151,11 @@ impl Executor for SubprocessExecutor {
 
     fn free_slots(&self) -> Option<u32> {
         let running = self.running.lock().map(|m| m.len()).unwrap_or(0);
-        Some(self.options.max_running.saturating_sub(u32::try_from(running).unwrap_or(u32::MAX)))
+        Some(
+            self.options
+                .max_running
+                .saturating_sub(u32::try_from(running).unwrap_or(u32::MAX)),
+        )
     }
 
     async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {

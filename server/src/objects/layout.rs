@@ -162,6 +162,11 @@ pub struct AttemptStatus {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// `outputs/{task_run}/{attempt}.json`: an output too large for the database.
+pub fn large_output(task_run_id: &str, attempt: u32) -> Result<Path, Error> {
+    object_path(&["outputs", task_run_id, &format!("{attempt}.json")])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,9 +210,4 @@ mod tests {
             None
         );
     }
-}
-
-/// `outputs/{task_run}/{attempt}.json`: an output too large for the database.
-pub fn large_output(task_run_id: &str, attempt: u32) -> Result<Path, Error> {
-    object_path(&["outputs", task_run_id, &format!("{attempt}.json")])
 }

@@ -19,9 +19,14 @@ use super::layout::{self, AttemptFile, AttemptSpec, AttemptStatus};
 use crate::api::convert;
 use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
 
-const BATCH: u32 = 256;
+const BATCH: u32 = 1024;
 /// Safety net for wake-ups lost to a race; normal latency comes from `wake`.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// After a batch, the mirror waits this long before reading the next one,
+/// so that under load the several entries of one attempt (dispatched,
+/// started, finished) land in one batch and are written once: each write
+/// creates files, which costs more than the wait delays the mirror.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// Cheap handle to nudge the mirror after a commit.
 #[derive(Clone, Default)]
@@ -69,7 +74,13 @@ impl Mirror {
                         _ = shutdown.changed() => break,
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = tokio::time::sleep(LINGER) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "mirror: will retry in {backoff:?}");
                     tokio::select! {

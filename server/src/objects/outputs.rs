@@ -37,7 +37,11 @@ fn path(key: &str) -> Result<object_store::path::Path, String> {
 impl OutputStore for ObjectOutputs {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
         let path = path(key)?;
-        self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| e.to_string())
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
@@ -55,7 +59,9 @@ mod tests {
     #[tokio::test]
     async fn round_trips_and_refuses_keys_outside_outputs() {
         let outputs = ObjectOutputs::new(Arc::new(object_store::memory::InMemory::new()));
-        let key = crate::objects::layout::large_output("01abc", 2).expect("key").to_string();
+        let key = crate::objects::layout::large_output("01abc", 2)
+            .expect("key")
+            .to_string();
         assert_eq!(key, "outputs/01abc/2.json");
         outputs.put(&key, b"[1,2]".to_vec()).await.expect("put");
         assert_eq!(outputs.get(&key).await.expect("get"), b"[1,2]");

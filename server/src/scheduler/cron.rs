@@ -29,8 +29,10 @@ impl Cron {
         for (workflow, last_fire) in self.state.scheduled_workflows().await? {
             let def = &workflow.version.definition;
             for fire in ork_domain::schedule::due_fires(def, last_fire, workflow.updated_at, now) {
-                if let Some(run) =
-                    self.state.fire_schedule(&workflow.name, fire, &self.owner, now).await?
+                if let Some(run) = self
+                    .state
+                    .fire_schedule(&workflow.name, fire, &self.owner, now)
+                    .await?
                 {
                     tracing::info!(workflow = %workflow.name, %fire, run = %run.id, "schedule fired");
                     created.push(run);

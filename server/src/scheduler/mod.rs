@@ -85,7 +85,9 @@ impl Scheduler {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         match self.state.recover(&self.options.owner, Utc::now()).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!("{n} attempts were running before this start; waiting for their workers to call back"),
+            Ok(n) => tracing::info!(
+                "{n} attempts were running before this start; waiting for their workers to call back"
+            ),
             Err(e) => tracing::error!(error = %e, "recovery failed"),
         }
         let state = self.state.clone();
@@ -121,7 +123,9 @@ impl Scheduler {
                 });
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; relying on the tick"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; relying on the tick")
+            }
         }
         let dispatch = tokio::spawn(core.clone().dispatch_loop(shutdown.clone()));
         let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
@@ -153,11 +157,22 @@ impl Core {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self.state.promote_pending_runs(&self.options.owner, Utc::now()).await {
+            if let Err(e) = self
+                .state
+                .promote_pending_runs(&self.options.owner, Utc::now())
+                .await
+            {
                 tracing::warn!(error = %e, "starting waiting runs failed");
             }
-            let capacity = Capacity { launched: self.executors.launch_capacity(), pool: self.pool.capacity() };
-            match self.state.claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH, &capacity).await {
+            let capacity = Capacity {
+                launched: self.executors.launch_capacity(),
+                pool: self.pool.capacity(),
+            };
+            match self
+                .state
+                .claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH, &capacity)
+                .await
+            {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
@@ -188,7 +203,10 @@ impl Core {
     /// at most one tick.
     async fn until_next_ready(&self) -> Duration {
         match self.state.next_ready_at().await {
-            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(self.options.tick),
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(self.options.tick),
             _ => self.options.tick,
         }
     }
@@ -231,7 +249,10 @@ impl Core {
             Err(e) => {
                 let failure = Failure {
                     kind: FailureKind::Dispatch,
-                    error: format!("executor `{}` could not start the task: {e}", claim.executor),
+                    error: format!(
+                        "executor `{}` could not start the task: {e}",
+                        claim.executor
+                    ),
                     non_retryable: matches!(e, ExecutorError::Rejected(_)),
                 };
                 self.fail(&claim.fence, failure).await;
@@ -247,7 +268,9 @@ impl Core {
             }
             // Already reported or superseded: the report won, as it should.
             Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(error = %e, task_run = %fence.task_run_id, "could not fail attempt"),
+            Err(e) => {
+                tracing::warn!(error = %e, task_run = %fence.task_run_id, "could not fail attempt")
+            }
         }
     }
 
@@ -270,7 +293,11 @@ impl Core {
             }
             let expired = match self
                 .state
-                .expired_attempts(&self.options.owner, Utc::now(), self.options.heartbeat_timeout)
+                .expired_attempts(
+                    &self.options.owner,
+                    Utc::now(),
+                    self.options.heartbeat_timeout,
+                )
                 .await
             {
                 Ok(expired) => expired,
@@ -296,8 +323,15 @@ impl Core {
                         self.options.heartbeat_timeout.as_secs()
                     ),
                 };
-                self.fail(&attempt.fence, Failure { kind: attempt.kind, error, non_retryable: false })
-                    .await;
+                self.fail(
+                    &attempt.fence,
+                    Failure {
+                        kind: attempt.kind,
+                        error,
+                        non_retryable: false,
+                    },
+                )
+                .await;
             }
         }
     }
@@ -308,7 +342,9 @@ impl Core {
         let now = Utc::now();
         let due = {
             let mut last = self.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|t| now - t >= chrono::Duration::from_std(self.options.lease / 3).unwrap_or_default());
+            let due = last.is_none_or(|t| {
+                now - t >= chrono::Duration::from_std(self.options.lease / 3).unwrap_or_default()
+            });
             if due {
                 *last = Some(now);
             }
@@ -345,7 +381,11 @@ impl Core {
             // The worker's stderr tail may echo task output: mask it too.
             let values = self.secrets.values_for(&fence.task_run_id).await;
             let error = crate::secrets::mask(&description, &values);
-            let failure = Failure { kind: FailureKind::Lost, error, non_retryable: false };
+            let failure = Failure {
+                kind: FailureKind::Lost,
+                error,
+                non_retryable: false,
+            };
             self.fail(&fence, failure).await;
         }
     }

@@ -154,12 +154,15 @@ async fn evaluate<T: RunTx>(
     if rows.is_empty() {
         return Ok(false);
     }
-    let deps = tx.dep_summaries(run_id, version.dag.dependencies(task_name)).await?;
+    let deps = tx
+        .dep_summaries(run_id, version.dag.dependencies(task_name))
+        .await?;
     match decide::readiness(task, &deps) {
         Readiness::Waiting { .. } => Ok(false),
         Readiness::Skip { reason } => {
             for row in &rows {
-                tx.finish_unstarted(&row.id, TaskStatus::Skipped, None, Some(&reason), now).await?;
+                tx.finish_unstarted(&row.id, TaskStatus::Skipped, None, Some(&reason), now)
+                    .await?;
             }
             Ok(true)
         }
@@ -169,8 +172,7 @@ async fn evaluate<T: RunTx>(
             let mut any_finished = false;
             for row in rows {
                 any_finished |=
-                    ready_row(tx, run_id, task, &row, &run_input, &outputs, limits, now)
-                        .await?;
+                    ready_row(tx, run_id, task, &row, &run_input, &outputs, limits, now).await?;
             }
             Ok(any_finished)
         }
@@ -188,7 +190,10 @@ async fn ready_row<T: RunTx>(
     limits: Limits,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let dynamic = matches!(task.parallel, Some(Parallelism::CountRef(_) | Parallelism::ForEach(_)));
+    let dynamic = matches!(
+        task.parallel,
+        Some(Parallelism::CountRef(_) | Parallelism::ForEach(_))
+    );
     if dynamic && row.parallel_index.is_none() {
         return expand_placeholder(tx, run_id, task, row, run_input, outputs, limits, now).await;
     }
@@ -206,7 +211,8 @@ async fn ready_row<T: RunTx>(
         }
         Err(e) => {
             let error = format!("task `{}`, field `input`: {e}", task.name);
-            tx.finish_unstarted(&row.id, TaskStatus::Failed, None, Some(&error), now).await?;
+            tx.finish_unstarted(&row.id, TaskStatus::Failed, None, Some(&error), now)
+                .await?;
             Ok(true)
         }
     }
@@ -239,7 +245,8 @@ async fn expand_placeholder<T: RunTx>(
         Ok(fan) => fan,
         Err(e) => {
             let error = format!("task `{}`, field `parallel`: {e}", task.name);
-            tx.finish_unstarted(&row.id, TaskStatus::Failed, None, Some(&error), now).await?;
+            tx.finish_unstarted(&row.id, TaskStatus::Failed, None, Some(&error), now)
+                .await?;
             return Ok(true);
         }
     };
@@ -249,7 +256,8 @@ async fn expand_placeholder<T: RunTx>(
     };
     if items.is_empty() {
         let empty = Value::Array(Vec::new());
-        tx.finish_unstarted(&row.id, TaskStatus::Success, Some(&empty), None, now).await?;
+        tx.finish_unstarted(&row.id, TaskStatus::Success, Some(&empty), None, now)
+            .await?;
         return Ok(true);
     }
     let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
@@ -296,7 +304,11 @@ async fn upstream_outputs<T: RunTx>(
     let mut rows = tx.outputs(run_id, &names).await?;
     // Large outputs live in the object store; templates see their content.
     for row in &mut rows {
-        let key = row.output.as_ref().and_then(super::output_ref).map(str::to_owned);
+        let key = row
+            .output
+            .as_ref()
+            .and_then(super::output_ref)
+            .map(str::to_owned);
         if let Some(key) = key {
             row.output = Some(tx.load_output(&key).await?);
         }
@@ -312,10 +324,19 @@ async fn upstream_outputs<T: RunTx>(
         };
         let outputs = if fanned {
             TaskOutputs::Many(
-                instances.iter().filter(|r| r.parallel_index.is_some()).map(|r| value_of(r)).collect(),
+                instances
+                    .iter()
+                    .filter(|r| r.parallel_index.is_some())
+                    .map(|r| value_of(r))
+                    .collect(),
             )
         } else {
-            TaskOutputs::Single(instances.first().map(|r| value_of(r)).unwrap_or(Value::Null))
+            TaskOutputs::Single(
+                instances
+                    .first()
+                    .map(|r| value_of(r))
+                    .unwrap_or(Value::Null),
+            )
         };
         map.insert(name.clone(), outputs);
     }

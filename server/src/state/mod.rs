@@ -27,7 +27,12 @@ pub enum Error {
     #[error(
         "stale attempt: task run {task_run_id} is at attempt {current_attempt} ({status}); the call for attempt {attempt} was ignored"
     )]
-    Stale { task_run_id: String, attempt: u32, current_attempt: u32, status: String },
+    Stale {
+        task_run_id: String,
+        attempt: u32,
+        current_attempt: u32,
+        status: String,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     /// A reported output does not match the task's `output_type`; nothing
@@ -36,7 +41,9 @@ pub enum Error {
     InvalidOutput(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("unsupported state store url `{0}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
+    #[error(
+        "unsupported state store url `{0}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -130,7 +137,12 @@ pub trait StateStore: Send + Sync + 'static {
     // ---- leases: one owner per run ----
     /// Takes over up to `limit` unfinished runs that have no owner or whose
     /// owner's lease expired; returns their ids.
-    async fn acquire_runs(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>>;
+    async fn acquire_runs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
     /// Extends every lease `owner` still holds; returns how many.
     async fn renew_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
     /// Gives up `owner`'s leases (clean shutdown) so another replica takes
@@ -178,7 +190,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Wake-ups caused by other replicas' commits (a report received by one
     /// replica for a run another owns). `None` when the store serves one
     /// process, whose commits wake its scheduler directly.
-    async fn wakeups(&self, _owner: &str) -> Result<Option<futures::stream::BoxStream<'static, ()>>> {
+    async fn wakeups(
+        &self,
+        _owner: &str,
+    ) -> Result<Option<futures::stream::BoxStream<'static, ()>>> {
         Ok(None)
     }
     /// The earliest time a pending retry becomes ready, to sleep until then.
@@ -203,11 +218,15 @@ pub trait StateStore: Send + Sync + 'static {
         let task = self
             .get_task_run(&fence.task_run_id)
             .await?
-            .ok_or_else(|| Error::NotFound { what: format!("task run {}", fence.task_run_id) })?;
+            .ok_or_else(|| Error::NotFound {
+                what: format!("task run {}", fence.task_run_id),
+            })?;
         let run = self
             .get_run(&task.run_id)
             .await?
-            .ok_or_else(|| Error::NotFound { what: format!("run {}", task.run_id) })?;
+            .ok_or_else(|| Error::NotFound {
+                what: format!("run {}", task.run_id),
+            })?;
         let Some(version) = self.get_version(&run.workflow_version).await? else {
             return Ok(());
         };

@@ -171,7 +171,11 @@ impl PostgresStore {
     /// Like `compiled`, but loads through `conn`: a transaction must never
     /// wait for a second pooled connection, or concurrent transactions can
     /// starve the pool and deadlock.
-    async fn compiled_in(&self, conn: &mut PgConnection, version: &str) -> Result<Arc<CompiledVersion>> {
+    async fn compiled_in(
+        &self,
+        conn: &mut PgConnection,
+        version: &str,
+    ) -> Result<Arc<CompiledVersion>> {
         if let Some(found) = self.cached_version(version) {
             return Ok(found);
         }
@@ -181,10 +185,17 @@ impl PostgresStore {
     }
 
     fn cached_version(&self, version: &str) -> Option<Arc<CompiledVersion>> {
-        self.versions.lock().ok().and_then(|m| m.get(version).cloned())
+        self.versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(version).cloned())
     }
 
-    async fn load_version(&self, conn: &mut PgConnection, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
+    async fn load_version(
+        &self,
+        conn: &mut PgConnection,
+        version: &str,
+    ) -> Result<Option<Arc<CompiledVersion>>> {
         let Some(row) = sqlx::query(
             "SELECT version, yaml, definition, created_at FROM workflow_versions WHERE version = $1",
         )
@@ -444,9 +455,14 @@ struct Tx<'c> {
 impl RunTx for Tx<'_> {
     async fn load_output(&mut self, key: &str) -> Result<Value> {
         let store = self.outputs.as_ref().ok_or_else(|| {
-            Error::Corrupt(format!("output {key} is stored by reference but no object store is configured"))
+            Error::Corrupt(format!(
+                "output {key} is stored by reference but no object store is configured"
+            ))
         })?;
-        let bytes = store.get(key).await.map_err(|e| Error::Corrupt(format!("output {key}: {e}")))?;
+        let bytes = store
+            .get(key)
+            .await
+            .map_err(|e| Error::Corrupt(format!("output {key}: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("output {key}: {e}")))
     }
 
@@ -789,7 +805,17 @@ impl PostgresStore {
             .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
-            advance::evaluate_all(&mut Tx { conn: tx, outputs: self.outputs.get().cloned() }, version, &run_id, self.limits, now).await?;
+            advance::evaluate_all(
+                &mut Tx {
+                    conn: tx,
+                    outputs: self.outputs.get().cloned(),
+                },
+                version,
+                &run_id,
+                self.limits,
+                now,
+            )
+            .await?;
         }
         insert_outbox(tx, OutboxKind::Run, &run_id, None).await?;
         Ok(run_id)
@@ -1020,7 +1046,17 @@ impl PostgresStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
-        advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, id, self.limits, now).await?;
+        advance::evaluate_all(
+            &mut Tx {
+                conn: &mut tx,
+                outputs: self.outputs.get().cloned(),
+            },
+            &version,
+            id,
+            self.limits,
+            now,
+        )
+        .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
         Ok(())
@@ -1218,7 +1254,10 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
             advance::after_finish(
-                &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
+                &mut Tx {
+                    conn: &mut tx,
+                    outputs: self.outputs.get().cloned(),
+                },
                 &version,
                 &row.run_id,
                 vec![row.task_name.clone()],
@@ -1267,7 +1306,17 @@ impl PostgresStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, id, self.limits, now).await?;
+        advance::evaluate_all(
+            &mut Tx {
+                conn: &mut tx,
+                outputs: self.outputs.get().cloned(),
+            },
+            &version,
+            id,
+            self.limits,
+            now,
+        )
+        .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
         Ok(true)
@@ -1357,7 +1406,10 @@ impl PostgresStore {
         )
         .await?;
         advance::after_finish(
-            &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
+            &mut Tx {
+                conn: &mut tx,
+                outputs: self.outputs.get().cloned(),
+            },
             &version,
             &row.run_id,
             vec![row.task_name],

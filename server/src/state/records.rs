@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ork_domain::dag::Dag;
-use ork_domain::{EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition};
+use ork_domain::{
+    EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
+};
 
 /// Limits the store enforces inside its transactions.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +20,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_fan_out: 10_000, lease: std::time::Duration::from_secs(15) }
+        Self {
+            max_fan_out: 10_000,
+            lease: std::time::Duration::from_secs(15),
+        }
     }
 }
 
@@ -278,6 +283,9 @@ pub struct Capacity {
 impl Default for Capacity {
     /// Unlimited launches, no pool workers.
     fn default() -> Self {
-        Self { launched: u32::MAX, pool: std::collections::BTreeMap::new() }
+        Self {
+            launched: u32::MAX,
+            pool: std::collections::BTreeMap::new(),
+        }
     }
 }

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ork_domain::dag::Dag;
 use ork_domain::decide::{self, DepSummary, RunTally};
-use ork_domain::{Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition};
+use ork_domain::{
+    Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
+};
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -38,13 +40,21 @@ pub struct SqliteStore {
     limits: Limits,
     /// Where large outputs live; set once by the server.
     outputs: std::sync::OnceLock<Arc<dyn OutputStore>>,
+    /// Heartbeats not written yet: task run id → (attempt, time in ms).
+    /// A beat is checked against the database (fence, cancellation) on the
+    /// read pool, but only remembered here; [`SqliteStore::flush_beats`]
+    /// writes them all in one transaction before expiries are looked for, so
+    /// the single writer is not spent on one commit per beat.
+    beats: Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) and migrates the database at `url`.
     pub async fn open(url: &str, limits: Limits) -> Result<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let path = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p));
+        let path = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p));
         if !in_memory
             && let Some(path) = path
             && let Some(parent) = std::path::Path::new(path).parent()
@@ -83,7 +93,31 @@ impl SqliteStore {
             versions: Mutex::new(HashMap::new()),
             limits,
             outputs: std::sync::OnceLock::new(),
+            beats: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Writes the buffered heartbeats. A beat only moves `heartbeat_at`
+    /// forward, and only for the attempt it was sent for while it is active.
+    async fn flush_beats(&self) -> Result<()> {
+        let beats = std::mem::take(&mut *self.beats.lock().unwrap_or_else(|e| e.into_inner()));
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (id, (attempt, at)) in &beats {
+            sqlx::query(
+                "UPDATE task_runs SET heartbeat_at = MAX(COALESCE(heartbeat_at, 0), ?1) \
+                 WHERE id = ?2 AND attempt = ?3 AND status IN ('dispatched', 'running')",
+            )
+            .bind(at)
+            .bind(id)
+            .bind(i64::from(*attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     fn lease_ms(&self) -> i64 {
@@ -91,9 +125,12 @@ impl SqliteStore {
     }
 
     async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
-        let record = self.get_workflow(workflow).await?.ok_or_else(|| Error::NotFound {
-            what: format!("workflow `{workflow}` (deploy it with `ork workflow deploy FILE`)"),
-        })?;
+        let record = self
+            .get_workflow(workflow)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("workflow `{workflow}` (deploy it with `ork workflow deploy FILE`)"),
+            })?;
         Ok(record.version)
     }
 
@@ -136,11 +173,25 @@ impl SqliteStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
-        let rows: Vec<NewTaskRunRow<'_>> =
-            version.definition.tasks.iter().flat_map(initial_rows).collect();
+        let rows: Vec<NewTaskRunRow<'_>> = version
+            .definition
+            .tasks
+            .iter()
+            .flat_map(initial_rows)
+            .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
-            advance::evaluate_all(&mut Tx { conn: tx, outputs: self.outputs.get().cloned() }, version, &run_id, self.limits, now).await?;
+            advance::evaluate_all(
+                &mut Tx {
+                    conn: tx,
+                    outputs: self.outputs.get().cloned(),
+                },
+                version,
+                &run_id,
+                self.limits,
+                now,
+            )
+            .await?;
         }
         insert_outbox(tx, OutboxKind::Run, &run_id, None).await?;
         Ok(run_id)
@@ -177,7 +228,9 @@ async fn check_fence(
     .bind(&fence.task_run_id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| Error::NotFound { what: format!("task run {}", fence.task_run_id) })?;
+    .ok_or_else(|| Error::NotFound {
+        what: format!("task run {}", fence.task_run_id),
+    })?;
     let status = task_status(row.try_get::<&str, _>("status")?)?;
     let attempt = to_u32(row.try_get("attempt")?);
     let token: Option<String> = row.try_get("token")?;
@@ -291,9 +344,14 @@ fn push_in_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, values: &'a [String]) {
 impl RunTx for Tx<'_> {
     async fn load_output(&mut self, key: &str) -> Result<Value> {
         let store = self.outputs.as_ref().ok_or_else(|| {
-            Error::Corrupt(format!("output {key} is stored by reference but no object store is configured"))
+            Error::Corrupt(format!(
+                "output {key} is stored by reference but no object store is configured"
+            ))
         })?;
-        let bytes = store.get(key).await.map_err(|e| Error::Corrupt(format!("output {key}: {e}")))?;
+        let bytes = store
+            .get(key)
+            .await
+            .map_err(|e| Error::Corrupt(format!("output {key}: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("output {key}: {e}")))
     }
 
@@ -436,8 +494,20 @@ impl RunTx for Tx<'_> {
             .iter()
             .map(|i| {
                 let (status, input, error, ready_at, finished_at) = match &i.input {
-                    Ok(input) => (TaskStatus::Pending, Some(json_text(input)), None, Some(ms(now)), None),
-                    Err(e) => (TaskStatus::Failed, None, Some(e.clone()), None, Some(ms(now))),
+                    Ok(input) => (
+                        TaskStatus::Pending,
+                        Some(json_text(input)),
+                        None,
+                        Some(ms(now)),
+                        None,
+                    ),
+                    Err(e) => (
+                        TaskStatus::Failed,
+                        None,
+                        Some(e.clone()),
+                        None,
+                        Some(ms(now)),
+                    ),
                 };
                 NewTaskRunRow {
                     id: new_id(),
@@ -458,21 +528,25 @@ impl RunTx for Tx<'_> {
 
     async fn has_unfinished(&mut self, run_id: &str, task: Option<&str>) -> Result<bool> {
         let found: Option<i64> = match task {
-            Some(task) => sqlx::query_scalar(
-                "SELECT 1 FROM task_runs WHERE run_id = ?1 AND task_name = ?2 \
+            Some(task) => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM task_runs WHERE run_id = ?1 AND task_name = ?2 \
                  AND status IN ('pending', 'dispatched', 'running') LIMIT 1",
-            )
-            .bind(run_id)
-            .bind(task)
-            .fetch_optional(&mut *self.conn)
-            .await?,
-            None => sqlx::query_scalar(
-                "SELECT 1 FROM task_runs WHERE run_id = ?1 \
+                )
+                .bind(run_id)
+                .bind(task)
+                .fetch_optional(&mut *self.conn)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM task_runs WHERE run_id = ?1 \
                  AND status IN ('pending', 'dispatched', 'running') LIMIT 1",
-            )
-            .bind(run_id)
-            .fetch_optional(&mut *self.conn)
-            .await?,
+                )
+                .bind(run_id)
+                .fetch_optional(&mut *self.conn)
+                .await?
+            }
         };
         Ok(found.is_some())
     }
@@ -484,8 +558,14 @@ impl RunTx for Tx<'_> {
         .bind(run_id)
         .fetch_all(&mut *self.conn)
         .await?;
-        let mut tally =
-            RunTally { total: 0, unfinished: 0, success: 0, failed: 0, skipped: 0, cancelled: 0 };
+        let mut tally = RunTally {
+            total: 0,
+            unfinished: 0,
+            success: 0,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+        };
         for row in rows {
             let n = to_u32(row.try_get("n")?);
             tally.total += n;
@@ -500,7 +580,12 @@ impl RunTx for Tx<'_> {
         Ok(tally)
     }
 
-    async fn finish_run(&mut self, run_id: &str, status: RunStatus, now: DateTime<Utc>) -> Result<()> {
+    async fn finish_run(
+        &mut self,
+        run_id: &str,
+        status: RunStatus,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3 AND status IN ('pending', 'running')",
         )
@@ -599,7 +684,9 @@ impl StateStore for SqliteStore {
     }
 
     async fn list_workflows(&self) -> Result<Vec<WorkflowRecord>> {
-        let rows = sqlx::query("SELECT * FROM workflows ORDER BY name").fetch_all(&self.read).await?;
+        let rows = sqlx::query("SELECT * FROM workflows ORDER BY name")
+            .fetch_all(&self.read)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.workflow_record(row).await?);
@@ -616,7 +703,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>> {
-        if let Some(found) = self.versions.lock().ok().and_then(|m| m.get(version).cloned()) {
+        if let Some(found) = self
+            .versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(version).cloned())
+        {
             return Ok(Some(found));
         }
         let Some(row) = sqlx::query(
@@ -734,13 +826,13 @@ impl StateStore for SqliteStore {
     async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
         let limit = i64::from(if limit == 0 { 100 } else { limit });
         let rows = match workflow {
-            Some(w) => {
-                sqlx::query("SELECT * FROM runs WHERE workflow = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2")
-                    .bind(w)
-                    .bind(limit)
-                    .fetch_all(&self.read)
-                    .await?
-            }
+            Some(w) => sqlx::query(
+                "SELECT * FROM runs WHERE workflow = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+            )
+            .bind(w)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?,
             None => {
                 sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1")
                     .bind(limit)
@@ -762,10 +854,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>> {
-        let row = sqlx::query(&format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         row.as_ref().map(task_run_record).transpose()
     }
 
@@ -794,7 +888,9 @@ impl StateStore for SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let status = status.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        let status = status.ok_or_else(|| Error::NotFound {
+            what: format!("run {id}"),
+        })?;
         if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
             return Err(Error::FailedPrecondition(format!(
                 "run {id} already ended `{status}`; there is nothing to cancel"
@@ -829,8 +925,13 @@ impl StateStore for SqliteStore {
             .bind(i64::from(a.fence.attempt))
             .execute(&mut *tx)
             .await?;
-            insert_outbox(&mut tx, OutboxKind::Attempt, &a.fence.task_run_id, Some(a.fence.attempt))
-                .await?;
+            insert_outbox(
+                &mut tx,
+                OutboxKind::Attempt,
+                &a.fence.task_run_id,
+                Some(a.fence.attempt),
+            )
+            .await?;
         }
         sqlx::query(
             "UPDATE task_runs SET status = 'cancelled', error = 'cancelled', finished_at = ?1 \
@@ -857,7 +958,9 @@ impl StateStore for SqliteStore {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound { what: format!("run {id}") })?;
+        let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound {
+            what: format!("run {id}"),
+        })?;
         if !run.status.is_terminal() {
             return Err(Error::FailedPrecondition(format!(
                 "run {id} is still `{}`; wait for it to end or cancel it first",
@@ -874,8 +977,12 @@ impl StateStore for SqliteStore {
         let (names, only_unsuccessful): (BTreeSet<String>, bool) = match task {
             Some(t) => {
                 if version.task(t).is_none() {
-                    let known: Vec<&str> =
-                        version.definition.tasks.iter().map(|t| t.name.as_str()).collect();
+                    let known: Vec<&str> = version
+                        .definition
+                        .tasks
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect();
                     return Err(Error::InvalidArgument(format!(
                         "workflow `{}` has no task `{t}`; its tasks are: {}",
                         run.workflow,
@@ -898,9 +1005,13 @@ impl StateStore for SqliteStore {
             }
         };
         for name in &names {
-            let Some(def) = version.task(name) else { continue };
-            let dynamic =
-                matches!(def.parallel, Some(Parallelism::CountRef(_) | Parallelism::ForEach(_)));
+            let Some(def) = version.task(name) else {
+                continue;
+            };
+            let dynamic = matches!(
+                def.parallel,
+                Some(Parallelism::CountRef(_) | Parallelism::ForEach(_))
+            );
             let upstream_reruns = version.dag.upstream(name).iter().any(|u| names.contains(u));
             if dynamic && upstream_reruns {
                 // Its items may change: expand again from scratch.
@@ -936,7 +1047,17 @@ impl StateStore for SqliteStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
-        advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, id, self.limits, now).await?;
+        advance::evaluate_all(
+            &mut Tx {
+                conn: &mut tx,
+                outputs: self.outputs.get().cloned(),
+            },
+            &version,
+            id,
+            self.limits,
+            now,
+        )
+        .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
         Ok(())
@@ -947,7 +1068,9 @@ impl StateStore for SqliteStore {
             "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, l.line, l.time \
              FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id WHERE l.run_id = ",
         );
-        qb.push_bind(query.run_id.as_str()).push(" AND l.id > ").push_bind(query.after_id);
+        qb.push_bind(query.run_id.as_str())
+            .push(" AND l.id > ")
+            .push_bind(query.after_id);
         if let Some(task) = &query.task {
             qb.push(" AND t.task_name = ").push_bind(task.as_str());
         }
@@ -976,7 +1099,12 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn acquire_runs(&self, owner: &str, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+    async fn acquire_runs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE runs SET owner = ?1, lease_expires = ?2 WHERE id IN ( \
                  SELECT id FROM runs WHERE status IN ('pending', 'running') \
@@ -1077,7 +1205,11 @@ impl StateStore for SqliteStore {
                     qb.push(" UNION ALL ");
                 }
                 sep = true;
-                qb.push("SELECT ").push_bind(handler.as_str()).push(" AS handler, ").push_bind(i64::from(**n)).push(" AS free");
+                qb.push("SELECT ")
+                    .push_bind(handler.as_str())
+                    .push(" AS handler, ")
+                    .push_bind(i64::from(**n))
+                    .push(" AS free");
             }
             qb.push(") c ON c.handler = w.handler WHERE w.rn <= c.free");
         }
@@ -1154,17 +1286,24 @@ impl StateStore for SqliteStore {
     }
 
     async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
-        sqlx::query("UPDATE task_runs SET executor_id = ?1 WHERE id = ?2 AND attempt = ?3 AND token = ?4")
-            .bind(executor_id)
-            .bind(&fence.task_run_id)
-            .bind(i64::from(fence.attempt))
-            .bind(&fence.token)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE task_runs SET executor_id = ?1 WHERE id = ?2 AND attempt = ?3 AND token = ?4",
+        )
+        .bind(executor_id)
+        .bind(&fence.task_run_id)
+        .bind(i64::from(fence.attempt))
+        .bind(&fence.token)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
-    async fn fail_attempt(&self, fence: &Fence, failure: &Failure, now: DateTime<Utc>) -> Result<()> {
+    async fn fail_attempt(
+        &self,
+        fence: &Fence,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         if already_settled(&mut tx, fence, TaskStatus::Failed).await? {
             return Ok(());
@@ -1172,11 +1311,15 @@ impl StateStore for SqliteStore {
         let row = check_fence(&mut tx, fence, &ACTIVE).await?;
         let version = self.compiled(&row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
-            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+            Error::Corrupt(format!(
+                "task {} missing from version {}",
+                row.task_name, version.version
+            ))
         })?;
         let lost_retry = failure.kind == FailureKind::Lost && row.lost_count < MAX_LOST_RETRIES;
         let counted_attempt = fence.attempt.saturating_sub(to_u32(row.attempt_base));
-        let retry = lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
+        let retry =
+            lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
         sqlx::query(
             "UPDATE attempts SET status = 'failed', error = ?1, finished_at = ?2 WHERE task_run_id = ?3 AND attempt = ?4",
         )
@@ -1186,7 +1329,13 @@ impl StateStore for SqliteStore {
         .bind(i64::from(fence.attempt))
         .execute(&mut *tx)
         .await?;
-        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        insert_outbox(
+            &mut tx,
+            OutboxKind::Attempt,
+            &fence.task_run_id,
+            Some(fence.attempt),
+        )
+        .await?;
         if retry {
             let delay = if lost_retry {
                 Duration::ZERO
@@ -1217,7 +1366,10 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             advance::after_finish(
-                &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
+                &mut Tx {
+                    conn: &mut tx,
+                    outputs: self.outputs.get().cloned(),
+                },
                 &version,
                 &row.run_id,
                 vec![row.task_name.clone()],
@@ -1236,7 +1388,9 @@ impl StateStore for SqliteStore {
         now: DateTime<Utc>,
         heartbeat_timeout: Duration,
     ) -> Result<Vec<ExpiredAttempt>> {
-        let silent_since = ms(now) - i64::try_from(heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.flush_beats().await?;
+        let silent_since =
+            ms(now) - i64::try_from(heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
         let rows = sqlx::query(
             "SELECT id, attempt, token, executor, executor_id, timeout_seconds, deadline_at FROM task_runs \
              WHERE status IN ('dispatched', 'running') AND (deadline_at <= ?1 OR heartbeat_at <= ?2) \
@@ -1314,8 +1468,17 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                advance::evaluate_all(&mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() }, &version, &id, self.limits, now)
-                    .await?;
+                advance::evaluate_all(
+                    &mut Tx {
+                        conn: &mut tx,
+                        outputs: self.outputs.get().cloned(),
+                    },
+                    &version,
+                    &id,
+                    self.limits,
+                    now,
+                )
+                .await?;
                 insert_outbox(&mut tx, OutboxKind::Run, &id, None).await?;
                 promoted += 1;
             }
@@ -1338,7 +1501,10 @@ impl StateStore for SqliteStore {
         let row = check_fence(&mut conn, fence, &ACTIVE).await?;
         let version = self.compiled(&row.workflow_version).await?;
         let task = version.task(&row.task_name).ok_or_else(|| {
-            Error::Corrupt(format!("task {} missing from version {}", row.task_name, version.version))
+            Error::Corrupt(format!(
+                "task {} missing from version {}",
+                row.task_name, version.version
+            ))
         })?;
         let detail = sqlx::query(
             "SELECT t.input, t.parallel_index, t.parallel_count, t.deadline_at, r.workflow \
@@ -1350,12 +1516,17 @@ impl StateStore for SqliteStore {
         drop(conn);
         let mut file_content = Vec::new();
         if let Some(file) = &task.file {
-            file_content = self.get_version_file(&version.version, file).await?.unwrap_or_default();
+            file_content = self
+                .get_version_file(&version.version, file)
+                .await?
+                .unwrap_or_default();
         }
         let mut config_file_content = Vec::new();
         if let Some(file) = &task.config_file {
-            config_file_content =
-                self.get_version_file(&version.version, file).await?.unwrap_or_default();
+            config_file_content = self
+                .get_version_file(&version.version, file)
+                .await?
+                .unwrap_or_default();
         }
         Ok(AttemptSpec {
             run_id: row.run_id,
@@ -1363,8 +1534,12 @@ impl StateStore for SqliteStore {
             task_name: row.task_name.clone(),
             task_run_id: fence.task_run_id.clone(),
             attempt: fence.attempt,
-            parallel_index: detail.try_get::<Option<i64>, _>("parallel_index")?.map(to_u32),
-            parallel_count: detail.try_get::<Option<i64>, _>("parallel_count")?.map(to_u32),
+            parallel_index: detail
+                .try_get::<Option<i64>, _>("parallel_index")?
+                .map(to_u32),
+            parallel_count: detail
+                .try_get::<Option<i64>, _>("parallel_count")?
+                .map(to_u32),
             input: opt_json(detail.try_get("input")?)?.unwrap_or(Value::Null),
             env: task.env.clone(),
             timeout_seconds: task.timeout_seconds,
@@ -1396,25 +1571,37 @@ impl StateStore for SqliteStore {
             .bind(i64::from(fence.attempt))
             .execute(&mut *tx)
             .await?;
-            insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt))
-                .await?;
+            insert_outbox(
+                &mut tx,
+                OutboxKind::Attempt,
+                &fence.task_run_id,
+                Some(fence.attempt),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
-        let mut conn = self.write.acquire().await?;
-        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let mut conn = self.read.acquire().await?;
+        let allowed = [
+            TaskStatus::Dispatched,
+            TaskStatus::Running,
+            TaskStatus::Cancelled,
+        ];
         let row = check_fence(&mut conn, fence, &allowed).await?;
         if row.status == TaskStatus::Cancelled {
             return Ok(true);
         }
-        sqlx::query("UPDATE task_runs SET heartbeat_at = ?1 WHERE id = ?2")
-            .bind(ms(now))
-            .bind(&fence.task_run_id)
-            .execute(&mut *conn)
-            .await?;
+        drop(conn);
+        let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        let beat = beats
+            .entry(fence.task_run_id.clone())
+            .or_insert((fence.attempt, ms(now)));
+        if beat.0 != fence.attempt || beat.1 < ms(now) {
+            *beat = (fence.attempt, ms(now));
+        }
         Ok(false)
     }
 
@@ -1423,7 +1610,11 @@ impl StateStore for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write.begin().await?;
-        let allowed = [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Cancelled];
+        let allowed = [
+            TaskStatus::Dispatched,
+            TaskStatus::Running,
+            TaskStatus::Cancelled,
+        ];
         let row = check_fence(&mut tx, fence, &allowed).await?;
         for chunk in lines.chunks(INSERT_CHUNK) {
             let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -1443,7 +1634,12 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn complete_attempt(&self, fence: &Fence, output: Value, now: DateTime<Utc>) -> Result<()> {
+    async fn complete_attempt(
+        &self,
+        fence: &Fence,
+        output: Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         if already_settled(&mut tx, fence, TaskStatus::Success).await? {
             return Ok(());
@@ -1475,9 +1671,18 @@ impl StateStore for SqliteStore {
         .bind(i64::from(fence.attempt))
         .execute(&mut *tx)
         .await?;
-        insert_outbox(&mut tx, OutboxKind::Attempt, &fence.task_run_id, Some(fence.attempt)).await?;
+        insert_outbox(
+            &mut tx,
+            OutboxKind::Attempt,
+            &fence.task_run_id,
+            Some(fence.attempt),
+        )
+        .await?;
         advance::after_finish(
-            &mut Tx { conn: &mut tx, outputs: self.outputs.get().cloned() },
+            &mut Tx {
+                conn: &mut tx,
+                outputs: self.outputs.get().cloned(),
+            },
             &version,
             &row.run_id,
             vec![row.task_name],
@@ -1510,7 +1715,8 @@ impl StateStore for SqliteStore {
 
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
         for chunk in ids.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
             let mut sep = qb.separated(", ");
             for id in chunk {
                 sep.push_bind(*id);
