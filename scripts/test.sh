@@ -22,7 +22,7 @@ step "install grpcurl for the reflection tests"
 scripts/grpcurl.sh >/dev/null
 
 step "cargo test (with a private PostgreSQL and the S3, Azure and GCS emulators up)"
-scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked
+scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked --no-fail-fast
 
 step "generated SDK code matches proto/ (scripts/codegen.sh --check)"
 ./scripts/codegen.sh --check

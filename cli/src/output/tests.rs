@@ -281,7 +281,8 @@ fn run_json_keeps_proto_field_order_and_integers() {
               "started_at": "2026-11-18T11:06:41+00:00",
               "finished_at": "2026-11-18T11:06:53.345+00:00"
             }
-          ]
+          ],
+          "owner": "local"
         }"#]]
     .assert_eq(&actual);
 }
