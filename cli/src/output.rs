@@ -405,7 +405,7 @@ fn or_dash(text: &str) -> &str {
 }
 
 fn to_chrono(ts: &Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+    ork_proto::time::from_proto(ts)
 }
 
 fn time(ts: Option<&Timestamp>) -> String {

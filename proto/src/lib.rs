@@ -4,6 +4,7 @@
 //! the CLI's `--output json`, the REST gateway and gRPC all show one shape.
 
 pub mod json;
+pub mod time;
 
 /// Generated code of package `ork.v1`.
 #[allow(clippy::all, unreachable_pub, missing_docs, rust_2018_idioms)]

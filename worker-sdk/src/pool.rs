@@ -396,10 +396,7 @@ async fn run_attempt(
         attempt: spec.attempt,
         parallel_index: spec.parallel_index,
         parallel_count: spec.parallel_count,
-        deadline: spec
-            .deadline
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))),
+        deadline: spec.deadline.as_ref().and_then(ork_proto::time::from_proto),
         logs: logs.clone(),
         cancelled: cancel_rx.clone(),
     };
@@ -460,9 +457,5 @@ async fn ship_logs(client: &Client, logs: &Mutex<Vec<pb::LogEntry>>) {
 }
 
 fn now_timestamp() -> pbjson_types::Timestamp {
-    let now = Utc::now();
-    pbjson_types::Timestamp {
-        seconds: now.timestamp(),
-        nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    ork_proto::time::to_proto(Utc::now())
 }

@@ -11,12 +11,7 @@ use crate::state::{
     AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord,
 };
 
-pub fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use ork_proto::time::to_proto as timestamp;
 
 fn opt_timestamp(t: Option<DateTime<Utc>>) -> Option<pbjson_types::Timestamp> {
     t.map(timestamp)

@@ -45,7 +45,8 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
 }
 
 fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+    t.as_ref()
+        .and_then(ork_proto::time::from_proto)
         .unwrap_or_else(Utc::now)
 }
 

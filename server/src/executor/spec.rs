@@ -42,10 +42,7 @@ pub async fn task_spec(
         input: Some(to_proto(&spec.input)),
         env,
         timeout_seconds: spec.timeout_seconds,
-        deadline: spec.deadline.map(|t| pbjson_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        deadline: spec.deadline.map(ork_proto::time::to_proto),
         heartbeat_interval_seconds: u32::try_from(heartbeat_interval.as_secs())
             .unwrap_or(5)
             .max(1),
