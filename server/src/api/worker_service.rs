@@ -103,6 +103,7 @@ async fn watch_session(
             error: format!("{reason} while running this attempt"),
             non_retryable: false,
         };
+        ctx.secrets.forget(&fence.task_run_id);
         match ctx.state.fail_attempt(fence, &failure, Utc::now()).await {
             Ok(()) | Err(crate::state::Error::Stale { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not fail an attempt of a closed session"),

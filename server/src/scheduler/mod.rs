@@ -263,6 +263,7 @@ impl Core {
     async fn fail(&self, fence: &state::Fence, failure: Failure) {
         match self.state.fail_attempt(fence, &failure, Utc::now()).await {
             Ok(()) => {
+                self.secrets.forget(&fence.task_run_id);
                 self.handle.wake();
                 self.mirror.wake();
             }
