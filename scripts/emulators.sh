@@ -104,12 +104,9 @@ if [ ! -x "$fake_gcs" ]; then
     GOBIN="$tools/bin" go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"
 fi
 gcs_port="$(free_port)"
-# Folders under -data become buckets, files objects. fake-gcs-server does not
-# accept object_store's uploads (XML API `PUT /bucket/object`: it answers 400
-# "invalid uploadType"), so the suite reads a seeded object and lists.
-mkdir -p "$logs/gcs/ork-test/seed/runs"
-printf 'hello from the seed\n' >"$logs/gcs/ork-test/seed/hello.txt"
-printf '{}\n' >"$logs/gcs/ork-test/seed/runs/run.json"
+# Folders under -data become buckets. ork talks to it over the JSON API,
+# as Google's client libraries do (STORAGE_EMULATOR_HOST).
+mkdir -p "$logs/gcs/ork-test"
 "$fake_gcs" -scheme http -host 127.0.0.1 -port "$gcs_port" -public-host "127.0.0.1:$gcs_port" \
     -backend memory -data "$logs/gcs" -log-level warn >"$logs/gcs.log" 2>&1 &
 pids+=($!)

@@ -12,6 +12,8 @@
 //! runs/{run_id}/tasks/{task}[.{index}]/attempts/{n}/{spec,status,output}.json, log.txt
 //! ```
 
+#[cfg(feature = "gcs")]
+mod gcs;
 pub mod layout;
 mod mirror;
 mod open;

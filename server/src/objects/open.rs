@@ -55,7 +55,10 @@ pub fn open(url: &str, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Erro
     if parsed.prefix.is_empty() {
         Ok(store)
     } else {
-        let prefix = object_store::path::Path::from_iter(parsed.prefix.iter().map(String::as_str));
+        // Parsed, not built from parts: `Path::from_iter` would percent-encode
+        // non-ASCII letters, and `gs://b/été` must write under `été/`.
+        let prefix =
+            object_store::path::Path::parse(parsed.prefix.join("/")).map_err(|e| parsed.fail(e))?;
         Ok(Arc::new(PrefixStore::new(store, prefix)))
     }
 }
@@ -95,11 +98,12 @@ impl CloudUrl {
         let raw = url.split_once("://").map_or("", |(_, rest)| rest);
         let raw = raw.split(['?', '#']).next().unwrap_or_default();
         for segment in raw.split('/').skip(1).filter(|s| !s.is_empty()) {
-            check_segment(&percent_decode(segment)).map_err(|e| fail(e.to_string()))?;
+            check_segment(&percent_decode(segment).map_err(fail)?)
+                .map_err(|e| fail(e.to_string()))?;
         }
         let mut prefix = Vec::new();
         for segment in parsed.path().split('/').filter(|s| !s.is_empty()) {
-            let segment = percent_decode(segment);
+            let segment = percent_decode(segment).map_err(fail)?;
             check_segment(&segment).map_err(|e| fail(e.to_string()))?;
             prefix.push(segment);
         }
@@ -151,14 +155,17 @@ impl CloudUrl {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_owned())
+/// Percent-decoding of a URL path segment (RFC 3986): `%2B` and a literal
+/// `+` are both a plus, `%20` a space. Never form-decoding, where `+` would
+/// turn into a space.
+fn percent_decode(s: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| format!("the prefix segment `{s}` is not UTF-8 once percent-decoded"))
 }
 
-#[cfg(any(feature = "s3", feature = "azure"))]
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn is_true(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
@@ -190,38 +197,78 @@ fn s3(url: &CloudUrl, _: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
     })
 }
 
+/// `gs://` goes over the JSON API ([`super::gcs`]). Like Google's own client
+/// libraries, `STORAGE_EMULATOR_HOST` (`host:port` or a URL) points it at an
+/// emulator and sends no credentials at all; otherwise the credentials are
+/// Google's usual chain as object_store implements it:
+/// `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key or `gcloud` user
+/// credentials), `~/.config/gcloud/application_default_credentials.json`,
+/// then the metadata server. Settings and URL options (`base_url`,
+/// `bearer_token`, `skip_signature`, `allow_http`, timeouts, proxy) override.
 #[cfg(feature = "gcs")]
 fn gcs(url: &CloudUrl, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-    let mut builder = GoogleCloudStorageBuilder::new();
-    // The convention of Google's own SDKs for emulators (fake-gcs-server):
-    // talk plain HTTP to that host, with no real credentials. A placeholder
-    // bearer token rather than `skip_signature`, which object_store 0.14
-    // ignores on writes (they still ask the metadata server for a token).
-    // Explicit settings win.
-    if let Some(host) = settings
+    use object_store::{ClientConfigKey, ClientOptions, RetryConfig};
+
+    use super::gcs::{Config, DEFAULT_BASE_URL, GoogleCloudStorageJson};
+
+    let emulator = settings
         .get("STORAGE_EMULATOR_HOST")
-        .filter(|h| !h.is_empty())
-    {
-        let base = if host.contains("://") {
+        .filter(|h| !h.is_empty());
+    let mut base_url = None;
+    let mut client_options = ClientOptions::new();
+    if let Some(host) = emulator {
+        base_url = Some(if host.contains("://") {
             host.clone()
         } else {
             format!("http://{host}")
-        };
-        builder = builder
-            .with_config(GoogleConfigKey::BaseUrl, base.trim_end_matches('/'))
-            .with_config(GoogleConfigKey::BearerToken, "emulator")
-            .with_config(
-                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-                "true",
-            );
+        });
+        client_options = client_options.with_allow_http(true);
     }
+    let mut credentials = GoogleCloudStorageBuilder::new();
     url.configure(settings, "google_", |k: GoogleConfigKey, v| {
-        builder = std::mem::take(&mut builder).with_config(k, v);
+        match k {
+            GoogleConfigKey::BaseUrl => base_url = Some(v.to_owned()),
+            GoogleConfigKey::Client(key) => {
+                client_options = std::mem::take(&mut client_options).with_config(key, v);
+            }
+            _ => {}
+        }
+        credentials = std::mem::take(&mut credentials).with_config(k, v);
     })?;
-    // object_store's GCS client allows plain HTTP already (for emulators).
-    let builder = builder.with_bucket_name(&url.bucket);
-    Ok(Arc::new(builder.build().map_err(|e| url.fail(e))?))
+    check_plain_http(
+        url,
+        base_url.clone(),
+        client_options.get_config_value(&ClientConfigKey::AllowHttp),
+        "GOOGLE_ALLOW_HTTP=true",
+    )?;
+    let anonymous = emulator.is_some()
+        || is_true(
+            credentials
+                .get_config_value(&GoogleConfigKey::SkipSignature)
+                .as_ref(),
+        );
+    // object_store's GCS client is built only for its credential provider
+    // (it reads key files now and fetches tokens lazily); its data calls are
+    // never used.
+    let credentials = if anonymous {
+        None
+    } else {
+        let built = credentials
+            .with_bucket_name(&url.bucket)
+            .build()
+            .map_err(|e| url.fail(e))?;
+        Some(built.credentials().clone())
+    };
+    let store = GoogleCloudStorageJson::new(Config {
+        base_url: base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
+        bucket: url.bucket.clone(),
+        client_options,
+        credentials,
+        retry: RetryConfig::default(),
+    })
+    .map_err(|e| url.fail(e))?;
+    Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "gcs"))]
@@ -372,16 +419,33 @@ mod tests {
 
     #[cfg(feature = "gcs")]
     #[test]
-    fn gcs_urls_accept_an_emulator_host() {
+    fn gcs_urls_accept_an_emulator_host_and_refuse_silent_plain_http() {
         let s = settings(&[("STORAGE_EMULATOR_HOST", "127.0.0.1:4443")]);
         open("gs://bucket/prefix", &s).expect("opens");
-        open(
-            "gs://bucket?base_url=http://127.0.0.1:1&skip_signature=true",
-            &Settings::new(),
-        )
-        .expect("opens");
+        let plain = "gs://bucket?base_url=http://127.0.0.1:1&skip_signature=true";
+        let err = open_err(plain, &Settings::new());
+        assert!(
+            err.contains(plain) && err.contains("GOOGLE_ALLOW_HTTP=true"),
+            "{err}"
+        );
+        open(&format!("{plain}&allow_http=true"), &Settings::new()).expect("opens");
         let err = open_err("gs://bucket?colour=blue", &s);
         assert!(err.contains("unknown option `colour`"), "{err}");
+        let err = open_err(
+            "gs://bucket/p",
+            &settings(&[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")]),
+        );
+        assert!(err.contains("gs://bucket/p"), "{err}");
+    }
+
+    #[test]
+    fn prefixes_are_percent_decoded_not_form_decoded() {
+        let url = CloudUrl::parse("gs://bucket/a+b/%2B%20c/h%C3%A9/ü?x=1").expect("parses");
+        assert_eq!(url.prefix, ["a+b", "+ c", "hé", "ü"]);
+        let err = CloudUrl::parse("gs://bucket/%FF")
+            .expect_err("not UTF-8")
+            .to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
     }
 
     #[cfg(feature = "azure")]
