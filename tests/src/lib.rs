@@ -15,6 +15,8 @@ use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
+pub mod mirror;
+
 /// Folder holding the built binaries (`ork`, `ork-worker`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -346,6 +346,7 @@ fn check_plain_http(
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         pairs
             .iter()
