@@ -65,6 +65,7 @@ impl Api {
                 yaml: yaml.to_owned(),
                 source: "bench.yaml".to_owned(),
                 files,
+                ..Default::default()
             })
             .await
             .context("deploy")?;

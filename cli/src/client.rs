@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ork_proto::v1::pool_service_client::PoolServiceClient;
 use ork_proto::v1::run_service_client::RunServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -13,6 +14,7 @@ use crate::error::{Unreachable, usage};
 pub struct Client {
     pub workflows: WorkflowServiceClient<Channel>,
     pub runs: RunServiceClient<Channel>,
+    pub pool: PoolServiceClient<Channel>,
 }
 
 /// Connects eagerly, so an unreachable server is reported once, up front,
@@ -30,7 +32,8 @@ pub async fn connect(server: &str) -> anyhow::Result<Client> {
     })?;
     Ok(Client {
         workflows: WorkflowServiceClient::new(channel.clone()),
-        runs: RunServiceClient::new(channel),
+        runs: RunServiceClient::new(channel.clone()),
+        pool: PoolServiceClient::new(channel),
     })
 }
 

@@ -12,15 +12,17 @@ pub struct FileRef {
     pub tasks: Vec<String>,
 }
 
-/// Parses and validates `yaml` locally; on success returns the files its
-/// tasks reference (in task order), on failure the validation errors, one
-/// per line. File contents are not checked here: the caller reads them.
-pub fn check_workflow(yaml: &str, source: &str) -> Result<Vec<FileRef>, String> {
+/// Parses and validates `yaml` locally (`base_dir` is the workflow file's
+/// absolute folder); on success returns the files its tasks reference (in
+/// task order), on failure the validation errors, one per line. File
+/// contents are not checked here: the caller reads them.
+pub fn check_workflow(yaml: &str, source: &str, base_dir: &str) -> Result<Vec<FileRef>, String> {
     let definition = parse_workflow(
         yaml,
         &ParseOptions {
             source,
             files: None,
+            base_dir: Some(base_dir),
         },
     )
     .map_err(|errors| errors.to_string())?;

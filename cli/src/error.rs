@@ -66,6 +66,26 @@ impl fmt::Display for RunNotSuccessful {
 
 impl std::error::Error for RunNotSuccessful {}
 
+/// A followed task ended other than `success`.
+#[derive(Debug)]
+pub struct TaskNotSuccessful {
+    pub run: String,
+    pub task: String,
+    pub status: String,
+}
+
+impl fmt::Display for TaskNotSuccessful {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task {} of run {} ended {}; `ork run status {}` shows why",
+            self.task, self.run, self.status, self.run
+        )
+    }
+}
+
+impl std::error::Error for TaskNotSuccessful {}
+
 /// Whoever read our stdout closed it; like a Unix tool killed by SIGPIPE,
 /// `ork` stops without a word.
 #[derive(Debug)]
@@ -97,6 +117,9 @@ fn classify(err: &anyhow::Error) -> (u8, String) {
         return (EXIT_UNREACHABLE, e.to_string());
     }
     if let Some(e) = err.downcast_ref::<RunNotSuccessful>() {
+        return (EXIT_FAILED, e.to_string());
+    }
+    if let Some(e) = err.downcast_ref::<TaskNotSuccessful>() {
         return (EXIT_FAILED, e.to_string());
     }
     if let Some(status) = err.downcast_ref::<tonic::Status>() {

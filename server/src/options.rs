@@ -44,6 +44,9 @@ pub struct ServerOptions {
     /// How long a run's lease lasts without renewal; another replica takes
     /// the run over this long after its owner stops.
     pub lease: Duration,
+    /// A pool task that no attached worker serves fails after waiting this
+    /// long (its message names the handler). `None`: it waits for a worker.
+    pub schedule_to_start_timeout: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -65,6 +68,7 @@ impl ServerOptions {
             secrets_dir: None,
             scheduler_id: "local".to_owned(),
             lease: Duration::from_secs(15),
+            schedule_to_start_timeout: None,
         }
     }
 }

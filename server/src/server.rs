@@ -157,6 +157,7 @@ impl Server {
                 tick: self.options.tick,
                 owner: self.options.scheduler_id.clone(),
                 lease: self.options.lease,
+                schedule_to_start_timeout: self.options.schedule_to_start_timeout,
             },
             mirror_handle.clone(),
             events_rx,
@@ -174,6 +175,7 @@ impl Server {
             outputs: outputs.clone(),
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
+            schedule_to_start_timeout: self.options.schedule_to_start_timeout,
         };
         let events = ctx.events.clone();
         let app = one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx));

@@ -206,6 +206,7 @@ async fn deploy(store: &Arc<dyn StateStore>, yaml: &str) -> String {
         &ParseOptions {
             source: "t.yaml",
             files: None,
+            base_dir: None,
         },
     )
     .expect("valid");
@@ -272,6 +273,7 @@ async fn deploy_is_idempotent_per_content(store: Arc<dyn StateStore>) {
         &ParseOptions {
             source: "t",
             files: None,
+            base_dir: None,
         },
     )
     .expect("valid");

@@ -164,6 +164,7 @@ impl Clients {
                 yaml: yaml.to_owned(),
                 source: "test.yaml".to_owned(),
                 files,
+                ..Default::default()
             })
             .await?;
         Ok(response

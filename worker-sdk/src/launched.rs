@@ -219,16 +219,20 @@ pub(crate) fn safe_file_name(name: &str) -> Option<&str> {
     }
 }
 
-/// How a task file is started.
+/// How a task file is started when the task names no `command`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interpreter {
-    /// `python3 FILE`
+    /// The task's `python` (default `python3`) with the file.
     Python,
     /// `bash FILE`
     Bash,
     /// The file itself (a binary, or a script with a shebang line).
     Direct,
 }
+
+/// The interpreter of `.py` files when the task names none: the first
+/// `python3` on the worker's PATH.
+pub const DEFAULT_PYTHON: &str = "python3";
 
 impl Interpreter {
     /// Chosen by extension, so a script runs even without a shebang line or an
@@ -242,14 +246,30 @@ impl Interpreter {
         }
     }
 
-    /// The program and arguments that run `path`.
-    pub(crate) fn argv(self, path: &Path) -> (OsString, Vec<OsString>) {
+    /// The program and arguments that run `path`; `python` is the task's
+    /// interpreter for `.py` files (empty: [`DEFAULT_PYTHON`]).
+    pub(crate) fn argv(self, path: &Path, python: &str) -> (OsString, Vec<OsString>) {
         match self {
-            Self::Python => ("python3".into(), vec![path.into()]),
+            Self::Python if python.is_empty() => (DEFAULT_PYTHON.into(), vec![path.into()]),
+            Self::Python => (python.into(), vec![path.into()]),
             Self::Bash => ("bash".into(), vec![path.into()]),
             Self::Direct => (path.into(), Vec::new()),
         }
     }
+}
+
+/// What the supervisor starts for `spec`: its `command` (with the
+/// materialised file's path appended when it has a file), else the file by
+/// its extension. `None` when the spec names neither.
+pub(crate) fn task_argv(spec: &TaskSpec, file: Option<&Path>) -> Option<(OsString, Vec<OsString>)> {
+    if let Some((program, args)) = spec.command.split_first() {
+        let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        args.extend(file.map(OsString::from));
+        return Some((program.into(), args));
+    }
+    let file = file?;
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    Some(Interpreter::for_file(name).argv(file, &spec.python))
 }
 
 /// Interprets the content of the output file: missing or blank means `null`.
@@ -319,19 +339,25 @@ pub(crate) fn timeout_error(timeout_seconds: u32, deadline: Option<DateTime<Utc>
     }
 }
 
-/// What an exited task reports, from its exit status and output file.
-/// `Ok(output)` completes the task; `Err((error, non_retryable))` fails it.
+/// What an exited task reports, from its exit status, the message it wrote
+/// to `ORK_ERROR` (if any) and its output file. `Ok(output)` completes the
+/// task; `Err((error, non_retryable))` fails it. A task that explained its
+/// failure in `ORK_ERROR` (an SDK's exception and traceback) is reported
+/// with that text alone: its first line is the headline people read, so no
+/// exit code is put before it.
 pub(crate) fn judge_exit(
     status: ExitStatus,
     stderr_tail: &[String],
+    error_text: Option<String>,
     output: Result<Option<Vec<u8>>, String>,
 ) -> Result<serde_json::Value, (String, bool)> {
     if let Some(code) = status.code() {
         if code != 0 {
-            return Err((
-                exit_code_error(code, stderr_tail),
-                code == EXIT_CODE_NON_RETRYABLE,
-            ));
+            let error = match error_text {
+                Some(text) => text,
+                None => exit_code_error(code, stderr_tail),
+            };
+            return Err((error, code == EXIT_CODE_NON_RETRYABLE));
         }
         // A task that exits 0 but leaves an unreadable or malformed output has a
         // bug that a retry will not fix.
@@ -347,7 +373,9 @@ pub(crate) fn judge_exit(
 /// The paths of a prepared attempt directory.
 #[derive(Debug)]
 struct Prepared {
-    program: PathBuf,
+    /// The task's file, written into the directory; `None` for a `command`
+    /// task without a file.
+    file: Option<PathBuf>,
     config_file: Option<PathBuf>,
     input: PathBuf,
     output: PathBuf,
@@ -382,12 +410,21 @@ impl PrepareError {
 /// Creates the attempt directory and writes the task file, config file and
 /// input into it.
 async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> {
-    let file_name = safe_file_name(&spec.file).ok_or_else(|| {
-        PrepareError::permanent(format!(
-            "the task's file {:?} has no usable file name; name a file in the task's `file` field",
-            spec.file
-        ))
-    })?;
+    if spec.file.is_empty() && spec.command.is_empty() {
+        return Err(PrepareError::permanent(
+            "the task has neither `file` nor `command`; give it one of them".to_owned(),
+        ));
+    }
+    let file_name = if spec.file.is_empty() {
+        None
+    } else {
+        Some(safe_file_name(&spec.file).ok_or_else(|| {
+            PrepareError::permanent(format!(
+                "the task's file {:?} has no usable file name; name a file in the task's `file` field",
+                spec.file
+            ))
+        })?)
+    };
     let config_name = if spec.config_file.is_empty() {
         None
     } else {
@@ -398,14 +435,16 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
             ))
         })?)
     };
-    for name in std::iter::once(file_name).chain(config_name) {
+    for name in file_name.into_iter().chain(config_name) {
         if name == INPUT_FILE || name == OUTPUT_FILE || name == ERROR_FILE {
             return Err(PrepareError::permanent(format!(
                 "the task file name {name:?} collides with ork's own {name}; rename the file"
             )));
         }
     }
-    if config_name == Some(file_name) {
+    if let Some(file_name) = file_name
+        && config_name == Some(file_name)
+    {
         return Err(PrepareError::permanent(format!(
             "the task's file and config file are both named {file_name:?}; rename one of them"
         )));
@@ -414,8 +453,14 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| PrepareError::io("create the attempt directory", dir, &e))?;
-    let program = dir.join(file_name);
-    write_executable(&program, &spec.file_content).await?;
+    let file = match file_name {
+        Some(name) => {
+            let path = dir.join(name);
+            write_executable(&path, &spec.file_content).await?;
+            Some(path)
+        }
+        None => None,
+    };
     let config_file = match config_name {
         Some(name) => {
             let path = dir.join(name);
@@ -447,7 +492,7 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
         }
     }
     Ok(Prepared {
-        program,
+        file,
         config_file,
         input,
         output,
@@ -486,12 +531,8 @@ fn build_command(
     dir: &Path,
     deadline: Option<DateTime<Utc>>,
 ) -> Command {
-    let file_name = prepared
-        .program
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let (program, args) = Interpreter::for_file(file_name).argv(&prepared.program);
+    // `prepare` refused a spec with neither a file nor a command.
+    let (program, args) = task_argv(spec, prepared.file.as_deref()).unwrap_or_default();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
@@ -771,7 +812,15 @@ async fn supervise(
         Ok(child) => child,
         Err(e) => {
             // An interpreter missing here may exist on another machine: retryable.
-            let message = format!("could not start {}: {e}", prepared.program.display());
+            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+            let what = if !spec.command.is_empty() {
+                " (the task's `command`)"
+            } else if !spec.python.is_empty() {
+                " (the task's `python`)"
+            } else {
+                ""
+            };
+            let message = format!("could not start {program}{what}: {e}");
             return report_failure(client, message, false).await;
         }
     };
@@ -900,11 +949,7 @@ async fn supervise(
                 .ok()
                 .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
                 .filter(|t| !t.trim().is_empty());
-            let tail: Vec<String> = match error_text {
-                Some(text) => vec![text],
-                None => stderr_tail,
-            };
-            match judge_exit(status, &tail, output) {
+            match judge_exit(status, &stderr_tail, error_text, output) {
                 Ok(output) => report_success(client, output).await,
                 Err((error, non_retryable)) => report_failure(client, error, non_retryable).await,
             }
@@ -1082,23 +1127,64 @@ mod tests {
         );
         let path = Path::new("/tmp/x/etl.py");
         assert_eq!(
-            Interpreter::Python.argv(path),
+            Interpreter::Python.argv(path, ""),
             (
                 OsString::from("python3"),
                 vec![OsString::from("/tmp/x/etl.py")]
             )
         );
         assert_eq!(
-            Interpreter::Bash.argv(path),
+            Interpreter::Python.argv(path, "/venv/bin/python"),
+            (
+                OsString::from("/venv/bin/python"),
+                vec![OsString::from("/tmp/x/etl.py")]
+            )
+        );
+        assert_eq!(
+            Interpreter::Bash.argv(path, "/venv/bin/python"),
             (
                 OsString::from("bash"),
                 vec![OsString::from("/tmp/x/etl.py")]
             )
         );
         assert_eq!(
-            Interpreter::Direct.argv(path),
+            Interpreter::Direct.argv(path, ""),
             (OsString::from("/tmp/x/etl.py"), vec![])
         );
+    }
+
+    #[test]
+    fn a_command_runs_as_written_with_the_file_appended() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let file = Path::new("/w/ork-1/build.js");
+        let spec = TaskSpec {
+            command: vec!["node".into(), "--max-old-space-size=64".into()],
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&spec, Some(file)),
+            Some((
+                OsString::from("node"),
+                os(&["--max-old-space-size=64", "/w/ork-1/build.js"])
+            ))
+        );
+        let inline = TaskSpec {
+            command: vec!["bash".into(), "-c".into(), "echo hi".into()],
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&inline, None),
+            Some((OsString::from("bash"), os(&["-c", "echo hi"])))
+        );
+        let py = TaskSpec {
+            python: "/srv/.venv/bin/python".into(),
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&py, Some(Path::new("/w/job.py"))),
+            Some((OsString::from("/srv/.venv/bin/python"), os(&["/w/job.py"])))
+        );
+        assert_eq!(task_argv(&TaskSpec::default(), None), None);
     }
 
     #[test]
@@ -1173,33 +1259,43 @@ mod tests {
     fn judging_an_exit() {
         let tail = vec!["boom".to_owned()];
         assert_eq!(
-            judge_exit(exited(0), &tail, Ok(Some(b"{\"a\":1}".to_vec()))),
+            judge_exit(exited(0), &tail, None, Ok(Some(b"{\"a\":1}".to_vec()))),
             Ok(serde_json::json!({"a": 1}))
         );
         assert_eq!(
-            judge_exit(exited(0), &tail, Ok(None)),
+            judge_exit(exited(0), &tail, None, Ok(None)),
             Ok(serde_json::Value::Null)
         );
-        let bad = judge_exit(exited(0), &tail, Ok(Some(b"nope".to_vec())));
+        let bad = judge_exit(exited(0), &tail, None, Ok(Some(b"nope".to_vec())));
         assert!(
             matches!(bad, Err((ref m, true)) if m.contains("ORK_OUTPUT")),
             "{bad:?}"
         );
         assert_eq!(
-            judge_exit(exited(0), &tail, Err("could not read".into())),
+            judge_exit(exited(0), &tail, None, Err("could not read".into())),
             Err(("could not read".to_owned(), true))
         );
         assert_eq!(
-            judge_exit(exited(1), &tail, Ok(None)),
+            judge_exit(exited(1), &tail, None, Ok(None)),
             Err(("exited with code 1: boom".to_owned(), false))
+        );
+        // A message in ORK_ERROR is the error, without the exit code before it.
+        assert_eq!(
+            judge_exit(
+                exited(1),
+                &tail,
+                Some("ValueError: bad input\nTraceback ...".into()),
+                Ok(None)
+            ),
+            Err(("ValueError: bad input\nTraceback ...".to_owned(), false))
         );
         // Exit code 3 means "do not retry"; the output file is ignored on failure.
         assert_eq!(
-            judge_exit(exited(3), &tail, Ok(Some(b"{}".to_vec()))),
+            judge_exit(exited(3), &tail, None, Ok(Some(b"{}".to_vec()))),
             Err(("exited with code 3: boom".to_owned(), true))
         );
         assert_eq!(
-            judge_exit(ExitStatus::from_raw(15), &tail, Ok(None)),
+            judge_exit(ExitStatus::from_raw(15), &tail, None, Ok(None)),
             Err(("killed by signal 15 (SIGTERM)".to_owned(), false))
         );
     }
@@ -1226,13 +1322,14 @@ mod tests {
             .await
             .map_err(|e| e.message)
             .expect("prepared");
-        assert_eq!(p.program, dir.join("run.sh"));
+        assert_eq!(p.file, Some(dir.join("run.sh")));
         assert_eq!(p.config_file, Some(dir.join("settings.yaml")));
+        let program = p.file.clone().expect("a file");
         assert_eq!(
-            std::fs::read(&p.program).ok(),
+            std::fs::read(&program).ok(),
             Some(spec.file_content.clone())
         );
-        let mode = std::fs::metadata(&p.program)
+        let mode = std::fs::metadata(&program)
             .map(|m| m.permissions().mode() & 0o777)
             .ok();
         assert_eq!(mode, Some(0o755));
@@ -1253,6 +1350,7 @@ mod tests {
             ("input.json", ""),
             ("run.sh", "x/run.sh"),
             ("a.sh", "/"),
+            ("", ""),
         ] {
             let err = prepare(&dir, &spec_with(file, config)).await.err();
             assert!(

@@ -8,15 +8,21 @@ use clap::Args;
 use ork_server::{DEFAULT_LISTEN, ServerOptions};
 
 use super::server::{TuningArgs, serve};
+use crate::paths;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Address to serve on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Folder for the database, the object mirror and task working directories.
+    /// Folder for the database, the object mirror and task working
+    /// directories, relative to where `ork dev` starts.
     #[arg(long, default_value = ".ork", value_name = "DIR")]
     data_dir: PathBuf,
+    /// Object store for the mirror instead of DIR/objects: `file:///PATH`,
+    /// `s3://BUCKET/PREFIX`, `gs://...`, `az://...` or `memory://`.
+    #[arg(long = "objects", value_name = "URL")]
+    objects_url: Option<String>,
     #[command(flatten)]
     tuning: TuningArgs,
     /// Workflow YAML files to deploy once the server is up.
@@ -25,14 +31,31 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
-    args.tuning.apply(&mut options);
-    let data_dir = args.data_dir.display().to_string();
+    // Every path is made absolute here, once: the server hands them to
+    // processes that run in other directories.
+    let cwd = paths::current_dir()?;
+    let data_dir = paths::absolute(&args.data_dir, &cwd);
+    let mut options = ServerOptions::embedded(&data_dir, args.listen);
+    if let Some(url) = &args.objects_url {
+        options.objects_url = paths::absolute_objects_url(url, &cwd);
+    }
+    args.tuning.apply(&mut options, &cwd);
+    let files: Vec<PathBuf> = args
+        .files
+        .iter()
+        .map(|f| paths::absolute(f, &cwd))
+        .collect();
+    let shown = args.data_dir.display().to_string();
+    let objects = args
+        .objects_url
+        .as_ref()
+        .map(|_| format!(", objects in {}", super::server::redact_url(&options.objects_url)))
+        .unwrap_or_default();
     serve(
         options,
-        &args.data_dir,
-        |addr| format!("ork dev listening on http://{addr} (data in {data_dir})"),
-        &args.files,
+        &data_dir,
+        |addr| format!("ork dev listening on http://{addr} (data in {shown}{objects})"),
+        &files,
     )
     .await
 }

@@ -5,14 +5,19 @@ mod dev;
 mod run;
 mod schema;
 mod server;
+mod worker;
 mod workflow;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{self, Client};
-use crate::output::{OutputFormat, Style};
+use crate::output::{ColorChoice, OutputFormat, Style};
 
 /// Workflow orchestrator: deploy YAML workflows, start and watch runs.
+///
+/// Start a local server with `ork dev [WORKFLOW.yaml...]`, then, from
+/// another terminal, `ork run start NAME --wait`. Exit codes: 0 ok, 1 the run
+/// failed or the server refused, 2 bad input, 3 server unreachable.
 #[derive(Debug, Parser)]
 #[command(name = "ork", version, propagate_version = true)]
 pub struct Cli {
@@ -36,6 +41,10 @@ struct GlobalArgs {
     /// How to print results: aligned tables for people, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+    /// When to colour output: `auto` on a terminal unless NO_COLOR is set
+    /// (CLICOLOR_FORCE=1 forces it), `always`, or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    color: ColorChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +59,9 @@ enum Command {
     /// Start, watch and manage runs.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// See the pool workers attached to the server.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
     /// The JSON Schema of workflow YAML, for editors.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -61,7 +73,10 @@ enum Command {
 pub struct Context {
     pub server: String,
     pub output: OutputFormat,
+    /// How to colour stdout (data).
     pub style: Style,
+    /// How to colour stderr (progress and messages).
+    pub err_style: Style,
 }
 
 impl Context {
@@ -75,13 +90,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context {
         server: cli.global.server,
         output: cli.global.output,
-        style: Style::detect(),
+        style: Style::for_stdout(cli.global.color),
+        err_style: Style::for_stderr(cli.global.color),
     };
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Server(args) => server::run(args).await,
         Command::Workflow(cmd) => workflow::run(cmd, &ctx).await,
         Command::Run(cmd) => run::run(cmd, &ctx).await,
+        Command::Worker(cmd) => worker::run(cmd, &ctx).await,
         Command::Schema(cmd) => schema::run(cmd).await,
         Command::Completions(args) => completions::run(args),
     }

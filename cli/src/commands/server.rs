@@ -10,19 +10,23 @@ use clap::Args;
 use ork_server::{DEFAULT_LISTEN, Server, ServerOptions};
 
 use super::workflow::deploy;
+use crate::paths;
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Address for gRPC (and the HTTP gateway), e.g. 0.0.0.0:7400.
     #[arg(long, env = "ORK_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// State store URL, e.g. sqlite:///var/lib/ork/ork.db.
+    /// State store URL: postgres://USER:PASSWORD@HOST/DB, or sqlite://PATH
+    /// (relative paths are relative to where `ork server` starts).
     #[arg(long = "state", env = "ORK_STATE_URL", value_name = "URL")]
     state_url: String,
-    /// Object store URL, e.g. file:///var/lib/ork/objects or memory://.
+    /// Object store URL: s3://BUCKET/PREFIX, gs://..., az://...,
+    /// file:///PATH or memory://.
     #[arg(long = "objects", env = "ORK_OBJECTS_URL", value_name = "URL")]
     objects_url: String,
-    /// Local folder for the attempts' working directories.
+    /// Local folder for the attempts' working directories, relative to where
+    /// `ork server` starts.
     #[arg(long, env = "ORK_DATA_DIR", default_value = ".ork", value_name = "DIR")]
     data_dir: PathBuf,
     /// This replica's name on the runs it leases (default: a fresh unique
@@ -60,10 +64,16 @@ pub struct TuningArgs {
     /// Folder with one file per secret, read before `ORK_SECRET_<NAME>` variables.
     #[arg(long, env = "ORK_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+    /// Fail a pool task (`executor: workers`) after it waited this many
+    /// seconds for a handler that no attached worker serves (default: wait
+    /// for a worker however long it takes).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    schedule_to_start_timeout: Option<u64>,
 }
 
 impl TuningArgs {
-    pub fn apply(self, options: &mut ServerOptions) {
+    /// Sets the options given, with their paths made absolute against `cwd`.
+    pub fn apply(self, options: &mut ServerOptions, cwd: &Path) {
         if let Some(secs) = self.heartbeat_timeout {
             options.heartbeat_timeout = Duration::from_secs(secs);
         }
@@ -71,7 +81,7 @@ impl TuningArgs {
             options.heartbeat_interval = Duration::from_secs(secs);
         }
         if let Some(path) = self.worker_binary {
-            options.worker_binary = Some(path);
+            options.worker_binary = Some(paths::absolute_program(&path, cwd));
         }
         if let Some(secs) = self.lease_seconds {
             options.lease = Duration::from_secs(secs);
@@ -83,19 +93,26 @@ impl TuningArgs {
             options.max_fan_out = n;
         }
         if let Some(dir) = self.secrets_dir {
-            options.secrets_dir = Some(dir);
+            options.secrets_dir = Some(paths::absolute(&dir, cwd));
+        }
+        if let Some(secs) = self.schedule_to_start_timeout {
+            options.schedule_to_start_timeout = Some(Duration::from_secs(secs));
         }
     }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
-    options.state_url = args.state_url;
-    options.objects_url = args.objects_url;
+    // Every path is made absolute here, once: the server hands them to
+    // processes that run in other directories.
+    let cwd = paths::current_dir()?;
+    let data_dir = paths::absolute(&args.data_dir, &cwd);
+    let mut options = ServerOptions::embedded(&data_dir, args.listen);
+    options.state_url = paths::absolute_state_url(&args.state_url, &cwd);
+    options.objects_url = paths::absolute_objects_url(&args.objects_url, &cwd);
     options.scheduler_id = args
         .scheduler_id
         .unwrap_or_else(ork_server::options::unique_scheduler_id);
-    args.tuning.apply(&mut options);
+    args.tuning.apply(&mut options, &cwd);
     let stores = format!(
         "state {}, objects {}",
         redact_url(&options.state_url),
@@ -103,7 +120,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     serve(
         options,
-        &args.data_dir,
+        &data_dir,
         |addr| format!("ork server listening on http://{addr} ({stores})"),
         &[],
     )
@@ -204,7 +221,7 @@ async fn shutdown_signal() {
 
 /// Hides the password of URLs like `postgres://user:secret@host/db` before
 /// they are printed.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

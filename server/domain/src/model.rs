@@ -38,6 +38,21 @@ pub struct WorkflowDefinition {
     /// Most runs of this workflow allowed at once; `None` means no limit.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// The run input's declared fields (`inputs:`), in the order the YAML
+    /// lists them. `None` when the workflow declares none: any input object
+    /// is then accepted as it is. See [`crate::inputs`].
+    #[serde(default)]
+    pub inputs: Option<Vec<InputDefinition>>,
+    /// The workflow's `defaults:` block as written (`python`, ...). Parsing
+    /// already merged it into every task it applies to, so code downstream
+    /// of parsing reads only the tasks' own fields; it is kept for display.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
+    /// The folder the workflow file was deployed from, when relative
+    /// `python` or `command` paths were resolved against it (so the same
+    /// YAML deployed from elsewhere is a different version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
     /// Named JSON-Schema-style types that tasks' `output_type` refers to.
     /// [`crate::types`] describes the supported keywords; one type refers to
     /// another with `$ref: "#/types/NAME"`.
@@ -49,6 +64,24 @@ pub struct WorkflowDefinition {
 /// A JSON-Schema-style type, kept as the JSON the user wrote.
 pub type TypeSchema = serde_json::Value;
 
+/// One declared field of a run's input (`inputs: {date: {type: string}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDefinition {
+    pub name: String,
+    /// The field's JSON-Schema-style type (the subset of [`crate::types`]),
+    /// without its `default` and `description`.
+    pub schema: TypeSchema,
+    /// True when the field has no `default`: a run must give it.
+    #[serde(default)]
+    pub required: bool,
+    /// Applied when a run's input lacks an optional field (`None` stands
+    /// for a `default: null`, which JSON cannot tell from no value).
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
 /// One task of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskDefinition {
@@ -59,6 +92,15 @@ pub struct TaskDefinition {
     #[serde(default)]
     pub handler: Option<String>,
     pub file: Option<String>,
+    /// A program and its arguments (no shell). With `file`, the file's local
+    /// path is appended as the last argument; without, the task is the
+    /// command alone.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The interpreter of a `.py` `file` without `command` (default
+    /// `python3` on the worker's PATH).
+    #[serde(default)]
+    pub python: Option<String>,
     pub config_file: Option<String>,
     /// Input with `{{ ... }}` templates still in it.
     pub input: serde_json::Value,

@@ -55,6 +55,23 @@ pub fn workflow_json_schema() -> Value {
                 ),
             },
             "concurrency": merge(&positive, json!({"description": "Most runs of this workflow at once."})),
+            "inputs": {
+                "type": "object",
+                "description": "The run input's fields, each a type (the JSON-Schema subset of `types`) with an optional `default` and `description`. A field without a default is required; a run with an undeclared field is refused.",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
+                "additionalProperties": {"$ref": "#/$defs/type_schema"},
+            },
+            "defaults": {
+                "type": "object",
+                "description": "Task fields every task inherits unless it sets its own.",
+                "additionalProperties": false,
+                "properties": {
+                    "python": {
+                        "type": "string",
+                        "description": "The interpreter of `.py` task files, e.g. `.venv/bin/python` (relative to the workflow file) or `python3.12` (on PATH).",
+                    },
+                },
+            },
             "types": {
                 "type": "object",
                 "description": format!(
@@ -84,7 +101,7 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
         "required": ["name"],
         "additionalProperties": false,
         "if": {"properties": {"executor": {"const": "subprocess"}}},
-        "then": {"required": ["file"]},
+        "then": {"anyOf": [{"required": ["file"]}, {"required": ["command"]}]},
         "properties": {
             "name": merge(name, json!({"description": "Task name, unique in the workflow."})),
             "executor": {
@@ -95,6 +112,16 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
             "file": {
                 "type": "string",
                 "description": "Script or program to run, relative to the workflow file (no `..`).",
+            },
+            "command": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "A program and its arguments, run without a shell, e.g. [\"bash\", \"-c\", \"echo hi\"]. With `file`, the file's path is appended as the last argument. A relative program path with a `/` is relative to the workflow file; a bare name is looked up on PATH.",
+            },
+            "python": {
+                "type": "string",
+                "description": "The interpreter of a `.py` `file` (default `python3` on PATH), e.g. `.venv/bin/python` (relative to the workflow file).",
             },
             "handler": {
                 "type": "string",
@@ -325,6 +352,14 @@ mod tests {
             let n = options.iter().filter(|s| passes(s)).count();
             if n != 1 {
                 fail(errors, format!("matches {n} of oneOf"));
+            }
+        }
+        if let Some(options) = schema.get("anyOf").and_then(Value::as_array)
+            && !options.iter().any(|s| passes(s))
+        {
+            // Reported as the first option's errors, the most likely fix.
+            if let Some(first) = options.first() {
+                validate(first, value, root, path, errors);
             }
         }
         if let (Some(condition), Some(then)) = (schema.get("if"), schema.get("then"))

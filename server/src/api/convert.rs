@@ -1,12 +1,13 @@
 //! Conversions from state records to proto messages. Pure functions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ork_domain::{Parallelism, TaskStatus};
 use ork_proto::json::to_proto;
 use ork_proto::v1;
 
+pub use crate::executor::pool::HandlerSlots;
 use crate::state::{
     AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord,
 };
@@ -44,11 +45,28 @@ pub fn workflow(record: &WorkflowRecord) -> v1::Workflow {
                 file: t.file.clone().unwrap_or_default(),
                 retries: t.retries,
                 timeout_seconds: t.timeout_seconds,
+                handler: t.handler.clone().unwrap_or_default(),
+                command: t.command.clone().unwrap_or_default(),
+                python: t.python.clone().unwrap_or_default(),
             })
             .collect(),
         created_at: Some(timestamp(record.created_at)),
         updated_at: Some(timestamp(record.updated_at)),
         definition_yaml: version.yaml.clone(),
+        inputs: version
+            .definition
+            .inputs
+            .iter()
+            .flatten()
+            .map(|i| v1::WorkflowInput {
+                name: i.name.clone(),
+                schema: Some(to_proto(&i.schema)),
+                required: i.required,
+                default_value: (!i.required)
+                    .then(|| to_proto(i.default.as_ref().unwrap_or(&serde_json::Value::Null))),
+                description: i.description.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -68,14 +86,44 @@ pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
     }
 }
 
+/// What the dispatching side of this server looks like right now: what
+/// decides why a ready task is still pending.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchView {
+    /// Per handler of the attached pool workers: how many workers serve it
+    /// and how many of their slots are free.
+    pub handlers: BTreeMap<String, HandlerSlots>,
+    /// Free slots for launched (subprocess) tasks.
+    pub launched_free: u32,
+    /// False when another replica holds the run's lease: its pool, not this
+    /// one's, decides.
+    pub owns_run: bool,
+    /// The owner of the run's lease, for the message when it is not us.
+    pub owner: String,
+    /// `--schedule-to-start-timeout`: when a task nobody serves is failed.
+    pub schedule_to_start_timeout: Option<std::time::Duration>,
+}
+
+
+/// Everything [`pending_reason`] reads besides the task run itself.
+#[derive(Clone, Copy)]
+pub struct ReasonContext<'a> {
+    pub version: Option<&'a CompiledVersion>,
+    pub now: DateTime<Utc>,
+    /// True while the run itself waits for its workflow's `concurrency`.
+    pub run_waiting: bool,
+    /// The live dispatch state; `None` where it is unknown (the mirror).
+    pub dispatch: Option<&'a DispatchView>,
+}
+
 /// Task runs in the order the workflow lists its tasks, instances by index,
 /// each pending one with the reason it is still pending.
 pub fn task_runs(
     records: &[TaskRunRecord],
     attempts: &[AttemptRecord],
-    version: Option<&CompiledVersion>,
-    now: DateTime<Utc>,
+    context: &ReasonContext<'_>,
 ) -> Vec<v1::TaskRun> {
+    let version = context.version;
     let position = |name: &str| {
         version
             .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
@@ -102,7 +150,7 @@ pub fn task_runs(
     sorted
         .into_iter()
         .map(|r| {
-            let mut t = task_run(r, pending_reason(r, &counts, version, now));
+            let mut t = task_run(r, pending_reason(r, &counts, context));
             t.attempts = by_task_run
                 .get(r.id.as_str())
                 .map(|a| a.iter().map(|a| attempt(a)).collect())
@@ -173,22 +221,25 @@ pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
 }
 
 /// Why a pending task run is not running yet; empty for other statuses.
-pub fn pending_reason(
-    r: &TaskRunRecord,
-    counts: &RunCounts<'_>,
-    version: Option<&CompiledVersion>,
-    now: DateTime<Utc>,
-) -> String {
+pub fn pending_reason(r: &TaskRunRecord, counts: &RunCounts<'_>, ctx: &ReasonContext<'_>) -> String {
     if r.status != TaskStatus::Pending {
         return String::new();
     }
+    let version = ctx.version;
+    if ctx.run_waiting {
+        let cap = version
+            .and_then(|v| v.definition.concurrency)
+            .map(|n| format!(" (it allows {n} at once)"))
+            .unwrap_or_default();
+        return format!("the run waits for other runs of its workflow to end{cap}");
+    }
     match r.ready_at {
-        Some(at) if at > now => format!(
+        Some(at) if at > ctx.now => format!(
             "retry delay: attempt {} starts at {}",
             r.attempt + 1,
             at.format("%H:%M:%S%.3f UTC")
         ),
-        Some(_) => {
+        Some(ready_at) => {
             let cap = version
                 .and_then(|v| v.task(&r.task_name))
                 .and_then(|t| t.concurrency);
@@ -202,7 +253,10 @@ pub fn pending_reason(
                     "concurrency cap: {active} of {cap} instances of `{}` running",
                     r.task_name
                 ),
-                _ => "queued: waiting for dispatch".to_owned(),
+                _ => match ctx.dispatch {
+                    Some(view) => dispatch_reason(r, ready_at, view, version),
+                    None => "queued: waiting for dispatch".to_owned(),
+                },
             }
         }
         None => {
@@ -219,6 +273,59 @@ pub fn pending_reason(
                 format!("waiting on {}", waiting.join(", "))
             }
         }
+    }
+}
+
+/// Why a ready task has not been handed to a worker: what its executor lacks.
+fn dispatch_reason(
+    r: &TaskRunRecord,
+    ready_at: DateTime<Utc>,
+    view: &DispatchView,
+    version: Option<&CompiledVersion>,
+) -> String {
+    if r.executor != ork_domain::WORKERS_EXECUTOR {
+        return if view.launched_free == 0 {
+            "waiting for a subprocess slot: this server runs at most --max-subprocesses at once, and all are busy".to_owned()
+        } else {
+            "queued: waiting for dispatch".to_owned()
+        };
+    }
+    let handler = version
+        .and_then(|v| v.task(&r.task_name))
+        .and_then(|t| t.handler.as_deref())
+        .unwrap_or_default();
+    if !view.owns_run {
+        return format!(
+            "waiting for a pool worker serving handler `{handler}` on `{}`, the replica that runs it",
+            view.owner
+        );
+    }
+    match view.handlers.get(handler) {
+        None => {
+            let attached = if view.handlers.is_empty() {
+                "no pool worker is attached".to_owned()
+            } else {
+                let names: Vec<&str> = view.handlers.keys().map(String::as_str).collect();
+                format!("attached: {}", names.join(", "))
+            };
+            let deadline = view
+                .schedule_to_start_timeout
+                .and_then(|t| chrono::Duration::from_std(t).ok())
+                .map(|t| {
+                    format!(
+                        "; fails at {} (--schedule-to-start-timeout)",
+                        (ready_at + t).format("%H:%M:%S UTC")
+                    )
+                })
+                .unwrap_or_default();
+            format!("no attached worker serves handler `{handler}` ({attached}){deadline}")
+        }
+        Some(slots) if slots.free == 0 => format!(
+            "waiting for a free slot: {} pool {} serving `{handler}`, all slots busy",
+            slots.workers,
+            if slots.workers == 1 { "worker" } else { "workers" }
+        ),
+        Some(_) => "queued: waiting for dispatch".to_owned(),
     }
 }
 

@@ -14,14 +14,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
-    self, run_service_server::RunService, workflow_service_server::WorkflowService,
+    self, pool_service_server::PoolService, run_service_server::RunService,
+    workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,7 +30,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, MAX_MESSAGE_BYTES, RunApi, WorkflowApi};
+use super::{ApiContext, MAX_MESSAGE_BYTES, PoolApi, RunApi, WorkflowApi};
 
 /// Largest request body: the same as the largest gRPC message, so a deploy
 /// that fits one fits the other (its files are base64 in JSON).
@@ -38,6 +39,11 @@ pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
 /// Query parameter of the logs route that turns it into a Server-Sent Events
 /// stream (`FollowTaskLogs`).
 pub const FOLLOW_PARAM: &str = "follow";
+
+/// The header a reconnecting Server-Sent Events client (a browser's
+/// `EventSource`) sends with the `id` of the last event it received; a
+/// follow resumes after it instead of replaying every line.
+pub const LAST_EVENT_ID: &str = "last-event-id";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpMethod {
@@ -78,6 +84,7 @@ pub enum Rpc {
     RetryRun,
     ListTaskRuns,
     GetTaskLogs,
+    ListWorkers,
 }
 
 impl Rpc {
@@ -88,6 +95,7 @@ impl Rpc {
             | Self::ListWorkflows
             | Self::GetWorkflow
             | Self::DeleteWorkflow => "ork.v1.WorkflowService",
+            Self::ListWorkers => "ork.v1.PoolService",
             _ => "ork.v1.RunService",
         }
     }
@@ -106,6 +114,7 @@ impl Rpc {
             Self::RetryRun => "RetryRun",
             Self::ListTaskRuns => "ListTaskRuns",
             Self::GetTaskLogs => "GetTaskLogs",
+            Self::ListWorkers => "ListWorkers",
         }
     }
 }
@@ -186,6 +195,7 @@ pub const ROUTES: &[RestRoute] = &[
         Rpc::GetTaskLogs,
         &[("id", "run_id"), ("name", "task")],
     ),
+    route(HttpMethod::Get, "/workers", Rpc::ListWorkers, &[]),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -277,6 +287,7 @@ pub fn code_name(code: Code) -> String {
 struct Gateway {
     workflows: Arc<WorkflowApi>,
     runs: Arc<RunApi>,
+    pool: Arc<PoolApi>,
 }
 
 /// The REST routes, `/healthz` and `/openapi.json`, with JSON fallbacks for
@@ -284,16 +295,18 @@ struct Gateway {
 pub fn router(ctx: ApiContext) -> Router {
     let gateway = Gateway {
         workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
-        runs: Arc::new(RunApi { ctx }),
+        runs: Arc::new(RunApi { ctx: ctx.clone() }),
+        pool: Arc::new(PoolApi { ctx }),
     };
     let mut router = Router::new();
     for route in ROUTES {
         let handler = move |State(gateway): State<Gateway>,
                             path: Result<Path<Vec<(String, String)>>, PathRejection>,
                             query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+                            headers: HeaderMap,
                             body: Result<Bytes, BytesRejection>| async move {
             gateway
-                .handle(route, path, query, body)
+                .handle(route, path, query, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         };
@@ -383,6 +396,7 @@ impl Gateway {
         route: &'static RestRoute,
         path: Result<Path<Vec<(String, String)>>, PathRejection>,
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Response, ApiError> {
         let Path(params) = path.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
@@ -453,7 +467,7 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs) = (&*self.workflows, &*self.runs);
+        let (workflows, runs, pool) = (&*self.workflows, &*self.runs, &*self.pool);
         match route.rpc {
             Rpc::DeployWorkflow => call(fields, |r| workflows.deploy_workflow(r)).await,
             Rpc::ListWorkflows => call(fields, |r| workflows.list_workflows(r)).await,
@@ -465,18 +479,34 @@ impl Gateway {
             Rpc::CancelRun => call(fields, |r| runs.cancel_run(r)).await,
             Rpc::RetryRun => call(fields, |r| runs.retry_run(r)).await,
             Rpc::ListTaskRuns => call(fields, |r| runs.list_task_runs(r)).await,
-            Rpc::GetTaskLogs if follow => self.follow_logs(fields).await,
+            Rpc::GetTaskLogs if follow => self.follow_logs(fields, headers).await,
             Rpc::GetTaskLogs => call(fields, |r| runs.get_task_logs(r)).await,
+            Rpc::ListWorkers => call(fields, |r| pool.list_workers(r)).await,
         }
     }
 
     /// `?follow=true`: `FollowTaskLogs` as Server-Sent Events: a `lines`
     /// event per message (a `FollowTaskLogsResponse`), then `end` when every
-    /// selected task has finished, or `error` with a JSON error.
-    async fn follow_logs(&self, fields: Map<String, Value>) -> Result<Response, ApiError> {
+    /// selected task has finished, or `error` with a JSON error. Every event
+    /// carries the cursor after its lines as its `id`, so a client that
+    /// reconnects with `Last-Event-ID` resumes where it was.
+    async fn follow_logs(
+        &self,
+        fields: Map<String, Value>,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
         // Parsed as the non-following request, so both modes accept the same
         // parameters; `limit` has no meaning for a stream.
-        let req: v1::GetTaskLogsRequest = decode(fields)?;
+        let mut req: v1::GetTaskLogsRequest = decode(fields)?;
+        if let Some(last) = headers.get(LAST_EVENT_ID) {
+            // A reconnect: the header is newer than any cursor in the URL.
+            req.cursor = last_event_cursor(last)?;
+        }
+        let start = if req.cursor.is_empty() {
+            "0".to_owned()
+        } else {
+            req.cursor.clone()
+        };
         let stream = self
             .runs
             .follow_task_logs(tonic::Request::new(v1::FollowTaskLogsRequest {
@@ -487,19 +517,50 @@ impl Gateway {
             .await
             .map_err(|s| ApiError::from_status(&s))?
             .into_inner();
+        // The cursor reached so far: the id of every event.
+        let last = Arc::new(std::sync::Mutex::new(start));
+        let seen = last.clone();
         let events = stream
-            .map(|item| match item {
-                Ok(message) => Event::default().event("lines").json_data(message),
-                Err(status) => Event::default()
-                    .event("error")
-                    .json_data(ApiError::from_status(&status).body()),
+            .map(move |item| {
+                let mut cursor = seen.lock().unwrap_or_else(|e| e.into_inner());
+                match item {
+                    Ok(message) => {
+                        if !message.next_cursor.is_empty() {
+                            cursor.clone_from(&message.next_cursor);
+                        }
+                        Event::default()
+                            .event("lines")
+                            .id(cursor.as_str())
+                            .json_data(message)
+                    }
+                    Err(status) => Event::default()
+                        .event("error")
+                        .id(cursor.as_str())
+                        .json_data(ApiError::from_status(&status).body()),
+                }
             })
-            .chain(futures::stream::once(async {
-                Ok(Event::default().event("end").data("{}"))
+            .chain(futures::stream::once(async move {
+                let cursor = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(Event::default().event("end").id(cursor).data("{}"))
             }));
         Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response())
+    }
+}
+
+/// The cursor a `Last-Event-ID` header names: the `id` of an event this
+/// route sent, which is a log cursor (digits).
+fn last_event_cursor(value: &HeaderValue) -> Result<String, ApiError> {
+    match value.to_str() {
+        Ok(text) if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(text.to_owned())
+        }
+        Ok("") => Ok(String::new()),
+        _ => Err(ApiError::invalid(
+            Some("Last-Event-ID"),
+            "header `Last-Event-ID`: send back the `id` of the last event received (a number), or leave it out to start at the first line",
+        )),
     }
 }
 

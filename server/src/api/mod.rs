@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod openapi;
+mod pool_service;
 mod run_service;
 mod run_streams;
 mod worker_service;
@@ -15,6 +16,7 @@ mod workflow_service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ork_proto::v1::pool_service_server::PoolServiceServer;
 use ork_proto::v1::run_service_server::RunServiceServer;
 use ork_proto::v1::worker_service_server::WorkerServiceServer;
 use ork_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -24,6 +26,7 @@ use crate::objects::MirrorHandle;
 use crate::scheduler::SchedulerHandle;
 use crate::state::StateStore;
 
+pub use pool_service::PoolApi;
 pub use run_service::RunApi;
 pub use worker_service::WorkerApi;
 pub use workflow_service::WorkflowApi;
@@ -54,6 +57,9 @@ pub struct ApiContext {
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.
     pub events: events::EventHub,
+    /// `--schedule-to-start-timeout`, shown in the reason a task nobody
+    /// serves is pending.
+    pub schedule_to_start_timeout: Option<Duration>,
 }
 
 /// Every gRPC service of the server, plus health and reflection.
@@ -76,6 +82,7 @@ pub fn routes(ctx: ApiContext) -> Result<tonic::service::Routes, tonic_reflectio
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(RunServiceServer::new(RunApi { ctx: ctx.clone() }))
+        .add_service(PoolServiceServer::new(PoolApi { ctx: ctx.clone() }))
         .add_service(
             WorkerServiceServer::new(WorkerApi { ctx })
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),

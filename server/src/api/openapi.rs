@@ -312,12 +312,23 @@ impl Generator<'_> {
                         "description": "Stream the lines as Server-Sent Events (`lines` events carrying a FollowTaskLogsResponse, then `end`) until every selected task has finished.",
                         "schema": { "type": "boolean" },
                     }));
+                    parameters.push(json!({
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": false,
+                        "description": "With `follow`: the `id` of the last event received; the stream resumes after it (what a reconnecting EventSource sends). It takes precedence over `cursor`.",
+                        "schema": { "type": "string", "pattern": "^[0-9]*$" },
+                    }));
                     // OpenAPI 3.0: the schema describes one event.
                     operation["responses"]["200"]["content"]["text/event-stream"] = json!({ "schema": {
                         "type": "object",
-                        "required": ["event", "data"],
+                        "required": ["event", "id", "data"],
                         "properties": {
                             "event": { "type": "string", "enum": ["lines", "error", "end"] },
+                            "id": {
+                                "type": "string",
+                                "description": "The log cursor after this event's lines; send it back as `Last-Event-ID` (or `cursor`) to resume.",
+                            },
                             "data": {
                                 "type": "string",
                                 "description": "JSON: a FollowTaskLogsResponse for `lines`, an Error for `error`, `{}` for `end`.",

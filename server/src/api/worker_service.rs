@@ -72,6 +72,7 @@ async fn watch_session(
             message = inbound.message() => match message {
                 Ok(Some(m)) => {
                     last_seen = tokio::time::Instant::now();
+                    ctx.pool.seen(id);
                     if let Some(v1::session_request::Message::Drain(_)) = m.message {
                         ctx.pool.drain(id);
                     }

@@ -21,6 +21,23 @@ pub struct WorkflowApi {
     pub(crate) ctx: ApiContext,
 }
 
+/// NOT_FOUND for a workflow name, with the closest deployed name.
+pub(super) async fn workflow_not_found(ctx: &ApiContext, name: &str) -> Status {
+    let names: Vec<String> = ctx
+        .state
+        .list_workflows()
+        .await
+        .map(|all| all.into_iter().map(|w| w.name).collect())
+        .unwrap_or_default();
+    let hint = ork_domain::suggest::closest(name, names.iter().map(String::as_str))
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
+    status(
+        ErrorKind::NotFound,
+        format!("workflow `{name}` not found{hint}; `ork workflow list` shows the deployed ones"),
+    )
+}
+
 #[tonic::async_trait]
 impl WorkflowService for WorkflowApi {
     async fn deploy_workflow(
@@ -39,6 +56,7 @@ impl WorkflowService for WorkflowApi {
             &ParseOptions {
                 source: &source,
                 files: Some(&provided),
+                base_dir: (!req.base_dir.is_empty()).then_some(req.base_dir.as_str()),
             },
         )
         .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
@@ -69,7 +87,9 @@ impl WorkflowService for WorkflowApi {
                 ),
             ));
         }
-        let version = crate::hash::workflow_version(&req.yaml, &files);
+        // Paths resolved against the deploying folder are part of the content.
+        let version =
+            crate::hash::workflow_version_in(&req.yaml, definition.base_dir.as_deref(), &files);
         let (record, created) = self
             .ctx
             .state
@@ -102,14 +122,10 @@ impl WorkflowService for WorkflowApi {
             .get_workflow(&name)
             .await
             .map_err(from_state)?
-            .ok_or_else(|| {
-                status(
-                    ErrorKind::NotFound,
-                    format!(
-                        "workflow `{name}` not found; `ork workflow list` shows the deployed ones"
-                    ),
-                )
-            })?;
+        ;
+        let Some(record) = record else {
+            return Err(workflow_not_found(&self.ctx, &name).await);
+        };
         Ok(Response::new(v1::GetWorkflowResponse {
             workflow: Some(convert::workflow(&record)),
         }))
@@ -137,10 +153,7 @@ impl WorkflowService for WorkflowApi {
             .await
             .map_err(from_state)?
         {
-            return Err(status(
-                ErrorKind::NotFound,
-                format!("workflow `{name}` not found"),
-            ));
+            return Err(workflow_not_found(&self.ctx, &name).await);
         }
         Ok(Response::new(v1::DeleteWorkflowResponse {}))
     }

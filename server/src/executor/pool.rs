@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ork_proto::v1;
 use tokio::sync::mpsc;
 
@@ -29,6 +30,29 @@ struct Session {
     running: HashSet<String>,
     draining: bool,
     tx: SessionSender,
+    attached_at: DateTime<Utc>,
+    /// The last message the worker sent on its stream (pongs included).
+    last_seen: DateTime<Utc>,
+}
+
+/// The attached pool workers serving one handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerSlots {
+    pub workers: u32,
+    pub free: u32,
+}
+
+/// One attached session as `ork worker list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub name: String,
+    pub handlers: Vec<String>,
+    pub slots: u32,
+    pub in_use: u32,
+    pub draining: bool,
+    pub attached_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
 }
 
 impl Session {
@@ -78,6 +102,49 @@ impl WorkerPool {
         free
     }
 
+    /// Per handler of the attached (not draining) sessions: how many serve
+    /// it and their free slots, for the reasons a pool task waits.
+    pub fn handler_slots(&self) -> BTreeMap<String, HandlerSlots> {
+        let state = self.lock();
+        let mut out: BTreeMap<String, HandlerSlots> = BTreeMap::new();
+        for session in state.sessions.values().filter(|s| !s.draining) {
+            for handler in &session.handlers {
+                let entry = out.entry(handler.clone()).or_default();
+                entry.workers += 1;
+                entry.free += session.free();
+            }
+        }
+        out
+    }
+
+    /// Every attached session, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let state = self.lock();
+        let mut sessions: Vec<SessionInfo> = state
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                id: *id,
+                name: s.name.clone(),
+                handlers: s.handlers.iter().cloned().collect(),
+                slots: s.slots,
+                in_use: u32::try_from(s.running.len()).unwrap_or(u32::MAX),
+                draining: s.draining,
+                attached_at: s.attached_at,
+                last_seen: s.last_seen,
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
+    }
+
+    /// The session's worker sent something: it is alive now.
+    pub fn seen(&self, id: u64) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.last_seen = Utc::now();
+        }
+    }
+
     /// Registers a session; returns its id.
     pub fn attach(
         &self,
@@ -90,6 +157,7 @@ impl WorkerPool {
         state.next_id += 1;
         let id = state.next_id;
         tracing::info!(session = id, %name, ?handlers, slots, "pool worker attached");
+        let now = Utc::now();
         state.sessions.insert(
             id,
             Session {
@@ -99,6 +167,8 @@ impl WorkerPool {
                 running: HashSet::new(),
                 draining: false,
                 tx,
+                attached_at: now,
+                last_seen: now,
             },
         );
         id

@@ -21,6 +21,8 @@ use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 
 /// Most task runs claimed in one transaction.
 const CLAIM_BATCH: u32 = 256;
+/// Most unserved pool tasks looked at per tick.
+const UNSERVED_BATCH: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -30,6 +32,8 @@ pub struct SchedulerOptions {
     pub owner: String,
     /// How long a lease lasts; renewed every third of it.
     pub lease: Duration,
+    /// Fail pool tasks that no attached worker serves after this long.
+    pub schedule_to_start_timeout: Option<Duration>,
 }
 
 /// Cheap handle to wake the dispatch loop after a commit that readied work.
@@ -292,6 +296,9 @@ impl Core {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
             }
+            if let Some(limit) = self.options.schedule_to_start_timeout {
+                self.fail_unserved(limit).await;
+            }
             let expired = match self
                 .state
                 .expired_attempts(
@@ -334,6 +341,54 @@ impl Core {
                 )
                 .await;
             }
+        }
+    }
+
+    /// Fails the pool tasks that have waited longer than `limit` for a
+    /// handler no attached worker serves. Tasks whose workers are merely
+    /// busy keep waiting: they will run.
+    async fn fail_unserved(&self, limit: Duration) {
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::from_std(limit).unwrap_or_default();
+        let waiting = match self
+            .state
+            .waiting_pool_tasks(&self.options.owner, cutoff, now, UNSERVED_BATCH)
+            .await
+        {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for unserved pool tasks failed");
+                return;
+            }
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        let served = self.pool.handler_slots();
+        let attached = if served.is_empty() {
+            "no pool worker is attached".to_owned()
+        } else {
+            let names: Vec<&str> = served.keys().map(String::as_str).collect();
+            format!("attached: {}", names.join(", "))
+        };
+        let mut failed = false;
+        for (id, handler) in waiting {
+            if served.contains_key(&handler) {
+                continue;
+            }
+            let error = format!(
+                "no attached worker serves handler `{handler}` ({attached}); gave up after {}s \
+                 (--schedule-to-start-timeout): start a pool worker that serves it",
+                limit.as_secs()
+            );
+            match self.state.fail_pending(&id, &error, now).await {
+                Ok(changed) => failed |= changed,
+                Err(e) => tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task"),
+            }
+        }
+        if failed {
+            self.handle.wake();
+            self.mirror.wake();
         }
     }
 

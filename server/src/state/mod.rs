@@ -198,6 +198,22 @@ pub trait StateStore: Send + Sync + 'static {
     }
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Pool task runs (`executor: workers`) of runs `owner` holds a live
+    /// lease on that have been ready since before `ready_before` and are
+    /// still pending, as `(task run id, handler)`, oldest first, at most
+    /// `limit`: what the schedule-to-start timeout looks at.
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>>;
+    /// Fails a task run that is still pending, without an attempt (it could
+    /// not be scheduled in time), and moves its run on as any failure does.
+    /// Returns false, changing nothing, when it is no longer pending.
+    async fn fail_pending(&self, task_run_id: &str, error: &str, now: DateTime<Utc>)
+    -> Result<bool>;
 
     // ---- worker calls (all fenced) ----
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;

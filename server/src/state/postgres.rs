@@ -762,6 +762,9 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<String> {
         let run_id = new_id();
+        // Declared inputs get their defaults, and a mismatch names its field.
+        let input = ork_domain::inputs::apply_inputs(&version.definition, &new.input)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Runs above the workflow's `concurrency` wait as `pending`; the
         // scheduler promotes them as running ones end. The workflow's row
         // lock makes the count and the insert one step across replicas.
@@ -790,7 +793,7 @@ impl PostgresStore {
         .bind(&version.version)
         .bind(if waits { "pending" } else { "running" })
         .bind(new.triggered_by.as_str())
-        .bind(json_text(&new.input))
+        .bind(json_text(&input))
         .bind(ms(now))
         .bind((!waits).then(|| ms(now)))
         .bind(&new.owner)
@@ -1269,6 +1272,47 @@ impl PostgresStore {
         notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn fail_pending_once(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        lock_run_of(&mut tx, task_run_id).await?;
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT t.run_id, t.task_name, r.workflow_version FROM task_runs t \
+             JOIN runs r ON r.id = t.run_id WHERE t.id = $1 AND t.status = 'pending' FOR UPDATE OF t",
+        )
+        .bind(task_run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((run_id, task_name, version)) = row else {
+            return Ok(false);
+        };
+        let version = self.compiled_in(&mut tx, &version).await?;
+        let mut run_tx = Tx {
+            conn: &mut tx,
+            outputs: self.outputs.get().cloned(),
+        };
+        run_tx
+            .finish_unstarted(task_run_id, TaskStatus::Failed, None, Some(error), now)
+            .await?;
+        advance::after_finish(
+            &mut run_tx,
+            &version,
+            &run_id,
+            vec![task_name],
+            self.limits,
+            now,
+        )
+        .await?;
+        insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
+        notify_owner(&mut tx, &run_id).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn promote_one(
@@ -1826,6 +1870,40 @@ impl StateStore for PostgresStore {
         Ok(opt_ms(next))
     }
 
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, handler FROM task_runs WHERE status = 'pending' AND executor = 'workers' \
+             AND ready_at IS NOT NULL AND ready_at <= $1 \
+             AND run_id IN (SELECT id FROM runs WHERE owner = $2 AND lease_expires >= $3) \
+             ORDER BY ready_at LIMIT $4",
+        )
+        .bind(ms(ready_before))
+        .bind(owner)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, handler)| (id, handler.unwrap_or_default()))
+            .collect())
+    }
+
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        retrying(|| self.fail_pending_once(task_run_id, error, now)).await
+    }
+
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec> {
         let mut conn = self.pool.acquire().await?;
         let row = check_fence(&mut conn, fence, &ACTIVE, RowLock::None).await?;
@@ -1875,6 +1953,8 @@ impl StateStore for PostgresStore {
             config_file: task.config_file.clone(),
             config_file_content,
             handler: task.handler.clone(),
+            command: task.command.clone(),
+            python: task.python.clone(),
         })
     }
 

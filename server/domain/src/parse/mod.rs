@@ -31,6 +31,11 @@ pub struct ParseOptions<'a> {
     pub source: &'a str,
     /// When set, every `file` and `config_file` must be one of these paths.
     pub files: Option<&'a BTreeSet<String>>,
+    /// The absolute folder of the workflow file on the machine that deploys
+    /// it: relative `python` and `command` paths of subprocess tasks
+    /// (`.venv/bin/python`) are resolved against it. Without it such paths
+    /// are refused, since nothing else says what they are relative to.
+    pub base_dir: Option<&'a str>,
 }
 
 /// One problem in a workflow file.
@@ -131,9 +136,14 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "timezone",
     "catchup",
     "concurrency",
+    "inputs",
+    "defaults",
     "types",
     "tasks",
 ];
+
+/// The fields a workflow's `defaults:` may set for its tasks.
+const DEFAULT_FIELDS: &[&str] = &["python"];
 
 /// Parses and validates a workflow file. On failure, returns every problem
 /// found (a YAML syntax error stops parsing, so it comes alone).
@@ -181,11 +191,16 @@ pub fn parse_workflow(
         timezone: DEFAULT_TIMEZONE.to_owned(),
         catchup: Catchup::default(),
         concurrency: None,
+        inputs: None,
+        defaults: Default::default(),
+        base_dir: None,
         types: Default::default(),
         tasks: Vec::new(),
     };
     let mut has_name = false;
     let mut tasks_node = None;
+    let mut inputs_node = None;
+    let mut defaults = task::TaskDefaults::default();
     for (key, value) in &entries {
         let Some(field) = key_name(key, None, &mut errors) else {
             continue;
@@ -246,6 +261,8 @@ pub fn parse_workflow(
                 Err((pos, msg)) => errors.push(None, f, pos, msg),
             },
             "types" => parse_types(value, &mut def, &mut errors),
+            "inputs" => inputs_node = Some(value),
+            "defaults" => parse_defaults(value, &mut def, &mut defaults, &mut errors),
             "tasks" => tasks_node = Some(value),
             other => unknown_field(other, other, WORKFLOW_FIELDS, None, key.pos, &mut errors),
         }
@@ -287,7 +304,9 @@ pub fn parse_workflow(
                 );
             } else {
                 for item in items {
-                    if let Some(draft) = task::parse_task(item, &mut errors) {
+                    if let Some(draft) =
+                        task::parse_task(item, &defaults, opts.base_dir, &mut errors)
+                    {
                         drafts.push(draft);
                     }
                 }
@@ -301,7 +320,14 @@ pub fn parse_workflow(
         ),
     }
 
+    // After `types`, wherever the YAML lists them: input types may `$ref` one.
+    if let Some(node) = inputs_node {
+        parse_inputs(node, &mut def, &mut errors);
+    }
     checks::check_tasks(&drafts, &def, opts, &mut errors);
+    if drafts.iter().any(|d| d.used_base_dir) {
+        def.base_dir = opts.base_dir.map(str::to_owned);
+    }
     if !errors.is_empty() {
         let mut list = errors.list;
         // Stable: errors on one line keep the order they were found in.
@@ -418,6 +444,13 @@ pub fn task_fields() -> &'static [&'static str] {
     task::TASK_FIELDS
 }
 
+/// The field names `defaults:` may set, for the schema's completeness test.
+pub fn default_fields() -> &'static [&'static str] {
+    DEFAULT_FIELDS
+}
+
+pub use task::{MAX_ARG_BYTES, MAX_COMMAND_ARGS, resolve_program};
+
 /// A YAML document as JSON, for the schema tests.
 #[cfg(test)]
 pub(crate) fn node_json(yaml: &str) -> serde_json::Value {
@@ -531,6 +564,182 @@ pub(crate) fn check_name(name: &str, pos: Pos) -> FieldResult<()> {
         ));
     }
     Ok(())
+}
+
+/// `defaults:`: task fields every task inherits unless it sets its own.
+fn parse_defaults(
+    value: &Node,
+    def: &mut WorkflowDefinition,
+    defaults: &mut task::TaskDefaults,
+    errors: &mut Errors<'_>,
+) {
+    let Kind::Map(entries) = &value.kind else {
+        errors.push(
+            None,
+            Some("defaults"),
+            value.pos,
+            format!(
+                "expected a mapping of task fields to default values (e.g. `python: .venv/bin/python`), found {}",
+                value.describe()
+            ),
+        );
+        return;
+    };
+    for (key, node) in entries {
+        let Some(field) = key_name(key, None, errors) else {
+            continue;
+        };
+        let label = format!("defaults.{field}");
+        match field.as_str() {
+            "python" => match text(node) {
+                Ok(path) if !path.trim().is_empty() && !path.contains('\0') => {
+                    defaults.python = Some((path, node.pos));
+                }
+                Ok(_) => errors.push(
+                    None,
+                    Some(&label),
+                    node.pos,
+                    "expected the path or name of a Python interpreter",
+                ),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            other => {
+                unknown_field(other, &label, DEFAULT_FIELDS, None, key.pos, errors);
+                continue;
+            }
+        }
+        if let Ok(json) = node.to_json() {
+            def.defaults.insert(field, json);
+        }
+    }
+}
+
+/// `inputs:`: the run input's fields, each a JSON-Schema-style type with an
+/// optional `default` and `description`.
+fn parse_inputs(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &value.kind else {
+        errors.push(
+            None,
+            Some("inputs"),
+            value.pos,
+            format!(
+                "expected a mapping of input names to types, e.g. `date: {{type: string, default: \"2026-11-26\"}}`, found {}",
+                value.describe()
+            ),
+        );
+        return;
+    };
+    let mut inputs = Vec::with_capacity(entries.len());
+    for (key, node) in entries {
+        let Some(name) = key_name(key, None, errors) else {
+            continue;
+        };
+        let label = format!("inputs.{name}");
+        if let Err(message) = crate::inputs::check_input_name(&name) {
+            errors.push(None, Some(&label), key.pos, message);
+            continue;
+        }
+        let Kind::Map(fields) = &node.kind else {
+            errors.push(
+                None,
+                Some(&label),
+                node.pos,
+                format!(
+                    "expected a JSON-Schema-style mapping such as `{{type: string}}`, found {}",
+                    node.describe()
+                ),
+            );
+            continue;
+        };
+        let mut schema = serde_json::Map::new();
+        let mut default = None;
+        let mut description = None;
+        let mut ok = true;
+        for (k, v) in fields {
+            let Some(keyword) = key_name(k, None, errors) else {
+                ok = false;
+                continue;
+            };
+            let json = match v.to_json() {
+                Ok(json) => json,
+                Err((pos, msg)) => {
+                    errors.push(None, Some(&label), pos, msg);
+                    ok = false;
+                    continue;
+                }
+            };
+            match keyword.as_str() {
+                "default" => default = Some((json, v.pos)),
+                "description" => match json {
+                    serde_json::Value::String(text) => description = Some(text),
+                    _ => {
+                        errors.push(
+                            None,
+                            Some(&label),
+                            v.pos,
+                            format!("`description` must be text, found {}", v.describe()),
+                        );
+                        ok = false;
+                    }
+                },
+                _ => {
+                    schema.insert(keyword, json);
+                }
+            }
+        }
+        let schema = serde_json::Value::Object(schema);
+        for e in crate::types::check_schema(&name, &schema, &def.types) {
+            let pos = pointer_pos(node, &e.path, e.keyword.as_deref());
+            let message = if e.path.is_empty() {
+                e.message
+            } else {
+                format!("at {}: {}", e.path, e.message)
+            };
+            errors.push(None, Some(&label), pos, message);
+            ok = false;
+        }
+        if ok
+            && let Some((value, pos)) = &default
+            && let Err(violations) = crate::types::validate_schema(value, &schema, &def.types)
+        {
+            let shown: Vec<String> = violations
+                .iter()
+                .take(3)
+                .map(|v| {
+                    if v.path.is_empty() {
+                        v.message.clone()
+                    } else {
+                        v.to_string()
+                    }
+                })
+                .collect();
+            errors.push(
+                None,
+                Some(&format!("{label}.default")),
+                *pos,
+                format!("the default does not match the input's type: {}", shown.join("; ")),
+            );
+        }
+        if def.schedule.is_some() && default.is_none() {
+            errors.push(
+                None,
+                Some(&label),
+                key.pos,
+                format!(
+                    "scheduled runs get no input but `{}`, so every declared input needs a `default`; add one to `{name}`",
+                    crate::inputs::SCHEDULED_FOR
+                ),
+            );
+        }
+        inputs.push(crate::model::InputDefinition {
+            name,
+            schema,
+            required: default.is_none(),
+            default: default.and_then(|(v, _)| (!v.is_null()).then_some(v)),
+            description,
+        });
+    }
+    def.inputs = Some(inputs);
 }
 
 fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {

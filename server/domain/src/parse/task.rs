@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Errors, FieldResult, Kind, Node, Pos, at_least_one, check_name, key_name, text, unknown_field,
-    whole,
+    Errors, FieldResult, Kind, Node, Pos, at_least_one, check_name, key_name, node, text,
+    unknown_field, whole,
 };
 use crate::model::{
     DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef, KNOWN_EXECUTORS, OnFailure,
@@ -16,6 +16,8 @@ pub(crate) const TASK_FIELDS: &[&str] = &[
     "name",
     "executor",
     "file",
+    "command",
+    "python",
     "handler",
     "config_file",
     "input",
@@ -35,6 +37,18 @@ pub(crate) const TASK_FIELDS: &[&str] = &[
 
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory", "gpu"];
 
+/// Most arguments of one `command`.
+pub const MAX_COMMAND_ARGS: usize = 256;
+/// Longest `python` path or `command` argument, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
+
+/// The workflow's `defaults:` that tasks inherit, each with where it was
+/// written (for errors that arise once merged).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TaskDefaults {
+    pub python: Option<(String, Pos)>,
+}
+
 /// A parsed task and where its parts were written.
 #[derive(Debug)]
 pub(crate) struct TaskDraft<'n> {
@@ -50,10 +64,18 @@ pub(crate) struct TaskDraft<'n> {
     pub file_pos: Pos,
     pub config_file_pos: Pos,
     pub output_type_pos: Pos,
+    /// True when a relative `python` or `command` path was resolved against
+    /// the workflow's folder.
+    pub used_base_dir: bool,
 }
 
 /// Parses one entry of `tasks`, reporting problems into `errors`.
-pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<TaskDraft<'n>> {
+pub(crate) fn parse_task<'n>(
+    node: &'n Node,
+    defaults: &TaskDefaults,
+    base_dir: Option<&str>,
+    errors: &mut Errors<'_>,
+) -> Option<TaskDraft<'n>> {
     let Kind::Map(entries) = &node.kind else {
         errors.push(
             None,
@@ -94,6 +116,8 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
         executor: DEFAULT_EXECUTOR.to_owned(),
         handler: None,
         file: None,
+        command: None,
+        python: None,
         config_file: None,
         input: serde_json::Value::Null,
         depends_on: Vec::new(),
@@ -119,8 +143,11 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
         file_pos: Pos::default(),
         config_file_pos: Pos::default(),
         output_type_pos: Pos::default(),
+        used_base_dir: false,
     };
     let mut executor_pos = node.pos;
+    let mut command_pos = Pos::default();
+    let mut python_pos = Pos::default();
     let mut handler_pos = Pos::default();
     let mut retry_max_pos = node.pos;
 
@@ -158,6 +185,14 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             "file" => {
                 draft.file_pos = value.pos;
                 report(relative_path(value).map(|p| def.file = Some(p)));
+            }
+            "command" => {
+                command_pos = value.pos;
+                report(command(value).map(|c| def.command = Some(c)));
+            }
+            "python" => {
+                python_pos = value.pos;
+                report(program_path(value).map(|p| def.python = Some(p)));
             }
             "handler" => {
                 handler_pos = value.pos;
@@ -264,14 +299,32 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
             "`handler` routes a task to pool workers; add `executor: workers` or remove it",
         );
     }
-    if def.executor == "subprocess" && def.file.is_none() && draft.file_pos == Pos::default() {
+    if def.executor == "subprocess"
+        && def.file.is_none()
+        && draft.file_pos == Pos::default()
+        && def.command.is_none()
+        && command_pos == Pos::default()
+    {
         errors.push(
             task,
             Some("file"),
             executor_pos,
-            "a subprocess task needs `file`: the script or program to run, relative to the workflow file",
+            "a subprocess task needs `file` (a script relative to the workflow file) or \
+             `command` (a program and its arguments, e.g. [\"bash\", \"-c\", \"echo hi\"])",
         );
     }
+    interpreter_rules(
+        &mut def,
+        defaults,
+        &mut Interpreter {
+            command_pos,
+            python_pos,
+            base_dir,
+            used_base_dir: &mut draft.used_base_dir,
+        },
+        task,
+        errors,
+    );
     if let Some(max) = def.retry_max_delay_seconds
         && max < def.retry_delay_seconds
     {
@@ -287,6 +340,196 @@ pub(crate) fn parse_task<'n>(node: &'n Node, errors: &mut Errors<'_>) -> Option<
     }
     draft.def = def;
     Some(draft)
+}
+
+/// Where `command` and `python` were written, and what relative paths in
+/// them resolve against.
+struct Interpreter<'a> {
+    command_pos: Pos,
+    python_pos: Pos,
+    base_dir: Option<&'a str>,
+    used_base_dir: &'a mut bool,
+}
+
+/// The rules of `command` and `python`: where each applies, the workflow's
+/// `python` default merged in, and relative program paths resolved.
+fn interpreter_rules(
+    def: &mut TaskDefinition,
+    defaults: &TaskDefaults,
+    at: &mut Interpreter<'_>,
+    task: Option<&str>,
+    errors: &mut Errors<'_>,
+) {
+    let is_py = def.file.as_deref().is_some_and(is_python_file);
+    if def.executor == WORKERS_EXECUTOR {
+        for (field, set, pos) in [
+            ("command", def.command.is_some(), at.command_pos),
+            ("python", def.python.is_some(), at.python_pos),
+        ] {
+            if set {
+                errors.push(
+                    task,
+                    Some(field),
+                    pos,
+                    format!(
+                        "a `workers` task is run by the pool worker's `handler`, not by a program on ork's side; remove `{field}`"
+                    ),
+                );
+            }
+        }
+        return;
+    }
+    if def.python.is_some() {
+        let problem = if def.command.is_some() {
+            Some("`command` already names the program to run, so `python` would be ignored; remove one of them".to_owned())
+        } else {
+            match &def.file {
+                None => Some("`python` is the interpreter of a `.py` `file`, and this task has none; use `command` to run a program".to_owned()),
+                Some(file) if !is_py => Some(format!(
+                    "`python` is the interpreter of `.py` files and `{file}` is not one; use `command` to choose the program that runs it"
+                )),
+                Some(_) => None,
+            }
+        };
+        if let Some(message) = problem {
+            errors.push(task, Some("python"), at.python_pos, message);
+        }
+    } else if is_py
+        && def.command.is_none()
+        && let Some((python, pos)) = &defaults.python
+    {
+        def.python = Some(python.clone());
+        at.python_pos = *pos;
+    }
+    // Only programs started on this side of ork resolve against the
+    // workflow's folder; other executors (containers) see paths of their own.
+    if def.executor != DEFAULT_EXECUTOR {
+        return;
+    }
+    let mut resolve = |field: &str, path: &mut String, pos: Pos| {
+        match resolve_program(path, at.base_dir) {
+            Ok(Some(resolved)) => {
+                *path = resolved;
+                *at.used_base_dir = true;
+            }
+            Ok(None) => {}
+            Err(message) => errors.push(task, Some(field), pos, message),
+        }
+    };
+    if let Some(python) = def.python.as_mut() {
+        resolve("python", python, at.python_pos);
+    }
+    if let Some(program) = def.command.as_mut().and_then(|c| c.first_mut()) {
+        resolve("command", program, at.command_pos);
+    }
+}
+
+/// True for a file that `python` runs: a `.py` extension, any case.
+pub(crate) fn is_python_file(name: &str) -> bool {
+    std::path::Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("py"))
+}
+
+/// A program path as the task's worker will use it: an absolute path or a
+/// bare name (looked up on PATH) as written; a relative path with a `/`
+/// (`.venv/bin/python`) joined to the folder the workflow was deployed
+/// from. `Ok(None)` leaves the path as it is.
+pub fn resolve_program(path: &str, base_dir: Option<&str>) -> Result<Option<String>, String> {
+    if path.starts_with('/') || !path.contains('/') {
+        return Ok(None);
+    }
+    if path.starts_with('~') {
+        return Err(format!(
+            "`{path}`: `~` is not expanded; write the absolute path, or a path relative to the workflow file"
+        ));
+    }
+    match base_dir {
+        Some(base) if base.starts_with('/') => {
+            let relative = path.strip_prefix("./").unwrap_or(path);
+            Ok(Some(format!("{}/{relative}", base.trim_end_matches('/'))))
+        }
+        _ => Err(format!(
+            "`{path}` is relative to the workflow file, but this deploy did not say where that file is; \
+             deploy with `ork workflow deploy FILE` (which sends its folder as `base_dir`), or write an absolute path"
+        )),
+    }
+}
+
+/// `command: [program, args...]`: a non-empty list of strings.
+fn command(node: &Node) -> FieldResult<Vec<String>> {
+    let usage = "expected a list of strings: the program and its arguments, e.g. [\"bash\", \"-c\", \"echo hi\"]";
+    let Kind::Seq(items) = &node.kind else {
+        let hint = match &node.kind {
+            Kind::Str(s) => format!(
+                "; `command` is not run by a shell, so write each argument separately, e.g. [\"bash\", \"-c\", \"{}\"]",
+                node::shorten(s, 40)
+            ),
+            _ => String::new(),
+        };
+        return Err((node.pos, format!("{usage}, found {}{hint}", node.describe())));
+    };
+    if items.is_empty() {
+        return Err((node.pos, format!("the list is empty; {usage}")));
+    }
+    if items.len() > MAX_COMMAND_ARGS {
+        return Err((
+            node.pos,
+            format!(
+                "{} arguments is more than the limit of {MAX_COMMAND_ARGS}; pass data through `input` instead",
+                items.len()
+            ),
+        ));
+    }
+    let mut argv = Vec::with_capacity(items.len());
+    for item in items {
+        let arg = match &item.kind {
+            Kind::Str(s) => s.clone(),
+            Kind::Int(i) => i.to_string(),
+            Kind::UInt(u) => u.to_string(),
+            Kind::Float(f) => f.to_string(),
+            Kind::Bool(b) => b.to_string(),
+            _ => {
+                return Err((
+                    item.pos,
+                    format!("expected a string argument, found {}", item.describe()),
+                ));
+            }
+        };
+        check_arg(&arg, item.pos)?;
+        argv.push(arg);
+    }
+    if argv[0].trim().is_empty() {
+        return Err((items[0].pos, "the program (the first element) is empty".to_owned()));
+    }
+    Ok(argv)
+}
+
+/// `python: PATH`: an interpreter, by name or path.
+fn program_path(node: &Node) -> FieldResult<String> {
+    let path = text(node)?;
+    if path.trim().is_empty() {
+        return Err((node.pos, "the path is empty".to_owned()));
+    }
+    check_arg(&path, node.pos)?;
+    Ok(path)
+}
+
+fn check_arg(arg: &str, pos: Pos) -> FieldResult<()> {
+    if arg.contains('\0') {
+        return Err((pos, "contains a NUL character, which no program argument can hold".to_owned()));
+    }
+    if arg.len() > MAX_ARG_BYTES {
+        return Err((
+            pos,
+            format!(
+                "is {} bytes long; the limit is {MAX_ARG_BYTES}; pass data through `input` instead",
+                arg.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A path inside the workflow's folder: relative, without `..`.

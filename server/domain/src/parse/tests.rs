@@ -19,6 +19,7 @@ fn parse(yaml: &str) -> Result<WorkflowDefinition, ValidationErrors> {
         &ParseOptions {
             source: "etl.yaml",
             files: None,
+            base_dir: None,
         },
     )
 }
@@ -155,6 +156,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&files),
+        base_dir: None,
     };
     assert!(parse_workflow(ETL, &opts).is_ok());
 
@@ -164,6 +166,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&fewer),
+        base_dir: None,
     };
     let errors = parse_workflow(ETL, &opts).unwrap_err();
     expect![[r#"
@@ -405,7 +408,7 @@ fn unknown_task_field() {
         &task_with("    dependson: [x]\n    colour: red\n"),
         expect![[r#"
             etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
-            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
+            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, command, python, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
     );
 }
 
@@ -433,9 +436,7 @@ fn unknown_executor() {
 fn missing_and_unsafe_files() {
     check(
         "name: wf\ntasks:\n  - name: a\n",
-        expect![
-            "etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file"
-        ],
+        expect![[r#"etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#]],
     );
     check(
         "name: wf\ntasks:\n  - name: a\n    file: /usr/bin/env\n  - name: b\n    file: ../secret.sh\n    config_file: C:\\x.toml\n",
@@ -626,7 +627,7 @@ fn reports_all_errors_at_once_in_file_order() {
         expect![[r#"
             etl.yaml:1:7: field `name`: `Bad` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit
             etl.yaml:2:11: field `schedule`: cron expression `nope` has 1 field(s); write 5 (minute hour day-of-month month day-of-week, e.g. `0 2 * * *`) or 6 with seconds first
-            etl.yaml:4:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file
+            etl.yaml:4:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])
             etl.yaml:5:22: task `a`, field `timeout_seconds`: must be greater than 0; it is the most seconds one attempt may run
             etl.yaml:8:21: task `b`, field `depends_on`: unknown task `zz`
             etl.yaml:9:5: task `b`, field `on_failur`: unknown field (did you mean `on_failure`?)"#]],
@@ -775,6 +776,7 @@ fn yaml_1_1_booleans_stay_strings() {
         &ParseOptions {
             source: "w.yaml",
             files: None,
+            base_dir: None,
         },
     )
     .expect("valid");
@@ -909,5 +911,114 @@ fn typed_fan_outs_that_contradict_their_types() {
             etl.yaml:31:15: task `c`, field `parallel`: `list.file` is not a field of type `alias` (the `output_type` of task `list`), which has `additionalProperties: false` (did you mean `files`?)
             etl.yaml:35:15: task `d`, field `parallel`: `list.label.parts` reads a field of `list.label`, which type `alias` (the `output_type` of task `list`) declares as string, not an object
             etl.yaml:39:15: task `e`, field `parallel`: `open.path` is declared as string by type `file_info` (the `output_type` of task `open`); `count` needs an integer field"#]],
+    );
+}
+
+fn parse_from(yaml: &str, base_dir: Option<&str>) -> Result<WorkflowDefinition, ValidationErrors> {
+    parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "w.yaml",
+            files: None,
+            base_dir,
+        },
+    )
+}
+
+#[test]
+fn command_tasks_need_no_file_and_python_defaults_merge_into_py_tasks() {
+    let yaml = "name: wf\ndefaults:\n  python: .venv/bin/python\ntasks:\n  - name: hello\n    command: [bash, -c, echo hi]\n  - name: node\n    file: build.js\n    command: [node]\n  - name: py\n    file: job.py\n  - name: own\n    file: tool.py\n    python: /opt/py/bin/python3\n  - name: sh\n    file: run.sh\n";
+    let def = parse_from(yaml, Some("/home/me/flows")).expect("valid");
+    let task = |name: &str| def.task(name).expect("task").clone();
+    assert_eq!(
+        task("hello").command,
+        Some(vec!["bash".to_owned(), "-c".to_owned(), "echo hi".to_owned()])
+    );
+    assert_eq!(task("hello").file, None);
+    assert_eq!(task("node").command, Some(vec!["node".to_owned()]));
+    assert_eq!(task("node").python, None, "a command task takes no default python");
+    assert_eq!(
+        task("py").python.as_deref(),
+        Some("/home/me/flows/.venv/bin/python"),
+        "the default, resolved against the workflow's folder"
+    );
+    assert_eq!(task("own").python.as_deref(), Some("/opt/py/bin/python3"));
+    assert_eq!(task("sh").python, None, "python applies to .py files only");
+    assert_eq!(def.defaults["python"], json!(".venv/bin/python"));
+    assert_eq!(def.base_dir.as_deref(), Some("/home/me/flows"));
+
+    // Bare names and absolute paths stay as written: no base dir needed.
+    let plain = parse_from(
+        "name: wf\ndefaults: {python: python3.12}\ntasks:\n  - name: py\n    file: a.py\n  - name: c\n    command: [/usr/bin/env, true]\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(plain.tasks[0].python.as_deref(), Some("python3.12"));
+    assert_eq!(plain.base_dir, None);
+    let relative = parse_from(
+        "name: wf\ntasks:\n  - name: c\n    command: [./tools/run.sh, x]\n",
+        Some("/srv/wf/"),
+    )
+    .expect("valid");
+    assert_eq!(
+        relative.tasks[0].command.as_deref(),
+        Some(&["/srv/wf/tools/run.sh".to_owned(), "x".to_owned()][..])
+    );
+}
+
+#[test]
+fn command_and_python_mistakes_are_explained() {
+    let check_in = |yaml: &str, base: Option<&str>, expected: Expect| match parse_from(yaml, base) {
+        Ok(def) => panic!("expected errors, parsed {def:#?}"),
+        Err(errors) => expected.assert_eq(&errors.to_string()),
+    };
+    check_in(
+        "name: wf\ntasks:\n  - name: a\n    command: echo hi\n  - name: b\n    command: []\n  - name: c\n    command: [\"\", x]\n  - name: d\n    file: d.sh\n    python: python3\n  - name: e\n    command: [node]\n    file: e.py\n    python: python3\n  - name: f\n    executor: workers\n    handler: f\n    command: [x]\n  - name: g\n    python: .venv/bin/python\n",
+        None,
+        expect![[r#"
+            w.yaml:4:14: task `a`, field `command`: expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"], found the string `echo hi`; `command` is not run by a shell, so write each argument separately, e.g. ["bash", "-c", "echo hi"]
+            w.yaml:6:14: task `b`, field `command`: the list is empty; expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"]
+            w.yaml:8:15: task `c`, field `command`: the program (the first element) is empty
+            w.yaml:11:13: task `d`, field `python`: `python` is the interpreter of `.py` files and `d.sh` is not one; use `command` to choose the program that runs it
+            w.yaml:15:13: task `e`, field `python`: `command` already names the program to run, so `python` would be ignored; remove one of them
+            w.yaml:19:14: task `f`, field `command`: a `workers` task is run by the pool worker's `handler`, not by a program on ork's side; remove `command`
+            w.yaml:20:5: task `g`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])
+            w.yaml:21:13: task `g`, field `python`: `python` is the interpreter of a `.py` `file`, and this task has none; use `command` to run a program
+            w.yaml:21:13: task `g`, field `python`: `.venv/bin/python` is relative to the workflow file, but this deploy did not say where that file is; deploy with `ork workflow deploy FILE` (which sends its folder as `base_dir`), or write an absolute path"#]],
+    );
+    check_in(
+        "name: wf\ndefaults:\n  pyhton: x\n  python: 3\ntasks:\n  - name: a\n    file: a.py\n    python: ~/venv/bin/python\n",
+        Some("/w"),
+        expect![[r#"
+            w.yaml:3:3: field `defaults.pyhton`: unknown field (did you mean `python`?)
+            w.yaml:4:11: field `defaults.python`: expected text, found the number `3`
+            w.yaml:8:13: task `a`, field `python`: `~/venv/bin/python`: `~` is not expanded; write the absolute path, or a path relative to the workflow file"#]],
+    );
+}
+
+#[test]
+fn inputs_are_declared_with_types_and_defaults() {
+    let def = parse_from(
+        "name: wf\ntypes:\n  day: {type: string, minLength: 10}\ninputs:\n  date: {$ref: '#/types/day', default: \"2026-11-26\", description: The day to load}\n  n: {type: integer}\ntasks:\n  - name: a\n    command: [\"true\"]\n    input: {d: \"{{ run.input.date }}\", s: \"{{ run.input.scheduled_for }}\"}\n",
+        None,
+    )
+    .expect("valid");
+    let inputs = def.inputs.as_ref().expect("inputs");
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].name, "date");
+    assert_eq!(inputs[0].schema, json!({"$ref": "#/types/day"}));
+    assert_eq!(inputs[0].default, Some(json!("2026-11-26")));
+    assert_eq!(inputs[0].description.as_deref(), Some("The day to load"));
+    assert!(!inputs[0].required);
+    assert!(inputs[1].required);
+
+    check(
+        "name: wf\nschedule: \"0 2 * * *\"\ninputs:\n  date: {type: strin}\n  n: {type: integer, default: x}\n  1x: {type: string, default: a}\ntasks:\n  - name: a\n    command: [\"true\"]\n    input: {d: \"{{ run.input.dat }}\"}\n",
+        expect![[r#"
+            etl.yaml:4:10: field `inputs.date`: unknown type `strin` (did you mean `string`?); use object, array, string, integer, number, boolean or null
+            etl.yaml:4:3: field `inputs.date`: scheduled runs get no input but `scheduled_for`, so every declared input needs a `default`; add one to `date`
+            etl.yaml:5:31: field `inputs.n.default`: the default does not match the input's type: expected integer, found string "x"
+            etl.yaml:6:3: field `inputs.1x`: `1x` is not an input name; use letters, digits, `_` and `-`, starting with a letter
+            etl.yaml:10:16: task `a`, field `input`: template `{{ run.input.dat }}` reads run input `dat`, which `inputs` does not declare (did you mean `date`?); declare it under `inputs`"#]],
     );
 }
