@@ -380,14 +380,24 @@ pub fn render_worker_list(workers: &[PoolWorker], now: DateTime<Utc>, style: Sty
         return "no pool workers are attached\n".to_owned();
     }
     let mut table = Table::new(vec![
-        "NAME", "HANDLERS", "SLOTS", "LAST SEEN", "ATTACHED", "STATE",
+        "NAME",
+        "HANDLERS",
+        "SLOTS",
+        "LAST SEEN",
+        "ATTACHED",
+        "STATE",
     ]);
     for w in workers {
         let seen = w
             .last_seen_at
             .as_ref()
             .and_then(to_chrono)
-            .map(|t| format!("{} ago", format_duration((now - t).num_milliseconds().max(0))))
+            .map(|t| {
+                format!(
+                    "{} ago",
+                    format_duration((now - t).num_milliseconds().max(0))
+                )
+            })
             .unwrap_or_else(|| "-".to_owned());
         table.push(vec![
             w.name.as_str().into(),
@@ -414,7 +424,10 @@ pub fn render_worker_list(workers: &[PoolWorker], now: DateTime<Utc>, style: Sty
 /// An input's type in one word or two: `string`, `integer or null`, `$ref day`.
 fn input_type(schema: Option<&pbjson_types::Value>) -> String {
     let schema = schema.map(ork_proto::json::from_proto).unwrap_or_default();
-    match (schema.get("type"), schema.get("$ref").and_then(|r| r.as_str())) {
+    match (
+        schema.get("type"),
+        schema.get("$ref").and_then(|r| r.as_str()),
+    ) {
         (Some(serde_json::Value::String(t)), _) => t.clone(),
         (Some(serde_json::Value::Array(types)), _) => types
             .iter()

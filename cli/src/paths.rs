@@ -94,7 +94,10 @@ mod tests {
             absolute(Path::new("./data"), cwd),
             PathBuf::from("/home/me/project/data")
         );
-        assert_eq!(absolute(Path::new("/var/ork"), cwd), PathBuf::from("/var/ork"));
+        assert_eq!(
+            absolute(Path::new("/var/ork"), cwd),
+            PathBuf::from("/var/ork")
+        );
         assert_eq!(
             absolute_program(Path::new("ork-worker"), cwd),
             PathBuf::from("ork-worker"),
@@ -111,7 +114,10 @@ mod tests {
         let cwd = Path::new(CWD);
         for (given, want) in [
             ("sqlite://ork.db", "sqlite:///home/me/project/ork.db"),
-            ("sqlite:data/ork.db", "sqlite:///home/me/project/data/ork.db"),
+            (
+                "sqlite:data/ork.db",
+                "sqlite:///home/me/project/data/ork.db",
+            ),
             (
                 "sqlite://./ork.db?mode=rwc",
                 "sqlite:///home/me/project/ork.db?mode=rwc",

@@ -138,15 +138,30 @@ impl Events {
     /// The lines for what changed since the previous call, each stamped with
     /// `elapsed_ms`. `notable_only` keeps failures, retries and waits (what
     /// a live line cannot show for long) and drops starts and successes.
-    pub fn update(&mut self, run: &Run, elapsed_ms: i64, notable_only: bool, style: Style) -> Vec<String> {
+    pub fn update(
+        &mut self,
+        run: &Run,
+        elapsed_ms: i64,
+        notable_only: bool,
+        style: Style,
+    ) -> Vec<String> {
         let stamp = format!("[{:>6}]", format_duration(elapsed_ms));
         let mut lines = Vec::new();
         let mut push = |text: String, color: Option<Color>| {
-            lines.push(format!("{} {}", style.paint(&stamp, Some(Color::Dim)), style.paint(&text, color)));
+            lines.push(format!(
+                "{} {}",
+                style.paint(&stamp, Some(Color::Dim)),
+                style.paint(&text, color)
+            ));
         };
         if self.run_status.is_none() {
             push(
-                format!("run {} of {}: {} tasks", run.id, run.workflow, run.tasks.len()),
+                format!(
+                    "run {} of {}: {} tasks",
+                    run.id,
+                    run.workflow,
+                    run.tasks.len()
+                ),
                 None,
             );
         }
@@ -178,7 +193,10 @@ impl Events {
                     } else {
                         format!(": {}", error_headline(&task.error))
                     };
-                    push(format!("{label} {}{why}", task.status), status_color(&task.status));
+                    push(
+                        format!("{label} {}{why}", task.status),
+                        status_color(&task.status),
+                    );
                 }
                 "pending" => {
                     let retried = before.is_some_and(|b| {
@@ -196,7 +214,10 @@ impl Events {
                     }
                     let new_reason = before.is_none_or(|b| b.reason != task.pending_reason);
                     if new_reason && is_notable(&task.pending_reason) {
-                        push(format!("{label} waits: {}", task.pending_reason), Some(Color::Yellow));
+                        push(
+                            format!("{label} waits: {}", task.pending_reason),
+                            Some(Color::Yellow),
+                        );
                     }
                 }
                 _ => {}
@@ -251,7 +272,10 @@ mod tests {
         p1.parallel_index = Some(1);
         let mut p0 = task("t1", "process", "success");
         p0.parallel_index = Some(0);
-        let r = run("running", vec![task("t0", "discover", "success"), p0, p1, report]);
+        let r = run(
+            "running",
+            vec![task("t0", "discover", "success"), p0, p1, report],
+        );
         assert_eq!(
             status_line(&r, 3_200, 2, 200, Style::PLAIN),
             "⠹ etl 3.2s · 2/4 done · 1 running: process[1] · report: no attached worker serves handler `build_report` (no pool worker is attached)"
@@ -260,7 +284,10 @@ mod tests {
         assert_eq!(cut, "⠋ etl 3.2s · 2/4 done · 1 running: process[1]");
         assert!(cut.chars().count() <= 50);
         let cut = status_line(&r, 3_200, 0, 70, Style::PLAIN);
-        assert_eq!(cut, "⠋ etl 3.2s · 2/4 done · 1 running: process[1] · report: no attached w…");
+        assert_eq!(
+            cut,
+            "⠋ etl 3.2s · 2/4 done · 1 running: process[1] · report: no attached w…"
+        );
         assert_eq!(cut.chars().count(), 70);
     }
 
@@ -271,19 +298,34 @@ mod tests {
         a.pending_reason = "queued: waiting for dispatch".into();
         let mut b = task("b", "load", "pending");
         b.pending_reason = "waiting on extract".into();
-        let first = events.update(&run("running", vec![a.clone(), b.clone()]), 0, false, Style::PLAIN);
+        let first = events.update(
+            &run("running", vec![a.clone(), b.clone()]),
+            0,
+            false,
+            Style::PLAIN,
+        );
         assert_eq!(first, ["[   0ms] run r1 of etl: 2 tasks"]);
 
         a.status = "running".into();
         a.attempt = 1;
         a.pending_reason.clear();
-        let lines = events.update(&run("running", vec![a.clone(), b.clone()]), 12, false, Style::PLAIN);
+        let lines = events.update(
+            &run("running", vec![a.clone(), b.clone()]),
+            12,
+            false,
+            Style::PLAIN,
+        );
         assert_eq!(lines, ["[  12ms] extract running"]);
 
         a.status = "pending".into();
         a.error = "ValueError: flaky\n\nTraceback ...".into();
         a.pending_reason = "retry delay: attempt 2 starts at 10:00:01.000 UTC".into();
-        let lines = events.update(&run("running", vec![a.clone(), b.clone()]), 40, false, Style::PLAIN);
+        let lines = events.update(
+            &run("running", vec![a.clone(), b.clone()]),
+            40,
+            false,
+            Style::PLAIN,
+        );
         assert_eq!(
             lines,
             [
@@ -292,11 +334,22 @@ mod tests {
             ]
         );
         // The same message again says nothing new.
-        assert!(events.update(&run("running", vec![a.clone(), b.clone()]), 50, false, Style::PLAIN).is_empty());
+        assert!(
+            events
+                .update(
+                    &run("running", vec![a.clone(), b.clone()]),
+                    50,
+                    false,
+                    Style::PLAIN
+                )
+                .is_empty()
+        );
 
         a.status = "failed".into();
         a.attempt = 2;
-        a.error = "exited with code 1: Traceback (most recent call last):\n  File \"x\"\nKeyError: 'x'".into();
+        a.error =
+            "exited with code 1: Traceback (most recent call last):\n  File \"x\"\nKeyError: 'x'"
+                .into();
         b.status = "skipped".into();
         b.error = "upstream task `extract` failed".into();
         let lines = events.update(&run("failed", vec![a, b]), 1_500, true, Style::PLAIN);

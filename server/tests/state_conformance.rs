@@ -1213,3 +1213,131 @@ conformance!(
     outputs_by_reference_case,
     outputs_by_reference_flow_downstream
 );
+
+/// What the schedule-to-start timeout uses: the ready pool tasks of the
+/// runs a replica owns, and failing one that never started, which moves the
+/// run on as any failure does.
+async fn pending_pool_tasks_can_be_failed_without_an_attempt(store: Arc<dyn StateStore>) {
+    let yaml = "name: p\ntasks:\n  - name: a\n    executor: workers\n    handler: h1\n  - name: b\n    file: b.sh\n    depends_on: [a]\n  - name: c\n    executor: workers\n    handler: h2\n";
+    let wf = deploy(&store, yaml).await;
+    let run = start(&store, &wf, json!({})).await;
+    let ids = |name: &str| {
+        let store = store.clone();
+        let run = run.clone();
+        let name = name.to_owned();
+        async move {
+            store
+                .list_task_runs(&run)
+                .await
+                .expect("tasks")
+                .into_iter()
+                .find(|r| r.task_name == name)
+                .expect("task")
+                .id
+        }
+    };
+    let (a, c) = (ids("a").await, ids("c").await);
+    assert!(
+        store
+            .waiting_pool_tasks(OWNER, t(0), t(5), 10)
+            .await
+            .expect("waiting")
+            .is_empty(),
+        "ready only since t(1)"
+    );
+    let mut waiting = store
+        .waiting_pool_tasks(OWNER, t(2), t(5), 10)
+        .await
+        .expect("waiting");
+    waiting.sort();
+    let mut want = vec![(a.clone(), "h1".to_owned()), (c.clone(), "h2".to_owned())];
+    want.sort();
+    assert_eq!(waiting, want);
+    assert!(
+        store
+            .waiting_pool_tasks("replica-b", t(2), t(5), 10)
+            .await
+            .expect("waiting")
+            .is_empty(),
+        "another replica's runs are not its business"
+    );
+
+    assert!(
+        store
+            .fail_pending(&a, "nobody serves h1", t(6))
+            .await
+            .expect("fail")
+    );
+    assert!(
+        !store.fail_pending(&a, "again", t(7)).await.expect("fail"),
+        "no longer pending"
+    );
+    let a_row = store.get_task_run(&a).await.expect("get").expect("task");
+    assert_eq!(a_row.status, TaskStatus::Failed);
+    assert_eq!(a_row.error.as_deref(), Some("nobody serves h1"));
+    assert_eq!(a_row.attempt, 0);
+    assert_eq!(
+        status_of(&store, &run, "b").await,
+        vec![TaskStatus::Skipped]
+    );
+    assert_eq!(
+        status_of(&store, &run, "c").await,
+        vec![TaskStatus::Pending]
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Running
+    );
+    assert!(
+        store
+            .fail_pending(&c, "nobody serves h2", t(8))
+            .await
+            .expect("fail")
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Failed
+    );
+}
+conformance!(
+    pending_pool_tasks_can_be_failed_without_an_attempt_case,
+    pending_pool_tasks_can_be_failed_without_an_attempt
+);
+
+/// Declared inputs get their defaults in every new run, manual or
+/// scheduled, and an input that does not match is refused.
+async fn declared_inputs_are_applied_to_every_new_run(store: Arc<dyn StateStore>) {
+    let yaml = "name: i\nschedule: \"0 2 * * *\"\ninputs:\n  date: {type: string, default: \"2026-11-26\"}\n  n: {type: integer, default: 2}\ntasks:\n  - name: a\n    file: a.sh\n";
+    let wf = deploy(&store, yaml).await;
+    let run = start(&store, &wf, json!({"n": 5})).await;
+    let input = store.get_run(&run).await.expect("get").expect("run").input;
+    assert_eq!(input, json!({"date": "2026-11-26", "n": 5}));
+    let err = store
+        .create_run(
+            NewRun {
+                workflow: wf.clone(),
+                input: json!({"n": "five"}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+            },
+            t(2),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("field `input.n`")),
+        "{err}"
+    );
+    let fired = store
+        .fire_schedule(&wf, t(3), OWNER, t(3))
+        .await
+        .expect("fire")
+        .expect("a run");
+    assert_eq!(fired.input["date"], "2026-11-26");
+    assert_eq!(fired.input["n"], 2);
+    assert!(fired.input["scheduled_for"].is_string());
+}
+conformance!(
+    declared_inputs_are_applied_to_every_new_run_case,
+    declared_inputs_are_applied_to_every_new_run
+);

@@ -286,6 +286,18 @@ pub fn ork(server: &str, args: &[&str]) -> Output {
         .expect("run ork")
 }
 
+/// Runs the `ork` CLI against `server` from the directory `cwd`.
+pub fn ork_in(cwd: &Path, server: &str, args: &[&str]) -> Output {
+    Command::new(binary("ork"))
+        .args(args)
+        .current_dir(cwd)
+        .env("ORK_SERVER", server)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ork")
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -324,6 +336,30 @@ impl DevProcess {
             .spawn()
             .expect("spawn ork dev");
         let url = format!("http://{listen}");
+        let _ = Clients::connect(&url).await;
+        Self { child, url }
+    }
+
+    /// Starts `ork ARGS` (`dev ...` or `server ...`, which must listen on
+    /// `port`) from the directory `cwd`, as a user who `cd`'d there would,
+    /// and waits until it answers. Its stderr goes to `cwd/ork-N.log`.
+    pub async fn start_in(cwd: &Path, port: u16, args: &[&str]) -> Self {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(cwd.join(format!("ork-{n}.log")))
+            .ok()
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null);
+        let child = Command::new(binary("ork"))
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ork");
+        let url = format!("http://127.0.0.1:{port}");
         let _ = Clients::connect(&url).await;
         Self { child, url }
     }

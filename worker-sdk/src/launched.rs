@@ -268,7 +268,10 @@ pub(crate) fn task_argv(spec: &TaskSpec, file: Option<&Path>) -> Option<(OsStrin
         return Some((program.into(), args));
     }
     let file = file?;
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     Some(Interpreter::for_file(name).argv(file, &spec.python))
 }
 

@@ -49,7 +49,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let objects = args
         .objects_url
         .as_ref()
-        .map(|_| format!(", objects in {}", super::server::redact_url(&options.objects_url)))
+        .map(|_| {
+            format!(
+                ", objects in {}",
+                super::server::redact_url(&options.objects_url)
+            )
+        })
         .unwrap_or_default();
     serve(
         options,

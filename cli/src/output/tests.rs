@@ -319,22 +319,31 @@ fn the_detail_of_a_python_failure_is_its_exception_line() {
     };
     // An SDK puts the exception first.
     assert_eq!(
-        detail_of("ValueError: bad input\n\nTraceback (most recent call last):\n  File \"t.py\", line 3\nValueError: bad input"),
+        detail_of(
+            "ValueError: bad input\n\nTraceback (most recent call last):\n  File \"t.py\", line 3\nValueError: bad input"
+        ),
         "ValueError: bad input …"
     );
     // A plain script's stderr: the exception at the end of the traceback,
     // after what the supervisor said first.
     assert_eq!(
-        detail_of("exited with code 1: Traceback (most recent call last):\n  File \"t.py\", line 3, in <module>\n    main()\nKeyError: 'date'"),
+        detail_of(
+            "exited with code 1: Traceback (most recent call last):\n  File \"t.py\", line 3, in <module>\n    main()\nKeyError: 'date'"
+        ),
         "exited with code 1: KeyError: 'date' …"
     );
     // Chained exceptions: the last one is what ended the task.
     assert_eq!(
-        detail_of("Traceback (most recent call last):\n  File \"a\"\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"b\"\nRuntimeError: lookup failed"),
+        detail_of(
+            "Traceback (most recent call last):\n  File \"a\"\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"b\"\nRuntimeError: lookup failed"
+        ),
         "RuntimeError: lookup failed …"
     );
     assert_eq!(detail_of("timed out after 30s"), "timed out after 30s");
-    assert_eq!(detail_of("Traceback (most recent call last):"), "Traceback (most recent call last):");
+    assert_eq!(
+        detail_of("Traceback (most recent call last):"),
+        "Traceback (most recent call last):"
+    );
 }
 
 #[test]
@@ -390,11 +399,26 @@ fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
     assert!(decide(ColorChoice::Auto, true, &[]));
     assert!(!decide(ColorChoice::Auto, false, &[]));
     assert!(!decide(ColorChoice::Auto, true, &[("NO_COLOR", "1")]));
-    assert!(decide(ColorChoice::Auto, true, &[("NO_COLOR", "")]), "empty NO_COLOR is unset");
+    assert!(
+        decide(ColorChoice::Auto, true, &[("NO_COLOR", "")]),
+        "empty NO_COLOR is unset"
+    );
     assert!(decide(ColorChoice::Auto, false, &[("CLICOLOR_FORCE", "1")]));
-    assert!(!decide(ColorChoice::Auto, false, &[("CLICOLOR_FORCE", "0")]));
-    assert!(!decide(ColorChoice::Auto, false, &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]));
+    assert!(!decide(
+        ColorChoice::Auto,
+        false,
+        &[("CLICOLOR_FORCE", "0")]
+    ));
+    assert!(!decide(
+        ColorChoice::Auto,
+        false,
+        &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]
+    ));
     assert!(!decide(ColorChoice::Auto, true, &[("CLICOLOR", "0")]));
     assert!(decide(ColorChoice::Always, false, &[("NO_COLOR", "1")]));
-    assert!(!decide(ColorChoice::Never, true, &[("CLICOLOR_FORCE", "1")]));
+    assert!(!decide(
+        ColorChoice::Never,
+        true,
+        &[("CLICOLOR_FORCE", "1")]
+    ));
 }

@@ -164,9 +164,8 @@ mod tests {
     use serde_json::json;
 
     fn workflow(inputs: &str) -> WorkflowDefinition {
-        let yaml = format!(
-            "name: w\ninputs:\n{inputs}\ntasks:\n  - name: t\n    command: [\"true\"]\n"
-        );
+        let yaml =
+            format!("name: w\ninputs:\n{inputs}\ntasks:\n  - name: t\n    command: [\"true\"]\n");
         parse_workflow(&yaml, &ParseOptions::default()).expect("valid workflow")
     }
 

@@ -104,7 +104,6 @@ pub struct DispatchView {
     pub schedule_to_start_timeout: Option<std::time::Duration>,
 }
 
-
 /// Everything [`pending_reason`] reads besides the task run itself.
 #[derive(Clone, Copy)]
 pub struct ReasonContext<'a> {
@@ -221,7 +220,11 @@ pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
 }
 
 /// Why a pending task run is not running yet; empty for other statuses.
-pub fn pending_reason(r: &TaskRunRecord, counts: &RunCounts<'_>, ctx: &ReasonContext<'_>) -> String {
+pub fn pending_reason(
+    r: &TaskRunRecord,
+    counts: &RunCounts<'_>,
+    ctx: &ReasonContext<'_>,
+) -> String {
     if r.status != TaskStatus::Pending {
         return String::new();
     }
@@ -323,7 +326,11 @@ fn dispatch_reason(
         Some(slots) if slots.free == 0 => format!(
             "waiting for a free slot: {} pool {} serving `{handler}`, all slots busy",
             slots.workers,
-            if slots.workers == 1 { "worker" } else { "workers" }
+            if slots.workers == 1 {
+                "worker"
+            } else {
+                "workers"
+            }
         ),
         Some(_) => "queued: waiting for dispatch".to_owned(),
     }

@@ -553,7 +553,9 @@ impl Gateway {
 /// route sent, which is a log cursor (digits).
 fn last_event_cursor(value: &HeaderValue) -> Result<String, ApiError> {
     match value.to_str() {
-        Ok(text) if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()) => {
+        Ok(text)
+            if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             Ok(text.to_owned())
         }
         Ok("") => Ok(String::new()),

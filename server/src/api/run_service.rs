@@ -64,9 +64,9 @@ impl RunApi {
         }
     }
 
-    /// NOT_FOUND for a task name the run's workflow lacks, with the closest
+    /// The error for a task name the run's workflow lacks, with the closest
     /// name and the list.
-    async fn unknown_task(&self, run: &RunRecord, task: &str) -> Status {
+    async fn unknown_task(&self, kind: ErrorKind, run: &RunRecord, task: &str) -> Status {
         let version = self
             .ctx
             .state
@@ -82,7 +82,7 @@ impl RunApi {
             .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
         status(
-            ErrorKind::NotFound,
+            kind,
             format!(
                 "run `{}` has no task `{task}`{hint}; its tasks are: {}",
                 run.id,
@@ -228,7 +228,9 @@ impl RunService for RunApi {
                 .map_err(from_state)?
                 .is_some_and(|v| v.task(task).is_some());
             if !known {
-                return Err(self.unknown_task(&run, task).await);
+                return Err(self
+                    .unknown_task(ErrorKind::InvalidArgument, &run, task)
+                    .await);
             }
         }
         self.ctx
@@ -284,7 +286,7 @@ impl RunService for RunApi {
         if let Some(t) = &task
             && !tasks.iter().any(|r| &r.task_name == t)
         {
-            return Err(self.unknown_task(&run, t).await);
+            return Err(self.unknown_task(ErrorKind::NotFound, &run, t).await);
         }
         let finished = run.status.is_terminal()
             || tasks

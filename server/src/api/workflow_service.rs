@@ -121,8 +121,7 @@ impl WorkflowService for WorkflowApi {
             .state
             .get_workflow(&name)
             .await
-            .map_err(from_state)?
-        ;
+            .map_err(from_state)?;
         let Some(record) = record else {
             return Err(workflow_not_found(&self.ctx, &name).await);
         };

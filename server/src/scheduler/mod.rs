@@ -383,7 +383,9 @@ impl Core {
             );
             match self.state.fail_pending(&id, &error, now).await {
                 Ok(changed) => failed |= changed,
-                Err(e) => tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task"),
+                Err(e) => {
+                    tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task")
+                }
             }
         }
         if failed {

@@ -212,8 +212,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// Fails a task run that is still pending, without an attempt (it could
     /// not be scheduled in time), and moves its run on as any failure does.
     /// Returns false, changing nothing, when it is no longer pending.
-    async fn fail_pending(&self, task_run_id: &str, error: &str, now: DateTime<Utc>)
-    -> Result<bool>;
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // ---- worker calls (all fenced) ----
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;

@@ -97,12 +97,7 @@ async fn outcome(client: &Client, args: &LogsArgs) -> anyhow::Result<()> {
         .into_inner()
         .run
         .unwrap_or_default();
-    let over = |status: &str| {
-        matches!(
-            status,
-            "success" | "failed" | "cancelled" | "skipped"
-        )
-    };
+    let over = |status: &str| matches!(status, "success" | "failed" | "cancelled" | "skipped");
     let cut_short = || {
         anyhow::anyhow!(
             "the server ended the log stream of run {} before it finished (was it stopped?); run the command again to follow it",

@@ -717,7 +717,10 @@ fn parse_inputs(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<
                 None,
                 Some(&format!("{label}.default")),
                 *pos,
-                format!("the default does not match the input's type: {}", shown.join("; ")),
+                format!(
+                    "the default does not match the input's type: {}",
+                    shown.join("; ")
+                ),
             );
         }
         if def.schedule.is_some() && default.is_none() {

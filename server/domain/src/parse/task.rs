@@ -406,16 +406,15 @@ fn interpreter_rules(
     if def.executor != DEFAULT_EXECUTOR {
         return;
     }
-    let mut resolve = |field: &str, path: &mut String, pos: Pos| {
-        match resolve_program(path, at.base_dir) {
+    let mut resolve =
+        |field: &str, path: &mut String, pos: Pos| match resolve_program(path, at.base_dir) {
             Ok(Some(resolved)) => {
                 *path = resolved;
                 *at.used_base_dir = true;
             }
             Ok(None) => {}
             Err(message) => errors.push(task, Some(field), pos, message),
-        }
-    };
+        };
     if let Some(python) = def.python.as_mut() {
         resolve("python", python, at.python_pos);
     }
@@ -468,7 +467,10 @@ fn command(node: &Node) -> FieldResult<Vec<String>> {
             ),
             _ => String::new(),
         };
-        return Err((node.pos, format!("{usage}, found {}{hint}", node.describe())));
+        return Err((
+            node.pos,
+            format!("{usage}, found {}{hint}", node.describe()),
+        ));
     };
     if items.is_empty() {
         return Err((node.pos, format!("the list is empty; {usage}")));
@@ -501,7 +503,10 @@ fn command(node: &Node) -> FieldResult<Vec<String>> {
         argv.push(arg);
     }
     if argv[0].trim().is_empty() {
-        return Err((items[0].pos, "the program (the first element) is empty".to_owned()));
+        return Err((
+            items[0].pos,
+            "the program (the first element) is empty".to_owned(),
+        ));
     }
     Ok(argv)
 }
@@ -518,7 +523,10 @@ fn program_path(node: &Node) -> FieldResult<String> {
 
 fn check_arg(arg: &str, pos: Pos) -> FieldResult<()> {
     if arg.contains('\0') {
-        return Err((pos, "contains a NUL character, which no program argument can hold".to_owned()));
+        return Err((
+            pos,
+            "contains a NUL character, which no program argument can hold".to_owned(),
+        ));
     }
     if arg.len() > MAX_ARG_BYTES {
         return Err((

@@ -436,7 +436,9 @@ fn unknown_executor() {
 fn missing_and_unsafe_files() {
     check(
         "name: wf\ntasks:\n  - name: a\n",
-        expect![[r#"etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#]],
+        expect![[
+            r#"etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#
+        ]],
     );
     check(
         "name: wf\ntasks:\n  - name: a\n    file: /usr/bin/env\n  - name: b\n    file: ../secret.sh\n    config_file: C:\\x.toml\n",
@@ -932,11 +934,19 @@ fn command_tasks_need_no_file_and_python_defaults_merge_into_py_tasks() {
     let task = |name: &str| def.task(name).expect("task").clone();
     assert_eq!(
         task("hello").command,
-        Some(vec!["bash".to_owned(), "-c".to_owned(), "echo hi".to_owned()])
+        Some(vec![
+            "bash".to_owned(),
+            "-c".to_owned(),
+            "echo hi".to_owned()
+        ])
     );
     assert_eq!(task("hello").file, None);
     assert_eq!(task("node").command, Some(vec!["node".to_owned()]));
-    assert_eq!(task("node").python, None, "a command task takes no default python");
+    assert_eq!(
+        task("node").python,
+        None,
+        "a command task takes no default python"
+    );
     assert_eq!(
         task("py").python.as_deref(),
         Some("/home/me/flows/.venv/bin/python"),
