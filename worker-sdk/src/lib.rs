@@ -15,8 +15,11 @@
 //! An executor starts `ork-worker` with `ORK_SERVER`, `ORK_TASK_RUN_ID`,
 //! `ORK_ATTEMPT` and `ORK_TOKEN` set (optionally `ORK_WORK_DIR`,
 //! `ORK_KEEP_WORK_DIR=1`, `ORK_KILL_GRACE_SECONDS`). The supervisor writes the
-//! task's file into a fresh directory and runs it there: `.py` files with
-//! `python3`, `.sh` files with `bash`, anything else directly. The task sees:
+//! task's file (if it has one) into a fresh directory and runs, there, the
+//! spec's `command` with the file's path appended (or alone, without a
+//! file), or else the file by its extension: `.py` files with the spec's
+//! `python` (default `python3`), `.sh` files with `bash`, anything else
+//! directly. The task sees:
 //!
 //! | variable | meaning |
 //! | --- | --- |
@@ -37,7 +40,9 @@
 //! - `3`: failure that must **not** be retried (bad input, a permanent refusal).
 //! - any other code, or death by a signal: failure, retried if the task allows.
 //!
-//! The error recorded for a failure holds the last 20 lines of stderr.
+//! The error recorded for a failure is what the task wrote to the file named
+//! by `ORK_ERROR` (an SDK's exception and traceback), else the exit code and
+//! the last 20 lines of stderr.
 
 mod client;
 mod error;

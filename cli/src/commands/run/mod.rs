@@ -121,16 +121,22 @@ impl Display {
         }
     }
 
-    /// Milliseconds since the run started (by the server's clock), or since
-    /// this command started watching when the run has not started yet.
+    /// Milliseconds since the run started (by the server's clock) until it
+    /// finished or now, or since this command started watching when the run
+    /// has not started yet.
     fn elapsed(&self, run: &Run) -> i64 {
         let since = run
             .started_at
             .as_ref()
             .or(run.created_at.as_ref())
             .and_then(output::to_chrono);
+        let until = run
+            .finished_at
+            .as_ref()
+            .and_then(output::to_chrono)
+            .unwrap_or_else(chrono::Utc::now);
         match since {
-            Some(t) => (chrono::Utc::now() - t).num_milliseconds().max(0),
+            Some(t) => (until - t).num_milliseconds().max(0),
             None => i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
         }
     }
