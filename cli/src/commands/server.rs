@@ -139,7 +139,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let server = Server::bind(options).await?;
+    let server = Server::bind(options).await.map_err(explain_bind)?;
     let addr = server.local_addr();
     eprintln!("{}", banner(addr));
 
@@ -175,6 +175,23 @@ pub async fn serve(
     drop(stop_tx);
     eprintln!("ork stopped");
     Ok(())
+}
+
+/// A busy port is the most common reason a server does not start: say what
+/// to do about it.
+fn explain_bind(err: ork_server::Error) -> anyhow::Error {
+    match &err {
+        ork_server::Error::Bind { addr, source }
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            anyhow::anyhow!(
+                "{err}\nhint: something (another `ork dev` or `ork server`?) already listens on {addr}; \
+                 stop it, or pick another address with --listen (port 0 picks a free one and prints it; \
+                 then point --server or ORK_SERVER at it)"
+            )
+        }
+        _ => anyhow::Error::new(err),
+    }
 }
 
 async fn deploy_all(addr: SocketAddr, files: &[PathBuf]) -> anyhow::Result<()> {

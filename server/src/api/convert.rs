@@ -346,3 +346,114 @@ pub fn log_line(l: &LogRecord) -> v1::LogLine {
         time: Some(timestamp(l.time)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ork_domain::parse::{ParseOptions, parse_workflow};
+
+    fn version(yaml: &str) -> CompiledVersion {
+        let definition = parse_workflow(yaml, &ParseOptions::default()).expect("valid");
+        CompiledVersion {
+            version: "v".into(),
+            yaml: yaml.into(),
+            dag: ork_domain::dag::Dag::new(&definition).expect("dag"),
+            definition,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn pending(name: &str, executor: &str, ready: Option<DateTime<Utc>>) -> TaskRunRecord {
+        TaskRunRecord {
+            id: format!("tr-{name}"),
+            run_id: "r".into(),
+            task_name: name.into(),
+            status: TaskStatus::Pending,
+            attempt: 0,
+            max_retries: 0,
+            parallel_index: None,
+            parallel_count: None,
+            executor: executor.into(),
+            input: None,
+            output: None,
+            error: None,
+            created_at: Utc::now(),
+            ready_at: ready,
+            dispatched_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    const YAML: &str = "name: w\ntasks:\n  - name: a\n    command: [\"true\"]\n  - name: b\n    executor: workers\n    handler: build_report\n  - name: c\n    command: [\"true\"]\n    depends_on: [a]\n";
+
+    fn reason(task: &TaskRunRecord, all: &[TaskRunRecord], view: &DispatchView, run_waiting: bool) -> String {
+        let v = version(YAML);
+        let counts = RunCounts::new(all);
+        let ctx = ReasonContext {
+            version: Some(&v),
+            now: DateTime::from_timestamp(1_800_000_010, 0).expect("now"),
+            run_waiting,
+            dispatch: Some(view),
+        };
+        pending_reason(task, &counts, &ctx)
+    }
+
+    #[test]
+    fn a_pending_task_says_what_it_waits_for() {
+        let ready = DateTime::from_timestamp(1_800_000_000, 0);
+        let a = pending("a", "subprocess", ready);
+        let b = pending("b", "workers", ready);
+        let c = pending("c", "subprocess", None);
+        let all = vec![a.clone(), b.clone(), c.clone()];
+        let idle = DispatchView {
+            launched_free: 4,
+            owns_run: true,
+            owner: "local".into(),
+            ..DispatchView::default()
+        };
+        assert_eq!(reason(&c, &all, &idle, false), "waiting on a");
+        assert_eq!(reason(&a, &all, &idle, false), "queued: waiting for dispatch");
+        assert_eq!(
+            reason(&b, &all, &idle, false),
+            "no attached worker serves handler `build_report` (no pool worker is attached)"
+        );
+        let mut others = idle.clone();
+        others.handlers.insert("count_words".into(), HandlerSlots { workers: 1, free: 2 });
+        others.handlers.insert("total".into(), HandlerSlots { workers: 1, free: 2 });
+        others.schedule_to_start_timeout = Some(std::time::Duration::from_secs(30));
+        assert_eq!(
+            reason(&b, &all, &others, false),
+            "no attached worker serves handler `build_report` (attached: count_words, total); fails at 08:00:30 UTC (--schedule-to-start-timeout)"
+        );
+        let mut busy = idle.clone();
+        busy.launched_free = 0;
+        busy.handlers.insert("build_report".into(), HandlerSlots { workers: 2, free: 0 });
+        assert_eq!(
+            reason(&a, &all, &busy, false),
+            "waiting for a subprocess slot: this server runs at most --max-subprocesses at once, and all are busy"
+        );
+        assert_eq!(
+            reason(&b, &all, &busy, false),
+            "waiting for a free slot: 2 pool workers serving `build_report`, all slots busy"
+        );
+        let elsewhere = DispatchView {
+            owns_run: false,
+            owner: "sched-2".into(),
+            ..idle.clone()
+        };
+        assert_eq!(
+            reason(&b, &all, &elsewhere, false),
+            "waiting for a pool worker serving handler `build_report` on `sched-2`, the replica that runs it"
+        );
+        assert_eq!(
+            reason(&a, &all, &idle, true),
+            "the run waits for other runs of its workflow to end"
+        );
+        let later = pending("a", "subprocess", DateTime::from_timestamp(1_800_000_020, 0));
+        assert_eq!(
+            reason(&later, &all, &idle, false),
+            "retry delay: attempt 1 starts at 08:00:20.000 UTC"
+        );
+    }
+}
