@@ -387,7 +387,12 @@ mod tests {
 
     const YAML: &str = "name: w\ntasks:\n  - name: a\n    command: [\"true\"]\n  - name: b\n    executor: workers\n    handler: build_report\n  - name: c\n    command: [\"true\"]\n    depends_on: [a]\n";
 
-    fn reason(task: &TaskRunRecord, all: &[TaskRunRecord], view: &DispatchView, run_waiting: bool) -> String {
+    fn reason(
+        task: &TaskRunRecord,
+        all: &[TaskRunRecord],
+        view: &DispatchView,
+        run_waiting: bool,
+    ) -> String {
         let v = version(YAML);
         let counts = RunCounts::new(all);
         let ctx = ReasonContext {
@@ -413,14 +418,29 @@ mod tests {
             ..DispatchView::default()
         };
         assert_eq!(reason(&c, &all, &idle, false), "waiting on a");
-        assert_eq!(reason(&a, &all, &idle, false), "queued: waiting for dispatch");
+        assert_eq!(
+            reason(&a, &all, &idle, false),
+            "queued: waiting for dispatch"
+        );
         assert_eq!(
             reason(&b, &all, &idle, false),
             "no attached worker serves handler `build_report` (no pool worker is attached)"
         );
         let mut others = idle.clone();
-        others.handlers.insert("count_words".into(), HandlerSlots { workers: 1, free: 2 });
-        others.handlers.insert("total".into(), HandlerSlots { workers: 1, free: 2 });
+        others.handlers.insert(
+            "count_words".into(),
+            HandlerSlots {
+                workers: 1,
+                free: 2,
+            },
+        );
+        others.handlers.insert(
+            "total".into(),
+            HandlerSlots {
+                workers: 1,
+                free: 2,
+            },
+        );
         others.schedule_to_start_timeout = Some(std::time::Duration::from_secs(30));
         assert_eq!(
             reason(&b, &all, &others, false),
@@ -428,7 +448,13 @@ mod tests {
         );
         let mut busy = idle.clone();
         busy.launched_free = 0;
-        busy.handlers.insert("build_report".into(), HandlerSlots { workers: 2, free: 0 });
+        busy.handlers.insert(
+            "build_report".into(),
+            HandlerSlots {
+                workers: 2,
+                free: 0,
+            },
+        );
         assert_eq!(
             reason(&a, &all, &busy, false),
             "waiting for a subprocess slot: this server runs at most --max-subprocesses at once, and all are busy"
@@ -450,7 +476,11 @@ mod tests {
             reason(&a, &all, &idle, true),
             "the run waits for other runs of its workflow to end"
         );
-        let later = pending("a", "subprocess", DateTime::from_timestamp(1_800_000_020, 0));
+        let later = pending(
+            "a",
+            "subprocess",
+            DateTime::from_timestamp(1_800_000_020, 0),
+        );
         assert_eq!(
             reason(&later, &all, &idle, false),
             "retry delay: attempt 1 starts at 08:00:20.000 UTC"
