@@ -355,7 +355,7 @@ mod tests {
             }
         }
         if let Some(options) = schema.get("anyOf").and_then(Value::as_array)
-            && !options.iter().any(|s| passes(s))
+            && !options.iter().any(&passes)
         {
             // Reported as the first option's errors, the most likely fix.
             if let Some(first) = options.first() {
