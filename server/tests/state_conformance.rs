@@ -8,11 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ork_domain::parse::{ParseOptions, parse_workflow};
 use ork_domain::{RunStatus, TaskStatus, TriggerType};
+use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
     OutboxKind, StateStore,
 };
-use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use serde_json::json;
 
 const LIMITS: Limits = Limits {
@@ -235,7 +235,7 @@ async fn deploy(store: &Arc<dyn StateStore>, yaml: &str) -> String {
         &ParseOptions {
             source: "t.yaml",
             files: None,
-            base_dir: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -302,7 +302,7 @@ async fn deploy_is_idempotent_per_content(store: Arc<dyn StateStore>) {
         &ParseOptions {
             source: "t",
             files: None,
-            base_dir: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -1392,7 +1392,11 @@ async fn tokens_lifecycle(tokens: Arc<dyn TokenStore>) {
         .await
         .expect("create");
     assert_eq!(ci.revoked_at, None);
-    let found = tokens.token_by_hash("h1").await.expect("find").expect("found");
+    let found = tokens
+        .token_by_hash("h1")
+        .await
+        .expect("find")
+        .expect("found");
     assert_eq!(found, ci);
     assert_eq!(found.expires_at, Some(t(60_000)));
     assert_eq!(found.created_by.as_deref(), Some("bootstrap"));
@@ -1454,7 +1458,13 @@ async fn tokens_lifecycle(tokens: Arc<dyn TokenStore>) {
         .expect("revoke")
         .expect("exists");
     assert_eq!(revoked.id, second.id);
-    assert!(tokens.revoke_token("ghost", t(50)).await.expect("revoke").is_none());
+    assert!(
+        tokens
+            .revoke_token("ghost", t(50))
+            .await
+            .expect("revoke")
+            .is_none()
+    );
     assert_eq!(tokens.list_tokens().await.expect("list").len(), 3);
 }
 
@@ -1474,7 +1484,10 @@ async fn tokens_bootstrap(tokens: Arc<dyn TokenStore>) {
         "only the first start makes a token"
     );
     // Even after every token is revoked, a store with tokens gets no new first one.
-    tokens.revoke_token("bootstrap", t(2)).await.expect("revoke");
+    tokens
+        .revoke_token("bootstrap", t(2))
+        .await
+        .expect("revoke");
     assert!(
         !tokens
             .create_first_token(&new_token("bootstrap", Role::Admin, "b3", 3))

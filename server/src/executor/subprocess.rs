@@ -24,6 +24,8 @@ pub struct SubprocessOptions {
     pub worker_binary: PathBuf,
     /// The URL workers call back on.
     pub server_url: String,
+    /// More variables for every worker (how to reach a TLS server).
+    pub extra_env: Vec<(String, String)>,
     /// Parent of the attempts' working directories.
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on cancel.
@@ -81,6 +83,7 @@ impl Executor for SubprocessExecutor {
             .env("ORK_ATTEMPT", launch.fence.attempt.to_string())
             .env("ORK_TOKEN", &launch.fence.token)
             .env("ORK_WORK_DIR", &self.options.work_dir)
+            .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -99,8 +99,11 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Revokes the live token named `name_or_id`, else the token with that
     /// id (revoking twice keeps the first time). `None` when there is none.
-    async fn revoke_token(&self, name_or_id: &str, now: DateTime<Utc>)
-    -> Result<Option<TokenRecord>>;
+    async fn revoke_token(
+        &self,
+        name_or_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>>;
 }
 
 const COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
