@@ -66,7 +66,8 @@ pub fn generate(dir: &Path) -> TestCerts {
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let (client_cert, client_key) = leaf(&root, &["ork-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (client_cert, client_key) =
+        leaf(&root, &["ork-client"], ExtendedKeyUsagePurpose::ClientAuth);
     let other = ca("some other CA");
     let (other_client_cert, other_client_key) =
         leaf(&other, &["intruder"], ExtendedKeyUsagePurpose::ClientAuth);

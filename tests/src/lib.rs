@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use ork_proto::json::{from_proto_opt, to_proto};
 use ork_proto::v1;
 use ork_proto::v1::run_service_client::RunServiceClient;
-use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::token_service_client::TokenServiceClient;
+use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use ork_worker::connect::{AuthChannel, ConnectOptions};
 
@@ -183,7 +183,12 @@ impl Clients {
     }
 
     /// Makes a token of `role` (the clients must carry an admin token).
-    pub async fn create_token(&mut self, name: &str, role: &str, expires_in_seconds: u32) -> String {
+    pub async fn create_token(
+        &mut self,
+        name: &str,
+        role: &str,
+        expires_in_seconds: u32,
+    ) -> String {
         self.tokens
             .create_token(v1::CreateTokenRequest {
                 name: name.to_owned(),

@@ -108,11 +108,21 @@ async fn call_code(channel: &Channel, method: &DescribedMethod, bearer: Option<&
 }
 
 /// What a REST route answers to `bearer`: status and the body's `code`.
-async fn rest_code(url: &str, route: &ork_server::api::gateway::RestRoute, bearer: Option<&str>) -> (u16, String) {
+async fn rest_code(
+    url: &str,
+    route: &ork_server::api::gateway::RestRoute,
+    bearer: Option<&str>,
+) -> (u16, String) {
     let path = route
         .path
         .split('/')
-        .map(|segment| if segment.starts_with('{') { "x" } else { segment })
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/");
     let client = reqwest::Client::new();
@@ -135,7 +145,11 @@ async fn rest_code(url: &str, route: &ork_server::api::gateway::RestRoute, beare
     let challenge = response.headers().get("www-authenticate").is_some();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     if status == 401 {
-        assert!(challenge, "{} {path}: a 401 names the Bearer scheme", route.method.as_str());
+        assert!(
+            challenge,
+            "{} {path}: a 401 names the Bearer scheme",
+            route.method.as_str()
+        );
     }
     (status, body["code"].as_str().unwrap_or_default().to_owned())
 }
@@ -159,7 +173,10 @@ impl Credentials {
             Access::Viewer => (&self.viewer, vec![("worker", self.worker.as_str())]),
             Access::Operator => (
                 &self.operator,
-                vec![("viewer", self.viewer.as_str()), ("worker", self.worker.as_str())],
+                vec![
+                    ("viewer", self.viewer.as_str()),
+                    ("worker", self.worker.as_str()),
+                ],
             ),
             Access::Admin => (
                 &self.admin,
@@ -266,25 +283,50 @@ async fn every_method_and_route_refuses_bad_credentials_and_too_small_roles() {
             ("a revoked", Some(creds.revoked.as_str())),
         ] {
             let (status, code) = rest_code(&url, route, bearer).await;
-            assert_eq!((status, code.as_str()), (401, "UNAUTHENTICATED"), "{what} with {name} token");
+            assert_eq!(
+                (status, code.as_str()),
+                (401, "UNAUTHENTICATED"),
+                "{what} with {name} token"
+            );
         }
         let (allowed, too_small) = creds.allowed_and_too_small(access);
         for (role, bearer) in too_small {
             let (status, code) = rest_code(&url, route, Some(bearer)).await;
-            assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"), "{what} with a {role} token");
+            assert_eq!(
+                (status, code.as_str()),
+                (403, "PERMISSION_DENIED"),
+                "{what} with a {role} token"
+            );
         }
         let (status, _) = rest_code(&url, route, Some(allowed)).await;
-        assert!(!matches!(status, 401 | 403), "{what} with a token of its role got {status}");
+        assert!(
+            !matches!(status, 401 | 403),
+            "{what} with a token of its role got {status}"
+        );
     }
 
     // Health and the API description need no token; anything else does.
     let http = reqwest::Client::new();
     for path in ["/healthz", "/openapi.json"] {
-        let status = http.get(format!("{url}{path}")).send().await.expect("GET").status();
+        let status = http
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("GET")
+            .status();
         assert_eq!(status.as_u16(), 200, "{path}");
     }
-    let status = http.get(format!("{url}/nope")).send().await.expect("GET").status();
-    assert_eq!(status.as_u16(), 401, "unknown paths are not disclosed without a token");
+    let status = http
+        .get(format!("{url}/nope"))
+        .send()
+        .await
+        .expect("GET")
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        401,
+        "unknown paths are not disclosed without a token"
+    );
     let status = http
         .get(format!("{url}/nope"))
         .bearer_auth(&creds.viewer)
@@ -316,16 +358,25 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     // The task hands its own credential out through its output, as a
     // compromised task could.
     let leak = "#!/bin/sh\nprintf '{\"token\":\"%s\",\"id\":\"%s\",\"attempt\":%s}' \"$ORK_TOKEN\" \"$ORK_TASK_RUN_ID\" \"$ORK_ATTEMPT\" > \"$ORK_OUTPUT\"\n";
-    admin.deploy(yaml, &[("leak.sh", leak)]).await.expect("deploy");
+    admin
+        .deploy(yaml, &[("leak.sh", leak)])
+        .await
+        .expect("deploy");
     let run = admin.start_run("creds", json!({})).await;
     let run = admin.wait_run(&run.id, WAIT).await;
-    assert_eq!(run.status, "success", "launched workers authenticate with their attempt: {run:#?}");
+    assert_eq!(
+        run.status, "success",
+        "launched workers authenticate with their attempt: {run:#?}"
+    );
     let leaked = output(task(&run, "leak"));
     let other = output(task(&run, "other"));
     let token = leaked["token"].as_str().expect("token");
     let id = leaked["id"].as_str().expect("id");
     let n = u32::try_from(leaked["attempt"].as_u64().expect("attempt")).expect("u32");
-    assert!(token.len() >= 32, "an attempt token carries at least 128 bits: {token}");
+    assert!(
+        token.len() >= 32,
+        "an attempt token carries at least 128 bits: {token}"
+    );
 
     let mut w = server.clients_with_token(token).await.workers;
     fn code<T>(result: Result<T, tonic::Status>) -> Code {
@@ -333,16 +384,57 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     }
     // Its attempt ended: nothing it asks for is given, nothing it says counts.
     let stale = Code::FailedPrecondition;
-    assert_eq!(code(w.get_task_spec(v1::GetTaskSpecRequest { attempt: attempt(id, n, token) }).await), stale);
-    assert_eq!(code(w.start_task(v1::StartTaskRequest { attempt: attempt(id, n, token) }).await), stale);
-    assert_eq!(code(w.heartbeat(v1::HeartbeatRequest { attempt: attempt(id, n, token) }).await), stale);
-    let entries = vec![v1::LogEntry { stream: "stdout".into(), line: "forged".into(), time: None }];
     assert_eq!(
-        code(w.append_logs(v1::AppendLogsRequest { attempt: attempt(id, n, token), entries }).await),
+        code(
+            w.get_task_spec(v1::GetTaskSpecRequest {
+                attempt: attempt(id, n, token)
+            })
+            .await
+        ),
         stale
     );
     assert_eq!(
-        code(w.fail_task(v1::FailTaskRequest { attempt: attempt(id, n, token), error: "forged".into(), non_retryable: true }).await),
+        code(
+            w.start_task(v1::StartTaskRequest {
+                attempt: attempt(id, n, token)
+            })
+            .await
+        ),
+        stale
+    );
+    assert_eq!(
+        code(
+            w.heartbeat(v1::HeartbeatRequest {
+                attempt: attempt(id, n, token)
+            })
+            .await
+        ),
+        stale
+    );
+    let entries = vec![v1::LogEntry {
+        stream: "stdout".into(),
+        line: "forged".into(),
+        time: None,
+    }];
+    assert_eq!(
+        code(
+            w.append_logs(v1::AppendLogsRequest {
+                attempt: attempt(id, n, token),
+                entries
+            })
+            .await
+        ),
+        stale
+    );
+    assert_eq!(
+        code(
+            w.fail_task(v1::FailTaskRequest {
+                attempt: attempt(id, n, token),
+                error: "forged".into(),
+                non_retryable: true
+            })
+            .await
+        ),
         stale
     );
     // Repeating a report is answered as a lost reply would be, and changes nothing.
@@ -353,15 +445,27 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
         })
         .await;
     let after = admin.get_run(&run.id).await;
-    assert_eq!(output(task(&after, "leak")), leaked, "the output is unchanged");
+    assert_eq!(
+        output(task(&after, "leak")),
+        leaked,
+        "the output is unchanged"
+    );
     assert_eq!(after.status, "success");
-    assert!(admin.logs(&run.id, "leak").await.iter().all(|l| l.line != "forged"));
+    assert!(
+        admin
+            .logs(&run.id, "leak")
+            .await
+            .iter()
+            .all(|l| l.line != "forged")
+    );
 
     // It never served another attempt, nor anything but worker calls.
     let other_id = other["id"].as_str().expect("id");
     let other_token = other["token"].as_str().expect("token");
     let denied = w
-        .heartbeat(v1::HeartbeatRequest { attempt: attempt(other_id, 1, other_token) })
+        .heartbeat(v1::HeartbeatRequest {
+            attempt: attempt(other_id, 1, other_token),
+        })
         .await
         .expect_err("another attempt");
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -402,7 +506,10 @@ async fn open_session(
         .into_inner();
     let first = inbound.message().await.expect("attached").expect("message");
     assert!(
-        matches!(first.message, Some(v1::session_response::Message::Attached(_))),
+        matches!(
+            first.message,
+            Some(v1::session_response::Message::Attached(_))
+        ),
         "{first:?}"
     );
     (tx, inbound)
@@ -427,7 +534,10 @@ async fn a_pool_worker_cannot_report_another_workers_attempt() {
     let a = admin.create_token("pool-a", "worker", 0).await;
     let b = admin.create_token("pool-b", "worker", 0).await;
     admin
-        .deploy("name: pooled\ntasks:\n  - name: p\n    executor: workers\n    handler: h\n", &[])
+        .deploy(
+            "name: pooled\ntasks:\n  - name: p\n    executor: workers\n    handler: h\n",
+            &[],
+        )
         .await
         .expect("deploy");
 
@@ -442,31 +552,56 @@ async fn a_pool_worker_cannot_report_another_workers_attempt() {
         attempt: Some(attempt),
         output: Some(to_proto(&json!({"by": "b"}))),
     };
-    let denied = as_b.complete_task(complete(assigned.clone())).await.expect_err("B");
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(denied.message().contains("another worker"), "{}", denied.message());
     let denied = as_b
-        .fail_task(v1::FailTaskRequest { attempt: Some(assigned.clone()), error: "b".into(), non_retryable: true })
+        .complete_task(complete(assigned.clone()))
+        .await
+        .expect_err("B");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("another worker"),
+        "{}",
+        denied.message()
+    );
+    let denied = as_b
+        .fail_task(v1::FailTaskRequest {
+            attempt: Some(assigned.clone()),
+            error: "b".into(),
+            non_retryable: true,
+        })
         .await
         .expect_err("B fails it");
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let denied = admin.workers.complete_task(complete(assigned.clone())).await.expect_err("admin");
-    assert_eq!(denied.code(), Code::PermissionDenied, "worker calls are for workers");
+    let denied = admin
+        .workers
+        .complete_task(complete(assigned.clone()))
+        .await
+        .expect_err("admin");
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "worker calls are for workers"
+    );
 
     let mut as_a = server.clients_with_token(&a).await.workers;
-    as_a.start_task(v1::StartTaskRequest { attempt: Some(assigned.clone()) }).await.expect("start");
-    as_a
-        .complete_task(v1::CompleteTaskRequest {
-            attempt: Some(assigned.clone()),
-            output: Some(to_proto(&json!({"by": "a"}))),
-        })
-        .await
-        .expect("A completes its own attempt");
+    as_a.start_task(v1::StartTaskRequest {
+        attempt: Some(assigned.clone()),
+    })
+    .await
+    .expect("start");
+    as_a.complete_task(v1::CompleteTaskRequest {
+        attempt: Some(assigned.clone()),
+        output: Some(to_proto(&json!({"by": "a"}))),
+    })
+    .await
+    .expect("A completes its own attempt");
     let run = admin.wait_run(&run.id, WAIT).await;
     assert_eq!(run.status, "success");
     assert_eq!(output(task(&run, "p")), json!({"by": "a"}));
     // Still A's after it ended: B cannot touch it either.
-    let denied = as_b.complete_task(complete(assigned)).await.expect_err("B after");
+    let denied = as_b
+        .complete_task(complete(assigned))
+        .await
+        .expect_err("B after");
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
 
@@ -600,8 +735,14 @@ async fn no_listener_off_loopback_serves_without_authentication() {
     // Nor does the library, whatever starts it.
     let mut options = ork_tests::test_options(&dir.path().join("lib"));
     options.listen = "0.0.0.0:0".parse().expect("addr");
-    let refused = ork_server::Server::bind(options).await.err().expect("refused");
-    assert!(matches!(refused, ork_server::Error::Unprotected { .. }), "{refused}");
+    let refused = ork_server::Server::bind(options)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(refused, ork_server::Error::Unprotected { .. }),
+        "{refused}"
+    );
 
     // `ork server --listen 0.0.0.0:…` starts only with authentication: it
     // made a first admin token, and a call without a token is refused.
@@ -609,9 +750,16 @@ async fn no_listener_off_loopback_serves_without_authentication() {
     let server = ServerProcess::start(dir.path(), &strs(&args));
     let port = server.url.rsplit(':').next().expect("port").to_owned();
     let local = format!("http://127.0.0.1:{port}");
-    let status = reqwest::get(format!("{local}/workflows")).await.expect("GET").status();
+    let status = reqwest::get(format!("{local}/workflows"))
+        .await
+        .expect("GET")
+        .status();
     assert_eq!(status.as_u16(), 401, "{}", server.stderr());
-    assert!(server.stderr().contains("created the first admin token"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("created the first admin token"),
+        "{}",
+        server.stderr()
+    );
     drop(server);
 
     // With --insecure-no-auth it serves, warning loudly at every start.
@@ -646,7 +794,11 @@ async fn the_first_admin_token_is_shown_once_or_taken_from_a_file() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = ork_with(&first.url, &["token", "list"], &[("ORK_TOKEN", &token)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("bootstrap"));
     drop(first);
     // The next start of the same database shows nothing: tokens exist.
@@ -670,9 +822,20 @@ async fn the_first_admin_token_is_shown_once_or_taken_from_a_file() {
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
         assert_eq!(mode & 0o077, 0, "only its owner may read it");
     }
-    assert!(!server.stderr().contains(written.trim()), "not printed when written to a file");
-    let out = ork_with(&server.url, &["workflow", "list"], &[("ORK_TOKEN", written.trim())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !server.stderr().contains(written.trim()),
+        "not printed when written to a file"
+    );
+    let out = ork_with(
+        &server.url,
+        &["workflow", "list"],
+        &[("ORK_TOKEN", written.trim())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(server);
 
     // A token given in a file is registered as it is.
@@ -683,12 +846,23 @@ async fn the_first_admin_token_is_shown_once_or_taken_from_a_file() {
     let mut args = server_args(given.path(), "127.0.0.1:0");
     args.extend(["--bootstrap-token-file".into(), file.display().to_string()]);
     let server = ServerProcess::start(given.path(), &strs(&args));
-    let out = ork_with(&server.url, &["workflow", "list"], &[("ORK_TOKEN", &chosen)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ork_with(
+        &server.url,
+        &["workflow", "list"],
+        &[("ORK_TOKEN", &chosen)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ork_with(&server.url, &["workflow", "list"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("requires a token") && stderr.contains("ORK_TOKEN"), "{stderr}");
+    assert!(
+        stderr.contains("requires a token") && stderr.contains("ORK_TOKEN"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -699,31 +873,64 @@ async fn tokens_are_made_listed_and_revoked_with_the_cli() {
     let admin = server.admin_token();
     let url = server.url();
     let as_admin = [("ORK_TOKEN", admin.as_str())];
-    let out = ork_with(&url, &["token", "create", "--name", "ci", "--role", "viewer", "--expires", "30d"], &as_admin);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ork_with(
+        &url,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "viewer",
+            "--expires",
+            "30d",
+        ],
+        &as_admin,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ci = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(ci.starts_with("ork_"), "{ci}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("shown only this once"));
 
     let out = ork_with(&url, &["token", "list"], &as_admin);
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(table.contains("ci") && table.contains("viewer") && table.contains("active"), "{table}");
+    assert!(
+        table.contains("ci") && table.contains("viewer") && table.contains("active"),
+        "{table}"
+    );
     assert!(!table.contains(&ci), "secrets are never listed");
 
     let as_ci = [("ORK_TOKEN", ci.as_str())];
-    assert!(ork_with(&url, &["workflow", "list"], &as_ci).status.success());
+    assert!(
+        ork_with(&url, &["workflow", "list"], &as_ci)
+            .status
+            .success()
+    );
     let out = ork_with(&url, &["token", "list"], &as_ci);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs an admin token"));
 
     let out = ork_with(&url, &["token", "revoke", "ci"], &as_admin);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ork_with(&url, &["workflow", "list"], &as_ci);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("token `ci` was revoked"));
     let out = ork_with(&url, &["token", "list", "-o", "json"], &as_admin);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let ci_row = list.as_array().expect("array").iter().find(|t| t["name"] == "ci").expect("ci");
+    let ci_row = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .expect("ci");
     assert!(ci_row["revoked_at"].is_string(), "{ci_row}");
 }
 
@@ -763,7 +970,10 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
     let server = ServerProcess::start(dir.path(), &strs(&args));
     let url = format!("https://127.0.0.1:{port}");
     assert_eq!(server.url, url, "{}", server.stderr());
-    let admin = std::fs::read_to_string(&token_file).expect("token").trim().to_owned();
+    let admin = std::fs::read_to_string(&token_file)
+        .expect("token")
+        .trim()
+        .to_owned();
     let ca = certs.ca.display().to_string();
     let cert = certs.client_cert.display().to_string();
     let key = certs.client_key.display().to_string();
@@ -775,8 +985,16 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
     ];
 
     // A pool worker of the Rust SDK, over mutual TLS with a worker token.
-    let out = ork_with(&url, &["token", "create", "--name", "pool", "--role", "worker"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ork_with(
+        &url,
+        &["token", "create", "--name", "pool", "--role", "worker"],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let worker_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = ork_worker::pool::Worker::new(url.clone())
@@ -785,9 +1003,12 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
         .ca_cert(&certs.ca)
         .client_identity(&certs.client_cert, &certs.client_key)
         .name("tls-worker")
-        .task(ork_worker::pool::task("double", |_ctx, input: serde_json::Value| async move {
-            Ok(json!({ "n": input["n"].as_i64().unwrap_or_default() * 2 }))
-        }));
+        .task(ork_worker::pool::task(
+            "double",
+            |_ctx, input: serde_json::Value| async move {
+                Ok(json!({ "n": input["n"].as_i64().unwrap_or_default() * 2 }))
+            },
+        ));
     let worker = tokio::spawn(async move {
         worker
             .run(async {
@@ -804,7 +1025,11 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
     std::fs::write(wf_dir.join("hello.sh"), "#!/bin/sh\necho hello over tls\n").expect("sh");
     let yaml = wf_dir.join("tls.yaml").display().to_string();
     let out = ork_with(&url, &["workflow", "deploy", &yaml], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ork_with(&url, &["run", "start", "tls", "--wait", "-o", "json"], &env);
     assert!(
         out.status.success(),
@@ -814,24 +1039,40 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
         server.stderr()
     );
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run json");
-    let pooled = run["tasks"].as_array().expect("tasks").iter().find(|t| t["name"] == "pooled").expect("pooled");
+    let pooled = run["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["name"] == "pooled")
+        .expect("pooled");
     assert_eq!(pooled["output"]["n"].as_f64(), Some(42.0), "{run}");
 
     // REST on the same port, over the same TLS.
     let rest = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert", &ca, "--cert", &cert, "--key", &key])
+        .args([
+            "-sS", "--fail", "--cacert", &ca, "--cert", &cert, "--key", &key,
+        ])
         .args(["-H", &format!("authorization: Bearer {admin}")])
         .arg(format!("{url}/workflows"))
         .output()
         .expect("curl");
-    assert!(rest.status.success(), "{}", String::from_utf8_lossy(&rest.stderr));
+    assert!(
+        rest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rest.stderr)
+    );
     assert!(String::from_utf8_lossy(&rest.stdout).contains("\"tls\""));
 
     // Mutual TLS refuses a client without a certificate, or with one from
     // another CA; and a client refuses a server it cannot verify.
     let no_cert = [("ORK_TOKEN", admin.as_str()), ("ORK_CA_CERT", ca.as_str())];
     let out = ork_with(&url, &["workflow", "list"], &no_cert);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let other_cert = certs.other_client_cert.display().to_string();
     let other_key = certs.other_client_key.display().to_string();
     let intruder = [
@@ -841,7 +1082,12 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
         ("ORK_CLIENT_KEY", other_key.as_str()),
     ];
     let out = ork_with(&url, &["workflow", "list"], &intruder);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let other_ca = certs.other_ca.display().to_string();
     let untrusted = [
         ("ORK_TOKEN", admin.as_str()),
@@ -850,14 +1096,26 @@ async fn the_cli_and_the_rust_sdk_work_over_mutual_tls_with_a_token() {
         ("ORK_CLIENT_KEY", key.as_str()),
     ];
     let out = ork_with(&url, &["workflow", "list"], &untrusted);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let curl = Command::new("curl")
         .args(["-sS", "--cacert", &ca, &format!("{url}/healthz")])
         .output()
         .expect("curl");
-    assert!(!curl.status.success(), "no client certificate, no REST either");
+    assert!(
+        !curl.status.success(),
+        "no client certificate, no REST either"
+    );
     // Plain text is not served on a TLS port.
-    let plain = ork_with(&format!("http://127.0.0.1:{port}"), &["workflow", "list"], &[("ORK_TOKEN", admin.as_str())]);
+    let plain = ork_with(
+        &format!("http://127.0.0.1:{port}"),
+        &["workflow", "list"],
+        &[("ORK_TOKEN", admin.as_str())],
+    );
     assert_ne!(plain.status.code(), Some(0));
 
     let _ = stop.send(());

@@ -585,7 +585,7 @@ fn invalid_env() {
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:8:23: task `a`, field `env.TOKEN`: the secret name is empty
-            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name
+            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:10:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
             etl.yaml:11:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
     );
