@@ -659,19 +659,22 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&stderr).expect("log"))
             .spawn()
             .expect("spawn ork");
+        // Owned from here, so a failed start is still killed (on drop).
+        let mut process = Self {
+            child,
+            url: String::new(),
+            stderr,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            let text = process.stderr();
             if let Some(url) = text
                 .lines()
                 .find_map(|l| l.split("listening on ").nth(1))
                 .and_then(|rest| rest.split_whitespace().next())
             {
-                return Self {
-                    child,
-                    url: url.to_owned(),
-                    stderr,
-                };
+                process.url = url.to_owned();
+                return process;
             }
             assert!(
                 Instant::now() < deadline,
