@@ -37,7 +37,11 @@ fn admin_token(dir: &std::path::Path) -> (std::path::PathBuf, String) {
 
 /// Clients of one replica, with the admin token.
 async fn connect(url: &str, token: &str) -> Clients {
-    Clients::connect_with(url, &ork_worker::ConnectOptions::default().with_token(token)).await
+    Clients::connect_with(
+        url,
+        &ork_worker::ConnectOptions::default().with_token(token),
+    )
+    .await
 }
 
 /// A fresh database, dropped at the end.

@@ -189,6 +189,9 @@ mod tests {
         let err = ensure(store().await.as_ref(), Some(&path))
             .await
             .expect_err("weak");
-        assert!(err.to_string().contains("at least 32 more characters"), "{err}");
+        assert!(
+            err.to_string().contains("at least 32 more characters"),
+            "{err}"
+        );
     }
 }
