@@ -315,17 +315,24 @@ fn one_port_app(grpc: tonic::service::Routes, rest: axum::Router) -> axum::Route
 /// name to check (they connect to loopback), and under mutual TLS their
 /// client certificate. The same variables every ork client reads.
 fn worker_tls_env(tls: &crate::options::TlsOptions) -> Vec<(String, String)> {
+    // Absolute, so they hold wherever the worker runs.
+    let path = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
     let ca = tls.worker_ca.as_ref().unwrap_or(&tls.cert);
     let mut env = vec![
-        ("ORK_CA_CERT".to_owned(), ca.display().to_string()),
+        ("ORK_CA_CERT".to_owned(), path(ca)),
         (
             "ORK_TLS_SERVER_NAME".to_owned(),
             tls.worker_server_name.clone(),
         ),
     ];
     if let Some((cert, key)) = &tls.worker_identity {
-        env.push(("ORK_CLIENT_CERT".to_owned(), cert.display().to_string()));
-        env.push(("ORK_CLIENT_KEY".to_owned(), key.display().to_string()));
+        env.push(("ORK_CLIENT_CERT".to_owned(), path(cert)));
+        env.push(("ORK_CLIENT_KEY".to_owned(), path(key)));
     }
     env
 }

@@ -365,21 +365,9 @@ async fn openapi_document() -> Response {
 /// Parses the merged request fields into a request message, naming the field
 /// that was wrong.
 fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = if path == "." {
-            inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-                .map(|(f, _)| f.to_owned())
-        } else {
-            Some(path)
-        };
-        match field {
-            Some(f) => ApiError::invalid(Some(&f), format!("field `{f}`: {inner}")),
-            None => ApiError::invalid(None, inner),
-        }
+    ork_proto::decode::message(Value::Object(fields)).map_err(|e| match &e.field {
+        Some(f) => ApiError::invalid(Some(f), e.to_string()),
+        None => ApiError::invalid(None, e.message),
     })
 }
 
