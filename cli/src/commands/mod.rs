@@ -5,8 +5,8 @@ mod dev;
 mod run;
 mod schema;
 mod server;
-mod worker;
 mod token;
+mod worker;
 mod workflow;
 
 use std::path::PathBuf;

@@ -22,8 +22,7 @@ use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
     self, pool_service_server::PoolService, run_service_server::RunService,
-    token_service_server::TokenService,
-    workflow_service_server::WorkflowService,
+    token_service_server::TokenService, workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

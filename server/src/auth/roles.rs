@@ -65,6 +65,7 @@ pub const METHOD_ACCESS: &[(&str, Access)] = &[
     ("/ork.v1.RunService/GetTaskLogs", Access::Viewer),
     ("/ork.v1.RunService/FollowTaskLogs", Access::Viewer),
     ("/ork.v1.RunService/WatchRun", Access::Viewer),
+    ("/ork.v1.PoolService/ListWorkers", Access::Viewer),
     ("/ork.v1.WorkerService/GetTaskSpec", Access::Worker),
     ("/ork.v1.WorkerService/StartTask", Access::Worker),
     ("/ork.v1.WorkerService/Heartbeat", Access::Worker),

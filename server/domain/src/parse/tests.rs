@@ -691,6 +691,7 @@ fn parse_with(yaml: &str, limits: ParseLimits) -> Result<WorkflowDefinition, Val
             source: "etl.yaml",
             files: None,
             limits,
+            ..Default::default()
         },
     )
 }
@@ -1012,6 +1013,7 @@ fn parse_from(yaml: &str, base_dir: Option<&str>) -> Result<WorkflowDefinition, 
             source: "w.yaml",
             files: None,
             base_dir,
+            ..Default::default()
         },
     )
 }
