@@ -340,6 +340,23 @@ async fn every_method_and_route_refuses_bad_credentials_and_too_small_roles() {
 // ---------------------------------------------------------------------------
 // Least privilege for workers
 
+/// Every file below `dir`, as paths relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out
+}
+
 fn attempt(task_run_id: &str, attempt: u32, token: &str) -> Option<v1::AttemptRef> {
     Some(v1::AttemptRef {
         task_run_id: task_run_id.to_owned(),
@@ -351,7 +368,11 @@ fn attempt(task_run_id: &str, attempt: u32, token: &str) -> Option<v1::AttemptRe
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let options = secure_options(dir.path());
+    let objects = dir.path().join("objects");
+    let mut options = secure_options(dir.path());
+    // Outputs above 1 KiB go to the object store, so that a forged large
+    // output below would be written there if anything were.
+    options.inline_output_limit = 1024;
     let server = TestServer::start_with(dir, options).await;
     let mut admin = server.clients_with_token(&server.admin_token()).await;
     let yaml = "name: creds\ntasks:\n  - name: leak\n    file: leak.sh\n  - name: other\n    file: leak.sh\n";
@@ -469,6 +490,30 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
         .await
         .expect_err("another attempt");
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // A caller that does not hold an attempt's token writes nothing, not
+    // even a large output (kept in the object store): the fence is checked
+    // before the upload. Its own credential for an attempt: the layer lets
+    // it through (it names that credential); the fence does not.
+    let forged = "not-the-attempt-token";
+    let mut forger = server.clients_with_token(forged).await.workers;
+    let big = json!({"forged": "x".repeat(4096)});
+    for n in [1, 2] {
+        let refused = forger
+            .complete_task(v1::CompleteTaskRequest {
+                attempt: attempt(other_id, n, forged),
+                output: Some(to_proto(&big)),
+            })
+            .await
+            .expect_err("not the attempt's token");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    let written = walk(&objects);
+    assert!(
+        !written
+            .iter()
+            .any(|p| p.contains(&format!("outputs/{other_id}"))),
+        "nothing written for a forged report: {written:#?}"
+    );
     let mut as_client = server.clients_with_token(token).await;
     let refused = as_client
         .runs

@@ -145,23 +145,40 @@ impl WorkerApi {
         if bytes.len() <= self.ctx.inline_output_limit {
             return Ok(output);
         }
+        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
+            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
+            .to_string();
+        let size = bytes.len();
+        let marker =
+            serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } });
+        // Nothing is written for a caller that does not hold the attempt's
+        // token: the fence is checked first (a heartbeat is that check, and
+        // the caller is indeed alive). An attempt that already ended with
+        // this number is a repeated report whose reply was lost (or a late
+        // one): its object is not written again, and the report itself
+        // decides, token and all, whether it is accepted.
+        match self.ctx.state.heartbeat(fence, Utc::now()).await {
+            Ok(_) => {}
+            Err(crate::state::Error::Stale {
+                current_attempt, ..
+            }) if current_attempt == fence.attempt => {
+                return Ok(marker);
+            }
+            Err(e) => return Err(from_state(e)),
+        }
         // The output's type is checked before anything is written.
         self.ctx
             .state
             .check_output(fence, &output)
             .await
             .map_err(from_state)?;
-        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
-            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
-            .to_string();
-        let size = bytes.len();
         self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
             status(
                 ErrorKind::Unavailable,
                 format!("could not store the {size}-byte output in the object store: {e}; retry"),
             )
         })?;
-        Ok(serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } }))
+        Ok(marker)
     }
 }
 
