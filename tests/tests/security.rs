@@ -378,7 +378,7 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     let yaml = "name: creds\ntasks:\n  - name: leak\n    file: leak.sh\n  - name: other\n    file: leak.sh\n";
     // The task hands its own credential out through its output, as a
     // compromised task could.
-    let leak = "#!/bin/sh\nprintf '{\"token\":\"%s\",\"id\":\"%s\",\"attempt\":%s}' \"$ORK_TOKEN\" \"$ORK_TASK_RUN_ID\" \"$ORK_ATTEMPT\" > \"$ORK_OUTPUT\"\n";
+    let leak = "#!/bin/sh\nprintf '{\"token\":\"%s\",\"id\":\"%s\",\"attempt\":%s,\"api_token\":\"%s\"}' \"$ORK_ATTEMPT_TOKEN\" \"$ORK_TASK_RUN_ID\" \"$ORK_ATTEMPT\" \"${ORK_TOKEN:-}\" > \"$ORK_OUTPUT\"\n";
     admin
         .deploy(yaml, &[("leak.sh", leak)])
         .await
@@ -397,6 +397,10 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     assert!(
         token.len() >= 32,
         "an attempt token carries at least 128 bits: {token}"
+    );
+    assert_eq!(
+        leaked["api_token"], "",
+        "the task does not see its supervisor's ORK_TOKEN (the attempt credential), so an `ork` CLI it starts never sends that as an API token"
     );
 
     let mut w = server.clients_with_token(token).await.workers;

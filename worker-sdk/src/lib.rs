@@ -29,7 +29,7 @@
 //! | `ORK_INPUT` | path of a JSON file holding the task's input |
 //! | `ORK_OUTPUT` | path where the task may write its output as one JSON document (not created beforehand; missing or empty means `null`) |
 //! | `ORK_RUN_ID`, `ORK_WORKFLOW`, `ORK_TASK_NAME` | which run and task this is |
-//! | `ORK_TASK_RUN_ID`, `ORK_ATTEMPT`, `ORK_TOKEN`, `ORK_SERVER` | the attempt, for tasks that talk to the server themselves; `ORK_TOKEN` is the attempt's credential, valid only for its own `WorkerService` calls while it runs |
+//! | `ORK_TASK_RUN_ID`, `ORK_ATTEMPT`, `ORK_ATTEMPT_TOKEN`, `ORK_SERVER` | the attempt, for tasks that talk to the server themselves; `ORK_ATTEMPT_TOKEN` is the attempt's credential, valid only for its own `WorkerService` calls while it runs (`ORK_TOKEN`, an API token, is set only by the task's own `env`) |
 //! | `ORK_CA_CERT`, `ORK_TLS_SERVER_NAME`, `ORK_CLIENT_CERT`, `ORK_CLIENT_KEY` | how to reach a TLS server, when it uses TLS |
 //! | `ORK_PARALLEL_INDEX`, `ORK_PARALLEL_COUNT` | set only for the instances of a fan-out |
 //! | `ORK_CONFIG_FILE` | path of the task's config file, when it has one |
