@@ -1,0 +1,42 @@
+// Small hooks shared by the pages: loading with an error, and refreshing
+// while the page is visible.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+
+/** Calls `fn` now and every `ms` while the tab is visible (and at once when
+ * it becomes visible again); stops when the component goes away. */
+export function useInterval(fn: () => void, ms: number, deps: unknown[]): void {
+  const saved = useRef(fn);
+  saved.current = fn;
+  useEffect(() => {
+    const tick = () => {
+      if (document.visibilityState === "visible") saved.current();
+    };
+    tick();
+    const timer = window.setInterval(tick, ms);
+    document.addEventListener("visibilitychange", tick);
+    return () => {
+      window.clearInterval(timer);
+      document.removeEventListener("visibilitychange", tick);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [ms, ...deps]);
+}
+
+/** The current time, re-read every second: for durations that are still running. */
+export function useNow(active: boolean): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!active) return;
+    const timer = window.setInterval(() => setNow(Date.now()), 1000);
+    return () => window.clearInterval(timer);
+  }, [active]);
+  return now;
+}
+
+/** Sets the document title for a page. */
+export function useTitle(title: string): void {
+  useEffect(() => {
+    document.title = title ? `${title} · ork` : "ork";
+  }, [title]);
+}

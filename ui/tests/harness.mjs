@@ -1,0 +1,144 @@
+// What the browser tests share: a real `ork dev` on an ephemeral port in a
+// temporary folder, the `ork` CLI pointed at it, and Debian's Chromium
+// driven by playwright-core (no browser is ever downloaded).
+
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const REPO = resolve(here, "../..");
+export const WORKFLOWS = join(here, "workflows");
+/** The folder with `ork` and `ork-worker` (`cargo build --workspace --bins`). */
+export const BIN_DIR = process.env.ORK_BIN_DIR ?? join(REPO, "target", "debug");
+export const ORK = join(BIN_DIR, "ork");
+export const CHROMIUM = process.env.ORK_CHROMIUM ?? "/usr/bin/chromium";
+
+/** Waits for `check` to return a truthy value, polling, up to `ms`. */
+export async function until(what, check, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function run(file, args, options = {}) {
+  return new Promise((resolvePromise) => {
+    execFile(file, args, { maxBuffer: 64 << 20, ...options }, (error, stdout, stderr) => {
+      resolvePromise({ code: error ? (error.code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A running `ork dev` with its own data folder. */
+export class Ork {
+  static async start() {
+    const dir = await mkdtemp(join(tmpdir(), "ork-ui-test-"));
+    const child = spawn(ORK, ["dev", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data")], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, NO_COLOR: "1" },
+    });
+    let log = "";
+    const url = await new Promise((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error(`ork dev did not start:\n${log}`)), 60_000);
+      child.stderr.setEncoding("utf8");
+      child.stderr.on("data", (chunk) => {
+        log += chunk;
+        const m = /listening on (http:\/\/[0-9.:]+)/.exec(log);
+        if (m) {
+          clearTimeout(timer);
+          ok(m[1]);
+        }
+      });
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        fail(new Error(`ork dev exited with ${code}:\n${log}`));
+      });
+    });
+    // Keep draining stderr so the server never blocks on a full pipe.
+    child.stderr.on("data", () => undefined);
+    return new Ork(child, url, dir);
+  }
+
+  constructor(child, url, dir) {
+    this.child = child;
+    this.url = url;
+    this.dir = dir;
+  }
+
+  /** Runs `ork ARGS` against this server; resolves with code and output. */
+  cli(...args) {
+    return run(ORK, ["--server", this.url, ...args], { env: { ...process.env, NO_COLOR: "1" } });
+  }
+
+  /** `ork -o json ARGS`, parsed; fails on a non-zero exit unless `allowFail`. */
+  async json(args, allowFail = false) {
+    const r = await this.cli("-o", "json", ...args);
+    if (r.code !== 0 && !allowFail) throw new Error(`ork ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  async deploy(...names) {
+    for (const name of names) {
+      const r = await this.cli("workflow", "deploy", join(WORKFLOWS, `${name}.yaml`));
+      if (r.code !== 0) throw new Error(`deploy ${name}: ${r.stderr}`);
+    }
+  }
+
+  /** `ork run status ID -o json`: what the CLI says of a run. */
+  status(id) {
+    return this.json(["run", "status", id]);
+  }
+
+  async stop() {
+    if (this.child.exitCode === null) {
+      const exited = once(this.child, "exit");
+      this.child.kill("SIGTERM");
+      const timer = setTimeout(() => this.child.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Debian's Chromium with a fresh profile, headless, talking to nothing
+ * but the test server. */
+export async function launchBrowser(options = {}) {
+  const profile = await mkdtemp(join(tmpdir(), "ork-ui-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    viewport: { width: 1280, height: 800 },
+    ...options,
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
