@@ -17,15 +17,19 @@ test("a fan-out of any size is one group with counts", () => {
   assert.equal(fan.fanOut, true);
   assert.equal(fan.instances.length, 10_000);
   assert.deepEqual(fan.counts, { success: 9_000, pending: 990, failed: 10 });
-  assert.equal(fan.status, "failed");
+  assert.equal(fan.status, "running");
   assert.deepEqual(fan.dependsOn, ["source"]);
   assert.equal(shapeKey(groups), "source<|fan<source*");
 });
 
-test("group colour: what needs attention first, success only when all succeeded", () => {
+test("a group runs while any instance is under way, then shows its worst outcome", () => {
   assert.equal(groupStatus({ success: 3 }), "success");
   assert.equal(groupStatus({ success: 2, running: 1 }), "running");
-  assert.equal(groupStatus({ success: 2, failed: 1, running: 1 }), "failed");
+  assert.equal(groupStatus({ success: 2, failed: 1, running: 1 }), "running");
+  assert.equal(groupStatus({ success: 2, failed: 1, pending: 5 }), "running");
+  assert.equal(groupStatus({ pending: 5 }), "pending");
+  assert.equal(groupStatus({ dispatched: 1, pending: 5 }), "dispatched");
+  assert.equal(groupStatus({ success: 2, failed: 1, cancelled: 1 }), "failed");
   assert.equal(groupStatus({ success: 1, skipped: 1 }), "skipped");
   assert.equal(groupStatus({}), "pending");
 });

@@ -32,14 +32,20 @@ export interface TaskGroup {
   parallel: string;
 }
 
-/** The colour of a group: what most needs attention among its instances. */
+/** The status of a group of instances: running while any instance is
+ * under way (or some have finished and others wait), else pending while all
+ * wait; once all are over, the worst outcome (failed, cancelled, skipped),
+ * and success only when every instance succeeded. A failure inside a running
+ * fan-out shows in its counts, not as the group's status. */
 export function groupStatus(counts: Counts): TaskStatus {
-  const order: TaskStatus[] = ["failed", "running", "dispatched", "pending", "cancelled", "skipped", "success"];
   const total = Object.values(counts).reduce((a, b) => a + (b ?? 0), 0);
   if (total === 0) return "pending";
-  if ((counts.success ?? 0) === total) return "success";
-  for (const s of order) if (counts[s]) return s;
-  return "pending";
+  const waiting = counts.pending ?? 0;
+  const active = (counts.running ?? 0) + (counts.dispatched ?? 0);
+  if (active > 0) return counts.running ? "running" : "dispatched";
+  if (waiting > 0) return waiting === total ? "pending" : "running";
+  for (const s of ["failed", "cancelled", "skipped"] as const) if (counts[s]) return s;
+  return "success";
 }
 
 function byIndex(a: TaskRun, b: TaskRun): number {

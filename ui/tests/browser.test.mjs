@@ -174,8 +174,8 @@ describe("web UI", () => {
     // Expanded: a page of instances, not a thousand rows.
     await page.click('[data-task="items"]');
     await page.waitForSelector(".instances tbody tr");
-    assert.equal(await page.$$eval(".instances tbody tr", (r) => r.length), 50);
-    assert.match(await page.textContent(".pager"), /1–50 of 1,000/);
+    assert.equal(await page.$$eval(".instances tbody tr", (r) => r.length), 25);
+    assert.match(await page.textContent(".pager"), /1–25 of 1,000/);
     await page.click(".instances tbody tr:nth-child(3) button");
     assert.match(await page.textContent("[data-why-pending]"), /Why pending/);
 
@@ -209,6 +209,27 @@ describe("web UI", () => {
   test("workers page lists pool workers or says the server is too old", async () => {
     await page.goto(`${ork.url}/ui/workers`);
     await page.waitForSelector("[data-workers-empty], .note");
+  });
+
+  test("a token given in the UI is sent as a Bearer header, streams included", async () => {
+    const run = await ork.json(["run", "start", "ui-ok", "--wait"]);
+    await page.goto(`${ork.url}/ui/`);
+    await page.click("button:has-text('Token')");
+    await page.fill('form[aria-label="API token"] input', "ork-test-token");
+    const listed = page.waitForRequest(
+      (r) => new URL(r.url()).pathname === "/runs" && r.headers().authorization === "Bearer ork-test-token",
+    );
+    await page.click("text=Use token");
+    await listed;
+    // Kept for the tab across a reload, and sent on the log stream too.
+    const followed = page.waitForRequest(
+      (r) => r.url().includes("/logs?follow=true") && r.headers().authorization === "Bearer ork-test-token",
+    );
+    await page.goto(`${ork.url}/ui/runs/${run.id}?task=hello`);
+    await followed;
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("ork.token")), "ork-test-token");
+    await page.click("text=Forget token");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("ork.token")), null);
   });
 
   test("readable on a narrow window and in dark mode", async () => {

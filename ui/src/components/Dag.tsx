@@ -10,9 +10,11 @@ import dagre from "@dagrejs/dagre";
 import { useMemo, useRef } from "preact/hooks";
 import { TASK_STATUSES, shapeKey, type TaskGroup } from "../model";
 
-const PLAIN = { width: 176, height: 46 };
-const FAN_OUT = { width: 240, height: 84 };
-const MAX_NAME = 24;
+const PLAIN = { width: 164, height: 46 };
+const FAN_OUT = { width: 236, height: 96 };
+const MAX_NAME = 22;
+/** Characters of counts per line in a fan-out node (two lines at most). */
+const COUNTS_LINE = 36;
 
 interface Box {
   x: number;
@@ -30,7 +32,7 @@ interface Layout {
 
 function layout(groups: TaskGroup[]): Layout {
   const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 56, marginx: 12, marginy: 12 });
+  g.setGraph({ rankdir: "LR", nodesep: 20, ranksep: 44, marginx: 12, marginy: 12 });
   g.setDefaultEdgeLabel(() => ({}));
   const names = new Set(groups.map((t) => t.name));
   for (const t of groups) g.setNode(t.name, { ...(t.fanOut ? FAN_OUT : PLAIN) });
@@ -54,14 +56,35 @@ function short(name: string): string {
   return name.length > MAX_NAME ? `${name.slice(0, MAX_NAME - 1)}…` : name;
 }
 
-/** "1,000 × · 990 success · 10 failed": a fan-out's counts, most urgent first. */
+/** "990 success · 10 failed": a fan-out's counts, most urgent first. */
 export function countsText(group: TaskGroup): string {
-  const parts = TASK_STATUSES.filter((s) => group.counts[s]).map((s) => `${group.counts[s]} ${s}`);
-  return parts.join(" · ");
+  return countParts(group).join(" · ");
+}
+
+function countParts(group: TaskGroup): string[] {
+  return TASK_STATUSES.filter((s) => group.counts[s]).map((s) => `${(group.counts[s] ?? 0).toLocaleString()} ${s}`);
+}
+
+/** The counts on at most two lines of a node, the rest cut with "…". */
+function countLines(group: TaskGroup): string[] {
+  const lines: string[] = [];
+  for (const part of countParts(group)) {
+    const last = lines.length - 1;
+    if (last >= 0 && `${lines[last]} · ${part}`.length <= COUNTS_LINE) lines[last] += ` · ${part}`;
+    else if (lines.length < 2) lines.push(part);
+    else {
+      lines[1] = `${lines[1]} …`;
+      break;
+    }
+  }
+  return lines;
 }
 
 function describe(group: TaskGroup): string {
   if (!group.fanOut) return `task ${group.name}, ${group.status}`;
+  if (!group.instances.some((i) => i.parallel_index !== undefined)) {
+    return `task ${group.name}, fan-out not expanded yet, ${group.status}`;
+  }
   return `task ${group.name}, fan-out of ${group.instances.length}: ${countsText(group)}`;
 }
 
@@ -197,20 +220,21 @@ function FanOutCounts({ group, width }: { group: TaskGroup; width: number }) {
   let x = 16;
   const bars = TASK_STATUSES.filter((s) => group.counts[s]).map((s) => {
     const w = ((group.counts[s] ?? 0) / total) * barWidth;
-    const bar = <rect key={s} class={`bar status-${s}`} x={x} y={64} width={Math.max(w, 1)} height={8} />;
+    const bar = <rect key={s} class={`bar status-${s}`} x={x} y={78} width={Math.max(w, 1.5)} height={8} />;
     x += w;
     return bar;
   });
-  const counts = countsText(group);
   return (
     <>
       <text class="sub total" x={16} y={38}>
         {total.toLocaleString()} instances
       </text>
-      <text class="sub counts" x={16} y={55}>
-        {counts.length > 40 ? `${counts.slice(0, 39)}…` : counts}
-      </text>
-      <rect class="bar-bg" x={16} y={64} width={barWidth} height={8} />
+      {countLines(group).map((line, i) => (
+        <text key={i} class="sub counts" x={16} y={55 + 14 * i}>
+          {line}
+        </text>
+      ))}
+      <rect class="bar-bg" x={16} y={78} width={barWidth} height={8} />
       {bars}
     </>
   );

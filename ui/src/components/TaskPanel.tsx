@@ -3,13 +3,13 @@
 // pending, timing, attempts, input, output, error and log, and the "retry
 // from this task" action.
 
-import { useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import { TASK_STATUSES, elapsed, taskIsOver, type TaskGroup } from "../model";
 import type { TaskRun } from "../types";
 import { Duration, JsonBlock, Status, TextBlock, Time } from "./bits";
 import { LogPane } from "./LogPane";
 
-const PAGE = 50;
+const PAGE = 25;
 
 interface Props {
   runId: string;
@@ -45,28 +45,45 @@ export function TaskPanel(props: Props) {
           Retry from this task
         </button>
       </header>
-      {group.fanOut && expanded && <Instances {...props} />}
-      {instance ? (
-        <Instance task={instance} now={props.now} />
-      ) : (
-        group.fanOut && <p class="muted">Choose an instance above to see its details and log.</p>
-      )}
-      {(!group.fanOut || !expanded || instance) && (
+      <div class="panel-grid">
+        <div class="panel-main">
+          {group.fanOut && expanded && <Instances {...props} />}
+          {instance ? (
+            <Instance task={instance} now={props.now} />
+          ) : (
+            <p class="muted">Choose an instance to see its details; the log shows every instance.</p>
+          )}
+        </div>
         <LogPane
           runId={props.runId}
           task={group.name}
-          index={group.fanOut && expanded ? index : undefined}
+          index={group.fanOut && expanded ? instance?.parallel_index : undefined}
           generation={props.generation}
         />
-      )}
+      </div>
     </section>
   );
 }
 
 function Instances({ group, index, onIndex }: Props) {
   const [filter, setFilter] = useState("");
-  const [page, setPage] = useState(0);
+  // Start on the page of the instance the URL names.
+  const [page, setPage] = useState(() => {
+    const at = group.instances.findIndex((i) => i.parallel_index === index);
+    return at < 0 ? 0 : Math.floor(at / PAGE);
+  });
   const matching = filter ? group.instances.filter((i) => (i.status ?? "pending") === filter) : group.instances;
+  const wrap = useRef<HTMLDivElement>(null);
+  // Keep the chosen instance's row in view inside the table (not the page).
+  useLayoutEffect(() => {
+    const box = wrap.current;
+    const row = box?.querySelector<HTMLElement>("tr.selected");
+    if (!box || !row) return;
+    const head = box.querySelector("thead")?.getBoundingClientRect().height ?? 0;
+    if (row.offsetTop - head < box.scrollTop || row.offsetTop + row.offsetHeight > box.scrollTop + box.clientHeight) {
+      box.scrollTop = Math.max(0, row.offsetTop - head - 4);
+    }
+  }, [index, page]);
   const pages = Math.max(1, Math.ceil(matching.length / PAGE));
   const current = Math.min(page, pages - 1);
   const shown = matching.slice(current * PAGE, current * PAGE + PAGE);
@@ -99,6 +116,7 @@ function Instances({ group, index, onIndex }: Props) {
           </button>
         ))}
       </div>
+      <div class="table-wrap instance-table" ref={wrap}>
       <table class="table compact">
         <thead>
           <tr>
@@ -130,6 +148,7 @@ function Instances({ group, index, onIndex }: Props) {
           ))}
         </tbody>
       </table>
+      </div>
       {pages > 1 && (
         <nav class="pager" aria-label="Instance pages">
           <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
@@ -206,7 +225,7 @@ function Instance({ task, now }: { task: TaskRun; now: number }) {
         <JsonBlock value={task.output} label="Output" />
       </div>
       <h3>Input</h3>
-      <JsonBlock value={task.input} label="Input" />
+      <JsonBlock value={task.input ?? undefined} label="Input" />
       {attempts.length > 0 && (
         <>
           <h3>Attempts</h3>
