@@ -3,7 +3,12 @@ import { test } from "node:test";
 import { featuresOf } from "./api";
 
 test("a base server offers only the base routes", () => {
-  const f = featuresOf({ paths: { "/runs": { get: { parameters: [{ name: "workflow" }, { name: "limit" }] } }, "/workflows/{name}": { get: {} } } });
+  const f = featuresOf({
+    paths: {
+      "/runs": { get: { parameters: [{ name: "workflow" }, { name: "limit" }] } },
+      "/workflows/{name}": { get: {} },
+    },
+  });
   assert.deepEqual(f, {
     workers: false,
     inputs: false,

@@ -133,8 +133,7 @@ interface OpenApi {
 /** Reads the feature set from an OpenAPI document (pure, unit-tested). */
 export function featuresOf(doc: OpenApi): Features {
   const paths = doc.paths ?? {};
-  const params = (path: string) =>
-    new Set((paths[path]?.get?.parameters ?? []).map((p) => p.name ?? ""));
+  const params = (path: string) => new Set((paths[path]?.get?.parameters ?? []).map((p) => p.name ?? ""));
   const runs = params("/runs");
   return {
     workers: Boolean(paths["/workers"]?.get),
@@ -222,12 +221,9 @@ function clientFilter(runs: Run[], filter: RunFilter, f: Features): Run[] {
 }
 
 export const api = {
-  listWorkflows: () =>
-    call<{ workflows?: Workflow[] }>("GET", "/workflows").then((r) => r.workflows ?? []),
+  listWorkflows: () => call<{ workflows?: Workflow[] }>("GET", "/workflows").then((r) => r.workflows ?? []),
   getWorkflow: (name: string, version?: string) =>
-    call<{ workflow?: Workflow }>("GET", `/workflows/${seg(name)}${query({ version })}`).then(
-      (r) => r.workflow ?? {},
-    ),
+    call<{ workflow?: Workflow }>("GET", `/workflows/${seg(name)}${query({ version })}`).then((r) => r.workflow ?? {}),
   startRun: (workflow: string, input: Json) =>
     call<{ run?: Run }>("POST", `/workflows/${seg(workflow)}/runs`, { input }).then((r) => r.run ?? {}),
   /** The newest runs of one workflow (its page, the last-runs dots). */

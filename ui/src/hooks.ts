@@ -4,13 +4,20 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 
 /** Calls `fn` now and every `ms` while the tab is visible (and at once when
- * it becomes visible again); stops when the component goes away. */
-export function useInterval(fn: () => void, ms: number, deps: unknown[]): void {
+ * it becomes visible again); stops when the component goes away. A call
+ * still in flight (a slow server) is not overlapped by the next. */
+export function useInterval(fn: () => void | Promise<void>, ms: number, deps: unknown[]): void {
   const saved = useRef(fn);
   saved.current = fn;
   useEffect(() => {
+    let busy = false;
     const tick = () => {
-      if (document.visibilityState === "visible") saved.current();
+      if (busy || document.visibilityState !== "visible") return;
+      const result = saved.current();
+      if (result instanceof Promise) {
+        busy = true;
+        void result.finally(() => (busy = false));
+      }
     };
     tick();
     const timer = window.setInterval(tick, ms);

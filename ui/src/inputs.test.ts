@@ -18,12 +18,24 @@ test("each declared type gets its control and its default", () => {
 });
 
 test("the run input holds what was typed, leaving empty optional fields to their defaults", () => {
-  const { input, errors } = buildInput(inputs, { date: "2026-11-26", limit: "5", ratio: "", dry_run: "false", mode: "slow", tags: '["a"]' });
+  const { input, errors } = buildInput(inputs, {
+    date: "2026-11-26",
+    limit: "5",
+    ratio: "",
+    dry_run: "false",
+    mode: "slow",
+    tags: '["a"]',
+  });
   assert.deepEqual(errors, {});
   assert.deepEqual(input, { date: "2026-11-26", limit: 5, dry_run: false, mode: "slow", tags: ["a"] });
 });
 
 test("each wrong field is named", () => {
   const { errors } = buildInput(inputs, { date: "", limit: "2.5", ratio: "x", tags: "[" });
-  assert.deepEqual(errors, { date: "required", limit: "not a whole number", ratio: "not a number", tags: "not valid JSON" });
+  assert.deepEqual(errors, {
+    date: "required",
+    limit: "not a whole number",
+    ratio: "not a number",
+    tags: "not valid JSON",
+  });
 });

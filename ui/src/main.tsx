@@ -12,7 +12,16 @@ import { WorkflowPage, WorkflowsPage } from "./pages/Workflows";
 import { Link, href, useLocation, type Location } from "./router";
 
 function Page({ location }: { location: Location }) {
-  const parts = location.path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = location.path
+    .split("/")
+    .filter(Boolean)
+    .map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        return p;
+      }
+    });
   if (parts.length === 0) return <RunsPage location={location} />;
   if (parts[0] === "runs" && parts[1]) return <RunPage key={parts[1]} id={parts[1]} location={location} />;
   if (parts[0] === "runs") return <RunsPage location={location} />;
@@ -41,7 +50,11 @@ function TokenForm({ required, onDone }: { required: boolean; onDone: () => void
         onDone();
       }}
     >
-      {required && <p role="alert">This server requires a token. Create one with <code>ork token create</code>.</p>}
+      {required && (
+        <p role="alert">
+          This server requires a token. Create one with <code>ork token create</code>.
+        </p>
+      )}
       <label>
         Token
         <input type="password" autoComplete="off" value={value} onInput={(e) => setValue(e.currentTarget.value)} />

@@ -8,7 +8,8 @@ const t = (id: string, name: string, status: TaskRun["status"], index?: number):
 
 test("a fan-out of any size is one group with counts", () => {
   const tasks: TaskRun[] = [t("s", "source", "success")];
-  for (let i = 0; i < 10_000; i++) tasks.push(t(`f${i}`, "fan", i < 9_000 ? "success" : i < 9_990 ? "pending" : "failed", i));
+  for (let i = 0; i < 10_000; i++)
+    tasks.push(t(`f${i}`, "fan", i < 9_000 ? "success" : i < 9_990 ? "pending" : "failed", i));
   const groups = groupTasks(tasks, {
     tasks: [{ name: "source" }, { name: "fan", depends_on: ["source"], parallel: "for_each: source.items" }],
   });
@@ -46,18 +47,33 @@ test("the first watch message replaces the run; later ones merge by task id", ()
   assert.equal(first, run);
   // A whole run again.
   const whole = applyWatch(first, { run: { ...run, tasks: [t("1", "a", "success"), t("2", "b", "running")] } }, false)!;
-  assert.deepEqual(whole.tasks!.map((x) => x.status), ["success", "running"]);
+  assert.deepEqual(
+    whole.tasks!.map((x) => x.status),
+    ["success", "running"],
+  );
   // Only what changed, in the run or in another list of the message.
   const partial = applyWatch(whole, { run: { id: "r", status: "running", tasks: [t("2", "b", "success")] } }, false)!;
-  assert.deepEqual(partial.tasks!.map((x) => `${x.name}:${x.status}`), ["a:success", "b:success"]);
+  assert.deepEqual(
+    partial.tasks!.map((x) => `${x.name}:${x.status}`),
+    ["a:success", "b:success"],
+  );
   const other = applyWatch(partial, { changed_tasks: [t("1", "a", "failed")] }, false)!;
-  assert.deepEqual(other.tasks!.map((x) => `${x.name}:${x.status}`), ["a:failed", "b:success"]);
+  assert.deepEqual(
+    other.tasks!.map((x) => `${x.name}:${x.status}`),
+    ["a:failed", "b:success"],
+  );
   assert.equal(other.status, "running");
 });
 
 test("a fan-out's placeholder gives way to its instances", () => {
-  const merged = mergeTasks([t("s", "src", "running"), t("p", "fan", "pending")], [t("s", "src", "success"), t("i0", "fan", "pending", 0), t("i1", "fan", "pending", 1)]);
-  assert.deepEqual(merged.map((x) => x.id), ["s", "i0", "i1"]);
+  const merged = mergeTasks(
+    [t("s", "src", "running"), t("p", "fan", "pending")],
+    [t("s", "src", "success"), t("i0", "fan", "pending", 0), t("i1", "fan", "pending", 1)],
+  );
+  assert.deepEqual(
+    merged.map((x) => x.id),
+    ["s", "i0", "i1"],
+  );
 });
 
 test("durations read well", () => {

@@ -15,9 +15,7 @@ export interface Location {
 }
 
 function current(): Location {
-  const path = window.location.pathname.startsWith(BASE)
-    ? window.location.pathname.slice(BASE.length) || "/"
-    : "/";
+  const path = window.location.pathname.startsWith(BASE) ? window.location.pathname.slice(BASE.length) || "/" : "/";
   return { path, query: new URLSearchParams(window.location.search) };
 }
 
@@ -30,6 +28,16 @@ export function href(path: string, query?: Record<string, string | undefined>): 
   for (const [k, v] of Object.entries(query ?? {})) if (v) q.set(k, v);
   const s = q.toString();
   return `${BASE}${path}${s ? `?${s}` : ""}`;
+}
+
+/** The page of a run. */
+export function runHref(id: string | undefined): string {
+  return href(`/runs/${encodeURIComponent(id ?? "")}`);
+}
+
+/** The page of a workflow. */
+export function workflowHref(name: string | undefined): string {
+  return href(`/workflows/${encodeURIComponent(name ?? "")}`);
 }
 
 /** Goes to an app URL; `replace` keeps the history entry (filters). */

@@ -4,7 +4,7 @@ import { SseParser } from "./sse";
 
 test("events split across chunks and line endings", () => {
   const p = new SseParser();
-  assert.deepEqual(p.push("event: lines\ndata: {\"a\""), []);
+  assert.deepEqual(p.push('event: lines\ndata: {"a"'), []);
   assert.deepEqual(p.push(":1}\n\n"), [{ event: "lines", data: '{"a":1}' }]);
   assert.deepEqual(p.push("event: end\r\ndata: {}\r"), []);
   assert.deepEqual(p.push("\n\r\n"), [{ event: "end", data: "{}" }]);

@@ -6,14 +6,7 @@
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 export type RunStatus = "pending" | "running" | "success" | "failed" | "cancelled";
-export type TaskStatus =
-  | "pending"
-  | "dispatched"
-  | "running"
-  | "success"
-  | "failed"
-  | "skipped"
-  | "cancelled";
+export type TaskStatus = "pending" | "dispatched" | "running" | "success" | "failed" | "skipped" | "cancelled";
 
 export interface Attempt {
   attempt?: number;

@@ -162,7 +162,9 @@ describe("web UI", () => {
     await page.waitForSelector('[data-task="items"][data-total="1000"]');
     const wall = Date.now() - started;
     const sinceNavigation = await page.evaluate(() => Math.round(performance.now()));
-    console.log(`fan-out of 1,000 instances rendered as one node: ${sinceNavigation} ms after navigation (${wall} ms wall, load included)`);
+    console.log(
+      `fan-out of 1,000 instances rendered as one node: ${sinceNavigation} ms after navigation (${wall} ms wall, load included)`,
+    );
 
     assert.equal(await page.$$eval(".dag .node", (n) => n.length), 1);
     assert.ok((await page.$$eval(".dag rect", (r) => r.length)) < 20, "no box per instance");

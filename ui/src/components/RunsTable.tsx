@@ -2,7 +2,7 @@
 // linking to its run.
 
 import { elapsed } from "../model";
-import { Link, href } from "../router";
+import { Link, runHref, workflowHref } from "../router";
 import type { Run } from "../types";
 import { Duration, Status, Time } from "./bits";
 
@@ -16,7 +16,9 @@ export function RunsTable({ runs, now, showWorkflow = true }: { runs: Run[]; now
             <th scope="col">Status</th>
             <th scope="col">Run</th>
             {showWorkflow && <th scope="col">Workflow</th>}
-            <th scope="col">Trigger</th>
+            <th scope="col" class="wide-only">
+              Trigger
+            </th>
             <th scope="col">Started</th>
             <th scope="col">Duration</th>
           </tr>
@@ -28,16 +30,16 @@ export function RunsTable({ runs, now, showWorkflow = true }: { runs: Run[]; now
                 <Status status={r.status} />
               </td>
               <td class="mono">
-                <Link href={href(`/runs/${r.id ?? ""}`)} title={r.id}>
+                <Link href={runHref(r.id)} title={r.id}>
                   {(r.id ?? "").slice(-12)}
                 </Link>
               </td>
               {showWorkflow && (
                 <td>
-                  <Link href={href(`/workflows/${r.workflow ?? ""}`)}>{r.workflow}</Link>
+                  <Link href={workflowHref(r.workflow)}>{r.workflow}</Link>
                 </td>
               )}
-              <td>{r.triggered_by || "manual"}</td>
+              <td class="wide-only">{r.triggered_by || "manual"}</td>
               <td>
                 <Time value={r.started_at ?? r.created_at} />
               </td>

@@ -28,9 +28,7 @@ export function TaskPanel(props: Props) {
   const { group, index, runOver, busy } = props;
   const expanded = group.instances.some((i) => i.parallel_index !== undefined);
   const instance =
-    group.fanOut && expanded
-      ? group.instances.find((i) => i.parallel_index === index)
-      : group.instances[0];
+    group.fanOut && expanded ? group.instances.find((i) => i.parallel_index === index) : group.instances[0];
   return (
     <section class="panel" aria-labelledby="task-title" data-panel-task={group.name}>
       <header class="panel-head">
@@ -39,7 +37,9 @@ export function TaskPanel(props: Props) {
         <button
           type="button"
           disabled={!runOver || busy}
-          title={runOver ? "Re-run this task and everything downstream of it" : "The run must end first (cancel it, or wait)"}
+          title={
+            runOver ? "Re-run this task and everything downstream of it" : "The run must end first (cancel it, or wait)"
+          }
           onClick={() => props.onRetryFrom(group.name)}
         >
           Retry from this task
@@ -117,37 +117,37 @@ function Instances({ group, index, onIndex }: Props) {
         ))}
       </div>
       <div class="table-wrap instance-table" ref={wrap}>
-      <table class="table compact">
-        <thead>
-          <tr>
-            <th scope="col">#</th>
-            <th scope="col">Status</th>
-            <th scope="col">Attempt</th>
-            <th scope="col">Why pending / error</th>
-          </tr>
-        </thead>
-        <tbody>
-          {shown.map((i) => (
-            <tr key={i.id} class={i.parallel_index === index ? "selected" : ""}>
-              <td>
-                <button
-                  type="button"
-                  class="linkish"
-                  aria-pressed={i.parallel_index === index}
-                  onClick={() => onIndex(i.parallel_index === index ? undefined : i.parallel_index)}
-                >
-                  {i.parallel_index}
-                </button>
-              </td>
-              <td>
-                <Status status={i.status} />
-              </td>
-              <td>{i.attempt ?? 0}</td>
-              <td class="clip">{i.status === "pending" ? (i.pending_reason ?? "") : (i.error ?? "")}</td>
+        <table class="table compact">
+          <thead>
+            <tr>
+              <th scope="col">#</th>
+              <th scope="col">Status</th>
+              <th scope="col">Attempt</th>
+              <th scope="col">Why pending / error</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {shown.map((i) => (
+              <tr key={i.id} class={i.parallel_index === index ? "selected" : ""}>
+                <td>
+                  <button
+                    type="button"
+                    class="linkish"
+                    aria-pressed={i.parallel_index === index}
+                    onClick={() => onIndex(i.parallel_index === index ? undefined : i.parallel_index)}
+                  >
+                    {i.parallel_index}
+                  </button>
+                </td>
+                <td>
+                  <Status status={i.status} />
+                </td>
+                <td>{i.attempt ?? 0}</td>
+                <td class="clip">{i.status === "pending" ? (i.pending_reason ?? "") : (i.error ?? "")}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
       </div>
       {pages > 1 && (
         <nav class="pager" aria-label="Instance pages">
@@ -229,36 +229,38 @@ function Instance({ task, now }: { task: TaskRun; now: number }) {
       {attempts.length > 0 && (
         <>
           <h3>Attempts</h3>
-          <table class="table compact">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">Status</th>
-                <th scope="col">Dispatched</th>
-                <th scope="col">Duration</th>
-                <th scope="col">Error</th>
-              </tr>
-            </thead>
-            <tbody>
-              {attempts.map((a) => (
-                <tr key={a.attempt}>
-                  <td>{a.attempt}</td>
-                  <td>
-                    <Status status={a.status} />
-                  </td>
-                  <td>
-                    <Time value={a.dispatched_at} />
-                  </td>
-                  <td>
-                    <Duration ms={elapsed(a.started_at, a.finished_at, now)} />
-                  </td>
-                  <td class="clip" title={a.error ?? ""}>
-                    {a.error ?? ""}
-                  </td>
+          <div class="table-wrap">
+            <table class="table compact">
+              <thead>
+                <tr>
+                  <th scope="col">#</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Dispatched</th>
+                  <th scope="col">Duration</th>
+                  <th scope="col">Error</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {attempts.map((a) => (
+                  <tr key={a.attempt}>
+                    <td>{a.attempt}</td>
+                    <td>
+                      <Status status={a.status} />
+                    </td>
+                    <td>
+                      <Time value={a.dispatched_at} />
+                    </td>
+                    <td>
+                      <Duration ms={elapsed(a.started_at, a.finished_at, now)} />
+                    </td>
+                    <td class="clip" title={a.error ?? ""}>
+                      {a.error ?? ""}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         </>
       )}
     </div>

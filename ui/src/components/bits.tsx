@@ -28,7 +28,13 @@ export function Time({ value, compact }: { value?: string | undefined; compact?:
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) return <span>{value}</span>;
   return (
-    <time dateTime={date.toISOString()} title={`${date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z")} UTC`}>
+    <time
+      dateTime={date.toISOString()}
+      title={`${date
+        .toISOString()
+        .replace("T", " ")
+        .replace(/\.\d+Z$/, "Z")} UTC`}
+    >
       {(compact ? CLOCK : LOCAL).format(date)}
     </time>
   );

@@ -8,7 +8,7 @@ import { Duration, ErrorNote, JsonBlock, Status, Time } from "../components/bits
 import { TaskPanel } from "../components/TaskPanel";
 import { useNow, useTitle } from "../hooks";
 import { applyWatch, elapsed, groupTasks, runIsOver, type WatchMessage } from "../model";
-import { Link, href, navigate, type Location } from "../router";
+import { Link, href, navigate, workflowHref, type Location } from "../router";
 import type { Run, Workflow } from "../types";
 
 type Live = "loading" | "live" | "polling" | "ended" | "reconnecting";
@@ -131,7 +131,10 @@ export function RunPage({ id, location }: { id: string; location: Location }) {
   const index = indexParam === null ? undefined : Number(indexParam);
 
   const select = (task: string | undefined, idx?: number) =>
-    navigate(href(`/runs/${id}`, { task, index: idx === undefined ? undefined : String(idx) }), true);
+    navigate(
+      href(`/runs/${encodeURIComponent(id)}`, { task, index: idx === undefined ? undefined : String(idx) }),
+      true,
+    );
 
   const act = async (action: () => Promise<Run>) => {
     setBusy(true);
@@ -161,8 +164,7 @@ export function RunPage({ id, location }: { id: string; location: Location }) {
     <main id="main" class="page run-page" data-run={run.id} data-run-status={run.status}>
       <header class="page-head">
         <h1>
-          <Link href={href(`/workflows/${run.workflow ?? ""}`)}>{run.workflow}</Link>{" "}
-          <span class="muted mono">{run.id}</span>
+          <Link href={workflowHref(run.workflow)}>{run.workflow}</Link> <span class="muted mono">{run.id}</span>
         </h1>
         <Status status={run.status} />
         <span class={`live live-${live}`} title="How this page stays current" data-live={live}>
@@ -199,28 +201,40 @@ export function RunPage({ id, location }: { id: string; location: Location }) {
       <ErrorNote error={actionError} />
       <ErrorNote error={error} />
       <dl class="facts inline">
-        <dt>Trigger</dt>
-        <dd>{run.triggered_by || "manual"}</dd>
-        <dt>Created</dt>
-        <dd>
-          <Time value={run.created_at} />
-        </dd>
-        <dt>Started</dt>
-        <dd>
-          <Time value={run.started_at} />
-        </dd>
-        <dt>Finished</dt>
-        <dd>
-          <Time value={run.finished_at} />
-        </dd>
-        <dt>Duration</dt>
-        <dd>
-          <Duration ms={elapsed(run.started_at, run.finished_at, now)} />
-        </dd>
-        <dt>Version</dt>
-        <dd class="mono" title={run.workflow_version}>
-          {(run.workflow_version ?? "").slice(0, 12)}
-        </dd>
+        <div class="fact">
+          <dt>Trigger</dt>
+          <dd>{run.triggered_by || "manual"}</dd>
+        </div>
+        <div class="fact">
+          <dt>Created</dt>
+          <dd>
+            <Time value={run.created_at} />
+          </dd>
+        </div>
+        <div class="fact">
+          <dt>Started</dt>
+          <dd>
+            <Time value={run.started_at} />
+          </dd>
+        </div>
+        <div class="fact">
+          <dt>Finished</dt>
+          <dd>
+            <Time value={run.finished_at} />
+          </dd>
+        </div>
+        <div class="fact">
+          <dt>Duration</dt>
+          <dd>
+            <Duration ms={elapsed(run.started_at, run.finished_at, now)} />
+          </dd>
+        </div>
+        <div class="fact">
+          <dt>Version</dt>
+          <dd class="mono" title={run.workflow_version}>
+            {(run.workflow_version ?? "").slice(0, 12)}
+          </dd>
+        </div>
       </dl>
       <details class="run-input">
         <summary>Run input</summary>
@@ -228,7 +242,11 @@ export function RunPage({ id, location }: { id: string; location: Location }) {
       </details>
       {!workflow && <p class="muted small">The workflow version is not available: dependencies are not drawn.</p>}
       <div class="run-body">
-        <Dag groups={groups} selected={selectedName} onSelect={(name) => select(name === selectedName ? undefined : name)} />
+        <Dag
+          groups={groups}
+          selected={selectedName}
+          onSelect={(name) => select(name === selectedName ? undefined : name)}
+        />
         {selected ? (
           <TaskPanel
             runId={id}

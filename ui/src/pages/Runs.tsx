@@ -36,7 +36,10 @@ export function RunsPage({ location }: { location: Location }) {
   const now = useNow(runs.some((r) => r.status === "running" || r.status === "pending"));
 
   useEffect(() => {
-    api.listWorkflows().then((w) => setWorkflows(w.map((x) => x.name ?? "")), () => undefined);
+    api.listWorkflows().then(
+      (w) => setWorkflows(w.map((x) => x.name ?? "")),
+      () => undefined,
+    );
     serverFeatures().then(setFeatures, () => undefined);
   }, []);
 
@@ -49,7 +52,11 @@ export function RunsPage({ location }: { location: Location }) {
 
   const refresh = async () => {
     try {
-      const page = await listRuns(filter, PAGE_SIZE, view.current && "limit" in view.current ? view.current : undefined);
+      const page = await listRuns(
+        filter,
+        PAGE_SIZE,
+        view.current && "limit" in view.current ? view.current : undefined,
+      );
       setError(undefined);
       setLoaded(true);
       if (page.replaces && !(view.current && "pageToken" in view.current)) {
@@ -91,7 +98,8 @@ export function RunsPage({ location }: { location: Location }) {
     navigate(href("/", { ...filter, [name]: value || undefined }), true);
 
   const clientSide =
-    (filter.status && features && !features.runStatusFilter) || (filter.trigger && features && !features.runTriggerFilter);
+    (filter.status && features && !features.runStatusFilter) ||
+    (filter.trigger && features && !features.runTriggerFilter);
 
   return (
     <main id="main" class="page">

@@ -8,7 +8,7 @@ import { ErrorNote, NeedsNewerServer, TextBlock, Time } from "../components/bits
 import { RunsTable } from "../components/RunsTable";
 import { useInterval, useNow, useTitle } from "../hooks";
 import { buildInput, choicesOf, controlOf, initialText } from "../inputs";
-import { Link, href, navigate } from "../router";
+import { Link, href, navigate, runHref, workflowHref } from "../router";
 import type { Json, Run, Workflow, WorkflowInput } from "../types";
 
 const LAST_RUNS = 5;
@@ -68,14 +68,19 @@ export function WorkflowsPage() {
               {workflows.map((w) => (
                 <tr key={w.name} data-workflow-row={w.name}>
                   <td>
-                    <Link href={href(`/workflows/${w.name ?? ""}`)}>{w.name}</Link>
+                    <Link href={workflowHref(w.name)}>{w.name}</Link>
                   </td>
                   <td class="mono">{w.schedule || <span class="muted">manual</span>}</td>
                   <td>{w.tasks?.length ?? 0}</td>
                   <td>
                     <span class="last-runs">
                       {(lastRuns[w.name ?? ""] ?? []).map((r) => (
-                        <Link key={r.id} href={href(`/runs/${r.id ?? ""}`)} class={`run-dot status-${r.status}`} title={`${r.status} · ${r.created_at ?? ""}`}>
+                        <Link
+                          key={r.id}
+                          href={runHref(r.id)}
+                          class={`run-dot status-${r.status}`}
+                          title={`${r.status} · ${r.created_at ?? ""}`}
+                        >
                           <span class="visually-hidden">{r.status}</span>
                         </Link>
                       ))}
@@ -133,16 +138,22 @@ export function WorkflowPage({ name }: { name: string }) {
         </span>
       </header>
       <dl class="facts inline">
-        <dt>Schedule</dt>
-        <dd class="mono">{workflow.schedule || "none (manual)"}</dd>
-        <dt>Deployed</dt>
-        <dd>
-          <Time value={workflow.updated_at} />
-        </dd>
-        <dt>First deployed</dt>
-        <dd>
-          <Time value={workflow.created_at} />
-        </dd>
+        <div class="fact">
+          <dt>Schedule</dt>
+          <dd class="mono">{workflow.schedule || "none (manual)"}</dd>
+        </div>
+        <div class="fact">
+          <dt>Deployed</dt>
+          <dd>
+            <Time value={workflow.updated_at} />
+          </dd>
+        </div>
+        <div class="fact">
+          <dt>First deployed</dt>
+          <dd>
+            <Time value={workflow.created_at} />
+          </dd>
+        </div>
       </dl>
       <div class="columns">
         <section aria-labelledby="start-title">
@@ -228,7 +239,7 @@ function StartForm({ workflow, features }: { workflow: Workflow; features: Featu
     setError(undefined);
     try {
       const run = await api.startRun(workflow.name ?? "", input);
-      navigate(href(`/runs/${run.id ?? ""}`));
+      navigate(runHref(run.id));
     } catch (err) {
       setError(err);
     } finally {
@@ -239,7 +250,15 @@ function StartForm({ workflow, features }: { workflow: Workflow; features: Featu
   return (
     <form class="start-form" onSubmit={submit} aria-label={`Start a run of ${workflow.name}`}>
       {declared ? (
-        inputs.map((field) => <InputField key={field.name} field={field} texts={texts} setTexts={setTexts} error={errors[field.name ?? ""]} />)
+        inputs.map((field) => (
+          <InputField
+            key={field.name}
+            field={field}
+            texts={texts}
+            setTexts={setTexts}
+            error={errors[field.name ?? ""]}
+          />
+        ))
       ) : (
         <>
           {!features.inputs && (
@@ -251,7 +270,13 @@ function StartForm({ workflow, features }: { workflow: Workflow; features: Featu
           {features.inputs && <p class="muted small">This workflow declares no inputs; any JSON object is accepted.</p>}
           <label class="field">
             Run input (JSON object)
-            <textarea name="input" rows={4} value={raw} onInput={(e) => setRaw(e.currentTarget.value)} spellcheck={false} />
+            <textarea
+              name="input"
+              rows={4}
+              value={raw}
+              onInput={(e) => setRaw(e.currentTarget.value)}
+              spellcheck={false}
+            />
             {errors[""] && <span class="field-error">{errors[""]}</span>}
           </label>
         </>
@@ -290,7 +315,13 @@ function InputField({
   if (control === "boolean") {
     return (
       <label class="field checkbox" for={id}>
-        <input id={id} name={name} type="checkbox" checked={value === "true"} onChange={(e) => set(e.currentTarget.checked ? "true" : "false")} />
+        <input
+          id={id}
+          name={name}
+          type="checkbox"
+          checked={value === "true"}
+          onChange={(e) => set(e.currentTarget.checked ? "true" : "false")}
+        />
         {label}
       </label>
     );
@@ -299,7 +330,13 @@ function InputField({
     <label class="field" for={id}>
       {label}
       {control === "choice" ? (
-        <select id={id} name={name} value={value} required={field.required} onChange={(e) => set(e.currentTarget.value)}>
+        <select
+          id={id}
+          name={name}
+          value={value}
+          required={field.required}
+          onChange={(e) => set(e.currentTarget.value)}
+        >
           {!field.required && <option value="">(default)</option>}
           {choicesOf(field).map((c) => (
             <option key={c} value={c}>
@@ -308,9 +345,23 @@ function InputField({
           ))}
         </select>
       ) : control === "json" ? (
-        <textarea id={id} name={name} rows={3} value={value} spellcheck={false} onInput={(e) => set(e.currentTarget.value)} />
+        <textarea
+          id={id}
+          name={name}
+          rows={3}
+          value={value}
+          spellcheck={false}
+          onInput={(e) => set(e.currentTarget.value)}
+        />
       ) : control === "text" ? (
-        <input id={id} name={name} type="text" value={value} required={field.required} onInput={(e) => set(e.currentTarget.value)} />
+        <input
+          id={id}
+          name={name}
+          type="text"
+          value={value}
+          required={field.required}
+          onInput={(e) => set(e.currentTarget.value)}
+        />
       ) : (
         <input
           id={id}
@@ -326,4 +377,3 @@ function InputField({
     </label>
   );
 }
-
