@@ -240,8 +240,14 @@ export const api = {
 };
 
 /** Opens a Server-Sent Events route and calls `onEvent` per event until the
- * stream ends (resolves) or fails (rejects); abort `signal` to stop. */
-export async function stream(path: string, onEvent: (e: SseEvent) => void, signal: AbortSignal): Promise<void> {
+ * stream ends (resolves) or fails (rejects); abort `signal` to stop.
+ * `onOpen` is called once the server accepted the stream. */
+export async function stream(
+  path: string,
+  onEvent: (e: SseEvent) => void,
+  signal: AbortSignal,
+  onOpen?: () => void,
+): Promise<void> {
   let response: Response;
   try {
     response = await fetch(path, { headers: headers(false), signal });
@@ -251,6 +257,7 @@ export async function stream(path: string, onEvent: (e: SseEvent) => void, signa
   }
   if (!response.ok) throw await failure(response);
   if (!response.body) throw new ApiError(0, "UNAVAILABLE", "the browser gave no response stream");
+  onOpen?.();
   try {
     await readEvents(response.body, onEvent, signal);
   } catch (e) {
@@ -265,8 +272,14 @@ export const streams = {
   watchRun: (id: string, onEvent: (e: SseEvent) => void, signal: AbortSignal) =>
     stream(`/runs/${seg(id)}/watch`, onEvent, signal),
   /** `GET /runs/{id}/tasks/{name}/logs?follow=true`: new log lines. */
-  followLogs: (id: string, task: string, cursor: string, onEvent: (e: SseEvent) => void, signal: AbortSignal) =>
-    stream(`/runs/${seg(id)}/tasks/${seg(task)}/logs${query({ follow: "true", cursor })}`, onEvent, signal),
+  followLogs: (
+    id: string,
+    task: string,
+    cursor: string,
+    onEvent: (e: SseEvent) => void,
+    signal: AbortSignal,
+    onOpen?: () => void,
+  ) => stream(`/runs/${seg(id)}/tasks/${seg(task)}/logs${query({ follow: "true", cursor })}`, onEvent, signal, onOpen),
 };
 
 export type { LogLine };

@@ -30,6 +30,19 @@ export function useInterval(fn: () => void | Promise<void>, ms: number, deps: un
   }, [ms, ...deps]);
 }
 
+/** Whether the tab is visible. Pages close their streams while it is not:
+ * a browser opens only six connections to a server over HTTP/1.1, and a few
+ * background tabs holding streams would stall every other request. */
+export function useVisible(): boolean {
+  const [visible, setVisible] = useState(document.visibilityState === "visible");
+  useEffect(() => {
+    const update = () => setVisible(document.visibilityState === "visible");
+    document.addEventListener("visibilitychange", update);
+    return () => document.removeEventListener("visibilitychange", update);
+  }, []);
+  return visible;
+}
+
 /** The current time, re-read every second: for durations that are still running. */
 export function useNow(active: boolean): number {
   const [now, setNow] = useState(Date.now());

@@ -5,6 +5,8 @@
 
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError, streams } from "../api";
+import { useVisible } from "../hooks";
+import type { SseEvent } from "../sse";
 import type { LogLine } from "../types";
 import { ErrorNote, Time } from "./bits";
 
@@ -20,7 +22,7 @@ interface Props {
   generation: number;
 }
 
-type State = "connecting" | "following" | "ended" | "failed";
+type State = "connecting" | "following" | "paused" | "ended" | "failed";
 
 export function LogPane({ runId, task, index, generation }: Props) {
   const [lines, setLines] = useState<LogLine[]>([]);
@@ -31,55 +33,70 @@ export function LogPane({ runId, task, index, generation }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
 
+  const visible = useVisible();
+  // Where the stream is, kept while a hidden tab pauses it; reset for
+  // another task or after a retry.
+  const cursor = useRef("");
+  const ended = useRef(false);
+  const received = useRef(0);
+
   useEffect(() => {
-    const ctl = new AbortController();
+    cursor.current = "";
+    ended.current = false;
+    received.current = 0;
     setLines([]);
     setDropped(0);
     setError(undefined);
     setState("connecting");
-    let cursor = "";
-    let ended = false;
+  }, [runId, task, generation]);
+
+  useEffect(() => {
+    if (ended.current) return;
+    if (!visible) {
+      setState("paused");
+      return;
+    }
+    const ctl = new AbortController();
+    const onEvent = (event: SseEvent) => {
+      if (event.event === "lines") {
+        const message = JSON.parse(event.data) as { lines?: LogLine[]; next_cursor?: string };
+        if (message.next_cursor) cursor.current = message.next_cursor;
+        const fresh = message.lines ?? [];
+        received.current += fresh.length;
+        setDropped(Math.max(0, received.current - MAX_LINES));
+        setLines((old) => {
+          const all = old.concat(fresh);
+          return all.length <= MAX_LINES ? all : all.slice(all.length - MAX_LINES);
+        });
+      } else if (event.event === "end") {
+        ended.current = true;
+      } else if (event.event === "error") {
+        const body = JSON.parse(event.data) as { code?: string; message?: string };
+        // The server ended the stream with an error: not a dropped
+        // connection, so no automatic reconnect.
+        throw new ApiError(500, body.code ?? "UNKNOWN", body.message ?? "the log stream failed");
+      }
+    };
     (async () => {
       // Reconnects after a dropped stream, resuming at the last cursor.
-      for (let tries = 0; !ended && !ctl.signal.aborted; tries++) {
+      let failures = 0;
+      while (!ended.current && !ctl.signal.aborted) {
         try {
-          await streams.followLogs(
-            runId,
-            task,
-            cursor,
-            (event) => {
-              if (event.event === "lines") {
-                const message = JSON.parse(event.data) as { lines?: LogLine[]; next_cursor?: string };
-                if (message.next_cursor) cursor = message.next_cursor;
-                const fresh = message.lines ?? [];
-                setState("following");
-                setLines((old) => {
-                  const all = old.concat(fresh);
-                  if (all.length <= MAX_LINES) return all;
-                  setDropped((d) => d + all.length - MAX_LINES);
-                  return all.slice(all.length - MAX_LINES);
-                });
-              } else if (event.event === "end") {
-                ended = true;
-              } else if (event.event === "error") {
-                const body = JSON.parse(event.data) as { code?: string; message?: string };
-                // The server ended the stream with an error: not a dropped
-                // connection, so no automatic reconnect.
-                throw new ApiError(500, body.code ?? "UNKNOWN", body.message ?? "the log stream failed");
-              }
-            },
-            ctl.signal,
-          );
-          if (!ended && !ctl.signal.aborted) setState("connecting");
+          setState("connecting");
+          await streams.followLogs(runId, task, cursor.current, onEvent, ctl.signal, () => {
+            failures = 0;
+            setState("following");
+            setError(undefined);
+          });
         } catch (e) {
           if (ctl.signal.aborted) return;
+          setError(e);
           if (e instanceof ApiError && e.status !== 0) {
-            setError(e);
             setState("failed");
             return;
           }
-          setError(e);
-          await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** tries, 5000)));
+          failures++;
+          await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** failures, 5000)));
         }
       }
       if (!ctl.signal.aborted) {
@@ -88,7 +105,7 @@ export function LogPane({ runId, task, index, generation }: Props) {
       }
     })();
     return () => ctl.abort();
-  }, [runId, task, generation, attempt]);
+  }, [runId, task, generation, attempt, visible]);
 
   const shown = index === undefined ? lines : lines.filter((l) => l.parallel_index === index);
 

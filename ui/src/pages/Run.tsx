@@ -6,12 +6,12 @@ import { ApiError, api, serverFeatures, streams } from "../api";
 import { Dag } from "../components/Dag";
 import { Duration, ErrorNote, JsonBlock, Status, Time } from "../components/bits";
 import { TaskPanel } from "../components/TaskPanel";
-import { useNow, useTitle } from "../hooks";
+import { useNow, useTitle, useVisible } from "../hooks";
 import { applyWatch, elapsed, groupTasks, runIsOver, type WatchMessage } from "../model";
 import { Link, href, navigate, workflowHref, type Location } from "../router";
 import type { Run, Workflow } from "../types";
 
-type Live = "loading" | "live" | "polling" | "ended" | "reconnecting";
+type Live = "loading" | "live" | "polling" | "paused" | "ended" | "reconnecting";
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -29,8 +29,14 @@ function useLiveRun(id: string, generation: number) {
   const [error, setError] = useState<unknown>();
   const [live, setLive] = useState<Live>("loading");
   const current = useRef<Run | undefined>(undefined);
+  const visible = useVisible();
 
   useEffect(() => {
+    if (!visible && current.current) {
+      // A hidden tab holds no stream; it reads the run afresh when shown.
+      setLive("paused");
+      return;
+    }
     const ctl = new AbortController();
     const { signal } = ctl;
     const show = (next: Run | undefined) => {
@@ -89,7 +95,7 @@ function useLiveRun(id: string, generation: number) {
       }
     });
     return () => ctl.abort();
-  }, [id, generation]);
+  }, [id, generation, visible]);
 
   return { run, error, live, setRun: (r: Run) => ((current.current = r), setRun(r)) };
 }
@@ -168,7 +174,7 @@ export function RunPage({ id, location }: { id: string; location: Location }) {
         </h1>
         <Status status={run.status} />
         <span class={`live live-${live}`} title="How this page stays current" data-live={live}>
-          {live === "live" ? "live" : live === "polling" ? "refreshing" : live === "ended" ? "final" : live}
+          {live === "polling" ? "refreshing" : live === "ended" ? "final" : live}
         </span>
         <div class="actions">
           {!over &&
