@@ -39,8 +39,8 @@ const INDEX: &str = "index.html";
 /// Nothing but this origin's own files: no inline script or style, no
 /// `eval`, no connection elsewhere, no framing, no form posting away.
 pub const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
-     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// Strong validators of every embedded file, computed once, so a browser
 /// revalidates (`Cache-Control: no-cache`) for the price of a 304.

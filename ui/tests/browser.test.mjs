@@ -12,13 +12,21 @@ import { Ork, launchBrowser, until } from "./harness.mjs";
 let ork;
 let browser;
 let page;
+const pageErrors = [];
+const policyViolations = [];
 
 before(async () => {
   ork = await Ork.start();
   await ork.deploy("ok", "fails", "chain", "xss", "fanout");
   browser = await launchBrowser();
   page = await browser.context.newPage();
-  page.on("pageerror", (e) => console.error("page error:", e.message));
+  page.on("pageerror", (e) => {
+    console.error("page error:", e.message);
+    pageErrors.push(e.message);
+  });
+  page.on("console", (m) => {
+    if (/Content.Security.Policy/i.test(m.text())) policyViolations.push(m.text());
+  });
 });
 
 after(async () => {
@@ -261,5 +269,10 @@ describe("web UI", () => {
     assert.notEqual(await background(), light);
     await page.emulateMedia({ colorScheme: "light" });
     await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  test("no page broke its Content-Security-Policy or threw", () => {
+    assert.deepEqual(policyViolations, []);
+    assert.deepEqual(pageErrors, []);
   });
 });
