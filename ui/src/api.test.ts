@@ -15,7 +15,7 @@ test("a base server offers only the base routes", () => {
     watch: false,
     versions: false,
     runStatusFilter: false,
-    runTriggerFilter: false,
+    runTriggerParam: "",
     runPageToken: false,
   });
 });
@@ -31,6 +31,7 @@ test("newer routes and fields are detected from the OpenAPI document", () => {
     components: { schemas: { Workflow: { properties: { inputs: {} } } } },
   });
   assert.ok(Object.values(f).every(Boolean), JSON.stringify(f));
+  assert.equal(f.runTriggerParam, "trigger");
 });
 
 /** Answers the API module's calls like a server with these routes would. */

@@ -119,7 +119,8 @@ export interface Features {
   versions: boolean;
   /** ListRuns filters and keyset paging. */
   runStatusFilter: boolean;
-  runTriggerFilter: boolean;
+  /** The trigger filter's query parameter, "" when there is none. */
+  runTriggerParam: string;
   runPageToken: boolean;
 }
 
@@ -141,7 +142,7 @@ export function featuresOf(doc: OpenApi): Features {
     watch: Boolean(paths["/runs/{id}/watch"]?.get),
     versions: params("/workflows/{name}").has("version"),
     runStatusFilter: runs.has("status"),
-    runTriggerFilter: runs.has("trigger") || runs.has("triggered_by"),
+    runTriggerParam: ["trigger", "triggered_by"].find((p) => runs.has(p)) ?? "",
     runPageToken: runs.has("page_token"),
   };
 }
@@ -171,9 +172,6 @@ export interface RunFilter {
   trigger?: string;
 }
 
-/** The trigger filter's query parameter on servers that have one. */
-const runsTriggerParam = "trigger";
-
 /** The most runs a limit-based server returns in one call. */
 const MAX_LIMIT = 1000;
 
@@ -186,7 +184,7 @@ export async function listRuns(filter: RunFilter, pageSize: number, cursor?: Run
       `/runs${query({
         workflow: filter.workflow,
         status: f.runStatusFilter ? filter.status : undefined,
-        [runsTriggerParam]: f.runTriggerFilter ? filter.trigger : undefined,
+        ...(f.runTriggerParam ? { [f.runTriggerParam]: filter.trigger } : {}),
         limit: pageSize,
         page_token: token,
       })}`,
@@ -202,6 +200,7 @@ export async function listRuns(filter: RunFilter, pageSize: number, cursor?: Run
     `/runs${query({
       workflow: filter.workflow,
       status: f.runStatusFilter ? filter.status : undefined,
+      ...(f.runTriggerParam ? { [f.runTriggerParam]: filter.trigger } : {}),
       limit,
     })}`,
   );
@@ -216,7 +215,7 @@ function clientFilter(runs: Run[], filter: RunFilter, f: Features): Run[] {
   return runs.filter(
     (r) =>
       (!filter.status || f.runStatusFilter || r.status === filter.status) &&
-      (!filter.trigger || f.runTriggerFilter || (r.triggered_by ?? "") === filter.trigger),
+      (!filter.trigger || f.runTriggerParam || (r.triggered_by ?? "") === filter.trigger),
   );
 }
 

@@ -99,7 +99,7 @@ export function RunsPage({ location }: { location: Location }) {
 
   const clientSide =
     (filter.status && features && !features.runStatusFilter) ||
-    (filter.trigger && features && !features.runTriggerFilter);
+    (filter.trigger && features && !features.runTriggerParam);
 
   return (
     <main id="main" class="page">
