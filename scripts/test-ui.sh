@@ -6,7 +6,8 @@
 #     embeds ui/dist/, so `cargo build` needs no Node.js),
 #   - runs the unit tests (node --test),
 #   - runs the browser tests: Debian's Chromium, driven by playwright-core,
-#     against a real `ork dev` on an ephemeral port (ui/tests/).
+#     against a real `ork dev` on an ephemeral port (ui/tests/), with a
+#     Python SDK pool worker attached for the workers page.
 # Chromium is installed with apt-get when missing; no browser is downloaded.
 # The `ork` binaries come from target/debug (or $ORK_BIN_DIR), built first
 # when missing; scripts/test.sh builds them anyway.
@@ -32,6 +33,23 @@ if [[ -z ${ORK_BIN_DIR:-} && ! ( -x target/debug/ork && -x target/debug/ork-work
   say "building target/debug/ork and ork-worker"
   cargo build --bins -p ork-cli -p ork-worker
 fi
+
+# The pool worker the browser tests attach is the Python SDK's: use the venv
+# scripts/test-python.sh keeps when it has the SDK, else make a small one.
+if [[ -z ${ORK_UI_PYTHON:-} ]]; then
+  ORK_UI_PYTHON=$PWD/.tools/venv-py/bin/python
+  if ! "$ORK_UI_PYTHON" -c 'import ork' 2>/dev/null; then
+    venv=$PWD/.tools/venv-ui
+    if ! "$venv/bin/python" -c 'import ork' 2>/dev/null; then
+      say "installing the Python SDK into $venv (for the pool worker the tests attach)"
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -e sdks/python
+    fi
+    ORK_UI_PYTHON=$venv/bin/python
+  fi
+fi
+export ORK_UI_PYTHON
 
 cd ui
 # Packages' install scripts are not needed (esbuild finds its binary package

@@ -17,7 +17,7 @@ const policyViolations = [];
 
 before(async () => {
   ork = await Ork.start();
-  await ork.deploy("ok", "fails", "chain", "xss", "fanout");
+  await ork.deploy("ok", "fails", "chain", "xss", "fanout", "inputs", "pool");
   browser = await launchBrowser();
   page = await browser.context.newPage();
   page.on("pageerror", (e) => {
@@ -102,8 +102,8 @@ describe("web UI", () => {
     const run = await ork.json(["run", "start", "ui-chain", "--input", `gate=${gates}`]);
     await page.goto(`${ork.url}/ui/runs/${run.id}`);
     await waitForNodes({ a: "running", b: "pending", c: "pending" }, "a running, b and c pending");
-    const edges = await page.$$eval(".dag .edge", (e) => e.length);
-    assert.equal(edges, 2, "a → b → c");
+    // The edges come from the workflow version the run used (read after the run).
+    await until("the edges a → b → c", async () => (await page.$$eval(".dag .edge", (e) => e.length)) === 2);
     await page.evaluate(() => (window.__kept = "same page"));
 
     // Why pending: b waits on a, in the server's words.
@@ -213,25 +213,85 @@ describe("web UI", () => {
     await page.click('[data-workflow-row="ui-ok"] a');
     await page.waitForSelector('[data-workflow="ui-ok"]');
     assert.match(await page.textContent('[aria-label="Workflow YAML"]'), /name: ui-ok/);
-    const openapi = await (await fetch(`${ork.url}/openapi.json`)).json();
-    if (!openapi.components.schemas.Workflow.properties.inputs) {
-      assert.match(await page.textContent(".start-form"), /Needs a newer server/);
-    }
+    assert.match(await page.textContent(".start-form"), /declares no inputs/);
     await page.click("text=Start run");
     await page.waitForSelector('[data-run-status="success"]', { timeout: 30_000 });
     const id = await page.getAttribute("[data-run]", "data-run");
     assert.equal((await ork.status(id)).status, "success");
   });
 
-  test("workers page lists pool workers, or says the server is too old to", async () => {
-    const openapi = await (await fetch(`${ork.url}/openapi.json`)).json();
+  test("the start-run form is built from the workflow's declared inputs", async () => {
+    await page.goto(`${ork.url}/ui/workflows/ui-inputs`);
+    const form = '[aria-label="Start a run of ui-inputs"]';
+    await page.waitForSelector(form);
+    // One control per declared field, of its type, holding its default.
+    assert.equal(await page.getAttribute(`${form} input[name="who"]`, "type"), "text");
+    assert.equal(await page.getAttribute(`${form} input[name="who"]`, "required"), "");
+    assert.equal(await page.inputValue(`${form} input[name="times"]`), "2");
+    assert.equal(await page.getAttribute(`${form} input[name="times"]`, "type"), "number");
+    assert.equal(await page.isChecked(`${form} input[name="loud"]`), false);
+    assert.equal(await page.inputValue(`${form} select[name="mood"]`), "calm");
+    assert.match(await page.textContent(form), /Whom to greet/);
+
+    // What the server refuses is shown with its reason, naming the field.
+    await page.fill(`${form} input[name="who"]`, "x");
+    await page.click(`${form} >> text=Start run`);
+    await page.waitForSelector(`${form} [role="alert"]`);
+    assert.match(await page.textContent(`${form} [role="alert"]`), /input\.who/);
+
+    await page.fill(`${form} input[name="who"]`, "<b>world</b>");
+    await page.fill(`${form} input[name="times"]`, "3");
+    await page.check(`${form} input[name="loud"]`);
+    await page.selectOption(`${form} select[name="mood"]`, "cheerful");
+    await page.click(`${form} >> text=Start run`);
+    await page.waitForSelector('[data-run-status="success"]', { timeout: 30_000 });
+    const id = await page.getAttribute("[data-run]", "data-run");
+    const run = await ork.status(id);
+    assert.deepEqual(run.input, { who: "<b>world</b>", times: 3, loud: true, mood: "cheerful" });
+    assert.deepEqual(run.tasks.find((t) => t.name === "greet").output, run.input);
+  });
+
+  test("pool workers: why a task waits for one, the workers page, the task run by one", async () => {
     await page.goto(`${ork.url}/ui/workers`);
-    if (openapi.paths["/workers"]) {
-      await page.waitForSelector("[data-workers-empty], [data-worker]");
-    } else {
-      await page.waitForSelector("text=Needs a newer server");
-      assert.match(await page.textContent("main"), /GET \/workers/);
+    await page.waitForSelector("[data-workers-empty]");
+
+    const run = await ork.json(["run", "start", "ui-pool"]);
+    await page.goto(`${ork.url}/ui/runs/${run.id}?task=square`);
+    const reason = await until("the server to say why square waits", async () => {
+      const task = (await ork.status(run.id)).tasks.find((t) => t.name === "square");
+      return /ui_square/.test(task?.pending_reason ?? "") ? task.pending_reason : null;
+    });
+    assert.match(reason, /no attached worker serves handler `ui_square`/);
+    await until(
+      "the why-pending text on the page",
+      async () => (await page.textContent("[data-why-pending]")) === `Why pending: ${reason}`,
+    );
+
+    const worker = ork.startPoolWorker();
+    try {
+      // The run page follows the task to its end once a worker serves it.
+      await page.waitForSelector('[data-run-status="success"]', { timeout: 60_000 }).catch((e) => {
+        throw new Error(`${e.message}\nworker log:\n${worker.log()}`);
+      });
+      assert.deepEqual((await ork.status(run.id)).tasks[0].output, { square: 49 });
+
+      await page.goto(`${ork.url}/ui/workers`);
+      const row = '[data-worker="ui-test-worker"]';
+      await page.waitForSelector(row);
+      const text = await page.textContent(row);
+      assert.match(text, /ui_square/);
+      assert.match(text, /0 \/ 2/);
+      assert.match(text, /serving/);
+      const cli = await ork.json(["worker", "list"]);
+      assert.deepEqual(
+        cli.map((w) => w.name),
+        ["ui-test-worker"],
+      );
+    } finally {
+      await worker.stop();
     }
+    // The list follows workers leaving without a reload.
+    await page.waitForSelector("[data-workers-empty]", { timeout: 30_000 });
   });
 
   test("a token given in the UI is sent as a Bearer header, streams included", async () => {

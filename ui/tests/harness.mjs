@@ -17,6 +17,8 @@ export const WORKFLOWS = join(here, "workflows");
 export const BIN_DIR = process.env.ORK_BIN_DIR ?? join(REPO, "target", "debug");
 export const ORK = join(BIN_DIR, "ork");
 export const CHROMIUM = process.env.ORK_CHROMIUM ?? "/usr/bin/chromium";
+/** A Python that imports the `ork` SDK (scripts/test-ui.sh provides one). */
+export const PYTHON = process.env.ORK_UI_PYTHON ?? "python3";
 
 /** Waits for `check` to return a truthy value, polling, up to `ms`. */
 export async function until(what, check, ms = 30_000) {
@@ -102,15 +104,36 @@ export class Ork {
     return this.json(["run", "status", id]);
   }
 
+  /** Attaches the pool worker of `workflows/pool_worker.py` (handler
+   * `ui_square`) to this server; `stop()` it when done. */
+  startPoolWorker() {
+    const child = spawn(PYTHON, [join(WORKFLOWS, "pool_worker.py")], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, ORK_SERVER: this.url },
+    });
+    let log = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => (log += chunk));
+    return {
+      log: () => log,
+      stop: () => stopChild(child),
+    };
+  }
+
   async stop() {
-    if (this.child.exitCode === null) {
-      const exited = once(this.child, "exit");
-      this.child.kill("SIGTERM");
-      const timer = setTimeout(() => this.child.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await stopChild(this.child);
     await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** SIGTERM, then SIGKILL after 20 s; resolves once the child has exited. */
+async function stopChild(child) {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    await exited;
+    clearTimeout(timer);
   }
 }
 
