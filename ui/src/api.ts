@@ -29,11 +29,18 @@ export class ApiError extends Error {
   }
 }
 
-type AuthListener = (required: boolean) => void;
+/** Why the server refused a call for want of a valid token: its message,
+ * and whether a token was sent (so it was refused, not missing). */
+export interface AuthProblem {
+  message: string;
+  tokenSent: boolean;
+}
+
+type AuthListener = (problem: AuthProblem | undefined) => void;
 const authListeners = new Set<AuthListener>();
 
-/** Called with true when the server refused a call for want of a (valid)
- * token, and with false once a token is set. */
+/** Called with the problem when the server refused a call for want of a
+ * (valid) token, and with undefined once a token is set or forgotten. */
 export function onAuthRequired(listener: AuthListener): () => void {
   authListeners.add(listener);
   return () => authListeners.delete(listener);
@@ -55,7 +62,7 @@ export function setToken(value: string): void {
     // Storage disabled: the token lives as long as the page.
   }
   features = undefined;
-  for (const l of authListeners) l(false);
+  for (const l of authListeners) l(undefined);
 }
 
 function headers(json: boolean): HeadersInit {
@@ -65,7 +72,7 @@ function headers(json: boolean): HeadersInit {
   return h;
 }
 
-async function failure(response: Response): Promise<ApiError> {
+async function failure(response: Response, tokenSent: boolean): Promise<ApiError> {
   let code = "UNKNOWN";
   let message = `${response.status} ${response.statusText}`;
   try {
@@ -76,7 +83,7 @@ async function failure(response: Response): Promise<ApiError> {
     // Not the API's JSON error (a proxy, say): the status line says enough.
   }
   const error = new ApiError(response.status, code, message);
-  if (error.unauthenticated) for (const l of authListeners) l(true);
+  if (error.unauthenticated) for (const l of authListeners) l({ message, tokenSent });
   return error;
 }
 
@@ -94,7 +101,7 @@ async function call<T>(method: string, path: string, body?: unknown, signal?: Ab
     if (signal?.aborted) throw e;
     throw new ApiError(0, "UNAVAILABLE", "the server did not answer; is it running?");
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, Boolean(token()));
   return (await response.json()) as T;
 }
 
@@ -254,7 +261,7 @@ export async function stream(
     if (signal.aborted) return;
     throw new ApiError(0, "UNAVAILABLE", "the server did not answer; is it running?");
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, Boolean(token()));
   if (!response.body) throw new ApiError(0, "UNAVAILABLE", "the browser gave no response stream");
   onOpen?.();
   try {

@@ -4,7 +4,7 @@ import "./style.css";
 
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { onAuthRequired, setToken, token } from "./api";
+import { onAuthRequired, setToken, token, type AuthProblem } from "./api";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
 import { WorkersPage } from "./pages/Workers";
@@ -38,7 +38,7 @@ function Page({ location }: { location: Location }) {
   );
 }
 
-function TokenForm({ required, onDone }: { required: boolean; onDone: () => void }) {
+function TokenForm({ problem, onDone }: { problem: AuthProblem | undefined; onDone: () => void }) {
   const [value, setValue] = useState("");
   return (
     <form
@@ -50,9 +50,16 @@ function TokenForm({ required, onDone }: { required: boolean; onDone: () => void
         onDone();
       }}
     >
-      {required && (
-        <p role="alert">
-          This server requires a token. Create one with <code>ork token create</code>.
+      {problem && (
+        <p role="alert" data-auth-problem={problem.tokenSent ? "refused" : "missing"}>
+          {problem.tokenSent ? (
+            <>The server refused this token: {problem.message}</>
+          ) : (
+            <>
+              This server requires a token. An admin makes one with <code>ork token create --role viewer</code> (
+              <code>operator</code> to start, cancel and retry runs).
+            </>
+          )}
         </p>
       )}
       <label>
@@ -62,17 +69,20 @@ function TokenForm({ required, onDone }: { required: boolean; onDone: () => void
       <button type="submit" class="primary">
         Use token
       </button>
-      <p class="muted small">Kept in this tab only (session storage), sent as a Bearer header.</p>
+      <p class="muted small">
+        Kept in this tab only (session storage) and sent as an <code>Authorization: Bearer</code> header, never in a
+        URL.
+      </p>
     </form>
   );
 }
 
 function App() {
   const location = useLocation();
-  const [authRequired, setAuthRequired] = useState(false);
+  const [authProblem, setAuthProblem] = useState<AuthProblem>();
   const [showToken, setShowToken] = useState(false);
   const [reload, setReload] = useState(0);
-  useEffect(() => onAuthRequired(setAuthRequired), []);
+  useEffect(() => onAuthRequired(setAuthProblem), []);
   const section = location.path.split("/")[1] || "runs";
   const nav = [
     { to: "/", label: "Runs", id: "runs" },
@@ -106,9 +116,9 @@ function App() {
           </button>
         )}
       </header>
-      {(authRequired || showToken) && (
+      {(authProblem || showToken) && (
         <TokenForm
-          required={authRequired}
+          problem={authProblem}
           onDone={() => {
             setShowToken(false);
             setReload((r) => r + 1);

@@ -4,7 +4,7 @@
 
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -46,9 +46,14 @@ function run(file, args, options = {}) {
 
 /** A running `ork dev` with its own data folder. */
 export class Ork {
-  static async start() {
+  /** `auth`: require tokens (`--bootstrap-token-file`); the CLI then uses
+   * the first admin token, `this.token`. */
+  static async start({ auth = false } = {}) {
     const dir = await mkdtemp(join(tmpdir(), "ork-ui-test-"));
-    const child = spawn(ORK, ["dev", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data")], {
+    const tokenFile = join(dir, "admin.token");
+    const args = ["dev", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data")];
+    if (auth) args.push("--bootstrap-token-file", tokenFile);
+    const child = spawn(ORK, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, NO_COLOR: "1" },
     });
@@ -71,18 +76,35 @@ export class Ork {
     });
     // Keep draining stderr so the server never blocks on a full pipe.
     child.stderr.on("data", () => undefined);
-    return new Ork(child, url, dir);
+    const ork = new Ork(child, url, dir);
+    if (auth) {
+      ork.token = await until(
+        "the first admin token",
+        async () => (await readFile(tokenFile, "utf8").catch(() => "")).trim(),
+        30_000,
+      );
+    }
+    return ork;
   }
 
   constructor(child, url, dir) {
     this.child = child;
     this.url = url;
     this.dir = dir;
+    /** The admin token the CLI sends, on a server with tokens. */
+    this.token = "";
+  }
+
+  env() {
+    const env = { ...process.env, NO_COLOR: "1" };
+    delete env.ORK_TOKEN;
+    if (this.token) env.ORK_TOKEN = this.token;
+    return env;
   }
 
   /** Runs `ork ARGS` against this server; resolves with code and output. */
   cli(...args) {
-    return run(ORK, ["--server", this.url, ...args], { env: { ...process.env, NO_COLOR: "1" } });
+    return run(ORK, ["--server", this.url, ...args], { env: this.env() });
   }
 
   /** `ork -o json ARGS`, parsed; fails on a non-zero exit unless `allowFail`. */
@@ -109,7 +131,7 @@ export class Ork {
   startPoolWorker() {
     const child = spawn(PYTHON, [join(WORKFLOWS, "pool_worker.py")], {
       stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, ORK_SERVER: this.url },
+      env: { ...this.env(), ORK_SERVER: this.url },
     });
     let log = "";
     child.stderr.setEncoding("utf8");
