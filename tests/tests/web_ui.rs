@@ -292,3 +292,68 @@ async fn any_deployed_version_stays_readable_over_grpc_and_rest() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["workflow"]["version"], first.version.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tokens_the_ui_files_are_public_and_the_api_and_its_streams_are_not() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let options = ork_tests::secure_options(data_dir.path());
+    let server = TestServer::start_with(data_dir, options).await;
+    let url = server.url();
+    let token = server.admin_token();
+    let mut c = server.clients_with_token(&token).await;
+    c.deploy(TWO_STEPS, &[("step.sh", STEP)])
+        .await
+        .expect("deploy");
+    let run = c.start_run("two-steps", json!({})).await;
+
+    // A browser loads the page before it can send a token: no data in it.
+    let home = http()
+        .get(format!("{url}/"))
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(home.status().as_u16(), 303);
+    for path in [
+        "/ui/",
+        "/ui/runs/x",
+        "/ui/assets/app.js",
+        "/ui/assets/app.css",
+    ] {
+        let file = http()
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("UI file");
+        assert_eq!(file.status().as_u16(), 200, "{path}");
+    }
+
+    // What the UI reads needs the token, the live streams included.
+    let paths = [
+        "/runs".to_owned(),
+        format!("/runs/{}", run.id),
+        format!("/runs/{}/watch", run.id),
+        format!("/runs/{}/tasks/first/logs?follow=true", run.id),
+        "/workflows".to_owned(),
+        "/workers".to_owned(),
+    ];
+    for path in &paths {
+        let refused = http()
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("API call");
+        assert_eq!(refused.status().as_u16(), 401, "{path}");
+        let body: Value = refused.json().await.expect("JSON error");
+        assert_eq!(body["code"], "UNAUTHENTICATED", "{path}");
+
+        let allowed = http()
+            .get(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("API call");
+        assert_eq!(allowed.status().as_u16(), 200, "{path}");
+    }
+    server.stop().await;
+}
