@@ -17,6 +17,8 @@ test("a base server offers only the base routes", () => {
     runStatusFilter: false,
     runTriggerParam: "",
     runPageToken: false,
+    runTimeFilter: false,
+    runLabelFilter: false,
   });
 });
 
@@ -26,7 +28,17 @@ test("newer routes and fields are detected from the OpenAPI document", () => {
       "/workers": { get: {} },
       "/runs/{id}/watch": { get: {} },
       "/workflows/{name}": { get: { parameters: [{ name: "version" }] } },
-      "/runs": { get: { parameters: [{ name: "status" }, { name: "trigger" }, { name: "page_token" }] } },
+      "/runs": {
+        get: {
+          parameters: [
+            { name: "status" },
+            { name: "trigger" },
+            { name: "page_token" },
+            { name: "created_after" },
+            { name: "label" },
+          ],
+        },
+      },
     },
     components: { schemas: { Workflow: { properties: { inputs: {} } } } },
   });
@@ -96,4 +108,26 @@ test("a keyset server pages with page tokens and filters by status itself", asyn
   const sent = calls.filter((c) => c.pathname === "/runs");
   assert.equal(sent[0]!.searchParams.get("status"), "failed");
   assert.equal(sent[1]!.searchParams.get("page_token"), "t1");
+});
+
+test("time and label filters go to servers that take them, and only to those", async () => {
+  const params = ["workflow", "status", "triggered_by", "created_after", "label", "limit", "page_token"];
+  let calls = serve({ paths: { "/runs": { get: { parameters: params.map((name) => ({ name })) } } } }, () => ({
+    runs: [],
+  }));
+  const before = Date.now();
+  await listRuns({ trigger: "schedule", since: "24h", label: "team=data" }, 50);
+  let sent = calls.find((c) => c.pathname === "/runs")!;
+  assert.equal(sent.searchParams.get("triggered_by"), "schedule");
+  assert.equal(sent.searchParams.get("label"), "team=data");
+  const after = Date.parse(sent.searchParams.get("created_after") ?? "");
+  assert.ok(Math.abs(before - 86400e3 - after) < 60e3, `a day back: ${sent.searchParams.get("created_after")}`);
+
+  calls = serve({ paths: { "/runs": { get: { parameters: [{ name: "workflow" }, { name: "limit" }] } } } }, () => ({
+    runs: [],
+  }));
+  await listRuns({ since: "24h", label: "team=data" }, 50);
+  sent = calls.find((c) => c.pathname === "/runs")!;
+  assert.equal(sent.searchParams.get("created_after"), null);
+  assert.equal(sent.searchParams.get("label"), null);
 });

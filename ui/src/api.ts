@@ -129,6 +129,10 @@ export interface Features {
   /** The trigger filter's query parameter, "" when there is none. */
   runTriggerParam: string;
   runPageToken: boolean;
+  /** `created_after`: runs started within a recent window. */
+  runTimeFilter: boolean;
+  /** `label`: runs carrying a `key=value` label. */
+  runLabelFilter: boolean;
 }
 
 let features: Promise<Features> | undefined;
@@ -151,6 +155,8 @@ export function featuresOf(doc: OpenApi): Features {
     runStatusFilter: runs.has("status"),
     runTriggerParam: ["trigger", "triggered_by"].find((p) => runs.has(p)) ?? "",
     runPageToken: runs.has("page_token"),
+    runTimeFilter: runs.has("created_after"),
+    runLabelFilter: runs.has("label"),
   };
 }
 
@@ -177,6 +183,24 @@ export interface RunFilter {
   workflow?: string;
   status?: string;
   trigger?: string;
+  /** A window back from now: `1h`, `24h`, `7d` (servers with `created_after`). */
+  since?: string;
+  /** `key=value` (servers with `label`). */
+  label?: string;
+}
+
+const WINDOWS: Record<string, number> = { "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
+
+/** The server-side filters this server understands, as query parameters. */
+function serverFilters(filter: RunFilter, f: Features, now = Date.now()): Record<string, string | undefined> {
+  const window = filter.since ? WINDOWS[filter.since] : undefined;
+  return {
+    workflow: filter.workflow,
+    status: f.runStatusFilter ? filter.status : undefined,
+    ...(f.runTriggerParam ? { [f.runTriggerParam]: filter.trigger } : {}),
+    created_after: f.runTimeFilter && window ? new Date(now - window).toISOString() : undefined,
+    label: f.runLabelFilter ? filter.label : undefined,
+  };
 }
 
 /** The most runs a limit-based server returns in one call. */
@@ -188,13 +212,7 @@ export async function listRuns(filter: RunFilter, pageSize: number, cursor?: Run
     const token = cursor && "pageToken" in cursor ? cursor.pageToken : undefined;
     const page = await call<{ runs?: Run[]; next_page_token?: string }>(
       "GET",
-      `/runs${query({
-        workflow: filter.workflow,
-        status: f.runStatusFilter ? filter.status : undefined,
-        ...(f.runTriggerParam ? { [f.runTriggerParam]: filter.trigger } : {}),
-        limit: pageSize,
-        page_token: token,
-      })}`,
+      `/runs${query({ ...serverFilters(filter, f), limit: pageSize, page_token: token })}`,
     );
     const runs = clientFilter(page.runs ?? [], filter, f);
     const out: RunPage = { runs, replaces: token === undefined };
@@ -202,15 +220,7 @@ export async function listRuns(filter: RunFilter, pageSize: number, cursor?: Run
     return out;
   }
   const limit = Math.min(cursor && "limit" in cursor ? cursor.limit : pageSize, MAX_LIMIT);
-  const page = await call<{ runs?: Run[] }>(
-    "GET",
-    `/runs${query({
-      workflow: filter.workflow,
-      status: f.runStatusFilter ? filter.status : undefined,
-      ...(f.runTriggerParam ? { [f.runTriggerParam]: filter.trigger } : {}),
-      limit,
-    })}`,
-  );
+  const page = await call<{ runs?: Run[] }>("GET", `/runs${query({ ...serverFilters(filter, f), limit })}`);
   const all = page.runs ?? [];
   const out: RunPage = { runs: clientFilter(all, filter, f), replaces: true };
   if (all.length >= limit && limit < MAX_LIMIT) out.next = { limit: Math.min(limit + pageSize, MAX_LIMIT) };

@@ -1,5 +1,6 @@
-// Run history: newest first, filtered by workflow, status and trigger,
-// paged, and refreshed every two seconds while the tab is visible.
+// Run history: newest first, filtered by workflow, status and trigger (and
+// start time and label on servers that filter by them), paged, and refreshed
+// every two seconds while the tab is visible.
 //
 // Filters the server cannot apply yet are applied to the runs it returned,
 // and the page says so, so a filtered view never pretends to be complete.
@@ -22,8 +23,11 @@ export function RunsPage({ location }: { location: Location }) {
     workflow: location.query.get("workflow") ?? "",
     status: location.query.get("status") ?? "",
     trigger: location.query.get("trigger") ?? "",
+    since: location.query.get("since") ?? "",
+    label: location.query.get("label") ?? "",
   };
-  const key = `${filter.workflow}|${filter.status}|${filter.trigger}`;
+  const key = `${filter.workflow}|${filter.status}|${filter.trigger}|${filter.since}|${filter.label}`;
+  const [labelText, setLabelText] = useState(filter.label ?? "");
   const [workflows, setWorkflows] = useState<string[]>([]);
   const [features, setFeatures] = useState<Features>();
   const [runs, setRuns] = useState<Run[]>([]);
@@ -140,6 +144,30 @@ export function RunsPage({ location }: { location: Location }) {
             ))}
           </select>
         </label>
+        {features?.runTimeFilter && (
+          <label>
+            Started
+            <select value={filter.since} onChange={(e) => set("since", e.currentTarget.value)} name="since">
+              <option value="">any time</option>
+              <option value="1h">in the last hour</option>
+              <option value="24h">in the last 24 hours</option>
+              <option value="7d">in the last 7 days</option>
+            </select>
+          </label>
+        )}
+        {features?.runLabelFilter && (
+          <label>
+            Label
+            <input
+              name="label"
+              type="search"
+              placeholder="key=value"
+              value={labelText}
+              onInput={(e) => setLabelText(e.currentTarget.value)}
+              onChange={(e) => set("label", e.currentTarget.value.trim())}
+            />
+          </label>
+        )}
       </form>
       {clientSide && (
         <p class="note small" role="note">
