@@ -33,6 +33,9 @@ step "python sdk"
 step "go sdk"
 ./scripts/test-go.sh
 
+step "web UI: types, ui/dist drift, unit tests, browser tests (Chromium + playwright-core)"
+./scripts/test-ui.sh
+
 step "fuzz targets (cargo-fuzz on nightly), ${ORK_FUZZ_SECONDS:-15}s each"
 ORK_FUZZ_SECONDS="${ORK_FUZZ_SECONDS:-15}" scripts/fuzz.sh
 

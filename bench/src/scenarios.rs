@@ -698,6 +698,7 @@ async fn small_calls(api: &mut Api, calls: usize) -> anyhow::Result<f64> {
         api.workflows
             .get_workflow(v1::GetWorkflowRequest {
                 name: "one".to_owned(),
+                ..Default::default()
             })
             .await
             .context("GetWorkflow")?;

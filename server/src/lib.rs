@@ -1,5 +1,6 @@
 //! ork's control plane as a library: the state store, the object-store mirror,
-//! the executors, the scheduler and the gRPC API, composed by [`Server`].
+//! the executors, the scheduler, the gRPC API and the web UI, composed by
+//! [`Server`].
 
 pub mod api;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod secrets;
 mod server;
 pub mod state;
 pub mod tls;
+pub mod ui;
 
 pub use options::{AuthMode, AuthOptions, ClientLimits, DEFAULT_LISTEN, ServerOptions, TlsOptions};
 pub use server::{Error, Server};

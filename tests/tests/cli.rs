@@ -25,10 +25,22 @@ async fn the_example_runs_end_to_end_through_the_cli() {
     let data = tempfile::tempdir().expect("data dir");
     let example = repo_root().join("examples/etl/etl.yaml");
     let dev = DevProcess::start(data.path(), free_port(), &[example.to_str().expect("path")]).await;
-    // `ork dev FILES` deployed the example before serving.
-    let listed = ork(&dev.url, &["workflow", "list"]);
-    assert!(listed.status.success(), "{}", stderr(&listed));
-    assert!(stdout(&listed).contains("etl"), "{}", stdout(&listed));
+    // `ork dev FILES` deploys the example once it serves: the port answers
+    // a moment before the deploy has committed, so wait for it to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = ork(&dev.url, &["workflow", "list"]);
+        assert!(listed.status.success(), "{}", stderr(&listed));
+        if stdout(&listed).contains("etl") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the example was not deployed: {}",
+            stdout(&listed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let run = ork(
         &dev.url,

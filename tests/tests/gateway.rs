@@ -207,6 +207,7 @@ async fn one_scenario_through_rest_grpc_and_the_cli_gives_equal_results() {
         .workflows
         .get_workflow(v1::GetWorkflowRequest {
             name: "chain".into(),
+            ..Default::default()
         })
         .await
         .expect("workflow")
@@ -271,6 +272,7 @@ async fn one_scenario_through_rest_grpc_and_the_cli_gives_equal_results() {
         .workflows
         .get_workflow(v1::GetWorkflowRequest {
             name: "chain".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -328,6 +328,7 @@ pub async fn serve(
     let addr = server.local_addr();
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("{}", banner(&format!("{scheme}://{addr}")));
+    eprintln!("web UI at {scheme}://{}/ui/", connect_addr(addr));
     if mode == AuthMode::InsecureOff {
         eprintln!(
             "\n\

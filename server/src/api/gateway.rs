@@ -85,6 +85,7 @@ pub enum Rpc {
     CreateToken,
     ListTokens,
     RevokeToken,
+    WatchRun,
 }
 
 impl Rpc {
@@ -119,6 +120,7 @@ impl Rpc {
             Self::CreateToken => "CreateToken",
             Self::ListTokens => "ListTokens",
             Self::RevokeToken => "RevokeToken",
+            Self::WatchRun => "WatchRun",
         }
     }
 }
@@ -207,6 +209,12 @@ pub const ROUTES: &[RestRoute] = &[
         "/tokens/{name}",
         Rpc::RevokeToken,
         &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Get,
+        "/runs/{id}/watch",
+        Rpc::WatchRun,
+        &[("id", "id")],
     ),
 ];
 
@@ -501,6 +509,7 @@ impl Gateway {
             Rpc::CreateToken => call(fields, p, |r| tokens.create_token(r)).await,
             Rpc::ListTokens => call(fields, p, |r| tokens.list_tokens(r)).await,
             Rpc::RevokeToken => call(fields, p, |r| tokens.revoke_token(r)).await,
+            Rpc::WatchRun => self.watch_run(fields, p).await,
         }
     }
 
@@ -582,6 +591,40 @@ fn last_event_cursor(value: &HeaderValue) -> Result<String, ApiError> {
             Some("Last-Event-ID"),
             "header `Last-Event-ID`: send back the `id` of the last event received (a number), or leave it out to start at the first line",
         )),
+    }
+}
+
+impl Gateway {
+    /// `WatchRun` as Server-Sent Events: a `run` event per message (a
+    /// `WatchRunResponse`; the first is the whole current run), then `end`
+    /// after the message that shows the run ended, or `error` with a JSON
+    /// error. What browsers (the web UI) use to stay live without polling.
+    async fn watch_run(
+        &self,
+        fields: Map<String, Value>,
+        principal: &Principal,
+    ) -> Result<Response, ApiError> {
+        let mut request = tonic::Request::new(decode::<v1::WatchRunRequest>(fields)?);
+        request.extensions_mut().insert(principal.clone());
+        let stream = self
+            .runs
+            .watch_run(request)
+            .await
+            .map_err(|s| ApiError::from_status(&s))?
+            .into_inner();
+        let events = stream
+            .map(|item| match item {
+                Ok(message) => Event::default().event("run").json_data(message),
+                Err(status) => Event::default()
+                    .event("error")
+                    .json_data(ApiError::from_status(&status).body()),
+            })
+            .chain(futures::stream::once(async {
+                Ok(Event::default().event("end").data("{}"))
+            }));
+        Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response())
     }
 }
 

@@ -337,6 +337,12 @@ impl Generator<'_> {
                         },
                     } });
                 }
+                if route.rpc == Rpc::WatchRun {
+                    // Always a stream: the JSON content type does not apply.
+                    operation["responses"]["200"]["content"] = json!({
+                        "text/event-stream": event_stream("run", "a WatchRunResponse"),
+                    });
+                }
             }
             if !parameters.is_empty() {
                 operation["parameters"] = Value::Array(parameters);
@@ -370,6 +376,23 @@ impl Generator<'_> {
         );
         paths
     }
+}
+
+/// The media type of a Server-Sent Events response whose messages are
+/// `event` events carrying `what`. OpenAPI 3.0 cannot describe a stream, so
+/// the schema describes one event.
+fn event_stream(event: &str, what: &str) -> Value {
+    json!({ "schema": {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": { "type": "string", "enum": [event, "error", "end"] },
+            "data": {
+                "type": "string",
+                "description": format!("JSON: {what} for `{event}`, an Error for `error`, `{{}}` for `end`."),
+            },
+        },
+    } })
 }
 
 /// The OpenAPI document.

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::convert;
 use super::error::{ErrorKind, from_state, status};
-use crate::state::NewWorkflowVersion;
+use crate::state::{NewWorkflowVersion, WorkflowRecord};
 
 /// Largest task file accepted by a deploy.
 pub const MAX_FILE_BYTES: usize = 16 << 20;
@@ -36,6 +36,42 @@ pub(super) async fn workflow_not_found(ctx: &ApiContext, name: &str) -> Status {
         ErrorKind::NotFound,
         format!("workflow `{name}` not found{hint}; `ork workflow list` shows the deployed ones"),
     )
+}
+
+impl WorkflowApi {
+    /// `GetWorkflow` with a `version`: that immutable version, whether or not
+    /// it is still the newest (or the workflow still exists). Its times are
+    /// the version's deploy time.
+    async fn get_version(
+        &self,
+        name: String,
+        version: String,
+    ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
+        let compiled = self
+            .ctx
+            .state
+            .get_version(&version)
+            .await
+            .map_err(from_state)?
+            .filter(|v| v.definition.name == name)
+            .ok_or_else(|| {
+                status(
+                    ErrorKind::NotFound,
+                    format!(
+                        "field `version`: workflow `{name}` has no version `{version}`; a run's `workflow_version` names one"
+                    ),
+                )
+            })?;
+        let record = WorkflowRecord {
+            name,
+            created_at: compiled.created_at,
+            updated_at: compiled.created_at,
+            version: compiled,
+        };
+        Ok(Response::new(v1::GetWorkflowResponse {
+            workflow: Some(convert::workflow(&record)),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -121,7 +157,10 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<v1::GetWorkflowRequest>,
     ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
-        let name = request.into_inner().name;
+        let v1::GetWorkflowRequest { name, version } = request.into_inner();
+        if !version.is_empty() {
+            return self.get_version(name, version).await;
+        }
         let record = self
             .ctx
             .state

@@ -461,8 +461,13 @@ func (x *DeployWorkflowResponse) GetCreated() bool {
 }
 
 type GetWorkflowRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A deployed version of it (its content hash, as a run's
+	// `workflow_version` names it) instead of the newest; the version stays
+	// readable after newer deploys and after the workflow is deleted, so a
+	// past run's DAG can always be drawn.
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +505,13 @@ func (*GetWorkflowRequest) Descriptor() ([]byte, []int) {
 func (x *GetWorkflowRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *GetWorkflowRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -754,9 +766,10 @@ const file_ork_v1_workflow_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"`\n" +
 	"\x16DeployWorkflowResponse\x12,\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x10.ork.v1.WorkflowR\bworkflow\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"(\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"B\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"C\n" +
 	"\x13GetWorkflowResponse\x12,\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x10.ork.v1.WorkflowR\bworkflow\"\x16\n" +
 	"\x14ListWorkflowsRequest\"G\n" +
