@@ -110,7 +110,13 @@ impl Server {
         if callback.ip().is_unspecified() {
             callback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let advertised = self
+            .options
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{callback}"));
         let mut executors = Executors::default();
+        self.register_containers(&mut executors, &advertised, &events_tx);
         executors.register(
             ork_domain::DEFAULT_EXECUTOR,
             Arc::new(SubprocessExecutor::new(
@@ -200,6 +206,50 @@ impl Server {
             addr: self.local_addr,
             source,
         })
+    }
+}
+
+impl Server {
+    /// The `docker` and `kubernetes` executors, when built in. Neither
+    /// connects yet: a server without Docker or a cluster starts, and only
+    /// tasks that need one fail, saying what is missing.
+    #[allow(unused_variables, clippy::unused_self)]
+    fn register_containers(
+        &self,
+        executors: &mut Executors,
+        server_url: &str,
+        events: &mpsc::UnboundedSender<executor::ExecutorEvent>,
+    ) {
+        let containers = &self.options.containers;
+        #[cfg(feature = "docker")]
+        {
+            let worker_binary = containers
+                .worker_binary
+                .clone()
+                .unwrap_or_else(|| self.worker_binary.clone());
+            if executor::is_dynamically_linked(&worker_binary) == Some(true) {
+                tracing::warn!(
+                    worker = %worker_binary.display(),
+                    "this ork-worker is dynamically linked: Docker tasks will only run in images \
+                     with a compatible C library; pass --container-worker with a static build"
+                );
+            }
+            executors.register(
+                ork_domain::DOCKER_EXECUTOR,
+                Arc::new(executor::DockerExecutor::new(
+                    executor::DockerOptions {
+                        host: containers.docker_host.clone(),
+                        worker_binary,
+                        server_url: server_url.to_owned(),
+                        server_id: self.options.scheduler_id.clone(),
+                        network: containers.docker_network.clone(),
+                        kill_grace: Duration::from_secs(15),
+                        max_running: containers.max_containers,
+                    },
+                    events.clone(),
+                )),
+            );
+        }
     }
 }
 

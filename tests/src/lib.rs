@@ -15,6 +15,7 @@ use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
+pub mod containers;
 pub mod mirror;
 
 /// Folder holding the built binaries (`ork`, `ork-worker`).

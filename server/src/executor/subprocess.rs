@@ -14,6 +14,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch};
+use crate::state::FailureKind;
 
 /// How many of the worker's last stderr lines explain an unreported exit.
 const STDERR_TAIL: usize = 20;
@@ -125,7 +126,12 @@ impl Executor for SubprocessExecutor {
                 description.push_str(":\n");
                 description.push_str(&Vec::from(tail).join("\n"));
             }
-            let _ = events.send(ExecutorEvent::Exited { fence, description });
+            let _ = events.send(ExecutorEvent::Exited {
+                fence,
+                description,
+                kind: FailureKind::Lost,
+                non_retryable: false,
+            });
         });
         Ok(execution_id)
     }
