@@ -65,8 +65,13 @@ fi
 dir="$(mktemp -d "${TMPDIR:-/tmp}/ork-docker.XXXXXX")"
 export DOCKER_HOST="unix://$dir/docker.sock"
 dockerd_pid=""
+command_pid=""
 
 stop() {
+    if [ -n "$command_pid" ]; then
+        kill "$command_pid" 2>/dev/null || true
+        wait "$command_pid" 2>/dev/null || true
+    fi
     if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
         # Containers first (with their mounts), then the engine and the
         # containerd it started.
@@ -170,6 +175,11 @@ docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
     "$rootfs_tar" ork-test/python:1 >/dev/null
 say "images: $(docker images --format '{{.Repository}}:{{.Tag}}' | sort | tr '\n' ' ')"
 
+# In the background, so that a SIGTERM to this script runs its traps at once
+# (bash defers them while a foreground child runs) and nothing is left behind.
+"$@" &
+command_pid=$!
 status=0
-"$@" || status=$?
+wait "$command_pid" || status=$?
+command_pid=""
 exit "$status"

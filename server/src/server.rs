@@ -250,6 +250,23 @@ impl Server {
                 )),
             );
         }
+        #[cfg(feature = "kubernetes")]
+        executors.register(
+            ork_domain::KUBERNETES_EXECUTOR,
+            Arc::new(executor::KubernetesExecutor::new(
+                executor::KubernetesOptions {
+                    kubeconfig: containers.kubeconfig.clone(),
+                    namespace: containers.kube_namespace.clone(),
+                    service_account: containers.kube_service_account.clone(),
+                    worker_image: containers.worker_image.clone(),
+                    host_network: containers.kube_host_network,
+                    server_url: server_url.to_owned(),
+                    server_id: self.options.scheduler_id.clone(),
+                    kill_grace: Duration::from_secs(15),
+                },
+                events.clone(),
+            )),
+        );
     }
 }
 

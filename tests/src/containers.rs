@@ -102,3 +102,87 @@ impl DockerEngine {
         }
     }
 }
+
+/// The cluster of `scripts/kubernetes.sh` (kwok plays its node).
+#[derive(Clone)]
+pub struct KubeCluster {
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+}
+
+/// `None` (skipped loudly, or failing in CI) outside `scripts/kubernetes.sh`.
+pub async fn kubernetes() -> Option<KubeCluster> {
+    let kubeconfig = required("KUBECONFIG", "scripts/kubernetes.sh")?;
+    required("ORK_TEST_KUBE_NODE", "scripts/kubernetes.sh")?;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = kube::config::Kubeconfig::read_from(&kubeconfig).expect("read KUBECONFIG");
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .expect("kubeconfig");
+    let client = kube::Client::try_from(config).expect("kube client");
+    Some(KubeCluster {
+        kubeconfig: PathBuf::from(kubeconfig),
+        client,
+    })
+}
+
+impl KubeCluster {
+    /// Server options that run `kubernetes` tasks in this cluster.
+    pub fn options(&self, data_dir: &std::path::Path) -> ork_server::ServerOptions {
+        let mut options = crate::test_options(data_dir);
+        options.containers.kubeconfig = Some(self.kubeconfig.clone());
+        options.containers.worker_image = "ork-test/worker:1".to_owned();
+        options
+    }
+
+    /// `ork dev` flags that do the same.
+    pub fn dev_flags(&self) -> Vec<String> {
+        vec![
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--worker-image".into(),
+            "ork-test/worker:1".into(),
+        ]
+    }
+
+    fn selector(run_id: &str) -> kube::api::ListParams {
+        kube::api::ListParams::default().labels(&format!("ork/run-id={run_id}"))
+    }
+
+    /// The Jobs of a run.
+    pub async fn jobs_of_run(&self, run_id: &str) -> Vec<k8s_openapi::api::batch::v1::Job> {
+        let api: kube::Api<k8s_openapi::api::batch::v1::Job> =
+            kube::Api::namespaced(self.client.clone(), "default");
+        api.list(&Self::selector(run_id))
+            .await
+            .expect("list jobs")
+            .items
+    }
+
+    /// The pods of a run.
+    pub async fn pods_of_run(&self, run_id: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), "default");
+        api.list(&Self::selector(run_id))
+            .await
+            .expect("list pods")
+            .items
+    }
+
+    /// Waits until the cluster holds no Job and no pod of the run.
+    pub async fn wait_nothing_left(&self, run_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let jobs = self.jobs_of_run(run_id).await.len();
+            let pods = self.pods_of_run(run_id).await.len();
+            if jobs == 0 && pods == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} left {jobs} Job(s) and {pods} pod(s) in the cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

@@ -8,6 +8,8 @@
 
 #[cfg(feature = "docker")]
 mod docker;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod labels;
 pub mod pool;
 pub mod spec;
@@ -24,6 +26,8 @@ use crate::state::{FailureKind, Fence};
 
 #[cfg(feature = "docker")]
 pub use docker::{DockerExecutor, DockerOptions, is_dynamically_linked};
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
 pub use pool::{PoolExecutor, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
