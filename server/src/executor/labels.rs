@@ -42,15 +42,24 @@ pub fn for_launch(launch: &Launch, server_id: &str) -> BTreeMap<String, String> 
     ])
 }
 
-/// The worker's environment for one attempt.
-pub fn worker_env(launch: &Launch, server_url: &str, work_dir: &str) -> Vec<(String, String)> {
+/// Where a launched worker calls back and the attempt's credential it
+/// authenticates with: the one set of variables every executor that starts
+/// `ork-worker` (subprocess, docker, kubernetes) gives it.
+pub fn attempt_env(launch: &Launch, server_url: &str) -> Vec<(String, String)> {
     vec![
         (ENV_SERVER.to_owned(), server_url.to_owned()),
         (ENV_TASK_RUN_ID.to_owned(), launch.fence.task_run_id.clone()),
         (ENV_ATTEMPT.to_owned(), launch.fence.attempt.to_string()),
         (ENV_TOKEN.to_owned(), launch.fence.token.clone()),
-        (ENV_WORK_DIR.to_owned(), work_dir.to_owned()),
     ]
+}
+
+/// The worker's environment in a container: [`attempt_env`] and its work
+/// directory.
+pub fn worker_env(launch: &Launch, server_url: &str, work_dir: &str) -> Vec<(String, String)> {
+    let mut env = attempt_env(launch, server_url);
+    env.push((ENV_WORK_DIR.to_owned(), work_dir.to_owned()));
+    env
 }
 
 /// A valid Kubernetes label value (at most 63 characters of `[A-Za-z0-9-_.]`,

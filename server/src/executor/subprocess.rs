@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch};
+use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
 use crate::state::FailureKind;
 
 /// How many of the worker's last stderr lines explain an unreported exit.
@@ -77,11 +77,8 @@ impl Executor for SubprocessExecutor {
     async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
         let program = self.options.worker_binary.display().to_string();
         let mut child = Command::new(&self.options.worker_binary)
-            .env("ORK_SERVER", &self.options.server_url)
-            .env("ORK_TASK_RUN_ID", &launch.fence.task_run_id)
-            .env("ORK_ATTEMPT", launch.fence.attempt.to_string())
-            .env("ORK_TOKEN", &launch.fence.token)
-            .env("ORK_WORK_DIR", &self.options.work_dir)
+            .envs(labels::attempt_env(launch, &self.options.server_url))
+            .env(labels::ENV_WORK_DIR, &self.options.work_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
