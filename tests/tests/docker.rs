@@ -349,3 +349,48 @@ tasks:
     assert_eq!(started, 2, "each instance started once");
     engine.wait_no_containers(&run.id).await;
 }
+
+/// The ```yaml block under `## Containers` in README.md.
+fn readme_container_yaml() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Containers\n"))
+        .expect("README has a `## Containers` section");
+    let start = section
+        .find("```yaml\n")
+        .expect("a ```yaml block under Containers")
+        + 8;
+    let len = section[start..].find("```").expect("the block ends");
+    section[start..start + len].to_owned()
+}
+
+/// The README's container example, as written, with the file it names
+/// (examples/containers/stats.py), on this engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_container_example_runs_as_written() {
+    let Some(engine) = docker() else { return };
+    let server = server(&engine).await;
+    let mut c = server.clients().await;
+    let yaml = readme_container_yaml();
+    let stats = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/containers/stats.py"),
+    )
+    .expect("stats.py");
+    c.deploy(&yaml, &[("stats.py", &stats)])
+        .await
+        .expect("deploy the README's YAML");
+    let run = c.start_run("containers", json!({})).await;
+    let run = c.wait_run(&run.id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    assert_eq!(
+        output(task(&run, "stats")),
+        json!({"sentence": "SHIP IT", "count": 2})
+    );
+    assert_eq!(task(&run, "shout").executor, "docker");
+    assert_eq!(task(&run, "words").executor, "subprocess");
+    engine.wait_no_containers(&run.id).await;
+}
