@@ -3,7 +3,10 @@
 //! node: the pods are scheduled and move through their phases, but no
 //! container runs, so these tests check the Jobs and pods ork writes, their
 //! lifecycle and the reconciliation of what the cluster reports. The worker
-//! calling back from inside a container is tested on Docker (`docker.rs`).
+//! calling back from inside a container is tested on Docker (`docker.rs`);
+//! here, one test plays the kubelet for a pod and runs its `ork-worker` on
+//! this machine with the environment the Job gave it, so a workflow mixing
+//! subprocess, Docker and Kubernetes tasks runs end to end.
 
 use std::time::{Duration, Instant};
 
@@ -282,4 +285,103 @@ tasks:
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("OOMKilled"), "{errors:?}");
     cluster.wait_nothing_left(&run.id).await;
+}
+
+/// Plays the kubelet for a run's pod that kwok reports Running: runs its
+/// task container's command (`ork-worker`) here with the container's
+/// environment as the Job wrote it, so the worker calls back with the
+/// attempt's credentials exactly as it would in a pod. Only the work
+/// directory is moved to a folder of this machine. Returns the worker's
+/// exit status.
+async fn run_pod_here(cluster: &KubeCluster, run_id: &str) -> std::process::ExitStatus {
+    wait_pod_running(cluster, run_id).await;
+    let pods = cluster.pods_of_run(run_id).await;
+    let spec = pods[0].spec.as_ref().expect("pod spec");
+    let main = &spec.containers[0];
+    assert_eq!(
+        main.command.clone().unwrap_or_default(),
+        ["/ork/bin/ork-worker"]
+    );
+    let work = tempfile::tempdir().expect("work dir");
+    let mut worker = tokio::process::Command::new(ork_tests::binary("ork-worker"));
+    worker
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for var in main.env.clone().unwrap_or_default() {
+        worker.env(&var.name, var.value.unwrap_or_default());
+    }
+    worker.env("ORK_WORK_DIR", work.path());
+    tokio::time::timeout(RUN_TIMEOUT, worker.status())
+        .await
+        .expect("the worker ends")
+        .expect("run ork-worker")
+}
+
+/// subprocess → docker → kubernetes → subprocess, outputs flowing along.
+/// The Kubernetes task's pod is run by [`run_pod_here`] (kwok runs no
+/// containers); the rest runs for real.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_mixing_subprocess_docker_and_kubernetes_tasks_passes_outputs_along() {
+    let Some(cluster) = kubernetes().await else {
+        return;
+    };
+    let Some(engine) = ork_tests::containers::docker() else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut options = cluster.options(data_dir.path());
+    options.containers.docker_host = Some(engine.host.clone());
+    options.containers.worker_binary = Some(engine.worker.clone());
+    let server = TestServer::start_with(data_dir, options).await;
+    let mut c = server.clients().await;
+    c.deploy(
+        r#"
+name: mixed3
+defaults:
+  image: ork-test/busybox:1
+  resources: { cpu: "250m", memory: "64Mi" }
+tasks:
+  - name: seed
+    command: ["sh", "-c", "echo '{\"n\": 5}' > \"$ORK_OUTPUT\""]
+  - name: in_docker
+    executor: docker
+    depends_on: [seed]
+    input: { n: "{{ tasks.seed.output.n }}" }
+    command: ["sh", "-c", "n=$(sed 's/[^0-9]//g' \"$ORK_INPUT\"); echo \"{\\\"n\\\": $((n + 1))}\" > \"$ORK_OUTPUT\""]
+  - name: in_kubernetes
+    executor: kubernetes
+    image_pull_policy: never
+    depends_on: [in_docker]
+    input: { n: "{{ tasks.in_docker.output.n }}" }
+    command: ["sh", "-c", "n=$(sed 's/[^0-9]//g' \"$ORK_INPUT\"); echo \"{\\\"n\\\": $((n * 10))}\" > \"$ORK_OUTPUT\""]
+  - name: report
+    depends_on: [in_kubernetes]
+    input: { n: "{{ tasks.in_kubernetes.output.n }}" }
+    command: ["sh", "-c", "cp \"$ORK_INPUT\" \"$ORK_OUTPUT\""]
+"#,
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let run = c.start_run("mixed3", json!({})).await;
+    let status = run_pod_here(&cluster, &run.id).await;
+    assert!(status.success(), "the pod's worker: {status}");
+    let run = c.wait_run(&run.id, RUN_TIMEOUT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    assert_eq!(ork_tests::output(task(&run, "in_docker")), json!({"n": 6}));
+    assert_eq!(
+        ork_tests::output(task(&run, "in_kubernetes")),
+        json!({"n": 60})
+    );
+    assert_eq!(ork_tests::output(task(&run, "report")), json!({"n": 60}));
+    for (name, executor) in [
+        ("seed", "subprocess"),
+        ("in_docker", "docker"),
+        ("in_kubernetes", "kubernetes"),
+    ] {
+        assert_eq!(task(&run, name).executor, executor);
+        assert_eq!(task(&run, name).attempts.len(), 1, "{name} ran once");
+    }
+    cluster.wait_nothing_left(&run.id).await;
+    engine.wait_no_containers(&run.id).await;
 }
