@@ -541,7 +541,16 @@ impl Executor for DockerExecutor {
 /// program header); `None` when it cannot be read as a 64-bit ELF file.
 pub fn is_dynamically_linked(path: &std::path::Path) -> Option<bool> {
     const PT_INTERP: u32 = 3;
-    let bytes = std::fs::read(path).ok()?;
+    use std::io::Read as _;
+    // The ELF header and the program headers that follow it are all this
+    // needs: a few KiB, not the (possibly large, debug) binary.
+    const HEAD: u64 = 64 * 1024;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(HEAD)
+        .read_to_end(&mut bytes)
+        .ok()?;
     if bytes.get(..5)? != b"\x7fELF\x02" {
         return None;
     }
