@@ -130,10 +130,17 @@ stop() {
         kill "$command_pid" 2>/dev/null || true
         wait "$command_pid" 2>/dev/null || true
     fi
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
+    # In the reverse order of their start, etcd last: a kube-apiserver whose
+    # etcd is gone can wait for it for minutes. Each gets 10 s, then SIGKILL.
+    local i
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid="${pids[i]}"
+        kill "$pid" 2>/dev/null || continue
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$dir"
