@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "ork/v1/run.proto",
     "ork/v1/worker.proto",
     "ork/v1/pool.proto",
+    "ork/v1/token.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

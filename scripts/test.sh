@@ -34,5 +34,8 @@ step "python sdk"
 step "go sdk"
 ./scripts/test-go.sh
 
+step "fuzz targets (cargo-fuzz on nightly), ${ORK_FUZZ_SECONDS:-15}s each"
+ORK_FUZZ_SECONDS="${ORK_FUZZ_SECONDS:-15}" scripts/fuzz.sh
+
 step "schemathesis against /openapi.json of a live ork dev (no 5xx, no schema violations)"
 scripts/schemathesis.sh

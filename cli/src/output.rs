@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use chrono::{DateTime, Utc};
-use ork_proto::v1::{LogLine, PoolWorker, Run, TaskRun, Workflow};
+use ork_proto::v1::{LogLine, PoolWorker, Run, TaskRun, Token, Workflow};
 use pbjson_types::Timestamp;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
@@ -306,6 +306,54 @@ pub fn render_workflow_list(workflows: &[Workflow], style: Style) -> String {
             wf.tasks.len().to_string().into(),
             or_dash(&wf.schedule).into(),
             time(wf.updated_at.as_ref()).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// Whether a token works at `now`: `revoked`, `expired` or `active`.
+pub fn token_state(token: &Token, now: DateTime<Utc>) -> &'static str {
+    if token.revoked_at.is_some() {
+        "revoked"
+    } else if token
+        .expires_at
+        .as_ref()
+        .and_then(to_chrono)
+        .is_some_and(|at| at <= now)
+    {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `ork token list`.
+pub fn render_token_list(tokens: &[Token], now: DateTime<Utc>, style: Style) -> String {
+    let mut table = Table::new(vec![
+        "NAME",
+        "ROLE",
+        "STATE",
+        "CREATED",
+        "EXPIRES",
+        "CREATED BY",
+        "ID",
+    ]);
+    for token in tokens {
+        let state = token_state(token, now);
+        table.push(vec![
+            token.name.as_str().into(),
+            token.role.as_str().into(),
+            Cell {
+                text: state.to_owned(),
+                color: match state {
+                    "active" => Some(Color::Green),
+                    _ => Some(Color::Dim),
+                },
+            },
+            time(token.created_at.as_ref()).into(),
+            time(token.expires_at.as_ref()).into(),
+            or_dash(&token.created_by).into(),
+            token.id.as_str().into(),
         ]);
     }
     table.render(style)

@@ -2,6 +2,7 @@
 //! the executors, the scheduler and the gRPC API, composed by [`Server`].
 
 pub mod api;
+pub mod auth;
 pub mod executor;
 pub mod hash;
 pub mod objects;
@@ -10,6 +11,7 @@ pub mod scheduler;
 pub mod secrets;
 mod server;
 pub mod state;
+pub mod tls;
 
-pub use options::{DEFAULT_LISTEN, ServerOptions};
+pub use options::{AuthMode, AuthOptions, ClientLimits, DEFAULT_LISTEN, ServerOptions, TlsOptions};
 pub use server::{Error, Server};

@@ -309,7 +309,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         &ParseOptions {
             source: "t.yaml",
             files: None,
-            base_dir: None,
+            ..Default::default()
         },
     )
     .expect("valid");

@@ -422,19 +422,27 @@ async fn ork_server_with_relative_state_objects_and_data_dir_runs_file_tasks() {
             "sqlite://state/ork.db",
             "--objects",
             "file://objects",
+            "--bootstrap-token-file",
+            "admin.token",
         ],
     )
     .await;
+    // `ork server` requires tokens; the first admin token is written to the
+    // file, relative to where the server started like every other path.
+    let token = std::fs::read_to_string(home.path().join("admin.token")).expect("admin token");
+    let token = token.trim();
     let deployed = ork_in(
         home.path(),
         &server.url,
-        &["workflow", "deploy", "flows/etl.yaml"],
+        &["--token", token, "workflow", "deploy", "flows/etl.yaml"],
     );
     assert!(deployed.status.success(), "{}", stderr(&deployed));
     let run = ork_in(
         home.path(),
         &server.url,
         &[
+            "--token",
+            token,
             "run",
             "start",
             "etl",

@@ -369,7 +369,7 @@ async fn rest_errors_are_json_with_the_status_of_the_error_table() {
     assert_error(s, &b, 405, "UNIMPLEMENTED", None);
 
     // Oversized body: rejected before it is parsed.
-    let big = vec![b' '; ork_server::api::gateway::MAX_BODY_BYTES + 1];
+    let big = vec![b' '; ork_server::ClientLimits::default().max_body_bytes + 1];
     let response = client
         .post(format!("{url}/workflows"))
         .header("content-type", "application/json")
@@ -378,7 +378,7 @@ async fn rest_errors_are_json_with_the_status_of_the_error_table() {
         .await
         .expect("POST of an oversized body gets an answer");
     let (s, b) = json_of(response).await;
-    assert_error(s, &b, 413, "RESOURCE_EXHAUSTED", None);
+    assert_error(s, &b, 413, "OUT_OF_RANGE", None);
 
     // And the server still serves.
     let (s, b) = get(&server, "/healthz").await;

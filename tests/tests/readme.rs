@@ -1,8 +1,8 @@
-//! The README test: runs the command blocks of README.md ("Using it" and
-//! "APIs") and of the SDK READMEs ("Try it") as written, as a new user
-//! would, and checks that every run they start succeeds. ("Containers"
-//! needs a Docker engine or a cluster: `tests/docker.rs` runs its YAML as
-//! written on the engine of `scripts/docker.sh`.)
+//! The README test: runs the command blocks of README.md ("Using it",
+//! "APIs" and "Security") and of the SDK READMEs ("Try it") as written, as a
+//! new user would, and checks that every run they start succeeds.
+//! ("Containers" needs a Docker engine or a cluster: `tests/docker.rs` runs
+//! its YAML as written on the engine of `scripts/docker.sh`.)
 //!
 //! The blocks are read from the READMEs themselves, so the test and the
 //! documentation cannot drift apart. As for a user: a fresh directory as the
@@ -319,6 +319,29 @@ async fn the_readme_commands_work_as_written() {
             client.log(),
             server.log()
         ),
+    }
+
+    // The Security section's block starts its own `ork server` (TLS, tokens)
+    // on another port, and exports variables the blocks above must not see:
+    // it runs in a shell of its own, as a user would in a fresh terminal.
+    let security_blocks = sh_blocks(&readme, "Security");
+    assert!(
+        security_blocks.iter().any(|b| b.contains("ork server")),
+        "the Security section shows how to start a server with TLS and tokens"
+    );
+    for (i, block) in security_blocks.iter().enumerate() {
+        let mut shell = Shell::start(
+            home.path(),
+            &path,
+            block,
+            logs.path().join(format!("security-{i}.log")),
+        );
+        let status = tokio::task::block_in_place(|| shell.wait(Instant::now() + WAIT * 3));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the README's Security block failed ({status:?}); the trace:\n{}",
+            shell.log()
+        );
     }
 
     // Every run the blocks started ended well: all succeeded but the one

@@ -169,7 +169,7 @@ tasks:
     // Records every attempt's fence, fails the first two attempts.
     let flaky = r#"#!/bin/bash
 spool=$(python3 -c 'import json,os; print(json.load(open(os.environ["ORK_INPUT"]))["spool"])')
-echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_TOKEN" >> "$spool/fences"
+echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_ATTEMPT_TOKEN" >> "$spool/fences"
 if [ "$ORK_ATTEMPT" -lt 3 ]; then echo "attempt $ORK_ATTEMPT fails" >&2; exit 1; fi
 echo '{"done": true}' > "$ORK_OUTPUT"
 "#;

@@ -583,6 +583,11 @@ fn build_command(
         // Its own process group, so that stopping the task reaches every process
         // it started, not just the first one.
         .process_group(0);
+    // The supervisor's ORK_TOKEN is the attempt's credential: under that name
+    // an `ork` CLI or a pool SDK the task starts would send it as an API
+    // token. The task gets it as ORK_ATTEMPT_TOKEN, and ORK_TOKEN only when
+    // its own env sets one.
+    cmd.env_remove("ORK_TOKEN");
     // The spec's env first, so ork's own variables cannot be overridden by it.
     cmd.envs(&spec.env);
     let attempt = &config.attempt;
@@ -594,7 +599,7 @@ fn build_command(
         .env("ORK_TASK_NAME", &spec.task_name)
         .env("ORK_TASK_RUN_ID", &attempt.task_run_id)
         .env("ORK_ATTEMPT", attempt.attempt.to_string())
-        .env("ORK_TOKEN", &attempt.token)
+        .env("ORK_ATTEMPT_TOKEN", &attempt.token)
         .env("ORK_SERVER", &config.server_url);
     // Inherited values of the optional variables would describe some other
     // task, so each one is either set for this task or removed.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use ork_server::{DEFAULT_LISTEN, ServerOptions};
 
-use super::server::{TuningArgs, serve};
+use super::Context;
+use super::server::{SecurityArgs, TuningArgs, serve};
 use crate::paths;
 
 #[derive(Debug, Args)]
@@ -23,6 +24,12 @@ pub struct DevArgs {
     /// `s3://BUCKET/PREFIX`, `gs://...`, `az://...` or `memory://`.
     #[arg(long = "objects", value_name = "URL")]
     objects_url: Option<String>,
+    /// Require API tokens, as `ork server` does (the first start prints an
+    /// admin token). Without it, `ork dev` serves only on a loopback address.
+    #[arg(long, conflicts_with = "insecure_no_auth")]
+    auth: bool,
+    #[command(flatten)]
+    security: SecurityArgs,
     #[command(flatten)]
     tuning: TuningArgs,
     /// Workflow YAML files to deploy once the server is up.
@@ -30,7 +37,7 @@ pub struct DevArgs {
     files: Vec<PathBuf>,
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(args: DevArgs, ctx: &Context) -> anyhow::Result<()> {
     // Every path is made absolute here, once: the server hands them to
     // processes that run in other directories.
     let cwd = paths::current_dir()?;
@@ -39,6 +46,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.objects_url {
         options.objects_url = paths::absolute_objects_url(url, &cwd);
     }
+    args.security.apply(&mut options, args.auth, &cwd);
     args.tuning.apply(&mut options, &cwd);
     let files: Vec<PathBuf> = args
         .files
@@ -59,8 +67,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     serve(
         options,
         &data_dir,
-        |addr| format!("ork dev listening on http://{addr} (data in {shown}{objects})"),
+        |url| format!("ork dev listening on {url} (data in {shown}{objects})"),
         &files,
+        ctx,
     )
     .await
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use ork_server::{DEFAULT_LISTEN, Server, ServerOptions};
+use ork_server::{AuthMode, DEFAULT_LISTEN, Server, ServerOptions, TlsOptions};
+use ork_worker::ConnectOptions;
 
+use super::Context;
 use super::workflow::deploy;
 use crate::paths;
 
@@ -34,7 +36,179 @@ pub struct ServerArgs {
     #[arg(long, env = "ORK_SCHEDULER_ID", value_name = "NAME")]
     scheduler_id: Option<String>,
     #[command(flatten)]
+    security: SecurityArgs,
+    #[command(flatten)]
     tuning: TuningArgs,
+}
+
+/// Authentication, TLS and `from_env` flags, shared by `ork server` and
+/// `ork dev`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// Serve without authentication, on any address. Anyone who reaches the
+    /// port can then deploy workflows and run commands on this machine; a
+    /// warning is printed at every start.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// File holding the first admin token: registered when the file exists,
+    /// else a fresh token is written there (mode 0600) when the server has no
+    /// token yet. Without it, the first start prints the token once.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_no_auth")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve TLS (gRPC and REST on the one port) with this PEM certificate
+    /// chain, leaf first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA launched ork-worker processes trust this server with (default:
+    /// the --tls-cert file, enough for a self-signed certificate or a file
+    /// holding the chain).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_worker_ca: Option<PathBuf>,
+    /// The name launched workers check the certificate for; they connect
+    /// over loopback.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls_cert"
+    )]
+    tls_worker_name: String,
+    /// Client certificate launched workers present under --tls-client-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_client_ca", "tls_worker_key"])]
+    tls_worker_cert: Option<PathBuf>,
+    /// The key of --tls-worker-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_worker_cert")]
+    tls_worker_key: Option<PathBuf>,
+    /// A server variable `{from_env: VAR}` may read: a name, or a pattern
+    /// with `*` such as `APP_*`. Repeat it, or separate with commas. Default:
+    /// none. Their values are masked in logs like secrets.
+    #[arg(long = "allow-env", value_name = "PATTERN", value_delimiter = ',')]
+    allow_env: Vec<String>,
+}
+
+impl SecurityArgs {
+    /// Sets the TLS and `from_env` options, and the authentication mode:
+    /// `--insecure-no-auth` turns it off, else `tokens` decides.
+    pub fn apply(self, options: &mut ServerOptions, tokens: bool, cwd: &Path) {
+        let abs = |p: PathBuf| paths::absolute(&p, cwd);
+        options.auth.mode = if self.insecure_no_auth {
+            AuthMode::InsecureOff
+        } else if tokens || self.bootstrap_token_file.is_some() {
+            AuthMode::Tokens
+        } else {
+            AuthMode::Off
+        };
+        options.auth.bootstrap_token_file = self.bootstrap_token_file.map(abs);
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            let mut tls = TlsOptions::new(abs(cert), abs(key));
+            tls.client_ca = self.tls_client_ca.map(abs);
+            tls.worker_ca = self.tls_worker_ca.map(abs);
+            tls.worker_server_name = self.tls_worker_name;
+            tls.worker_identity = self
+                .tls_worker_cert
+                .map(abs)
+                .zip(self.tls_worker_key.map(abs));
+            options.tls = Some(tls);
+        }
+        options.allow_env = self
+            .allow_env
+            .into_iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+    }
+}
+
+/// Bounds on what clients send, shared by `ork server` and `ork dev`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
+    /// Largest gRPC request message [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..))]
+    max_message_bytes: Option<u64>,
+    /// Largest REST request body [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..))]
+    max_body_bytes: Option<u64>,
+    /// Largest workflow YAML [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_yaml_bytes: Option<u64>,
+    /// Deepest YAML nesting, at most 24 [default: 24].
+    #[arg(long, value_name = "LEVELS", value_parser = clap::value_parser!(u64).range(4..=24))]
+    max_yaml_depth: Option<u64>,
+    /// Most YAML values, each use of an alias counted [default: 100000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_yaml_nodes: Option<u64>,
+    /// Most tasks in one workflow [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_tasks: Option<u64>,
+    /// Largest run input, as JSON [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(2..))]
+    max_input_bytes: Option<u64>,
+    /// Largest task output, as JSON [default: 33554432].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4..))]
+    max_output_bytes: Option<u64>,
+    /// Longest log line kept whole; longer ones are cut [default: 65536].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(16..))]
+    max_log_line_bytes: Option<u64>,
+    /// Most log bytes one attempt stores; the rest is dropped [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_log_bytes_per_attempt: Option<u64>,
+    /// Runs one token may start per second on average; 0 for no limit [default: 20].
+    #[arg(long, value_name = "N")]
+    start_run_rate: Option<u32>,
+    /// Runs one token may start at once above that rate [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    start_run_burst: Option<u32>,
+}
+
+impl LimitsArgs {
+    fn apply(self, options: &mut ServerOptions) {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let limits = &mut options.limits;
+        if let Some(v) = self.max_message_bytes {
+            limits.max_message_bytes = size(v);
+        }
+        if let Some(v) = self.max_body_bytes {
+            limits.max_body_bytes = size(v);
+        }
+        if let Some(v) = self.max_yaml_bytes {
+            limits.yaml.max_bytes = size(v);
+        }
+        if let Some(v) = self.max_yaml_depth {
+            limits.yaml.max_depth = size(v);
+        }
+        if let Some(v) = self.max_yaml_nodes {
+            limits.yaml.max_nodes = size(v);
+        }
+        if let Some(v) = self.max_tasks {
+            limits.yaml.max_tasks = size(v);
+        }
+        if let Some(v) = self.max_input_bytes {
+            limits.max_input_bytes = size(v);
+        }
+        if let Some(v) = self.max_output_bytes {
+            limits.max_output_bytes = size(v);
+        }
+        if let Some(v) = self.max_log_line_bytes {
+            limits.max_log_line_bytes = size(v);
+        }
+        if let Some(v) = self.max_log_bytes_per_attempt {
+            limits.max_log_bytes_per_attempt = v;
+        }
+        if let Some(v) = self.start_run_rate {
+            limits.start_run_rate = v;
+        }
+        if let Some(v) = self.start_run_burst {
+            limits.start_run_burst = v;
+        }
+    }
 }
 
 /// Flags shared by `ork server` and `ork dev`.
@@ -75,6 +249,8 @@ pub struct TuningArgs {
     advertise_url: Option<String>,
     #[command(flatten)]
     containers: ContainerArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
 }
 
 /// Where `executor: docker` and `executor: kubernetes` tasks run.
@@ -163,10 +339,11 @@ impl TuningArgs {
             options.advertise_url = Some(url);
         }
         self.containers.apply(&mut options.containers);
+        self.limits.apply(options);
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServerArgs, ctx: &Context) -> anyhow::Result<()> {
     // Every path is made absolute here, once: the server hands them to
     // processes that run in other directories.
     let cwd = paths::current_dir()?;
@@ -177,6 +354,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     options.scheduler_id = args
         .scheduler_id
         .unwrap_or_else(ork_server::options::unique_scheduler_id);
+    // A production server always requires tokens, unless told otherwise.
+    args.security.apply(&mut options, true, &cwd);
     args.tuning.apply(&mut options, &cwd);
     let stores = format!(
         "state {}, objects {}",
@@ -186,27 +365,51 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     serve(
         options,
         &data_dir,
-        |addr| format!("ork server listening on http://{addr} ({stores})"),
+        |url| format!("ork server listening on {url} ({stores})"),
         &[],
+        ctx,
     )
     .await
 }
 
 /// Binds, announces the real address on stderr (so `--listen 127.0.0.1:0`
-/// is usable), deploys `files` against itself, then serves until Ctrl-C or
-/// SIGTERM. A file that fails to deploy stops the server: the user asked
-/// for it, so carrying on would hide the error.
+/// is usable) and the first admin token when this start made one, deploys
+/// `files` against itself, then serves until Ctrl-C or SIGTERM. A file that
+/// fails to deploy stops the server: the user asked for it, so carrying on
+/// would hide the error.
 pub async fn serve(
     options: ServerOptions,
     data_dir: &Path,
-    banner: impl FnOnce(SocketAddr) -> String,
+    banner: impl FnOnce(&str) -> String,
     files: &[PathBuf],
+    ctx: &Context,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let server = Server::bind(options).await.map_err(explain_bind)?;
+    let mode = options.auth.mode;
+    let tls = options.tls.clone();
+    let bootstrap_file = options.auth.bootstrap_token_file.clone();
+    let server = Server::bind(options).await.map_err(refused)?;
     let addr = server.local_addr();
-    eprintln!("{}", banner(addr));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("{}", banner(&format!("{scheme}://{addr}")));
+    if mode == AuthMode::InsecureOff {
+        eprintln!(
+            "\n\
+             **********************************************************************\n\
+             * WARNING: authentication is OFF (--insecure-no-auth).               *\n\
+             * Anyone who can reach {addr:<45} *\n\
+             * can deploy workflows and run commands on this machine.             *\n\
+             **********************************************************************\n"
+        );
+    }
+    let bootstrap = server.bootstrap_token().map(str::to_owned);
+    if let Some(token) = &bootstrap {
+        eprintln!(
+            "created the first admin token; it is shown only now (the server keeps only its hash):\n\n    {token}\n\n\
+             clients send it with --token or ORK_TOKEN; make narrower ones with `ork token create`"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -219,7 +422,31 @@ pub async fn serve(
     tokio::pin!(running);
 
     if !files.is_empty() {
-        let deploying = deploy_all(connect_addr(addr), files);
+        // The server deploys to itself as its own client: over TLS as its
+        // launched workers do, with the first admin token when it has one.
+        let mut connect = ConnectOptions {
+            token: ctx.connect.token.clone(),
+            ..ConnectOptions::default()
+        };
+        if mode == AuthMode::Tokens {
+            let from_file = bootstrap_file
+                .as_deref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|t| t.trim().to_owned());
+            if let Some(token) = bootstrap.clone().or(from_file) {
+                connect.token = Some(token);
+            }
+        }
+        if let Some(tls) = &tls {
+            connect.ca_cert = Some(tls.worker_ca.clone().unwrap_or_else(|| tls.cert.clone()));
+            connect.server_name = Some(tls.worker_server_name.clone());
+            if let Some((cert, key)) = &tls.worker_identity {
+                connect.client_cert = Some(cert.clone());
+                connect.client_key = Some(key.clone());
+            }
+        }
+        let url = format!("{scheme}://{}", connect_addr(addr));
+        let deploying = deploy_all(url, connect, files);
         tokio::select! {
             result = &mut running => {
                 result?;
@@ -259,8 +486,19 @@ fn explain_bind(err: ork_server::Error) -> anyhow::Error {
     }
 }
 
-async fn deploy_all(addr: SocketAddr, files: &[PathBuf]) -> anyhow::Result<()> {
-    let client = crate::client::connect(&format!("http://{addr}")).await?;
+/// A server that refuses to start for want of authentication is a usage
+/// error (exit 2): the command line must change.
+fn refused(err: ork_server::Error) -> anyhow::Error {
+    match err {
+        ork_server::Error::Unprotected { .. } | ork_server::Error::WorkerIdentityMissing => {
+            crate::error::usage(err.to_string())
+        }
+        other => explain_bind(other),
+    }
+}
+
+async fn deploy_all(url: String, connect: ConnectOptions, files: &[PathBuf]) -> anyhow::Result<()> {
+    let client = crate::client::connect(&url, &connect).await?;
     for file in files {
         let response = deploy::deploy_path(&client, file).await?;
         deploy::announce(&response);

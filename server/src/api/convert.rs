@@ -347,6 +347,18 @@ pub fn log_line(l: &LogRecord) -> v1::LogLine {
     }
 }
 
+pub fn token(record: &crate::state::tokens::TokenRecord) -> v1::Token {
+    v1::Token {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        role: record.role.as_str().to_owned(),
+        created_at: Some(timestamp(record.created_at)),
+        expires_at: opt_timestamp(record.expires_at),
+        revoked_at: opt_timestamp(record.revoked_at),
+        created_by: record.created_by.clone().unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,7 +22,7 @@ use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
     self, pool_service_server::PoolService, run_service_server::RunService,
-    workflow_service_server::WorkflowService,
+    token_service_server::TokenService, workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,11 +30,8 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, MAX_MESSAGE_BYTES, PoolApi, RunApi, WorkflowApi};
-
-/// Largest request body: the same as the largest gRPC message, so a deploy
-/// that fits one fits the other (its files are base64 in JSON).
-pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+use super::{ApiContext, PoolApi, RunApi, TokenApi, WorkflowApi};
+use crate::auth::Principal;
 
 /// Query parameter of the logs route that turns it into a Server-Sent Events
 /// stream (`FollowTaskLogs`).
@@ -85,6 +82,9 @@ pub enum Rpc {
     ListTaskRuns,
     GetTaskLogs,
     ListWorkers,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
 }
 
 impl Rpc {
@@ -96,6 +96,7 @@ impl Rpc {
             | Self::GetWorkflow
             | Self::DeleteWorkflow => "ork.v1.WorkflowService",
             Self::ListWorkers => "ork.v1.PoolService",
+            Self::CreateToken | Self::ListTokens | Self::RevokeToken => "ork.v1.TokenService",
             _ => "ork.v1.RunService",
         }
     }
@@ -115,6 +116,9 @@ impl Rpc {
             Self::ListTaskRuns => "ListTaskRuns",
             Self::GetTaskLogs => "GetTaskLogs",
             Self::ListWorkers => "ListWorkers",
+            Self::CreateToken => "CreateToken",
+            Self::ListTokens => "ListTokens",
+            Self::RevokeToken => "RevokeToken",
         }
     }
 }
@@ -196,6 +200,14 @@ pub const ROUTES: &[RestRoute] = &[
         &[("id", "run_id"), ("name", "task")],
     ),
     route(HttpMethod::Get, "/workers", Rpc::ListWorkers, &[]),
+    route(HttpMethod::Get, "/tokens", Rpc::ListTokens, &[]),
+    route(HttpMethod::Post, "/tokens", Rpc::CreateToken, &[]),
+    route(
+        HttpMethod::Delete,
+        "/tokens/{name}",
+        Rpc::RevokeToken,
+        &[("name", "name")],
+    ),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -208,7 +220,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             http: kind.http_status(),
             code: kind.grpc_code(),
@@ -239,13 +251,13 @@ impl ApiError {
 
     /// An axum extractor's rejection: too large is 413, anything else the
     /// client's fault.
-    fn rejection(status: StatusCode, text: String) -> Self {
+    fn rejection(status: StatusCode, text: String, max_body_bytes: usize) -> Self {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             Self::new(
                 ErrorKind::TooLarge,
                 None,
                 format!(
-                    "the request body is larger than {MAX_BODY_BYTES} bytes; keep large data in object storage and pass its location"
+                    "the request body is larger than {max_body_bytes} bytes (the server's --max-body-bytes); keep large data in object storage and pass its location"
                 ),
             )
         } else {
@@ -288,25 +300,32 @@ struct Gateway {
     workflows: Arc<WorkflowApi>,
     runs: Arc<RunApi>,
     pool: Arc<PoolApi>,
+    tokens: Arc<TokenApi>,
+    max_body_bytes: usize,
 }
 
 /// The REST routes, `/healthz` and `/openapi.json`, with JSON fallbacks for
 /// unknown paths and methods.
 pub fn router(ctx: ApiContext) -> Router {
+    let max_body_bytes = ctx.limits.max_body_bytes;
     let gateway = Gateway {
         workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
         runs: Arc::new(RunApi { ctx: ctx.clone() }),
-        pool: Arc::new(PoolApi { ctx }),
+        pool: Arc::new(PoolApi { ctx: ctx.clone() }),
+        tokens: Arc::new(TokenApi { ctx }),
+        max_body_bytes,
     };
     let mut router = Router::new();
     for route in ROUTES {
         let handler = move |State(gateway): State<Gateway>,
+                            principal: Option<Extension<Principal>>,
                             path: Result<Path<Vec<(String, String)>>, PathRejection>,
                             query: Result<Query<Vec<(String, String)>>, QueryRejection>,
                             headers: HeaderMap,
                             body: Result<Bytes, BytesRejection>| async move {
+            let principal = principal.map_or(Principal::Anonymous, |Extension(p)| p);
             gateway
-                .handle(route, path, query, &headers, body)
+                .handle(route, principal, path, query, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         };
@@ -332,7 +351,7 @@ pub fn router(ctx: ApiContext) -> Router {
                 "this path does not serve that method; GET /openapi.json lists the API",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(gateway)
 }
 
@@ -345,26 +364,15 @@ async fn openapi_document() -> Response {
 /// Parses the merged request fields into a request message, naming the field
 /// that was wrong.
 fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = if path == "." {
-            inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-                .map(|(f, _)| f.to_owned())
-        } else {
-            Some(path)
-        };
-        match field {
-            Some(f) => ApiError::invalid(Some(&f), format!("field `{f}`: {inner}")),
-            None => ApiError::invalid(None, inner),
-        }
+    ork_proto::decode::message(Value::Object(fields)).map_err(|e| match &e.field {
+        Some(f) => ApiError::invalid(Some(f), e.to_string()),
+        None => ApiError::invalid(None, e.message),
     })
 }
 
 async fn call<Req, Resp, Fut>(
     fields: Map<String, Value>,
+    principal: &Principal,
     method: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Result<Response, ApiError>
 where
@@ -372,8 +380,10 @@ where
     Resp: Serialize,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = decode::<Req>(fields)?;
-    let response = method(tonic::Request::new(request))
+    let mut request = tonic::Request::new(decode::<Req>(fields)?);
+    // The caller, as the auth layer established it, for the service.
+    request.extensions_mut().insert(principal.clone());
+    let response = method(request)
         .await
         .map_err(|s| ApiError::from_status(&s))?;
     Ok(Json(response.into_inner()).into_response())
@@ -394,14 +404,18 @@ impl Gateway {
     async fn handle(
         &self,
         route: &'static RestRoute,
+        principal: Principal,
         path: Result<Path<Vec<(String, String)>>, PathRejection>,
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Response, ApiError> {
-        let Path(params) = path.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
-        let Query(query) = query.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
-        let body = body.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
+        let limit = self.max_body_bytes;
+        let Path(params) =
+            path.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
+        let Query(query) =
+            query.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
+        let body = body.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
 
         let mut fields = Map::new();
         let mut follow = false;
@@ -467,21 +481,26 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs, pool) = (&*self.workflows, &*self.runs, &*self.pool);
+        let (workflows, runs, pool, tokens) =
+            (&*self.workflows, &*self.runs, &*self.pool, &*self.tokens);
+        let p = &principal;
         match route.rpc {
-            Rpc::DeployWorkflow => call(fields, |r| workflows.deploy_workflow(r)).await,
-            Rpc::ListWorkflows => call(fields, |r| workflows.list_workflows(r)).await,
-            Rpc::GetWorkflow => call(fields, |r| workflows.get_workflow(r)).await,
-            Rpc::DeleteWorkflow => call(fields, |r| workflows.delete_workflow(r)).await,
-            Rpc::StartRun => call(fields, |r| runs.start_run(r)).await,
-            Rpc::ListRuns => call(fields, |r| runs.list_runs(r)).await,
-            Rpc::GetRun => call(fields, |r| runs.get_run(r)).await,
-            Rpc::CancelRun => call(fields, |r| runs.cancel_run(r)).await,
-            Rpc::RetryRun => call(fields, |r| runs.retry_run(r)).await,
-            Rpc::ListTaskRuns => call(fields, |r| runs.list_task_runs(r)).await,
+            Rpc::DeployWorkflow => call(fields, p, |r| workflows.deploy_workflow(r)).await,
+            Rpc::ListWorkflows => call(fields, p, |r| workflows.list_workflows(r)).await,
+            Rpc::GetWorkflow => call(fields, p, |r| workflows.get_workflow(r)).await,
+            Rpc::DeleteWorkflow => call(fields, p, |r| workflows.delete_workflow(r)).await,
+            Rpc::StartRun => call(fields, p, |r| runs.start_run(r)).await,
+            Rpc::ListRuns => call(fields, p, |r| runs.list_runs(r)).await,
+            Rpc::GetRun => call(fields, p, |r| runs.get_run(r)).await,
+            Rpc::CancelRun => call(fields, p, |r| runs.cancel_run(r)).await,
+            Rpc::RetryRun => call(fields, p, |r| runs.retry_run(r)).await,
+            Rpc::ListTaskRuns => call(fields, p, |r| runs.list_task_runs(r)).await,
             Rpc::GetTaskLogs if follow => self.follow_logs(fields, headers).await,
-            Rpc::GetTaskLogs => call(fields, |r| runs.get_task_logs(r)).await,
-            Rpc::ListWorkers => call(fields, |r| pool.list_workers(r)).await,
+            Rpc::GetTaskLogs => call(fields, p, |r| runs.get_task_logs(r)).await,
+            Rpc::ListWorkers => call(fields, p, |r| pool.list_workers(r)).await,
+            Rpc::CreateToken => call(fields, p, |r| tokens.create_token(r)).await,
+            Rpc::ListTokens => call(fields, p, |r| tokens.list_tokens(r)).await,
+            Rpc::RevokeToken => call(fields, p, |r| tokens.revoke_token(r)).await,
         }
     }
 

@@ -277,6 +277,7 @@ impl Generator<'_> {
             let mut operation = json!({
                 "operationId": route.rpc.method(),
                 "tags": [route.rpc.service().trim_start_matches("ork.v1.")],
+                "security": [{ "bearer": [] }],
                 "responses": {
                     "200": { "description": "OK", "content": { "application/json": { "schema": self.message_ref(&output) } } },
                     "default": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
@@ -350,6 +351,7 @@ impl Generator<'_> {
             json!({ "get": {
                 "operationId": "Healthz",
                 "tags": ["Health"],
+                "security": [],
                 "description": "Answers while the server serves requests.",
                 "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": {
                     "type": "object", "properties": { "status": { "type": "string" } }, "required": ["status"],
@@ -361,6 +363,7 @@ impl Generator<'_> {
             json!({ "get": {
                 "operationId": "OpenApi",
                 "tags": ["Health"],
+                "security": [],
                 "description": "This document.",
                 "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } },
             } }),
@@ -414,7 +417,14 @@ pub fn document() -> Value {
             "description": "The REST gateway of ork: the same methods, messages and errors as the gRPC API (package ork.v1), in the proto3 JSON mapping with field names as written in the proto. Generated from the proto; do not edit.",
         },
         "paths": paths,
-        "components": { "schemas": schemas },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (`ork token create`), sent as `Authorization: Bearer TOKEN`. A server started with `ork dev` on a loopback address needs none.",
+            } },
+        },
     })
 }
 

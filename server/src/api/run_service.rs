@@ -123,6 +123,10 @@ impl RunService for RunApi {
                 ));
             }
         };
+        if let Some(refusal) = super::limits::input_refusal(&input, self.ctx.limits.max_input_bytes)
+        {
+            return Err(status(ErrorKind::InvalidArgument, refusal));
+        }
         let workflow = req.workflow;
         let record = self
             .ctx

@@ -57,9 +57,15 @@ impl WorkflowService for WorkflowApi {
                 source: &source,
                 files: Some(&provided),
                 base_dir: (!req.base_dir.is_empty()).then_some(req.base_dir.as_str()),
+                limits: self.ctx.limits.yaml,
             },
         )
         .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
+        let refused = self.ctx.secrets.allow_env().refusals(&definition);
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused.iter().map(|r| format!("{source}: {r}")).collect();
+            return Err(status(ErrorKind::InvalidArgument, lines.join("\n")));
+        }
 
         let mut files = BTreeMap::new();
         let mut total = 0usize;

@@ -59,6 +59,46 @@ pub struct DockerOptions {
     pub kill_grace: Duration,
     /// Most containers running at once.
     pub max_running: u32,
+    /// How workers verify a TLS server; its files are bind-mounted into
+    /// every container, as the worker binary is, since paths on the server's
+    /// host are not visible inside.
+    pub tls: Option<WorkerTls>,
+}
+
+/// What a worker in a container needs to call back over TLS.
+#[derive(Debug, Clone)]
+pub struct WorkerTls {
+    /// The CA (PEM) the worker trusts the server with.
+    pub ca: PathBuf,
+    /// The name to check the certificate for; `None` checks the callback
+    /// URL's host (an `--advertise-url`).
+    pub server_name: Option<String>,
+    /// The client certificate and key (PEM) under mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where the TLS files are mounted in a container.
+const TLS_CA_PATH: &str = "/ork/tls/ca.pem";
+const TLS_CERT_PATH: &str = "/ork/tls/client.pem";
+const TLS_KEY_PATH: &str = "/ork/tls/client.key";
+
+impl WorkerTls {
+    /// The bind mounts (`host:container:ro`) and variables for a container.
+    fn mounts_and_env(&self) -> (Vec<String>, Vec<String>) {
+        let bind = |host: &PathBuf, inside: &str| format!("{}:{inside}:ro", host.display());
+        let mut binds = vec![bind(&self.ca, TLS_CA_PATH)];
+        let mut env = vec![format!("ORK_CA_CERT={TLS_CA_PATH}")];
+        if let Some(name) = &self.server_name {
+            env.push(format!("ORK_TLS_SERVER_NAME={name}"));
+        }
+        if let Some((cert, key)) = &self.identity {
+            binds.push(bind(cert, TLS_CERT_PATH));
+            binds.push(bind(key, TLS_KEY_PATH));
+            env.push(format!("ORK_CLIENT_CERT={TLS_CERT_PATH}"));
+            env.push(format!("ORK_CLIENT_KEY={TLS_KEY_PATH}"));
+        }
+        (binds, env)
+    }
 }
 
 /// Runs attempts as containers of one Docker engine.
@@ -171,10 +211,19 @@ impl DockerExecutor {
             .transpose()
             .map_err(Error::Rejected)?
             .map(|m| i64::try_from(m.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
-        let env = labels::worker_env(launch, &self.options.server_url, WORK_DIR)
+        let mut env: Vec<String> = labels::worker_env(launch, &self.options.server_url, WORK_DIR)
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let mut binds = vec![format!(
+            "{}:{WORKER_PATH}:ro",
+            self.options.worker_binary.display()
+        )];
+        if let Some(tls) = &self.options.tls {
+            let (tls_binds, tls_env) = tls.mounts_and_env();
+            binds.extend(tls_binds);
+            env.extend(tls_env);
+        }
         Ok(ContainerCreateBody {
             image: Some(spec.image.clone()),
             // Replacing the entrypoint also drops the image's default command.
@@ -186,10 +235,7 @@ impl DockerExecutor {
                     .collect(),
             ),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!(
-                    "{}:{WORKER_PATH}:ro",
-                    self.options.worker_binary.display()
-                )]),
+                binds: Some(binds),
                 tmpfs: Some(HashMap::from([(
                     WORK_DIR.to_owned(),
                     "rw,exec,nosuid,mode=1777".to_owned(),
@@ -576,6 +622,44 @@ pub fn is_dynamically_linked(path: &std::path::Path) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_files_are_mounted_and_named_by_their_paths_inside() {
+        let tls = WorkerTls {
+            ca: PathBuf::from("/etc/ork/ca.pem"),
+            server_name: Some("localhost".to_owned()),
+            identity: Some((
+                PathBuf::from("/etc/ork/worker.pem"),
+                PathBuf::from("/etc/ork/worker.key"),
+            )),
+        };
+        let (binds, env) = tls.mounts_and_env();
+        assert_eq!(
+            binds,
+            [
+                "/etc/ork/ca.pem:/ork/tls/ca.pem:ro",
+                "/etc/ork/worker.pem:/ork/tls/client.pem:ro",
+                "/etc/ork/worker.key:/ork/tls/client.key:ro",
+            ]
+        );
+        assert_eq!(
+            env,
+            [
+                "ORK_CA_CERT=/ork/tls/ca.pem",
+                "ORK_TLS_SERVER_NAME=localhost",
+                "ORK_CLIENT_CERT=/ork/tls/client.pem",
+                "ORK_CLIENT_KEY=/ork/tls/client.key",
+            ]
+        );
+        let advertised = WorkerTls {
+            server_name: None,
+            identity: None,
+            ..tls
+        };
+        let (binds, env) = advertised.mounts_and_env();
+        assert_eq!(binds, ["/etc/ork/ca.pem:/ork/tls/ca.pem:ro"]);
+        assert_eq!(env, ["ORK_CA_CERT=/ork/tls/ca.pem"]);
+    }
 
     #[test]
     fn the_test_binary_is_dynamically_linked() {

@@ -65,6 +65,10 @@ pub struct KubernetesOptions {
     pub server_id: String,
     /// The pods' termination grace period.
     pub kill_grace: Duration,
+    /// More variables for the worker (the TLS server name to check); a CA
+    /// file on the server's host is not visible in a pod, so over TLS pods
+    /// verify the server with the task image's system roots.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// Runs attempts as Kubernetes Jobs.
@@ -168,6 +172,7 @@ impl KubernetesExecutor {
         };
         let env = labels::worker_env(launch, &self.options.server_url, WORK_DIR)
             .into_iter()
+            .chain(self.options.extra_env.iter().cloned())
             .map(|(name, value)| EnvVar {
                 name,
                 value: Some(value),

@@ -25,7 +25,7 @@ use ork_domain::ImagePullPolicy;
 use crate::state::{FailureKind, Fence};
 
 #[cfg(feature = "docker")]
-pub use docker::{DockerExecutor, DockerOptions, is_dynamically_linked};
+pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
 pub use pool::{PoolExecutor, WorkerPool};

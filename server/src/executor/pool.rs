@@ -6,7 +6,7 @@
 //! never queue here. A session's slots are freed when its attempt reports,
 //! is cancelled, or is declared lost.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub type SessionSender = mpsc::Sender<Result<v1::SessionResponse, tonic::Status>
 
 struct Session {
     name: String,
+    /// The id of the worker token that attached it (`None` without
+    /// authentication): only that token may report its attempts.
+    owner: Option<String>,
     handlers: BTreeSet<String>,
     slots: u32,
     running: HashSet<String>,
@@ -71,7 +74,13 @@ struct PoolState {
     sessions: HashMap<u64, Session>,
     /// task_run_id → (session, fence) of every assigned attempt.
     assigned: HashMap<String, (u64, Fence)>,
+    /// Owners of attempts that ended lately, so that a worker repeating a
+    /// report whose reply it lost is still recognised (oldest first).
+    recent: VecDeque<(String, u32, Option<String>)>,
 }
+
+/// How many ended assignments [`PoolState::recent`] remembers.
+const RECENT: usize = 4096;
 
 /// The registry of attached pool workers.
 #[derive(Default)]
@@ -145,10 +154,11 @@ impl WorkerPool {
         }
     }
 
-    /// Registers a session; returns its id.
+    /// Registers a session attached by token `owner`; returns its id.
     pub fn attach(
         &self,
         name: String,
+        owner: Option<String>,
         handlers: BTreeSet<String>,
         slots: u32,
         tx: SessionSender,
@@ -162,6 +172,7 @@ impl WorkerPool {
             id,
             Session {
                 name,
+                owner,
                 handlers,
                 slots,
                 running: HashSet::new(),
@@ -200,13 +211,40 @@ impl WorkerPool {
     /// Returns true when a slot was freed, so the scheduler can use it.
     pub fn finished(&self, task_run_id: &str) -> bool {
         let mut state = self.lock();
-        let Some((session, _)) = state.assigned.remove(task_run_id) else {
+        let Some((session, fence)) = state.assigned.remove(task_run_id) else {
             return false;
         };
+        let mut owner = None;
         if let Some(s) = state.sessions.get_mut(&session) {
             s.running.remove(task_run_id);
+            owner = s.owner.clone();
         }
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state
+            .recent
+            .push_back((fence.task_run_id, fence.attempt, owner));
         true
+    }
+
+    /// The token that owns the session attempt `attempt` of `task_run_id`
+    /// was pushed to (inner `None`: attached without authentication); `None`
+    /// when this server never pushed that attempt to a session (or has
+    /// forgotten it long after it ended).
+    pub fn owner_of(&self, task_run_id: &str, attempt: u32) -> Option<Option<String>> {
+        let state = self.lock();
+        if let Some((session, fence)) = state.assigned.get(task_run_id)
+            && fence.attempt == attempt
+        {
+            return Some(state.sessions.get(session).and_then(|s| s.owner.clone()));
+        }
+        state
+            .recent
+            .iter()
+            .rev()
+            .find(|(id, a, _)| id == task_run_id && *a == attempt)
+            .map(|(_, _, owner)| owner.clone())
     }
 
     /// Number of attached sessions, for logs and tests.
@@ -351,11 +389,12 @@ mod tests {
         let (tx, _rx) = mpsc::channel(4);
         let a = pool.attach(
             "a".into(),
+            None,
             ["h1".to_owned(), "h2".to_owned()].into(),
             2,
             tx.clone(),
         );
-        let _b = pool.attach("b".into(), ["h1".to_owned()].into(), 1, tx);
+        let _b = pool.attach("b".into(), None, ["h1".to_owned()].into(), 1, tx);
         assert_eq!(
             pool.capacity(),
             BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)])
@@ -377,7 +416,7 @@ mod tests {
     fn detach_returns_the_running_attempts() {
         let pool = WorkerPool::default();
         let (tx, _rx) = mpsc::channel(4);
-        let a = pool.attach("a".into(), ["h".to_owned()].into(), 2, tx);
+        let a = pool.attach("a".into(), None, ["h".to_owned()].into(), 2, tx);
         pool.reserve("h", &fence("x"));
         pool.reserve("h", &fence("y"));
         assert!(pool.reserve("h", &fence("z")).is_none(), "slots respected");
@@ -385,5 +424,32 @@ mod tests {
         lost.sort();
         assert_eq!(lost, ["x", "y"]);
         assert!(pool.capacity().is_empty());
+    }
+
+    #[test]
+    fn attempts_are_bound_to_the_token_of_their_session() {
+        let pool = WorkerPool::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let _a = pool.attach(
+            "a".into(),
+            Some("token-a".into()),
+            ["h".to_owned()].into(),
+            1,
+            tx.clone(),
+        );
+        assert!(pool.reserve("h", &fence("x")).is_some());
+        assert_eq!(pool.owner_of("x", 1), Some(Some("token-a".to_owned())));
+        assert_eq!(
+            pool.owner_of("x", 2),
+            None,
+            "another attempt of the task run"
+        );
+        assert_eq!(pool.owner_of("y", 1), None, "never pushed");
+        assert!(pool.finished("x"));
+        assert_eq!(
+            pool.owner_of("x", 1),
+            Some(Some("token-a".to_owned())),
+            "still known for a repeated report"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub struct SubprocessOptions {
     pub worker_binary: PathBuf,
     /// The URL workers call back on.
     pub server_url: String,
+    /// More variables for every worker (how to reach a TLS server).
+    pub extra_env: Vec<(String, String)>,
     /// Parent of the attempts' working directories.
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on cancel.
@@ -79,6 +81,7 @@ impl Executor for SubprocessExecutor {
         let mut child = Command::new(&self.options.worker_binary)
             .envs(labels::attempt_env(launch, &self.options.server_url))
             .env(labels::ENV_WORK_DIR, &self.options.work_dir)
+            .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -10,6 +10,7 @@ pub mod postgres;
 mod records;
 mod rows;
 pub mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -265,11 +266,33 @@ pub trait StateStore: Send + Sync + 'static {
 /// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,
 /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, or `postgresql://...`).
 pub async fn open(url: &str, limits: Limits) -> Result<Arc<dyn StateStore>> {
+    Ok(open_stores(url, limits).await?.state)
+}
+
+/// The stores of one database: runs and everything they own, and API tokens.
+#[derive(Clone)]
+pub struct Stores {
+    pub state: Arc<dyn StateStore>,
+    pub tokens: Arc<dyn tokens::TokenStore>,
+}
+
+/// Opens the database named by a URL (as [`open`]) with every store in it.
+pub async fn open_stores(url: &str, limits: Limits) -> Result<Stores> {
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(url, limits).await?));
+        let store = sqlite::SqliteStore::open(url, limits).await?;
+        let tokens = Arc::new(store.tokens());
+        return Ok(Stores {
+            state: Arc::new(store),
+            tokens,
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open(url, limits).await?));
+        let store = postgres::PostgresStore::open(url, limits).await?;
+        let tokens = Arc::new(store.tokens());
+        return Ok(Stores {
+            state: Arc::new(store),
+            tokens,
+        });
     }
     Err(Error::UnsupportedUrl(url.to_owned()))
 }

@@ -129,6 +129,11 @@ impl PostgresStore {
         })
     }
 
+    /// The token store in this database, on the same pool.
+    pub fn tokens(&self) -> super::tokens::PostgresTokens {
+        super::tokens::PostgresTokens::new(self.pool.clone())
+    }
+
     /// Wake-ups for `owner` sent by other replicas (a report they received
     /// for one of its runs, a run that ended): `LISTEN` on [`WAKE_CHANNEL`].
     /// After a lost connection the listener reconnects and yields once, since

@@ -97,6 +97,11 @@ impl SqliteStore {
         })
     }
 
+    /// The token store in this database, on the same writer and read pools.
+    pub fn tokens(&self) -> super::tokens::SqliteTokens {
+        super::tokens::SqliteTokens::new(self.write.clone(), self.read.clone())
+    }
+
     /// Writes the buffered heartbeats. A beat only moves `heartbeat_at`
     /// forward, and only for the attempt it was sent for while it is active.
     async fn flush_beats(&self) -> Result<()> {

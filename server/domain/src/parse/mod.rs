@@ -17,12 +17,43 @@ use crate::model::{Catchup, DEFAULT_TIMEZONE, Resources, TaskDefinition, Workflo
 use crate::suggest;
 pub(crate) use node::{Kind, Node, Pos};
 
-/// Most tasks one workflow may have; keeps the DAG's upstream sets small.
+/// Most tasks one workflow may have by default; keeps the DAG's upstream
+/// sets small.
 pub const MAX_TASKS: usize = 1000;
 /// Longest workflow or task name, so names fit in labels and object paths.
 pub const MAX_NAME_LEN: usize = 63;
-/// Largest workflow file accepted, in bytes.
+/// Largest workflow file accepted by default, in bytes.
 pub const MAX_YAML_BYTES: usize = node::MAX_YAML_BYTES;
+/// Deepest YAML nesting any configuration accepts (the parser's stack).
+pub const MAX_YAML_DEPTH: usize = node::MAX_DEPTH;
+/// Most YAML values (aliases expanded) accepted by default.
+pub const MAX_YAML_NODES: usize = node::MAX_NODES;
+
+/// Bounds on one workflow file, checked before the document costs memory or
+/// time. A server takes them from its options; the defaults are the
+/// constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest file, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting; values above [`MAX_YAML_DEPTH`] count as it.
+    pub max_depth: usize,
+    /// Most values after alias expansion (each use of an alias counts).
+    pub max_nodes: usize,
+    /// Most tasks.
+    pub max_tasks: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: MAX_YAML_BYTES,
+            max_depth: MAX_YAML_DEPTH,
+            max_nodes: MAX_YAML_NODES,
+            max_tasks: MAX_TASKS,
+        }
+    }
+}
 
 /// Where the YAML came from and what else was sent with it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,6 +67,8 @@ pub struct ParseOptions<'a> {
     /// (`.venv/bin/python`) are resolved against it. Without it such paths
     /// are refused, since nothing else says what they are relative to.
     pub base_dir: Option<&'a str>,
+    /// Size, depth, alias expansion and task count bounds.
+    pub limits: ParseLimits,
 }
 
 /// One problem in a workflow file.
@@ -155,7 +188,7 @@ pub fn parse_workflow(
         source: opts.source,
         list: Vec::new(),
     };
-    let root = match node::load(yaml) {
+    let root = match node::load(yaml, &opts.limits) {
         Ok(root) => root,
         Err(e) => {
             errors.push(None, None, e.pos, e.message);
@@ -292,14 +325,15 @@ pub fn parse_workflow(
                     node.pos,
                     "`tasks` is empty; add at least one task",
                 );
-            } else if items.len() > MAX_TASKS {
+            } else if items.len() > opts.limits.max_tasks {
                 errors.push(
                     None,
                     Some("tasks"),
                     node.pos,
                     format!(
-                        "{} tasks is more than the limit of {MAX_TASKS}; split the workflow",
-                        items.len()
+                        "{} tasks is more than the limit of {}; split the workflow (the server's --max-tasks)",
+                        items.len(),
+                        opts.limits.max_tasks
                     ),
                 );
             } else {
@@ -454,7 +488,7 @@ pub use task::{MAX_ARG_BYTES, MAX_COMMAND_ARGS, resolve_program};
 /// A YAML document as JSON, for the schema tests.
 #[cfg(test)]
 pub(crate) fn node_json(yaml: &str) -> serde_json::Value {
-    node::load(yaml)
+    node::load(yaml, &ParseLimits::default())
         .ok()
         .and_then(|n| n.to_json().ok())
         .unwrap_or_default()

@@ -835,13 +835,13 @@ fn env(
                     Ok(_) => Err((v.pos, "the secret name is empty".to_owned())),
                     Err(e) => Err(e),
                 },
+                // The server's own variable: any well-formed name. Which
+                // ones a workflow may read is the server's allow-list
+                // (`--allow-env`), checked at deploy and at dispatch.
                 [(k, v)] if k.as_str() == Some("from_env") => {
-                    text(v).and_then(|s| match check_env_name(&s) {
+                    text(v).and_then(|s| match check_env_syntax(&s) {
                         Ok(()) => Ok(EnvValue::FromEnv(s)),
-                        Err(_) => Err((
-                            v.pos,
-                            format!("`{s}` is not a valid environment variable name"),
-                        )),
+                        Err(msg) => Err((v.pos, msg)),
                     })
                 }
                 _ => Err((value.pos, format!("{usage}, found a mapping"))),
@@ -857,17 +857,26 @@ fn env(
     }
 }
 
-fn check_env_name(name: &str) -> Result<(), String> {
+/// A well-formed variable name: letters, digits and `_`, not starting with a
+/// digit.
+fn check_env_syntax(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let valid = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
             "`{name}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit"
-        ));
+        ))
     }
+}
+
+/// A name a task's `env` may set: well-formed, and not one ork sets itself.
+fn check_env_name(name: &str) -> Result<(), String> {
+    check_env_syntax(name)?;
     if name.to_ascii_uppercase().starts_with("ORK_") {
         return Err(format!(
             "names starting with `ORK_` are reserved for ork; rename `{name}`"

@@ -19,7 +19,7 @@ fn parse(yaml: &str) -> Result<WorkflowDefinition, ValidationErrors> {
         &ParseOptions {
             source: "etl.yaml",
             files: None,
-            base_dir: None,
+            ..Default::default()
         },
     )
 }
@@ -156,7 +156,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&files),
-        base_dir: None,
+        ..Default::default()
     };
     assert!(parse_workflow(ETL, &opts).is_ok());
 
@@ -166,7 +166,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&fewer),
-        base_dir: None,
+        ..Default::default()
     };
     let errors = parse_workflow(ETL, &opts).unwrap_err();
     expect![[r#"
@@ -274,7 +274,7 @@ fn file_too_large() {
     check(
         &yaml,
         expect![
-            "etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML"
+            "etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML (the server's --max-yaml-bytes)"
         ],
     );
 }
@@ -387,7 +387,7 @@ fn too_many_tasks() {
     check(
         &yaml,
         expect![
-            "etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow"
+            "etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow (the server's --max-tasks)"
         ],
     );
 }
@@ -585,7 +585,7 @@ fn invalid_env() {
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:8:23: task `a`, field `env.TOKEN`: the secret name is empty
-            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name
+            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:10:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
             etl.yaml:11:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
     );
@@ -647,7 +647,7 @@ fn refuses_billion_laughs() {
     }
     yaml.push_str("name: wf\ntasks: [{name: a, file: a.sh, input: *a9}]\n");
     let errors = parse(&yaml).unwrap_err();
-    expect!["etl.yaml:5:45: invalid yaml: the document expands to more than 100000 values (aliases count once per use); shrink it"].assert_eq(&errors.to_string());
+    expect!["etl.yaml:5:45: invalid yaml: the document expands to more than 100000 values (aliases count once per use); shrink it (the server's --max-yaml-nodes)"].assert_eq(&errors.to_string());
 }
 
 #[test]
@@ -680,8 +680,98 @@ fn refuses_deep_nesting() {
     };
     // The limit leaves 21 levels of nesting to a task's input, and refuses the next.
     assert!(parse(&nested(21)).is_ok());
-    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data"]
+    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data (the server's --max-yaml-depth)"]
         .assert_eq(&parse(&nested(22)).unwrap_err().to_string());
+}
+
+fn parse_with(yaml: &str, limits: ParseLimits) -> Result<WorkflowDefinition, ValidationErrors> {
+    parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "etl.yaml",
+            files: None,
+            limits,
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn configured_size_limit_accepts_at_and_refuses_past() {
+    let yaml = "name: wf\ntasks: [{name: a, file: a.sh}]\n";
+    let at = ParseLimits {
+        max_bytes: yaml.len(),
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(yaml, at).is_ok());
+    let past = ParseLimits {
+        max_bytes: yaml.len() - 1,
+        ..ParseLimits::default()
+    };
+    expect!["etl.yaml: the workflow file is 40 bytes, more than the limit of 39; move large data out of the YAML (the server's --max-yaml-bytes)"]
+        .assert_eq(&parse_with(yaml, past).unwrap_err().to_string());
+}
+
+#[test]
+fn configured_depth_limit_accepts_at_and_refuses_past() {
+    // The task's input sits 3 levels down; `depth` more brackets nest below it.
+    let nested = |depth: usize| {
+        format!(
+            "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {}1{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let limits = ParseLimits {
+        max_depth: 8,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&nested(5), limits).is_ok());
+    expect!["etl.yaml:5:17: invalid yaml: nesting is deeper than 8 levels; flatten the data (the server's --max-yaml-depth)"]
+        .assert_eq(&parse_with(&nested(6), limits).unwrap_err().to_string());
+    // No configuration goes past what the parser's stack allows.
+    let huge = ParseLimits {
+        max_depth: 10_000,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&nested(22), huge).is_err());
+}
+
+#[test]
+fn configured_alias_expansion_limit_accepts_at_and_refuses_past() {
+    // An alias of a 10-item list used `uses` times in the task's input: the
+    // document holds 26 values, and each use adds 11 (the list and its items).
+    let doc = |uses: usize| {
+        format!(
+            "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {{x: &x [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], y: [{}]}}\n",
+            vec!["*x"; uses].join(", ")
+        )
+    };
+    let limits = ParseLimits {
+        max_nodes: 26 + 7 * 11,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&doc(7), limits).is_ok());
+    expect!["etl.yaml:5:84: invalid yaml: the document expands to more than 103 values (aliases count once per use); shrink it (the server's --max-yaml-nodes)"]
+        .assert_eq(&parse_with(&doc(8), limits).unwrap_err().to_string());
+}
+
+#[test]
+fn configured_task_limit_accepts_at_and_refuses_past() {
+    let tasks = |n: usize| {
+        let mut yaml = String::from("name: wf\ntasks:\n");
+        for i in 0..n {
+            yaml.push_str(&format!("  - {{name: t{i}, file: t.sh}}\n"));
+        }
+        yaml
+    };
+    let limits = ParseLimits {
+        max_tasks: 3,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&tasks(3), limits).is_ok());
+    expect!["etl.yaml:3:3: field `tasks`: 4 tasks is more than the limit of 3; split the workflow (the server's --max-tasks)"]
+        .assert_eq(&parse_with(&tasks(4), limits).unwrap_err().to_string());
 }
 
 /// A tiny deterministic generator, so the test needs no extra dependency
@@ -778,7 +868,7 @@ fn yaml_1_1_booleans_stay_strings() {
         &ParseOptions {
             source: "w.yaml",
             files: None,
-            base_dir: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -923,6 +1013,7 @@ fn parse_from(yaml: &str, base_dir: Option<&str>) -> Result<WorkflowDefinition, 
             source: "w.yaml",
             files: None,
             base_dir,
+            ..Default::default()
         },
     )
 }
