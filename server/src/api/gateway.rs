@@ -8,6 +8,7 @@
 //! same mapping. Errors are JSON `{code, message, details}` with the HTTP
 //! status of `error::ERROR_TABLE`; nothing a client sends yields a 5xx.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
@@ -371,6 +372,51 @@ async fn openapi_document() -> Response {
 
 /// Parses the merged request fields into a request message, naming the field
 /// that was wrong.
+/// True when `field` of `rpc`'s request is a repeated scalar (a list filter),
+/// which the query string gives by repeating the name.
+fn repeated_field(rpc: Rpc, field: &str) -> bool {
+    use prost::Message as _;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    static REPEATED: LazyLock<HashSet<(String, String, String)>> = LazyLock::new(|| {
+        let set = prost_types::FileDescriptorSet::decode(ork_proto::FILE_DESCRIPTOR_SET)
+            .unwrap_or_default();
+        let messages: HashMap<String, &prost_types::DescriptorProto> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.message_type
+                    .iter()
+                    .map(move |m| (format!(".{}.{}", f.package(), m.name()), m))
+            })
+            .collect();
+        let mut out = HashSet::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let Some(input) = messages.get(method.input_type()) else {
+                        continue;
+                    };
+                    for f in &input.field {
+                        if f.label() == Label::Repeated && f.r#type() != Type::Message {
+                            out.insert((
+                                format!("{}.{}", file.package(), service.name()),
+                                method.name().to_owned(),
+                                f.name().to_owned(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    });
+    REPEATED.contains(&(
+        rpc.service().to_owned(),
+        rpc.method().to_owned(),
+        field.to_owned(),
+    ))
+}
+
 fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
     ork_proto::decode::message(Value::Object(fields)).map_err(|e| match &e.field {
         Some(f) => ApiError::invalid(Some(f), e.to_string()),
@@ -461,6 +507,16 @@ impl Gateway {
             for (name, value) in query {
                 if route.rpc == Rpc::GetTaskLogs && name == FOLLOW_PARAM {
                     follow = parse_follow(&value)?;
+                    continue;
+                }
+                if repeated_field(route.rpc, &name) {
+                    // `?status=failed&status=cancelled`: each one an item.
+                    if let Value::Array(items) = fields
+                        .entry(name)
+                        .or_insert_with(|| Value::Array(Vec::new()))
+                    {
+                        items.push(Value::String(value));
+                    }
                     continue;
                 }
                 if fields.contains_key(&name) {

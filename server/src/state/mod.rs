@@ -9,6 +9,7 @@ mod advance;
 pub mod postgres;
 mod records;
 mod rows;
+pub mod run_history;
 pub mod sqlite;
 pub mod tokens;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use records::*;
+pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,7 @@ pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
 /// The state store port. One conformance suite (`tests/state_conformance.rs`)
 /// runs against every implementation.
 #[async_trait]
-pub trait StateStore: Send + Sync + 'static {
+pub trait StateStore: RunHistory + Send + Sync + 'static {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);

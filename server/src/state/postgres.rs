@@ -64,6 +64,11 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// The pool, for the role modules beside this one.
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Connects to and migrates the database at `url`
     /// (`postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...`), waiting up
     /// to 30 s for the server to accept connections.
@@ -791,7 +796,7 @@ impl PostgresStore {
         };
         sqlx::query(
             "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at, \
-             owner, lease_expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             owner, lease_expires, labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&run_id)
         .bind(&new.workflow)
@@ -803,8 +808,10 @@ impl PostgresStore {
         .bind((!waits).then(|| ms(now)))
         .bind(&new.owner)
         .bind(ms(now) + self.lease_ms())
+        .bind(run_history::labels_json(&new.labels))
         .execute(&mut *tx)
         .await?;
+        run_history::postgres::insert_labels(tx, &run_id, &new.labels, now).await?;
         let rows: Vec<NewTaskRunRow<'_>> = version
             .definition
             .tasks
@@ -865,6 +872,7 @@ impl PostgresStore {
             input: serde_json::json!({ "scheduled_for": fire_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
             triggered_by: TriggerType::Schedule,
             owner: owner.to_owned(),
+            labels: Default::default(),
         };
         let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
         sqlx::query("UPDATE schedule_fires SET run_id = $1 WHERE workflow = $2 AND fire_time = $3")

@@ -49,6 +49,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The read pool, for the role modules beside this one.
+    pub(super) fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+
     /// Opens (creating when missing) and migrates the database at `url`.
     pub async fn open(url: &str, limits: Limits) -> Result<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -167,7 +172,7 @@ impl SqliteStore {
         };
         sqlx::query(
             "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, started_at, \
-             owner, lease_expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             owner, lease_expires, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(&run_id)
         .bind(&new.workflow)
@@ -179,8 +184,10 @@ impl SqliteStore {
         .bind((!waits).then(|| ms(now)))
         .bind(&new.owner)
         .bind(ms(now) + self.lease_ms())
+        .bind(run_history::labels_json(&new.labels))
         .execute(&mut *tx)
         .await?;
+        run_history::sqlite::insert_labels(tx, &run_id, &new.labels, now).await?;
         let rows: Vec<NewTaskRunRow<'_>> = version
             .definition
             .tasks
@@ -811,6 +818,7 @@ impl StateStore for SqliteStore {
             input: serde_json::json!({ "scheduled_for": fire_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
             triggered_by: TriggerType::Schedule,
             owner: owner.to_owned(),
+            labels: Default::default(),
         };
         let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
         sqlx::query("UPDATE schedule_fires SET run_id = ?1 WHERE workflow = ?2 AND fire_time = ?3")

@@ -1,0 +1,360 @@
+//! Run history: the filtered, keyset-paged query behind `ListRuns`, and the
+//! labels a run carries for it.
+//!
+//! Runs are ordered newest first by `(created_at, id)`, a key that never
+//! changes once a run exists, so a page token (the key of the last run
+//! shown) continues exactly after that run however many runs were created
+//! since: new ones sort before it, and nothing is skipped or shown twice.
+//! The SQL is built once for both backends by sqlx's `QueryBuilder`, and
+//! every filter has an index ending in `(created_at, id)` (migration 0050),
+//! so a deep page costs what the first page costs.
+//!
+//! The total is a `COUNT(*)` over the same filters, made only when the
+//! caller asks for it (the CLI asks on the first page): it walks the
+//! narrowest matching index, not the rows.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use ork_domain::model::{RunStatus, TriggerType};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::rows::{ms, run_record};
+use super::{Error, Result, RunRecord};
+
+/// Largest page a caller gets, whatever it asks for.
+pub const MAX_PAGE: u32 = 1000;
+/// Page size when the caller gives none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// What to list: every set field narrows the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunQuery {
+    pub workflow: Option<String>,
+    /// Any of these statuses (none: any status).
+    pub statuses: Vec<RunStatus>,
+    /// Any of these triggers (none: any trigger).
+    pub triggers: Vec<TriggerType>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created strictly before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Finished at or after (unfinished runs never match).
+    pub finished_after: Option<DateTime<Utc>>,
+    /// Finished strictly before (unfinished runs never match).
+    pub finished_before: Option<DateTime<Utc>>,
+    /// Every one of these `key = value` labels.
+    pub labels: Vec<(String, String)>,
+    /// Continue after this run (from a page token).
+    pub after: Option<PageKey>,
+    /// Page size; 0 means [`DEFAULT_PAGE`], capped at [`MAX_PAGE`].
+    pub limit: u32,
+    /// Also count every matching run.
+    pub include_total: bool,
+}
+
+/// One page of runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunRecord>,
+    /// The key to continue after, when more runs match.
+    pub next: Option<PageKey>,
+    /// Every run matching the filters, when asked for.
+    pub total: Option<u64>,
+}
+
+/// A position in run history: the sort key of the last run of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageKey {
+    pub created_at_ms: i64,
+    pub id: String,
+}
+
+const TOKEN_VERSION: &str = "r1";
+
+impl PageKey {
+    /// The opaque token clients pass back (`page_token`).
+    pub fn to_token(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "{TOKEN_VERSION}:{}:{}",
+            self.created_at_ms, self.id
+        ))
+    }
+
+    /// Reads a token [`to_token`](Self::to_token) made; anything else is a
+    /// clear error (a token is not meant to be built by hand).
+    pub fn from_token(token: &str) -> Result<PageKey> {
+        let bad = || {
+            Error::InvalidArgument(
+                "field `page_token`: not a token this server issued; pass back the `next_page_token` of the previous page unchanged, or leave it empty for the first page".into(),
+            )
+        };
+        if token.len() > 200 {
+            return Err(bad());
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, ':');
+        let (Some(TOKEN_VERSION), Some(time), Some(id)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let created_at_ms: i64 = time.parse().map_err(|_| bad())?;
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if created_at_ms < 0 || !id_ok {
+            return Err(bad());
+        }
+        Ok(PageKey {
+            created_at_ms,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// The run-history role of the state store.
+#[async_trait]
+pub trait RunHistory: Send + Sync {
+    /// One page of the runs `query` selects, newest first.
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage>;
+}
+
+/// The `labels` column's text.
+pub(crate) fn labels_json(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn page_size(query: &RunQuery) -> u32 {
+    match query.limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// Appends the filters of `query` (and, with `keyset`, the page position)
+/// as a WHERE clause.
+fn push_filters<'a, DB>(sql: &mut QueryBuilder<'a, DB>, query: &RunQuery, keyset: bool)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    sql.push(" WHERE TRUE");
+    if let Some(workflow) = &query.workflow {
+        sql.push(" AND workflow = ").push_bind(workflow.clone());
+    }
+    if !query.statuses.is_empty() {
+        sql.push(" AND status IN (");
+        let mut list = sql.separated(", ");
+        for status in &query.statuses {
+            list.push_bind(status.as_str().to_owned());
+        }
+        sql.push(")");
+    }
+    if !query.triggers.is_empty() {
+        sql.push(" AND triggered_by IN (");
+        let mut list = sql.separated(", ");
+        for trigger in &query.triggers {
+            list.push_bind(trigger.as_str().to_owned());
+        }
+        sql.push(")");
+    }
+    let ranges = [
+        ("created_at >= ", query.created_after),
+        ("created_at < ", query.created_before),
+        ("finished_at >= ", query.finished_after),
+        ("finished_at < ", query.finished_before),
+    ];
+    for (test, time) in ranges {
+        if let Some(time) = time {
+            sql.push(" AND ").push(test).push_bind(ms(time));
+        }
+    }
+    for (key, value) in &query.labels {
+        sql.push(" AND id IN (SELECT run_id FROM run_labels WHERE key = ")
+            .push_bind(key.clone())
+            .push(" AND value = ")
+            .push_bind(value.clone())
+            .push(")");
+    }
+    if let (true, Some(after)) = (keyset, &query.after) {
+        sql.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at_ms)
+            .push(", ")
+            .push_bind(after.id.clone())
+            .push(")");
+    }
+}
+
+/// The page query: one row more than the page, to know whether another follows.
+fn page_sql<'a, DB>(query: &RunQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("SELECT * FROM runs");
+    push_filters(&mut sql, query, true);
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(page_size(query)) + 1);
+    sql
+}
+
+fn count_sql<'a, DB>(query: &RunQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new("SELECT COUNT(*) FROM runs");
+    push_filters(&mut sql, query, false);
+    sql
+}
+
+/// Cuts the extra row off and turns it into the next page's key.
+fn into_page(mut runs: Vec<RunRecord>, query: &RunQuery, total: Option<i64>) -> RunPage {
+    let size = page_size(query) as usize;
+    let next = (runs.len() > size).then(|| {
+        runs.truncate(size);
+        let last = runs.last().expect("a full page has a last run");
+        PageKey {
+            created_at_ms: ms(last.created_at),
+            id: last.id.clone(),
+        }
+    });
+    RunPage {
+        runs,
+        next,
+        total: total.map(|t| u64::try_from(t).unwrap_or(0)),
+    }
+}
+
+pub(crate) mod sqlite {
+    use sqlx::{Sqlite, SqliteConnection};
+
+    use super::*;
+    use crate::state::sqlite::SqliteStore;
+
+    /// Writes a new run's labels, in the run's transaction.
+    pub(crate) async fn insert_labels(
+        tx: &mut SqliteConnection,
+        run_id: &str,
+        labels: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for (key, value) in labels {
+            sqlx::query(
+                "INSERT INTO run_labels (run_id, key, value, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(run_id)
+            .bind(key)
+            .bind(value)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    #[async_trait]
+    impl RunHistory for SqliteStore {
+        async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+            let pool = self.read_pool();
+            let rows = page_sql::<Sqlite>(query).build().fetch_all(pool).await?;
+            let runs = rows.iter().map(run_record).collect::<Result<Vec<_>>>()?;
+            let total = match query.include_total {
+                true => Some(
+                    count_sql::<Sqlite>(query)
+                        .build_query_scalar::<i64>()
+                        .fetch_one(pool)
+                        .await?,
+                ),
+                false => None,
+            };
+            Ok(into_page(runs, query, total))
+        }
+    }
+}
+
+pub(crate) mod postgres {
+    use sqlx::{PgConnection, Postgres};
+
+    use super::*;
+    use crate::state::postgres::PostgresStore;
+
+    /// Writes a new run's labels, in the run's transaction.
+    pub(crate) async fn insert_labels(
+        tx: &mut PgConnection,
+        run_id: &str,
+        labels: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let (keys, values): (Vec<&String>, Vec<&String>) = labels.iter().unzip();
+        sqlx::query(
+            "INSERT INTO run_labels (run_id, key, value, created_at) \
+             SELECT $1, k, v, $4 FROM UNNEST($2::text[], $3::text[]) AS l(k, v)",
+        )
+        .bind(run_id)
+        .bind(keys)
+        .bind(values)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    #[async_trait]
+    impl RunHistory for PostgresStore {
+        async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+            let pool = self.pool();
+            let rows = page_sql::<Postgres>(query).build().fetch_all(pool).await?;
+            let runs = rows.iter().map(run_record).collect::<Result<Vec<_>>>()?;
+            let total = match query.include_total {
+                true => Some(
+                    count_sql::<Postgres>(query)
+                        .build_query_scalar::<i64>()
+                        .fetch_one(pool)
+                        .await?,
+                ),
+                false => None,
+            };
+            Ok(into_page(runs, query, total))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_junk_is_refused() {
+        let key = PageKey {
+            created_at_ms: 1_780_000_000_123,
+            id: "0190b0a4-7c1e-7d2b-9a51-4c0e9f1f2a3b".into(),
+        };
+        assert_eq!(PageKey::from_token(&key.to_token()).unwrap(), key);
+        for junk in [
+            "",
+            "x",
+            "!!!",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r1:abc:id"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r0:1:id"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r1:1:"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r1:-5:id"),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r1:5:a'b"),
+        ] {
+            let e = PageKey::from_token(junk).unwrap_err().to_string();
+            assert!(e.contains("page_token"), "{junk}: {e}");
+        }
+    }
+}
