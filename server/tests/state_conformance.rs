@@ -1758,3 +1758,103 @@ conformance!(
     run_history_filters_and_pages_case,
     run_history_filters_and_pages
 );
+
+async fn request_ids_start_one_run(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, "name: once\ntasks:\n  - name: x\n    file: x.sh\n").await;
+    let other = deploy(
+        &store,
+        "name: once-b\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    let new = |workflow: &str| NewRun {
+        workflow: workflow.to_owned(),
+        input: json!({}),
+        triggered_by: TriggerType::Manual,
+        owner: OWNER.into(),
+        labels: Default::default(),
+    };
+    // Eight concurrent starts with one id: one run, and all see it.
+    let mut starts = Vec::new();
+    for _ in 0..8 {
+        let (store, new) = (store.clone(), new(&wf));
+        starts.push(tokio::spawn(async move {
+            store
+                .create_run_once(new, "req-1", t(10))
+                .await
+                .expect("start")
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for s in starts {
+        let (run, new) = s.await.expect("task");
+        ids.insert(run.id);
+        created += usize::from(new);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    let first = ids.into_iter().next().expect("one");
+    let all = store
+        .query_runs(&RunQuery {
+            workflow: Some(wf.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.runs.len(), 1);
+
+    // The same id for another workflow is another request.
+    let (b, created) = store
+        .create_run_once(new(&other), "req-1", t(11))
+        .await
+        .expect("b");
+    assert!(created && b.id != first);
+    // After the retention window the id starts a new run.
+    let later = t(10) + state::run_requests::RETENTION + chrono::TimeDelta::seconds(1);
+    let (again, created) = store
+        .create_run_once(new(&wf), "req-1", later)
+        .await
+        .expect("again");
+    assert!(created && again.id != first);
+    // A bad id is refused, naming the field; a failed start records nothing.
+    let err = store
+        .create_run_once(new(&wf), "has space", t(12))
+        .await
+        .expect_err("bad");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("request_id")),
+        "{err}"
+    );
+    let typed = deploy(
+        &store,
+        "name: once-typed\ninputs:\n  n: {type: integer}\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    let err = store
+        .create_run_once(
+            NewRun {
+                input: json!({"n": "five"}),
+                ..new(&typed)
+            },
+            "req-2",
+            t(12),
+        )
+        .await
+        .expect_err("bad input");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("input.n")),
+        "{err}"
+    );
+    let (_, created) = store
+        .create_run_once(
+            NewRun {
+                input: json!({"n": 5}),
+                ..new(&typed)
+            },
+            "req-2",
+            t(13),
+        )
+        .await
+        .expect("retry");
+    assert!(created, "the failed start recorded its id");
+}
+conformance!(request_ids_start_one_run_case, request_ids_start_one_run);

@@ -1,6 +1,6 @@
 //! Run history against a real server on SQLite and (under
 //! `scripts/postgres.sh`) PostgreSQL: filters, labels and keyset paging over
-//! gRPC, REST and the CLI.
+//! gRPC, REST and the CLI, and idempotent starts (`request_id`).
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -331,11 +331,53 @@ async fn rest_and_cli(server: &TestServer) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
 
+/// The same `request_id` sent twice at once (gRPC, then REST) yields one run.
+async fn request_id_starts_once(server: &TestServer) {
+    let c = server.clients().await;
+    let start = |mut c: Clients| async move {
+        c.runs
+            .start_run(v1::StartRunRequest {
+                workflow: "waits".into(),
+                request_id: "deploy-2026-11-29".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("start")
+            .into_inner()
+            .run
+            .expect("run")
+            .id
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(start(c.clone())),
+        tokio::spawn(start(c.clone()))
+    );
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert_eq!(a, b);
+    let http = reqwest::Client::new();
+    let rest = |body: Value| {
+        let http = http.clone();
+        let url = format!("{}/workflows/waits/runs", server.url());
+        async move {
+            let response = http.post(url).json(&body).send().await.expect("POST");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = rest(json!({"request_id": "deploy-2026-11-29"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["run"]["id"], a.as_str());
+    let (status, body) = rest(json!({"request_id": "two words"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("request_id"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_history_on_sqlite() {
     let server = server_on(None).await;
     paging_visits_each_run_once_while_runs_are_created(&server).await;
     rest_and_cli(&server).await;
+    request_id_starts_once(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,5 +386,6 @@ async fn run_history_on_postgres() {
     let server = server_on(Some(&db)).await;
     paging_visits_each_run_once_while_runs_are_created(&server).await;
     rest_and_cli(&server).await;
+    request_id_starts_once(&server).await;
     server.stop().await;
 }

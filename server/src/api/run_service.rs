@@ -220,20 +220,22 @@ impl RunService for RunApi {
         ork_domain::labels::check(&labels)
             .map_err(|e| status(ErrorKind::InvalidArgument, format!("field `labels`: {e}")))?;
         let workflow = req.workflow;
-        let record = self
-            .ctx
-            .state
-            .create_run(
-                NewRun {
-                    workflow: workflow.clone(),
-                    input,
-                    triggered_by: TriggerType::Manual,
-                    owner: self.ctx.owner.clone(),
-                    labels,
-                },
-                Utc::now(),
-            )
-            .await;
+        let new = NewRun {
+            workflow: workflow.clone(),
+            input,
+            triggered_by: TriggerType::Manual,
+            owner: self.ctx.owner.clone(),
+            labels,
+        };
+        let record = match req.request_id.as_str() {
+            "" => self.ctx.state.create_run(new, Utc::now()).await,
+            id => self
+                .ctx
+                .state
+                .create_run_once(new, id, Utc::now())
+                .await
+                .map(|(record, _)| record),
+        };
         let record = match record {
             Ok(record) => record,
             Err(crate::state::Error::NotFound { .. }) => {

@@ -10,6 +10,7 @@ pub mod postgres;
 mod records;
 mod rows;
 pub mod run_history;
+pub mod run_requests;
 pub mod sqlite;
 pub mod tokens;
 
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 pub use records::*;
 pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
+pub use run_requests::RunRequests;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,7 @@ pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
 /// The state store port. One conformance suite (`tests/state_conformance.rs`)
 /// runs against every implementation.
 #[async_trait]
-pub trait StateStore: RunHistory + Send + Sync + 'static {
+pub trait StateStore: RunHistory + RunRequests + Send + Sync + 'static {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);

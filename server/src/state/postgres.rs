@@ -282,7 +282,7 @@ fn is_conflict(e: &Error) -> bool {
 }
 
 /// Runs `op` again while it loses to a deadlock, a few times at most.
-async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
+pub(super) async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -753,7 +753,7 @@ impl PostgresStore {
         Ok(created)
     }
 
-    async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
+    pub(super) async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
         let record = self
             .get_workflow(workflow)
             .await?
@@ -764,7 +764,7 @@ impl PostgresStore {
     }
 
     /// Inserts a run and its task runs, readying its roots, inside `tx`.
-    async fn insert_run(
+    pub(super) async fn insert_run(
         &self,
         tx: &mut PgConnection,
         new: &NewRun,

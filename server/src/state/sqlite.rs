@@ -54,6 +54,11 @@ impl SqliteStore {
         &self.read
     }
 
+    /// The write pool, for the role modules beside this one.
+    pub(super) fn write_pool(&self) -> &SqlitePool {
+        &self.write
+    }
+
     /// Opens (creating when missing) and migrates the database at `url`.
     pub async fn open(url: &str, limits: Limits) -> Result<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -134,7 +139,7 @@ impl SqliteStore {
         i64::try_from(self.limits.lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
-    async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
+    pub(super) async fn current_version(&self, workflow: &str) -> Result<Arc<CompiledVersion>> {
         let record = self
             .get_workflow(workflow)
             .await?
@@ -145,7 +150,7 @@ impl SqliteStore {
     }
 
     /// Inserts a run and its task runs, readying its roots, inside `tx`.
-    async fn insert_run(
+    pub(super) async fn insert_run(
         &self,
         tx: &mut SqliteConnection,
         new: &NewRun,

@@ -1,5 +1,5 @@
 //! `ork run start WORKFLOW [--input key=value]... [--input-file F]
-//! [--label key=value]... [--wait]`.
+//! [--label key=value]... [--request-id ID] [--wait]`.
 //!
 //! The server applies the workflow's declared input defaults and checks the
 //! input against its `inputs:`, so a workflow whose inputs all have defaults
@@ -32,6 +32,10 @@ pub struct StartArgs {
     /// `ork run list --label key=value`; repeat for several.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Start at most once per id: repeating the command with the same id
+    /// (say, after a timeout) within 24 hours prints the first run.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
     /// Follow the run until it ends, showing its progress on stderr, then
     /// print it and exit 1 unless it succeeded.
     #[arg(long)]
@@ -58,6 +62,7 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
             workflow: args.workflow,
             input: Some(ork_proto::json::to_proto(&Value::Object(input))),
             labels,
+            request_id: args.request_id.unwrap_or_default(),
         })
         .await?
         .into_inner()
