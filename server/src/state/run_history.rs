@@ -145,12 +145,25 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
+    // With a label filter the first label drives: its index is walked in
+    // (created_at, run_id) order, the same order as the runs'.
+    let (driver, rest) = match query.labels.split_first() {
+        Some((first, rest)) => (Some(first), rest),
+        None => (None, &query.labels[..]),
+    };
     sql.push(" WHERE TRUE");
+    if let Some((key, value)) = driver {
+        sql.push(" AND l.key = ")
+            .push_bind(key.clone())
+            .push(" AND l.value = ")
+            .push_bind(value.clone());
+    }
     if let Some(workflow) = &query.workflow {
-        sql.push(" AND workflow = ").push_bind(workflow.clone());
+        sql.push(" AND runs.workflow = ")
+            .push_bind(workflow.clone());
     }
     if !query.statuses.is_empty() {
-        sql.push(" AND status IN (");
+        sql.push(" AND runs.status IN (");
         let mut list = sql.separated(", ");
         for status in &query.statuses {
             list.push_bind(status.as_str().to_owned());
@@ -158,7 +171,7 @@ where
         sql.push(")");
     }
     if !query.triggers.is_empty() {
-        sql.push(" AND triggered_by IN (");
+        sql.push(" AND runs.triggered_by IN (");
         let mut list = sql.separated(", ");
         for trigger in &query.triggers {
             list.push_bind(trigger.as_str().to_owned());
@@ -166,29 +179,40 @@ where
         sql.push(")");
     }
     let ranges = [
-        ("created_at >= ", query.created_after),
-        ("created_at < ", query.created_before),
-        ("finished_at >= ", query.finished_after),
-        ("finished_at < ", query.finished_before),
+        ("runs.created_at >= ", query.created_after),
+        ("runs.created_at < ", query.created_before),
+        ("runs.finished_at >= ", query.finished_after),
+        ("runs.finished_at < ", query.finished_before),
     ];
     for (test, time) in ranges {
         if let Some(time) = time {
             sql.push(" AND ").push(test).push_bind(ms(time));
         }
     }
-    for (key, value) in &query.labels {
-        sql.push(" AND id IN (SELECT run_id FROM run_labels WHERE key = ")
+    for (key, value) in rest {
+        sql.push(" AND runs.id IN (SELECT run_id FROM run_labels WHERE key = ")
             .push_bind(key.clone())
             .push(" AND value = ")
             .push_bind(value.clone())
             .push(")");
     }
     if let (true, Some(after)) = (keyset, &query.after) {
-        sql.push(" AND (created_at, id) < (")
-            .push_bind(after.created_at_ms)
-            .push(", ")
-            .push_bind(after.id.clone())
-            .push(")");
+        sql.push(match driver {
+            Some(_) => " AND (l.created_at, l.run_id) < (",
+            None => " AND (runs.created_at, runs.id) < (",
+        })
+        .push_bind(after.created_at_ms)
+        .push(", ")
+        .push_bind(after.id.clone())
+        .push(")");
+    }
+}
+
+/// `SELECT what FROM` the runs, joined to the first label filter's rows.
+fn from(query: &RunQuery, what: &str) -> String {
+    match query.labels.is_empty() {
+        true => format!("SELECT {what} FROM runs"),
+        false => format!("SELECT {what} FROM run_labels l JOIN runs ON runs.id = l.run_id"),
     }
 }
 
@@ -199,10 +223,13 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut sql = QueryBuilder::new("SELECT * FROM runs");
+    let mut sql = QueryBuilder::new(from(query, "runs.*"));
     push_filters(&mut sql, query, true);
-    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(i64::from(page_size(query)) + 1);
+    sql.push(match query.labels.is_empty() {
+        true => " ORDER BY runs.created_at DESC, runs.id DESC LIMIT ",
+        false => " ORDER BY l.created_at DESC, l.run_id DESC LIMIT ",
+    })
+    .push_bind(i64::from(page_size(query)) + 1);
     sql
 }
 
@@ -212,7 +239,7 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut sql = QueryBuilder::new("SELECT COUNT(*) FROM runs");
+    let mut sql = QueryBuilder::new(from(query, "COUNT(*)"));
     push_filters(&mut sql, query, false);
     sql
 }
