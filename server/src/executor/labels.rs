@@ -2,7 +2,10 @@
 //! and the names derived from an attempt: written once so that the Docker
 //! and Kubernetes executors find each other's conventions the same, and so
 //! that a restarted server recognises what an earlier one started.
-#![cfg_attr(not(any(feature = "docker", feature = "kubernetes")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "docker", feature = "kubernetes", feature = "fargate")),
+    allow(dead_code)
+)]
 
 use std::collections::BTreeMap;
 

@@ -8,12 +8,15 @@
 
 #[cfg(feature = "docker")]
 mod docker;
+#[cfg(feature = "fargate")]
+mod fargate;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod labels;
 pub mod pool;
 pub mod spec;
 mod subprocess;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,8 @@ use crate::state::{FailureKind, Fence};
 
 #[cfg(feature = "docker")]
 pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
+#[cfg(feature = "fargate")]
+pub use fargate::{FargateExecutor, FargateOptions};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
 pub use pool::{PoolExecutor, WorkerPool};
