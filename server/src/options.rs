@@ -194,6 +194,47 @@ pub struct ContainerOptions {
     /// Run pods on the node's network (to reach a server on the node's
     /// loopback, as in a one-machine cluster).
     pub kube_host_network: bool,
+    /// Where `fargate` tasks run.
+    pub fargate: FargateConfig,
+}
+
+/// Where `executor: fargate` tasks run (`--fargate-*`). Credentials come
+/// from AWS's usual chain (environment, profile, web identity, container
+/// or instance role); the region from `region`, else `AWS_REGION` or the
+/// profile.
+#[derive(Debug, Clone, Default)]
+pub struct FargateConfig {
+    /// The ECS cluster; `None` leaves the executor unconfigured.
+    pub cluster: Option<String>,
+    /// VPC subnets of the tasks (at least one).
+    pub subnets: Vec<String>,
+    /// Security groups of the tasks; none means the VPC's default group.
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    pub region: Option<String>,
+    /// The ECS API's URL (a VPC endpoint, an emulator); `None` is AWS's,
+    /// or `AWS_ENDPOINT_URL_ECS`.
+    pub endpoint_url: Option<String>,
+    pub execution_role_arn: Option<String>,
+    pub task_role_arn: Option<String>,
+}
+
+impl FargateConfig {
+    /// What is missing for `fargate` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        match (&self.cluster, self.subnets.is_empty()) {
+            (None, _) => Some(
+                "start the server with --fargate-cluster NAME and --fargate-subnets ID[,ID...] \
+                 (AWS credentials and region come from the usual AWS environment)"
+                    .to_owned(),
+            ),
+            (Some(_), true) => Some(
+                "start the server with --fargate-subnets ID[,ID...]: the VPC subnets of the tasks"
+                    .to_owned(),
+            ),
+            (Some(_), false) => None,
+        }
+    }
 }
 
 /// The default `--worker-image`.
@@ -211,6 +252,7 @@ impl Default for ContainerOptions {
             kube_service_account: None,
             worker_image: DEFAULT_WORKER_IMAGE.to_owned(),
             kube_host_network: false,
+            fargate: FargateConfig::default(),
         }
     }
 }

@@ -385,6 +385,7 @@ impl Server {
                     server_id: self.options.scheduler_id.clone(),
                     kill_grace: Duration::from_secs(15),
                     extra_env: server_name
+                        .clone()
                         .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name))
                         .into_iter()
                         .collect(),
@@ -392,8 +393,44 @@ impl Server {
                 events.clone(),
             )),
         );
-        #[cfg(not(any(feature = "docker", feature = "kubernetes")))]
-        let _ = (executors, server_url, events, containers, server_name);
+        #[cfg(feature = "fargate")]
+        match containers.fargate.missing() {
+            Some(fix) => executors.register_unavailable(ork_domain::FARGATE_EXECUTOR, fix),
+            None => {
+                let fargate = &containers.fargate;
+                executors.register(
+                    ork_domain::FARGATE_EXECUTOR,
+                    Arc::new(executor::FargateExecutor::new(
+                        executor::FargateOptions {
+                            cluster: fargate.cluster.clone().unwrap_or_default(),
+                            subnets: fargate.subnets.clone(),
+                            security_groups: fargate.security_groups.clone(),
+                            assign_public_ip: fargate.assign_public_ip,
+                            region: fargate.region.clone(),
+                            endpoint_url: fargate.endpoint_url.clone(),
+                            execution_role_arn: fargate.execution_role_arn.clone(),
+                            task_role_arn: fargate.task_role_arn.clone(),
+                            worker_image: containers.worker_image.clone(),
+                            server_url: server_url.to_owned(),
+                            server_id: self.options.scheduler_id.clone(),
+                            kill_grace: Duration::from_secs(15),
+                            extra_env: server_name
+                                .iter()
+                                .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name.clone()))
+                                .collect(),
+                        },
+                        events.clone(),
+                    )),
+                );
+            }
+        }
+        #[cfg(not(feature = "fargate"))]
+        executors.register_unavailable(
+            ork_domain::FARGATE_EXECUTOR,
+            "this ork was built without the `fargate` feature".to_owned(),
+        );
+        #[cfg(not(any(feature = "docker", feature = "kubernetes", feature = "fargate")))]
+        let _ = (server_url, events, containers, server_name);
     }
 }
 

@@ -155,11 +155,26 @@ pub trait Executor: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Executors {
     by_name: HashMap<String, Arc<dyn Executor>>,
+    /// Executors this server knows but cannot run, with the fix (server
+    /// options to pass, a feature to build with).
+    unavailable: HashMap<String, String>,
 }
 
 impl Executors {
     pub fn register(&mut self, name: &str, executor: Arc<dyn Executor>) {
+        self.unavailable.remove(name);
         self.by_name.insert(name.to_owned(), executor);
+    }
+
+    /// Marks `name` as known but not runnable here: deploying a workflow
+    /// that uses it fails, saying `fix`.
+    pub fn register_unavailable(&mut self, name: &str, fix: String) {
+        self.unavailable.insert(name.to_owned(), fix);
+    }
+
+    /// Why this server cannot run `name` tasks, if it cannot.
+    pub fn why_unavailable(&self, name: &str) -> Option<&str> {
+        self.unavailable.get(name).map(String::as_str)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
