@@ -301,7 +301,12 @@ pub struct FargateArgs {
     #[arg(long, env = "ORK_FARGATE_CLUSTER", value_name = "NAME")]
     fargate_cluster: Option<String>,
     /// VPC subnets of the tasks, comma-separated.
-    #[arg(long, env = "ORK_FARGATE_SUBNETS", value_name = "ID,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ORK_FARGATE_SUBNETS",
+        value_name = "ID,...",
+        value_delimiter = ','
+    )]
     fargate_subnets: Vec<String>,
     /// Security groups of the tasks, comma-separated (default: the VPC's).
     #[arg(

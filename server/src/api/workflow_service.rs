@@ -109,10 +109,7 @@ impl WorkflowService for WorkflowApi {
             })
             .collect();
         if !unrunnable.is_empty() {
-            return Err(status(
-                ErrorKind::InvalidArgument,
-                unrunnable.join("\n"),
-            ));
+            return Err(status(ErrorKind::InvalidArgument, unrunnable.join("\n")));
         }
         let refused = self.ctx.secrets.allow_env().refusals(&definition);
         if !refused.is_empty() {

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::error::DisplayErrorContext;
+use aws_sdk_ecs::config::http::HttpResponse;
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
     ContainerDependency, ContainerOverride, DesiredStatus, KeyValuePair, LaunchType, MountPoint,
@@ -51,6 +52,12 @@ const VOLUME: &str = "ork";
 const TASK_CONTAINER: &str = "task";
 /// The container that installs `ork-worker` into the volume.
 const INSTALL_CONTAINER: &str = "ork-worker";
+/// The shape of the task definitions this code registers, part of their
+/// family's hash: a change to [`FargateExecutor::register`] bumps it, so
+/// that servers never reuse a definition of another shape.
+const DEFINITION_LAYOUT: u32 = 1;
+/// The installer container's hard memory limit, in MiB.
+const INSTALL_MEMORY_MIB: u64 = 64;
 /// How often the monitor describes the watched tasks. DescribeTasks is
 /// throttled per account (20 per second sustained), and one call covers 100
 /// tasks.
@@ -190,6 +197,10 @@ impl FargateExecutor {
             .build()
             .map_err(|e| Error::Rejected(e.to_string()))?;
         let stop_timeout = self.options.kill_grace.as_secs().min(MAX_STOP_TIMEOUT_SECS);
+        // The task's memory, split: the installer gets a small hard limit
+        // (it copies one file), the task container reserves the rest and
+        // may use all of the task's.
+        let task_reservation = size.memory_mib.saturating_sub(INSTALL_MEMORY_MIB);
         // The task container first: it is the one that matters, and tools
         // that show one container show the first.
         let task = ContainerDefinition::builder()
@@ -203,11 +214,13 @@ impl FargateExecutor {
             .mount_points(mount.clone())
             .depends_on(installed)
             .stop_timeout(i32::try_from(stop_timeout).unwrap_or(30))
+            .memory_reservation(i32::try_from(task_reservation).unwrap_or(i32::MAX))
             .build();
         let install = ContainerDefinition::builder()
             .name(INSTALL_CONTAINER)
             .image(&self.options.worker_image)
             .essential(false)
+            .memory(i32::try_from(INSTALL_MEMORY_MIB).unwrap_or(64))
             .set_command(Some(vec![
                 "/ork-worker".to_owned(),
                 "install".to_owned(),
@@ -231,10 +244,15 @@ impl FargateExecutor {
             .send()
             .await
             .map_err(|e| {
-                Error::Unavailable(format!(
+                let text = format!(
                     "cannot register the task definition {family}: {}",
-                    DisplayErrorContext(&e)
-                ))
+                    explain(&e)
+                );
+                if is_refusal(&e) {
+                    Error::Rejected(text)
+                } else {
+                    Error::Unavailable(text)
+                }
             })?;
         out.task_definition
             .and_then(|d| d.task_definition_arn)
@@ -278,9 +296,9 @@ impl FargateExecutor {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                let text = DisplayErrorContext(&e).to_string();
+                let text = explain(&e);
                 // Already stopped and gone: nothing left to stop.
-                if text.contains("not found") || text.contains("InvalidParameterException") {
+                if is_refusal(&e) && text.contains("not found") {
                     Ok(())
                 } else {
                     Err(Error::Unavailable(format!(
@@ -292,8 +310,45 @@ impl FargateExecutor {
     }
 }
 
-fn unavailable(what: &str, e: &impl std::error::Error) -> Error {
-    Error::Unavailable(format!("cannot {what} in ECS: {}", DisplayErrorContext(e)))
+fn unavailable<E>(what: &str, e: &SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Error::Unavailable(format!("cannot {what} in ECS: {}", explain(e)))
+}
+
+/// An ECS error in a line: its code and message, else the HTTP status, else
+/// the SDK's account (a connection error, a timeout).
+fn explain<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        (None, _) => match e {
+            SdkError::ServiceError(service) => {
+                format!("HTTP {} from the ECS API", service.raw().status().as_u16())
+            }
+            other => DisplayErrorContext(other).to_string(),
+        },
+    }
+}
+
+/// Errors that retrying the same request will not fix: a wrong cluster,
+/// subnet, role or image reference, or missing permissions.
+fn is_refusal<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            "InvalidParameterException"
+                | "ClientException"
+                | "ClusterNotFoundException"
+                | "AccessDeniedException"
+                | "PlatformUnknownException"
+                | "UnsupportedFeatureException"
+        )
+    )
 }
 
 /// A Fargate task size: CPU units (1024 per vCPU) and memory in MiB.
@@ -352,6 +407,7 @@ fn size(spec: &ContainerSpec) -> Result<Size, String> {
 /// roles give the same family on every server.
 fn family(options: &FargateOptions, spec: &ContainerSpec, size: Size) -> String {
     let content = serde_json::json!({
+        "layout": DEFINITION_LAYOUT,
         "image": spec.image,
         "worker_image": options.worker_image,
         "cpu": size.cpu,
@@ -552,7 +608,7 @@ async fn monitor(client: Client, cluster: String, watchlist: Arc<Watchlist>) {
             {
                 Ok(out) => out,
                 Err(e) => {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot describe ork's ECS tasks");
+                    tracing::warn!(error = %explain(&e), "cannot describe ork's ECS tasks");
                     continue;
                 }
             };
@@ -647,13 +703,12 @@ impl Executor for FargateExecutor {
             .send()
             .await
             .map_err(|e| {
-                let text = DisplayErrorContext(&e).to_string();
                 // The request itself is wrong (a subnet, a role): say so and
                 // do not retry.
-                if text.contains("InvalidParameterException") || text.contains("AccessDenied") {
-                    Error::Rejected(format!("ECS refused the task: {text}"))
+                if is_refusal(&e) {
+                    Error::Rejected(format!("ECS refused the task: {}", explain(&e)))
                 } else {
-                    Error::Unavailable(format!("cannot run the task in ECS: {text}"))
+                    unavailable("run the task", &e)
                 }
             })?;
         if let Some(failure) = out.failures().first() {
