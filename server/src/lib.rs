@@ -14,6 +14,7 @@ mod server;
 pub mod state;
 pub mod tls;
 pub mod ui;
+pub mod views;
 
 pub use options::{AuthMode, AuthOptions, ClientLimits, DEFAULT_LISTEN, ServerOptions, TlsOptions};
 pub use server::{Error, Server};

@@ -12,6 +12,7 @@ use super::convert;
 use super::error::{ErrorKind, from_state, status};
 use super::run_streams;
 use crate::state::{LogQuery, NewRun, RunRecord};
+use crate::views;
 
 pub struct RunApi {
     pub(crate) ctx: ApiContext,
@@ -43,19 +44,19 @@ impl RunApi {
             .await
             .map_err(from_state)?;
         let dispatch = self.dispatch_view(record);
-        let context = convert::ReasonContext {
+        let context = views::ReasonContext {
             version: version.as_deref(),
             now: Utc::now(),
             run_waiting: record.status == ork_domain::RunStatus::Pending,
             dispatch: Some(&dispatch),
         };
-        let tasks = convert::task_runs(&tasks, &attempts, &context);
-        Ok(convert::run(record, tasks))
+        let tasks = views::task_runs(&tasks, &attempts, &context);
+        Ok(views::run(record, tasks))
     }
 
     /// This server's executors as the reasons of pending tasks see them.
-    fn dispatch_view(&self, record: &RunRecord) -> convert::DispatchView {
-        convert::DispatchView {
+    fn dispatch_view(&self, record: &RunRecord) -> views::DispatchView {
+        views::DispatchView {
             handlers: self.ctx.pool.handler_slots(),
             launched_free: self.ctx.executors.launch_capacity(),
             owns_run: record.owner.as_deref().is_none_or(|o| o == self.ctx.owner),
@@ -182,7 +183,7 @@ impl RunService for RunApi {
             .await
             .map_err(from_state)?;
         Ok(Response::new(v1::ListRunsResponse {
-            runs: runs.iter().map(|r| convert::run(r, Vec::new())).collect(),
+            runs: runs.iter().map(|r| views::run(r, Vec::new())).collect(),
         }))
     }
 

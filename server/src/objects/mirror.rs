@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 
 use super::Error;
 use super::layout::{self, AttemptFile, AttemptSpec, AttemptStatus};
-use crate::api::convert;
-use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
+use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore};
+use crate::views;
 
 const BATCH: u32 = 1024;
 /// Safety net for wake-ups lost to a race; normal latency comes from `wake`.
@@ -164,35 +164,14 @@ impl Mirror {
         };
         let tasks = self.state.list_task_runs(run_id).await?;
         let version = self.state.get_version(&run.workflow_version).await?;
-        let version = version.as_deref();
-        let position = |name: &str| {
-            version
-                .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
-                .unwrap_or(usize::MAX)
+        let context = views::ReasonContext {
+            version: version.as_deref(),
+            now: chrono::Utc::now(),
+            run_waiting: run.status == ork_domain::RunStatus::Pending,
+            dispatch: None,
         };
-        let mut sorted: Vec<&TaskRunRecord> = tasks.iter().collect();
-        sorted.sort_by_key(|r| {
-            (
-                position(&r.task_name),
-                r.task_name.clone(),
-                r.parallel_index,
-            )
-        });
-        let now = chrono::Utc::now();
-        let counts = convert::RunCounts::new(&tasks);
-        let task_runs = sorted
-            .into_iter()
-            .map(|r| {
-                let context = convert::ReasonContext {
-                    version,
-                    now,
-                    run_waiting: run.status == ork_domain::RunStatus::Pending,
-                    dispatch: None,
-                };
-                convert::task_run(r, convert::pending_reason(r, &counts, &context))
-            })
-            .collect();
-        self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs))
+        let task_runs = views::task_runs(&tasks, &[], &context);
+        self.put_json(&layout::run_doc(run_id)?, &views::run(&run, task_runs))
             .await
     }
 

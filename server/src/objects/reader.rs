@@ -165,9 +165,9 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
                 attempt: a.attempt,
                 status: s.status.clone(),
                 error: s.error.clone().unwrap_or_default(),
-                dispatched_at: Some(crate::api::convert::timestamp(s.dispatched_at)),
-                started_at: s.started_at.map(crate::api::convert::timestamp),
-                finished_at: s.finished_at.map(crate::api::convert::timestamp),
+                dispatched_at: Some(ork_proto::time::to_proto(s.dispatched_at)),
+                started_at: s.started_at.map(ork_proto::time::to_proto),
+                finished_at: s.finished_at.map(ork_proto::time::to_proto),
             })
         })
         .collect();
@@ -204,9 +204,9 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
     } else {
         String::new()
     };
-    task.dispatched_at = Some(crate::api::convert::timestamp(status.dispatched_at));
-    task.started_at = status.started_at.map(crate::api::convert::timestamp);
-    task.finished_at = status.finished_at.map(crate::api::convert::timestamp);
+    task.dispatched_at = Some(ork_proto::time::to_proto(status.dispatched_at));
+    task.started_at = status.started_at.map(ork_proto::time::to_proto);
+    task.finished_at = status.finished_at.map(ork_proto::time::to_proto);
     if let Some(output) = &latest.output {
         task.output = Some(to_proto(output));
     }

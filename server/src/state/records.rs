@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use ork_domain::attempt::{Failure, FailureKind, Fence};
 use ork_domain::dag::Dag;
 use ork_domain::{
     EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
@@ -120,14 +121,6 @@ pub struct AttemptRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Names one attempt; every worker call carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fence {
-    pub task_run_id: String,
-    pub attempt: u32,
-    pub token: String,
-}
-
 /// A task run just claimed for dispatch.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -146,27 +139,6 @@ pub struct ActiveAttempt {
     pub fence: Fence,
     pub executor: String,
     pub executor_id: Option<String>,
-}
-
-/// Why an attempt is over without a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The task reported an error.
-    Task,
-    /// The worker vanished (no heartbeat, process gone, server restarted).
-    /// Retried without consuming the task's `retries`, a few times at most.
-    Lost,
-    /// The attempt ran past `timeout_seconds`.
-    Timeout,
-    /// The executor could not start it.
-    Dispatch,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub error: String,
-    pub non_retryable: bool,
 }
 
 /// An attempt the timer loop must end.
