@@ -151,9 +151,6 @@ impl RunService for RunApi {
             }
             Err(e) => return Err(from_state(e)),
         };
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
         Ok(Response::new(v1::StartRunResponse {
             run: Some(self.run_with_tasks(&record).await?),
         }))
@@ -199,18 +196,13 @@ impl RunService for RunApi {
             .await
             .map_err(from_state)?;
         for attempt in active {
-            let (Some(exec_id), Some(executor)) = (
-                attempt.executor_id.as_deref(),
-                self.ctx.executors.get(&attempt.executor),
-            ) else {
+            let Some(executor) = self.ctx.executors.get(&attempt.executor) else {
                 continue;
             };
-            if let Err(e) = executor.cancel(exec_id).await {
-                tracing::warn!(error = %e, "could not stop execution {exec_id}");
+            if let Err(e) = executor.cancel(&attempt.fence).await {
+                tracing::warn!(error = %e, task_run = %attempt.fence.task_run_id, "could not stop a cancelled attempt");
             }
         }
-        self.ctx.events.notify();
-        self.ctx.mirror.wake();
         let record = self.load_run(&id).await?;
         Ok(Response::new(v1::CancelRunResponse {
             run: Some(self.run_with_tasks(&record).await?),
@@ -243,9 +235,6 @@ impl RunService for RunApi {
             .retry_run(&req.id, task, &self.ctx.owner, Utc::now())
             .await
             .map_err(from_state)?;
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
         let record = self.load_run(&req.id).await?;
         Ok(Response::new(v1::RetryRunResponse {
             run: Some(self.run_with_tasks(&record).await?),

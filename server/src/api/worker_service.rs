@@ -1,4 +1,7 @@
-//! `ork.v1.WorkerService`: the fenced calls every worker makes for its attempt.
+//! `ork.v1.WorkerService`: the fenced calls every worker makes for its
+//! attempt, and the pool `Session` stream. Each method converts between proto
+//! and the report component ([`crate::reports::Reports`]), which holds every
+//! rule about reports.
 
 use chrono::{DateTime, Utc};
 use ork_proto::json::from_proto_opt;
@@ -10,13 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
-use super::error::{ErrorKind, from_state, status};
-use crate::executor::spec::{SpecError, task_spec};
-use crate::secrets::{mask, mask_json};
+use super::error::{ErrorKind, from_report, status};
 use crate::state::{Failure, FailureKind, Fence, NewLogLine};
-
-/// Most lines in one AppendLogs call.
-const MAX_LOG_BATCH: usize = 5000;
 
 pub struct WorkerApi {
     pub(crate) ctx: ApiContext,
@@ -102,83 +100,10 @@ async fn watch_session(
             error: format!("{reason} while running this attempt"),
             non_retryable: false,
         };
-        ctx.secrets.forget(&fence.task_run_id);
-        match ctx.state.fail_attempt(fence, &failure, Utc::now()).await {
+        match ctx.reports.end(fence, failure).await {
             Ok(()) | Err(crate::state::Error::Stale { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not fail an attempt of a closed session"),
         }
-    }
-    ctx.events.notify();
-    ctx.scheduler.wake();
-    ctx.mirror.wake();
-}
-
-impl WorkerApi {
-    /// An output the server will not store (wrong type, too large): the
-    /// attempt fails (retries apply) and the worker hears why.
-    async fn refuse_output<T>(&self, fence: &Fence, message: String) -> Result<T, Status> {
-        let failure = Failure {
-            kind: FailureKind::Task,
-            error: message.clone(),
-            non_retryable: false,
-        };
-        self.ctx
-            .state
-            .fail_attempt(fence, &failure, Utc::now())
-            .await
-            .map_err(from_state)?;
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
-        Err(status(ErrorKind::InvalidArgument, message))
-    }
-
-    /// Keeps an output above the inline limit in the object store and returns
-    /// the marker the database stores instead. The object is written before
-    /// the report commits, so a committed marker always points at content.
-    async fn store_large_output(
-        &self,
-        fence: &Fence,
-        output: serde_json::Value,
-    ) -> Result<serde_json::Value, Status> {
-        let bytes = serde_json::to_vec(&output).unwrap_or_default();
-        if bytes.len() <= self.ctx.inline_output_limit {
-            return Ok(output);
-        }
-        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
-            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
-            .to_string();
-        let size = bytes.len();
-        let marker =
-            serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } });
-        // Nothing is written for a caller that does not hold the attempt's
-        // token: the fence is checked first (a heartbeat is that check, and
-        // the caller is indeed alive). An attempt that already ended with
-        // this number is a repeated report whose reply was lost (or a late
-        // one): its object is not written again, and the report itself
-        // decides, token and all, whether it is accepted.
-        match self.ctx.state.heartbeat(fence, Utc::now()).await {
-            Ok(_) => {}
-            Err(crate::state::Error::Stale {
-                current_attempt, ..
-            }) if current_attempt == fence.attempt => {
-                return Ok(marker);
-            }
-            Err(e) => return Err(from_state(e)),
-        }
-        // The output's type is checked before anything is written.
-        self.ctx
-            .state
-            .check_output(fence, &output)
-            .await
-            .map_err(from_state)?;
-        self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
-            status(
-                ErrorKind::Unavailable,
-                format!("could not store the {size}-byte output in the object store: {e}; retry"),
-            )
-        })?;
-        Ok(marker)
     }
 }
 
@@ -253,7 +178,6 @@ impl WorkerService for WorkerApi {
         };
         // The channel is fresh and has room: this cannot block.
         let _ = tx.send(Ok(attached)).await;
-        self.ctx.scheduler.wake();
         tokio::spawn(watch_session(self.ctx.clone(), id, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -263,33 +187,8 @@ impl WorkerService for WorkerApi {
         request: Request<v1::GetTaskSpecRequest>,
     ) -> Result<Response<v1::GetTaskSpecResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        let spec = task_spec(
-            self.ctx.state.as_ref(),
-            &self.ctx.secrets,
-            self.ctx.heartbeat_interval,
-            &fence,
-        )
-        .await;
-        match spec {
-            Ok(spec) => Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) })),
-            Err(SpecError::State(e)) => Err(from_state(e)),
-            Err(SpecError::Env(message)) => {
-                let failure = Failure {
-                    kind: FailureKind::Task,
-                    error: message.clone(),
-                    non_retryable: true,
-                };
-                self.ctx
-                    .state
-                    .fail_attempt(&fence, &failure, Utc::now())
-                    .await
-                    .map_err(from_state)?;
-                self.ctx.events.notify();
-                self.ctx.scheduler.wake();
-                self.ctx.mirror.wake();
-                Err(status(ErrorKind::FailedPrecondition, message))
-            }
-        }
+        let spec = self.ctx.reports.spec(&fence).await.map_err(from_report)?;
+        Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) }))
     }
 
     async fn start_task(
@@ -297,13 +196,7 @@ impl WorkerService for WorkerApi {
         request: Request<v1::StartTaskRequest>,
     ) -> Result<Response<v1::StartTaskResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        self.ctx
-            .state
-            .start_attempt(&fence, Utc::now())
-            .await
-            .map_err(from_state)?;
-        self.ctx.events.notify();
-        self.ctx.mirror.wake();
+        self.ctx.reports.start(&fence).await.map_err(from_report)?;
         Ok(Response::new(v1::StartTaskResponse {}))
     }
 
@@ -314,10 +207,10 @@ impl WorkerService for WorkerApi {
         let fence = fence(request.into_inner().attempt)?;
         let cancelled = self
             .ctx
-            .state
-            .heartbeat(&fence, Utc::now())
+            .reports
+            .heartbeat(&fence)
             .await
-            .map_err(from_state)?;
+            .map_err(from_report)?;
         Ok(Response::new(v1::HeartbeatResponse { cancelled }))
     }
 
@@ -327,44 +220,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::AppendLogsResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        if req.entries.len() > MAX_LOG_BATCH {
-            return Err(status(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "field `entries`: at most {MAX_LOG_BATCH} lines per call, got {}; send smaller batches",
-                    req.entries.len()
-                ),
-            ));
-        }
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let lines: Vec<NewLogLine> = req
-            .entries
-            .into_iter()
-            .map(|e| {
-                let mut line = e.line;
-                super::limits::cut_line(&mut line, self.ctx.limits.max_log_line_bytes);
-                let stream = if e.stream == "stderr" {
-                    "stderr"
-                } else {
-                    "stdout"
-                };
-                NewLogLine {
-                    stream: stream.to_owned(),
-                    line: mask(&line, &secrets),
-                    time: time(e.time),
-                }
-            })
-            .collect();
-        let lines = self
-            .ctx
-            .log_budget
-            .admit(&fence.task_run_id, fence.attempt, lines);
         self.ctx
-            .state
-            .append_logs(&fence, &lines)
+            .reports
+            .append_logs(&fence, log_lines(req.entries))
             .await
-            .map_err(from_state)?;
-        self.ctx.events.notify();
+            .map_err(from_report)?;
         Ok(Response::new(v1::AppendLogsResponse {}))
     }
 
@@ -374,45 +234,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
-        if let Some(refusal) =
-            super::limits::output_refusal(&output, self.ctx.limits.max_output_bytes)
-        {
-            return self.refuse_output(&fence, refusal).await;
-        }
-        if output
-            .as_object()
-            .is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY))
-        {
-            return Err(status(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "field `output`: the key `{}` is reserved for outputs stored by reference; rename it",
-                    crate::state::OUTPUT_REF_KEY
-                ),
-            ));
-        }
-        let output = self.store_large_output(&fence, output).await?;
-        match self
-            .ctx
-            .state
-            .complete_attempt(&fence, output, Utc::now())
+        let output = from_proto_opt(req.output.as_ref());
+        self.ctx
+            .reports
+            .complete(&fence, output)
             .await
-        {
-            Ok(()) => {}
-            Err(crate::state::Error::InvalidOutput(message)) => {
-                return self.refuse_output(&fence, message).await;
-            }
-            Err(e) => return Err(from_state(e)),
-        }
-        self.ctx.secrets.forget(&fence.task_run_id);
-        self.ctx.log_budget.forget(&fence.task_run_id);
-        // A pool worker's slot frees with its report.
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
+            .map_err(from_report)?;
         Ok(Response::new(v1::CompleteTaskResponse {}))
     }
 
@@ -422,28 +249,29 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::FailTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let error = if req.error.is_empty() {
-            "the task failed without a message".to_owned()
-        } else {
-            mask(&req.error, &secrets)
-        };
-        let failure = Failure {
-            kind: FailureKind::Task,
-            error,
-            non_retryable: req.non_retryable,
-        };
         self.ctx
-            .state
-            .fail_attempt(&fence, &failure, Utc::now())
+            .reports
+            .fail(&fence, &req.error, req.non_retryable)
             .await
-            .map_err(from_state)?;
-        self.ctx.secrets.forget(&fence.task_run_id);
-        self.ctx.log_budget.forget(&fence.task_run_id);
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
+            .map_err(from_report)?;
         Ok(Response::new(v1::FailTaskResponse {}))
     }
+}
+
+/// Log entries as the store takes them: a stream of `stderr` or `stdout`,
+/// stamped with the worker's time (or the server's, when missing).
+pub(crate) fn log_lines(entries: Vec<v1::LogEntry>) -> Vec<NewLogLine> {
+    entries
+        .into_iter()
+        .map(|e| NewLogLine {
+            stream: if e.stream == "stderr" {
+                "stderr"
+            } else {
+                "stdout"
+            }
+            .to_owned(),
+            line: e.line,
+            time: time(e.time),
+        })
+        .collect()
 }

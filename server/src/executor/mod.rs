@@ -1,6 +1,7 @@
 //! Executors start task attempts somewhere and can stop them. The attempt
 //! itself reports back over gRPC; an executor only launches, watches the
-//! launch, and kills.
+//! launch, and kills. Executors never read the state store: the claim built
+//! the spec, and every execution is found again by its attempt's fence.
 
 pub mod pool;
 pub mod spec;
@@ -10,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use ork_proto::v1;
 
 use crate::state::Fence;
 
@@ -40,16 +43,12 @@ pub enum Error {
     Unavailable(String),
 }
 
-/// What an executor needs to launch one attempt. The worker fetches the rest
-/// (input, env, files) with the fence.
+/// What an executor needs to launch one attempt: its fence and its spec
+/// (input, env with secrets resolved, files, handler), built by the claim.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub fence: Fence,
-    pub run_id: String,
-    pub task_name: String,
-    pub timeout_seconds: u32,
-    /// For pool tasks: the handler to run.
-    pub handler: Option<String>,
+    pub spec: v1::TaskSpec,
 }
 
 /// Where an execution stands, as far as the executor can tell.
@@ -71,14 +70,17 @@ pub enum ExecutorEvent {
     Exited { fence: Fence, description: String },
 }
 
-/// The executor port.
+/// The executor port. An execution is named by its attempt's fence: an
+/// executor that must find executions again after a restart derives their
+/// names from it (a container named after the task run and attempt, say).
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// Starts the attempt; returns an id that `cancel` and `status` accept.
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error>;
-    /// Stops the execution: a polite signal first, a forced kill after a grace period.
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error>;
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error>;
+    /// Starts the attempt.
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error>;
+    /// Stops the attempt's execution: a polite signal first, a forced kill
+    /// after a grace period. Nothing happens for an execution it does not know.
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error>;
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error>;
     /// How many more attempts it can start now; `None` when unbounded.
     fn free_slots(&self) -> Option<u32> {
         None

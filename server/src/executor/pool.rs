@@ -8,17 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ork_proto::v1;
 use tokio::sync::mpsc;
 
-use super::spec::{SpecError, task_spec};
 use super::{Error, ExecutionStatus, Executor, Launch};
-use crate::secrets::Secrets;
-use crate::state::{Fence, StateStore};
+use crate::notify::{Changes, Notifier};
+use crate::state::Fence;
 
 /// What a session's stream carries to its worker.
 pub type SessionSender = mpsc::Sender<Result<v1::SessionResponse, tonic::Status>>;
@@ -86,9 +84,18 @@ const RECENT: usize = 4096;
 #[derive(Default)]
 pub struct WorkerPool {
     inner: Mutex<PoolState>,
+    /// Told when capacity grows (a worker attached, a slot freed).
+    notifier: Notifier,
 }
 
 impl WorkerPool {
+    pub fn new(notifier: Notifier) -> Self {
+        Self {
+            inner: Mutex::default(),
+            notifier,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -182,6 +189,8 @@ impl WorkerPool {
                 last_seen: now,
             },
         );
+        drop(state);
+        self.notifier.fire(Changes::WORK);
         id
     }
 
@@ -225,6 +234,8 @@ impl WorkerPool {
         state
             .recent
             .push_back((fence.task_run_id, fence.attempt, owner));
+        drop(state);
+        self.notifier.fire(Changes::WORK);
         true
     }
 
@@ -278,27 +289,15 @@ impl WorkerPool {
     }
 }
 
-/// The `workers` executor.
+/// The `workers` executor: pushes each claimed attempt, with its spec, to
+/// the least busy session serving its handler.
 pub struct PoolExecutor {
     pool: Arc<WorkerPool>,
-    state: Arc<dyn StateStore>,
-    secrets: Arc<Secrets>,
-    heartbeat_interval: Duration,
 }
 
 impl PoolExecutor {
-    pub fn new(
-        pool: Arc<WorkerPool>,
-        state: Arc<dyn StateStore>,
-        secrets: Arc<Secrets>,
-        heartbeat_interval: Duration,
-    ) -> Self {
-        Self {
-            pool,
-            state,
-            secrets,
-            heartbeat_interval,
-        }
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        Self { pool }
     }
 }
 
@@ -312,26 +311,15 @@ fn attempt_ref(fence: &Fence) -> v1::AttemptRef {
 
 #[async_trait]
 impl Executor for PoolExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
-        let handler = launch.handler.clone().unwrap_or_default();
-        let spec = task_spec(
-            self.state.as_ref(),
-            &self.secrets,
-            self.heartbeat_interval,
-            &launch.fence,
-        )
-        .await
-        .map_err(|e| match e {
-            SpecError::Env(message) => Error::Rejected(message),
-            SpecError::State(e) => Error::Unavailable(e.to_string()),
-        })?;
-        let Some((session, tx)) = self.pool.reserve(&handler, &launch.fence) else {
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
+        let handler = launch.spec.handler.clone();
+        let Some((_, tx)) = self.pool.reserve(&handler, &launch.fence) else {
             return Err(Error::NoCapacity { handler });
         };
         let assignment = v1::SessionResponse {
             message: Some(v1::session_response::Message::Assignment(v1::Assignment {
                 attempt: Some(attempt_ref(&launch.fence)),
-                spec: Some(spec),
+                spec: Some(launch.spec.clone()),
             })),
         };
         if tx.send(Ok(assignment)).await.is_err() {
@@ -339,14 +327,11 @@ impl Executor for PoolExecutor {
             self.pool.finished(&launch.fence.task_run_id);
             return Err(Error::NoCapacity { handler });
         }
-        Ok(format!("pool:{session}:{}", launch.fence.task_run_id))
+        Ok(())
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
-        let Some(task_run_id) = execution_id.rsplit(':').next() else {
-            return Ok(());
-        };
-        if let Some((_, fence, tx)) = self.pool.assigned(task_run_id) {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        if let Some((_, fence, tx)) = self.pool.assigned(&fence.task_run_id) {
             let cancel = v1::SessionResponse {
                 message: Some(v1::session_response::Message::Cancel(
                     v1::CancelAssignment {
@@ -357,14 +342,13 @@ impl Executor for PoolExecutor {
             };
             // A closed stream already means the attempt is gone.
             let _ = tx.send(Ok(cancel)).await;
-            self.pool.finished(task_run_id);
+            self.pool.finished(&fence.task_run_id);
         }
         Ok(())
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
-        let task_run_id = execution_id.rsplit(':').next().unwrap_or_default();
-        Ok(match self.pool.assigned(task_run_id) {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        Ok(match self.pool.assigned(&fence.task_run_id) {
             Some(_) => ExecutionStatus::Running,
             None => ExecutionStatus::Unknown,
         })

@@ -12,10 +12,10 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use ork_domain::EnvValue;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::Error;
 use super::layout::{self, AttemptFile, AttemptSpec, AttemptStatus};
+use crate::notify::Notifier;
 use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore};
 use crate::views;
 
@@ -28,36 +28,21 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// creates files, which costs more than the wait delays the mirror.
 const LINGER: Duration = Duration::from_millis(100);
 
-/// Cheap handle to nudge the mirror after a commit.
-#[derive(Clone, Default)]
-pub struct MirrorHandle {
-    wake: Arc<Notify>,
-}
-
-impl MirrorHandle {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
-
 /// The mirror component.
 pub struct Mirror {
     state: Arc<dyn StateStore>,
     objects: Arc<dyn ObjectStore>,
-    handle: MirrorHandle,
+    /// Wakes the loop when outbox rows commit.
+    notifier: Notifier,
 }
 
 impl Mirror {
     pub fn new(state: Arc<dyn StateStore>, objects: Arc<dyn ObjectStore>) -> Self {
         Self {
+            notifier: state.notifier(),
             state,
             objects,
-            handle: MirrorHandle::default(),
         }
-    }
-
-    pub fn handle(&self) -> MirrorHandle {
-        self.handle.clone()
     }
 
     /// Drains the outbox until `shutdown` fires, then drains once more so a
@@ -69,7 +54,7 @@ impl Mirror {
                 Ok(0) => {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
-                        _ = self.handle.wake.notified() => {}
+                        _ = self.notifier.outbox() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = shutdown.changed() => break,
                     }

@@ -2,9 +2,9 @@
 //! ran out of time or lost their worker.
 //!
 //! Hand-offs are event-driven: a report readies successors in its own
-//! transaction and then wakes the dispatch loop, so no polling interval sits
-//! between two tasks. The timer loop only serves clocks (timeouts, lost
-//! heartbeats, retry delays).
+//! transaction, and the store's notifier wakes the dispatch loop once it
+//! commits, so no polling interval sits between two tasks. The timer loop
+//! only serves clocks (timeouts, lost heartbeats, retry delays, leases).
 
 pub mod cron;
 
@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
-use crate::objects::MirrorHandle;
+use crate::notify::{Changes, Notifier};
+use crate::reports::Reports;
 use crate::secrets::Secrets;
 use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 
@@ -34,18 +35,8 @@ pub struct SchedulerOptions {
     pub lease: Duration,
     /// Fail pool tasks that no attached worker serves after this long.
     pub schedule_to_start_timeout: Option<Duration>,
-}
-
-/// Cheap handle to wake the dispatch loop after a commit that readied work.
-#[derive(Clone, Default)]
-pub struct SchedulerHandle {
-    wake: Arc<Notify>,
-}
-
-impl SchedulerHandle {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
+    /// Sent to workers in their specs.
+    pub heartbeat_interval: Duration,
 }
 
 pub struct Scheduler {
@@ -53,9 +44,9 @@ pub struct Scheduler {
     executors: Arc<Executors>,
     pool: Arc<WorkerPool>,
     secrets: Arc<Secrets>,
+    reports: Arc<Reports>,
     options: SchedulerOptions,
-    handle: SchedulerHandle,
-    mirror: MirrorHandle,
+    notifier: Notifier,
     events: mpsc::UnboundedReceiver<ExecutorEvent>,
 }
 
@@ -65,24 +56,20 @@ impl Scheduler {
         executors: Arc<Executors>,
         pool: Arc<WorkerPool>,
         secrets: Arc<Secrets>,
+        reports: Arc<Reports>,
         options: SchedulerOptions,
-        mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
     ) -> Self {
         Self {
+            notifier: state.notifier(),
             state,
             executors,
             pool,
             secrets,
+            reports,
             options,
-            handle: SchedulerHandle::default(),
-            mirror,
             events,
         }
-    }
-
-    pub fn handle(&self) -> SchedulerHandle {
-        self.handle.clone()
     }
 
     /// Runs the dispatch, timer and executor-event loops until `shutdown`.
@@ -103,22 +90,22 @@ impl Scheduler {
             state: self.state,
             executors: self.executors,
             secrets: self.secrets,
+            reports: self.reports,
             options: self.options,
-            handle: self.handle,
-            mirror: self.mirror,
+            notifier: self.notifier,
         });
         // Reports received by other replicas for runs this one owns arrive as
         // store notifications (PostgreSQL LISTEN/NOTIFY): each is a wake-up.
         match core.state.wakeups(&core.options.owner).await {
             Ok(Some(mut stream)) => {
-                let handle = core.handle.clone();
+                let notifier = core.notifier.clone();
                 let mut stop = shutdown.clone();
                 tokio::spawn(async move {
                     use futures::StreamExt as _;
                     loop {
                         tokio::select! {
                             item = stream.next() => match item {
-                                Some(()) => handle.wake(),
+                                Some(()) => notifier.fire(Changes::WORK),
                                 None => return,
                             },
                             _ = stop.changed() => return,
@@ -149,9 +136,9 @@ struct Core {
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
     secrets: Arc<Secrets>,
+    reports: Arc<Reports>,
     options: SchedulerOptions,
-    handle: SchedulerHandle,
-    mirror: MirrorHandle,
+    notifier: Notifier,
 }
 
 impl Core {
@@ -180,7 +167,6 @@ impl Core {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
-                    self.mirror.wake();
                     futures::future::join_all(claims.into_iter().map(|c| self.dispatch(c))).await;
                     if full {
                         continue;
@@ -196,7 +182,7 @@ impl Core {
             }
             let sleep = self.until_next_ready().await;
             tokio::select! {
-                _ = self.handle.wake.notified() => {}
+                _ = self.notifier.work() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => return,
             }
@@ -230,22 +216,33 @@ impl Core {
             self.fail(&claim.fence, failure).await;
             return;
         };
+        let spec = match crate::executor::spec::build(
+            claim.spec,
+            &self.secrets,
+            self.options.heartbeat_interval,
+        ) {
+            Ok(spec) => spec,
+            Err(message) => {
+                let failure = Failure {
+                    kind: FailureKind::Dispatch,
+                    error: message,
+                    non_retryable: true,
+                };
+                self.fail(&claim.fence, failure).await;
+                return;
+            }
+        };
         let launch = Launch {
             fence: claim.fence.clone(),
-            run_id: claim.run_id.clone(),
-            task_name: claim.task_name.clone(),
-            timeout_seconds: claim.timeout_seconds,
-            handler: claim.handler.clone(),
+            spec,
         };
         match executor.dispatch(&launch).await {
-            Ok(id) => {
-                if let Err(e) = self.state.set_executor_id(&claim.fence, &id).await {
-                    tracing::warn!(error = %e, "could not record the execution id");
-                }
-            }
+            Ok(()) => {}
             Err(ExecutorError::NoCapacity { .. }) => {
                 // The pool filled up between claim and dispatch: give the
-                // claim back; it is claimed again when a slot frees.
+                // claim back (nobody ever saw its token); it is claimed again
+                // when a slot frees.
+                self.secrets.forget(&claim.fence.task_run_id);
                 if let Err(e) = self.state.release_claim(&claim.fence).await {
                     tracing::warn!(error = %e, "could not release a claim");
                 }
@@ -265,12 +262,8 @@ impl Core {
     }
 
     async fn fail(&self, fence: &state::Fence, failure: Failure) {
-        match self.state.fail_attempt(fence, &failure, Utc::now()).await {
-            Ok(()) => {
-                self.secrets.forget(&fence.task_run_id);
-                self.handle.wake();
-                self.mirror.wake();
-            }
+        match self.reports.end(fence, failure).await {
+            Ok(()) => {}
             // Already reported or superseded: the report won, as it should.
             Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => {}
             Err(e) => {
@@ -288,13 +281,8 @@ impl Core {
                 _ = shutdown.changed() => return,
             }
             self.leases().await;
-            match self.cron.fire_due(Utc::now()).await {
-                Ok(runs) if !runs.is_empty() => {
-                    self.handle.wake();
-                    self.mirror.wake();
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
+            if let Err(e) = self.cron.fire_due(Utc::now()).await {
+                tracing::warn!(error = %e, "firing schedules failed");
             }
             if let Some(limit) = self.options.schedule_to_start_timeout {
                 self.fail_unserved(limit).await;
@@ -315,11 +303,10 @@ impl Core {
                 }
             };
             for attempt in expired {
-                if let (Some(id), Some(executor)) =
-                    (&attempt.executor_id, self.executors.get(&attempt.executor))
-                    && let Err(e) = executor.cancel(id).await
+                if let Some(executor) = self.executors.get(&attempt.executor)
+                    && let Err(e) = executor.cancel(&attempt.fence).await
                 {
-                    tracing::warn!(error = %e, "could not stop expired execution {id}");
+                    tracing::warn!(error = %e, task_run = %attempt.fence.task_run_id, "could not stop an expired attempt");
                 }
                 let error = match attempt.kind {
                     FailureKind::Timeout => format!(
@@ -371,7 +358,6 @@ impl Core {
             let names: Vec<&str> = served.keys().map(String::as_str).collect();
             format!("attached: {}", names.join(", "))
         };
-        let mut failed = false;
         for (id, handler) in waiting {
             if served.contains_key(&handler) {
                 continue;
@@ -381,16 +367,11 @@ impl Core {
                  (--schedule-to-start-timeout): start a pool worker that serves it",
                 limit.as_secs()
             );
-            match self.state.fail_pending(&id, &error, now).await {
-                Ok(changed) => failed |= changed,
-                Err(e) => {
-                    tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task")
-                }
+            // A failure commits like any other transition: the notifier
+            // wakes the loops.
+            if let Err(e) = self.state.fail_pending(&id, &error, now).await {
+                tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task");
             }
-        }
-        if failed {
-            self.handle.wake();
-            self.mirror.wake();
         }
     }
 
@@ -414,7 +395,6 @@ impl Core {
         match self.state.acquire_runs(&self.options.owner, now, 100).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "took over runs whose lease expired");
-                self.handle.wake();
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "taking over runs failed"),
@@ -436,12 +416,10 @@ impl Core {
             };
             // A worker that died without reporting is lost infrastructure, not a
             // task failure: it is retried without spending the task's retries.
-            // The worker's stderr tail may echo task output: mask it too.
-            let values = self.secrets.values_for(&fence.task_run_id).await;
-            let error = crate::secrets::mask(&description, &values);
+            // (Its stderr tail may echo task output: the report masks it.)
             let failure = Failure {
                 kind: FailureKind::Lost,
-                error,
+                error: description,
                 non_retryable: false,
             };
             self.fail(&fence, failure).await;

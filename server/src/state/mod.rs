@@ -237,8 +237,6 @@ pub trait Scheduling: Send + Sync {
     /// all): the task run is pending again and the attempt number unused.
     /// Returns false when the claim already moved on.
     async fn release_claim(&self, fence: &Fence) -> Result<bool>;
-    /// Remembers which execution carries an attempt, for cancellation.
-    async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()>;
 
     // ---- timers ----
     /// Attempts past their deadline, or silent for longer than `heartbeat_timeout`.
@@ -308,6 +306,8 @@ pub trait StateStore: Definitions + Runs + Attempts + Scheduling + Outbox + 'sta
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
+    /// The signal the store fires after each commit (see [`crate::notify`]).
+    fn notifier(&self) -> crate::notify::Notifier;
 }
 
 /// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,

@@ -128,9 +128,9 @@ pub struct Claim {
     pub run_id: String,
     pub task_name: String,
     pub executor: String,
-    /// For `executor: workers`: the pool handler.
-    pub handler: Option<String>,
-    pub timeout_seconds: u32,
+    /// What the attempt runs, read by the claim itself: executors never read
+    /// the store.
+    pub spec: AttemptSpec,
 }
 
 /// An attempt out with a worker when its run was cancelled.
@@ -138,7 +138,6 @@ pub struct Claim {
 pub struct ActiveAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
 }
 
 /// An attempt the timer loop must end.
@@ -146,7 +145,6 @@ pub struct ActiveAttempt {
 pub struct ExpiredAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
     pub kind: FailureKind,
     pub timeout_seconds: u32,
 }

@@ -17,15 +17,26 @@ use super::advance::Env;
 use super::rows::*;
 use super::sql::{Arg, Backend, CHUNK, Columns, Conn, Query, RowOf, retrying};
 use super::*;
+use crate::notify::{Changes, Notifier};
 
 /// The state store over one backend ([`sqlite::SqliteStore`],
 /// [`postgres::PostgresStore`]). The backend seam is internal to this module
 /// on purpose: the store is only ever one of those two.
+/// A task file of a version: (version, path).
+type FileKey = (String, String);
+
+/// Most bytes of task files kept in memory for specs.
+const FILE_CACHE_BYTES: usize = 64 << 20;
+
 #[allow(private_bounds)]
 pub struct Store<B: Backend> {
     backend: B,
     /// Compiled workflow versions: immutable, so cached for good.
     versions: Mutex<HashMap<String, Arc<CompiledVersion>>>,
+    /// Fired after every commit.
+    notifier: Notifier,
+    /// Task files by (version, path), for the specs claims build.
+    files: Mutex<HashMap<FileKey, Arc<[u8]>>>,
     pub(super) limits: Limits,
     /// Where large outputs live; set once by the server.
     outputs: OnceLock<Arc<dyn OutputStore>>,
@@ -43,6 +54,8 @@ impl<B: Backend> Store<B> {
         Self {
             backend,
             versions: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            notifier: Notifier::default(),
             limits,
             outputs: OnceLock::new(),
             beats: Mutex::new(HashMap::new()),
@@ -266,6 +279,87 @@ impl<B: Backend> Store<B> {
         Ok((current, row))
     }
 
+    /// The spec of the attempt `fence` names, from its task run's row
+    /// (`task_name`, `run_id`, `input`, `parallel_index`, `parallel_count`,
+    /// `deadline_at`) and its run's workflow and version.
+    pub(super) async fn spec_in<C: Conn, R: Columns>(
+        &self,
+        conn: &mut C,
+        fence: &Fence,
+        row: &R,
+        workflow: String,
+        version: &str,
+    ) -> Result<AttemptSpec> {
+        let version = self.version_in(conn, version).await?;
+        let task_name = row.text("task_name")?;
+        let task = version.task(&task_name).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "task {task_name} missing from version {}",
+                version.version
+            ))
+        })?;
+        let mut file_content = Vec::new();
+        if let Some(file) = &task.file {
+            file_content = self.file_in(conn, &version.version, file).await?;
+        }
+        let mut config_file_content = Vec::new();
+        if let Some(file) = &task.config_file {
+            config_file_content = self.file_in(conn, &version.version, file).await?;
+        }
+        Ok(AttemptSpec {
+            run_id: row.text("run_id")?,
+            workflow,
+            task_name,
+            task_run_id: fence.task_run_id.clone(),
+            attempt: fence.attempt,
+            parallel_index: opt_u32(row.opt_int("parallel_index")?),
+            parallel_count: opt_u32(row.opt_int("parallel_count")?),
+            input: opt_json(row.opt_text("input")?)?.unwrap_or(Value::Null),
+            env: task.env.clone(),
+            timeout_seconds: task.timeout_seconds,
+            deadline: opt_ms(row.opt_int("deadline_at")?),
+            file: task.file.clone(),
+            file_content,
+            config_file: task.config_file.clone(),
+            config_file_content,
+            handler: task.handler.clone(),
+            command: task.command.clone(),
+            python: task.python.clone(),
+        })
+    }
+
+    /// A task file of a version (empty when missing), cached: versions are
+    /// immutable, and a fan-out's instances all carry the same file.
+    async fn file_in<C: Conn>(&self, conn: &mut C, version: &str, path: &str) -> Result<Vec<u8>> {
+        let key = (version.to_owned(), path.to_owned());
+        if let Some(found) = self.files.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(found.to_vec());
+        }
+        let content = conn
+            .fetch_optional(
+                Query::new(
+                    "SELECT f.content FROM workflow_files w JOIN files f ON f.hash = w.hash \
+                     WHERE w.version = $1 AND w.path = $2",
+                )
+                .bind(version)
+                .bind(path),
+            )
+            .await?
+            .map(|r| r.bytes("content"))
+            .transpose()?
+            .unwrap_or_default();
+        if let Ok(mut cache) = self.files.lock() {
+            let held: usize = cache.values().map(|c| c.len()).sum();
+            if held + content.len() > FILE_CACHE_BYTES {
+                cache.clear();
+            }
+            if content.len() <= FILE_CACHE_BYTES / 8 {
+                cache.insert(key, Arc::from(content.as_slice()));
+            }
+        }
+        Ok(content)
+    }
+
     fn beat(&self, fence: &Fence, now: DateTime<Utc>) {
         let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
         let beat = beats
@@ -305,6 +399,9 @@ impl<B: Backend> Definitions for Store<B> {
             .map_err(|e| Error::Corrupt(format!("definition: {e}")))?;
         let created =
             retrying::<B, _, _, _>(|| self.deploy_once(&deploy, &name, &definition, now)).await?;
+        if created {
+            self.notifier.fire(Changes::OUTBOX);
+        }
         let record = self
             .get_workflow(&name)
             .await?
@@ -375,6 +472,7 @@ impl<B: Backend> Definitions for Store<B> {
 impl<B: Backend> Runs for Store<B> {
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
         let run_id = retrying::<B, _, _, _>(|| self.create_run_once(&new, now)).await?;
+        self.notifier.fire(Changes::ALL);
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
@@ -466,7 +564,9 @@ impl<B: Backend> Runs for Store<B> {
     }
 
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
-        retrying::<B, _, _, _>(|| self.cancel_run_once(id, now)).await
+        let active = retrying::<B, _, _, _>(|| self.cancel_run_once(id, now)).await?;
+        self.notifier.fire(Changes::ALL);
+        Ok(active)
     }
 
     async fn retry_run(
@@ -476,7 +576,9 @@ impl<B: Backend> Runs for Store<B> {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        retrying::<B, _, _, _>(|| self.retry_run_once(id, task, owner, now)).await
+        retrying::<B, _, _, _>(|| self.retry_run_once(id, task, owner, now)).await?;
+        self.notifier.fire(Changes::ALL);
+        Ok(())
     }
 
     async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>> {
@@ -519,51 +621,9 @@ impl<B: Backend> Attempts for Store<B> {
         let mut conn = self.backend.read().await?;
         let (current, row) = Self::current(&mut *conn, fence, false).await?;
         attempt::check(fence, &current, &attempt::ACTIVE).map_err(|r| refused(fence, r))?;
-        let version = self
-            .version_in(&mut *conn, &row.text("workflow_version")?)
-            .await?;
-        drop(conn);
-        let task_name = row.text("task_name")?;
-        let task = version.task(&task_name).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "task {task_name} missing from version {}",
-                version.version
-            ))
-        })?;
-        let mut file_content = Vec::new();
-        if let Some(file) = &task.file {
-            file_content = self
-                .get_version_file(&version.version, file)
-                .await?
-                .unwrap_or_default();
-        }
-        let mut config_file_content = Vec::new();
-        if let Some(file) = &task.config_file {
-            config_file_content = self
-                .get_version_file(&version.version, file)
-                .await?
-                .unwrap_or_default();
-        }
-        Ok(AttemptSpec {
-            run_id: row.text("run_id")?,
-            workflow: row.text("workflow")?,
-            task_name: task_name.clone(),
-            task_run_id: fence.task_run_id.clone(),
-            attempt: fence.attempt,
-            parallel_index: opt_u32(row.opt_int("parallel_index")?),
-            parallel_count: opt_u32(row.opt_int("parallel_count")?),
-            input: opt_json(row.opt_text("input")?)?.unwrap_or(Value::Null),
-            env: task.env.clone(),
-            timeout_seconds: task.timeout_seconds,
-            deadline: opt_ms(row.opt_int("deadline_at")?),
-            file: task.file.clone(),
-            file_content,
-            config_file: task.config_file.clone(),
-            config_file_content,
-            handler: task.handler.clone(),
-            command: task.command.clone(),
-            python: task.python.clone(),
-        })
+        let version = row.text("workflow_version")?;
+        self.spec_in(&mut *conn, fence, &row, row.text("workflow")?, &version)
+            .await
     }
 
     async fn report(
@@ -574,7 +634,11 @@ impl<B: Backend> Attempts for Store<B> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        retrying::<B, _, _, _>(|| self.report_once(&reports, now)).await
+        let (answers, changed) = retrying::<B, _, _, _>(|| self.report_once(&reports, now)).await?;
+        if changed {
+            self.notifier.fire(Changes::ALL);
+        }
+        Ok(answers)
     }
 
     async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
@@ -632,7 +696,7 @@ impl<B: Backend> Attempts for Store<B> {
         if lines.is_empty() {
             return Ok(());
         }
-        retrying::<B, _, _, _>(|| async {
+        let appended = retrying::<B, _, _, _>(|| async {
             let mut tx = self.backend.begin().await?;
             let (current, row) = Self::current(&mut *tx, fence, true).await?;
             attempt::accepts_logs(fence, &current).map_err(|r| refused(fence, r))?;
@@ -657,7 +721,11 @@ impl<B: Backend> Attempts for Store<B> {
             tx.commit().await?;
             Ok(())
         })
-        .await
+        .await;
+        if appended.is_ok() {
+            self.notifier.fire(Changes::VIEWS);
+        }
+        appended
     }
 
     async fn check_output(&self, fence: &Fence, output: &Value) -> Result<()> {
@@ -682,7 +750,7 @@ impl<B: Backend> Scheduling for Store<B> {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        retrying::<B, _, _, _>(|| async {
+        let taken: Vec<String> = retrying::<B, _, _, _>(|| async {
             let mut tx = self.backend.begin().await?;
             // Unowned (never owned, or released) and expired runs; runs a
             // report is advancing right now are left for the next round.
@@ -704,7 +772,11 @@ impl<B: Backend> Scheduling for Store<B> {
             tx.commit().await?;
             rows.iter().map(|r| r.text("id")).collect()
         })
-        .await
+        .await?;
+        if !taken.is_empty() {
+            self.notifier.fire(Changes::WORK);
+        }
+        Ok(taken)
     }
 
     async fn renew_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
@@ -748,27 +820,20 @@ impl<B: Backend> Scheduling for Store<B> {
         limit: u32,
         capacity: &Capacity,
     ) -> Result<Vec<Claim>> {
-        retrying::<B, _, _, _>(|| self.claim_once(owner, now, limit, capacity)).await
+        let claims =
+            retrying::<B, _, _, _>(|| self.claim_once(owner, now, limit, capacity)).await?;
+        if !claims.is_empty() {
+            self.notifier.fire(Changes::OUTBOX);
+        }
+        Ok(claims)
     }
 
     async fn release_claim(&self, fence: &Fence) -> Result<bool> {
-        retrying::<B, _, _, _>(|| self.release_claim_once(fence)).await
-    }
-
-    async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()> {
-        let mut tx = self.backend.begin().await?;
-        tx.execute(
-            Query::new(
-                "UPDATE task_runs SET executor_id = $1 WHERE id = $2 AND attempt = $3 AND token = $4",
-            )
-            .bind(executor_id)
-            .bind(&fence.task_run_id)
-            .bind(fence.attempt)
-            .bind(&fence.token),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let released = retrying::<B, _, _, _>(|| self.release_claim_once(fence)).await?;
+        if released {
+            self.notifier.fire(Changes::WORK);
+        }
+        Ok(released)
     }
 
     async fn expired_attempts(
@@ -781,7 +846,7 @@ impl<B: Backend> Scheduling for Store<B> {
         let silent_since = ms(now).saturating_sub(duration_ms(heartbeat_timeout));
         self.read_all(
             Query::new(
-                "SELECT id, attempt, token, executor, executor_id, timeout_seconds, deadline_at FROM task_runs \
+                "SELECT id, attempt, token, executor, timeout_seconds, deadline_at FROM task_runs \
                  WHERE status IN ('dispatched', 'running') AND (deadline_at <= $1 OR heartbeat_at <= $2) \
                  AND run_id IN (SELECT id FROM runs WHERE owner = $3 AND lease_expires >= $1)",
             )
@@ -792,7 +857,6 @@ impl<B: Backend> Scheduling for Store<B> {
                 Ok(ExpiredAttempt {
                     fence: current_fence(r)?,
                     executor: r.text("executor")?,
-                    executor_id: r.opt_text("executor_id")?,
                     kind: attempt::expiry(opt_ms(r.opt_int("deadline_at")?), now),
                     timeout_seconds: to_u32(r.int("timeout_seconds")?),
                 })
@@ -842,6 +906,7 @@ impl<B: Backend> Scheduling for Store<B> {
             );
             if retrying::<B, _, _, _>(|| self.promote_once(&id, &workflow, &version, now)).await? {
                 promoted += 1;
+                self.notifier.fire(Changes::ALL);
             }
         }
         Ok(promoted)
@@ -894,7 +959,12 @@ impl<B: Backend> Scheduling for Store<B> {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        retrying::<B, _, _, _>(|| self.fail_pending_once(task_run_id, error, now)).await
+        let failed =
+            retrying::<B, _, _, _>(|| self.fail_pending_once(task_run_id, error, now)).await?;
+        if failed {
+            self.notifier.fire(Changes::ALL);
+        }
+        Ok(failed)
     }
 
     async fn scheduled_workflows(&self) -> Result<Vec<(WorkflowRecord, Option<DateTime<Utc>>)>> {
@@ -927,7 +997,10 @@ impl<B: Backend> Scheduling for Store<B> {
         match retrying::<B, _, _, _>(|| self.fire_schedule_once(workflow, fire_time, owner, now))
             .await?
         {
-            Some(run_id) => self.get_run(&run_id).await,
+            Some(run_id) => {
+                self.notifier.fire(Changes::ALL);
+                self.get_run(&run_id).await
+            }
             None => Ok(None),
         }
     }
@@ -958,5 +1031,9 @@ impl<B: Backend> Outbox for Store<B> {
 impl<B: Backend> StateStore for Store<B> {
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>) {
         let _ = self.outputs.set(outputs);
+    }
+
+    fn notifier(&self) -> Notifier {
+        self.notifier.clone()
     }
 }

@@ -132,7 +132,7 @@ impl Writes {
         }
         for chunk in self.retrying.chunks(CHUNK) {
             tx.execute(Query::values(
-                "UPDATE task_runs SET status = 'pending', error = v.column2, executor_id = NULL, \
+                "UPDATE task_runs SET status = 'pending', error = v.column2, \
                  ready_at = v.column3, attempt_base = task_runs.attempt_base + v.column4, \
                  lost_count = task_runs.lost_count + v.column4 FROM (VALUES ",
                 chunk,
@@ -189,11 +189,12 @@ impl Writes {
 #[allow(private_bounds)]
 impl<B: Backend> Store<B> {
     /// Applies a batch of reports in one transaction; see [`Attempts::report`].
+    /// Also says whether anything changed.
     pub(super) async fn report_once(
         &self,
         reports: &[(Fence, Report)],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Result<()>>> {
+    ) -> Result<(Vec<Result<()>>, bool)> {
         let mut tx = self.backend().begin().await?;
         let mut ids: Vec<String> = reports.iter().map(|(f, _)| f.task_run_id.clone()).collect();
         ids.sort();
@@ -310,7 +311,7 @@ impl<B: Backend> Store<B> {
         let runs: Vec<String> = writes.runs.into_iter().collect();
         B::wake_owners(&mut tx, &runs).await?;
         tx.commit().await?;
-        Ok(results)
+        Ok((results, !runs.is_empty()))
     }
 
     /// Claims ready task runs; see [`Scheduling::claim_ready`].
@@ -333,17 +334,18 @@ impl<B: Backend> Store<B> {
         for row in &chosen {
             tokens.push((row.text("id")?, new_token()?));
         }
-        let mut claims = Vec::with_capacity(tokens.len());
+        let mut claimed = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(CHUNK) {
             let rows = tx
                 .fetch_all(Query::values(
                     "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, token = v.column2, \
                      dispatched_at = v.column3, started_at = NULL, heartbeat_at = v.column3, \
-                     deadline_at = v.column3 + timeout_seconds * 1000, executor_id = NULL FROM (VALUES ",
+                     deadline_at = v.column3 + timeout_seconds * 1000 FROM (VALUES ",
                     chunk,
                     3,
                     ") AS v WHERE task_runs.id = v.column1 AND task_runs.status = 'pending' \
-                     RETURNING id, attempt, token, run_id, task_name, executor, handler, timeout_seconds",
+                     RETURNING id, attempt, token, run_id, task_name, executor, input, parallel_index, \
+                     parallel_count, deadline_at",
                     |(id, token), args| {
                         args.push(id.into());
                         args.push(token.into());
@@ -351,16 +353,50 @@ impl<B: Backend> Store<B> {
                     },
                 ))
                 .await?;
-            for r in &rows {
-                claims.push(Claim {
-                    fence: current_fence(r)?,
-                    run_id: r.text("run_id")?,
-                    task_name: r.text("task_name")?,
-                    executor: r.text("executor")?,
-                    handler: r.opt_text("handler")?,
-                    timeout_seconds: to_u32(r.int("timeout_seconds")?),
-                });
+            claimed.extend(rows);
+        }
+        // The spec of each attempt, so executors never read the store: runs
+        // in one read, versions and task files from the store's caches.
+        let mut runs: Vec<String> = claimed
+            .iter()
+            .map(|r| r.text("run_id"))
+            .collect::<Result<_>>()?;
+        runs.sort();
+        runs.dedup();
+        let mut workflows: HashMap<String, (String, String)> = HashMap::new();
+        for chunk in runs.chunks(CHUNK) {
+            for r in tx
+                .fetch_all(
+                    Query::new(
+                        "SELECT id, workflow, workflow_version FROM runs WHERE id = ANY($1)",
+                    )
+                    .bind(chunk),
+                )
+                .await?
+            {
+                workflows.insert(
+                    r.text("id")?,
+                    (r.text("workflow")?, r.text("workflow_version")?),
+                );
             }
+        }
+        let mut claims = Vec::with_capacity(claimed.len());
+        for r in &claimed {
+            let fence = current_fence(r)?;
+            let run_id = r.text("run_id")?;
+            let (workflow, version) = workflows
+                .get(&run_id)
+                .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished while claiming")))?;
+            let spec = self
+                .spec_in(&mut *tx, &fence, r, workflow.clone(), version)
+                .await?;
+            claims.push(Claim {
+                fence,
+                run_id,
+                task_name: spec.task_name.clone(),
+                executor: r.text("executor")?,
+                spec,
+            });
         }
         claims.sort_by(|a, b| a.fence.task_run_id.cmp(&b.fence.task_run_id));
         for chunk in claims.chunks(CHUNK) {
@@ -560,7 +596,7 @@ impl<B: Backend> Store<B> {
         let rows = tx
             .fetch_all(
                 Query::new(
-                    "SELECT id, status, attempt, token, executor, executor_id FROM task_runs \
+                    "SELECT id, status, attempt, token, executor FROM task_runs \
                      WHERE run_id = $1 AND status IN ('pending', 'dispatched', 'running') ORDER BY id FOR UPDATE",
                 )
                 .bind(id),
@@ -572,7 +608,6 @@ impl<B: Backend> Store<B> {
                 active.push(ActiveAttempt {
                     fence: current_fence(r)?,
                     executor: r.text("executor")?,
-                    executor_id: r.opt_text("executor_id")?,
                 });
             }
         }
@@ -693,7 +728,7 @@ impl<B: Backend> Store<B> {
                 Query::new(format!(
                     "UPDATE task_runs SET status = 'pending', attempt_base = attempt, lost_count = 0, token = NULL, \
                      input = NULL, output = NULL, error = NULL, ready_at = NULL, dispatched_at = NULL, \
-                     started_at = NULL, finished_at = NULL, executor_id = NULL, heartbeat_at = NULL, \
+                     started_at = NULL, finished_at = NULL, heartbeat_at = NULL, \
                      deadline_at = NULL WHERE run_id = $1 AND task_name = $2{filter}"
                 ))
                 .bind(id)
