@@ -23,7 +23,7 @@ use crate::executor::{
 };
 use crate::objects::{self, Mirror};
 use crate::options::AuthMode;
-use crate::reports::{Reports, ReportsOptions};
+use crate::reports::{QueueOptions, Reports, ReportsOptions};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
 use crate::state::tokens::TokenStore;
@@ -215,6 +215,10 @@ impl Server {
             ReportsOptions {
                 inline_output_limit: self.options.inline_output_limit,
                 heartbeat_interval: self.options.heartbeat_interval,
+                queue: QueueOptions {
+                    committers: self.state.writers(),
+                    ..QueueOptions::default()
+                },
             },
         ));
         let mirror = Mirror::new(self.state.clone(), self.objects.clone());

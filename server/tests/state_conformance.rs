@@ -1099,7 +1099,7 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
     };
     let answers = store
         .report(
-            vec![
+            &[
                 (f[0].clone(), Report::Start),
                 (f[0].clone(), Report::Complete(json!({"n": 0}))),
                 // A lost reply: the same report again.
@@ -1148,7 +1148,7 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
     // The last two instances in one batch: the join is ready after it.
     let answers = store
         .report(
-            vec![
+            &[
                 (f[1].clone(), Report::Complete(json!({"n": 1}))),
                 (f[3].clone(), Report::Complete(json!({"n": 3}))),
             ],

@@ -157,7 +157,7 @@ pub trait Attempts: Send + Sync {
     /// nothing of the batch was written.
     async fn report(
         &self,
-        reports: Vec<(Fence, Report)>,
+        reports: &[(Fence, Report)],
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<()>>>;
 
@@ -186,15 +186,24 @@ pub trait Attempts: Send + Sync {
     }
     /// One report in a transaction of its own.
     async fn report_one(&self, fence: &Fence, report: Report, now: DateTime<Utc>) -> Result<()> {
-        let mut results = self.report(vec![(fence.clone(), report)], now).await?;
+        let mut results = self.report(&[(fence.clone(), report)], now).await?;
         results
             .pop()
             .unwrap_or_else(|| Err(Error::Corrupt("a report got no answer".to_owned())))
     }
 
-    /// Returns true when the attempt must stop (cancelled). The beat itself
-    /// is remembered and written with others by [`Attempts::flush_heartbeats`].
-    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool>;
+    /// Checks heartbeats in one read: each answer is true when that attempt
+    /// must stop (cancelled), or an error for a stale or unknown fence. The
+    /// beats themselves are remembered and written together by
+    /// [`Attempts::flush_heartbeats`], so a beat costs no commit.
+    async fn heartbeats(&self, beats: &[Fence], now: DateTime<Utc>) -> Result<Vec<Result<bool>>>;
+    /// One heartbeat; see [`Attempts::heartbeats`].
+    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
+        let mut answers = self.heartbeats(std::slice::from_ref(fence), now).await?;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(Error::Corrupt("a heartbeat got no answer".to_owned())))
+    }
     /// Writes the remembered heartbeats, in one transaction.
     async fn flush_heartbeats(&self) -> Result<()>;
     async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()>;
@@ -308,6 +317,9 @@ pub trait StateStore: Definitions + Runs + Attempts + Scheduling + Outbox + 'sta
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
     /// The signal the store fires after each commit (see [`crate::notify`]).
     fn notifier(&self) -> crate::notify::Notifier;
+    /// How many write transactions are worth running at once: 1 when the
+    /// store has a single writer.
+    fn writers(&self) -> usize;
 }
 
 /// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,

@@ -162,6 +162,7 @@ impl PostgresBackend {
 
 impl Backend for PostgresBackend {
     type Db = Postgres;
+    const WRITERS: usize = 4;
     const ROW_LOCKS: bool = true;
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>> {

@@ -194,6 +194,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// write transaction in turn (SQLite), so lock-only reads are skipped.
     const ROW_LOCKS: bool;
 
+    /// How many write transactions are worth running at once.
+    const WRITERS: usize;
+
     /// Opens a write transaction.
     fn begin(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>>> + Send;
 

@@ -90,6 +90,7 @@ impl SqliteBackend {
 
 impl Backend for SqliteBackend {
     type Db = Sqlite;
+    const WRITERS: usize = 1;
     const ROW_LOCKS: bool = false;
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {

@@ -628,28 +628,66 @@ impl<B: Backend> Attempts for Store<B> {
 
     async fn report(
         &self,
-        reports: Vec<(Fence, Report)>,
+        reports: &[(Fence, Report)],
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<()>>> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        let (answers, changed) = retrying::<B, _, _, _>(|| self.report_once(&reports, now)).await?;
+        let (answers, changed) = retrying::<B, _, _, _>(|| self.report_once(reports, now)).await?;
         if changed {
             self.notifier.fire(Changes::ALL);
         }
         Ok(answers)
     }
 
-    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
+    async fn heartbeats(&self, beats: &[Fence], now: DateTime<Utc>) -> Result<Vec<Result<bool>>> {
+        let mut ids: Vec<String> = beats.iter().map(|f| f.task_run_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut current: HashMap<String, Current> = HashMap::with_capacity(ids.len());
         let mut conn = self.backend.read().await?;
-        let (current, _) = Self::current(&mut *conn, fence, false).await?;
-        drop(conn);
-        let cancelled = attempt::heartbeat(fence, &current).map_err(|r| refused(fence, r))?;
-        if !cancelled {
-            self.beat(fence, now);
+        for chunk in ids.chunks(CHUNK) {
+            for r in conn
+                .fetch_all(
+                    Query::new(
+                        "SELECT id, status, attempt, token FROM task_runs WHERE id = ANY($1)",
+                    )
+                    .bind(chunk),
+                )
+                .await?
+            {
+                current.insert(
+                    r.text("id")?,
+                    Current {
+                        status: task_status(&r.text("status")?)?,
+                        attempt: to_u32(r.int("attempt")?),
+                        token: r.opt_text("token")?,
+                        attempt_base: 0,
+                        lost_count: 0,
+                        ready_at: None,
+                        reported: None,
+                    },
+                );
+            }
         }
-        Ok(cancelled)
+        drop(conn);
+        Ok(beats
+            .iter()
+            .map(|fence| {
+                let current = current
+                    .get(&fence.task_run_id)
+                    .ok_or_else(|| Error::NotFound {
+                        what: format!("task run {}", fence.task_run_id),
+                    })?;
+                let cancelled =
+                    attempt::heartbeat(fence, current).map_err(|r| refused(fence, r))?;
+                if !cancelled {
+                    self.beat(fence, now);
+                }
+                Ok(cancelled)
+            })
+            .collect())
     }
 
     async fn flush_heartbeats(&self) -> Result<()> {
@@ -657,7 +695,9 @@ impl<B: Backend> Attempts for Store<B> {
         if beats.is_empty() {
             return Ok(());
         }
-        let beats: Vec<(String, (u32, i64))> = beats.into_iter().collect();
+        // In id order, like every other writer of task runs: no deadlocks.
+        let mut beats: Vec<(String, (u32, i64))> = beats.into_iter().collect();
+        beats.sort();
         let written = retrying::<B, _, _, _>(|| async {
             let mut tx = self.backend.begin().await?;
             for chunk in beats.chunks(CHUNK) {
@@ -1035,5 +1075,9 @@ impl<B: Backend> StateStore for Store<B> {
 
     fn notifier(&self) -> Notifier {
         self.notifier.clone()
+    }
+
+    fn writers(&self) -> usize {
+        B::WRITERS
     }
 }

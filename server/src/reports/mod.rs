@@ -12,13 +12,16 @@
 //!   apply) and the worker hears why;
 //! - once an attempt is over, its pool slot and its cached secrets are freed.
 //!
-//! Wake-ups are not its business: the store fires the notifier after each
-//! commit, and the pool when a slot frees.
+//! Reports are committed in batches (group commit, `queue.rs`): one
+//! transaction for whatever arrived together, each caller answered after its
+//! batch committed. Wake-ups are not this component's business: the store
+//! fires the notifier after each commit, and the pool when a slot frees.
+
+pub mod queue;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use ork_proto::v1;
 use serde_json::Value;
 
@@ -46,17 +49,22 @@ pub enum Error {
     Unavailable(String),
 }
 
+pub use queue::QueueOptions;
+
 /// What [`Reports`] needs.
 pub struct ReportsOptions {
     /// Outputs above this many bytes are stored by reference.
     pub inline_output_limit: usize,
     /// Sent to workers in their specs.
     pub heartbeat_interval: Duration,
+    /// How reports are batched into transactions.
+    pub queue: QueueOptions,
 }
 
 /// The report component; cheap to share behind an `Arc`.
 pub struct Reports {
     state: Arc<dyn StateStore>,
+    queue: queue::Queue,
     secrets: Arc<Secrets>,
     pool: Arc<WorkerPool>,
     outputs: Arc<dyn OutputStore>,
@@ -72,6 +80,7 @@ impl Reports {
         options: ReportsOptions,
     ) -> Self {
         Self {
+            queue: queue::Queue::spawn(state.clone(), options.queue),
             state,
             secrets,
             pool,
@@ -109,7 +118,7 @@ impl Reports {
 
     /// The attempt is alive; true when it must stop (cancelled).
     pub async fn heartbeat(&self, fence: &Fence) -> Result<bool, Error> {
-        Ok(self.state.heartbeat(fence, Utc::now()).await?)
+        Ok(self.queue.heartbeat(fence.clone()).await?)
     }
 
     /// Stores log lines: cut to [`MAX_LOG_LINE`], masked, at most
@@ -214,7 +223,7 @@ impl Reports {
     /// Commits one report; once the attempt is over, frees what it held.
     async fn commit(&self, fence: &Fence, report: Report) -> Result<(), Error> {
         let ends = !matches!(report, Report::Start);
-        self.state.report_one(fence, report, Utc::now()).await?;
+        self.queue.report(fence.clone(), report).await?;
         if ends {
             self.secrets.forget(&fence.task_run_id);
             // A pool worker's slot frees with its report.
