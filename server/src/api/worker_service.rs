@@ -49,28 +49,69 @@ fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
 /// Most slots one pool worker may announce.
 const MAX_SLOTS: u32 = 1024;
 
+/// The reports of one attempt in flight, each waiting for the one before.
+type Pending = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Longest a closing session waits for its reports in flight.
+const REPORTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a session's messages and pings it until it closes, goes silent for
 /// three pings, or the server stops; then fails its attempts as lost so they
 /// are retried at once.
+///
+/// Reports are applied concurrently (so the queue can commit many together),
+/// but the reports of one attempt in the order they came: each waits for the
+/// previous one of its attempt.
 async fn watch_session(
     ctx: ApiContext,
     id: u64,
     mut inbound: Streaming<v1::SessionRequest>,
     tx: crate::executor::pool::SessionSender,
 ) {
+    use futures::FutureExt as _;
     let mut ping = tokio::time::interval(ctx.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;
     let mut stopping = ctx.events.subscribe();
+    let mut pending: std::collections::HashMap<String, Pending> = Default::default();
     let reason = loop {
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(m)) => {
                     last_seen = tokio::time::Instant::now();
                     ctx.pool.seen(id);
-                    if let Some(v1::session_request::Message::Drain(_)) = m.message {
-                        ctx.pool.drain(id);
+                    match m.message {
+                        Some(v1::session_request::Message::Drain(_)) => ctx.pool.drain(id),
+                        Some(v1::session_request::Message::Report(report)) => {
+                            let key = report
+                                .attempt
+                                .as_ref()
+                                .map(|a| a.task_run_id.clone())
+                                .unwrap_or_default();
+                            let last = report.outcome.is_some();
+                            let before = pending.remove(&key);
+                            let (ctx, tx) = (ctx.clone(), tx.clone());
+                            let work = async move {
+                                if let Some(before) = before {
+                                    before.await;
+                                }
+                                let result = session_report(&ctx, report).await;
+                                let message = v1::SessionResponse {
+                                    message: Some(v1::session_response::Message::Result(result)),
+                                };
+                                let _ = tx.send(Ok(message)).await;
+                            }
+                            .boxed()
+                            .shared();
+                            tokio::spawn(work.clone());
+                            if !last {
+                                pending.insert(key, work);
+                            }
+                            // Reports already applied need no waiting for.
+                            pending.retain(|_, w| w.peek().is_none());
+                        }
+                        _ => {}
                     }
                 }
                 Ok(None) => break "the pool worker closed its session",
@@ -93,6 +134,12 @@ async fn watch_session(
             },
         }
     };
+    // Reports the worker sent before it left still count.
+    let _ = tokio::time::timeout(
+        REPORTS_DRAIN,
+        futures::future::join_all(pending.into_values()),
+    )
+    .await;
     let lost = ctx.pool.detach(id);
     for fence in &lost {
         let failure = Failure {
@@ -104,6 +151,46 @@ async fn watch_session(
             Ok(()) | Err(crate::state::Error::Stale { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not fail an attempt of a closed session"),
         }
+    }
+}
+
+/// Applies one report of a pool worker: its log lines, then its outcome.
+async fn session_report(ctx: &ApiContext, report: v1::SessionReport) -> v1::SessionReportResult {
+    let id = report.id;
+    let applied = async {
+        let fence = fence(report.attempt)?;
+        if !report.logs.is_empty() {
+            ctx.reports
+                .append_logs(&fence, log_lines(report.logs))
+                .await
+                .map_err(from_report)?;
+        }
+        match report.outcome {
+            None => Ok(()),
+            Some(v1::session_report::Outcome::Success(success)) => ctx
+                .reports
+                .complete(&fence, from_proto_opt(success.output.as_ref()))
+                .await
+                .map_err(from_report),
+            Some(v1::session_report::Outcome::Failure(failure)) => ctx
+                .reports
+                .fail(&fence, &failure.error, failure.non_retryable)
+                .await
+                .map_err(from_report),
+        }
+    }
+    .await;
+    match applied {
+        Ok(()) => v1::SessionReportResult {
+            id,
+            code: 0,
+            message: String::new(),
+        },
+        Err(status) => v1::SessionReportResult {
+            id,
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        },
     }
 }
 
@@ -173,6 +260,7 @@ impl WorkerService for WorkerApi {
                     ping_interval_seconds: u32::try_from(self.ctx.ping_interval.as_secs())
                         .unwrap_or(5)
                         .max(1),
+                    session_reports: true,
                 },
             )),
         };

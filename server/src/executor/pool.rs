@@ -194,11 +194,19 @@ impl WorkerPool {
         id
     }
 
-    /// Stops sending the session new work; it finishes what it runs.
+    /// Stops sending the session new work; it finishes what it runs. Tells
+    /// the worker so once no assignment can follow (assignments are sent
+    /// under the same lock).
     pub fn drain(&self, id: u64) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             tracing::info!(session = id, name = %s.name, "pool worker draining");
             s.draining = true;
+            let drained = v1::SessionResponse {
+                message: Some(v1::session_response::Message::Drained(
+                    v1::SessionDrained {},
+                )),
+            };
+            let _ = s.tx.try_send(Ok(drained));
         }
     }
 
@@ -258,27 +266,48 @@ impl WorkerPool {
             .map(|(_, _, owner)| owner.clone())
     }
 
+    /// The attempts attached workers are running, whose liveness is their
+    /// session's.
+    pub fn running(&self) -> Vec<Fence> {
+        self.lock()
+            .assigned
+            .values()
+            .map(|(_, fence)| fence.clone())
+            .collect()
+    }
+
     /// Number of attached sessions, for logs and tests.
     pub fn sessions(&self) -> usize {
         self.lock().sessions.len()
     }
 
-    /// Reserves a slot on the least-busy session serving `handler`.
-    fn reserve(&self, handler: &str, fence: &Fence) -> Option<(u64, SessionSender)> {
+    /// Takes a slot on the least-busy session serving `handler` and pushes
+    /// `message` (the assignment) to it, under the registry's lock so that a
+    /// drain's notice never overtakes it. False when no session has room.
+    fn assign(&self, handler: &str, fence: &Fence, message: v1::SessionResponse) -> bool {
         let mut state = self.lock();
-        let (id, _) = state
+        let Some(id) = state
             .sessions
             .iter()
             .filter(|(_, s)| s.handlers.contains(handler) && s.free() > 0)
-            .max_by_key(|(id, s)| (s.free(), std::cmp::Reverse(**id)))?;
-        let id = *id;
-        let session = state.sessions.get_mut(&id)?;
+            .max_by_key(|(id, s)| (s.free(), std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let Some(session) = state.sessions.get_mut(&id) else {
+            return false;
+        };
+        // The stream's buffer holds twice the slots: full means the worker
+        // stopped reading, and the claim is better given back.
+        if session.tx.try_send(Ok(message)).is_err() {
+            return false;
+        }
         session.running.insert(fence.task_run_id.clone());
-        let tx = session.tx.clone();
         state
             .assigned
             .insert(fence.task_run_id.clone(), (id, fence.clone()));
-        Some((id, tx))
+        true
     }
 
     fn assigned(&self, task_run_id: &str) -> Option<(u64, Fence, SessionSender)> {
@@ -313,21 +342,17 @@ fn attempt_ref(fence: &Fence) -> v1::AttemptRef {
 impl Executor for PoolExecutor {
     async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
         let handler = launch.spec.handler.clone();
-        let Some((_, tx)) = self.pool.reserve(&handler, &launch.fence) else {
-            return Err(Error::NoCapacity { handler });
-        };
         let assignment = v1::SessionResponse {
             message: Some(v1::session_response::Message::Assignment(v1::Assignment {
                 attempt: Some(attempt_ref(&launch.fence)),
                 spec: Some(launch.spec.clone()),
             })),
         };
-        if tx.send(Ok(assignment)).await.is_err() {
-            // The stream closed between reserve and send.
-            self.pool.finished(&launch.fence.task_run_id);
-            return Err(Error::NoCapacity { handler });
+        if self.pool.assign(&handler, &launch.fence, assignment) {
+            Ok(())
+        } else {
+            Err(Error::NoCapacity { handler })
         }
-        Ok(())
     }
 
     async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
@@ -359,6 +384,14 @@ impl Executor for PoolExecutor {
 mod tests {
     use super::*;
 
+    fn ping() -> v1::SessionResponse {
+        v1::SessionResponse {
+            message: Some(v1::session_response::Message::Ping(v1::SessionPing {
+                nonce: 1,
+            })),
+        }
+    }
+
     fn fence(id: &str) -> Fence {
         Fence {
             task_run_id: id.into(),
@@ -383,12 +416,12 @@ mod tests {
             pool.capacity(),
             BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)])
         );
-        assert!(pool.reserve("h2", &fence("x")).is_some());
+        assert!(pool.assign("h2", &fence("x"), ping()));
         assert_eq!(pool.capacity()["h1"], 2);
         pool.drain(a);
         assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 1)]));
         assert!(
-            pool.reserve("h2", &fence("y")).is_none(),
+            !pool.assign("h2", &fence("y"), ping()),
             "draining sessions get nothing"
         );
         assert!(pool.finished("x"));
@@ -401,9 +434,9 @@ mod tests {
         let pool = WorkerPool::default();
         let (tx, _rx) = mpsc::channel(4);
         let a = pool.attach("a".into(), None, ["h".to_owned()].into(), 2, tx);
-        pool.reserve("h", &fence("x"));
-        pool.reserve("h", &fence("y"));
-        assert!(pool.reserve("h", &fence("z")).is_none(), "slots respected");
+        assert!(pool.assign("h", &fence("x"), ping()));
+        assert!(pool.assign("h", &fence("y"), ping()));
+        assert!(!pool.assign("h", &fence("z"), ping()), "slots respected");
         let mut lost: Vec<String> = pool.detach(a).into_iter().map(|f| f.task_run_id).collect();
         lost.sort();
         assert_eq!(lost, ["x", "y"]);
@@ -421,7 +454,7 @@ mod tests {
             1,
             tx.clone(),
         );
-        assert!(pool.reserve("h", &fence("x")).is_some());
+        assert!(pool.assign("h", &fence("x"), ping()));
         assert_eq!(pool.owner_of("x", 1), Some(Some("token-a".to_owned())));
         assert_eq!(
             pool.owner_of("x", 2),

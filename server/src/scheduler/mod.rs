@@ -87,6 +87,7 @@ impl Scheduler {
             cron: cron::Cron::new(self.state.clone(), self.options.owner.clone()),
             pool: self.pool,
             last_renewal: std::sync::Mutex::new(None),
+            last_pool_beat: std::sync::Mutex::new(None),
             state: self.state,
             executors: self.executors,
             secrets: self.secrets,
@@ -133,6 +134,8 @@ struct Core {
     pool: Arc<WorkerPool>,
     /// When this replica last renewed its leases.
     last_renewal: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
+    /// When the pool's attempts were last kept alive.
+    last_pool_beat: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
     secrets: Arc<Secrets>,
@@ -281,6 +284,7 @@ impl Core {
                 _ = shutdown.changed() => return,
             }
             self.leases().await;
+            self.keep_pool_attempts_alive().await;
             if let Err(e) = self.cron.fire_due(Utc::now()).await {
                 tracing::warn!(error = %e, "firing schedules failed");
             }
@@ -371,6 +375,50 @@ impl Core {
             // wakes the loops.
             if let Err(e) = self.state.fail_pending(&id, &error, now).await {
                 tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task");
+            }
+        }
+    }
+
+    /// Pool workers send no heartbeats: their session is their liveness. So
+    /// every heartbeat interval the attempts of this replica's sessions are
+    /// beaten on their behalf, and those cancelled or given up elsewhere (by
+    /// the replica that owns their run) are stopped on their worker.
+    async fn keep_pool_attempts_alive(&self) {
+        let now = Utc::now();
+        {
+            let mut last = self
+                .last_pool_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let interval =
+                chrono::Duration::from_std(self.options.heartbeat_interval).unwrap_or_default();
+            if last.is_some_and(|t| now - t < interval) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let running = self.pool.running();
+        if running.is_empty() {
+            return;
+        }
+        let answers = match self.state.heartbeats(&running, now).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep pool attempts alive");
+                return;
+            }
+        };
+        let Some(pool) = self.executors.get(ork_domain::WORKERS_EXECUTOR) else {
+            return;
+        };
+        for (fence, answer) in running.iter().zip(answers) {
+            let stop = match answer {
+                Ok(cancelled) => cancelled,
+                Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => true,
+                Err(_) => false,
+            };
+            if stop && let Err(e) = pool.cancel(fence).await {
+                tracing::warn!(error = %e, task_run = %fence.task_run_id, "could not stop a pool attempt");
             }
         }
     }

@@ -242,9 +242,11 @@ pub trait Scheduling: Send + Sync {
         limit: u32,
         capacity: &Capacity,
     ) -> Result<Vec<Claim>>;
-    /// Undoes a claim the executor could not start (no free pool slot after
+    /// Undoes a claim the executor could not launch (no free pool slot after
     /// all): the task run is pending again and the attempt number unused.
-    /// Returns false when the claim already moved on.
+    /// Only for a claim nobody ever received: its token never left the
+    /// server, so no worker can report for the attempt it names. Returns
+    /// false when the claim already moved on.
     async fn release_claim(&self, fence: &Fence) -> Result<bool>;
 
     // ---- timers ----

@@ -314,7 +314,9 @@ impl<B: Backend> Store<B> {
         Ok((results, !runs.is_empty()))
     }
 
-    /// Claims ready task runs; see [`Scheduling::claim_ready`].
+    /// Claims ready task runs; see [`Scheduling::claim_ready`]. A pool
+    /// attempt is running from its claim: the assignment pushed right after
+    /// the commit is its start (its worker sends no StartTask).
     pub(super) async fn claim_once(
         &self,
         owner: &str,
@@ -338,9 +340,11 @@ impl<B: Backend> Store<B> {
         for chunk in tokens.chunks(CHUNK) {
             let rows = tx
                 .fetch_all(Query::values(
-                    "UPDATE task_runs SET status = 'dispatched', attempt = attempt + 1, token = v.column2, \
-                     dispatched_at = v.column3, started_at = NULL, heartbeat_at = v.column3, \
-                     deadline_at = v.column3 + timeout_seconds * 1000 FROM (VALUES ",
+                    "UPDATE task_runs SET status = CASE WHEN executor = 'workers' THEN 'running' \
+                     ELSE 'dispatched' END, attempt = attempt + 1, token = v.column2, \
+                     dispatched_at = v.column3, \
+                     started_at = CASE WHEN executor = 'workers' THEN v.column3 ELSE NULL END, \
+                     heartbeat_at = v.column3, deadline_at = v.column3 + timeout_seconds * 1000 FROM (VALUES ",
                     chunk,
                     3,
                     ") AS v WHERE task_runs.id = v.column1 AND task_runs.status = 'pending' \
@@ -401,15 +405,22 @@ impl<B: Backend> Store<B> {
         claims.sort_by(|a, b| a.fence.task_run_id.cmp(&b.fence.task_run_id));
         for chunk in claims.chunks(CHUNK) {
             tx.execute(Query::values(
-                "INSERT INTO attempts (task_run_id, attempt, status, dispatched_at) VALUES ",
+                "INSERT INTO attempts (task_run_id, attempt, status, dispatched_at, started_at) VALUES ",
                 chunk,
-                4,
+                5,
                 "",
                 |c, args| {
+                    let pooled = c.executor == ork_domain::WORKERS_EXECUTOR;
+                    let status = if pooled {
+                        TaskStatus::Running
+                    } else {
+                        TaskStatus::Dispatched
+                    };
                     args.push(c.fence.task_run_id.as_str().into());
                     args.push(c.fence.attempt.into());
-                    args.push(TaskStatus::Dispatched.as_str().into());
+                    args.push(status.as_str().into());
                     args.push(ms(now).into());
+                    args.push(pooled.then(|| ms(now)).into());
                 },
             ))
             .await?;
@@ -429,8 +440,8 @@ impl<B: Backend> Store<B> {
             .execute(
                 Query::new(
                     "UPDATE task_runs SET status = 'pending', attempt = attempt - 1, token = NULL, \
-                     dispatched_at = NULL, heartbeat_at = NULL, deadline_at = NULL \
-                     WHERE id = $1 AND attempt = $2 AND token = $3 AND status = 'dispatched'",
+                     dispatched_at = NULL, started_at = NULL, heartbeat_at = NULL, deadline_at = NULL \
+                     WHERE id = $1 AND attempt = $2 AND token = $3 AND status IN ('dispatched', 'running')",
                 )
                 .bind(&fence.task_run_id)
                 .bind(fence.attempt)
