@@ -221,7 +221,8 @@ impl Server {
                 },
             },
         ));
-        let mirror = Mirror::new(self.state.clone(), self.objects.clone());
+        let mirror = Mirror::new(self.state.clone(), self.objects.clone())
+            .owner(self.options.scheduler_id.clone());
         let scheduler = Scheduler::new(
             self.state.clone(),
             executors.clone(),

@@ -860,7 +860,11 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[0].task_name, "a");
 
-    let outbox = store.outbox_batch(1000).await.expect("outbox");
+    let lease = Duration::from_secs(30);
+    let outbox = store
+        .outbox_claim("mirror-a", 1000, t(3), lease)
+        .await
+        .expect("outbox");
     assert!(outbox.iter().any(|e| e.kind == OutboxKind::Workflow));
     assert!(
         outbox
@@ -872,9 +876,53 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
             && e.key == a.task_run_id
             && e.attempt == Some(1))
     );
+    // Claimed: another mirror gets nothing of it until the claim lapses.
+    assert!(
+        store
+            .outbox_claim("mirror-b", 1000, t(4), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+    let taken_over = store
+        .outbox_claim("mirror-b", 1000, t(3 + 30_001), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(taken_over, outbox, "a lapsed claim is taken over, in order");
     let ids: Vec<i64> = outbox.iter().map(|e| e.id).collect();
     store.outbox_ack(&ids).await.expect("ack");
-    assert!(store.outbox_batch(1000).await.expect("outbox").is_empty());
+    assert!(
+        store
+            .outbox_claim("mirror-a", 1000, t(40_000), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+
+    // A key another mirror holds entries of is left to it, however new the
+    // entry: two mirrors never copy one run at once.
+    let b = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert!(b.is_empty(), "b waits on a");
+    store
+        .complete_attempt(&a, json!({"y": 1}), t(40_001))
+        .await
+        .expect("complete");
+    let first = store
+        .outbox_claim("mirror-a", 1, t(40_002), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(first.len(), 1);
+    let rest = store
+        .outbox_claim("mirror-b", 1000, t(40_003), lease)
+        .await
+        .expect("outbox");
+    assert!(
+        rest.iter().all(|e| e.key != first[0].key),
+        "{first:?} vs {rest:?}"
+    );
 }
 conformance!(logs_and_outbox_case, logs_and_outbox);
 

@@ -129,6 +129,14 @@ pub trait Runs: Send + Sync {
     /// Task runs by id, in one query (ids not found are left out).
     async fn get_task_runs(&self, ids: &[String]) -> Result<Vec<TaskRunRecord>>;
     async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// Every attempt of the task runs `task_run_ids`, in one query.
+    async fn get_attempts(&self, task_run_ids: &[String]) -> Result<Vec<AttemptRecord>>;
+    /// How many log lines (and bytes) each attempt of `task_run_ids` has,
+    /// for attempts with any.
+    async fn log_sizes(&self, task_run_ids: &[String]) -> Result<Vec<LogSize>>;
+    /// Every log line of the task runs `task_run_ids`, in order (for a few
+    /// small logs at once; a large one is read with [`Runs::get_logs`]).
+    async fn get_task_run_logs(&self, task_run_ids: &[String]) -> Result<Vec<LogRecord>>;
     /// Every attempt of every task run of a run, in one query.
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Ends the run `cancelled`; returns the attempts that were out with workers.
@@ -305,10 +313,24 @@ pub trait Scheduling: Send + Sync {
     ) -> Result<Option<RunRecord>>;
 }
 
-/// The mirror's feed: what changed, written in the same transactions.
+/// The mirror's feed: what changed, written in the same transactions. Each
+/// replica's mirror claims a share of it, so replicas do not all copy the
+/// same changes.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>>;
+    /// Claims up to `limit` entries for `owner` until `now + lease`, oldest
+    /// first: entries nobody holds or whose holder let its claim lapse (it
+    /// died), and never one whose key another mirror holds entries of, so
+    /// that two mirrors never copy one run at once (the later write could
+    /// carry the older state).
+    async fn outbox_claim(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>>;
+    /// Deletes entries that were copied.
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()>;
 }
 

@@ -208,6 +208,15 @@ pub struct LogRecord {
     pub time: DateTime<Utc>,
 }
 
+/// The size of one attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSize {
+    pub task_run_id: String,
+    pub attempt: u32,
+    pub lines: u64,
+    pub bytes: u64,
+}
+
 /// What the mirror must bring up to date.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OutboxKind {

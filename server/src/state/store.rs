@@ -551,6 +551,67 @@ impl<B: Backend> Runs for Store<B> {
         .await
     }
 
+    async fn get_attempts(&self, task_run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
+        let mut out = Vec::new();
+        for chunk in task_run_ids.chunks(CHUNK) {
+            out.extend(
+                self.read_all(
+                    Query::new(
+                        "SELECT * FROM attempts WHERE task_run_id = ANY($1) ORDER BY task_run_id, attempt",
+                    )
+                    .bind(chunk),
+                    attempt_record,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn log_sizes(&self, task_run_ids: &[String]) -> Result<Vec<LogSize>> {
+        let mut out = Vec::new();
+        for chunk in task_run_ids.chunks(CHUNK) {
+            out.extend(
+                self.read_all(
+                    Query::new(
+                        "SELECT task_run_id, attempt, COUNT(*) AS lines, SUM(LENGTH(line)) AS bytes \
+                         FROM task_logs WHERE task_run_id = ANY($1) GROUP BY task_run_id, attempt",
+                    )
+                    .bind(chunk),
+                    |r| {
+                        Ok(LogSize {
+                            task_run_id: r.text("task_run_id")?,
+                            attempt: to_u32(r.int("attempt")?),
+                            lines: u64::try_from(r.int("lines")?).unwrap_or(0),
+                            bytes: u64::try_from(r.int("bytes")?).unwrap_or(0),
+                        })
+                    },
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn get_task_run_logs(&self, task_run_ids: &[String]) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for chunk in task_run_ids.chunks(CHUNK) {
+            out.extend(
+                self.read_all(
+                    Query::new(
+                        "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, \
+                         l.line, l.time FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id \
+                         WHERE l.task_run_id = ANY($1) ORDER BY l.id",
+                    )
+                    .bind(chunk),
+                    log_record,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
         self.read_all(
             Query::new(
@@ -1048,13 +1109,38 @@ impl<B: Backend> Scheduling for Store<B> {
 
 #[async_trait]
 impl<B: Backend> Outbox for Store<B> {
-    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
-        self.read_all(
-            Query::new("SELECT id, kind, key, attempt FROM outbox ORDER BY id LIMIT $1")
-                .bind(limit),
-            outbox_entry,
-        )
-        .await
+    async fn outbox_claim(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>> {
+        let mut claimed: Vec<OutboxEntry> = retrying::<B, _, _, _>(|| async {
+            let mut tx = self.backend.begin().await?;
+            let rows = tx
+                .fetch_all(
+                    Query::new(
+                        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+                             SELECT id FROM outbox \
+                             WHERE (claimed_until IS NULL OR claimed_until < $3 OR claimed_by = $1) \
+                             AND key NOT IN (SELECT key FROM outbox \
+                                 WHERE claimed_until >= $3 AND claimed_by <> $1) \
+                             ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                         RETURNING id, kind, key, attempt",
+                    )
+                    .bind(owner)
+                    .bind(ms(now) + duration_ms(lease))
+                    .bind(ms(now))
+                    .bind(limit),
+                )
+                .await?;
+            tx.commit().await?;
+            rows.iter().map(outbox_entry).collect()
+        })
+        .await?;
+        claimed.sort_by_key(|e| e.id);
+        Ok(claimed)
     }
 
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()> {
