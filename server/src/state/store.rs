@@ -83,6 +83,24 @@ impl<B: Backend> Store<B> {
         rows.iter().map(decode).collect()
     }
 
+    /// The rows of `sql`, whose `$1` is a list of ids, for all of `ids`:
+    /// read `CHUNK` ids at a time, so no statement grows with the input.
+    async fn read_by_ids<T>(
+        &self,
+        sql: &str,
+        ids: &[String],
+        decode: impl Fn(&RowOf<B>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            out.extend(
+                self.read_all(Query::new(sql.to_owned()).bind(chunk), &decode)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// The row of a read, if any, decoded.
     async fn read_optional<T>(
         &self,
@@ -524,22 +542,12 @@ impl<B: Backend> Runs for Store<B> {
     }
 
     async fn get_task_runs(&self, ids: &[String]) -> Result<Vec<TaskRunRecord>> {
-        let mut conn = self.backend.read().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let rows = conn
-                .fetch_all(
-                    Query::new(format!(
-                        "SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"
-                    ))
-                    .bind(chunk),
-                )
-                .await?;
-            for row in &rows {
-                out.push(task_run_record(row)?);
-            }
-        }
-        Ok(out)
+        self.read_by_ids(
+            &format!("SELECT {TASK_RUN_COLUMNS} FROM task_runs WHERE id = ANY($1)"),
+            ids,
+            task_run_record,
+        )
+        .await
     }
 
     async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -552,64 +560,44 @@ impl<B: Backend> Runs for Store<B> {
     }
 
     async fn get_attempts(&self, task_run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
-        let mut out = Vec::new();
-        for chunk in task_run_ids.chunks(CHUNK) {
-            out.extend(
-                self.read_all(
-                    Query::new(
-                        "SELECT * FROM attempts WHERE task_run_id = ANY($1) ORDER BY task_run_id, attempt",
-                    )
-                    .bind(chunk),
-                    attempt_record,
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.read_by_ids(
+            "SELECT * FROM attempts WHERE task_run_id = ANY($1) ORDER BY task_run_id, attempt",
+            task_run_ids,
+            attempt_record,
+        )
+        .await
     }
 
     async fn log_sizes(&self, task_run_ids: &[String]) -> Result<Vec<LogSize>> {
-        let mut out = Vec::new();
-        for chunk in task_run_ids.chunks(CHUNK) {
-            out.extend(
-                self.read_all(
-                    Query::new(
-                        "SELECT task_run_id, attempt, COUNT(*) AS lines, SUM(LENGTH(line)) AS bytes \
-                         FROM task_logs WHERE task_run_id = ANY($1) GROUP BY task_run_id, attempt",
-                    )
-                    .bind(chunk),
-                    |r| {
-                        Ok(LogSize {
-                            task_run_id: r.text("task_run_id")?,
-                            attempt: to_u32(r.int("attempt")?),
-                            lines: u64::try_from(r.int("lines")?).unwrap_or(0),
-                            bytes: u64::try_from(r.int("bytes")?).unwrap_or(0),
-                        })
-                    },
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.read_by_ids(
+            "SELECT task_run_id, attempt, COUNT(*) AS lines, SUM(LENGTH(line)) AS bytes \
+             FROM task_logs WHERE task_run_id = ANY($1) GROUP BY task_run_id, attempt",
+            task_run_ids,
+            |r| {
+                Ok(LogSize {
+                    task_run_id: r.text("task_run_id")?,
+                    attempt: to_u32(r.int("attempt")?),
+                    lines: u64::try_from(r.int("lines")?).unwrap_or(0),
+                    bytes: u64::try_from(r.int("bytes")?).unwrap_or(0),
+                })
+            },
+        )
+        .await
     }
 
     async fn get_task_run_logs(&self, task_run_ids: &[String]) -> Result<Vec<LogRecord>> {
-        let mut out = Vec::new();
-        for chunk in task_run_ids.chunks(CHUNK) {
-            out.extend(
-                self.read_all(
-                    Query::new(
-                        "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, \
-                         l.line, l.time FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id \
-                         WHERE l.task_run_id = ANY($1) ORDER BY l.id",
-                    )
-                    .bind(chunk),
-                    log_record,
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        let mut logs = self
+            .read_by_ids(
+                "SELECT l.id, l.task_run_id, t.task_name, t.parallel_index, l.attempt, l.stream, \
+                 l.line, l.time FROM task_logs l JOIN task_runs t ON t.id = l.task_run_id \
+                 WHERE l.task_run_id = ANY($1) ORDER BY l.id",
+                task_run_ids,
+                log_record,
+            )
+            .await?;
+        // In order across chunks too.
+        logs.sort_by_key(|l| l.id);
+        Ok(logs)
     }
 
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
