@@ -215,6 +215,9 @@ impl Server {
             ReportsOptions {
                 inline_output_limit: self.options.inline_output_limit,
                 heartbeat_interval: self.options.heartbeat_interval,
+                max_log_line_bytes: self.options.limits.max_log_line_bytes,
+                max_log_bytes_per_attempt: self.options.limits.max_log_bytes_per_attempt,
+                max_output_bytes: self.options.limits.max_output_bytes,
                 queue: QueueOptions {
                     committers: self.state.writers(),
                     ..QueueOptions::default()
@@ -227,7 +230,7 @@ impl Server {
             self.state.clone(),
             executors.clone(),
             pool.clone(),
-            secrets,
+            secrets.clone(),
             reports.clone(),
             SchedulerOptions {
                 heartbeat_timeout: self.options.heartbeat_timeout,
@@ -251,9 +254,7 @@ impl Server {
             schedule_to_start_timeout: self.options.schedule_to_start_timeout,
             auth: auth.clone(),
             limits: self.options.limits.clone(),
-            log_budget: Arc::new(api::limits::LogBudget::new(
-                self.options.limits.max_log_bytes_per_attempt,
-            )),
+            secrets: secrets.clone(),
         };
         let events = ctx.events.clone();
         // The web UI's own files hold no data (every datum comes from the API,

@@ -69,8 +69,9 @@ pub struct ApiContext {
     pub auth: Arc<crate::auth::Auth>,
     /// Bounds on what clients send.
     pub limits: crate::options::ClientLimits,
-    /// Log bytes stored per attempt, against `limits.max_log_bytes_per_attempt`.
-    pub log_budget: Arc<limits::LogBudget>,
+    /// Resolves `secret`/`from_env` values; a deploy is checked against its
+    /// `from_env` allow-list.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// Every gRPC service of the server, plus health and reflection.

@@ -65,6 +65,7 @@ const REPORTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 async fn watch_session(
     ctx: ApiContext,
     id: u64,
+    owner: Option<String>,
     mut inbound: Streaming<v1::SessionRequest>,
     tx: crate::executor::pool::SessionSender,
 ) {
@@ -91,12 +92,12 @@ async fn watch_session(
                                 .unwrap_or_default();
                             let last = report.outcome.is_some();
                             let before = pending.remove(&key);
-                            let (ctx, tx) = (ctx.clone(), tx.clone());
+                            let (ctx, tx, owner) = (ctx.clone(), tx.clone(), owner.clone());
                             let work = async move {
                                 if let Some(before) = before {
                                     before.await;
                                 }
-                                let result = session_report(&ctx, report).await;
+                                let result = session_report(&ctx, owner.as_deref(), report).await;
                                 let message = v1::SessionResponse {
                                     message: Some(v1::session_response::Message::Result(result)),
                                 };
@@ -155,10 +156,29 @@ async fn watch_session(
 }
 
 /// Applies one report of a pool worker: its log lines, then its outcome.
-async fn session_report(ctx: &ApiContext, report: v1::SessionReport) -> v1::SessionReportResult {
+/// With authentication, a session reports only the attempts pushed to a
+/// session of its own worker token (`owner`), as the auth layer checks a
+/// pool worker's unary calls.
+async fn session_report(
+    ctx: &ApiContext,
+    owner: Option<&str>,
+    report: v1::SessionReport,
+) -> v1::SessionReportResult {
     let id = report.id;
     let applied = async {
         let fence = fence(report.attempt)?;
+        if let Some(owner) = owner
+            && ctx.pool.owner_of(&fence.task_run_id, fence.attempt).flatten().as_deref()
+                != Some(owner)
+        {
+            return Err(status(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "attempt {} of task run {} was not pushed to a session of this worker token on this server; a pool worker reports only the attempts pushed to its own session",
+                    fence.attempt, fence.task_run_id
+                ),
+            ));
+        }
         if !report.logs.is_empty() {
             ctx.reports
                 .append_logs(&fence, log_lines(report.logs))
@@ -247,7 +267,7 @@ impl WorkerService for WorkerApi {
         let id = self
             .ctx
             .pool
-            .attach(name, owner, handlers, attach.slots, tx.clone());
+            .attach(name, owner.clone(), handlers, attach.slots, tx.clone());
         let attached = v1::SessionResponse {
             message: Some(v1::session_response::Message::Attached(
                 v1::SessionAttached {
@@ -266,7 +286,7 @@ impl WorkerService for WorkerApi {
         };
         // The channel is fresh and has room: this cannot block.
         let _ = tx.send(Ok(attached)).await;
-        tokio::spawn(watch_session(self.ctx.clone(), id, inbound, tx));
+        tokio::spawn(watch_session(self.ctx.clone(), id, owner, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

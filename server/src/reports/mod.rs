@@ -25,14 +25,13 @@ use std::time::Duration;
 use ork_proto::v1;
 use serde_json::Value;
 
+use crate::api::limits::{LogBudget, cut_line, output_refusal};
 use crate::executor::WorkerPool;
 use crate::secrets::{Secrets, mask, mask_json};
 use crate::state::{
     self, Failure, FailureKind, Fence, NewLogLine, OUTPUT_REF_KEY, OutputStore, Report, StateStore,
 };
 
-/// Longest log line stored; longer lines are cut with a marker.
-pub const MAX_LOG_LINE: usize = 64 * 1024;
 /// Most lines in one batch of log lines.
 pub const MAX_LOG_BATCH: usize = 5000;
 
@@ -57,6 +56,12 @@ pub struct ReportsOptions {
     pub inline_output_limit: usize,
     /// Sent to workers in their specs.
     pub heartbeat_interval: Duration,
+    /// Longest log line stored; longer lines are cut with a marker.
+    pub max_log_line_bytes: usize,
+    /// Log bytes stored per attempt; later lines are dropped after a marker.
+    pub max_log_bytes_per_attempt: u64,
+    /// Largest output accepted (JSON bytes); a larger one fails the attempt.
+    pub max_output_bytes: usize,
     /// How reports are batched into transactions.
     pub queue: QueueOptions,
 }
@@ -68,6 +73,7 @@ pub struct Reports {
     secrets: Arc<Secrets>,
     pool: Arc<WorkerPool>,
     outputs: Arc<dyn OutputStore>,
+    log_budget: LogBudget,
     options: ReportsOptions,
 }
 
@@ -85,6 +91,7 @@ impl Reports {
             secrets,
             pool,
             outputs,
+            log_budget: LogBudget::new(options.max_log_bytes_per_attempt),
             options,
         }
     }
@@ -121,8 +128,8 @@ impl Reports {
         Ok(self.queue.heartbeat(fence.clone()).await?)
     }
 
-    /// Stores log lines: cut to [`MAX_LOG_LINE`], masked, at most
-    /// [`MAX_LOG_BATCH`] at once.
+    /// Stores log lines: cut to `max_log_line_bytes`, masked, within the
+    /// attempt's log budget, at most [`MAX_LOG_BATCH`] at once.
     pub async fn append_logs(&self, fence: &Fence, lines: Vec<NewLogLine>) -> Result<(), Error> {
         if lines.len() > MAX_LOG_BATCH {
             return Err(Error::InvalidArgument(format!(
@@ -137,18 +144,14 @@ impl Reports {
         let lines: Vec<NewLogLine> = lines
             .into_iter()
             .map(|mut l| {
-                if l.line.len() > MAX_LOG_LINE {
-                    let mut cut = MAX_LOG_LINE;
-                    while !l.line.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    l.line.truncate(cut);
-                    l.line.push_str(" [line truncated]");
-                }
+                cut_line(&mut l.line, self.options.max_log_line_bytes);
                 l.line = mask(&l.line, &secrets);
                 l
             })
             .collect();
+        let lines = self
+            .log_budget
+            .admit(&fence.task_run_id, fence.attempt, lines);
         Ok(self.state.append_logs(fence, &lines).await?)
     }
 
@@ -156,6 +159,9 @@ impl Reports {
     pub async fn complete(&self, fence: &Fence, output: Value) -> Result<(), Error> {
         let secrets = self.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(output, &secrets);
+        if let Some(refusal) = output_refusal(&output, self.options.max_output_bytes) {
+            return self.refuse_output(fence, refusal).await;
+        }
         if output
             .as_object()
             .is_some_and(|o| o.contains_key(OUTPUT_REF_KEY))
@@ -167,21 +173,25 @@ impl Reports {
         let output = self.store_large_output(fence, output).await?;
         match self.commit(fence, Report::Complete(output)).await {
             Err(Error::State(state::Error::InvalidOutput(message))) => {
-                // The output breaks the task's declared type: the attempt
-                // fails (retries apply) and the worker hears why.
-                self.end(
-                    fence,
-                    Failure {
-                        kind: FailureKind::Task,
-                        error: message.clone(),
-                        non_retryable: false,
-                    },
-                )
-                .await?;
-                Err(Error::InvalidArgument(message))
+                self.refuse_output(fence, message).await
             }
             other => other,
         }
+    }
+
+    /// An output the server will not store (wrong type, too large): the
+    /// attempt fails (retries apply) and the worker hears why.
+    async fn refuse_output(&self, fence: &Fence, message: String) -> Result<(), Error> {
+        self.end(
+            fence,
+            Failure {
+                kind: FailureKind::Task,
+                error: message.clone(),
+                non_retryable: false,
+            },
+        )
+        .await?;
+        Err(Error::InvalidArgument(message))
     }
 
     /// The attempt failed; `non_retryable` when retrying cannot help.
@@ -226,6 +236,7 @@ impl Reports {
         self.queue.report(fence.clone(), report).await?;
         if ends {
             self.secrets.forget(&fence.task_run_id);
+            self.log_budget.forget(&fence.task_run_id);
             // A pool worker's slot frees with its report.
             self.pool.finished(&fence.task_run_id);
         }
@@ -240,17 +251,31 @@ impl Reports {
         if bytes.len() <= self.options.inline_output_limit {
             return Ok(output);
         }
-        // The output's type is checked before anything is written.
-        self.state.check_output(fence, &output).await?;
         let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?
             .to_string();
         let size = bytes.len();
+        let marker = serde_json::json!({ OUTPUT_REF_KEY: { "key": key, "bytes": size } });
+        // Nothing is written for a caller that does not hold the attempt's
+        // token: the fence is checked first (a heartbeat is that check, and
+        // the caller is indeed alive). An attempt that already ended with
+        // this number is a repeated report whose reply was lost (or a late
+        // one): its object is not written again, and the report itself
+        // decides, token and all, whether it is accepted.
+        match self.queue.heartbeat(fence.clone()).await {
+            Ok(_) => {}
+            Err(state::Error::Stale {
+                current_attempt, ..
+            }) if current_attempt == fence.attempt => return Ok(marker),
+            Err(e) => return Err(e.into()),
+        }
+        // The output's type is checked before anything is written.
+        self.state.check_output(fence, &output).await?;
         self.outputs.put(&key, bytes).await.map_err(|e| {
             Error::Unavailable(format!(
                 "could not store the {size}-byte output in the object store: {e}; retry"
             ))
         })?;
-        Ok(serde_json::json!({ OUTPUT_REF_KEY: { "key": key, "bytes": size } }))
+        Ok(marker)
     }
 }
