@@ -196,7 +196,7 @@ impl Server {
             self.state.clone(),
         ));
         let pool = Arc::new(WorkerPool::new(notifier.clone()));
-                let auth = Arc::new(Auth::new(
+        let auth = Arc::new(Auth::new(
             self.options.auth.mode,
             self.tokens.clone(),
             pool.clone(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ork_domain::parse::{ParseOptions, parse_workflow};
 use ork_domain::{RunStatus, TaskStatus, TriggerType};
-use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::prelude::*;
+use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
     OutboxKind, Report,

@@ -23,8 +23,8 @@ mod rows;
 mod sql;
 pub mod sqlite;
 mod store;
-mod transitions;
 pub mod tokens;
+mod transitions;
 
 use std::sync::Arc;
 
