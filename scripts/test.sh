@@ -21,8 +21,9 @@ scripts/buf.sh
 step "install grpcurl for the reflection tests"
 scripts/grpcurl.sh >/dev/null
 
-step "cargo test (with a private PostgreSQL and the S3, Azure and GCS emulators up)"
-scripts/postgres.sh scripts/emulators.sh cargo test --workspace --locked --no-fail-fast
+step "cargo test (with a private PostgreSQL, the S3, Azure and GCS emulators, a Docker engine and a Kubernetes control plane up)"
+scripts/postgres.sh scripts/emulators.sh scripts/docker.sh scripts/kubernetes.sh \
+    cargo test --workspace --locked --no-fail-fast
 
 step "generated SDK code matches proto/ (scripts/codegen.sh --check)"
 ./scripts/codegen.sh --check

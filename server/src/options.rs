@@ -47,6 +47,12 @@ pub struct ServerOptions {
     /// A pool task that no attached worker serves fails after waiting this
     /// long (its message names the handler). `None`: it waits for a worker.
     pub schedule_to_start_timeout: Option<Duration>,
+    /// The URL launched workers elsewhere (containers, pods) call back on;
+    /// `None` means `http://` + the bound address (loopback for a wildcard
+    /// listen address), which only reaches workers on this machine.
+    pub advertise_url: Option<String>,
+    /// The container executors (`docker`, `kubernetes`).
+    pub containers: ContainerOptions,
     /// Who may call the API.
     pub auth: AuthOptions,
     /// TLS on the one port (gRPC and REST alike); `None` serves plain text.
@@ -161,6 +167,54 @@ impl Default for ClientLimits {
     }
 }
 
+/// How the container executors reach their engines and start workers.
+#[derive(Debug, Clone)]
+pub struct ContainerOptions {
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://HOST:2375`);
+    /// `None` means the engine's default socket.
+    pub docker_host: Option<String>,
+    /// Network mode of task containers; `host` lets them reach a server on
+    /// this machine's loopback.
+    pub docker_network: String,
+    /// Most Docker containers running at once on this server.
+    pub max_containers: u32,
+    /// A self-contained (statically linked) `ork-worker` that the Docker
+    /// executor bind-mounts into containers; `None` means `worker_binary`.
+    pub worker_binary: Option<PathBuf>,
+    /// A kubeconfig file; `None` means `KUBECONFIG`, `~/.kube/config`, or
+    /// the in-cluster service account, in that order.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Jobs; `None` means the kubeconfig's, else `default`.
+    pub kube_namespace: Option<String>,
+    /// Service account of the Jobs' pods; `None` means the namespace's default.
+    pub kube_service_account: Option<String>,
+    /// The image whose init container copies `ork-worker` into each pod; it
+    /// holds a self-contained `/ork-worker`.
+    pub worker_image: String,
+    /// Run pods on the node's network (to reach a server on the node's
+    /// loopback, as in a one-machine cluster).
+    pub kube_host_network: bool,
+}
+
+/// The default `--worker-image`.
+pub const DEFAULT_WORKER_IMAGE: &str = concat!("ork-worker:", env!("CARGO_PKG_VERSION"));
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        Self {
+            docker_host: None,
+            docker_network: "host".to_owned(),
+            max_containers: 64,
+            worker_binary: None,
+            kubeconfig: None,
+            kube_namespace: None,
+            kube_service_account: None,
+            worker_image: DEFAULT_WORKER_IMAGE.to_owned(),
+            kube_host_network: false,
+        }
+    }
+}
+
 impl ServerOptions {
     /// The embedded default: SQLite and a local object folder under `data_dir`.
     pub fn embedded(data_dir: &Path, listen: SocketAddr) -> Self {
@@ -181,6 +235,8 @@ impl ServerOptions {
             scheduler_id: "local".to_owned(),
             lease: Duration::from_secs(15),
             schedule_to_start_timeout: None,
+            advertise_url: None,
+            containers: ContainerOptions::default(),
             auth: AuthOptions::default(),
             tls: None,
             allow_env: Vec::new(),

@@ -168,13 +168,20 @@ impl Server {
             None => ("http", Vec::new()),
         };
         let notifier = self.state.notifier();
+        let local_url = format!("{scheme}://{callback}");
+        let advertised = self
+            .options
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| local_url.clone());
         let mut executors = Executors::default();
+        self.register_containers(&mut executors, &advertised, &events_tx);
         executors.register(
             ork_domain::DEFAULT_EXECUTOR,
             Arc::new(SubprocessExecutor::new(
                 SubprocessOptions {
                     worker_binary: self.worker_binary.clone(),
-                    server_url: format!("{scheme}://{callback}"),
+                    server_url: local_url,
                     extra_env: worker_env,
                     work_dir: self.options.work_dir.clone(),
                     // Longer than the worker's own grace (10 s) so it can stop its task first.
@@ -311,6 +318,95 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The `docker` and `kubernetes` executors, when built in. Neither
+    /// connects yet: a server without Docker or a cluster starts, and only
+    /// tasks that need one fail, saying what is missing.
+    #[allow(unused_variables, clippy::unused_self)]
+    fn register_containers(
+        &self,
+        executors: &mut Executors,
+        server_url: &str,
+        events: &mpsc::UnboundedSender<executor::ExecutorEvent>,
+    ) {
+        let containers = &self.options.containers;
+        // Workers in containers reach the loopback address only on the host
+        // network; there they check the same name as subprocess workers.
+        // Behind --advertise-url they check the advertised host's name.
+        let server_name = match (&self.options.tls, &self.options.advertise_url) {
+            (Some(tls), None) => Some(tls.worker_server_name.clone()),
+            _ => None,
+        };
+        if self.options.tls.is_some() && !server_url.starts_with("https://") {
+            tracing::warn!(
+                url = server_url,
+                "this server serves TLS but --advertise-url is not https://: container and pod \
+                 workers will not reach it"
+            );
+        }
+        #[cfg(feature = "docker")]
+        {
+            let worker_binary = containers
+                .worker_binary
+                .clone()
+                .unwrap_or_else(|| self.worker_binary.clone());
+            if executor::is_dynamically_linked(&worker_binary) == Some(true) {
+                tracing::warn!(
+                    worker = %worker_binary.display(),
+                    "this ork-worker is dynamically linked: Docker tasks will only run in images \
+                     with a compatible C library; pass --container-worker with a static build"
+                );
+            }
+            executors.register(
+                ork_domain::DOCKER_EXECUTOR,
+                Arc::new(executor::DockerExecutor::new(
+                    executor::DockerOptions {
+                        host: containers.docker_host.clone(),
+                        worker_binary,
+                        server_url: server_url.to_owned(),
+                        server_id: self.options.scheduler_id.clone(),
+                        network: containers.docker_network.clone(),
+                        kill_grace: Duration::from_secs(15),
+                        max_running: containers.max_containers,
+                        tls: self.options.tls.as_ref().map(|tls| executor::WorkerTls {
+                            ca: absolute(tls.worker_ca.as_ref().unwrap_or(&tls.cert)),
+                            server_name: server_name.clone(),
+                            identity: tls
+                                .worker_identity
+                                .as_ref()
+                                .map(|(cert, key)| (absolute(cert), absolute(key))),
+                        }),
+                    },
+                    events.clone(),
+                )),
+            );
+        }
+        #[cfg(feature = "kubernetes")]
+        executors.register(
+            ork_domain::KUBERNETES_EXECUTOR,
+            Arc::new(executor::KubernetesExecutor::new(
+                executor::KubernetesOptions {
+                    kubeconfig: containers.kubeconfig.clone(),
+                    namespace: containers.kube_namespace.clone(),
+                    service_account: containers.kube_service_account.clone(),
+                    worker_image: containers.worker_image.clone(),
+                    host_network: containers.kube_host_network,
+                    server_url: server_url.to_owned(),
+                    server_id: self.options.scheduler_id.clone(),
+                    kill_grace: Duration::from_secs(15),
+                    extra_env: server_name
+                        .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name))
+                        .into_iter()
+                        .collect(),
+                },
+                events.clone(),
+            )),
+        );
+        #[cfg(not(any(feature = "docker", feature = "kubernetes")))]
+        let _ = (executors, server_url, events, containers, server_name);
+    }
+}
+
 /// gRPC and the HTTP gateway on one port: a request whose content type is
 /// `application/grpc*` goes to the gRPC services, any other to the gateway,
 /// whose fallback answers unknown paths with a JSON 404.
@@ -330,13 +426,7 @@ fn one_port_app(grpc: tonic::service::Routes, rest: axum::Router) -> axum::Route
 /// name to check (they connect to loopback), and under mutual TLS their
 /// client certificate. The same variables every ork client reads.
 fn worker_tls_env(tls: &crate::options::TlsOptions) -> Vec<(String, String)> {
-    // Absolute, so they hold wherever the worker runs.
-    let path = |p: &PathBuf| {
-        std::path::absolute(p)
-            .unwrap_or_else(|_| p.clone())
-            .display()
-            .to_string()
-    };
+    let path = |p: &PathBuf| absolute(p).display().to_string();
     let ca = tls.worker_ca.as_ref().unwrap_or(&tls.cert);
     let mut env = vec![
         ("ORK_CA_CERT".to_owned(), path(ca)),
@@ -350,6 +440,12 @@ fn worker_tls_env(tls: &crate::options::TlsOptions) -> Vec<(String, String)> {
         env.push(("ORK_CLIENT_KEY".to_owned(), path(key)));
     }
     env
+}
+
+/// Absolute, so a path holds wherever the worker runs (and Docker bind
+/// mounts need one).
+fn absolute(path: &PathBuf) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.clone())
 }
 
 /// The `ork-worker` binary: the configured one, else the one next to this

@@ -18,6 +18,7 @@ use ork_worker::connect::{AuthChannel, ConnectOptions};
 
 pub mod certs;
 
+pub mod containers;
 pub mod mirror;
 
 /// Folder holding the built binaries (`ork`, `ork-worker`).

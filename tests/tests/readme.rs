@@ -1,6 +1,8 @@
 //! The README test: runs the command blocks of README.md ("Using it",
 //! "APIs" and "Security") and of the SDK READMEs ("Try it") as written, as a
 //! new user would, and checks that every run they start succeeds.
+//! ("Containers" needs a Docker engine or a cluster: `tests/docker.rs` runs
+//! its YAML as written on the engine of `scripts/docker.sh`.)
 //!
 //! The blocks are read from the READMEs themselves, so the test and the
 //! documentation cannot drift apart. As for a user: a fresh directory as the

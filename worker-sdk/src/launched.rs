@@ -318,6 +318,44 @@ pub(crate) fn signal_error(signal: i32) -> String {
     }
 }
 
+/// How many processes the kernel killed for lack of memory in this
+/// process's memory cgroup (`oom_kill` in cgroup v2's `memory.events` or v1's
+/// `memory.oom_control`); `None` where the kernel does not say. Inside a
+/// container the cgroup file system shows the container's own cgroup at
+/// its root, so the root's file is read when the path is not there.
+pub(crate) fn oom_kills() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut candidates = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            candidates.push(Path::new("/sys/fs/cgroup").join(path).join("memory.events"));
+            candidates.push(PathBuf::from("/sys/fs/cgroup/memory.events"));
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let root = Path::new("/sys/fs/cgroup/memory");
+            candidates.push(root.join(path).join("memory.oom_control"));
+            candidates.push(root.join("memory.oom_control"));
+        }
+    }
+    candidates.iter().find_map(|file| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| parse_oom_kill(&t))
+    })
+}
+
+/// The `oom_kill N` line of a cgroup memory file.
+pub(crate) fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Longest failure message kept from the ORK_ERROR file.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
@@ -815,6 +853,7 @@ async fn supervise(
         }
     };
     let deadline = effective_deadline(spec);
+    let oom_before = oom_kills();
     let mut cmd = build_command(config, spec, &prepared, dir, deadline);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
@@ -959,7 +998,18 @@ async fn supervise(
                 .filter(|t| !t.trim().is_empty());
             match judge_exit(status, &stderr_tail, error_text, output) {
                 Ok(output) => report_success(client, output).await,
-                Err((error, non_retryable)) => report_failure(client, error, non_retryable).await,
+                Err((error, non_retryable)) => {
+                    // A SIGKILL the task did not ask for is most often the
+                    // kernel's out-of-memory killer inside a memory limit.
+                    let oom = status.signal() == Some(9)
+                        && matches!((oom_before, oom_kills()), (Some(a), Some(b)) if b > a);
+                    let error = if oom {
+                        format!("OOMKilled: the task ran out of its memory limit and was {error}")
+                    } else {
+                        error
+                    };
+                    report_failure(client, error, non_retryable).await
+                }
             }
         }
     }
@@ -1319,6 +1369,19 @@ mod tests {
             )),
             ..TaskSpec::default()
         }
+    }
+
+    #[test]
+    fn reads_oom_kill_counts() {
+        assert_eq!(
+            parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            Some(2)
+        );
+        assert_eq!(
+            parse_oom_kill("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            Some(1)
+        );
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\n"), None);
     }
 
     #[tokio::test]

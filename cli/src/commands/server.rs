@@ -243,8 +243,69 @@ pub struct TuningArgs {
     /// for a worker however long it takes).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     schedule_to_start_timeout: Option<u64>,
+    /// The URL workers in containers and pods call back on (default: this
+    /// server's listen address, reachable only from this machine).
+    #[arg(long, env = "ORK_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
+    #[command(flatten)]
+    containers: ContainerArgs,
     #[command(flatten)]
     limits: LimitsArgs,
+}
+
+/// Where `executor: docker` and `executor: kubernetes` tasks run.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Containers")]
+pub struct ContainerArgs {
+    /// The Docker engine, e.g. unix:///var/run/docker.sock or tcp://HOST:2375.
+    #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
+    docker_host: Option<String>,
+    /// Network mode of task containers (`host` reaches a server on this
+    /// machine's loopback).
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    docker_network: String,
+    /// Most Docker task containers running at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_containers: Option<u32>,
+    /// A self-contained (statically linked) ork-worker to mount into task
+    /// containers (default: --worker-binary).
+    #[arg(long, env = "ORK_CONTAINER_WORKER", value_name = "PATH")]
+    container_worker: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of task Jobs (default: the kubeconfig's, else `default`).
+    #[arg(long, value_name = "NAME")]
+    kube_namespace: Option<String>,
+    /// Service account of task pods (default: the namespace's default).
+    #[arg(long, value_name = "NAME")]
+    kube_service_account: Option<String>,
+    /// Image of the init container that copies ork-worker into task pods; it
+    /// holds a self-contained /ork-worker.
+    #[arg(long, env = "ORK_WORKER_IMAGE", value_name = "IMAGE")]
+    worker_image: Option<String>,
+    /// Run task pods on the node's network.
+    #[arg(long)]
+    kube_host_network: bool,
+}
+
+impl ContainerArgs {
+    fn apply(self, options: &mut ork_server::options::ContainerOptions) {
+        options.docker_host = self.docker_host.filter(|h| !h.is_empty());
+        options.docker_network = self.docker_network;
+        if let Some(n) = self.max_containers {
+            options.max_containers = n;
+        }
+        options.worker_binary = self.container_worker;
+        options.kubeconfig = self.kubeconfig.filter(|p| !p.as_os_str().is_empty());
+        options.kube_namespace = self.kube_namespace;
+        options.kube_service_account = self.kube_service_account;
+        if let Some(image) = self.worker_image {
+            options.worker_image = image;
+        }
+        options.kube_host_network = self.kube_host_network;
+    }
 }
 
 impl TuningArgs {
@@ -274,6 +335,10 @@ impl TuningArgs {
         if let Some(secs) = self.schedule_to_start_timeout {
             options.schedule_to_start_timeout = Some(Duration::from_secs(secs));
         }
+        if let Some(url) = self.advertise_url {
+            options.advertise_url = Some(url);
+        }
+        self.containers.apply(&mut options.containers);
         self.limits.apply(options);
     }
 }

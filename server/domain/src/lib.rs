@@ -10,6 +10,7 @@ pub mod decide;
 pub mod inputs;
 pub mod model;
 pub mod parse;
+pub mod quantity;
 pub mod schedule;
 pub mod schema;
 pub mod suggest;

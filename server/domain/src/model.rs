@@ -10,9 +10,20 @@ pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3600;
 pub const DEFAULT_EXECUTOR: &str = "subprocess";
 /// Executors the server knows. A new executor is added here first, so that
 /// validation accepts it and error messages list it.
-pub const KNOWN_EXECUTORS: &[&str] = &["subprocess", WORKERS_EXECUTOR];
+pub const KNOWN_EXECUTORS: &[&str] = &[
+    "subprocess",
+    WORKERS_EXECUTOR,
+    DOCKER_EXECUTOR,
+    KUBERNETES_EXECUTOR,
+];
 /// The executor that hands tasks to long-lived pool workers by `handler`.
 pub const WORKERS_EXECUTOR: &str = "workers";
+/// The executor that runs each attempt in a container of a Docker engine.
+pub const DOCKER_EXECUTOR: &str = "docker";
+/// The executor that runs each attempt as a Kubernetes Job.
+pub const KUBERNETES_EXECUTOR: &str = "kubernetes";
+/// Executors that run a task in its `image`.
+pub const CONTAINER_EXECUTORS: &[&str] = &[DOCKER_EXECUTOR, KUBERNETES_EXECUTOR];
 /// Time zone a schedule is read in when the YAML names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 /// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,
@@ -43,7 +54,7 @@ pub struct WorkflowDefinition {
     /// is then accepted as it is. See [`crate::inputs`].
     #[serde(default)]
     pub inputs: Option<Vec<InputDefinition>>,
-    /// The workflow's `defaults:` block as written (`python`, ...). Parsing
+    /// The workflow's `defaults:` block as written (`python`, `executor`, `image`, `resources`). Parsing
     /// already merged it into every task it applies to, so code downstream
     /// of parsing reads only the tasks' own fields; it is kept for display.
     #[serde(default)]
@@ -118,6 +129,12 @@ pub struct TaskDefinition {
     pub parallel: Option<Parallelism>,
     pub concurrency: Option<u32>,
     pub resources: Resources,
+    /// For `docker` and `kubernetes` tasks: the image the task runs in.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For `docker` and `kubernetes` tasks: when the engine pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
     pub env: BTreeMap<String, EnvValue>,
     pub on_failure: OnFailure,
     pub output_type: Option<String>,
@@ -162,14 +179,30 @@ pub enum RetryBackoff {
     Exponential,
 }
 
-/// Resource requests, passed to executors that can honour them.
+/// Resource limits, as Kubernetes quantities (see [`crate::quantity`]):
+/// Docker enforces them as the container's limits, Kubernetes as the pod's
+/// requests and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU, e.g. "500m" or "2".
+    #[serde(default)]
     pub cpu: Option<String>,
     /// Memory, e.g. "512Mi".
+    #[serde(default)]
     pub memory: Option<String>,
+    #[serde(default)]
     pub gpu: Option<u32>,
+}
+
+impl Resources {
+    /// Each field of `self`, else the one of `defaults`.
+    pub fn or(&self, defaults: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.clone().or_else(|| defaults.cpu.clone()),
+            memory: self.memory.clone().or_else(|| defaults.memory.clone()),
+            gpu: self.gpu.or(defaults.gpu),
+        }
+    }
 }
 
 /// Where an environment variable's value comes from.
@@ -266,6 +299,26 @@ string_enum! {
         Manual = "manual",
         Schedule = "schedule",
         Retry = "retry",
+    }
+}
+
+string_enum! {
+    /// When a container engine pulls a task's image (`image_pull_policy`).
+    ImagePullPolicy {
+        /// Pull only when the engine does not have the image (the default).
+        IfNotPresent = "if_not_present",
+        /// Pull before every attempt, so a moved tag is followed.
+        Always = "always",
+        /// Never pull: the image must already be there.
+        Never = "never",
+    }
+}
+
+// `string_enum!` derives a fixed set of traits, so `Default` is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for ImagePullPolicy {
+    fn default() -> Self {
+        ImagePullPolicy::IfNotPresent
     }
 }
 

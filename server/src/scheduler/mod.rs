@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
-use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
+use crate::executor::{
+    ContainerSpec, Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool,
+};
 use crate::notify::{Changes, Notifier};
 use crate::reports::Reports;
 use crate::secrets::Secrets;
@@ -24,6 +26,9 @@ use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 const CLAIM_BATCH: u32 = 256;
 /// Most unserved pool tasks looked at per tick.
 const UNSERVED_BATCH: u32 = 1000;
+/// How often the executors' engines are compared with the state: executions
+/// left by an earlier server are adopted, those of finished attempts removed.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -119,6 +124,9 @@ impl Scheduler {
                 tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; relying on the tick")
             }
         }
+        // Before any new dispatch: containers a previous process left
+        // running are watched again, and leftovers of finished attempts go.
+        core.reconcile().await;
         let dispatch = tokio::spawn(core.clone().dispatch_loop(shutdown.clone()));
         let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
         let events = tokio::spawn(core.event_loop(self.events, shutdown));
@@ -219,6 +227,13 @@ impl Core {
             self.fail(&claim.fence, failure).await;
             return;
         };
+        let workflow = claim.spec.workflow.clone();
+        let container = claim.spec.image.clone().map(|image| ContainerSpec {
+            image,
+            pull_policy: claim.spec.image_pull_policy,
+            cpu: claim.spec.cpu.clone(),
+            memory: claim.spec.memory.clone(),
+        });
         let spec = match crate::executor::spec::build(
             claim.spec,
             &self.secrets,
@@ -238,6 +253,8 @@ impl Core {
         let launch = Launch {
             fence: claim.fence.clone(),
             spec,
+            workflow,
+            container,
         };
         match executor.dispatch(&launch).await {
             Ok(()) => {}
@@ -264,6 +281,61 @@ impl Core {
         }
     }
 
+    /// Compares what the engines hold with the state: an execution of an
+    /// active attempt of a run this replica owns is adopted (watched, so an
+    /// end without a report fails it); one whose attempt is over or
+    /// superseded is an orphan and is removed. Runs of other replicas are
+    /// left to them, and task runs this store does not know to whoever
+    /// started them (another installation on the same engine).
+    async fn reconcile(&self) {
+        for (name, executor) in self.executors.iter() {
+            let executions = match executor.list().await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::debug!(executor = name, error = %e, "cannot list executions");
+                    continue;
+                }
+            };
+            for execution in executions {
+                let fence = &execution.fence;
+                let task_run = match self.state.get_task_run(&fence.task_run_id).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: cannot read a task run");
+                        continue;
+                    }
+                };
+                // A task run this store does not know belongs to another
+                // installation sharing the engine: not ours to judge.
+                let Some(task_run) = task_run else {
+                    continue;
+                };
+                let current = (task_run.attempt == fence.attempt && task_run.status.is_active())
+                    .then_some(task_run);
+                let Some(task_run) = current else {
+                    tracing::info!(executor = name, execution = %execution.id, "removing an execution whose attempt is over");
+                    if let Err(e) = executor.cancel(&execution.fence).await {
+                        tracing::warn!(error = %e, "cannot remove execution {}", execution.id);
+                    }
+                    continue;
+                };
+                let owner = match self.state.get_run(&task_run.run_id).await {
+                    Ok(run) => run.and_then(|r| r.owner),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: cannot read a run");
+                        continue;
+                    }
+                };
+                if owner.as_deref() != Some(self.options.owner.as_str()) {
+                    continue;
+                }
+                if let Err(e) = executor.adopt(&execution).await {
+                    tracing::warn!(error = %e, "cannot adopt execution {}", execution.id);
+                }
+            }
+        }
+    }
+
     async fn fail(&self, fence: &state::Fence, failure: Failure) {
         match self.reports.end(fence, failure).await {
             Ok(()) => {}
@@ -278,12 +350,17 @@ impl Core {
     async fn timer_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.options.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reconcile = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => return,
             }
             self.leases().await;
+            if last_reconcile.elapsed() >= RECONCILE_EVERY {
+                last_reconcile = tokio::time::Instant::now();
+                self.reconcile().await;
+            }
             self.keep_pool_attempts_alive().await;
             if let Err(e) = self.cron.fire_due(Utc::now()).await {
                 tracing::warn!(error = %e, "firing schedules failed");
@@ -459,16 +536,24 @@ impl Core {
                 e = events.recv() => e,
                 _ = shutdown.changed() => return,
             };
-            let Some(ExecutorEvent::Exited { fence, description }) = event else {
+            let Some(ExecutorEvent::Exited {
+                fence,
+                description,
+                kind,
+                non_retryable,
+            }) = event
+            else {
                 return;
             };
             // A worker that died without reporting is lost infrastructure, not a
-            // task failure: it is retried without spending the task's retries.
-            // (Its stderr tail may echo task output: the report masks it.)
+            // task failure (`Lost`: retried without spending the task's
+            // retries), unless the executor knows better (an out-of-memory
+            // kill is the task's own doing). Its log tail may echo task
+            // output: the report masks it.
             let failure = Failure {
-                kind: FailureKind::Lost,
+                kind,
                 error: description,
-                non_retryable: false,
+                non_retryable,
             };
             self.fail(&fence, failure).await;
         }

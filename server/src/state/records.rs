@@ -174,6 +174,12 @@ pub struct AttemptSpec {
     pub config_file: Option<String>,
     pub config_file_content: Vec<u8>,
     pub handler: Option<String>,
+    /// For container tasks: the image the worker runs in, when the engine
+    /// pulls it, and the CPU and memory quantities.
+    pub image: Option<String>,
+    pub image_pull_policy: ork_domain::ImagePullPolicy,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
 }
 
 /// A log line as a worker sends it.

@@ -341,6 +341,10 @@ impl<B: Backend> Store<B> {
             config_file: task.config_file.clone(),
             config_file_content,
             handler: task.handler.clone(),
+            image: task.image.clone(),
+            image_pull_policy: task.image_pull_policy,
+            cpu: task.resources.cpu.clone(),
+            memory: task.resources.memory.clone(),
             command: task.command.clone(),
             python: task.python.clone(),
         })

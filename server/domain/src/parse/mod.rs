@@ -13,7 +13,7 @@ pub(crate) mod tests;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::model::{Catchup, DEFAULT_TIMEZONE, TaskDefinition, WorkflowDefinition};
+use crate::model::{Catchup, DEFAULT_TIMEZONE, Resources, TaskDefinition, WorkflowDefinition};
 use crate::suggest;
 pub(crate) use node::{Kind, Node, Pos};
 
@@ -176,7 +176,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
 ];
 
 /// The fields a workflow's `defaults:` may set for its tasks.
-const DEFAULT_FIELDS: &[&str] = &["python"];
+const DEFAULT_FIELDS: &[&str] = &["python", "executor", "image", "resources"];
 
 /// Parses and validates a workflow file. On failure, returns every problem
 /// found (a YAML syntax error stops parsing, so it comes alone).
@@ -637,6 +637,19 @@ fn parse_defaults(
                 ),
                 Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
             },
+            "executor" => match task::executor(node) {
+                Ok(e) => defaults.executor = Some(e),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            "image" => match task::image(node) {
+                Ok(i) => defaults.image = Some(i),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            "resources" => {
+                let mut resources = Resources::default();
+                task::resources(node, &mut resources, None, &label, errors);
+                defaults.resources = resources;
+            }
             other => {
                 unknown_field(other, &label, DEFAULT_FIELDS, None, key.pos, errors);
                 continue;

@@ -8,9 +8,11 @@ use super::{
     unknown_field, whole,
 };
 use crate::model::{
-    DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef, KNOWN_EXECUTORS, OnFailure,
-    Parallelism, Resources, RetryBackoff, TaskDefinition, WORKERS_EXECUTOR,
+    CONTAINER_EXECUTORS, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef,
+    ImagePullPolicy, KNOWN_EXECUTORS, OnFailure, Parallelism, Resources, RetryBackoff,
+    TaskDefinition, WORKERS_EXECUTOR,
 };
+use crate::quantity;
 
 pub(crate) const TASK_FIELDS: &[&str] = &[
     "name",
@@ -30,11 +32,16 @@ pub(crate) const TASK_FIELDS: &[&str] = &[
     "parallel",
     "concurrency",
     "resources",
+    "image",
+    "image_pull_policy",
     "env",
     "on_failure",
     "output_type",
 ];
 
+/// Longest image reference accepted (Docker's own limit is 255 for the name
+/// part; a tag and digest add to it).
+const MAX_IMAGE_LEN: usize = 512;
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory", "gpu"];
 
 /// Most arguments of one `command`.
@@ -47,6 +54,9 @@ pub const MAX_ARG_BYTES: usize = 4096;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct TaskDefaults {
     pub python: Option<(String, Pos)>,
+    pub executor: Option<String>,
+    pub image: Option<String>,
+    pub resources: Resources,
 }
 
 /// A parsed task and where its parts were written.
@@ -113,7 +123,10 @@ pub(crate) fn parse_task<'n>(
 
     let mut def = TaskDefinition {
         name: name.clone(),
-        executor: DEFAULT_EXECUTOR.to_owned(),
+        executor: defaults
+            .executor
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EXECUTOR.to_owned()),
         handler: None,
         file: None,
         command: None,
@@ -129,6 +142,8 @@ pub(crate) fn parse_task<'n>(
         parallel: None,
         concurrency: None,
         resources: Resources::default(),
+        image: None,
+        image_pull_policy: ImagePullPolicy::default(),
         env: BTreeMap::new(),
         on_failure: OnFailure::Skip,
         output_type: None,
@@ -150,6 +165,8 @@ pub(crate) fn parse_task<'n>(
     let mut python_pos = Pos::default();
     let mut handler_pos = Pos::default();
     let mut retry_max_pos = node.pos;
+    let mut image_pos = Pos::default();
+    let mut pull_policy_pos = Pos::default();
 
     for (key, value) in entries {
         let Some(field) = key_name(key, task, errors) else {
@@ -167,19 +184,25 @@ pub(crate) fn parse_task<'n>(
             "name" => {}
             "executor" => {
                 executor_pos = value.pos;
-                report(text(value).and_then(|e| {
-                    if KNOWN_EXECUTORS.contains(&e.as_str()) {
-                        def.executor = e;
-                        Ok(())
-                    } else {
-                        Err((
-                            value.pos,
-                            format!(
-                                "unknown executor `{e}`; known executors: {}",
-                                KNOWN_EXECUTORS.join(", ")
-                            ),
-                        ))
-                    }
+                report(executor(value).map(|e| def.executor = e));
+            }
+            "image" => {
+                image_pos = value.pos;
+                report(image(value).map(|i| def.image = Some(i)));
+            }
+            "image_pull_policy" => {
+                pull_policy_pos = value.pos;
+                report(text(value).and_then(|p| {
+                    ImagePullPolicy::parse(&p)
+                        .map(|p| def.image_pull_policy = p)
+                        .ok_or_else(|| {
+                            (
+                                value.pos,
+                                format!(
+                                    "unknown policy `{p}`; use `if_not_present` (the default), `always` or `never`"
+                                ),
+                            )
+                        })
                 }));
             }
             "file" => {
@@ -261,7 +284,7 @@ pub(crate) fn parse_task<'n>(
                 report(parallel(value).map(|p| def.parallel = Some(p)));
             }
             "concurrency" => report(at_least_one(value).map(|n| def.concurrency = Some(n))),
-            "resources" => resources(value, &mut def.resources, task, errors),
+            "resources" => resources(value, &mut def.resources, task, "resources", errors),
             "env" => env(value, &mut def.env, task, errors),
             "on_failure" => report(
                 text(value)
@@ -283,6 +306,44 @@ pub(crate) fn parse_task<'n>(
         }
     }
 
+    // Defaults fill what the task left unset; the checks below then see the
+    // task as it will run.
+    def.resources = def.resources.or(&defaults.resources);
+    let in_container = CONTAINER_EXECUTORS.contains(&def.executor.as_str());
+    if in_container && def.image.is_none() {
+        def.image.clone_from(&defaults.image);
+    }
+
+    if in_container && def.image.is_none() && image_pos == Pos::default() {
+        errors.push(
+            task,
+            Some("image"),
+            executor_pos,
+            format!(
+                "a `{}` task needs `image`: the container image it runs in, e.g. `image: python:3.12-slim` (or set `defaults: {{image: ...}}`)",
+                def.executor
+            ),
+        );
+    }
+    if !in_container && def.image.is_some() {
+        errors.push(
+            task,
+            Some("image"),
+            image_pos,
+            format!(
+                "`image` is for container tasks; add `executor: docker` or `executor: kubernetes`, or remove it (this task's executor is `{}`)",
+                def.executor
+            ),
+        );
+    }
+    if !in_container && pull_policy_pos != Pos::default() {
+        errors.push(
+            task,
+            Some("image_pull_policy"),
+            pull_policy_pos,
+            "`image_pull_policy` is for container tasks (`executor: docker` or `kubernetes`); remove it",
+        );
+    }
     if def.executor == WORKERS_EXECUTOR && def.handler.is_none() && handler_pos == Pos::default() {
         errors.push(
             task,
@@ -299,7 +360,7 @@ pub(crate) fn parse_task<'n>(
             "`handler` routes a task to pool workers; add `executor: workers` or remove it",
         );
     }
-    if def.executor == "subprocess"
+    if def.executor != WORKERS_EXECUTOR
         && def.file.is_none()
         && draft.file_pos == Pos::default()
         && def.command.is_none()
@@ -309,8 +370,11 @@ pub(crate) fn parse_task<'n>(
             task,
             Some("file"),
             executor_pos,
-            "a subprocess task needs `file` (a script relative to the workflow file) or \
-             `command` (a program and its arguments, e.g. [\"bash\", \"-c\", \"echo hi\"])",
+            format!(
+                "a {} task needs `file` (a script relative to the workflow file) or \
+                 `command` (a program and its arguments, e.g. [\"bash\", \"-c\", \"echo hi\"])",
+                def.executor
+            ),
         );
     }
     interpreter_rules(
@@ -421,6 +485,52 @@ fn interpreter_rules(
     if let Some(program) = def.command.as_mut().and_then(|c| c.first_mut()) {
         resolve("command", program, at.command_pos);
     }
+}
+
+/// A known executor name.
+pub(crate) fn executor(node: &Node) -> FieldResult<String> {
+    let e = text(node)?;
+    if KNOWN_EXECUTORS.contains(&e.as_str()) {
+        Ok(e)
+    } else {
+        Err((
+            node.pos,
+            format!(
+                "unknown executor `{e}`; known executors: {}",
+                KNOWN_EXECUTORS.join(", ")
+            ),
+        ))
+    }
+}
+
+/// An image reference: one word, as `docker pull` takes it. The engine
+/// checks the rest when it pulls.
+pub(crate) fn image(node: &Node) -> FieldResult<String> {
+    let i = text(node)?;
+    if i.trim().is_empty() {
+        return Err((
+            node.pos,
+            "the image is empty; name one, e.g. `python:3.12-slim`".to_owned(),
+        ));
+    }
+    if i.len() > MAX_IMAGE_LEN {
+        return Err((
+            node.pos,
+            format!(
+                "the image reference is {} characters long; the limit is {MAX_IMAGE_LEN}",
+                i.len()
+            ),
+        ));
+    }
+    if i.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err((
+            node.pos,
+            format!(
+                "`{i}` is not an image reference: it contains spaces; write e.g. `registry.example.com/team/app:1.2`"
+            ),
+        ));
+    }
+    Ok(i)
 }
 
 /// True for a file that `python` runs: a `.py` extension, any case.
@@ -619,11 +729,19 @@ fn field_ref(node: &Node) -> FieldResult<FieldRef> {
     Ok(FieldRef { task, path })
 }
 
-fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut Errors<'_>) {
+/// `resources: {cpu, memory, gpu}`; `label` is how errors name the field
+/// (`resources`, or `defaults.resources`).
+pub(crate) fn resources(
+    node: &Node,
+    out: &mut Resources,
+    task: Option<&str>,
+    label: &str,
+    errors: &mut Errors<'_>,
+) {
     let Kind::Map(entries) = &node.kind else {
         errors.push(
             task,
-            Some("resources"),
+            Some(label),
             node.pos,
             format!(
                 "expected a mapping with cpu, memory or gpu, found {}",
@@ -649,14 +767,19 @@ fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut 
                 ),
             )),
         };
+        // Kubernetes' grammar for both engines, checked now rather than when
+        // the first attempt starts.
+        let checked = |v: &Node, check: fn(&str) -> Result<u64, String>| {
+            quantity(v).and_then(|q| check(&q).map(|_| q).map_err(|msg| (v.pos, msg)))
+        };
         let result = match field.as_str() {
-            "cpu" => quantity(value).map(|q| out.cpu = Some(q)),
-            "memory" => quantity(value).map(|q| out.memory = Some(q)),
+            "cpu" => checked(value, quantity::cpu_millis).map(|q| out.cpu = Some(q)),
+            "memory" => checked(value, quantity::memory_bytes).map(|q| out.memory = Some(q)),
             "gpu" => whole(value).map(|n| out.gpu = Some(n)),
             other => {
                 unknown_field(
                     other,
-                    &format!("resources.{other}"),
+                    &format!("{label}.{other}"),
                     RESOURCE_FIELDS,
                     task,
                     key.pos,
@@ -666,7 +789,7 @@ fn resources(node: &Node, out: &mut Resources, task: Option<&str>, errors: &mut 
             }
         };
         if let Err((pos, msg)) = result {
-            errors.push(task, Some(&format!("resources.{field}")), pos, msg);
+            errors.push(task, Some(&format!("{label}.{field}")), pos, msg);
         }
     }
 }

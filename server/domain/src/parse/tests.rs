@@ -7,7 +7,7 @@ use expect_test::{Expect, expect};
 use serde_json::json;
 
 use super::*;
-use crate::model::{EnvValue, FieldRef, OnFailure, Parallelism, RetryBackoff};
+use crate::model::{EnvValue, FieldRef, ImagePullPolicy, OnFailure, Parallelism, RetryBackoff};
 
 pub(crate) const ETL: &str = include_str!("../../testdata/etl.yaml");
 pub(crate) const MINIMAL: &str = include_str!("../../testdata/minimal.yaml");
@@ -408,7 +408,7 @@ fn unknown_task_field() {
         &task_with("    dependson: [x]\n    colour: red\n"),
         expect![[r#"
             etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
-            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, command, python, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
+            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, command, python, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, image, image_pull_policy, env, on_failure, output_type"#]],
     );
 }
 
@@ -425,9 +425,9 @@ fn duplicate_task_names() {
 #[test]
 fn unknown_executor() {
     check(
-        &task_with("    executor: docker\n"),
+        &task_with("    executor: lambda\n"),
         expect![
-            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess, workers"
+            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes"
         ],
     );
 }
@@ -1121,5 +1121,83 @@ fn inputs_are_declared_with_types_and_defaults() {
             etl.yaml:5:31: field `inputs.n.default`: the default does not match the input's type: expected integer, found string "x"
             etl.yaml:6:3: field `inputs.1x`: `1x` is not an input name; use letters, digits, `_` and `-`, starting with a letter
             etl.yaml:10:16: task `a`, field `input`: template `{{ run.input.dat }}` reads run input `dat`, which `inputs` does not declare (did you mean `date`?); declare it under `inputs`"#]],
+    );
+}
+
+#[test]
+fn container_tasks_take_image_command_resources_and_defaults() {
+    let def = parse(
+        "name: wf\n\
+         defaults:\n  executor: docker\n  image: ork-test/busybox:1\n  resources: {cpu: 500m, memory: 64Mi}\n\
+         tasks:\n\
+         \x20 - name: a\n    command: [sh, -c, 'echo hi']\n    resources: {memory: 1Gi}\n\
+         \x20 - name: b\n    executor: kubernetes\n    image: python:3.12-slim\n    file: b.py\n    command: [python3, -u]\n    image_pull_policy: never\n\
+         \x20 - name: c\n    executor: subprocess\n    file: c.sh\n",
+    )
+    .unwrap();
+    let a = &def.tasks[0];
+    assert_eq!(a.executor, "docker");
+    assert_eq!(a.image.as_deref(), Some("ork-test/busybox:1"));
+    assert_eq!(
+        a.command.as_deref(),
+        Some(&["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()][..])
+    );
+    assert_eq!(
+        a.resources.cpu.as_deref(),
+        Some("500m"),
+        "from the defaults"
+    );
+    assert_eq!(
+        a.resources.memory.as_deref(),
+        Some("1Gi"),
+        "the task's own wins"
+    );
+    assert_eq!(a.image_pull_policy, ImagePullPolicy::IfNotPresent);
+    let b = &def.tasks[1];
+    assert_eq!(b.executor, "kubernetes");
+    assert_eq!(b.image.as_deref(), Some("python:3.12-slim"));
+    assert_eq!(b.image_pull_policy, ImagePullPolicy::Never);
+    let c = &def.tasks[2];
+    assert_eq!(c.executor, "subprocess");
+    assert_eq!(
+        c.image, None,
+        "the default image is only for container tasks"
+    );
+    assert_eq!(def.defaults["image"], json!("ork-test/busybox:1"));
+}
+
+#[test]
+fn container_task_errors_name_the_field() {
+    check(
+        "name: wf\ntasks:\n  - name: a\n    executor: docker\n    command: [true]\n",
+        expect![
+            "etl.yaml:4:15: task `a`, field `image`: a `docker` task needs `image`: the container image it runs in, e.g. `image: python:3.12-slim` (or set `defaults: {image: ...}`)"
+        ],
+    );
+    check(
+        "name: wf\ntasks:\n  - name: a\n    executor: kubernetes\n    image: alpine\n",
+        expect![
+            r#"etl.yaml:4:15: task `a`, field `file`: a kubernetes task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#
+        ],
+    );
+    check(
+        &task_with(
+            "    image: alpine\n    image_pull_policy: sometimes\n    resources: {cpu: lots, memory: 12MB}\n    command: []\n",
+        ),
+        expect![[r#"
+            etl.yaml:5:12: task `a`, field `image`: `image` is for container tasks; add `executor: docker` or `executor: kubernetes`, or remove it (this task's executor is `subprocess`)
+            etl.yaml:6:24: task `a`, field `image_pull_policy`: unknown policy `sometimes`; use `if_not_present` (the default), `always` or `never`
+            etl.yaml:6:24: task `a`, field `image_pull_policy`: `image_pull_policy` is for container tasks (`executor: docker` or `kubernetes`); remove it
+            etl.yaml:7:22: task `a`, field `resources.cpu`: `lots` is not a quantity; write a number with an optional suffix, such as "500m" or "2" for CPU and "256Mi" or "1G" for memory
+            etl.yaml:7:36: task `a`, field `resources.memory`: `12MB` is not a quantity; write a number with an optional suffix, such as "500m" or "2" for CPU and "256Mi" or "1G" for memory
+            etl.yaml:8:14: task `a`, field `command`: the list is empty; expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"]"#]],
+    );
+    check(
+        "name: wf\ndefaults:\n  executor: lambda\n  image: 'a b'\n  resources: {memory: -1Gi}\n  pyton: x\ntasks:\n  - name: a\n    file: a.sh\n",
+        expect![[r#"
+            etl.yaml:3:13: field `defaults.executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes
+            etl.yaml:4:10: field `defaults.image`: `a b` is not an image reference: it contains spaces; write e.g. `registry.example.com/team/app:1.2`
+            etl.yaml:5:23: field `defaults.resources.memory`: `-1Gi` is negative; a resource amount must be positive
+            etl.yaml:6:3: field `defaults.pyton`: unknown field (did you mean `python`?)"#]],
     );
 }
