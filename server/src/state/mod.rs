@@ -4,8 +4,10 @@
 //! The store's port is split by role, each trait small and used by few
 //! components: [`Definitions`] (deployed workflows), [`Runs`] (runs, their
 //! task runs, attempts and logs, as the API reads and changes them),
-//! [`Attempts`] (what workers report), [`Scheduling`] (leases, claims,
-//! timers, cron) and [`Outbox`] (the mirror's feed). [`StateStore`] is all of
+//! [`RunHistory`] (ListRuns: filters, labels, keyset pages),
+//! [`RunRequests`] (idempotent starts), [`Attempts`] (what workers report),
+//! [`Scheduling`] (leases, claims, timers, cron) and [`Outbox`] (the
+//! mirror's feed). [`StateStore`] is all of
 //! them; one conformance suite (`tests/state_conformance.rs`) covers every
 //! role on every backend.
 //!
@@ -20,6 +22,8 @@ mod advance;
 pub mod postgres;
 mod records;
 mod rows;
+pub mod run_history;
+pub mod run_requests;
 mod sql;
 pub mod sqlite;
 mod store;
@@ -34,11 +38,15 @@ use futures::stream::BoxStream;
 
 pub use ork_domain::attempt::Report;
 pub use records::*;
+pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
+pub use run_requests::RunRequests;
 pub use store::Store;
 
 /// Every role trait, for `use ork_server::state::prelude::*`.
 pub mod prelude {
-    pub use super::{Attempts, Definitions, Outbox, Runs, Scheduling, StateStore};
+    pub use super::{
+        Attempts, Definitions, Outbox, RunHistory, RunRequests, Runs, Scheduling, StateStore,
+    };
 }
 
 /// Errors of the state store.
@@ -335,7 +343,9 @@ pub trait Outbox: Send + Sync {
 }
 
 /// The whole store: every role.
-pub trait StateStore: Definitions + Runs + Attempts + Scheduling + Outbox + 'static {
+pub trait StateStore:
+    Definitions + Runs + RunHistory + RunRequests + Attempts + Scheduling + Outbox + 'static
+{
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);

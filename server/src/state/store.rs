@@ -66,6 +66,11 @@ impl<B: Backend> Store<B> {
         &self.backend
     }
 
+    /// Fires the notifier: call after a commit, with what it changed.
+    pub(super) fn notify(&self, changes: Changes) {
+        self.notifier.fire(changes);
+    }
+
     pub(super) fn env(&self) -> Env {
         Env {
             limits: self.limits,
@@ -493,7 +498,7 @@ impl<B: Backend> Definitions for Store<B> {
 #[async_trait]
 impl<B: Backend> Runs for Store<B> {
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
-        let run_id = retrying::<B, _, _, _>(|| self.create_run_once(&new, now)).await?;
+        let run_id = retrying::<B, _, _, _>(|| self.create_run_tx(&new, now)).await?;
         self.notifier.fire(Changes::ALL);
         self.get_run(&run_id)
             .await?
