@@ -40,7 +40,7 @@ use tokio::sync::{Mutex, OnceCell, mpsc};
 use super::watch::{End, Watched, Watchlist};
 use super::{ContainerSpec, Error, Execution, ExecutionStatus, Executor, ExecutorEvent, Launch};
 use super::{labels, labels::worker_env};
-use crate::state::FailureKind;
+use crate::state::{FailureKind, Fence};
 
 /// Where the worker binary appears in the task container.
 const WORKER_PATH: &str = "/ork/bin/ork-worker";
@@ -646,12 +646,12 @@ fn tags(labels: BTreeMap<String, String>) -> Vec<Tag> {
 
 #[async_trait]
 impl Executor for FargateExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
         let name = labels::execution_name(&launch.fence.task_run_id, launch.fence.attempt);
         let spec = launch.container.as_ref().ok_or_else(|| {
             Error::Rejected(format!(
                 "task `{}` has no `image`; a fargate task needs one",
-                launch.task_name
+                launch.spec.task_name
             ))
         })?;
         let client = self.client().await?;
@@ -731,23 +731,25 @@ impl Executor for FargateExecutor {
                 handle: Some(arn),
             },
         );
-        Ok(name)
+        Ok(())
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        let name = labels::execution_name(&fence.task_run_id, fence.attempt);
         let client = self.client().await?;
-        let arn = self.arn_of(client, execution_id).await?;
+        let arn = self.arn_of(client, &name).await?;
         // Whoever cancels decides the attempt's fate: no event for it.
-        self.watched.unwatch(execution_id);
+        self.watched.unwatch(&name);
         match arn {
             Some(arn) => self.stop(client, &arn).await,
             None => Ok(()),
         }
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        let name = labels::execution_name(&fence.task_run_id, fence.attempt);
         let client = self.client().await?;
-        let Some(arn) = self.arn_of(client, execution_id).await? else {
+        let Some(arn) = self.arn_of(client, &name).await? else {
             return Ok(ExecutionStatus::Unknown);
         };
         let out = client
