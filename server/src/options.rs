@@ -196,6 +196,35 @@ pub struct ContainerOptions {
     pub kube_host_network: bool,
     /// Where `fargate` tasks run.
     pub fargate: FargateConfig,
+    /// Where `cloudrun` tasks run.
+    pub cloudrun: CloudRunConfig,
+}
+
+/// Where `executor: cloudrun` tasks run (`--cloudrun-*`). Credentials are
+/// Google's usual chain: `GOOGLE_APPLICATION_CREDENTIALS` (a service-account
+/// key), `gcloud`'s application default credentials, else the metadata
+/// server.
+#[derive(Debug, Clone, Default)]
+pub struct CloudRunConfig {
+    /// The Google Cloud project; `None` leaves the executor unconfigured.
+    pub project: Option<String>,
+    /// The region of the jobs, e.g. `europe-west1`.
+    pub region: Option<String>,
+    /// The service account the jobs run as (default: the project's).
+    pub service_account: Option<String>,
+    /// The Admin API's URL; `None` is `https://run.googleapis.com`.
+    pub endpoint: Option<String>,
+}
+
+impl CloudRunConfig {
+    /// What is missing for `cloudrun` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        (self.project.is_none() || self.region.is_none()).then(|| {
+            "start the server with --cloudrun-project PROJECT and --cloudrun-region REGION \
+             (credentials come from GOOGLE_APPLICATION_CREDENTIALS or the metadata server)"
+                .to_owned()
+        })
+    }
 }
 
 /// Where `executor: fargate` tasks run (`--fargate-*`). Credentials come
@@ -253,6 +282,7 @@ impl Default for ContainerOptions {
             worker_image: DEFAULT_WORKER_IMAGE.to_owned(),
             kube_host_network: false,
             fargate: FargateConfig::default(),
+            cloudrun: CloudRunConfig::default(),
         }
     }
 }

@@ -290,6 +290,36 @@ pub struct ContainerArgs {
     kube_host_network: bool,
     #[command(flatten)]
     fargate: FargateArgs,
+    #[command(flatten)]
+    cloudrun: CloudRunArgs,
+}
+
+/// Where `executor: cloudrun` tasks run. Credentials: GOOGLE_APPLICATION_CREDENTIALS
+/// (a service-account key) or the metadata server.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Google Cloud Run")]
+pub struct CloudRunArgs {
+    /// The Google Cloud project of `cloudrun` jobs.
+    #[arg(long, env = "ORK_CLOUDRUN_PROJECT", value_name = "PROJECT")]
+    cloudrun_project: Option<String>,
+    /// The region of the jobs, e.g. europe-west1.
+    #[arg(long, env = "ORK_CLOUDRUN_REGION", value_name = "REGION")]
+    cloudrun_region: Option<String>,
+    /// The service account the jobs run as (default: the project's).
+    #[arg(long, value_name = "EMAIL")]
+    cloudrun_service_account: Option<String>,
+    /// The Cloud Run Admin API's URL (default: https://run.googleapis.com).
+    #[arg(long, value_name = "URL")]
+    cloudrun_endpoint: Option<String>,
+}
+
+impl CloudRunArgs {
+    fn apply(self, config: &mut ork_server::options::CloudRunConfig) {
+        config.project = self.cloudrun_project.filter(|p| !p.is_empty());
+        config.region = self.cloudrun_region.filter(|r| !r.is_empty());
+        config.service_account = self.cloudrun_service_account;
+        config.endpoint = self.cloudrun_endpoint;
+    }
 }
 
 /// Where `executor: fargate` tasks run. AWS credentials and the region come
@@ -368,6 +398,7 @@ impl ContainerArgs {
         }
         options.kube_host_network = self.kube_host_network;
         self.fargate.apply(&mut options.fargate);
+        self.cloudrun.apply(&mut options.cloudrun);
     }
 }
 

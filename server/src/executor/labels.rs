@@ -3,7 +3,12 @@
 //! and Kubernetes executors find each other's conventions the same, and so
 //! that a restarted server recognises what an earlier one started.
 #![cfg_attr(
-    not(any(feature = "docker", feature = "kubernetes", feature = "fargate")),
+    not(any(
+        feature = "docker",
+        feature = "kubernetes",
+        feature = "fargate",
+        feature = "cloudrun"
+    )),
     allow(dead_code)
 )]
 

@@ -3,6 +3,10 @@
 //! launch, and kills. Executors never read the state store: the claim built
 //! the spec, and every execution is found again by its attempt's fence.
 
+#[cfg(feature = "cloudrun")]
+pub mod cloud_api;
+#[cfg(feature = "cloudrun")]
+mod cloudrun;
 #[cfg(feature = "docker")]
 mod docker;
 #[cfg(feature = "fargate")]
@@ -25,6 +29,10 @@ use ork_proto::v1;
 
 use crate::state::{FailureKind, Fence};
 
+#[cfg(feature = "cloudrun")]
+pub use cloudrun::{
+    CloudRunExecutor, CloudRunOptions, DEFAULT_ENDPOINT as CLOUDRUN_DEFAULT_ENDPOINT,
+};
 #[cfg(feature = "docker")]
 pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
 #[cfg(feature = "fargate")]
