@@ -2,8 +2,9 @@
 //! and the names derived from an attempt: written once so that the Docker
 //! and Kubernetes executors find each other's conventions the same, and so
 //! that a restarted server recognises what an earlier one started.
+// Each container executor uses its own part of these.
 #![cfg_attr(
-    not(any(
+    not(all(
         feature = "docker",
         feature = "kubernetes",
         feature = "fargate",

@@ -5,7 +5,10 @@
 //! fate), reports an end at most once, and adopts idempotently.
 // Shared by executors behind different features: what one leaves unused,
 // another uses.
-#![cfg_attr(not(any(feature = "fargate", feature = "cloudrun")), allow(dead_code))]
+#![cfg_attr(
+    not(all(feature = "kubernetes", feature = "fargate", feature = "cloudrun")),
+    allow(dead_code)
+)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;
