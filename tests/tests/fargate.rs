@@ -568,3 +568,79 @@ async fn a_server_without_fargate_options_refuses_fargate_tasks_at_deploy() {
          --fargate-cluster NAME and --fargate-subnets ID[,ID...] (AWS credentials and region come from the usual AWS environment)"
     );
 }
+
+/// A worker whose server died retries its report for the client's retry
+/// window (10 minutes); SIGTERM (what ECS's StopTask sends) ends it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orphaned_worker_ends_promptly_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let Some(setup) = Setup::new(STAY_RUNNING).await else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut dev = setup.dev(data_dir.path(), free_port()).await;
+    let mut c = Clients::connect(&dev.url).await;
+    // The task ends once the test lets it (by creating `go`), leaving a
+    // mark that it did.
+    let marks = tempfile::tempdir().expect("marks dir");
+    let (go, done) = (marks.path().join("go"), marks.path().join("done"));
+    c.deploy(
+        &format!(
+            "name: fgorphan\ntasks:\n  - name: t\n    executor: fargate\n    image: busybox:1\n    \
+             command: [sh, -c, \"while [ ! -e {go} ]; do sleep 0.1; done; touch {done}\"]\n",
+            go = go.display(),
+            done = done.display()
+        ),
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let run = c.start_run("fgorphan", json!({})).await;
+    let ecs_task = setup.moto.wait_task(&setup.cluster, &run.id, 1).await;
+
+    let work = tempfile::tempdir().expect("work dir");
+    let mut worker = tokio::process::Command::new(ork_tests::binary("ork-worker"));
+    worker
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        // A failing test leaves no worker retrying behind.
+        .kill_on_drop(true);
+    for (name, value) in override_env(&ecs_task) {
+        worker.env(name, value);
+    }
+    worker.env("ORK_WORK_DIR", work.path());
+    let mut worker = worker.spawn().expect("run ork-worker");
+    let mut lines = BufReader::new(worker.stderr.take().expect("stderr")).lines();
+    let wait_line = async |lines: &mut tokio::io::Lines<_>, what: &str| {
+        let found = tokio::time::timeout(RUN_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains(what) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "the worker logs `{what}`");
+    };
+    wait_line(&mut lines, "task started").await;
+    // The server dies while the task runs; the worker then cannot report.
+    dev.kill();
+    std::fs::write(&go, "").expect("let the task end");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while !done.exists() {
+        assert!(Instant::now() < deadline, "the task never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = worker.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exited = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
+    assert!(exited.is_ok(), "the worker ignored SIGTERM");
+}
