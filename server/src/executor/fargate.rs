@@ -110,6 +110,11 @@ pub struct FargateExecutor {
     definitions: Mutex<HashMap<String, String>>,
     /// Tasks being watched, by execution name; the handle is the task ARN.
     watched: Arc<Watchlist>,
+    /// What the last [`Executor::list`] found, by execution name: the task
+    /// ARN and whether it had stopped. ECS keeps stopped tasks for about an
+    /// hour and they cannot be deleted, so the reconciliation finds those of
+    /// finished attempts again and again: their cancel costs no call.
+    listed: std::sync::Mutex<HashMap<String, (String, bool)>>,
 }
 
 impl FargateExecutor {
@@ -119,7 +124,12 @@ impl FargateExecutor {
             client: OnceCell::new(),
             definitions: Mutex::new(HashMap::new()),
             watched: Arc::new(Watchlist::new(events)),
+            listed: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn listed(&self, name: &str) -> Option<(String, bool)> {
+        self.listed.lock().ok()?.get(name).cloned()
     }
 
     async fn client(&self) -> Result<&Client, Error> {
@@ -267,6 +277,9 @@ impl FargateExecutor {
     /// task ECS lists as started by that name (running ones first).
     async fn arn_of(&self, client: &Client, name: &str) -> Result<Option<String>, Error> {
         if let Some(arn) = self.watched.get(name).and_then(|w| w.handle) {
+            return Ok(Some(arn));
+        }
+        if let Some((arn, _)) = self.listed(name) {
             return Ok(Some(arn));
         }
         for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
@@ -736,10 +749,16 @@ impl Executor for FargateExecutor {
 
     async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
         let name = labels::execution_name(&fence.task_run_id, fence.attempt);
-        let client = self.client().await?;
-        let arn = self.arn_of(client, &name).await?;
         // Whoever cancels decides the attempt's fate: no event for it.
-        self.watched.unwatch(&name);
+        let watched = self.watched.unwatch(&name).and_then(|w| w.handle);
+        if watched.is_none() && self.listed(&name).is_some_and(|(_, stopped)| stopped) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let arn = match watched {
+            Some(arn) => Some(arn),
+            None => self.arn_of(client, &name).await?,
+        };
         match arn {
             Some(arn) => self.stop(client, &arn).await,
             None => Ok(()),
@@ -792,6 +811,7 @@ impl Executor for FargateExecutor {
             }
         }
         let mut executions = Vec::new();
+        let mut listed = HashMap::new();
         for batch in arns.chunks(DESCRIBE_BATCH) {
             let out = client
                 .describe_tasks()
@@ -821,12 +841,19 @@ impl Executor for FargateExecutor {
                     continue;
                 };
                 let name = labels::execution_name(&fence.task_run_id, fence.attempt);
+                let running = task.last_status.as_deref() != Some("STOPPED");
+                if let Some(arn) = &task.task_arn {
+                    listed.insert(name.clone(), (arn.clone(), !running));
+                }
                 executions.push(Execution {
                     id: name,
                     fence,
-                    running: task.last_status.as_deref() != Some("STOPPED"),
+                    running,
                 });
             }
+        }
+        if let Ok(mut known) = self.listed.lock() {
+            *known = listed;
         }
         Ok(executions)
     }
