@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "ork/v1/worker.proto",
     "ork/v1/pool.proto",
     "ork/v1/token.proto",
+    "ork/v1/schedule.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

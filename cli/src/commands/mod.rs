@@ -3,6 +3,7 @@
 mod completions;
 mod dev;
 mod run;
+mod schedule;
 mod schema;
 mod server;
 mod token;
@@ -80,6 +81,9 @@ enum Command {
     /// Start, watch and manage runs.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// List, pause, resume, trigger and backfill workflow schedules.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// See the pool workers attached to the server.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
@@ -132,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args, &ctx).await,
         Command::Workflow(cmd) => workflow::run(cmd, &ctx).await,
         Command::Run(cmd) => run::run(cmd, &ctx).await,
+        Command::Schedule(cmd) => schedule::run(cmd, &ctx).await,
         Command::Worker(cmd) => worker::run(cmd, &ctx).await,
         Command::Token(cmd) => token::run(cmd, &ctx).await,
         Command::Schema(cmd) => schema::run(cmd).await,

@@ -23,7 +23,8 @@ use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
     self, pool_service_server::PoolService, run_service_server::RunService,
-    token_service_server::TokenService, workflow_service_server::WorkflowService,
+    schedule_service_server::ScheduleService, token_service_server::TokenService,
+    workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,7 +32,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, PoolApi, RunApi, TokenApi, WorkflowApi};
+use super::{ApiContext, PoolApi, RunApi, ScheduleApi, TokenApi, WorkflowApi};
 use crate::auth::Principal;
 
 /// Query parameter of the logs route that turns it into a Server-Sent Events
@@ -87,6 +88,11 @@ pub enum Rpc {
     ListTokens,
     RevokeToken,
     WatchRun,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    TriggerSchedule,
+    BackfillSchedule,
 }
 
 impl Rpc {
@@ -99,6 +105,11 @@ impl Rpc {
             | Self::DeleteWorkflow => "ork.v1.WorkflowService",
             Self::ListWorkers => "ork.v1.PoolService",
             Self::CreateToken | Self::ListTokens | Self::RevokeToken => "ork.v1.TokenService",
+            Self::ListSchedules
+            | Self::PauseSchedule
+            | Self::ResumeSchedule
+            | Self::TriggerSchedule
+            | Self::BackfillSchedule => "ork.v1.ScheduleService",
             _ => "ork.v1.RunService",
         }
     }
@@ -122,6 +133,11 @@ impl Rpc {
             Self::ListTokens => "ListTokens",
             Self::RevokeToken => "RevokeToken",
             Self::WatchRun => "WatchRun",
+            Self::ListSchedules => "ListSchedules",
+            Self::PauseSchedule => "PauseSchedule",
+            Self::ResumeSchedule => "ResumeSchedule",
+            Self::TriggerSchedule => "TriggerSchedule",
+            Self::BackfillSchedule => "BackfillSchedule",
         }
     }
 }
@@ -217,6 +233,31 @@ pub const ROUTES: &[RestRoute] = &[
         Rpc::WatchRun,
         &[("id", "id")],
     ),
+    route(HttpMethod::Get, "/schedules", Rpc::ListSchedules, &[]),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/pause",
+        Rpc::PauseSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/resume",
+        Rpc::ResumeSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/trigger",
+        Rpc::TriggerSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/backfill",
+        Rpc::BackfillSchedule,
+        &[("workflow", "workflow")],
+    ),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -310,6 +351,7 @@ struct Gateway {
     runs: Arc<RunApi>,
     pool: Arc<PoolApi>,
     tokens: Arc<TokenApi>,
+    schedules: Arc<ScheduleApi>,
     max_body_bytes: usize,
 }
 
@@ -321,7 +363,8 @@ pub fn router(ctx: ApiContext) -> Router {
         workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
         runs: Arc::new(RunApi { ctx: ctx.clone() }),
         pool: Arc::new(PoolApi { ctx: ctx.clone() }),
-        tokens: Arc::new(TokenApi { ctx }),
+        tokens: Arc::new(TokenApi { ctx: ctx.clone() }),
+        schedules: Arc::new(ScheduleApi { ctx }),
         max_body_bytes,
     };
     let mut router = Router::new();
@@ -570,8 +613,13 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs, pool, tokens) =
-            (&*self.workflows, &*self.runs, &*self.pool, &*self.tokens);
+        let (workflows, runs, pool, tokens, schedules) = (
+            &*self.workflows,
+            &*self.runs,
+            &*self.pool,
+            &*self.tokens,
+            &*self.schedules,
+        );
         let p = &principal;
         match route.rpc {
             Rpc::DeployWorkflow => call(fields, p, |r| workflows.deploy_workflow(r)).await,
@@ -591,6 +639,11 @@ impl Gateway {
             Rpc::ListTokens => call(fields, p, |r| tokens.list_tokens(r)).await,
             Rpc::RevokeToken => call(fields, p, |r| tokens.revoke_token(r)).await,
             Rpc::WatchRun => self.watch_run(fields, p).await,
+            Rpc::ListSchedules => call(fields, p, |r| schedules.list_schedules(r)).await,
+            Rpc::PauseSchedule => call(fields, p, |r| schedules.pause_schedule(r)).await,
+            Rpc::ResumeSchedule => call(fields, p, |r| schedules.resume_schedule(r)).await,
+            Rpc::TriggerSchedule => call(fields, p, |r| schedules.trigger_schedule(r)).await,
+            Rpc::BackfillSchedule => call(fields, p, |r| schedules.backfill_schedule(r)).await,
         }
     }
 

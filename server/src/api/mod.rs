@@ -11,6 +11,7 @@ pub mod openapi;
 mod pool_service;
 mod run_service;
 mod run_streams;
+mod schedule_service;
 mod token_service;
 mod worker_service;
 mod workflow_service;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use ork_proto::v1::pool_service_server::PoolServiceServer;
 use ork_proto::v1::run_service_server::RunServiceServer;
+use ork_proto::v1::schedule_service_server::ScheduleServiceServer;
 use ork_proto::v1::token_service_server::TokenServiceServer;
 use ork_proto::v1::worker_service_server::WorkerServiceServer;
 use ork_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -31,6 +33,7 @@ use crate::state::StateStore;
 
 pub use pool_service::PoolApi;
 pub use run_service::RunApi;
+pub use schedule_service::ScheduleApi;
 pub use token_service::TokenApi;
 pub use worker_service::WorkerApi;
 pub use workflow_service::WorkflowApi;
@@ -104,6 +107,11 @@ pub fn routes(ctx: ApiContext) -> Result<tonic::service::Routes, tonic_reflectio
         )
         .add_service(
             RunServiceServer::new(RunApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            ScheduleServiceServer::new(ScheduleApi { ctx: ctx.clone() })
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -11,6 +11,7 @@ mod records;
 mod rows;
 pub mod run_history;
 pub mod run_requests;
+pub mod schedules;
 pub mod sqlite;
 pub mod tokens;
 
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 pub use records::*;
 pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 pub use run_requests::RunRequests;
+pub use schedules::{ScheduleState, Schedules};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,7 @@ pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
 /// The state store port. One conformance suite (`tests/state_conformance.rs`)
 /// runs against every implementation.
 #[async_trait]
-pub trait StateStore: RunHistory + RunRequests + Send + Sync + 'static {
+pub trait StateStore: RunHistory + RunRequests + Schedules + Send + Sync + 'static {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
