@@ -1858,3 +1858,90 @@ async fn request_ids_start_one_run(store: Arc<dyn StateStore>) {
     assert!(created, "the failed start recorded its id");
 }
 conformance!(request_ids_start_one_run_case, request_ids_start_one_run);
+
+/// Pausing and resuming a schedule: the state is shared by every scheduler
+/// over the store (two `Cron`s here, as two replicas), a paused schedule
+/// fires nothing, a resumed one fires only after its resume (even with
+/// `catchup: all`), and a backfilled fire gets one run however often it is
+/// asked for.
+async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
+    use ork_server::scheduler::cron::Cron;
+    const HOUR: i64 = 3_600_000;
+    // t(0) is 2026-09-21T14:13:20Z: the first fire is at 15:00.
+    let first = 46 * 60_000 + 40_000;
+    let wf = deploy(
+        &store,
+        "name: hourly\nschedule: \"0 * * * *\"\ncatchup: all\ntasks:\n  - name: a\n    file: a.sh\n",
+    )
+    .await;
+    assert!(store.schedule_states().await.expect("states").is_empty());
+
+    let paused = store
+        .set_schedule_paused(&wf, true, t(first - HOUR / 2))
+        .await
+        .expect("pause");
+    assert!(paused.paused);
+    // Pausing again changes nothing, not even the time.
+    let again = store
+        .set_schedule_paused(&wf, true, t(first + HOUR))
+        .await
+        .expect("pause again");
+    assert_eq!(again, paused);
+
+    let a = Cron::new(store.clone(), "replica-a".into());
+    let b = Cron::new(store.clone(), "replica-b".into());
+    for hour in 0..4 {
+        let now = t(first + hour * HOUR + 1_000);
+        assert!(a.fire_due(now).await.expect("a").is_empty(), "paused fired");
+        assert!(b.fire_due(now).await.expect("b").is_empty(), "paused fired");
+    }
+
+    let resumed_at = t(first + 3 * HOUR + HOUR / 2);
+    let resumed = store
+        .set_schedule_paused(&wf, false, resumed_at)
+        .await
+        .expect("resume");
+    assert!(!resumed.paused);
+    assert_eq!(resumed.changed_at, resumed_at);
+    assert_eq!(
+        store.schedule_states().await.expect("states")[&wf],
+        resumed
+    );
+    // The fires missed while paused are not caught up; the next one fires once.
+    let now = t(first + 4 * HOUR + 1_000);
+    let mut created = a.fire_due(now).await.expect("a");
+    created.extend(b.fire_due(now).await.expect("b"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        created[0].input["scheduled_for"],
+        t(first + 4 * HOUR)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .as_str()
+    );
+
+    // A backfill of a missed fire: one run, however often it is asked for.
+    let missed = t(first + HOUR);
+    let run = store
+        .fire_schedule(&wf, missed, OWNER, now)
+        .await
+        .expect("backfill")
+        .expect("a run");
+    assert_eq!(run.triggered_by, TriggerType::Schedule);
+    assert!(
+        store
+            .fire_schedule(&wf, missed, OWNER, now)
+            .await
+            .expect("again")
+            .is_none()
+    );
+    // And it did not move the schedule: the next fire still comes.
+    let later = a
+        .fire_due(t(first + 5 * HOUR + 1_000))
+        .await
+        .expect("next");
+    assert_eq!(later.len(), 1);
+}
+conformance!(
+    schedules_pause_resume_and_backfill_case,
+    schedules_pause_resume_and_backfill
+);
