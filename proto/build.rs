@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "ork/v1/pool.proto",
     "ork/v1/token.proto",
     "ork/v1/schedule.proto",
+    "ork/v1/event.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

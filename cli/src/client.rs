@@ -1,5 +1,6 @@
 //! Connecting to an ork server, with an error that says how to get one.
 
+use ork_proto::v1::event_service_client::EventServiceClient;
 use ork_proto::v1::pool_service_client::PoolServiceClient;
 use ork_proto::v1::run_service_client::RunServiceClient;
 use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
@@ -22,6 +23,7 @@ pub struct Client {
     pub tokens: TokenServiceClient<AuthChannel>,
     pub pool: PoolServiceClient<AuthChannel>,
     pub schedules: ScheduleServiceClient<AuthChannel>,
+    pub events: EventServiceClient<AuthChannel>,
 }
 
 /// Connects eagerly, so an unreachable server is reported once, up front,
@@ -49,7 +51,8 @@ pub async fn connect(server: &str, options: &ConnectOptions) -> anyhow::Result<C
         runs: RunServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         tokens: TokenServiceClient::new(channel.clone()),
         pool: PoolServiceClient::new(channel.clone()),
-        schedules: ScheduleServiceClient::new(channel),
+        schedules: ScheduleServiceClient::new(channel.clone()),
+        events: EventServiceClient::new(channel),
     })
 }
 

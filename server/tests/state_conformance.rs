@@ -1945,3 +1945,64 @@ conformance!(
     schedules_pause_resume_and_backfill_case,
     schedules_pause_resume_and_backfill
 );
+
+/// An event id starts its runs once: a second delivery, even concurrent,
+/// creates nothing and returns the first delivery's runs.
+async fn events_start_runs_once(store: Arc<dyn StateStore>) {
+    let a = deploy(&store, "name: sub-a\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let b = deploy(&store, "name: sub-b\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let runs = |id: &str| {
+        [&a, &b]
+            .iter()
+            .map(|w| NewRun {
+                workflow: (*w).clone(),
+                input: json!({"event": {"id": id, "name": "order.created", "data": {}}}),
+                triggered_by: TriggerType::Event,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(1))
+        .await
+        .expect("publish");
+    assert!(first.first);
+    assert_eq!(first.runs.len(), 2);
+    assert!(first.runs.iter().all(|r| r.triggered_by == TriggerType::Event));
+    let again = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(2))
+        .await
+        .expect("again");
+    assert!(!again.first);
+    let ids = |p: &state::Published| {
+        let mut ids: Vec<String> = p.runs.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&again), ids(&first));
+
+    // Concurrent deliveries of a new id: one of them starts the runs.
+    let (x, y) = tokio::join!(
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+    );
+    let (x, y) = (x.expect("x"), y.expect("y"));
+    assert!(x.first ^ y.first, "exactly one first delivery");
+    assert_eq!(ids(&x), ids(&y));
+    let total = store
+        .list_runs(None, 100)
+        .await
+        .expect("runs")
+        .len();
+    assert_eq!(total, 4);
+
+    // An id past its retention starts runs again.
+    let later = t(3) + state::events::RETENTION + chrono::Duration::seconds(1);
+    let reborn = store
+        .publish_event("e-1", "order.created", runs("e-1"), later)
+        .await
+        .expect("after retention");
+    assert!(reborn.first);
+}
+conformance!(events_start_runs_once_case, events_start_runs_once);

@@ -13,6 +13,7 @@ use ork_proto::v1;
 use ork_proto::v1::run_service_client::RunServiceClient;
 use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
+use ork_proto::v1::event_service_client::EventServiceClient;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use ork_worker::connect::{AuthChannel, ConnectOptions};
@@ -151,6 +152,7 @@ pub struct Clients {
     pub workers: WorkerServiceClient<AuthChannel>,
     pub tokens: TokenServiceClient<AuthChannel>,
     pub schedules: ScheduleServiceClient<AuthChannel>,
+    pub events: EventServiceClient<AuthChannel>,
 }
 
 impl Clients {
@@ -183,7 +185,8 @@ impl Clients {
             runs: RunServiceClient::new(channel.clone()),
             workers: WorkerServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20),
             tokens: TokenServiceClient::new(channel.clone()),
-            schedules: ScheduleServiceClient::new(channel),
+            schedules: ScheduleServiceClient::new(channel.clone()),
+            events: EventServiceClient::new(channel),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod completions;
 mod dev;
+mod event;
 mod run;
 mod schedule;
 mod schema;
@@ -81,6 +82,9 @@ enum Command {
     /// Start, watch and manage runs.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Publish events that start the runs of subscribed workflows.
+    #[command(subcommand)]
+    Event(event::EventCommand),
     /// List, pause, resume, trigger and backfill workflow schedules.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
@@ -136,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args, &ctx).await,
         Command::Workflow(cmd) => workflow::run(cmd, &ctx).await,
         Command::Run(cmd) => run::run(cmd, &ctx).await,
+        Command::Event(cmd) => event::run(cmd, &ctx).await,
         Command::Schedule(cmd) => schedule::run(cmd, &ctx).await,
         Command::Worker(cmd) => worker::run(cmd, &ctx).await,
         Command::Token(cmd) => token::run(cmd, &ctx).await,

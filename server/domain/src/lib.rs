@@ -6,6 +6,7 @@
 
 pub mod dag;
 pub mod decide;
+pub mod events;
 pub mod inputs;
 pub mod labels;
 pub mod model;

@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
-    self, pool_service_server::PoolService, run_service_server::RunService,
+    self, event_service_server::EventService, pool_service_server::PoolService,
+    run_service_server::RunService,
     schedule_service_server::ScheduleService, token_service_server::TokenService,
     workflow_service_server::WorkflowService,
 };
@@ -32,7 +33,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, PoolApi, RunApi, ScheduleApi, TokenApi, WorkflowApi};
+use super::{ApiContext, EventApi, PoolApi, RunApi, ScheduleApi, TokenApi, WorkflowApi};
 use crate::auth::Principal;
 
 /// Query parameter of the logs route that turns it into a Server-Sent Events
@@ -93,6 +94,7 @@ pub enum Rpc {
     ResumeSchedule,
     TriggerSchedule,
     BackfillSchedule,
+    PublishEvent,
 }
 
 impl Rpc {
@@ -110,6 +112,7 @@ impl Rpc {
             | Self::ResumeSchedule
             | Self::TriggerSchedule
             | Self::BackfillSchedule => "ork.v1.ScheduleService",
+            Self::PublishEvent => "ork.v1.EventService",
             _ => "ork.v1.RunService",
         }
     }
@@ -138,6 +141,7 @@ impl Rpc {
             Self::ResumeSchedule => "ResumeSchedule",
             Self::TriggerSchedule => "TriggerSchedule",
             Self::BackfillSchedule => "BackfillSchedule",
+            Self::PublishEvent => "PublishEvent",
         }
     }
 }
@@ -258,6 +262,12 @@ pub const ROUTES: &[RestRoute] = &[
         Rpc::BackfillSchedule,
         &[("workflow", "workflow")],
     ),
+    route(
+        HttpMethod::Post,
+        "/events/{name}",
+        Rpc::PublishEvent,
+        &[("name", "name")],
+    ),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -352,6 +362,7 @@ struct Gateway {
     pool: Arc<PoolApi>,
     tokens: Arc<TokenApi>,
     schedules: Arc<ScheduleApi>,
+    events: Arc<EventApi>,
     max_body_bytes: usize,
 }
 
@@ -364,7 +375,8 @@ pub fn router(ctx: ApiContext) -> Router {
         runs: Arc::new(RunApi { ctx: ctx.clone() }),
         pool: Arc::new(PoolApi { ctx: ctx.clone() }),
         tokens: Arc::new(TokenApi { ctx: ctx.clone() }),
-        schedules: Arc::new(ScheduleApi { ctx }),
+        schedules: Arc::new(ScheduleApi { ctx: ctx.clone() }),
+        events: Arc::new(EventApi { ctx }),
         max_body_bytes,
     };
     let mut router = Router::new();
@@ -613,12 +625,13 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs, pool, tokens, schedules) = (
+        let (workflows, runs, pool, tokens, schedules, events) = (
             &*self.workflows,
             &*self.runs,
             &*self.pool,
             &*self.tokens,
             &*self.schedules,
+            &*self.events,
         );
         let p = &principal;
         match route.rpc {
@@ -644,6 +657,7 @@ impl Gateway {
             Rpc::ResumeSchedule => call(fields, p, |r| schedules.resume_schedule(r)).await,
             Rpc::TriggerSchedule => call(fields, p, |r| schedules.trigger_schedule(r)).await,
             Rpc::BackfillSchedule => call(fields, p, |r| schedules.backfill_schedule(r)).await,
+            Rpc::PublishEvent => call(fields, p, |r| events.publish_event(r)).await,
         }
     }
 

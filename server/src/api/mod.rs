@@ -4,8 +4,10 @@
 
 pub mod convert;
 pub mod error;
+mod event_service;
 pub mod events;
 pub mod gateway;
+pub mod hooks;
 pub mod limits;
 pub mod openapi;
 mod pool_service;
@@ -19,6 +21,7 @@ mod workflow_service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ork_proto::v1::event_service_server::EventServiceServer;
 use ork_proto::v1::pool_service_server::PoolServiceServer;
 use ork_proto::v1::run_service_server::RunServiceServer;
 use ork_proto::v1::schedule_service_server::ScheduleServiceServer;
@@ -31,6 +34,7 @@ use crate::objects::MirrorHandle;
 use crate::scheduler::SchedulerHandle;
 use crate::state::StateStore;
 
+pub use event_service::EventApi;
 pub use pool_service::PoolApi;
 pub use run_service::RunApi;
 pub use schedule_service::ScheduleApi;
@@ -107,6 +111,11 @@ pub fn routes(ctx: ApiContext) -> Result<tonic::service::Routes, tonic_reflectio
         )
         .add_service(
             RunServiceServer::new(RunApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            EventServiceServer::new(EventApi { ctx: ctx.clone() })
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -66,6 +66,7 @@ pub const METHOD_ACCESS: &[(&str, Access)] = &[
     ("/ork.v1.RunService/FollowTaskLogs", Access::Viewer),
     ("/ork.v1.RunService/WatchRun", Access::Viewer),
     ("/ork.v1.PoolService/ListWorkers", Access::Viewer),
+    ("/ork.v1.EventService/PublishEvent", Access::Operator),
     ("/ork.v1.ScheduleService/ListSchedules", Access::Viewer),
     ("/ork.v1.ScheduleService/PauseSchedule", Access::Operator),
     ("/ork.v1.ScheduleService/ResumeSchedule", Access::Operator),

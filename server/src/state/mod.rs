@@ -6,6 +6,7 @@
 //! a crash between two steps of one transition cannot happen.
 
 mod advance;
+pub mod events;
 pub mod postgres;
 mod records;
 mod rows;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use events::{Events, Published};
 pub use records::*;
 pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 pub use run_requests::RunRequests;
@@ -86,7 +88,7 @@ pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
 /// The state store port. One conformance suite (`tests/state_conformance.rs`)
 /// runs against every implementation.
 #[async_trait]
-pub trait StateStore: RunHistory + RunRequests + Schedules + Send + Sync + 'static {
+pub trait StateStore: RunHistory + RunRequests + Schedules + Events + Send + Sync + 'static {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
