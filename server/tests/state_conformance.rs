@@ -8,10 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ork_domain::parse::{ParseOptions, parse_workflow};
 use ork_domain::{RunStatus, TaskStatus, TriggerType};
+use ork_server::state::prelude::*;
 use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
-    OutboxKind, PageKey, RunQuery, StateStore,
+    OutboxKind, PageKey, Report, RunQuery,
 };
 use serde_json::json;
 
@@ -860,7 +861,11 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[0].task_name, "a");
 
-    let outbox = store.outbox_batch(1000).await.expect("outbox");
+    let lease = Duration::from_secs(30);
+    let outbox = store
+        .outbox_claim("mirror-a", 1000, t(3), lease)
+        .await
+        .expect("outbox");
     assert!(outbox.iter().any(|e| e.kind == OutboxKind::Workflow));
     assert!(
         outbox
@@ -872,9 +877,53 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
             && e.key == a.task_run_id
             && e.attempt == Some(1))
     );
+    // Claimed: another mirror gets nothing of it until the claim lapses.
+    assert!(
+        store
+            .outbox_claim("mirror-b", 1000, t(4), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+    let taken_over = store
+        .outbox_claim("mirror-b", 1000, t(3 + 30_001), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(taken_over, outbox, "a lapsed claim is taken over, in order");
     let ids: Vec<i64> = outbox.iter().map(|e| e.id).collect();
     store.outbox_ack(&ids).await.expect("ack");
-    assert!(store.outbox_batch(1000).await.expect("outbox").is_empty());
+    assert!(
+        store
+            .outbox_claim("mirror-a", 1000, t(40_000), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+
+    // A key another mirror holds entries of is left to it, however new the
+    // entry: two mirrors never copy one run at once.
+    let b = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert!(b.is_empty(), "b waits on a");
+    store
+        .complete_attempt(&a, json!({"y": 1}), t(40_001))
+        .await
+        .expect("complete");
+    let first = store
+        .outbox_claim("mirror-a", 1, t(40_002), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(first.len(), 1);
+    let rest = store
+        .outbox_claim("mirror-b", 1000, t(40_003), lease)
+        .await
+        .expect("outbox");
+    assert!(
+        rest.iter().all(|e| e.key != first[0].key),
+        "{first:?} vs {rest:?}"
+    );
 }
 conformance!(logs_and_outbox_case, logs_and_outbox);
 
@@ -1077,6 +1126,105 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
 conformance!(
     concurrent_fan_in_reports_ready_the_join_case,
     concurrent_fan_in_reports_ready_the_join
+);
+
+const TYPED_FAN_IN: &str = "name: typed\ntypes:\n  counted: {type: object, properties: {n: {type: integer}}, required: [n]}\ntasks:\n  - name: many\n    file: a.sh\n    parallel: 4\n    output_type: counted\n  - name: join\n    file: a.sh\n    depends_on: [many]\n";
+
+/// Reports committed together: each is answered on its own (a stale fence or
+/// an invalid output refuses that report alone), later reports see earlier
+/// ones, and a batch that finishes the last instances readies the join.
+async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, TYPED_FAN_IN).await;
+    let run = start(&store, &wf, json!({})).await;
+    let mut claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 4);
+    claims.sort_by_key(|c| c.fence.task_run_id.clone());
+    let f: Vec<state::Fence> = claims.iter().map(|c| c.fence.clone()).collect();
+    let forged = state::Fence {
+        token: "guess".into(),
+        ..f[1].clone()
+    };
+    let answers = store
+        .report(
+            &[
+                (f[0].clone(), Report::Start),
+                (f[0].clone(), Report::Complete(json!({"n": 0}))),
+                // A lost reply: the same report again.
+                (f[0].clone(), Report::Complete(json!({"n": 0}))),
+                (f[1].clone(), Report::Complete(json!({"n": "one"}))),
+                (forged, Report::Complete(json!({"n": 1}))),
+                (f[2].clone(), Report::Complete(json!({"n": 2}))),
+                // After its success, a start of the same attempt is stale.
+                (f[2].clone(), Report::Start),
+            ],
+            t(3),
+        )
+        .await
+        .expect("batch");
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(()) => "ok",
+            Err(state::Error::Stale { .. }) => "stale",
+            Err(state::Error::InvalidOutput(_)) => "invalid",
+            Err(_) => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["ok", "ok", "ok", "invalid", "stale", "ok", "stale"]);
+    let status = |rows: &[state::TaskRunRecord], fence: &state::Fence| {
+        rows.iter()
+            .find(|r| r.id == fence.task_run_id)
+            .map(|r| r.status)
+    };
+    let rows = store.list_task_runs(&run).await.expect("tasks");
+    assert_eq!(status(&rows, &f[0]), Some(TaskStatus::Success));
+    assert_eq!(
+        status(&rows, &f[1]),
+        Some(TaskStatus::Dispatched),
+        "refused reports change nothing"
+    );
+    assert_eq!(status(&rows, &f[2]), Some(TaskStatus::Success));
+    assert_eq!(status(&rows, &f[3]), Some(TaskStatus::Dispatched));
+    let first = store
+        .list_attempts(&f[0].task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].started_at, Some(t(3)));
+
+    // The last two instances in one batch: the join is ready after it.
+    let answers = store
+        .report(
+            &[
+                (f[1].clone(), Report::Complete(json!({"n": 1}))),
+                (f[3].clone(), Report::Complete(json!({"n": 3}))),
+            ],
+            t(4),
+        )
+        .await
+        .expect("batch");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let join = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert_eq!(join.len(), 1);
+    assert_eq!(join[0].task_name, "join");
+    store
+        .complete_attempt(&join[0].fence, json!(null), t(6))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
+}
+conformance!(
+    batched_reports_are_answered_one_by_one_case,
+    batched_reports_are_answered_one_by_one
 );
 
 // ---- PostgreSQL only: the server restarts under a live store ----

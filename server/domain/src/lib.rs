@@ -4,6 +4,7 @@
 //! Nothing here does I/O, reads a clock or spawns tasks; the server calls
 //! these functions inside its transactions and tests call them directly.
 
+pub mod attempt;
 pub mod dag;
 pub mod decide;
 pub mod events;

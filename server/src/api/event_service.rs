@@ -16,7 +16,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::error::{ErrorKind, from_state, status};
-use super::{ApiContext, convert};
+use super::ApiContext;
 use crate::state::{NewRun, Published};
 
 /// Label of a run an event started: the event's name.
@@ -96,11 +96,6 @@ pub(super) async fn publish(
         .publish_event(&key, name, runs, Utc::now())
         .await
         .map_err(from_state)?;
-    if published.first && !published.runs.is_empty() {
-        ctx.events.notify();
-        ctx.scheduler.wake();
-        ctx.mirror.wake();
-    }
     tracing::info!(event = %name, %id, runs = published.runs.len(), first = published.first, "event published");
     Ok((id, published))
 }
@@ -133,7 +128,7 @@ impl EventService for EventApi {
             runs: published
                 .runs
                 .iter()
-                .map(|r| convert::run(r, Vec::new()))
+                .map(|r| crate::views::run(r, Vec::new()))
                 .collect(),
             duplicate: !published.first,
         }))

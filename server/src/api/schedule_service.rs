@@ -109,13 +109,6 @@ impl ScheduleApi {
         ))
     }
 
-    /// Runs were created: wake whoever waits for them.
-    fn created(&self) {
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
-    }
-
     async fn full_run(&self, record: &RunRecord) -> Result<v1::Run, Status> {
         RunApi {
             ctx: self.ctx.clone(),
@@ -214,7 +207,6 @@ impl ScheduleService for ScheduleApi {
             .create_run(new, now)
             .await
             .map_err(from_state)?;
-        self.created();
         tracing::info!(workflow = %name, run = %record.id, "schedule triggered");
         Ok(Response::new(v1::TriggerScheduleResponse {
             run: Some(self.full_run(&record).await?),
@@ -267,13 +259,12 @@ impl ScheduleService for ScheduleApi {
             }
         }
         if !runs.is_empty() {
-            self.created();
-            tracing::info!(workflow = %workflow.name, created = runs.len(), existing, "schedule backfilled");
+                tracing::info!(workflow = %workflow.name, created = runs.len(), existing, "schedule backfilled");
         }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(v1::BackfillScheduleResponse {
             fires: count(fires.len()),
-            runs: runs.iter().map(|r| convert::run(r, Vec::new())).collect(),
+            runs: runs.iter().map(|r| crate::views::run(r, Vec::new())).collect(),
             existing,
             remaining: count(fires.len() - visited),
         }))

@@ -10,14 +10,16 @@
 //! by the caller (the API, from the deployed definitions); ids are kept for
 //! [`RETENTION`], expired ones deleted as new ones are recorded.
 //!
-//! The statements are written once, with numbered parameters both
-//! backends accept.
+//! Written once for both backends, through `sql.rs`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::rows::{Columns, ms};
-use super::{Error, NewRun, Result, RunRecord};
+use super::rows::ms;
+use super::sql::{Backend, Columns, Conn, Query, retrying};
+use super::store::Store;
+use super::{Error, NewRun, Result, RunRecord, Runs};
+use crate::notify::Changes;
 
 /// How long an event id keeps a redelivery from starting runs again.
 pub const RETENTION: TimeDelta = TimeDelta::days(7);
@@ -63,142 +65,76 @@ fn vanished(run_id: &str) -> Error {
     Error::Corrupt(format!("run {run_id} of a recorded event vanished"))
 }
 
-/// The runs of `ids`, in order.
-async fn load_runs(store: &dyn super::StateStore, ids: Vec<String>) -> Result<Vec<RunRecord>> {
-    let mut runs = Vec::with_capacity(ids.len());
-    for id in ids {
-        runs.push(store.get_run(&id).await?.ok_or_else(|| vanished(&id))?);
-    }
-    Ok(runs)
-}
-
-mod sqlite {
-    use super::*;
-    use crate::state::sqlite::SqliteStore;
-
-    #[async_trait]
-    impl Events for SqliteStore {
-        async fn publish_event(
-            &self,
-            id: &str,
-            name: &str,
-            runs: Vec<NewRun>,
-            now: DateTime<Utc>,
-        ) -> Result<Published> {
-            let mut versions = Vec::with_capacity(runs.len());
-            for new in &runs {
-                versions.push(self.current_version(&new.workflow).await?);
-            }
-            let mut tx = self.write_pool().begin().await?;
-            for expire in [EXPIRE_EVENT_RUNS, EXPIRE_EVENTS] {
-                sqlx::query(expire)
-                    .bind(expired(now))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let recorded = sqlx::query(RECORD)
-                .bind(id)
-                .bind(name)
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-            let first = recorded.rows_affected() == 1;
-            let mut ids = Vec::new();
-            if first {
-                for (new, version) in runs.iter().zip(&versions) {
-                    let run_id = self.insert_run(&mut tx, new, version, now).await?;
-                    sqlx::query(RECORD_RUN)
-                        .bind(id)
-                        .bind(&new.workflow)
-                        .bind(&run_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    ids.push(run_id);
-                }
-            } else {
-                for row in sqlx::query(RUNS_OF).bind(id).fetch_all(&mut *tx).await? {
-                    ids.push(row.text("run_id")?);
-                }
-            }
-            tx.commit().await?;
-            Ok(Published {
-                runs: load_runs(self, ids).await?,
-                first,
-            })
+#[async_trait]
+impl<B: Backend> Events for Store<B> {
+    async fn publish_event(
+        &self,
+        id: &str,
+        name: &str,
+        runs: Vec<NewRun>,
+        now: DateTime<Utc>,
+    ) -> Result<Published> {
+        let (ids, first) =
+            retrying::<B, _, _, _>(|| self.publish_event_tx(id, name, &runs, now)).await?;
+        if first && !ids.is_empty() {
+            self.notify(Changes::ALL);
         }
+        let mut records = Vec::with_capacity(ids.len());
+        for run_id in ids {
+            records.push(self.get_run(&run_id).await?.ok_or_else(|| vanished(&run_id))?);
+        }
+        Ok(Published {
+            runs: records,
+            first,
+        })
     }
 }
 
-mod postgres {
-    use super::*;
-    use crate::state::postgres::{PostgresStore, retrying};
-
-    impl PostgresStore {
-        /// One try of [`Events::publish_event`]: the run ids and whether
-        /// this delivery was the first.
-        async fn publish_event_tx(
-            &self,
-            id: &str,
-            name: &str,
-            runs: &[NewRun],
-            now: DateTime<Utc>,
-        ) -> Result<(Vec<String>, bool)> {
-            let mut versions = Vec::with_capacity(runs.len());
-            for new in runs {
-                versions.push(self.current_version(&new.workflow).await?);
-            }
-            let mut tx = self.pool().begin().await?;
-            for expire in [EXPIRE_EVENT_RUNS, EXPIRE_EVENTS] {
-                sqlx::query(expire)
-                    .bind(expired(now))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // A concurrent delivery of the same id waits here until the
-            // first one commits, then finds the key taken.
-            let recorded = sqlx::query(RECORD)
-                .bind(id)
-                .bind(name)
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-            let first = recorded.rows_affected() == 1;
-            let mut ids = Vec::new();
-            if first {
-                for (new, version) in runs.iter().zip(&versions) {
-                    let run_id = self.insert_run(&mut tx, new, version, now).await?;
-                    sqlx::query(RECORD_RUN)
+#[allow(private_bounds)]
+impl<B: Backend> Store<B> {
+    /// One try of [`Events::publish_event`]: the run ids and whether this
+    /// delivery was the first.
+    async fn publish_event_tx(
+        &self,
+        id: &str,
+        name: &str,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut versions = Vec::with_capacity(runs.len());
+        for new in runs {
+            versions.push(self.current_version(&new.workflow).await?);
+        }
+        let mut tx = self.backend().begin().await?;
+        for expire in [EXPIRE_EVENT_RUNS, EXPIRE_EVENTS] {
+            tx.execute(Query::new(expire).bind(expired(now))).await?;
+        }
+        // A concurrent delivery of the same id waits here until the first
+        // one commits (PostgreSQL), or runs after it (SQLite's single
+        // writer), then finds the key taken.
+        let recorded = tx
+            .execute(Query::new(RECORD).bind(id).bind(name).bind(ms(now)))
+            .await?;
+        let first = recorded == 1;
+        let mut ids = Vec::new();
+        if first {
+            for (new, version) in runs.iter().zip(&versions) {
+                let run_id = self.insert_run(&mut *tx, new, version, now).await?;
+                tx.execute(
+                    Query::new(RECORD_RUN)
                         .bind(id)
                         .bind(&new.workflow)
-                        .bind(&run_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    ids.push(run_id);
-                }
-            } else {
-                for row in sqlx::query(RUNS_OF).bind(id).fetch_all(&mut *tx).await? {
-                    ids.push(row.text("run_id")?);
-                }
+                        .bind(&run_id),
+                )
+                .await?;
+                ids.push(run_id);
             }
-            tx.commit().await?;
-            Ok((ids, first))
+        } else {
+            for row in tx.fetch_all(Query::new(RUNS_OF).bind(id)).await? {
+                ids.push(row.text("run_id")?);
+            }
         }
-    }
-
-    #[async_trait]
-    impl Events for PostgresStore {
-        async fn publish_event(
-            &self,
-            id: &str,
-            name: &str,
-            runs: Vec<NewRun>,
-            now: DateTime<Utc>,
-        ) -> Result<Published> {
-            let (ids, first) = retrying(|| self.publish_event_tx(id, name, &runs, now)).await?;
-            Ok(Published {
-                runs: load_runs(self, ids).await?,
-                first,
-            })
-        }
+        tx.commit().await?;
+        Ok((ids, first))
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use ork_domain::attempt::{Failure, FailureKind, Fence};
 use ork_domain::dag::Dag;
 use ork_domain::{
     EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
@@ -123,14 +124,6 @@ pub struct AttemptRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Names one attempt; every worker call carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fence {
-    pub task_run_id: String,
-    pub attempt: u32,
-    pub token: String,
-}
-
 /// A task run just claimed for dispatch.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -138,9 +131,9 @@ pub struct Claim {
     pub run_id: String,
     pub task_name: String,
     pub executor: String,
-    /// For `executor: workers`: the pool handler.
-    pub handler: Option<String>,
-    pub timeout_seconds: u32,
+    /// What the attempt runs, read by the claim itself: executors never read
+    /// the store.
+    pub spec: AttemptSpec,
 }
 
 /// An attempt out with a worker when its run was cancelled.
@@ -148,28 +141,6 @@ pub struct Claim {
 pub struct ActiveAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
-}
-
-/// Why an attempt is over without a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The task reported an error.
-    Task,
-    /// The worker vanished (no heartbeat, process gone, server restarted).
-    /// Retried without consuming the task's `retries`, a few times at most.
-    Lost,
-    /// The attempt ran past `timeout_seconds`.
-    Timeout,
-    /// The executor could not start it.
-    Dispatch,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub error: String,
-    pub non_retryable: bool,
 }
 
 /// An attempt the timer loop must end.
@@ -177,7 +148,6 @@ pub struct Failure {
 pub struct ExpiredAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
     pub kind: FailureKind,
     pub timeout_seconds: u32,
 }
@@ -207,6 +177,12 @@ pub struct AttemptSpec {
     pub config_file: Option<String>,
     pub config_file_content: Vec<u8>,
     pub handler: Option<String>,
+    /// For container tasks: the image the worker runs in, when the engine
+    /// pulls it, and the CPU and memory quantities.
+    pub image: Option<String>,
+    pub image_pull_policy: ork_domain::ImagePullPolicy,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
 }
 
 /// A log line as a worker sends it.
@@ -239,6 +215,15 @@ pub struct LogRecord {
     pub stream: String,
     pub line: String,
     pub time: DateTime<Utc>,
+}
+
+/// The size of one attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSize {
+    pub task_run_id: String,
+    pub attempt: u32,
+    pub lines: u64,
+    pub bytes: u64,
 }
 
 /// What the mirror must bring up to date.

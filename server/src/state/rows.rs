@@ -1,54 +1,16 @@
-//! What the SQL backends share: value conversions (Unix milliseconds, JSON
-//! text), row-to-record decoding over both row types, and the task run rows a
-//! run starts with. The schemas of `migrations/sqlite` and
-//! `migrations/postgres` have the same tables and columns (every integer
-//! decodes as `i64`), which is what lets one decoder serve both.
+//! Value conversions (Unix milliseconds, JSON text), row-to-record decoding
+//! over both backends' rows ([`Columns`]), fresh ids and tokens, and the task
+//! run rows a run starts with.
 
 use chrono::{DateTime, Utc};
 use ork_domain::{Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType};
 use serde_json::Value;
-use sqlx::Row;
 
+use super::sql::{CHUNK, Columns, Conn, Query};
 use super::{
     AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord,
     TaskRunRecord,
 };
-
-/// How many times an attempt lost to infrastructure is retried for free.
-pub(crate) const MAX_LOST_RETRIES: i64 = 3;
-
-/// The statuses of an attempt out with a worker.
-pub(crate) const ACTIVE: [TaskStatus; 2] = [TaskStatus::Dispatched, TaskStatus::Running];
-
-/// Typed column access, implemented for the row type of every backend.
-pub(crate) trait Columns {
-    fn text(&self, column: &str) -> Result<String>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>>;
-    fn int(&self, column: &str) -> Result<i64>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
-}
-
-macro_rules! impl_columns {
-    ($row:ty) => {
-        impl Columns for $row {
-            fn text(&self, column: &str) -> Result<String> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_text(&self, column: &str) -> Result<Option<String>> {
-                Ok(self.try_get(column)?)
-            }
-            fn int(&self, column: &str) -> Result<i64> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-                Ok(self.try_get(column)?)
-            }
-        }
-    };
-}
-
-impl_columns!(sqlx::sqlite::SqliteRow);
-impl_columns!(sqlx::postgres::PgRow);
 
 // ---------- values ----------
 
@@ -96,10 +58,24 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// A number in [0, 1) for retry jitter; the clock's sub-second noise is
-/// plenty for spreading retries, and keeps `rand` out of the build.
+/// A new attempt token: 128 bits from the operating system's CSPRNG, as 32
+/// hex digits. Whoever holds it may report for its attempt, so it must not be
+/// guessable from anything else (ids, times, other tokens).
+pub(crate) fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Corrupt(format!("the system random source failed: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A number in [0, 1) that spreads retry delays.
 pub(crate) fn jitter_unit() -> f64 {
-    f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only the spread of retries depends on it: the clock's noise will do.
+        return f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 // ---------- records ----------
@@ -199,16 +175,6 @@ pub(crate) fn outbox_entry<R: Columns>(row: &R) -> Result<OutboxEntry> {
 
 // ---------- new rows ----------
 
-/// A task run row as the fenced worker calls see it.
-pub(crate) struct FencedRow {
-    pub run_id: String,
-    pub task_name: String,
-    pub status: TaskStatus,
-    pub attempt_base: i64,
-    pub lost_count: i64,
-    pub workflow_version: String,
-}
-
 /// One task run row to insert.
 pub(crate) struct NewTaskRunRow<'a> {
     pub id: String,
@@ -285,4 +251,104 @@ pub(crate) fn instance_rows<'a>(
             }
         })
         .collect()
+}
+
+// ---------- inserts ----------
+
+/// Records what the mirror must bring up to date, in the caller's transaction.
+pub(crate) async fn insert_outbox<C: Conn>(
+    tx: &mut C,
+    kind: OutboxKind,
+    key: &str,
+    attempt: Option<u32>,
+) -> Result<()> {
+    tx.execute(
+        Query::new("INSERT INTO outbox (kind, key, attempt, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(attempt)
+            .bind(ms(Utc::now())),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Outbox entries of attempts: (task run id, attempt).
+pub(crate) async fn insert_attempt_outbox<C: Conn>(
+    tx: &mut C,
+    attempts: &[(String, u32)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in attempts.chunks(CHUNK) {
+        tx.execute(Query::values(
+            "INSERT INTO outbox (kind, key, attempt, created_at) VALUES ",
+            chunk,
+            4,
+            "",
+            |(id, attempt), args| {
+                args.push(OutboxKind::Attempt.as_str().into());
+                args.push(id.into());
+                args.push((*attempt).into());
+                args.push(ms(now).into());
+            },
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_task_runs<C: Conn>(
+    tx: &mut C,
+    run_id: &str,
+    rows: &[NewTaskRunRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // 17 values a row: keep statements under SQLite's parameter limit.
+    for chunk in rows.chunks(CHUNK) {
+        tx.execute(Query::values(
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, \
+             handler, parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, \
+             finished_at) VALUES ",
+            chunk,
+            17,
+            "",
+            |r, args| {
+                args.push(r.id.as_str().into());
+                args.push(run_id.into());
+                args.push(r.task.name.as_str().into());
+                args.push(r.status.as_str().into());
+                args.push(r.task.retries.into());
+                args.push(r.task.timeout_seconds.into());
+                args.push(r.task.concurrency.into());
+                args.push(r.task.handler.clone().into());
+                args.push(r.parallel_index.into());
+                args.push(r.parallel_count.into());
+                args.push(r.item.map(json_text).into());
+                args.push(r.task.executor.as_str().into());
+                args.push(r.input.clone().into());
+                args.push(r.error.clone().into());
+                args.push(ms(now).into());
+                args.push(r.ready_at.into());
+                args.push(r.finished_at.into());
+            },
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_random_bits() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        let j = jitter_unit();
+        assert!((0.0..1.0).contains(&j));
+    }
 }

@@ -5,9 +5,10 @@
 //! changes once a run exists, so a page token (the key of the last run
 //! shown) continues exactly after that run however many runs were created
 //! since: new ones sort before it, and nothing is skipped or shown twice.
-//! The SQL is built once for both backends by sqlx's `QueryBuilder`, and
-//! every filter has an index ending in `(created_at, id)` (migration 0050),
-//! so a deep page costs what the first page costs.
+//! The SQL is built once for both backends (numbered parameters, run
+//! through the store's `Conn` like every other statement), and every filter
+//! has an index ending in `(created_at, id)` (migration 0050), so a deep
+//! page costs what the first page costs.
 //!
 //! The total is a `COUNT(*)` over the same filters, made only when the
 //! caller asks for it (the CLI asks on the first page): it walks the
@@ -19,9 +20,10 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ork_domain::model::{RunStatus, TriggerType};
-use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::rows::{ms, run_record};
+use super::sql::{Arg, Backend, Columns, Conn, Query};
+use super::store::Store;
 use super::{Error, Result, RunRecord};
 
 /// Largest page a caller gets, whatever it asks for.
@@ -130,6 +132,34 @@ pub(crate) fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
 }
 
+/// The `run_labels` rows of a new run, written in the run's transaction.
+pub(crate) async fn insert_labels<C: Conn>(
+    tx: &mut C,
+    run_id: &str,
+    labels: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    // At most `ork_domain::labels::MAX_LABELS` rows: one statement.
+    let rows: Vec<(&String, &String)> = labels.iter().collect();
+    tx.execute(Query::values(
+        "INSERT INTO run_labels (run_id, key, value, created_at) VALUES ",
+        &rows,
+        4,
+        "",
+        |(key, value), args| {
+            args.push(Arg::from(run_id));
+            args.push(Arg::from(*key));
+            args.push(Arg::from(*value));
+            args.push(Arg::from(ms(now)));
+        },
+    ))
+    .await?;
+    Ok(())
+}
+
 fn page_size(query: &RunQuery) -> u32 {
     match query.limit {
         0 => DEFAULT_PAGE,
@@ -137,14 +167,57 @@ fn page_size(query: &RunQuery) -> u32 {
     }
 }
 
+/// A statement being built, its parameters numbered as they are bound.
+#[derive(Default)]
+struct Builder {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Builder {
+    fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            args: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    fn bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.sql.push('$');
+        self.sql.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// `(p1, p2, …)` with one parameter per item.
+    fn list<T>(&mut self, items: &[T], arg: impl Fn(&T) -> Arg) -> &mut Self {
+        self.sql.push('(');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.bind(arg(item));
+        }
+        self.sql.push(')');
+        self
+    }
+
+    fn build(self) -> Query {
+        Query {
+            sql: self.sql.into(),
+            args: self.args,
+        }
+    }
+}
+
 /// Appends the filters of `query` (and, with `keyset`, the page position)
 /// as a WHERE clause.
-fn push_filters<'a, DB>(sql: &mut QueryBuilder<'a, DB>, query: &RunQuery, keyset: bool)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-{
+fn push_filters(sql: &mut Builder, query: &RunQuery, keyset: bool) {
     // With a label filter the first label drives: its index is walked in
     // (created_at, run_id) order, the same order as the runs'.
     let (driver, rest) = match query.labels.split_first() {
@@ -154,29 +227,20 @@ where
     sql.push(" WHERE TRUE");
     if let Some((key, value)) = driver {
         sql.push(" AND l.key = ")
-            .push_bind(key.clone())
+            .bind(key)
             .push(" AND l.value = ")
-            .push_bind(value.clone());
+            .bind(value);
     }
     if let Some(workflow) = &query.workflow {
-        sql.push(" AND runs.workflow = ")
-            .push_bind(workflow.clone());
+        sql.push(" AND runs.workflow = ").bind(workflow);
     }
     if !query.statuses.is_empty() {
-        sql.push(" AND runs.status IN (");
-        let mut list = sql.separated(", ");
-        for status in &query.statuses {
-            list.push_bind(status.as_str().to_owned());
-        }
-        sql.push(")");
+        sql.push(" AND runs.status IN ")
+            .list(&query.statuses, |s| Arg::from(s.as_str()));
     }
     if !query.triggers.is_empty() {
-        sql.push(" AND runs.triggered_by IN (");
-        let mut list = sql.separated(", ");
-        for trigger in &query.triggers {
-            list.push_bind(trigger.as_str().to_owned());
-        }
-        sql.push(")");
+        sql.push(" AND runs.triggered_by IN ")
+            .list(&query.triggers, |t| Arg::from(t.as_str()));
     }
     let ranges = [
         ("runs.created_at >= ", query.created_after),
@@ -186,14 +250,14 @@ where
     ];
     for (test, time) in ranges {
         if let Some(time) = time {
-            sql.push(" AND ").push(test).push_bind(ms(time));
+            sql.push(" AND ").push(test).bind(ms(time));
         }
     }
     for (key, value) in rest {
         sql.push(" AND runs.id IN (SELECT run_id FROM run_labels WHERE key = ")
-            .push_bind(key.clone())
+            .bind(key)
             .push(" AND value = ")
-            .push_bind(value.clone())
+            .bind(value)
             .push(")");
     }
     if let (true, Some(after)) = (keyset, &query.after) {
@@ -201,9 +265,9 @@ where
             Some(_) => " AND (l.created_at, l.run_id) < (",
             None => " AND (runs.created_at, runs.id) < (",
         })
-        .push_bind(after.created_at_ms)
+        .bind(after.created_at_ms)
         .push(", ")
-        .push_bind(after.id.clone())
+        .bind(&after.id)
         .push(")");
     }
 }
@@ -217,31 +281,21 @@ fn from(query: &RunQuery, what: &str) -> String {
 }
 
 /// The page query: one row more than the page, to know whether another follows.
-fn page_sql<'a, DB>(query: &RunQuery) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut sql = QueryBuilder::new(from(query, "runs.*"));
+fn page_sql(query: &RunQuery) -> Query {
+    let mut sql = Builder::new(from(query, "runs.*"));
     push_filters(&mut sql, query, true);
     sql.push(match query.labels.is_empty() {
         true => " ORDER BY runs.created_at DESC, runs.id DESC LIMIT ",
         false => " ORDER BY l.created_at DESC, l.run_id DESC LIMIT ",
     })
-    .push_bind(i64::from(page_size(query)) + 1);
-    sql
+    .bind(i64::from(page_size(query)) + 1);
+    sql.build()
 }
 
-fn count_sql<'a, DB>(query: &RunQuery) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut sql = QueryBuilder::new(from(query, "COUNT(*)"));
+fn count_sql(query: &RunQuery) -> Query {
+    let mut sql = Builder::new(from(query, "COUNT(*) AS n"));
     push_filters(&mut sql, query, false);
-    sql
+    sql.build()
 }
 
 /// Cuts the extra row off and turns it into the next page's key.
@@ -262,100 +316,20 @@ fn into_page(mut runs: Vec<RunRecord>, query: &RunQuery, total: Option<i64>) -> 
     }
 }
 
-pub(crate) mod sqlite {
-    use sqlx::{Sqlite, SqliteConnection};
-
-    use super::*;
-    use crate::state::sqlite::SqliteStore;
-
-    /// Writes a new run's labels, in the run's transaction.
-    pub(crate) async fn insert_labels(
-        tx: &mut SqliteConnection,
-        run_id: &str,
-        labels: &BTreeMap<String, String>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        for (key, value) in labels {
-            sqlx::query(
-                "INSERT INTO run_labels (run_id, key, value, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(run_id)
-            .bind(key)
-            .bind(value)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
-    }
-
-    #[async_trait]
-    impl RunHistory for SqliteStore {
-        async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
-            let pool = self.read_pool();
-            let rows = page_sql::<Sqlite>(query).build().fetch_all(pool).await?;
-            let runs = rows.iter().map(run_record).collect::<Result<Vec<_>>>()?;
-            let total = match query.include_total {
-                true => Some(
-                    count_sql::<Sqlite>(query)
-                        .build_query_scalar::<i64>()
-                        .fetch_one(pool)
-                        .await?,
-                ),
-                false => None,
-            };
-            Ok(into_page(runs, query, total))
-        }
-    }
-}
-
-pub(crate) mod postgres {
-    use sqlx::{PgConnection, Postgres};
-
-    use super::*;
-    use crate::state::postgres::PostgresStore;
-
-    /// Writes a new run's labels, in the run's transaction.
-    pub(crate) async fn insert_labels(
-        tx: &mut PgConnection,
-        run_id: &str,
-        labels: &BTreeMap<String, String>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        if labels.is_empty() {
-            return Ok(());
-        }
-        let (keys, values): (Vec<&String>, Vec<&String>) = labels.iter().unzip();
-        sqlx::query(
-            "INSERT INTO run_labels (run_id, key, value, created_at) \
-             SELECT $1, k, v, $4 FROM UNNEST($2::text[], $3::text[]) AS l(k, v)",
-        )
-        .bind(run_id)
-        .bind(keys)
-        .bind(values)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-
-    #[async_trait]
-    impl RunHistory for PostgresStore {
-        async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
-            let pool = self.pool();
-            let rows = page_sql::<Postgres>(query).build().fetch_all(pool).await?;
-            let runs = rows.iter().map(run_record).collect::<Result<Vec<_>>>()?;
-            let total = match query.include_total {
-                true => Some(
-                    count_sql::<Postgres>(query)
-                        .build_query_scalar::<i64>()
-                        .fetch_one(pool)
-                        .await?,
-                ),
-                false => None,
-            };
-            Ok(into_page(runs, query, total))
-        }
+#[async_trait]
+impl<B: Backend> RunHistory for Store<B> {
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+        let mut conn = self.backend().read().await?;
+        let rows = conn.fetch_all(page_sql(query)).await?;
+        let runs = rows.iter().map(run_record).collect::<Result<Vec<_>>>()?;
+        let total = match query.include_total {
+            true => match conn.fetch_optional(count_sql(query)).await? {
+                Some(row) => Some(row.int("n")?),
+                None => Some(0),
+            },
+            false => None,
+        };
+        Ok(into_page(runs, query, total))
     }
 }
 

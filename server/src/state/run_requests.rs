@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::rows::ms;
-use super::{Error, NewRun, Result, RunRecord};
+use super::sql::{Backend, Columns, Conn, Query, retrying};
+use super::store::Store;
+use super::{Error, NewRun, Result, RunRecord, Runs};
+use crate::notify::Changes;
 
 /// How long a request id returns its first run.
 pub const RETENTION: TimeDelta = TimeDelta::hours(24);
@@ -46,143 +49,81 @@ fn expired(now: DateTime<Utc>) -> i64 {
     ms(now - RETENTION)
 }
 
-fn vanished(run_id: &str) -> Error {
-    Error::Corrupt(format!("run {run_id} of a recorded request id vanished"))
-}
-
-mod sqlite {
-    use super::*;
-    use crate::state::StateStore as _;
-    use crate::state::sqlite::SqliteStore;
-
-    #[async_trait]
-    impl RunRequests for SqliteStore {
-        async fn create_run_once(
-            &self,
-            new: NewRun,
-            request_id: &str,
-            now: DateTime<Utc>,
-        ) -> Result<(RunRecord, bool)> {
-            check_request_id(request_id)?;
-            let version = self.current_version(&new.workflow).await?;
-            let mut tx = self.write_pool().begin().await?;
-            sqlx::query("DELETE FROM run_requests WHERE created_at < ?1")
-                .bind(expired(now))
-                .execute(&mut *tx)
-                .await?;
-            let recorded = sqlx::query(
-                "INSERT INTO run_requests (workflow, request_id, run_id, created_at) VALUES (?1, ?2, '', ?3) \
-                 ON CONFLICT (workflow, request_id) DO NOTHING",
-            )
-            .bind(&new.workflow)
-            .bind(request_id)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
-            if recorded.rows_affected() == 0 {
-                let run_id: String = sqlx::query_scalar(
-                    "SELECT run_id FROM run_requests WHERE workflow = ?1 AND request_id = ?2",
-                )
-                .bind(&new.workflow)
-                .bind(request_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                let run = self
-                    .get_run(&run_id)
-                    .await?
-                    .ok_or_else(|| vanished(&run_id))?;
-                return Ok((run, false));
-            }
-            let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
-            sqlx::query(
-                "UPDATE run_requests SET run_id = ?1 WHERE workflow = ?2 AND request_id = ?3",
-            )
-            .bind(&run_id)
-            .bind(&new.workflow)
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            let run = self
-                .get_run(&run_id)
-                .await?
-                .ok_or_else(|| vanished(&run_id))?;
-            Ok((run, true))
+#[async_trait]
+impl<B: Backend> RunRequests for Store<B> {
+    async fn create_run_once(
+        &self,
+        new: NewRun,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(RunRecord, bool)> {
+        check_request_id(request_id)?;
+        let (run_id, created) =
+            retrying::<B, _, _, _>(|| self.create_requested_run(&new, request_id, now)).await?;
+        if created {
+            self.notify(Changes::ALL);
         }
+        let run = self.get_run(&run_id).await?.ok_or_else(|| {
+            Error::Corrupt(format!("run {run_id} of a recorded request id vanished"))
+        })?;
+        Ok((run, created))
     }
 }
 
-mod postgres {
-    use super::*;
-    use crate::state::StateStore as _;
-    use crate::state::postgres::{PostgresStore, retrying};
-
-    impl PostgresStore {
-        async fn create_run_once_tx(
-            &self,
-            new: &NewRun,
-            request_id: &str,
-            now: DateTime<Utc>,
-        ) -> Result<(String, bool)> {
-            let version = self.current_version(&new.workflow).await?;
-            let mut tx = self.pool().begin().await?;
-            sqlx::query("DELETE FROM run_requests WHERE created_at < $1")
-                .bind(expired(now))
-                .execute(&mut *tx)
-                .await?;
-            // A concurrent start with the same id waits here until the
-            // first one commits, then finds the key taken.
-            let recorded = sqlx::query(
-                "INSERT INTO run_requests (workflow, request_id, run_id, created_at) VALUES ($1, $2, '', $3) \
-                 ON CONFLICT (workflow, request_id) DO NOTHING",
-            )
-            .bind(&new.workflow)
-            .bind(request_id)
-            .bind(ms(now))
-            .execute(&mut *tx)
+#[allow(private_bounds)]
+impl<B: Backend> Store<B> {
+    /// One try of [`RunRequests::create_run_once`]: the run's id and whether
+    /// this call created it.
+    async fn create_requested_run(
+        &self,
+        new: &NewRun,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(String, bool)> {
+        let version = self.current_version(&new.workflow).await?;
+        let mut tx = self.backend().begin().await?;
+        tx.execute(Query::new("DELETE FROM run_requests WHERE created_at < $1").bind(expired(now)))
             .await?;
-            if recorded.rows_affected() == 0 {
-                let run_id: String = sqlx::query_scalar(
-                    "SELECT run_id FROM run_requests WHERE workflow = $1 AND request_id = $2",
+        // A concurrent start with the same id waits here until the first
+        // one commits (PostgreSQL), or runs after it (SQLite's single
+        // writer), then finds the key taken.
+        let recorded = tx
+            .execute(
+                Query::new(
+                    "INSERT INTO run_requests (workflow, request_id, run_id, created_at) VALUES ($1, $2, '', $3) \
+                     ON CONFLICT (workflow, request_id) DO NOTHING",
                 )
                 .bind(&new.workflow)
                 .bind(request_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok((run_id, false));
-            }
-            let run_id = self.insert_run(&mut tx, new, &version, now).await?;
-            sqlx::query(
+                .bind(ms(now)),
+            )
+            .await?;
+        if recorded == 0 {
+            let run_id = tx
+                .fetch_optional(
+                    Query::new(
+                        "SELECT run_id FROM run_requests WHERE workflow = $1 AND request_id = $2",
+                    )
+                    .bind(&new.workflow)
+                    .bind(request_id),
+                )
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("request id `{request_id}` vanished")))?
+                .text("run_id")?;
+            tx.commit().await?;
+            return Ok((run_id, false));
+        }
+        let run_id = self.insert_run(&mut *tx, new, &version, now).await?;
+        tx.execute(
+            Query::new(
                 "UPDATE run_requests SET run_id = $1 WHERE workflow = $2 AND request_id = $3",
             )
             .bind(&run_id)
             .bind(&new.workflow)
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok((run_id, true))
-        }
-    }
-
-    #[async_trait]
-    impl RunRequests for PostgresStore {
-        async fn create_run_once(
-            &self,
-            new: NewRun,
-            request_id: &str,
-            now: DateTime<Utc>,
-        ) -> Result<(RunRecord, bool)> {
-            check_request_id(request_id)?;
-            let (run_id, created) =
-                retrying(|| self.create_run_once_tx(&new, request_id, now)).await?;
-            let run = self
-                .get_run(&run_id)
-                .await?
-                .ok_or_else(|| vanished(&run_id))?;
-            Ok((run, created))
-        }
+            .bind(request_id),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((run_id, true))
     }
 }

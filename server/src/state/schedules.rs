@@ -6,16 +6,17 @@
 //! it. Firing itself (one run per fire under a unique key) stays with the
 //! store's `fire_schedule`; backfills and manual triggers go through it too.
 //!
-//! The statements are written once, with numbered parameters both
-//! backends accept.
+//! Written once for both backends, through `sql.rs`.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::Result;
-use super::rows::{Columns, from_ms, ms};
+use super::rows::{from_ms, ms};
+use super::sql::{Backend, Columns, Conn, Query};
+use super::store::Store;
+use super::{Error, Result};
 
 /// A schedule's pause state, as last set by an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,76 +66,36 @@ fn by_workflow(states: Vec<ScheduleState>) -> HashMap<String, ScheduleState> {
         .collect()
 }
 
-mod sqlite {
-    use super::*;
-    use crate::state::sqlite::SqliteStore;
-
-    #[async_trait]
-    impl Schedules for SqliteStore {
-        async fn set_schedule_paused(
-            &self,
-            workflow: &str,
-            paused: bool,
-            now: DateTime<Utc>,
-        ) -> Result<ScheduleState> {
-            let mut tx = self.write_pool().begin().await?;
-            sqlx::query(UPSERT)
+#[async_trait]
+impl<B: Backend> Schedules for Store<B> {
+    async fn set_schedule_paused(
+        &self,
+        workflow: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleState> {
+        // The upsert's row lock orders concurrent pauses and resumes.
+        let mut tx = self.backend().begin().await?;
+        tx.execute(
+            Query::new(UPSERT)
                 .bind(workflow)
                 .bind(i64::from(paused))
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query(SELECT_ONE)
-                .bind(workflow)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            state_of(&row)
-        }
-
-        async fn schedule_states(&self) -> Result<HashMap<String, ScheduleState>> {
-            let rows = sqlx::query(SELECT_ALL).fetch_all(self.read_pool()).await?;
-            Ok(by_workflow(
-                rows.iter().map(state_of).collect::<Result<_>>()?,
-            ))
-        }
+                .bind(ms(now)),
+        )
+        .await?;
+        let row = tx
+            .fetch_optional(Query::new(SELECT_ONE).bind(workflow))
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("schedule state of `{workflow}` vanished")))?;
+        tx.commit().await?;
+        state_of(&row)
     }
-}
 
-mod postgres {
-    use super::*;
-    use crate::state::postgres::PostgresStore;
-
-    #[async_trait]
-    impl Schedules for PostgresStore {
-        async fn set_schedule_paused(
-            &self,
-            workflow: &str,
-            paused: bool,
-            now: DateTime<Utc>,
-        ) -> Result<ScheduleState> {
-            // One statement then a read in one transaction: the upsert's
-            // row lock orders concurrent pauses and resumes.
-            let mut tx = self.pool().begin().await?;
-            sqlx::query(UPSERT)
-                .bind(workflow)
-                .bind(i64::from(paused))
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query(SELECT_ONE)
-                .bind(workflow)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            state_of(&row)
-        }
-
-        async fn schedule_states(&self) -> Result<HashMap<String, ScheduleState>> {
-            let rows = sqlx::query(SELECT_ALL).fetch_all(self.pool()).await?;
-            Ok(by_workflow(
-                rows.iter().map(state_of).collect::<Result<_>>()?,
-            ))
-        }
+    async fn schedule_states(&self) -> Result<HashMap<String, ScheduleState>> {
+        let mut conn = self.backend().read().await?;
+        let rows = conn.fetch_all(Query::new(SELECT_ALL)).await?;
+        Ok(by_workflow(
+            rows.iter().map(state_of).collect::<Result<_>>()?,
+        ))
     }
 }
