@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use chrono::{DateTime, Utc};
-use ork_proto::v1::{LogLine, PoolWorker, Run, Schedule, TaskRun, Token, Workflow};
+use ork_proto::v1::{
+    LogLine, PoolWorker, Run, Schedule, TaskRun, Token, Workflow, WorkflowVersion,
+};
 use pbjson_types::Timestamp;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
@@ -327,6 +329,25 @@ pub fn render_schedule_list(schedules: &[Schedule], style: Style) -> String {
             }
             .into(),
             time(s.last_fire.as_ref()).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// `ork workflow versions`: newest first, the current one marked.
+pub fn render_version_list(versions: &[WorkflowVersion], style: Style) -> String {
+    let mut table = Table::new(vec!["VERSION", "DEPLOYED", "CURRENT", "MESSAGE"]);
+    for v in versions {
+        // One line per version: the message's first line.
+        let message = v.message.lines().next().unwrap_or("");
+        table.push(vec![
+            short_version(&v.version).into(),
+            time(v.created_at.as_ref()).into(),
+            Cell {
+                text: if v.current { "*" } else { "" }.to_owned(),
+                color: v.current.then_some(Color::Green),
+            },
+            or_dash(message).into(),
         ]);
     }
     table.render(style)

@@ -2154,3 +2154,77 @@ async fn events_start_runs_once(store: Arc<dyn StateStore>) {
     assert!(reborn.first);
 }
 conformance!(events_start_runs_once_case, events_start_runs_once);
+
+/// Versions: listed newest first with their messages, a run started on an
+/// older one keeps it, a rollback makes an older one current, prefixes
+/// resolve when unique.
+async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
+    let v1 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n";
+    let v2 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n";
+    let wf = deploy(&store, v1).await;
+    let first = store.get_workflow(&wf).await.expect("get").expect("wf").version.version.clone();
+    store.set_version_message(&first, "first cut").await.expect("message");
+    // A later deploy time for the second version.
+    let def = parse_workflow(v2, &ParseOptions { source: "t.yaml", files: None, ..Default::default() }).expect("valid");
+    let files = BTreeMap::from([("a.sh".to_owned(), b"#!/bin/sh\n".to_vec())]);
+    store
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version: ork_server::hash::workflow_version(v2, &files),
+                yaml: v2.into(),
+                definition: def,
+                files,
+            },
+            t(10),
+        )
+        .await
+        .expect("deploy v2");
+    let versions = store.list_versions(&wf).await.expect("versions");
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].current && !versions[1].current);
+    assert_eq!(versions[1].version, first);
+    assert_eq!(versions[1].message, "first cut");
+    let second = versions[0].version.clone();
+
+    // A run on the older version keeps it, with its tasks.
+    let run = store
+        .create_run_on_version(
+            NewRun {
+                workflow: wf.clone(),
+                input: json!({}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            },
+            &first[..8],
+            t(11),
+        )
+        .await
+        .expect("run on v1");
+    assert_eq!(run.workflow_version, first);
+    assert_eq!(store.list_task_runs(&run.id).await.expect("tasks").len(), 1);
+
+    let rolled = store
+        .rollback_workflow(&wf, &first, t(12))
+        .await
+        .expect("rollback");
+    assert_eq!(rolled.version.version, first);
+    let latest = start(&store, &wf, json!({})).await;
+    assert_eq!(store.get_run(&latest).await.expect("run").expect("run").workflow_version, first);
+    assert!(store.list_versions(&wf).await.expect("versions")[1].current);
+
+    // Errors: unknown, too short, another workflow's, unknown workflow.
+    for bad in ["ffffffff", "abc"] {
+        assert!(store.resolve_version(&wf, bad).await.is_err(), "{bad}");
+    }
+    let other = deploy(&store, "name: other\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    assert!(matches!(
+        store.resolve_version(&other, &second).await,
+        Err(state::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.list_versions("nope").await,
+        Err(state::Error::NotFound { .. })
+    ));
+}
+conformance!(versions_list_pick_and_roll_back_case, versions_list_pick_and_roll_back);

@@ -95,6 +95,8 @@ pub enum Rpc {
     TriggerSchedule,
     BackfillSchedule,
     PublishEvent,
+    ListWorkflowVersions,
+    RollbackWorkflow,
 }
 
 impl Rpc {
@@ -104,7 +106,9 @@ impl Rpc {
             Self::DeployWorkflow
             | Self::ListWorkflows
             | Self::GetWorkflow
-            | Self::DeleteWorkflow => "ork.v1.WorkflowService",
+            | Self::DeleteWorkflow
+            | Self::ListWorkflowVersions
+            | Self::RollbackWorkflow => "ork.v1.WorkflowService",
             Self::ListWorkers => "ork.v1.PoolService",
             Self::CreateToken | Self::ListTokens | Self::RevokeToken => "ork.v1.TokenService",
             Self::ListSchedules
@@ -142,6 +146,8 @@ impl Rpc {
             Self::TriggerSchedule => "TriggerSchedule",
             Self::BackfillSchedule => "BackfillSchedule",
             Self::PublishEvent => "PublishEvent",
+            Self::ListWorkflowVersions => "ListWorkflowVersions",
+            Self::RollbackWorkflow => "RollbackWorkflow",
         }
     }
 }
@@ -261,6 +267,18 @@ pub const ROUTES: &[RestRoute] = &[
         "/schedules/{workflow}/backfill",
         Rpc::BackfillSchedule,
         &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Get,
+        "/workflows/{name}/versions",
+        Rpc::ListWorkflowVersions,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/workflows/{name}/rollback",
+        Rpc::RollbackWorkflow,
+        &[("name", "name")],
     ),
     route(
         HttpMethod::Post,
@@ -658,6 +676,10 @@ impl Gateway {
             Rpc::TriggerSchedule => call(fields, p, |r| schedules.trigger_schedule(r)).await,
             Rpc::BackfillSchedule => call(fields, p, |r| schedules.backfill_schedule(r)).await,
             Rpc::PublishEvent => call(fields, p, |r| events.publish_event(r)).await,
+            Rpc::ListWorkflowVersions => {
+                call(fields, p, |r| workflows.list_workflow_versions(r)).await
+            }
+            Rpc::RollbackWorkflow => call(fields, p, |r| workflows.rollback_workflow(r)).await,
         }
     }
 

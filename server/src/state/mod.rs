@@ -6,7 +6,8 @@
 //! task runs, attempts and logs, as the API reads and changes them),
 //! [`RunHistory`] (ListRuns: filters, labels, keyset pages),
 //! [`RunRequests`] (idempotent starts), [`Schedules`] (pausing schedules),
-//! [`Events`] (events start runs once per id), [`Attempts`] (what workers report),
+//! [`Events`] (events start runs once per id), [`Versions`] (list, pick
+//! and roll back versions), [`Attempts`] (what workers report),
 //! [`Scheduling`] (leases, claims, timers, cron) and [`Outbox`] (the
 //! mirror's feed). [`StateStore`] is all of
 //! them; one conformance suite (`tests/state_conformance.rs`) covers every
@@ -32,6 +33,7 @@ pub mod sqlite;
 mod store;
 pub mod tokens;
 mod transitions;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -46,12 +48,13 @@ pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 pub use run_requests::RunRequests;
 pub use schedules::{ScheduleState, Schedules};
 pub use store::Store;
+pub use versions::{VersionRecord, Versions};
 
 /// Every role trait, for `use ork_server::state::prelude::*`.
 pub mod prelude {
     pub use super::{
         Attempts, Definitions, Events, Outbox, RunHistory, RunRequests, Runs, Schedules,
-        Scheduling, StateStore,
+        Scheduling, StateStore, Versions,
     };
 }
 
@@ -356,6 +359,7 @@ pub trait StateStore:
     + RunRequests
     + Schedules
     + Events
+    + Versions
     + Attempts
     + Scheduling
     + Outbox
