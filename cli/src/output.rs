@@ -320,7 +320,11 @@ pub fn render_schedule_list(schedules: &[Schedule], style: Style) -> String {
             s.timezone.as_str().into(),
             Cell {
                 text: if s.paused { "paused" } else { "active" }.to_owned(),
-                color: Some(if s.paused { Color::Yellow } else { Color::Green }),
+                color: Some(if s.paused {
+                    Color::Yellow
+                } else {
+                    Color::Green
+                }),
             },
             if next.is_empty() {
                 "-".to_owned()

@@ -2051,10 +2051,7 @@ async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
         .expect("resume");
     assert!(!resumed.paused);
     assert_eq!(resumed.changed_at, resumed_at);
-    assert_eq!(
-        store.schedule_states().await.expect("states")[&wf],
-        resumed
-    );
+    assert_eq!(store.schedule_states().await.expect("states")[&wf], resumed);
     // The fires missed while paused are not caught up; the next one fires once.
     let now = t(first + 4 * HOUR + 1_000);
     let mut created = a.fire_due(now).await.expect("a");
@@ -2083,10 +2080,7 @@ async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
             .is_none()
     );
     // And it did not move the schedule: the next fire still comes.
-    let later = a
-        .fire_due(t(first + 5 * HOUR + 1_000))
-        .await
-        .expect("next");
+    let later = a.fire_due(t(first + 5 * HOUR + 1_000)).await.expect("next");
     assert_eq!(later.len(), 1);
 }
 conformance!(
@@ -2117,7 +2111,12 @@ async fn events_start_runs_once(store: Arc<dyn StateStore>) {
         .expect("publish");
     assert!(first.first);
     assert_eq!(first.runs.len(), 2);
-    assert!(first.runs.iter().all(|r| r.triggered_by == TriggerType::Event));
+    assert!(
+        first
+            .runs
+            .iter()
+            .all(|r| r.triggered_by == TriggerType::Event)
+    );
     let again = store
         .publish_event("e-1", "order.created", runs("e-1"), t(2))
         .await
@@ -2138,11 +2137,7 @@ async fn events_start_runs_once(store: Arc<dyn StateStore>) {
     let (x, y) = (x.expect("x"), y.expect("y"));
     assert!(x.first ^ y.first, "exactly one first delivery");
     assert_eq!(ids(&x), ids(&y));
-    let total = store
-        .list_runs(None, 100)
-        .await
-        .expect("runs")
-        .len();
+    let total = store.list_runs(None, 100).await.expect("runs").len();
     assert_eq!(total, 4);
 
     // An id past its retention starts runs again.
@@ -2162,10 +2157,28 @@ async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
     let v1 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n";
     let v2 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n";
     let wf = deploy(&store, v1).await;
-    let first = store.get_workflow(&wf).await.expect("get").expect("wf").version.version.clone();
-    store.set_version_message(&first, "first cut").await.expect("message");
+    let first = store
+        .get_workflow(&wf)
+        .await
+        .expect("get")
+        .expect("wf")
+        .version
+        .version
+        .clone();
+    store
+        .set_version_message(&first, "first cut")
+        .await
+        .expect("message");
     // A later deploy time for the second version.
-    let def = parse_workflow(v2, &ParseOptions { source: "t.yaml", files: None, ..Default::default() }).expect("valid");
+    let def = parse_workflow(
+        v2,
+        &ParseOptions {
+            source: "t.yaml",
+            files: None,
+            ..Default::default()
+        },
+    )
+    .expect("valid");
     let files = BTreeMap::from([("a.sh".to_owned(), b"#!/bin/sh\n".to_vec())]);
     store
         .deploy_workflow(
@@ -2210,7 +2223,15 @@ async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
         .expect("rollback");
     assert_eq!(rolled.version.version, first);
     let latest = start(&store, &wf, json!({})).await;
-    assert_eq!(store.get_run(&latest).await.expect("run").expect("run").workflow_version, first);
+    assert_eq!(
+        store
+            .get_run(&latest)
+            .await
+            .expect("run")
+            .expect("run")
+            .workflow_version,
+        first
+    );
     assert!(store.list_versions(&wf).await.expect("versions")[1].current);
 
     // Errors: unknown, too short, another workflow's, unknown workflow.
@@ -2227,4 +2248,7 @@ async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
         Err(state::Error::NotFound { .. })
     ));
 }
-conformance!(versions_list_pick_and_roll_back_case, versions_list_pick_and_roll_back);
+conformance!(
+    versions_list_pick_and_roll_back_case,
+    versions_list_pick_and_roll_back
+);

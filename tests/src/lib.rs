@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use ork_proto::json::{from_proto_opt, to_proto};
 use ork_proto::v1;
-use ork_proto::v1::run_service_client::RunServiceClient;
-use ork_proto::v1::token_service_client::TokenServiceClient;
-use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
 use ork_proto::v1::event_service_client::EventServiceClient;
+use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
+use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use ork_worker::connect::{AuthChannel, ConnectOptions};

@@ -61,9 +61,12 @@ async fn publish(c: &mut Clients, name: &str, id: &str, data: Value) -> v1::Publ
 
 async fn events_start_once(server: &TestServer) {
     let mut c = server.clients().await;
-    c.deploy(&waits("eu-orders", "{event: order.created, filter: {region: eu}}"), &[])
-        .await
-        .expect("deploy");
+    c.deploy(
+        &waits("eu-orders", "{event: order.created, filter: {region: eu}}"),
+        &[],
+    )
+    .await
+    .expect("deploy");
     c.deploy(&waits("all-orders", "{event: order.created}"), &[])
         .await
         .expect("deploy");
@@ -96,7 +99,15 @@ async fn events_start_once(server: &TestServer) {
     assert_eq!(rest["duplicate"], true, "{rest}");
     let out = ork(
         &server.url(),
-        &["event", "send", "order.created", "--id", "order-7", "--data", r#"{"region": "eu"}"#],
+        &[
+            "event",
+            "send",
+            "order.created",
+            "--id",
+            "order-7",
+            "--data",
+            r#"{"region": "eu"}"#,
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -119,7 +130,15 @@ async fn events_start_once(server: &TestServer) {
     // and without an id every send is a new event.
     let out = ork(
         &server.url(),
-        &["event", "send", "order.created", "--data", r#"{"region": "us"}"#, "-o", "json"],
+        &[
+            "event",
+            "send",
+            "order.created",
+            "--data",
+            r#"{"region": "us"}"#,
+            "-o",
+            "json",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let reply: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -177,7 +196,10 @@ async fn webhooks_need_their_signature(server: &TestServer) {
         (Some(wrong), url.clone()),
         (None, url.clone()),
         (Some(other), url.clone()),
-        (Some(sign(&body)), format!("{}/hooks/unhooked", server.url())),
+        (
+            Some(sign(&body)),
+            format!("{}/hooks/unhooked", server.url()),
+        ),
         (Some(sign(&body)), format!("{}/hooks/missing", server.url())),
     ] {
         let reply = post(sig, "d-0", &target, body.clone()).await.expect("post");
@@ -185,13 +207,18 @@ async fn webhooks_need_their_signature(server: &TestServer) {
         let error: Value = reply.json().await.expect("json");
         assert_eq!(error["code"], "UNAUTHENTICATED", "{error}");
     }
-    assert!(runs_of(&mut c, "on-push").await.is_empty(), "a refused call started a run");
+    assert!(
+        runs_of(&mut c, "on-push").await.is_empty(),
+        "a refused call started a run"
+    );
     assert!(runs_of(&mut c, "unhooked").await.is_empty());
 
     // Signed: one run per delivery id, however often it is delivered.
     let mut seen = HashSet::new();
     for _ in 0..2 {
-        let reply = post(Some(sign(&body)), "d-1", &url, body.clone()).await.expect("post");
+        let reply = post(Some(sign(&body)), "d-1", &url, body.clone())
+            .await
+            .expect("post");
         assert_eq!(reply.status(), 202);
         let reply: Value = reply.json().await.expect("json");
         seen.insert(reply["runs"][0].as_str().expect("run").to_owned());
@@ -205,7 +232,9 @@ async fn webhooks_need_their_signature(server: &TestServer) {
     assert_eq!(input["event"]["id"], "d-1");
     assert_eq!(input["event"]["data"]["commits"], 3);
     // A new delivery id is a new run.
-    let reply = post(Some(sign(&body)), "d-2", &url, body.clone()).await.expect("post");
+    let reply = post(Some(sign(&body)), "d-2", &url, body.clone())
+        .await
+        .expect("post");
     assert_eq!(reply.status(), 202);
     assert_eq!(runs_of(&mut c, "on-push").await.len(), 2);
 }

@@ -20,7 +20,11 @@ fn waits(name: &str, schedule: &str) -> String {
     )
 }
 
-fn options(dir: &std::path::Path, db: Option<&Database>, replica: &str) -> ork_server::ServerOptions {
+fn options(
+    dir: &std::path::Path,
+    db: Option<&Database>,
+    replica: &str,
+) -> ork_server::ServerOptions {
     let mut options = test_options(dir);
     if let Some(db) = db {
         options.state_url = db.url.clone();
@@ -82,7 +86,9 @@ async fn a_pause_holds_across_restart_and_replicas(db: Option<&Database>) {
     let o = options(dir.path(), db, "a");
     let first = TestServer::start_with(dir, o).await;
     let mut c = first.clients().await;
-    c.deploy(&waits("tick", "0 0 1 1 *"), &[]).await.expect("deploy");
+    c.deploy(&waits("tick", "0 0 1 1 *"), &[])
+        .await
+        .expect("deploy");
     let http = reqwest::Client::new();
     let reply: Value = http
         .post(format!("{}/schedules/tick/pause", first.url()))
@@ -97,10 +103,17 @@ async fn a_pause_holds_across_restart_and_replicas(db: Option<&Database>) {
         .expect("json");
     assert_eq!(reply["schedule"]["paused"], true, "{reply}");
     // The pause belongs to the workflow, not its version.
-    c.deploy(&waits("tick", "* * * * * *"), &[]).await.expect("redeploy");
-    c.deploy(&waits("tock", "* * * * * *"), &[]).await.expect("deploy");
+    c.deploy(&waits("tick", "* * * * * *"), &[])
+        .await
+        .expect("redeploy");
+    c.deploy(&waits("tock", "* * * * * *"), &[])
+        .await
+        .expect("deploy");
     let (table, _) = cli(&first.url(), &["schedule", "list"]);
-    let tick = table.lines().find(|l| l.starts_with("tick")).expect("tick row");
+    let tick = table
+        .lines()
+        .find(|l| l.starts_with("tick"))
+        .expect("tick row");
     assert!(tick.contains("paused"), "{table}");
     wait_count(&mut c, "tock", 2).await;
     let data_dir = first.stop().await;
@@ -137,7 +150,9 @@ async fn a_pause_holds_across_restart_and_replicas(db: Option<&Database>) {
 /// again (gRPC and CLI): none. Trigger, list and the errors.
 async fn backfill_is_idempotent(server: &TestServer) {
     let mut c = server.clients().await;
-    c.deploy(&waits("hourly", "0 * * * *"), &[]).await.expect("deploy");
+    c.deploy(&waits("hourly", "0 * * * *"), &[])
+        .await
+        .expect("deploy");
     // Paused, so only the backfill creates runs; a backfill ignores pauses.
     c.schedules
         .pause_schedule(v1::PauseScheduleRequest {
@@ -199,7 +214,10 @@ async fn backfill_is_idempotent(server: &TestServer) {
     assert_eq!(count(&mut c, "hourly").await, 48);
 
     // Trigger: one run now, as the schedule would, paused or not.
-    let (json, _) = cli(&server.url(), &["schedule", "trigger", "hourly", "-o", "json"]);
+    let (json, _) = cli(
+        &server.url(),
+        &["schedule", "trigger", "hourly", "-o", "json"],
+    );
     let run: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(run["triggered_by"], "schedule");
     assert!(run["input"]["scheduled_for"].is_string(), "{run}");
@@ -229,16 +247,21 @@ async fn backfill_is_idempotent(server: &TestServer) {
         .backfill_schedule(v1::BackfillScheduleRequest {
             workflow: "hourly".into(),
             start_time: Some(time("2026-01-01T00:00:00Z")),
-            end_time: Some(ork_proto::time::to_proto(Utc::now() + chrono::Duration::hours(2))),
+            end_time: Some(ork_proto::time::to_proto(
+                Utc::now() + chrono::Duration::hours(2),
+            )),
             limit: 0,
         })
         .await
         .expect_err("future");
     assert_eq!(future.code(), tonic::Code::InvalidArgument);
     assert!(future.message().contains("end_time"), "{future:?}");
-    c.deploy("name: plain\ntasks:\n  - name: w\n    executor: workers\n    handler: nobody\n", &[])
-        .await
-        .expect("deploy");
+    c.deploy(
+        "name: plain\ntasks:\n  - name: w\n    executor: workers\n    handler: nobody\n",
+        &[],
+    )
+    .await
+    .expect("deploy");
     let plain = c
         .schedules
         .trigger_schedule(v1::TriggerScheduleRequest {

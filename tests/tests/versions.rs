@@ -30,21 +30,45 @@ async fn versions(server: &TestServer) {
     std::fs::write(&p1, V1).expect("v1");
     std::fs::write(&p2, V2).expect("v2");
     let url = server.url();
-    cli(&url, &["workflow", "deploy", p1.to_str().expect("path"), "--message", "one task"]);
-    cli(&url, &["workflow", "deploy", p2.to_str().expect("path"), "-m", "add two"]);
+    cli(
+        &url,
+        &[
+            "workflow",
+            "deploy",
+            p1.to_str().expect("path"),
+            "--message",
+            "one task",
+        ],
+    );
+    cli(
+        &url,
+        &[
+            "workflow",
+            "deploy",
+            p2.to_str().expect("path"),
+            "-m",
+            "add two",
+        ],
+    );
 
     let listed: Vec<Value> =
-        serde_json::from_str(&cli(&url, &["workflow", "versions", "ver", "-o", "json"])).expect("json");
+        serde_json::from_str(&cli(&url, &["workflow", "versions", "ver", "-o", "json"]))
+            .expect("json");
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(listed[0]["message"], "add two");
     assert_eq!(listed[0]["current"], true);
     assert_eq!(listed[1]["message"], "one task");
     let old = listed[1]["version"].as_str().expect("version").to_owned();
     let table = cli(&url, &["workflow", "versions", "ver"]);
-    assert!(table.contains("one task") && table.contains(&old[..12]), "{table}");
+    assert!(
+        table.contains("one task") && table.contains(&old[..12]),
+        "{table}"
+    );
 
     // A run on the older version keeps it and runs its one task.
-    let run_id = cli(&url, &["run", "start", "ver", "--version", &old[..8]]).trim().to_owned();
+    let run_id = cli(&url, &["run", "start", "ver", "--version", &old[..8]])
+        .trim()
+        .to_owned();
     let mut c = server.clients().await;
     let run = c.wait_run(&run_id, Duration::from_secs(60)).await;
     assert_eq!(run.status, "success");
@@ -72,7 +96,12 @@ async fn versions(server: &TestServer) {
         .await
         .expect("post");
     assert_eq!(reply.status(), 200);
-    assert_eq!(c.start_run("ver", serde_json::json!({})).await.workflow_version, newest);
+    assert_eq!(
+        c.start_run("ver", serde_json::json!({}))
+            .await
+            .workflow_version,
+        newest
+    );
 
     // Errors name the version or the workflow.
     let unknown = c
@@ -85,7 +114,10 @@ async fn versions(server: &TestServer) {
         .await
         .expect_err("unknown version");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
-    assert!(unknown.message().contains("version `ffffffffff`"), "{unknown:?}");
+    assert!(
+        unknown.message().contains("version `ffffffffff`"),
+        "{unknown:?}"
+    );
     let missing = c
         .workflows
         .rollback_workflow(v1::RollbackWorkflowRequest {
@@ -95,7 +127,10 @@ async fn versions(server: &TestServer) {
         .await
         .expect_err("unknown workflow");
     assert_eq!(missing.code(), tonic::Code::NotFound);
-    assert!(missing.message().contains("did you mean `ver`"), "{missing:?}");
+    assert!(
+        missing.message().contains("did you mean `ver`"),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,7 +112,10 @@ mod tests {
             &filter,
             &json!({"region": "eu", "customer": {"tier": "gold", "id": 7}})
         ));
-        assert!(!matches(&filter, &json!({"region": "eu", "customer": {"tier": "silver"}})));
+        assert!(!matches(
+            &filter,
+            &json!({"region": "eu", "customer": {"tier": "silver"}})
+        ));
         assert!(!matches(&filter, &json!({"region": "eu"})));
         assert!(matches(&BTreeMap::new(), &json!(null)));
     }

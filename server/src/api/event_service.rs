@@ -15,8 +15,8 @@ use ork_proto::v1::{self, event_service_server::EventService};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use super::error::{ErrorKind, from_state, status};
 use super::ApiContext;
+use super::error::{ErrorKind, from_state, status};
 use crate::state::{NewRun, Published};
 
 /// Label of a run an event started: the event's name.

@@ -23,9 +23,8 @@ use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
     self, event_service_server::EventService, pool_service_server::PoolService,
-    run_service_server::RunService,
-    schedule_service_server::ScheduleService, token_service_server::TokenService,
-    workflow_service_server::WorkflowService,
+    run_service_server::RunService, schedule_service_server::ScheduleService,
+    token_service_server::TokenService, workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -98,7 +98,9 @@ async fn receive(
     let Some(secret) = ctx.secrets.secret(&secret_name) else {
         return refused(
             &workflow,
-            &format!("secret `{secret_name}` is not set on the server (ORK_SECRET_{secret_name} or the secrets folder)"),
+            &format!(
+                "secret `{secret_name}` is not set on the server (ORK_SECRET_{secret_name} or the secrets folder)"
+            ),
         );
     };
     let Some(given) = header(&headers, &[SIGNATURE_HEADER]) else {

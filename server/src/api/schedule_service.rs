@@ -79,7 +79,13 @@ impl ScheduleApi {
         if let Some(found) = found {
             return Ok(found);
         }
-        match self.ctx.state.get_workflow(name).await.map_err(from_state)? {
+        match self
+            .ctx
+            .state
+            .get_workflow(name)
+            .await
+            .map_err(from_state)?
+        {
             Some(_) => Err(status(
                 ErrorKind::FailedPrecondition,
                 format!(
@@ -118,7 +124,10 @@ impl ScheduleApi {
     }
 }
 
-fn time_field(field: &str, value: Option<&pbjson_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
+fn time_field(
+    field: &str,
+    value: Option<&pbjson_types::Timestamp>,
+) -> Result<DateTime<Utc>, Status> {
     let value = value.ok_or_else(|| {
         status(
             ErrorKind::InvalidArgument,
@@ -167,7 +176,9 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<v1::PauseScheduleRequest>,
     ) -> Result<Response<v1::PauseScheduleResponse>, Status> {
-        let schedule = self.set_paused(&request.into_inner().workflow, true).await?;
+        let schedule = self
+            .set_paused(&request.into_inner().workflow, true)
+            .await?;
         Ok(Response::new(v1::PauseScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -177,7 +188,9 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<v1::ResumeScheduleRequest>,
     ) -> Result<Response<v1::ResumeScheduleResponse>, Status> {
-        let schedule = self.set_paused(&request.into_inner().workflow, false).await?;
+        let schedule = self
+            .set_paused(&request.into_inner().workflow, false)
+            .await?;
         Ok(Response::new(v1::ResumeScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -259,12 +272,15 @@ impl ScheduleService for ScheduleApi {
             }
         }
         if !runs.is_empty() {
-                tracing::info!(workflow = %workflow.name, created = runs.len(), existing, "schedule backfilled");
+            tracing::info!(workflow = %workflow.name, created = runs.len(), existing, "schedule backfilled");
         }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(v1::BackfillScheduleResponse {
             fires: count(fires.len()),
-            runs: runs.iter().map(|r| crate::views::run(r, Vec::new())).collect(),
+            runs: runs
+                .iter()
+                .map(|r| crate::views::run(r, Vec::new()))
+                .collect(),
             existing,
             remaining: count(fires.len() - visited),
         }))

@@ -241,7 +241,14 @@ impl WorkflowService for WorkflowApi {
         request: Request<v1::RollbackWorkflowRequest>,
     ) -> Result<Response<v1::RollbackWorkflowResponse>, Status> {
         let v1::RollbackWorkflowRequest { name, version } = request.into_inner();
-        if self.ctx.state.get_workflow(&name).await.map_err(from_state)?.is_none() {
+        if self
+            .ctx
+            .state
+            .get_workflow(&name)
+            .await
+            .map_err(from_state)?
+            .is_none()
+        {
             return Err(workflow_not_found(&self.ctx, &name).await);
         }
         let record = self

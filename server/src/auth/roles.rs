@@ -56,7 +56,10 @@ pub const METHOD_ACCESS: &[(&str, Access)] = &[
     ("/ork.v1.WorkflowService/GetWorkflow", Access::Viewer),
     ("/ork.v1.WorkflowService/ListWorkflows", Access::Viewer),
     ("/ork.v1.WorkflowService/DeleteWorkflow", Access::Admin),
-    ("/ork.v1.WorkflowService/ListWorkflowVersions", Access::Viewer),
+    (
+        "/ork.v1.WorkflowService/ListWorkflowVersions",
+        Access::Viewer,
+    ),
     ("/ork.v1.WorkflowService/RollbackWorkflow", Access::Admin),
     ("/ork.v1.RunService/StartRun", Access::Operator),
     ("/ork.v1.RunService/GetRun", Access::Viewer),

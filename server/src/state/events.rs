@@ -81,7 +81,11 @@ impl<B: Backend> Events for Store<B> {
         }
         let mut records = Vec::with_capacity(ids.len());
         for run_id in ids {
-            records.push(self.get_run(&run_id).await?.ok_or_else(|| vanished(&run_id))?);
+            records.push(
+                self.get_run(&run_id)
+                    .await?
+                    .ok_or_else(|| vanished(&run_id))?,
+            );
         }
         Ok(Published {
             runs: records,

@@ -200,9 +200,10 @@ impl<B: Backend> Versions for Store<B> {
         now: DateTime<Utc>,
     ) -> Result<RunRecord> {
         let version = self.resolve_version(&new.workflow, version).await?;
-        let compiled = self.get_version(&version).await?.ok_or_else(|| {
-            Error::Corrupt(format!("version {version} listed but not loadable"))
-        })?;
+        let compiled = self
+            .get_version(&version)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("version {version} listed but not loadable")))?;
         let run_id = retrying::<B, _, _, _>(|| async {
             let mut tx = self.backend().begin().await?;
             let run_id = self.insert_run(&mut *tx, &new, &compiled, now).await?;

@@ -23,8 +23,11 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs, ctx: &Context) -> anyhow::Result<()> {
-    let data: serde_json::Value = serde_json::from_str(&args.data)
-        .map_err(|e| usage(format!("--data: not JSON ({e}); give an object such as '{{\"order\": 7}}'")))?;
+    let data: serde_json::Value = serde_json::from_str(&args.data).map_err(|e| {
+        usage(format!(
+            "--data: not JSON ({e}); give an object such as '{{\"order\": 7}}'"
+        ))
+    })?;
     if !data.is_object() {
         return Err(usage("--data: give a JSON object such as '{\"order\": 7}'"));
     }

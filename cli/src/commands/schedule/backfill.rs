@@ -99,10 +99,7 @@ pub async fn run(args: BackfillArgs, ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// The workflow's scheduled runs not finished yet.
-async fn active_runs(
-    client: &crate::client::Client,
-    workflow: &str,
-) -> anyhow::Result<u32> {
+async fn active_runs(client: &crate::client::Client, workflow: &str) -> anyhow::Result<u32> {
     let page = client
         .runs
         .clone()

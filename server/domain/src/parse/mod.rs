@@ -549,10 +549,7 @@ fn parse_on(node: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) 
                         None,
                         f,
                         value.pos,
-                        format!(
-                            "at most {} fields",
-                            crate::events::MAX_FILTER_FIELDS
-                        ),
+                        format!("at most {} fields", crate::events::MAX_FILTER_FIELDS),
                     );
                     continue;
                 }
