@@ -20,10 +20,12 @@ use crate::api::{self, ApiContext};
 use crate::executor::{
     self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool,
 };
+use crate::metrics::Metrics;
 use crate::objects::{self, Mirror};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
-use crate::state::{self, Limits, StateStore};
+use crate::state::{self, CommitObserver, Limits, ObserverList, StateStore};
+use crate::telemetry::RunSpans;
 
 /// Errors that stop a server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,7 @@ pub struct Server {
     state: Arc<dyn StateStore>,
     objects: Arc<dyn object_store::ObjectStore>,
     worker_binary: PathBuf,
+    metrics: Metrics,
 }
 
 impl Server {
@@ -68,7 +71,17 @@ impl Server {
             max_fan_out: options.max_fan_out,
             lease: options.lease,
         };
-        let state = state::open(&options.state_url, limits).await?;
+        let metrics = Metrics::new();
+        // Every store call is timed (and traced) here, once for all backends.
+        let state: Arc<dyn StateStore> = Arc::new(state::Instrumented::new(
+            state::open(&options.state_url, limits).await?,
+            metrics.transactions(),
+        ));
+        let mut observers: Vec<Arc<dyn CommitObserver>> = vec![Arc::new(metrics.clone())];
+        if let Some(sink) = &options.spans {
+            observers.push(Arc::new(RunSpans::new(sink.clone())));
+        }
+        state.set_observer(Arc::new(ObserverList(observers)));
         let objects = objects::open(
             &options.objects_url,
             &objects::settings_from_vars(std::env::vars()),
@@ -90,6 +103,7 @@ impl Server {
             state,
             objects,
             worker_binary,
+            metrics,
         })
     }
 
@@ -160,6 +174,7 @@ impl Server {
             },
             mirror_handle.clone(),
             events_rx,
+            self.metrics.clone(),
         );
         let ctx = ApiContext {
             state: self.state.clone(),
@@ -174,9 +189,15 @@ impl Server {
             outputs: outputs.clone(),
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
+            metrics: self.metrics.clone(),
         };
         let events = ctx.events.clone();
-        let app = one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx));
+        let rest = api::gateway::router(ctx.clone()).merge(api::prometheus::router(
+            ctx.clone(),
+            self.options.metrics_token.clone(),
+        ));
+        let app = one_port_app(api::routes(ctx)?, rest)
+            .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
 
         let mirror_task = tokio::spawn(mirror.run(stop_rx.clone()));
         let scheduler_task = tokio::spawn(scheduler.run(stop_rx));
@@ -194,6 +215,9 @@ impl Server {
             .await;
         let _ = stop_tx.send(true);
         let _ = tokio::join!(mirror_task, scheduler_task);
+        if let Some(sink) = &self.options.spans {
+            sink.flush();
+        }
         served.map_err(|source| Error::Serve {
             addr: self.local_addr,
             source,

@@ -359,12 +359,12 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
     store.start_attempt(&a, t(3)).await.expect("start");
     assert!(!store.heartbeat(&a, t(4)).await.expect("beat"));
     store
-        .complete_attempt(&a, json!({"y": "why"}), t(5))
+        .complete_attempt(&a, json!({"y": "why"}), &[], t(5))
         .await
         .expect("complete");
     // The same report again (a lost reply) is accepted and changes nothing.
     store
-        .complete_attempt(&a, json!({"y": "other"}), t(6))
+        .complete_attempt(&a, json!({"y": "other"}), &[], t(6))
         .await
         .expect("idempotent");
     assert!(matches!(
@@ -374,7 +374,8 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
                 &Failure {
                     kind: FailureKind::Task,
                     error: "late".into(),
-                    non_retryable: false
+                    non_retryable: false,
+                    metrics: Vec::new(),
                 },
                 t(6)
             )
@@ -392,7 +393,7 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
         json!({"y": "why"})
     );
     store
-        .complete_attempt(&b, json!(null), t(7))
+        .complete_attempt(&b, json!(null), &[], t(7))
         .await
         .expect("complete");
     let record = store.get_run(&run).await.expect("get").expect("run");
@@ -425,6 +426,7 @@ async fn retries_wait_for_their_delay(store: Arc<dyn StateStore>) {
         kind: FailureKind::Task,
         error: "boom".into(),
         non_retryable: false,
+        metrics: Vec::new(),
     };
     store.fail_attempt(&a1, &failure, t(3)).await.expect("fail");
     // The same failure report again is a no-op.
@@ -511,6 +513,7 @@ async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn State
         kind: FailureKind::Lost,
         error: "worker lost".into(),
         non_retryable: false,
+        metrics: Vec::new(),
     };
     store
         .fail_attempt(&a1, &lost, t(10_000))
@@ -524,7 +527,7 @@ async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn State
         .clone();
     assert_eq!(a2.attempt, 2);
     store
-        .complete_attempt(&a2, json!(1), t(10_002))
+        .complete_attempt(&a2, json!(1), &[], t(10_002))
         .await
         .expect("complete");
     assert_eq!(
@@ -551,6 +554,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
         kind: FailureKind::Task,
         error: "x".into(),
         non_retryable: true,
+        metrics: Vec::new(),
     };
     store.fail_attempt(&a, &failure, t(3)).await.expect("fail");
     assert_eq!(
@@ -572,7 +576,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
         RunStatus::Running
     );
     store
-        .complete_attempt(&d, json!(null), t(5))
+        .complete_attempt(&d, json!(null), &[], t(5))
         .await
         .expect("complete");
     assert_eq!(
@@ -600,7 +604,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 2);
     store
-        .complete_attempt(&a, json!(null), t(8))
+        .complete_attempt(&a, json!(null), &[], t(8))
         .await
         .expect("complete");
     let b = find(
@@ -613,7 +617,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     .fence
     .clone();
     store
-        .complete_attempt(&b, json!(null), t(10))
+        .complete_attempt(&b, json!(null), &[], t(10))
         .await
         .expect("complete");
     let c = find(
@@ -626,7 +630,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     .fence
     .clone();
     store
-        .complete_attempt(&c, json!(null), t(12))
+        .complete_attempt(&c, json!(null), &[], t(12))
         .await
         .expect("complete");
     assert_eq!(
@@ -650,7 +654,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .fence
         .clone();
     store
-        .complete_attempt(&list, json!({"items": ["p", "q", "r"]}), t(3))
+        .complete_attempt(&list, json!({"items": ["p", "q", "r"]}), &[], t(3))
         .await
         .expect("complete");
     let claims = store
@@ -665,7 +669,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         assert_eq!(spec.input["item"], json!(["p", "q", "r"][i as usize]));
         assert_eq!(spec.input["i"], json!(i));
         store
-            .complete_attempt(&c.fence, json!(format!("out{i}")), t(5))
+            .complete_attempt(&c.fence, json!(format!("out{i}")), &[], t(5))
             .await
             .expect("complete");
     }
@@ -680,7 +684,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         json!({"all": ["out0", "out1", "out2"]})
     );
     store
-        .complete_attempt(&join, json!(null), t(6))
+        .complete_attempt(&join, json!(null), &[], t(6))
         .await
         .expect("complete");
     assert_eq!(
@@ -697,7 +701,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .fence
         .clone();
     store
-        .complete_attempt(&list, json!({"items": []}), t(8))
+        .complete_attempt(&list, json!({"items": []}), &[], t(8))
         .await
         .expect("complete");
     assert_eq!(
@@ -725,7 +729,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .clone();
     let many: Vec<u32> = (0..101).collect();
     store
-        .complete_attempt(&list, json!({"items": many}), t(11))
+        .complete_attempt(&list, json!({"items": many}), &[], t(11))
         .await
         .expect("complete");
     let each = store
@@ -766,7 +770,7 @@ async fn cancel_stops_everything(store: Arc<dyn StateStore>) {
         "the worker hears it was cancelled"
     );
     assert!(matches!(
-        store.complete_attempt(&a, json!(1), t(6)).await,
+        store.complete_attempt(&a, json!(1), &[], t(6)).await,
         Err(state::Error::Stale { .. })
     ));
     assert_eq!(
@@ -936,7 +940,7 @@ async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     );
     // A worker of the old owner can still report: attempts are fenced by token.
     store
-        .complete_attempt(&a, json!({"y": 1}), later)
+        .complete_attempt(&a, json!({"y": 1}), &[], later)
         .await
         .expect("complete");
     assert!(
@@ -1018,7 +1022,9 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
             .flat_map(|c| [c.fence.clone(), c.fence.clone()])
             .map(|fence| {
                 let store = store.clone();
-                tokio::spawn(async move { store.complete_attempt(&fence, json!(1), t(3)).await })
+                tokio::spawn(
+                    async move { store.complete_attempt(&fence, json!(1), &[], t(3)).await },
+                )
             });
         for report in reports.collect::<Vec<_>>() {
             report.await.expect("report").expect("complete");
@@ -1029,7 +1035,7 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
             .expect("claim");
         assert_eq!(join.len(), 1, "round {round}: the join is ready");
         store
-            .complete_attempt(&join[0].fence, json!(null), t(5))
+            .complete_attempt(&join[0].fence, json!(null), &[], t(5))
             .await
             .expect("complete");
         assert_eq!(
@@ -1081,7 +1087,7 @@ async fn postgres_restart_is_survived() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match store.complete_attempt(&a, json!({"y": 2}), t(3)).await {
+        match store.complete_attempt(&a, json!({"y": 2}), &[], t(3)).await {
             Ok(()) => break,
             Err(state::Error::Database(e)) if std::time::Instant::now() < deadline => {
                 eprintln!("while the server restarts: {e}");
@@ -1100,7 +1106,7 @@ async fn postgres_restart_is_survived() {
     .fence
     .clone();
     store
-        .complete_attempt(&b, json!(null), t(5))
+        .complete_attempt(&b, json!(null), &[], t(5))
         .await
         .expect("complete");
     assert_eq!(
@@ -1141,7 +1147,7 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
         .fence
         .clone();
     store
-        .complete_attempt(&a, json!({"y": 1}), t(3))
+        .complete_attempt(&a, json!({"y": 1}), &[], t(3))
         .await
         .expect("complete");
     tokio::time::timeout(Duration::from_secs(10), wakeups.next())
@@ -1181,7 +1187,7 @@ async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
     .expect("put");
     let marker = json!({ state::OUTPUT_REF_KEY: { "key": key, "bytes": 24 } });
     store
-        .complete_attempt(&a, marker.clone(), t(3))
+        .complete_attempt(&a, marker.clone(), &[], t(3))
         .await
         .expect("complete");
     let b = store

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::metrics::{Recorder, TaskMetrics};
 use crate::{AttemptRef, Client, Error};
 
 /// Why a task failed, and whether retrying can help.
@@ -85,6 +86,11 @@ pub struct Context {
     pub parallel_index: Option<u32>,
     pub parallel_count: Option<u32>,
     pub deadline: Option<DateTime<Utc>>,
+    /// Figures to record for this attempt: `ctx.metrics.record("rows", 1200.0)`.
+    pub metrics: Recorder,
+    /// The W3C trace context of this attempt's span (empty when the server
+    /// sent none); the handler already runs inside a span parented to it.
+    pub traceparent: String,
     logs: Arc<Mutex<Vec<pb::LogEntry>>>,
     cancelled: watch::Receiver<bool>,
 }
@@ -379,6 +385,7 @@ async fn run_attempt(
             .fail(
                 format!("this worker has no handler `{}`", spec.handler),
                 false,
+                TaskMetrics::new(),
             )
             .await;
         return;
@@ -388,6 +395,7 @@ async fn run_attempt(
         return;
     }
     let logs: Arc<Mutex<Vec<pb::LogEntry>>> = Arc::default();
+    let metrics = Recorder::default();
     let ctx = Context {
         run_id: spec.run_id.clone(),
         workflow: spec.workflow.clone(),
@@ -397,6 +405,8 @@ async fn run_attempt(
         parallel_index: spec.parallel_index,
         parallel_count: spec.parallel_count,
         deadline: spec.deadline.as_ref().and_then(ork_proto::time::from_proto),
+        metrics: metrics.clone(),
+        traceparent: spec.traceparent.clone(),
         logs: logs.clone(),
         cancelled: cancel_rx.clone(),
     };
@@ -404,7 +414,18 @@ async fn run_attempt(
         .input
         .as_ref()
         .map_or(serde_json::Value::Null, json::from_proto);
-    let work = (def.run)(ctx, input);
+    // The handler's own spans are children of the attempt's span.
+    let span = tracing::info_span!(
+        "task",
+        otel.name = %format!("task {}", spec.handler),
+        ork.task = %spec.task_name,
+        ork.attempt = spec.attempt,
+    );
+    if let Some(parent) = crate::trace::parent_context(&spec.traceparent) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span.set_parent(parent);
+    }
+    let work = tracing::Instrument::instrument((def.run)(ctx, input), span);
     tokio::pin!(work);
     // StartTask already counted as a beat: the first heartbeat is due one
     // interval later, so a short task costs no heartbeat call at all.
@@ -434,12 +455,15 @@ async fn run_attempt(
     match result {
         None => {} // Cancelled: the server already knows; report nothing.
         Some(Ok(output)) => {
-            if let Err(e) = client.complete(output).await {
+            if let Err(e) = client.complete(output, metrics.snapshot()).await {
                 tracing::warn!(error = %e, "could not report the output");
             }
         }
         Some(Err(e)) => {
-            if let Err(e) = client.fail(e.message, e.non_retryable).await {
+            if let Err(e) = client
+                .fail(e.message, e.non_retryable, metrics.snapshot())
+                .await
+            {
                 tracing::warn!(error = %e, "could not report the failure");
             }
         }

@@ -17,6 +17,8 @@ pub enum ErrorKind {
     TooLarge,
     /// An HTTP method the path does not serve.
     MethodNotAllowed,
+    /// A request without the credentials the route needs.
+    Unauthenticated,
 }
 
 /// `(kind, gRPC code, HTTP status)`: the single source of the mapping.
@@ -28,6 +30,7 @@ pub const ERROR_TABLE: &[(ErrorKind, Code, u16)] = &[
     (ErrorKind::Internal, Code::Internal, 500),
     (ErrorKind::TooLarge, Code::ResourceExhausted, 413),
     (ErrorKind::MethodNotAllowed, Code::Unimplemented, 405),
+    (ErrorKind::Unauthenticated, Code::Unauthenticated, 401),
 ];
 
 impl ErrorKind {
@@ -102,6 +105,7 @@ mod tests {
             ErrorKind::Internal,
             ErrorKind::TooLarge,
             ErrorKind::MethodNotAllowed,
+            ErrorKind::Unauthenticated,
         ] {
             assert_eq!(
                 ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(),

@@ -198,7 +198,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             http: kind.http_status(),
             code: kind.grpc_code(),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod openapi;
+pub mod prometheus;
 mod run_service;
 mod run_streams;
 mod worker_service;
@@ -54,6 +55,8 @@ pub struct ApiContext {
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.
     pub events: events::EventHub,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Every gRPC service of the server, plus health and reflection.

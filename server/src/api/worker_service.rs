@@ -13,7 +13,7 @@ use super::ApiContext;
 use super::error::{ErrorKind, from_state, status};
 use crate::executor::spec::{SpecError, task_spec};
 use crate::secrets::{mask, mask_json};
-use crate::state::{Failure, FailureKind, Fence, NewLogLine};
+use crate::state::{Failure, FailureKind, Fence, NewLogLine, TaskMetric, normalize_task_metrics};
 
 /// Longest log line stored; longer lines are cut with a marker.
 const MAX_LOG_LINE: usize = 64 * 1024;
@@ -42,6 +42,19 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
         attempt: a.attempt,
         token: a.token,
     })
+}
+
+/// The metrics a report carries, checked: a bad name or value is the
+/// worker's bug, refused with what to fix (and nothing recorded).
+fn task_metrics(
+    metrics: std::collections::HashMap<String, f64>,
+) -> Result<Vec<TaskMetric>, Status> {
+    let metrics: Vec<TaskMetric> = metrics
+        .into_iter()
+        .map(|(name, value)| TaskMetric { name, value })
+        .collect();
+    normalize_task_metrics(&metrics)
+        .map_err(|e| status(ErrorKind::InvalidArgument, format!("field `metrics`: {e}")))
 }
 
 fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
@@ -102,6 +115,7 @@ async fn watch_session(
             kind: FailureKind::Lost,
             error: format!("{reason} while running this attempt"),
             non_retryable: false,
+            metrics: Vec::new(),
         };
         ctx.secrets.forget(&fence.task_run_id);
         match ctx.state.fail_attempt(fence, &failure, Utc::now()).await {
@@ -239,6 +253,7 @@ impl WorkerService for WorkerApi {
                     kind: FailureKind::Task,
                     error: message.clone(),
                     non_retryable: true,
+                    metrics: Vec::new(),
                 };
                 self.ctx
                     .state
@@ -338,6 +353,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
+        let metrics = task_metrics(req.metrics)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
         if output
@@ -356,7 +372,7 @@ impl WorkerService for WorkerApi {
         match self
             .ctx
             .state
-            .complete_attempt(&fence, output, Utc::now())
+            .complete_attempt(&fence, output, &metrics, Utc::now())
             .await
         {
             Ok(()) => {}
@@ -367,6 +383,7 @@ impl WorkerService for WorkerApi {
                     kind: FailureKind::Task,
                     error: message.clone(),
                     non_retryable: false,
+                    metrics,
                 };
                 self.ctx
                     .state
@@ -395,6 +412,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::FailTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
+        let metrics = task_metrics(req.metrics)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let error = if req.error.is_empty() {
             "the task failed without a message".to_owned()
@@ -405,6 +423,7 @@ impl WorkerService for WorkerApi {
             kind: FailureKind::Task,
             error,
             non_retryable: req.non_retryable,
+            metrics,
         };
         self.ctx
             .state

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::state::Fence;
 
-pub use pool::{PoolExecutor, WorkerPool};
+pub use pool::{PoolExecutor, PoolStats, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
 /// Errors of executors.

@@ -49,6 +49,15 @@ struct PoolState {
     assigned: HashMap<String, (u64, Fence)>,
 }
 
+/// A snapshot of the attached pool workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub workers: u64,
+    pub slots: u64,
+    /// Slots running an attempt.
+    pub busy: u64,
+}
+
 /// The registry of attached pool workers.
 #[derive(Default)]
 pub struct WorkerPool {
@@ -137,6 +146,21 @@ impl WorkerPool {
             s.running.remove(task_run_id);
         }
         true
+    }
+
+    /// Attached workers, their slots, and the slots running an attempt,
+    /// for `/metrics`.
+    pub fn stats(&self) -> PoolStats {
+        let state = self.lock();
+        PoolStats {
+            workers: state.sessions.len() as u64,
+            slots: state.sessions.values().map(|s| u64::from(s.slots)).sum(),
+            busy: state
+                .sessions
+                .values()
+                .map(|s| s.running.len() as u64)
+                .sum(),
+        }
     }
 
     /// Number of attached sessions, for logs and tests.

@@ -31,6 +31,8 @@ pub async fn task_spec(
     let env = secrets
         .resolve_env(&spec.task_name, &spec.env)
         .map_err(SpecError::Env)?;
+    let traceparent =
+        crate::telemetry::attempt_traceparent(&spec.run_id, &spec.task_run_id, spec.attempt);
     Ok(v1::TaskSpec {
         run_id: spec.run_id,
         workflow: spec.workflow,
@@ -51,5 +53,6 @@ pub async fn task_spec(
         config_file: spec.config_file.unwrap_or_default(),
         config_file_content: spec.config_file_content,
         handler: spec.handler.unwrap_or_default(),
+        traceparent,
     })
 }

@@ -234,6 +234,11 @@ impl Mirror {
             dispatched_at: record.dispatched_at,
             started_at: record.started_at,
             finished_at: record.finished_at,
+            metrics: record
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect(),
         };
         self.put_json(&key(AttemptFile::Status)?, &status).await?;
         if record.status == ork_domain::TaskStatus::Success {

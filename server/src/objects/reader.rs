@@ -168,6 +168,7 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
                 dispatched_at: Some(crate::api::convert::timestamp(s.dispatched_at)),
                 started_at: s.started_at.map(crate::api::convert::timestamp),
                 finished_at: s.finished_at.map(crate::api::convert::timestamp),
+                metrics: s.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })
         })
         .collect();

@@ -15,6 +15,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
+use crate::metrics::Metrics;
 use crate::objects::MirrorHandle;
 use crate::secrets::Secrets;
 use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
@@ -53,6 +54,7 @@ pub struct Scheduler {
     handle: SchedulerHandle,
     mirror: MirrorHandle,
     events: mpsc::UnboundedReceiver<ExecutorEvent>,
+    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -64,6 +66,7 @@ impl Scheduler {
         options: SchedulerOptions,
         mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             state,
@@ -74,6 +77,7 @@ impl Scheduler {
             handle: SchedulerHandle::default(),
             mirror,
             events,
+            metrics,
         }
     }
 
@@ -102,6 +106,7 @@ impl Scheduler {
             options: self.options,
             handle: self.handle,
             mirror: self.mirror,
+            metrics: self.metrics,
         });
         // Reports received by other replicas for runs this one owns arrive as
         // store notifications (PostgreSQL LISTEN/NOTIFY): each is a wake-up.
@@ -148,6 +153,7 @@ struct Core {
     options: SchedulerOptions,
     handle: SchedulerHandle,
     mirror: MirrorHandle,
+    metrics: Metrics,
 }
 
 impl Core {
@@ -222,6 +228,7 @@ impl Core {
                     self.executors.names().join(", ")
                 ),
                 non_retryable: true,
+                metrics: Vec::new(),
             };
             self.fail(&claim.fence, failure).await;
             return;
@@ -254,6 +261,7 @@ impl Core {
                         claim.executor
                     ),
                     non_retryable: matches!(e, ExecutorError::Rejected(_)),
+                    metrics: Vec::new(),
                 };
                 self.fail(&claim.fence, failure).await;
             }
@@ -286,6 +294,9 @@ impl Core {
             self.leases().await;
             match self.cron.fire_due(Utc::now()).await {
                 Ok(runs) if !runs.is_empty() => {
+                    for run in &runs {
+                        self.metrics.cron_fired(&run.workflow);
+                    }
                     self.handle.wake();
                     self.mirror.wake();
                 }
@@ -330,6 +341,7 @@ impl Core {
                         kind: attempt.kind,
                         error,
                         non_retryable: false,
+                        metrics: Vec::new(),
                     },
                 )
                 .await;
@@ -386,6 +398,7 @@ impl Core {
                 kind: FailureKind::Lost,
                 error,
                 non_retryable: false,
+                metrics: Vec::new(),
             };
             self.fail(&fence, failure).await;
         }

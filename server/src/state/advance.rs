@@ -10,6 +10,8 @@ use ork_domain::template::{self, ResolveContext, TaskOutputs};
 use ork_domain::{Parallelism, TaskDefinition, TaskStatus};
 use serde_json::Value;
 
+use super::observe::Change;
+use super::rows::EndedRun;
 use super::{CompiledVersion, Limits, OutboxKind, Result};
 
 /// A pending task run whose input is not resolved yet.
@@ -69,13 +71,17 @@ pub(crate) trait RunTx: Send {
     ) -> Result<()>;
     async fn has_unfinished(&mut self, run_id: &str, task: Option<&str>) -> Result<bool>;
     async fn tally(&mut self, run_id: &str) -> Result<RunTally>;
+    /// Ends a run that is still pending or running; `None` when it was not.
     async fn finish_run(
         &mut self,
         run_id: &str,
         status: ork_domain::RunStatus,
         now: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<Option<EndedRun>>;
     async fn outbox(&mut self, kind: OutboxKind, key: &str, attempt: Option<u32>) -> Result<()>;
+    /// The changes of this transaction, told to the store's observer after
+    /// it commits.
+    fn changes(&mut self) -> &mut Vec<Change>;
 }
 
 /// Evaluates the successors of `finished` tasks (and, transitively, of every
@@ -131,7 +137,10 @@ pub(crate) async fn finish_run_if_done<T: RunTx>(
     }
     let tally = tx.tally(run_id).await?;
     if let Some(status) = decide::run_outcome(&tally) {
-        tx.finish_run(run_id, status, now).await?;
+        if let Some(ended) = tx.finish_run(run_id, status, now).await? {
+            let change = ended.change(run_id, status, now);
+            tx.changes().push(change);
+        }
         tx.outbox(OutboxKind::Run, run_id, None).await?;
     }
     Ok(())

@@ -6,6 +6,8 @@
 //! a crash between two steps of one transition cannot happen.
 
 mod advance;
+mod instrumented;
+pub mod observe;
 pub mod postgres;
 mod records;
 mod rows;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use instrumented::Instrumented;
+pub use observe::{AttemptOutcome, Change, CommitObserver, FinishedAttempt, ObserverList};
 pub use records::*;
 
 /// Errors of the state store.
@@ -83,6 +87,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
+
+    /// Gives the store the observer told about every committed transition
+    /// (metrics, trace spans). Set once, before the store serves.
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>);
 
     // ---- workflows ----
     /// Stores a new version unless the content hash is already the newest
@@ -205,10 +213,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Returns true when the attempt must stop (cancelled).
     async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool>;
     async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()>;
+    /// Records the attempt's output (and the metrics it recorded, already
+    /// checked with [`normalize_task_metrics`]) and readies its successors.
     async fn complete_attempt(
         &self,
         fence: &Fence,
         output: serde_json::Value,
+        metrics: &[TaskMetric],
         now: DateTime<Utc>,
     ) -> Result<()>;
 
@@ -236,6 +247,10 @@ pub trait StateStore: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    // ---- observability ----
+    /// Counts what waits and what runs, for the gauges of `/metrics`.
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats>;
 
     // ---- mirror outbox ----
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>>;

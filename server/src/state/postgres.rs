@@ -35,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, 
 use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
 
 use super::advance::{self, NewInstance, OutputRow, RunTx, UnreadyRow};
+use super::observe::ObserverSlot;
 use super::rows::*;
 use super::*;
 
@@ -61,6 +62,8 @@ pub struct PostgresStore {
     limits: Limits,
     /// Where large outputs live; set once by the server.
     outputs: std::sync::OnceLock<Arc<dyn OutputStore>>,
+    /// Told the changes of each committed transaction.
+    observer: ObserverSlot,
 }
 
 impl PostgresStore {
@@ -126,6 +129,7 @@ impl PostgresStore {
             versions: Mutex::new(HashMap::new()),
             outputs: std::sync::OnceLock::new(),
             limits,
+            observer: ObserverSlot::default(),
         })
     }
 
@@ -325,8 +329,7 @@ async fn check_fence(
         RowLock::Update => " FOR UPDATE OF t",
     };
     let row = sqlx::query(&format!(
-        "SELECT t.status, t.attempt, t.token, t.run_id, t.task_name, t.attempt_base, t.lost_count, \
-         r.workflow_version FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = $1{lock}"
+        "SELECT {FENCED_COLUMNS} FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = $1{lock}"
     ))
     .bind(&fence.task_run_id)
     .fetch_optional(&mut *conn)
@@ -346,14 +349,7 @@ async fn check_fence(
             status: status.to_string(),
         });
     }
-    Ok(FencedRow {
-        run_id: row.text("run_id")?,
-        task_name: row.text("task_name")?,
-        status,
-        attempt_base: row.int("attempt_base")?,
-        lost_count: row.int("lost_count")?,
-        workflow_version: row.text("workflow_version")?,
-    })
+    fenced_row(&row, status)
 }
 
 /// True when this very attempt already ended with `outcome`: a worker whose
@@ -410,6 +406,28 @@ async fn notify_owner(conn: &mut PgConnection, run_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stores the metrics an attempt recorded (last value per name wins).
+async fn insert_metrics(
+    conn: &mut PgConnection,
+    fence: &Fence,
+    metrics: &[TaskMetric],
+) -> Result<()> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("INSERT INTO attempt_metrics (task_run_id, attempt, name, value) ");
+    qb.push_values(metrics, |mut b, m| {
+        b.push_bind(fence.task_run_id.as_str())
+            .push_bind(i64::from(fence.attempt))
+            .push_bind(m.name.as_str())
+            .push_bind(m.value);
+    });
+    qb.push(" ON CONFLICT (task_run_id, attempt, name) DO UPDATE SET value = excluded.value");
+    qb.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
 async fn insert_task_runs(
     conn: &mut PgConnection,
     run_id: &str,
@@ -450,6 +468,7 @@ async fn insert_task_runs(
 struct Tx<'c> {
     conn: &'c mut PgConnection,
     outputs: Option<Arc<dyn OutputStore>>,
+    changes: &'c mut Vec<Change>,
 }
 
 impl RunTx for Tx<'_> {
@@ -664,20 +683,29 @@ impl RunTx for Tx<'_> {
         run_id: &str,
         status: RunStatus,
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3 AND status IN ('pending', 'running')",
+    ) -> Result<Option<EndedRun>> {
+        let ended: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3 AND status IN ('pending', 'running') \
+             RETURNING workflow, created_at, started_at",
         )
         .bind(status.as_str())
         .bind(ms(now))
         .bind(run_id)
-        .execute(&mut *self.conn)
+        .fetch_optional(&mut *self.conn)
         .await?;
-        Ok(())
+        Ok(ended.map(|(workflow, created_at, started_at)| EndedRun {
+            workflow,
+            created_at,
+            started_at,
+        }))
     }
 
     async fn outbox(&mut self, kind: OutboxKind, key: &str, attempt: Option<u32>) -> Result<()> {
         insert_outbox(self.conn, kind, key, attempt).await
+    }
+
+    fn changes(&mut self) -> &mut Vec<Change> {
+        self.changes
     }
 }
 
@@ -760,6 +788,7 @@ impl PostgresStore {
         new: &NewRun,
         version: &CompiledVersion,
         now: DateTime<Utc>,
+        changes: &mut Vec<Change>,
     ) -> Result<String> {
         let run_id = new_id();
         // Runs above the workflow's `concurrency` wait as `pending`; the
@@ -805,10 +834,15 @@ impl PostgresStore {
             .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
+            changes.push(Change::RunStarted {
+                run_id: run_id.clone(),
+                workflow: new.workflow.clone(),
+            });
             advance::evaluate_all(
                 &mut Tx {
                     conn: tx,
                     outputs: self.outputs.get().cloned(),
+                    changes,
                 },
                 version,
                 &run_id,
@@ -821,12 +855,19 @@ impl PostgresStore {
         Ok(run_id)
     }
 
-    async fn create_run_once(&self, new: &NewRun, now: DateTime<Utc>) -> Result<String> {
+    async fn create_run_once(
+        &self,
+        new: &NewRun,
+        now: DateTime<Utc>,
+    ) -> Result<(String, Vec<Change>)> {
         let version = self.current_version(&new.workflow).await?;
+        let mut changes = Vec::new();
         let mut tx = self.pool.begin().await?;
-        let run_id = self.insert_run(&mut tx, new, &version, now).await?;
+        let run_id = self
+            .insert_run(&mut tx, new, &version, now, &mut changes)
+            .await?;
         tx.commit().await?;
-        Ok(run_id)
+        Ok((run_id, changes))
     }
 
     async fn fire_schedule_once(
@@ -835,7 +876,7 @@ impl PostgresStore {
         fire_time: DateTime<Utc>,
         owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, Vec<Change>)>> {
         let version = self.current_version(workflow).await?;
         let mut tx = self.pool.begin().await?;
         // The unique (workflow, fire_time) key makes a fire happen once, however
@@ -858,7 +899,10 @@ impl PostgresStore {
             triggered_by: TriggerType::Schedule,
             owner: owner.to_owned(),
         };
-        let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
+        let mut changes = Vec::new();
+        let run_id = self
+            .insert_run(&mut tx, &new, &version, now, &mut changes)
+            .await?;
         sqlx::query("UPDATE schedule_fires SET run_id = $1 WHERE workflow = $2 AND fire_time = $3")
             .bind(&run_id)
             .bind(workflow)
@@ -866,17 +910,22 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(run_id))
+        Ok(Some((run_id, changes)))
     }
 
-    async fn cancel_run_once(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
+    async fn cancel_run_once(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<ActiveAttempt>, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let status = status.ok_or_else(|| Error::NotFound {
+        let run: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT status, workflow, created_at, started_at FROM runs WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (status, workflow, created_at, started_at) = run.ok_or_else(|| Error::NotFound {
             what: format!("run {id}"),
         })?;
         if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
@@ -886,17 +935,19 @@ impl PostgresStore {
         }
         // Locking every unfinished task run first waits out a claim in
         // flight, so an attempt it dispatches is seen (and cancelled) here.
-        let rows = sqlx::query(
-            "SELECT id, status, attempt, token, executor, executor_id FROM task_runs \
-             WHERE run_id = $1 AND status IN ('pending', 'dispatched', 'running') ORDER BY id FOR UPDATE",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CANCELLED_COLUMNS}, status, token, executor, executor_id FROM task_runs \
+             WHERE run_id = $1 AND status IN ('pending', 'dispatched', 'running') ORDER BY id FOR UPDATE"
+        ))
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
         let mut active = Vec::new();
+        let mut changes = Vec::new();
         for r in &rows {
             let status = task_status(&r.text("status")?)?;
             if ACTIVE.contains(&status) {
+                changes.push(cancelled_attempt(r, id, &workflow, now)?);
                 active.push(ActiveAttempt {
                     fence: current_fence(r)?,
                     executor: r.text("executor")?,
@@ -937,7 +988,15 @@ impl PostgresStore {
             .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(active)
+        changes.push(
+            EndedRun {
+                workflow,
+                created_at,
+                started_at,
+            }
+            .change(id, RunStatus::Cancelled, now),
+        );
+        Ok((active, changes))
     }
 
     async fn retry_run_once(
@@ -946,7 +1005,7 @@ impl PostgresStore {
         task: Option<&str>,
         owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Change>> {
         let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound {
             what: format!("run {id}"),
         })?;
@@ -1046,10 +1105,15 @@ impl PostgresStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
+        let mut changes = vec![Change::RunStarted {
+            run_id: id.to_owned(),
+            workflow: run.workflow.clone(),
+        }];
         advance::evaluate_all(
             &mut Tx {
                 conn: &mut tx,
                 outputs: self.outputs.get().cloned(),
+                changes: &mut changes,
             },
             &version,
             id,
@@ -1059,7 +1123,7 @@ impl PostgresStore {
         .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(changes)
     }
 
     async fn claim_ready_once(
@@ -1183,14 +1247,14 @@ impl PostgresStore {
         fence: &Fence,
         failure: &Failure,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Change>> {
         let mut tx = self.pool.begin().await?;
         lock_run_of(&mut tx, &fence.task_run_id).await?;
         let row = match check_fence(&mut tx, fence, &ACTIVE, RowLock::Update).await {
             Ok(row) => row,
             Err(e @ Error::Stale { .. }) => {
                 return if already_settled(&mut tx, fence, TaskStatus::Failed).await? {
-                    Ok(())
+                    Ok(Vec::new())
                 } else {
                     Err(e)
                 };
@@ -1208,6 +1272,14 @@ impl PostgresStore {
         let counted_attempt = fence.attempt.saturating_sub(to_u32(row.attempt_base));
         let retry =
             lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
+        let mut changes = vec![row.finished(
+            fence,
+            AttemptOutcome::of_failure(failure.kind),
+            Some(&failure.error),
+            &failure.metrics,
+            now,
+        )];
+        insert_metrics(&mut tx, fence, &failure.metrics).await?;
         sqlx::query(
             "UPDATE attempts SET status = 'failed', error = $1, finished_at = $2 WHERE task_run_id = $3 AND attempt = $4",
         )
@@ -1257,6 +1329,7 @@ impl PostgresStore {
                 &mut Tx {
                     conn: &mut tx,
                     outputs: self.outputs.get().cloned(),
+                    changes: &mut changes,
                 },
                 &version,
                 &row.run_id,
@@ -1268,7 +1341,7 @@ impl PostgresStore {
         }
         notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(changes)
     }
 
     async fn promote_one(
@@ -1277,7 +1350,7 @@ impl PostgresStore {
         workflow: &str,
         version: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<Change>>> {
         let version = self.compiled(version).await?;
         let cap = version.definition.concurrency.map_or(i64::MAX, i64::from);
         let mut tx = self.pool.begin().await?;
@@ -1294,7 +1367,7 @@ impl PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         if running >= cap {
-            return Ok(false);
+            return Ok(None);
         }
         let done = sqlx::query(
             "UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'pending'",
@@ -1304,12 +1377,17 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut changes = vec![Change::RunStarted {
+            run_id: id.to_owned(),
+            workflow: workflow.to_owned(),
+        }];
         advance::evaluate_all(
             &mut Tx {
                 conn: &mut tx,
                 outputs: self.outputs.get().cloned(),
+                changes: &mut changes,
             },
             &version,
             id,
@@ -1319,13 +1397,15 @@ impl PostgresStore {
         .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(changes))
     }
 
-    async fn start_attempt_once(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
+    async fn start_attempt_once(&self, fence: &Fence, now: DateTime<Utc>) -> Result<Vec<Change>> {
         let mut tx = self.pool.begin().await?;
         let row = check_fence(&mut tx, fence, &ACTIVE, RowLock::Update).await?;
+        let mut changes = Vec::new();
         if row.status == TaskStatus::Dispatched {
+            changes.push(row.started(now));
             sqlx::query(
                 "UPDATE task_runs SET status = 'running', started_at = $1, heartbeat_at = $1 WHERE id = $2",
             )
@@ -1350,22 +1430,23 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(changes)
     }
 
     async fn complete_attempt_once(
         &self,
         fence: &Fence,
         output: &Value,
+        metrics: &[TaskMetric],
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Change>> {
         let mut tx = self.pool.begin().await?;
         lock_run_of(&mut tx, &fence.task_run_id).await?;
         let row = match check_fence(&mut tx, fence, &ACTIVE, RowLock::Update).await {
             Ok(row) => row,
             Err(e @ Error::Stale { .. }) => {
                 return if already_settled(&mut tx, fence, TaskStatus::Success).await? {
-                    Ok(())
+                    Ok(Vec::new())
                 } else {
                     Err(e)
                 };
@@ -1380,6 +1461,12 @@ impl PostgresStore {
             ork_domain::types::validate_output(task, &version.definition, output)
                 .map_err(Error::InvalidOutput)?;
         }
+        let mut changes = Vec::with_capacity(2);
+        if row.status == TaskStatus::Dispatched {
+            changes.push(row.started(now));
+        }
+        changes.push(row.finished(fence, AttemptOutcome::Success, None, metrics, now));
+        insert_metrics(&mut tx, fence, metrics).await?;
         sqlx::query(
             "UPDATE task_runs SET status = 'success', output = $1, error = NULL, finished_at = $2, \
              started_at = COALESCE(started_at, $2) WHERE id = $3",
@@ -1409,17 +1496,18 @@ impl PostgresStore {
             &mut Tx {
                 conn: &mut tx,
                 outputs: self.outputs.get().cloned(),
+                changes: &mut changes,
             },
             &version,
             &row.run_id,
-            vec![row.task_name],
+            vec![row.task_name.clone()],
             self.limits,
             now,
         )
         .await?;
         notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(changes)
     }
 }
 
@@ -1429,6 +1517,10 @@ impl PostgresStore {
 impl StateStore for PostgresStore {
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>) {
         let _ = self.outputs.set(outputs);
+    }
+
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        self.observer.set(observer);
     }
 
     async fn deploy_workflow(
@@ -1497,7 +1589,8 @@ impl StateStore for PostgresStore {
     }
 
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
-        let run_id = retrying(|| self.create_run_once(&new, now)).await?;
+        let (run_id, changes) = retrying(|| self.create_run_once(&new, now)).await?;
+        self.observer.committed(&changes);
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
@@ -1528,7 +1621,10 @@ impl StateStore for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
         match retrying(|| self.fire_schedule_once(workflow, fire_time, owner, now)).await? {
-            Some(run_id) => self.get_run(&run_id).await,
+            Some((run_id, changes)) => {
+                self.observer.committed(&changes);
+                self.get_run(&run_id).await
+            }
             None => Ok(None),
         }
     }
@@ -1586,7 +1682,18 @@ impl StateStore for PostgresStore {
             .bind(task_run_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(attempt_record).collect()
+        let mut attempts = rows
+            .iter()
+            .map(attempt_record)
+            .collect::<Result<Vec<_>>>()?;
+        let metrics: Vec<MetricRow> = sqlx::query_as(
+            "SELECT task_run_id, attempt, name, value FROM attempt_metrics WHERE task_run_id = $1",
+        )
+        .bind(task_run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        attach_metrics(&mut attempts, metrics);
+        Ok(attempts)
     }
 
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -1597,11 +1704,25 @@ impl StateStore for PostgresStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(attempt_record).collect()
+        let mut attempts = rows
+            .iter()
+            .map(attempt_record)
+            .collect::<Result<Vec<_>>>()?;
+        let metrics: Vec<MetricRow> = sqlx::query_as(
+            "SELECT m.task_run_id, m.attempt, m.name, m.value FROM attempt_metrics m \
+             JOIN task_runs t ON t.id = m.task_run_id WHERE t.run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        attach_metrics(&mut attempts, metrics);
+        Ok(attempts)
     }
 
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
-        retrying(|| self.cancel_run_once(id, now)).await
+        let (active, changes) = retrying(|| self.cancel_run_once(id, now)).await?;
+        self.observer.committed(&changes);
+        Ok(active)
     }
 
     async fn retry_run(
@@ -1611,7 +1732,9 @@ impl StateStore for PostgresStore {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        retrying(|| self.retry_run_once(id, task, owner, now)).await
+        let changes = retrying(|| self.retry_run_once(id, task, owner, now)).await?;
+        self.observer.committed(&changes);
+        Ok(())
     }
 
     async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>> {
@@ -1746,7 +1869,9 @@ impl StateStore for PostgresStore {
         failure: &Failure,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        retrying(|| self.fail_attempt_once(fence, failure, now)).await
+        let changes = retrying(|| self.fail_attempt_once(fence, failure, now)).await?;
+        self.observer.committed(&changes);
+        Ok(())
     }
 
     async fn expired_attempts(
@@ -1810,7 +1935,10 @@ impl StateStore for PostgresStore {
         .await?;
         let mut promoted = 0;
         for (id, workflow, version) in waiting {
-            if retrying(|| self.promote_one(&id, &workflow, &version, now)).await? {
+            if let Some(changes) =
+                retrying(|| self.promote_one(&id, &workflow, &version, now)).await?
+            {
+                self.observer.committed(&changes);
                 promoted += 1;
             }
         }
@@ -1879,7 +2007,9 @@ impl StateStore for PostgresStore {
     }
 
     async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
-        retrying(|| self.start_attempt_once(fence, now)).await
+        let changes = retrying(|| self.start_attempt_once(fence, now)).await?;
+        self.observer.committed(&changes);
+        Ok(())
     }
 
     async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
@@ -1940,9 +2070,52 @@ impl StateStore for PostgresStore {
         &self,
         fence: &Fence,
         output: Value,
+        metrics: &[TaskMetric],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        retrying(|| self.complete_attempt_once(fence, &output, now)).await
+        let changes = retrying(|| self.complete_attempt_once(fence, &output, metrics, now)).await?;
+        self.observer.committed(&changes);
+        Ok(())
+    }
+
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats> {
+        let (upstream, delayed, ready, dispatched, running): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT \
+                 COUNT(*) FILTER (WHERE status = 'pending' AND ready_at IS NULL), \
+                 COUNT(*) FILTER (WHERE status = 'pending' AND ready_at > $1), \
+                 COUNT(*) FILTER (WHERE status = 'pending' AND ready_at <= $1), \
+                 COUNT(*) FILTER (WHERE status = 'dispatched'), \
+                 COUNT(*) FILTER (WHERE status = 'running') \
+                 FROM task_runs WHERE status IN ('pending', 'dispatched', 'running')",
+            )
+            .bind(ms(now))
+            .fetch_one(&self.pool)
+            .await?;
+        let (runs_pending, runs_running, leased): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status = 'pending'), \
+             COUNT(*) FILTER (WHERE status = 'running'), \
+             COUNT(*) FILTER (WHERE owner = $1 AND lease_expires >= $2) \
+             FROM runs WHERE status IN ('pending', 'running')",
+        )
+        .bind(owner)
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await?;
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(QueueStats {
+            waiting_upstream: count(upstream),
+            retry_delay: count(delayed),
+            ready: count(ready),
+            dispatched: count(dispatched),
+            running: count(running),
+            runs_pending: count(runs_pending),
+            runs_running: count(runs_running),
+            outbox: count(outbox),
+            leased_runs: count(leased),
+        })
     }
 
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>> {

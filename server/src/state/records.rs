@@ -118,6 +118,72 @@ pub struct AttemptRecord {
     pub dispatched_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The figures the attempt recorded, by name.
+    pub metrics: Vec<TaskMetric>,
+}
+
+/// A named figure a task recorded for one attempt (`rows 1200`): reported
+/// with the attempt's result and stored with the attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskMetric {
+    pub name: String,
+    pub value: f64,
+}
+
+/// Most metrics one attempt may report.
+pub const MAX_TASK_METRICS: usize = 64;
+/// Longest metric name.
+pub const MAX_TASK_METRIC_NAME: usize = 64;
+
+impl TaskMetric {
+    /// Checks a reported metric: a name of 1–64 letters, digits, `_`, `.` or
+    /// `-` starting with a letter or `_`, and a finite value. The error says
+    /// what is wrong with which name.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        let mut chars = name.chars();
+        let starts_well = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !starts_well
+            || name.len() > MAX_TASK_METRIC_NAME
+            || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(format!(
+                "metric name {name:?}: use 1 to {MAX_TASK_METRIC_NAME} letters, digits, `_`, `.` or `-`, starting with a letter or `_`"
+            ));
+        }
+        if !self.value.is_finite() {
+            return Err(format!(
+                "metric `{name}`: the value must be a finite number, got {}",
+                self.value
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a report's metrics and keeps the last value of each name, sorted
+/// by name (what the store writes).
+pub fn normalize_task_metrics(metrics: &[TaskMetric]) -> Result<Vec<TaskMetric>, String> {
+    let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+    for m in metrics {
+        m.check()?;
+        by_name.insert(&m.name, m.value);
+    }
+    if by_name.len() > MAX_TASK_METRICS {
+        return Err(format!(
+            "{} distinct metrics reported; an attempt may record at most {MAX_TASK_METRICS}",
+            by_name.len()
+        ));
+    }
+    Ok(by_name
+        .into_iter()
+        .map(|(name, value)| TaskMetric {
+            name: name.to_owned(),
+            value,
+        })
+        .collect())
 }
 
 /// Names one attempt; every worker call carries it.
@@ -167,6 +233,22 @@ pub struct Failure {
     pub kind: FailureKind,
     pub error: String,
     pub non_retryable: bool,
+    /// What the task recorded before it failed (checked by the caller with
+    /// [`normalize_task_metrics`]).
+    pub metrics: Vec<TaskMetric>,
+}
+
+impl Failure {
+    /// A failure the server decides on (timeout, lost worker, dispatch):
+    /// nothing was recorded.
+    pub fn new(kind: FailureKind, error: impl Into<String>, non_retryable: bool) -> Self {
+        Self {
+            kind,
+            error: error.into(),
+            non_retryable,
+            metrics: Vec::new(),
+        }
+    }
 }
 
 /// An attempt the timer loop must end.
@@ -269,6 +351,28 @@ pub struct OutboxEntry {
     pub kind: OutboxKind,
     pub key: String,
     pub attempt: Option<u32>,
+}
+
+/// What waits and what runs, for the gauges of `/metrics` (read at scrape
+/// time from committed state; the same on every replica except `leased_runs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending task runs whose dependencies have not finished (or whose run
+    /// waits on its workflow's `concurrency`).
+    pub waiting_upstream: u64,
+    /// Pending task runs waiting out a retry delay.
+    pub retry_delay: u64,
+    /// Ready task runs waiting for dispatch (capacity, concurrency caps).
+    pub ready: u64,
+    pub dispatched: u64,
+    pub running: u64,
+    /// Runs waiting on their workflow's `concurrency`.
+    pub runs_pending: u64,
+    pub runs_running: u64,
+    /// Outbox entries not mirrored yet.
+    pub outbox: u64,
+    /// Unfinished runs whose live lease `owner` holds.
+    pub leased_runs: u64,
 }
 
 /// How much work the executors can take right now; claims never exceed it.

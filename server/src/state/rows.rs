@@ -9,8 +9,9 @@ use ork_domain::{Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType
 use serde_json::Value;
 use sqlx::Row;
 
+use super::observe::{AttemptOutcome, Change, FinishedAttempt};
 use super::{
-    AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord,
+    AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord, TaskMetric,
     TaskRunRecord,
 };
 
@@ -78,6 +79,11 @@ pub(crate) fn parse_json(text: &str) -> Result<Value> {
 
 pub(crate) fn opt_json(text: Option<String>) -> Result<Option<Value>> {
     text.as_deref().map(parse_json).transpose()
+}
+
+/// A row count as the stats report it.
+pub(crate) fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 pub(crate) fn to_u32(v: i64) -> u32 {
@@ -159,7 +165,33 @@ pub(crate) fn attempt_record<R: Columns>(row: &R) -> Result<AttemptRecord> {
         dispatched_at: from_ms(row.int("dispatched_at")?),
         started_at: opt_ms(row.opt_int("started_at")?),
         finished_at: opt_ms(row.opt_int("finished_at")?),
+        metrics: Vec::new(),
     })
+}
+
+/// The query reading the metrics of `attempts` (rows of `attempt_metrics`):
+/// its columns are `task_run_id, attempt, name, value`.
+pub(crate) type MetricRow = (String, i64, String, f64);
+
+/// Gives each attempt its recorded metrics (sorted by name).
+pub(crate) fn attach_metrics(attempts: &mut [AttemptRecord], rows: Vec<MetricRow>) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut by_attempt: std::collections::HashMap<(String, u32), Vec<TaskMetric>> =
+        std::collections::HashMap::new();
+    for (task_run_id, attempt, name, value) in rows {
+        by_attempt
+            .entry((task_run_id, to_u32(attempt)))
+            .or_default()
+            .push(TaskMetric { name, value });
+    }
+    for a in attempts {
+        if let Some(mut metrics) = by_attempt.remove(&(a.task_run_id.clone(), a.attempt)) {
+            metrics.sort_by(|x, y| x.name.cmp(&y.name));
+            a.metrics = metrics;
+        }
+    }
 }
 
 /// The fence of the current attempt of a row with `id`, `attempt`, `token`.
@@ -197,6 +229,11 @@ pub(crate) fn outbox_entry<R: Columns>(row: &R) -> Result<OutboxEntry> {
 
 // ---------- new rows ----------
 
+/// The columns of `task_runs t JOIN runs r` that [`fenced_row`] reads.
+pub(crate) const FENCED_COLUMNS: &str = "t.status, t.attempt, t.token, t.run_id, t.task_name, \
+    t.attempt_base, t.lost_count, t.parallel_index, t.ready_at, t.dispatched_at, t.started_at, \
+    r.workflow, r.workflow_version";
+
 /// A task run row as the fenced worker calls see it.
 pub(crate) struct FencedRow {
     pub run_id: String,
@@ -204,7 +241,123 @@ pub(crate) struct FencedRow {
     pub status: TaskStatus,
     pub attempt_base: i64,
     pub lost_count: i64,
+    pub workflow: String,
     pub workflow_version: String,
+    pub parallel_index: Option<u32>,
+    pub ready_at: Option<DateTime<Utc>>,
+    /// Of the current attempt.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) fn fenced_row<R: Columns>(row: &R, status: TaskStatus) -> Result<FencedRow> {
+    Ok(FencedRow {
+        run_id: row.text("run_id")?,
+        task_name: row.text("task_name")?,
+        status,
+        attempt_base: row.int("attempt_base")?,
+        lost_count: row.int("lost_count")?,
+        workflow: row.text("workflow")?,
+        workflow_version: row.text("workflow_version")?,
+        parallel_index: opt_u32(row.opt_int("parallel_index")?),
+        ready_at: opt_ms(row.opt_int("ready_at")?),
+        dispatched_at: opt_ms(row.opt_int("dispatched_at")?),
+        started_at: opt_ms(row.opt_int("started_at")?),
+    })
+}
+
+impl FencedRow {
+    /// The change of a worker starting this row's attempt at `now`.
+    pub(crate) fn started(&self, now: DateTime<Utc>) -> Change {
+        Change::AttemptStarted {
+            workflow: self.workflow.clone(),
+            task: self.task_name.clone(),
+            ready_at: self.ready_at,
+            started_at: now,
+        }
+    }
+
+    /// The change of this row's attempt `fence` ending at `now`.
+    pub(crate) fn finished(
+        &self,
+        fence: &Fence,
+        outcome: AttemptOutcome,
+        error: Option<&str>,
+        metrics: &[TaskMetric],
+        now: DateTime<Utc>,
+    ) -> Change {
+        Change::AttemptFinished(Box::new(FinishedAttempt {
+            run_id: self.run_id.clone(),
+            workflow: self.workflow.clone(),
+            task: self.task_name.clone(),
+            task_run_id: fence.task_run_id.clone(),
+            attempt: fence.attempt,
+            parallel_index: self.parallel_index,
+            outcome,
+            error: error.map(str::to_owned),
+            dispatched_at: self.dispatched_at.unwrap_or(now),
+            started_at: self.started_at.or(match outcome {
+                // A success reported without a start counts as started now.
+                AttemptOutcome::Success => Some(now),
+                _ => None,
+            }),
+            finished_at: now,
+            metrics: metrics.to_vec(),
+        }))
+    }
+}
+
+/// The columns of `task_runs` that [`cancelled_attempt`] reads.
+pub(crate) const CANCELLED_COLUMNS: &str =
+    "id, attempt, task_name, parallel_index, dispatched_at, started_at";
+
+/// The change of an active attempt ended by its run's cancellation.
+pub(crate) fn cancelled_attempt<R: Columns>(
+    row: &R,
+    run_id: &str,
+    workflow: &str,
+    now: DateTime<Utc>,
+) -> Result<Change> {
+    Ok(Change::AttemptFinished(Box::new(FinishedAttempt {
+        run_id: run_id.to_owned(),
+        workflow: workflow.to_owned(),
+        task: row.text("task_name")?,
+        task_run_id: row.text("id")?,
+        attempt: to_u32(row.int("attempt")?),
+        parallel_index: opt_u32(row.opt_int("parallel_index")?),
+        outcome: AttemptOutcome::Cancelled,
+        error: Some("cancelled".to_owned()),
+        dispatched_at: opt_ms(row.opt_int("dispatched_at")?).unwrap_or(now),
+        started_at: opt_ms(row.opt_int("started_at")?),
+        finished_at: now,
+        metrics: Vec::new(),
+    })))
+}
+
+/// A run a transaction ended: what [`Change::RunFinished`] needs besides
+/// the status.
+pub(crate) struct EndedRun {
+    pub workflow: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+}
+
+impl EndedRun {
+    pub(crate) fn change(
+        self,
+        run_id: &str,
+        status: ork_domain::RunStatus,
+        now: DateTime<Utc>,
+    ) -> Change {
+        Change::RunFinished {
+            run_id: run_id.to_owned(),
+            workflow: self.workflow,
+            status,
+            created_at: from_ms(self.created_at),
+            started_at: opt_ms(self.started_at),
+            finished_at: now,
+        }
+    }
 }
 
 /// One task run row to insert.

@@ -24,8 +24,18 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::advance::{self, NewInstance, OutputRow, RunTx, UnreadyRow};
+use super::observe::ObserverSlot;
 use super::rows::*;
 use super::*;
+
+/// Unfinished task runs by where they stand (`?1` is now, in ms).
+const QUEUE_STATS_SQLITE: &str = "SELECT \
+    COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at IS NULL THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at > ?1 THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at <= ?1 THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN status = 'dispatched' THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) \
+    FROM task_runs WHERE status IN ('pending', 'dispatched', 'running')";
 
 /// Rows per multi-row INSERT, well under SQLite's bound-parameter limit.
 const INSERT_CHUNK: usize = 500;
@@ -46,6 +56,8 @@ pub struct SqliteStore {
     /// writes them all in one transaction before expiries are looked for, so
     /// the single writer is not spent on one commit per beat.
     beats: Mutex<HashMap<String, (u32, i64)>>,
+    /// Told the changes of each committed transaction.
+    observer: ObserverSlot,
 }
 
 impl SqliteStore {
@@ -94,6 +106,7 @@ impl SqliteStore {
             limits,
             outputs: std::sync::OnceLock::new(),
             beats: Mutex::new(HashMap::new()),
+            observer: ObserverSlot::default(),
         })
     }
 
@@ -141,6 +154,7 @@ impl SqliteStore {
         new: &NewRun,
         version: &CompiledVersion,
         now: DateTime<Utc>,
+        changes: &mut Vec<Change>,
     ) -> Result<String> {
         let run_id = new_id();
         // Runs above the workflow's `concurrency` wait as `pending`; the
@@ -181,10 +195,15 @@ impl SqliteStore {
             .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
         if !waits {
+            changes.push(Change::RunStarted {
+                run_id: run_id.clone(),
+                workflow: new.workflow.clone(),
+            });
             advance::evaluate_all(
                 &mut Tx {
                     conn: tx,
                     outputs: self.outputs.get().cloned(),
+                    changes,
                 },
                 version,
                 &run_id,
@@ -221,10 +240,9 @@ async fn check_fence(
     fence: &Fence,
     allowed: &[TaskStatus],
 ) -> Result<FencedRow> {
-    let row = sqlx::query(
-        "SELECT t.status, t.attempt, t.token, t.run_id, t.task_name, t.attempt_base, t.lost_count, \
-         r.workflow_version FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {FENCED_COLUMNS} FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = ?1"
+    ))
     .bind(&fence.task_run_id)
     .fetch_optional(&mut *conn)
     .await?
@@ -243,14 +261,7 @@ async fn check_fence(
             status: status.to_string(),
         });
     }
-    Ok(FencedRow {
-        run_id: row.try_get("run_id")?,
-        task_name: row.try_get("task_name")?,
-        status,
-        attempt_base: row.try_get("attempt_base")?,
-        lost_count: row.try_get("lost_count")?,
-        workflow_version: row.try_get("workflow_version")?,
-    })
+    fenced_row(&row, status)
 }
 
 /// True when this very attempt already ended with `outcome`: a worker whose
@@ -287,6 +298,28 @@ async fn insert_outbox(
         .bind(ms(Utc::now()))
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Stores the metrics an attempt recorded (last value per name wins).
+async fn insert_metrics(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    metrics: &[TaskMetric],
+) -> Result<()> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new("INSERT INTO attempt_metrics (task_run_id, attempt, name, value) ");
+    qb.push_values(metrics, |mut b, m| {
+        b.push_bind(fence.task_run_id.as_str())
+            .push_bind(i64::from(fence.attempt))
+            .push_bind(m.name.as_str())
+            .push_bind(m.value);
+    });
+    qb.push(" ON CONFLICT (task_run_id, attempt, name) DO UPDATE SET value = excluded.value");
+    qb.build().execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -330,6 +363,7 @@ async fn insert_task_runs(
 struct Tx<'c> {
     conn: &'c mut SqliteConnection,
     outputs: Option<Arc<dyn OutputStore>>,
+    changes: &'c mut Vec<Change>,
 }
 
 fn push_in_list<'a>(qb: &mut QueryBuilder<'a, Sqlite>, values: &'a [String]) {
@@ -585,20 +619,29 @@ impl RunTx for Tx<'_> {
         run_id: &str,
         status: RunStatus,
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3 AND status IN ('pending', 'running')",
+    ) -> Result<Option<EndedRun>> {
+        let ended: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE runs SET status = ?1, finished_at = ?2 WHERE id = ?3 AND status IN ('pending', 'running') \
+             RETURNING workflow, created_at, started_at",
         )
         .bind(status.as_str())
         .bind(ms(now))
         .bind(run_id)
-        .execute(&mut *self.conn)
+        .fetch_optional(&mut *self.conn)
         .await?;
-        Ok(())
+        Ok(ended.map(|(workflow, created_at, started_at)| EndedRun {
+            workflow,
+            created_at,
+            started_at,
+        }))
     }
 
     async fn outbox(&mut self, kind: OutboxKind, key: &str, attempt: Option<u32>) -> Result<()> {
         insert_outbox(self.conn, kind, key, attempt).await
+    }
+
+    fn changes(&mut self) -> &mut Vec<Change> {
+        self.changes
     }
 }
 
@@ -608,6 +651,10 @@ impl RunTx for Tx<'_> {
 impl StateStore for SqliteStore {
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>) {
         let _ = self.outputs.set(outputs);
+    }
+
+    fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        self.observer.set(observer);
     }
 
     async fn deploy_workflow(
@@ -751,9 +798,13 @@ impl StateStore for SqliteStore {
 
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
         let version = self.current_version(&new.workflow).await?;
+        let mut changes = Vec::new();
         let mut tx = self.write.begin().await?;
-        let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
+        let run_id = self
+            .insert_run(&mut tx, &new, &version, now, &mut changes)
+            .await?;
         tx.commit().await?;
+        self.observer.committed(&changes);
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
@@ -804,7 +855,10 @@ impl StateStore for SqliteStore {
             triggered_by: TriggerType::Schedule,
             owner: owner.to_owned(),
         };
-        let run_id = self.insert_run(&mut tx, &new, &version, now).await?;
+        let mut changes = Vec::new();
+        let run_id = self
+            .insert_run(&mut tx, &new, &version, now, &mut changes)
+            .await?;
         sqlx::query("UPDATE schedule_fires SET run_id = ?1 WHERE workflow = ?2 AND fire_time = ?3")
             .bind(&run_id)
             .bind(workflow)
@@ -812,6 +866,7 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.observer.committed(&changes);
         self.get_run(&run_id).await
     }
 
@@ -868,7 +923,18 @@ impl StateStore for SqliteStore {
             .bind(task_run_id)
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(attempt_record).collect()
+        let mut attempts = rows
+            .iter()
+            .map(attempt_record)
+            .collect::<Result<Vec<_>>>()?;
+        let metrics: Vec<MetricRow> = sqlx::query_as(
+            "SELECT task_run_id, attempt, name, value FROM attempt_metrics WHERE task_run_id = ?1",
+        )
+        .bind(task_run_id)
+        .fetch_all(&self.read)
+        .await?;
+        attach_metrics(&mut attempts, metrics);
+        Ok(attempts)
     }
 
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -879,16 +945,30 @@ impl StateStore for SqliteStore {
         .bind(run_id)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(attempt_record).collect()
+        let mut attempts = rows
+            .iter()
+            .map(attempt_record)
+            .collect::<Result<Vec<_>>>()?;
+        let metrics: Vec<MetricRow> = sqlx::query_as(
+            "SELECT m.task_run_id, m.attempt, m.name, m.value FROM attempt_metrics m \
+             JOIN task_runs t ON t.id = m.task_run_id WHERE t.run_id = ?1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.read)
+        .await?;
+        attach_metrics(&mut attempts, metrics);
+        Ok(attempts)
     }
 
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
         let mut tx = self.write.begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let status = status.ok_or_else(|| Error::NotFound {
+        let run: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT status, workflow, created_at, started_at FROM runs WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (status, workflow, created_at, started_at) = run.ok_or_else(|| Error::NotFound {
             what: format!("run {id}"),
         })?;
         if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
@@ -896,15 +976,17 @@ impl StateStore for SqliteStore {
                 "run {id} already ended `{status}`; there is nothing to cancel"
             )));
         }
-        let rows = sqlx::query(
-            "SELECT id, attempt, token, executor, executor_id FROM task_runs \
-             WHERE run_id = ?1 AND status IN ('dispatched', 'running')",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CANCELLED_COLUMNS}, token, executor, executor_id FROM task_runs \
+             WHERE run_id = ?1 AND status IN ('dispatched', 'running')"
+        ))
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
         let mut active = Vec::with_capacity(rows.len());
+        let mut changes = Vec::with_capacity(rows.len() + 1);
         for r in &rows {
+            changes.push(cancelled_attempt(r, id, &workflow, now)?);
             active.push(ActiveAttempt {
                 fence: Fence {
                     task_run_id: r.try_get("id")?,
@@ -948,6 +1030,15 @@ impl StateStore for SqliteStore {
             .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
+        changes.push(
+            EndedRun {
+                workflow,
+                created_at,
+                started_at,
+            }
+            .change(id, RunStatus::Cancelled, now),
+        );
+        self.observer.committed(&changes);
         Ok(active)
     }
 
@@ -1047,10 +1138,15 @@ impl StateStore for SqliteStore {
         .bind(ms(now) + self.lease_ms())
         .execute(&mut *tx)
         .await?;
+        let mut changes = vec![Change::RunStarted {
+            run_id: id.to_owned(),
+            workflow: run.workflow.clone(),
+        }];
         advance::evaluate_all(
             &mut Tx {
                 conn: &mut tx,
                 outputs: self.outputs.get().cloned(),
+                changes: &mut changes,
             },
             &version,
             id,
@@ -1060,6 +1156,7 @@ impl StateStore for SqliteStore {
         .await?;
         insert_outbox(&mut tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
+        self.observer.committed(&changes);
         Ok(())
     }
 
@@ -1320,6 +1417,14 @@ impl StateStore for SqliteStore {
         let counted_attempt = fence.attempt.saturating_sub(to_u32(row.attempt_base));
         let retry =
             lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
+        let mut changes = vec![row.finished(
+            fence,
+            AttemptOutcome::of_failure(failure.kind),
+            Some(&failure.error),
+            &failure.metrics,
+            now,
+        )];
+        insert_metrics(&mut tx, fence, &failure.metrics).await?;
         sqlx::query(
             "UPDATE attempts SET status = 'failed', error = ?1, finished_at = ?2 WHERE task_run_id = ?3 AND attempt = ?4",
         )
@@ -1369,6 +1474,7 @@ impl StateStore for SqliteStore {
                 &mut Tx {
                     conn: &mut tx,
                     outputs: self.outputs.get().cloned(),
+                    changes: &mut changes,
                 },
                 &version,
                 &row.run_id,
@@ -1379,6 +1485,7 @@ impl StateStore for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.observer.committed(&changes);
         Ok(())
     }
 
@@ -1447,6 +1554,7 @@ impl StateStore for SqliteStore {
             return Ok(0);
         }
         let mut promoted = 0;
+        let mut changes = Vec::new();
         let mut tx = self.write.begin().await?;
         for (id, workflow, version) in waiting {
             let version = self.compiled(&version).await?;
@@ -1468,10 +1576,15 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
+                changes.push(Change::RunStarted {
+                    run_id: id.clone(),
+                    workflow: workflow.clone(),
+                });
                 advance::evaluate_all(
                     &mut Tx {
                         conn: &mut tx,
                         outputs: self.outputs.get().cloned(),
+                        changes: &mut changes,
                     },
                     &version,
                     &id,
@@ -1484,6 +1597,7 @@ impl StateStore for SqliteStore {
             }
         }
         tx.commit().await?;
+        self.observer.committed(&changes);
         Ok(promoted)
     }
 
@@ -1555,7 +1669,9 @@ impl StateStore for SqliteStore {
     async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let row = check_fence(&mut tx, fence, &ACTIVE).await?;
+        let mut changes = Vec::new();
         if row.status == TaskStatus::Dispatched {
+            changes.push(row.started(now));
             sqlx::query(
                 "UPDATE task_runs SET status = 'running', started_at = ?1, heartbeat_at = ?1 WHERE id = ?2",
             )
@@ -1580,6 +1696,7 @@ impl StateStore for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        self.observer.committed(&changes);
         Ok(())
     }
 
@@ -1638,6 +1755,7 @@ impl StateStore for SqliteStore {
         &self,
         fence: &Fence,
         output: Value,
+        metrics: &[TaskMetric],
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
@@ -1653,6 +1771,12 @@ impl StateStore for SqliteStore {
                     .map_err(Error::InvalidOutput)?;
             }
         }
+        let mut changes = Vec::with_capacity(2);
+        if row.status == TaskStatus::Dispatched {
+            changes.push(row.started(now));
+        }
+        changes.push(row.finished(fence, AttemptOutcome::Success, None, metrics, now));
+        insert_metrics(&mut tx, fence, metrics).await?;
         sqlx::query(
             "UPDATE task_runs SET status = 'success', output = ?1, error = NULL, finished_at = ?2, \
              started_at = COALESCE(started_at, ?2) WHERE id = ?3",
@@ -1682,16 +1806,50 @@ impl StateStore for SqliteStore {
             &mut Tx {
                 conn: &mut tx,
                 outputs: self.outputs.get().cloned(),
+                changes: &mut changes,
             },
             &version,
             &row.run_id,
-            vec![row.task_name],
+            vec![row.task_name.clone()],
             self.limits,
             now,
         )
         .await?;
         tx.commit().await?;
+        self.observer.committed(&changes);
         Ok(())
+    }
+
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats> {
+        let (upstream, delayed, ready, dispatched, running): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(QUEUE_STATS_SQLITE)
+                .bind(ms(now))
+                .fetch_one(&self.read)
+                .await?;
+        let (runs_pending, runs_running, leased): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN owner = ?1 AND lease_expires >= ?2 THEN 1 ELSE 0 END), 0) \
+             FROM runs WHERE status IN ('pending', 'running')",
+        )
+        .bind(owner)
+        .bind(ms(now))
+        .fetch_one(&self.read)
+        .await?;
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(QueueStats {
+            waiting_upstream: count(upstream),
+            retry_delay: count(delayed),
+            ready: count(ready),
+            dispatched: count(dispatched),
+            running: count(running),
+            runs_pending: count(runs_pending),
+            runs_running: count(runs_running),
+            outbox: count(outbox),
+            leased_runs: count(leased),
+        })
     }
 
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
