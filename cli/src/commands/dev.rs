@@ -25,8 +25,10 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let telemetry = args.tuning.telemetry()?;
     let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
-    args.tuning.apply(&mut options);
+    options.spans = telemetry.spans.clone();
+    args.tuning.apply(&mut options)?;
     let data_dir = args.data_dir.display().to_string();
     serve(
         options,

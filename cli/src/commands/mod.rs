@@ -77,6 +77,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         output: cli.global.output,
         style: Style::detect(),
     };
+    // The server commands set up their own logs and trace export.
+    if !matches!(cli.command, Command::Dev(_) | Command::Server(_)) {
+        crate::telemetry::init_client();
+    }
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Server(args) => server::run(args).await,

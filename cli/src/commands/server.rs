@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use ork_server::options::BearerToken;
 use ork_server::{DEFAULT_LISTEN, Server, ServerOptions};
+
+use crate::telemetry::{LogFormat, Telemetry};
 
 use super::workflow::deploy;
 
@@ -60,10 +63,31 @@ pub struct TuningArgs {
     /// Folder with one file per secret, read before `ORK_SECRET_<NAME>` variables.
     #[arg(long, env = "ORK_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+    /// How the server writes its log lines on stderr (json: one object per
+    /// line, with the run and task ids of the request as fields).
+    #[arg(long, value_enum, env = "ORK_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Require `Authorization: Bearer <TOKEN>` on GET /metrics (at least 16
+    /// characters); without it /metrics is open like the other routes.
+    #[arg(
+        long,
+        env = "ORK_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
 }
 
 impl TuningArgs {
-    pub fn apply(self, options: &mut ServerOptions) {
+    /// Starts the process's logs and trace export as these flags say.
+    pub fn telemetry(&self) -> anyhow::Result<Telemetry> {
+        crate::telemetry::init_server(self.log_format, self.otlp_endpoint.as_deref())
+    }
+
+    pub fn apply(self, options: &mut ServerOptions) -> anyhow::Result<()> {
         if let Some(secs) = self.heartbeat_timeout {
             options.heartbeat_timeout = Duration::from_secs(secs);
         }
@@ -85,17 +109,24 @@ impl TuningArgs {
         if let Some(dir) = self.secrets_dir {
             options.secrets_dir = Some(dir);
         }
+        if let Some(token) = self.metrics_token {
+            options.metrics_token =
+                Some(BearerToken::new(token).map_err(|e| anyhow::anyhow!("--metrics-token: {e}"))?);
+        }
+        Ok(())
     }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let telemetry = args.tuning.telemetry()?;
     let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
+    options.spans = telemetry.spans.clone();
     options.state_url = args.state_url;
     options.objects_url = args.objects_url;
     options.scheduler_id = args
         .scheduler_id
         .unwrap_or_else(ork_server::options::unique_scheduler_id);
-    args.tuning.apply(&mut options);
+    args.tuning.apply(&mut options)?;
     let stores = format!(
         "state {}, objects {}",
         redact_url(&options.state_url),

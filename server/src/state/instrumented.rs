@@ -1,7 +1,7 @@
 //! A [`StateStore`] that times every operation of the store it wraps: one
 //! latency histogram (`ork_state_transaction_duration_seconds{operation}`)
-//! and one trace span (`state <operation>`) per call, in this one place for
-//! every backend.
+//! per call and, under a request's span, one trace span named after the
+//! operation, in this one place for every backend.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,9 +26,15 @@ impl Instrumented {
     }
 
     async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = T>) -> T {
-        let span = tracing::info_span!("state", otel.name = operation, operation);
         let start = Instant::now();
-        let out = call.instrument(span).await;
+        // A span only under a request's span: the loops' polling (every tick)
+        // would otherwise fill the trace backend with one-span traces.
+        let out = if tracing::Span::current().is_none() {
+            call.await
+        } else {
+            let span = tracing::info_span!("state", otel.name = operation, operation);
+            call.instrument(span).await
+        };
         self.latency
             .get_or_create(&OperationLabels { operation })
             .observe(start.elapsed().as_secs_f64());
