@@ -32,6 +32,7 @@ type attemptRun struct {
 	task              *TaskDef
 	heartbeatInterval time.Duration
 	logger            *slog.Logger // the worker's own log
+	metrics           *Metrics     // what the task records
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -61,6 +62,7 @@ func newAttemptRun(parent context.Context, client orkv1.WorkerServiceClient, ref
 		task:              task,
 		heartbeatInterval: heartbeat,
 		logger:            logger.With("task", spec.GetTaskName(), "task_run_id", ref.GetTaskRunId(), "attempt", ref.GetAttempt()),
+		metrics:           &Metrics{},
 		ctx:               ctx,
 		cancel:            cancel,
 	}
@@ -126,7 +128,7 @@ func (a *attemptRun) execute() {
 			runErr = NonRetryable(fmt.Errorf("the output of task %s is not valid JSON: %w", a.spec.GetTaskName(), convErr))
 		} else {
 			err = callFenced(reportCtx, func(ctx context.Context) error {
-				_, err := a.client.CompleteTask(ctx, &orkv1.CompleteTaskRequest{Attempt: a.ref, Output: value})
+				_, err := a.client.CompleteTask(ctx, &orkv1.CompleteTaskRequest{Attempt: a.ref, Output: value, Metrics: a.metrics.Snapshot()})
 				return err
 			})
 		}
@@ -137,6 +139,7 @@ func (a *attemptRun) execute() {
 				Attempt:      a.ref,
 				Error:        runErr.Error(),
 				NonRetryable: IsNonRetryable(runErr),
+				Metrics:      a.metrics.Snapshot(),
 			})
 			return err
 		})
@@ -163,8 +166,13 @@ func (a *attemptRun) call(logs *logShipper) ([]byte, error) {
 		TaskRunID: a.ref.GetTaskRunId(),
 		Attempt:   int(a.ref.GetAttempt()),
 		Log:       newTaskLogger(logs.add),
+		Metrics:   a.metrics,
 		env:       a.spec.GetEnv(),
 	}
+	tctx.Traceparent = a.spec.GetTraceparent()
+	spanCtx, span := startTaskSpan(a.ctx, a.task.name, tctx.Traceparent)
+	defer span.End()
+	tctx.Context = spanCtx
 	if a.spec.ParallelIndex != nil {
 		i := int(a.spec.GetParallelIndex())
 		tctx.ParallelIndex = &i

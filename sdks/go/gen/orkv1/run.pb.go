@@ -352,11 +352,13 @@ type Attempt struct {
 	// Counts from 1.
 	Attempt uint32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// One of: dispatched, running, success, failed, cancelled.
-	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	DispatchedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dispatched_at,json=dispatchedAt,proto3" json:"dispatched_at,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Status       string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Error        string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	DispatchedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dispatched_at,json=dispatchedAt,proto3" json:"dispatched_at,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Figures the task recorded for this attempt, by name.
+	Metrics       map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -429,6 +431,13 @@ func (x *Attempt) GetStartedAt() *timestamppb.Timestamp {
 func (x *Attempt) GetFinishedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Attempt) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
 	}
 	return nil
 }
@@ -1459,7 +1468,7 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"finishedAt\x12+\n" +
 	"\battempts\x18\x13 \x03(\v2\x0f.ork.v1.AttemptR\battemptsB\x11\n" +
 	"\x0f_parallel_indexB\x11\n" +
-	"\x0f_parallel_count\"\x8a\x02\n" +
+	"\x0f_parallel_count\"\xfe\x02\n" +
 	"\aAttempt\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1468,7 +1477,11 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"\xd2\x01\n" +
+	"finishedAt\x126\n" +
+	"\ametrics\x18\a \x03(\v2\x1c.ork.v1.Attempt.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd2\x01\n" +
 	"\aLogLine\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12*\n" +
 	"\x0eparallel_index\x18\x02 \x01(\rH\x00R\rparallelIndex\x88\x01\x01\x12\x18\n" +
@@ -1550,7 +1563,7 @@ func file_ork_v1_run_proto_rawDescGZIP() []byte {
 	return file_ork_v1_run_proto_rawDescData
 }
 
-var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ork_v1_run_proto_goTypes = []any{
 	(*Run)(nil),                    // 0: ork.v1.Run
 	(*TaskRun)(nil),                // 1: ork.v1.TaskRun
@@ -1574,60 +1587,62 @@ var file_ork_v1_run_proto_goTypes = []any{
 	(*FollowTaskLogsResponse)(nil), // 19: ork.v1.FollowTaskLogsResponse
 	(*WatchRunRequest)(nil),        // 20: ork.v1.WatchRunRequest
 	(*WatchRunResponse)(nil),       // 21: ork.v1.WatchRunResponse
-	(*structpb.Value)(nil),         // 22: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
+	nil,                            // 22: ork.v1.Attempt.MetricsEntry
+	(*structpb.Value)(nil),         // 23: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
 }
 var file_ork_v1_run_proto_depIdxs = []int32{
-	22, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
-	23, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	23, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
-	23, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
+	24, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	24, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
+	24, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: ork.v1.Run.tasks:type_name -> ork.v1.TaskRun
-	22, // 5: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
-	22, // 6: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
-	23, // 7: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
-	23, // 8: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
-	23, // 9: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
-	23, // 10: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
-	23, // 11: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 5: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
+	23, // 6: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
+	24, // 7: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
+	24, // 8: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
+	24, // 9: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
+	24, // 10: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
+	24, // 11: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
 	2,  // 12: ork.v1.TaskRun.attempts:type_name -> ork.v1.Attempt
-	23, // 13: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
-	23, // 14: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	23, // 15: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	23, // 16: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	22, // 17: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
-	0,  // 18: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
-	0,  // 19: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
-	0,  // 20: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
-	0,  // 21: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
-	0,  // 22: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
-	1,  // 23: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
-	3,  // 24: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	3,  // 25: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	0,  // 26: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
-	4,  // 27: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
-	6,  // 28: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
-	8,  // 29: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
-	10, // 30: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
-	12, // 31: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
-	14, // 32: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
-	16, // 33: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
-	18, // 34: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
-	20, // 35: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
-	5,  // 36: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
-	7,  // 37: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
-	9,  // 38: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
-	11, // 39: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
-	13, // 40: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
-	15, // 41: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
-	17, // 42: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
-	19, // 43: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
-	21, // 44: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	24, // 13: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
+	24, // 14: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	24, // 15: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	22, // 16: ork.v1.Attempt.metrics:type_name -> ork.v1.Attempt.MetricsEntry
+	24, // 17: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	23, // 18: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
+	0,  // 19: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
+	0,  // 20: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
+	0,  // 21: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
+	0,  // 22: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
+	0,  // 23: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
+	1,  // 24: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
+	3,  // 25: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	3,  // 26: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	0,  // 27: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
+	4,  // 28: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
+	6,  // 29: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
+	8,  // 30: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
+	10, // 31: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
+	12, // 32: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
+	14, // 33: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
+	16, // 34: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
+	18, // 35: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
+	20, // 36: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
+	5,  // 37: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
+	7,  // 38: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
+	9,  // 39: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
+	11, // 40: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
+	13, // 41: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
+	15, // 42: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
+	17, // 43: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
+	19, // 44: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
+	21, // 45: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
+	37, // [37:46] is the sub-list for method output_type
+	28, // [28:37] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_run_proto_init() }
@@ -1643,7 +1658,7 @@ func file_ork_v1_run_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_run_proto_rawDesc), len(file_ork_v1_run_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -106,7 +106,11 @@ type TaskSpec struct {
 	ConfigFile        string `protobuf:"bytes,15,opt,name=config_file,json=configFile,proto3" json:"config_file,omitempty"`
 	ConfigFileContent []byte `protobuf:"bytes,16,opt,name=config_file_content,json=configFileContent,proto3" json:"config_file_content,omitempty"`
 	// For pool workers: the registered function to call.
-	Handler       string `protobuf:"bytes,17,opt,name=handler,proto3" json:"handler,omitempty"`
+	Handler string `protobuf:"bytes,17,opt,name=handler,proto3" json:"handler,omitempty"`
+	// The W3C trace context (`traceparent` header value) of this attempt's
+	// span: a worker that continues it makes the task's own spans children
+	// of the attempt in the run's trace. Empty when the server has none.
+	Traceparent   string `protobuf:"bytes,20,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +260,13 @@ func (x *TaskSpec) GetConfigFileContent() []byte {
 func (x *TaskSpec) GetHandler() string {
 	if x != nil {
 		return x.Handler
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
 	}
 	return ""
 }
@@ -668,9 +679,13 @@ func (*AppendLogsResponse) Descriptor() ([]byte, []int) {
 }
 
 type CompleteTaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Attempt       *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Output        *structpb.Value        `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Output  *structpb.Value        `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// Figures the task recorded for this attempt (rows processed, bytes, a
+	// score), by name: 1 to 64 letters, digits, `_`, `.` or `-`, starting with
+	// a letter or `_`; at most 64; finite values.
+	Metrics       map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -719,6 +734,13 @@ func (x *CompleteTaskRequest) GetOutput() *structpb.Value {
 	return nil
 }
 
+func (x *CompleteTaskRequest) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
 type CompleteTaskResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -760,7 +782,9 @@ type FailTaskRequest struct {
 	Attempt *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Error   string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// True when retrying cannot help (bad input, a permanent refusal).
-	NonRetryable  bool `protobuf:"varint,3,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	NonRetryable bool `protobuf:"varint,3,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	// Figures the task recorded before it failed (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,4,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -814,6 +838,13 @@ func (x *FailTaskRequest) GetNonRetryable() bool {
 		return x.NonRetryable
 	}
 	return false
+}
+
+func (x *FailTaskRequest) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
 }
 
 type FailTaskResponse struct {
@@ -1444,7 +1475,7 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"AttemptRef\x12\x1e\n" +
 	"\vtask_run_id\x18\x01 \x01(\tR\ttaskRunId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\"\xe6\x05\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\x88\x06\n" +
 	"\bTaskSpec\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x1b\n" +
@@ -1464,7 +1495,8 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\vconfig_file\x18\x0f \x01(\tR\n" +
 	"configFile\x12.\n" +
 	"\x13config_file_content\x18\x10 \x01(\fR\x11configFileContent\x12\x18\n" +
-	"\ahandler\x18\x11 \x01(\tR\ahandler\x1a6\n" +
+	"\ahandler\x18\x11 \x01(\tR\ahandler\x12 \n" +
+	"\vtraceparent\x18\x14 \x01(\tR\vtraceparent\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x11\n" +
@@ -1488,15 +1520,23 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\x11AppendLogsRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12*\n" +
 	"\aentries\x18\x02 \x03(\v2\x10.ork.v1.LogEntryR\aentries\"\x14\n" +
-	"\x12AppendLogsResponse\"s\n" +
+	"\x12AppendLogsResponse\"\xf3\x01\n" +
 	"\x13CompleteTaskRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12.\n" +
-	"\x06output\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06output\"\x16\n" +
-	"\x14CompleteTaskResponse\"z\n" +
+	"\x06output\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12B\n" +
+	"\ametrics\x18\x03 \x03(\v2(.ork.v1.CompleteTaskRequest.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x16\n" +
+	"\x14CompleteTaskResponse\"\xf6\x01\n" +
 	"\x0fFailTaskRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12#\n" +
-	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\x12\n" +
+	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\x12>\n" +
+	"\ametrics\x18\x04 \x03(\v2$.ork.v1.FailTaskRequest.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x12\n" +
 	"\x10FailTaskResponse\"f\n" +
 	"\fWorkerAttach\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1556,7 +1596,7 @@ func file_ork_v1_worker_proto_rawDescGZIP() []byte {
 	return file_ork_v1_worker_proto_rawDescData
 }
 
-var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ork_v1_worker_proto_goTypes = []any{
 	(*AttemptRef)(nil),            // 0: ork.v1.AttemptRef
 	(*TaskSpec)(nil),              // 1: ork.v1.TaskSpec
@@ -1583,52 +1623,56 @@ var file_ork_v1_worker_proto_goTypes = []any{
 	(*SessionPing)(nil),           // 22: ork.v1.SessionPing
 	(*SessionResponse)(nil),       // 23: ork.v1.SessionResponse
 	nil,                           // 24: ork.v1.TaskSpec.EnvEntry
-	(*structpb.Value)(nil),        // 25: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	nil,                           // 25: ork.v1.CompleteTaskRequest.MetricsEntry
+	nil,                           // 26: ork.v1.FailTaskRequest.MetricsEntry
+	(*structpb.Value)(nil),        // 27: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_ork_v1_worker_proto_depIdxs = []int32{
-	25, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
+	27, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
 	24, // 1: ork.v1.TaskSpec.env:type_name -> ork.v1.TaskSpec.EnvEntry
-	26, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
+	28, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 3: ork.v1.GetTaskSpecRequest.attempt:type_name -> ork.v1.AttemptRef
 	1,  // 4: ork.v1.GetTaskSpecResponse.spec:type_name -> ork.v1.TaskSpec
 	0,  // 5: ork.v1.StartTaskRequest.attempt:type_name -> ork.v1.AttemptRef
 	0,  // 6: ork.v1.HeartbeatRequest.attempt:type_name -> ork.v1.AttemptRef
-	26, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	28, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 8: ork.v1.AppendLogsRequest.attempt:type_name -> ork.v1.AttemptRef
 	8,  // 9: ork.v1.AppendLogsRequest.entries:type_name -> ork.v1.LogEntry
 	0,  // 10: ork.v1.CompleteTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	25, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
-	0,  // 12: ork.v1.FailTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	15, // 13: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
-	16, // 14: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
-	17, // 15: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
-	0,  // 16: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
-	1,  // 17: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
-	0,  // 18: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
-	19, // 19: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
-	20, // 20: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
-	21, // 21: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
-	22, // 22: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
-	2,  // 23: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
-	4,  // 24: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
-	6,  // 25: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
-	9,  // 26: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
-	11, // 27: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
-	13, // 28: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
-	18, // 29: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
-	3,  // 30: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
-	5,  // 31: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
-	7,  // 32: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
-	10, // 33: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
-	12, // 34: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
-	14, // 35: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
-	23, // 36: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
-	30, // [30:37] is the sub-list for method output_type
-	23, // [23:30] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	27, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
+	25, // 12: ork.v1.CompleteTaskRequest.metrics:type_name -> ork.v1.CompleteTaskRequest.MetricsEntry
+	0,  // 13: ork.v1.FailTaskRequest.attempt:type_name -> ork.v1.AttemptRef
+	26, // 14: ork.v1.FailTaskRequest.metrics:type_name -> ork.v1.FailTaskRequest.MetricsEntry
+	15, // 15: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
+	16, // 16: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
+	17, // 17: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
+	0,  // 18: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
+	1,  // 19: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
+	0,  // 20: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
+	19, // 21: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
+	20, // 22: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
+	21, // 23: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
+	22, // 24: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
+	2,  // 25: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
+	4,  // 26: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
+	6,  // 27: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
+	9,  // 28: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
+	11, // 29: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
+	13, // 30: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
+	18, // 31: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
+	3,  // 32: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
+	5,  // 33: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
+	7,  // 34: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
+	10, // 35: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
+	12, // 36: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
+	14, // 37: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
+	23, // 38: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
+	32, // [32:39] is the sub-list for method output_type
+	25, // [25:32] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_worker_proto_init() }
@@ -1654,7 +1698,7 @@ func file_ork_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_worker_proto_rawDesc), len(file_ork_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ from . import _stdio
 from ._context import Context
 from ._errors import NonRetryable
 from ._task import TaskDefinition, definition_of, format_error, normalize_numbers
+from ._trace import task_span
 from .v1 import worker_pb2, worker_pb2_grpc
 
 __all__ = ["Worker", "WorkerError", "DEFAULT_SERVER"]
@@ -97,6 +98,7 @@ class _Attempt:
             parallel_count=spec.parallel_count if spec.HasField("parallel_count") else None,
             deadline=deadline,
             log_sink=lambda line: batcher.add(self, "stderr", line),
+            traceparent=spec.traceparent,
         )
 
     def abandon(self) -> None:
@@ -368,7 +370,8 @@ class Worker:
                     f"this worker ({self.name}) has no handler {spec.handler!r}; it serves {', '.join(self.handlers)}"
                 )
             raw_input = normalize_numbers(json_format.MessageToDict(spec.input)) if spec.HasField("input") else None
-            output = definition.call(attempt.ctx, raw_input)
+            with task_span(definition.name, spec.traceparent):
+                output = definition.call(attempt.ctx, raw_input)
         except NonRetryable as e:
             error, non_retryable = format_error(e), True
         except BaseException as e:  # noqa: BLE001 - SystemExit in a task fails the task, not the worker
@@ -386,11 +389,17 @@ class Worker:
         if error is None:
             value = struct_pb2.Value()
             json_format.ParseDict(output, value)
-            self._call("CompleteTask", worker_pb2.CompleteTaskRequest(attempt=ref, output=value), _REPORT_RETRY_FOR)
+            self._call(
+                "CompleteTask",
+                worker_pb2.CompleteTaskRequest(attempt=ref, output=value, metrics=attempt.ctx.metrics.snapshot()),
+                _REPORT_RETRY_FOR,
+            )
         else:
             self._call(
                 "FailTask",
-                worker_pb2.FailTaskRequest(attempt=ref, error=error, non_retryable=non_retryable),
+                worker_pb2.FailTaskRequest(
+                    attempt=ref, error=error, non_retryable=non_retryable, metrics=attempt.ctx.metrics.snapshot()
+                ),
                 _REPORT_RETRY_FOR,
             )
 

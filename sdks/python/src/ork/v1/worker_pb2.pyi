@@ -90,6 +90,7 @@ class TaskSpec(_message.Message):
     CONFIG_FILE_FIELD_NUMBER: _builtins.int
     CONFIG_FILE_CONTENT_FIELD_NUMBER: _builtins.int
     HANDLER_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     workflow: _builtins.str
     task_name: _builtins.str
@@ -106,6 +107,11 @@ class TaskSpec(_message.Message):
     config_file_content: _builtins.bytes
     handler: _builtins.str
     """For pool workers: the registered function to call."""
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent` header value) of this attempt's
+    span: a worker that continues it makes the task's own spans children
+    of the attempt in the run's trace. Empty when the server has none.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
         """The resolved input (templates already replaced)."""
@@ -134,10 +140,11 @@ class TaskSpec(_message.Message):
         config_file: _builtins.str = ...,
         config_file_content: _builtins.bytes = ...,
         handler: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "deadline", b"deadline", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "traceparent", b"traceparent", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_count: _TypeAlias = _typing.Literal["parallel_count"]  # noqa: Y015
     _WhichOneofArgType__parallel_count: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count"]  # noqa: Y015
@@ -337,21 +344,50 @@ Global___AppendLogsResponse: _TypeAlias = AppendLogsResponse  # noqa: Y015
 class CompleteTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded for this attempt (rows processed, bytes, a
+        score), by name: 1 to 64 letters, digits, `_`, `.` or `-`, starting with
+        a letter or `_`; at most 64; finite values.
+        """
+
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         output: _struct_pb2.Value | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "metrics", b"metrics", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,24 +412,50 @@ Global___CompleteTaskResponse: _TypeAlias = CompleteTaskResponse  # noqa: Y015
 class FailTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     error: _builtins.str
     non_retryable: _builtins.bool
     """True when retrying cannot help (bad input, a permanent refusal)."""
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded before it failed (as in CompleteTaskRequest)."""
+
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         error: _builtins.str = ...,
         non_retryable: _builtins.bool = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "non_retryable", b"non_retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "metrics", b"metrics", "non_retryable", b"non_retryable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
