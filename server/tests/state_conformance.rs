@@ -1217,3 +1217,205 @@ conformance!(
     outputs_by_reference_case,
     outputs_by_reference_flow_downstream
 );
+
+/// Collects what the store tells its observer.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<state::Change>>);
+
+impl state::CommitObserver for Recorded {
+    fn committed(&self, changes: &[state::Change]) {
+        self.0.lock().expect("lock").extend_from_slice(changes);
+    }
+}
+
+impl Recorded {
+    fn take(&self) -> Vec<state::Change> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+fn finished(change: &state::Change) -> Option<&state::FinishedAttempt> {
+    match change {
+        state::Change::AttemptFinished(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Every committed transition is told once, after its commit, with what
+/// metrics and traces need; task metrics are stored with their attempt.
+async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
+    use state::{AttemptOutcome, Change, TaskMetric};
+    let recorded = Arc::new(Recorded::default());
+    store.set_observer(recorded.clone());
+    let yaml = "name: m\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 0\n  - name: b\n    file: b.sh\n    depends_on: [a]\n";
+    deploy(&store, yaml).await;
+    let run = start(&store, "m", json!({})).await;
+    assert_eq!(
+        recorded.take(),
+        vec![Change::RunStarted {
+            run_id: run.clone(),
+            workflow: "m".into()
+        }]
+    );
+    let stats = store.queue_stats(OWNER, t(2)).await.expect("stats");
+    assert_eq!((stats.ready, stats.waiting_upstream), (1, 1), "{stats:?}");
+    assert_eq!((stats.runs_running, stats.leased_runs), (1, 1), "{stats:?}");
+
+    // A fails after recording a metric; it is retried.
+    let claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a1 = find(&claims, "a").fence.clone();
+    store.start_attempt(&a1, t(3)).await.expect("start");
+    let failure = Failure {
+        kind: FailureKind::Task,
+        error: "boom".into(),
+        non_retryable: false,
+        metrics: vec![TaskMetric {
+            name: "tries".into(),
+            value: 1.0,
+        }],
+    };
+    store.fail_attempt(&a1, &failure, t(4)).await.expect("fail");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { task, ready_at: Some(_), .. } if task == "a"),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!(
+        (f.outcome, f.attempt, f.task.as_str()),
+        (AttemptOutcome::Failed, 1, "a")
+    );
+    assert_eq!(
+        (f.dispatched_at, f.started_at, f.finished_at),
+        (t(2), Some(t(3)), t(4))
+    );
+    assert_eq!(f.metrics.len(), 1);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+
+    // The retry succeeds, reported without a start, with two metrics.
+    let claims = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a2 = find(&claims, "a").fence.clone();
+    let metrics = [
+        TaskMetric {
+            name: "rows".into(),
+            value: 1200.0,
+        },
+        TaskMetric {
+            name: "score".into(),
+            value: 0.5,
+        },
+    ];
+    store
+        .complete_attempt(&a2, json!(null), &metrics, t(6))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { .. }),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!((f.outcome, f.attempt), (AttemptOutcome::Success, 2));
+    assert_eq!(f.metrics, metrics.to_vec());
+    // The same report again (a lost reply) changes nothing and tells nothing.
+    store
+        .complete_attempt(&a2, json!(null), &metrics, t(7))
+        .await
+        .expect("idempotent");
+    assert!(recorded.take().is_empty());
+
+    let attempts = store
+        .list_attempts(&a2.task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts[0].metrics,
+        vec![TaskMetric {
+            name: "tries".into(),
+            value: 1.0
+        }]
+    );
+    assert_eq!(attempts[1].metrics, metrics.to_vec());
+    let all = store.list_run_attempts(&run).await.expect("run attempts");
+    assert_eq!(
+        all.iter().map(|a| a.metrics.len()).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // B finishes the run: its attempt and the run end in one commit.
+    let claims = store
+        .claim_ready(OWNER, t(8), 10, &Default::default())
+        .await
+        .expect("claim");
+    let b = find(&claims, "b").fence.clone();
+    store.start_attempt(&b, t(9)).await.expect("start");
+    recorded.take();
+    store
+        .complete_attempt(&b, json!(null), &[], t(10))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        changes[1],
+        Change::RunFinished {
+            run_id: run.clone(),
+            workflow: "m".into(),
+            status: RunStatus::Success,
+            created_at: t(1),
+            started_at: Some(t(1)),
+            finished_at: t(10),
+        }
+    );
+    let stats = store.queue_stats(OWNER, t(11)).await.expect("stats");
+    assert_eq!(
+        (
+            stats.ready,
+            stats.waiting_upstream,
+            stats.running,
+            stats.leased_runs
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+
+    // Cancelling a run tells the cancelled attempt and the run's end.
+    let run2 = start(&store, "m", json!({})).await;
+    let claims = store
+        .claim_ready(OWNER, t(12), 10, &Default::default())
+        .await
+        .expect("claim");
+    store
+        .start_attempt(&find(&claims, "a").fence, t(13))
+        .await
+        .expect("start");
+    recorded.take();
+    store.cancel_run(&run2, t(14)).await.expect("cancel");
+    let changes = recorded.take();
+    assert_eq!(
+        finished(&changes[0]).map(|f| f.outcome),
+        Some(AttemptOutcome::Cancelled)
+    );
+    assert!(
+        matches!(
+            &changes[1],
+            Change::RunFinished {
+                status: RunStatus::Cancelled,
+                ..
+            }
+        ),
+        "{changes:?}"
+    );
+}
+
+conformance!(
+    committed_changes_and_task_metrics_case,
+    committed_changes_and_task_metrics
+);

@@ -232,6 +232,7 @@ pub(crate) fn outbox_entry<R: Columns>(row: &R) -> Result<OutboxEntry> {
 /// The columns of `task_runs t JOIN runs r` that [`fenced_row`] reads.
 pub(crate) const FENCED_COLUMNS: &str = "t.status, t.attempt, t.token, t.run_id, t.task_name, \
     t.attempt_base, t.lost_count, t.parallel_index, t.ready_at, t.dispatched_at, t.started_at, \
+    t.deadline_at, \
     r.workflow, r.workflow_version";
 
 /// A task run row as the fenced worker calls see it.
@@ -248,6 +249,7 @@ pub(crate) struct FencedRow {
     /// Of the current attempt.
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn fenced_row<R: Columns>(row: &R, status: TaskStatus) -> Result<FencedRow> {
@@ -263,10 +265,27 @@ pub(crate) fn fenced_row<R: Columns>(row: &R, status: TaskStatus) -> Result<Fenc
         ready_at: opt_ms(row.opt_int("ready_at")?),
         dispatched_at: opt_ms(row.opt_int("dispatched_at")?),
         started_at: opt_ms(row.opt_int("started_at")?),
+        deadline_at: opt_ms(row.opt_int("deadline_at")?),
     })
 }
 
 impl FencedRow {
+    /// How a failure of this row's attempt at `now` counts: a failure
+    /// reported after the attempt's deadline is a timeout, whoever noticed
+    /// it (the launched supervisor enforces the deadline itself).
+    pub(crate) fn failure_outcome(
+        &self,
+        kind: super::FailureKind,
+        now: DateTime<Utc>,
+    ) -> AttemptOutcome {
+        match kind {
+            super::FailureKind::Task if self.deadline_at.is_some_and(|d| d <= now) => {
+                AttemptOutcome::Timeout
+            }
+            other => AttemptOutcome::of_failure(other),
+        }
+    }
+
     /// The change of a worker starting this row's attempt at `now`.
     pub(crate) fn started(&self, now: DateTime<Utc>) -> Change {
         Change::AttemptStarted {

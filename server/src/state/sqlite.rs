@@ -1419,7 +1419,7 @@ impl StateStore for SqliteStore {
             lost_retry || decide::should_retry(task, counted_attempt, failure.non_retryable);
         let mut changes = vec![row.finished(
             fence,
-            AttemptOutcome::of_failure(failure.kind),
+            row.failure_outcome(failure.kind, now),
             Some(&failure.error),
             &failure.metrics,
             now,
