@@ -310,3 +310,50 @@ async fn a_bad_metric_name_is_refused_with_the_fix() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_task_run_id() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = ork_tests::free_port();
+    let mut dev = ork_tests::DevProcess::start(data.path(), port, &["--log-format", "json"]).await;
+    let mut c = ork_tests::Clients::connect(&dev.url).await;
+    c.deploy(
+        "name: logged\ntasks:\n  - name: one\n    file: one.sh\n",
+        &[("one.sh", "echo hi\n")],
+    )
+    .await
+    .expect("deploy");
+    let run = c.start_run("logged", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    let task_run_id = task(&run, "one").id.clone();
+    dev.kill();
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(data.path()).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            lines.extend(
+                std::fs::read_to_string(&path)
+                    .expect("log")
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    // Every log line is a JSON object (the banner aside, which is for people).
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| !l.starts_with("ork dev listening") && !l.starts_with("deployed"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let success = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "attempt succeeded")
+        .unwrap_or_else(|| panic!("no success event in {lines:#?}"));
+    assert_eq!(
+        success["span"]["task_run_id"],
+        json!(task_run_id),
+        "{success}"
+    );
+    assert_eq!(success["level"], "INFO");
+}

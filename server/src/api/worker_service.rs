@@ -37,6 +37,8 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
             "field `attempt`: task_run_id, attempt (from 1) and token are all required; use the values the executor passed (ORK_TASK_RUN_ID, ORK_ATTEMPT, ORK_TOKEN)",
         ));
     }
+    // Log lines of this call (JSON logs show span fields) name the task run.
+    tracing::Span::current().record("task_run_id", a.task_run_id.as_str());
     Ok(Fence {
         task_run_id: a.task_run_id,
         attempt: a.attempt,
@@ -397,6 +399,7 @@ impl WorkerService for WorkerApi {
             }
             Err(e) => return Err(from_state(e)),
         }
+        tracing::info!(attempt = fence.attempt, "attempt succeeded");
         self.ctx.secrets.forget(&fence.task_run_id);
         // A pool worker's slot frees with its report.
         self.ctx.pool.finished(&fence.task_run_id);
@@ -430,6 +433,7 @@ impl WorkerService for WorkerApi {
             .fail_attempt(&fence, &failure, Utc::now())
             .await
             .map_err(from_state)?;
+        tracing::info!(attempt = fence.attempt, "attempt failed");
         self.ctx.secrets.forget(&fence.task_run_id);
         self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
