@@ -171,10 +171,10 @@ impl Server {
                 tick: self.options.tick,
                 owner: self.options.scheduler_id.clone(),
                 lease: self.options.lease,
+                metrics: self.metrics.clone(),
             },
             mirror_handle.clone(),
             events_rx,
-            self.metrics.clone(),
         );
         let ctx = ApiContext {
             state: self.state.clone(),

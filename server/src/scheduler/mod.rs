@@ -31,6 +31,8 @@ pub struct SchedulerOptions {
     pub owner: String,
     /// How long a lease lasts; renewed every third of it.
     pub lease: Duration,
+    /// Where cron fires are counted.
+    pub metrics: Metrics,
 }
 
 /// Cheap handle to wake the dispatch loop after a commit that readied work.
@@ -54,7 +56,6 @@ pub struct Scheduler {
     handle: SchedulerHandle,
     mirror: MirrorHandle,
     events: mpsc::UnboundedReceiver<ExecutorEvent>,
-    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -66,7 +67,6 @@ impl Scheduler {
         options: SchedulerOptions,
         mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
-        metrics: Metrics,
     ) -> Self {
         Self {
             state,
@@ -77,7 +77,6 @@ impl Scheduler {
             handle: SchedulerHandle::default(),
             mirror,
             events,
-            metrics,
         }
     }
 
@@ -106,7 +105,6 @@ impl Scheduler {
             options: self.options,
             handle: self.handle,
             mirror: self.mirror,
-            metrics: self.metrics,
         });
         // Reports received by other replicas for runs this one owns arrive as
         // store notifications (PostgreSQL LISTEN/NOTIFY): each is a wake-up.
@@ -153,7 +151,6 @@ struct Core {
     options: SchedulerOptions,
     handle: SchedulerHandle,
     mirror: MirrorHandle,
-    metrics: Metrics,
 }
 
 impl Core {
@@ -295,7 +292,7 @@ impl Core {
             match self.cron.fire_due(Utc::now()).await {
                 Ok(runs) if !runs.is_empty() => {
                     for run in &runs {
-                        self.metrics.cron_fired(&run.workflow);
+                        self.options.metrics.cron_fired(&run.workflow);
                     }
                     self.handle.wake();
                     self.mirror.wake();
