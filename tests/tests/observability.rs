@@ -357,3 +357,52 @@ async fn json_logs_carry_the_task_run_id() {
     );
     assert_eq!(success["level"], "INFO");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rust_pool_handler_records_metrics_and_sees_its_traceparent() {
+    use ork_worker::pool::{Context, TaskError, Worker};
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    c.deploy(
+        "name: rusty\ntasks:\n  - name: count\n    executor: workers\n    handler: count\n",
+        &[],
+    )
+    .await
+    .expect("deploy");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let url = server.url();
+    let worker = tokio::spawn(async move {
+        Worker::new(url)
+            .task(ork_worker::pool::task(
+                "count",
+                |ctx: Context, _input: serde_json::Value| async move {
+                    ctx.metrics
+                        .record("rows", 7.0)
+                        .map_err(TaskError::non_retryable)?;
+                    Ok::<_, TaskError>(json!({ "traceparent": ctx.traceparent }))
+                },
+            ))
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("worker runs");
+    });
+    let run = c.start_run("rusty", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    let count = task(&run, "count");
+    assert_eq!(count.attempts[0].metrics.get("rows"), Some(&7.0));
+    let traceparent = ork_tests::output(count)["traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The attempt's span, in the trace whose id is the run id.
+    assert!(
+        traceparent.starts_with(&format!("00-{}-", run.id.replace('-', ""))),
+        "{traceparent}"
+    );
+    let _ = stop.send(());
+    let _ = worker.await;
+    server.stop().await;
+}
