@@ -11,6 +11,7 @@
 use clap::ValueEnum;
 use ork_server::telemetry::SpanSink;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -87,8 +88,6 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
     }
 }
 
-use tracing_subscriber::Layer as _;
-
 #[cfg(feature = "otlp")]
 mod otlp {
     use anyhow::Context as _;
@@ -98,6 +97,7 @@ mod otlp {
     use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanProcessor as _};
     use ork_server::telemetry::SpanSink;
     use tracing::Subscriber;
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::registry::LookupSpan;
@@ -143,6 +143,4 @@ mod otlp {
             provider: Some(provider),
         })
     }
-
-    use tracing_subscriber::Layer as _;
 }

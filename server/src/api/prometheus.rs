@@ -40,7 +40,7 @@ async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> Response {
         .into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            "Bearer".parse().expect("static header"),
+            axum::http::HeaderValue::from_static("Bearer"),
         );
         return response;
     }
