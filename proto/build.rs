@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "ork/v1/workflow.proto",
     "ork/v1/run.proto",
     "ork/v1/worker.proto",
+    "ork/v1/pool.proto",
+    "ork/v1/token.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,8 +21,9 @@ scripts/buf.sh
 step "install grpcurl for the reflection tests"
 scripts/grpcurl.sh >/dev/null
 
-step "cargo test (with a private PostgreSQL, the S3, Azure and GCS emulators, and an OpenTelemetry Collector up)"
-scripts/postgres.sh scripts/emulators.sh scripts/otelcol.sh cargo test --workspace --locked --no-fail-fast
+step "cargo test (with a private PostgreSQL, the S3, Azure and GCS emulators, a Docker engine, a Kubernetes control plane and an OpenTelemetry Collector up)"
+scripts/postgres.sh scripts/emulators.sh scripts/docker.sh scripts/kubernetes.sh scripts/otelcol.sh \
+    cargo test --workspace --locked --no-fail-fast
 
 step "generated SDK code matches proto/ (scripts/codegen.sh --check)"
 ./scripts/codegen.sh --check
@@ -32,6 +33,12 @@ step "python sdk (with an OpenTelemetry Collector up for the trace test)"
 
 step "go sdk"
 ./scripts/test-go.sh
+
+step "web UI: types, ui/dist drift, unit tests, browser tests (Chromium + playwright-core)"
+./scripts/test-ui.sh
+
+step "fuzz targets (cargo-fuzz on nightly), ${ORK_FUZZ_SECONDS:-15}s each"
+ORK_FUZZ_SECONDS="${ORK_FUZZ_SECONDS:-15}" scripts/fuzz.sh
 
 step "schemathesis against /openapi.json of a live ork dev (no 5xx, no schema violations)"
 scripts/schemathesis.sh

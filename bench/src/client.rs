@@ -10,23 +10,57 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use ork_proto::v1;
 use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
+use ork_worker::connect::{AuthChannel, ConnectOptions};
 use ork_worker::pool::{Context, TaskError, Worker, task};
 use tokio::io::AsyncBufReadExt as _;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::server::ServerProc;
 
 /// Largest message a client accepts: the run of a 10,000-way fan-out.
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// Clients of the server under test: deploys and runs with its admin token,
+/// worker calls with its worker token.
 #[derive(Clone)]
 pub struct Api {
-    pub runs: RunServiceClient<Channel>,
-    pub workflows: WorkflowServiceClient<Channel>,
-    pub workers: WorkerServiceClient<Channel>,
+    pub runs: RunServiceClient<AuthChannel>,
+    pub workflows: WorkflowServiceClient<AuthChannel>,
+    pub workers: WorkerServiceClient<AuthChannel>,
 }
 
-pub async fn channel(url: &str) -> anyhow::Result<Channel> {
+/// A connection that sends `token` (none: nothing) with every call.
+pub async fn channel(url: &str, token: Option<&str>) -> anyhow::Result<AuthChannel> {
+    let options = ConnectOptions {
+        token: token.map(str::to_owned),
+        ..ConnectOptions::default()
+    };
+    Ok(InterceptedService::new(
+        plain_channel(url).await?,
+        options.bearer()?,
+    ))
+}
+
+/// A worker token made with `admin`, for the harness's pool workers.
+pub async fn create_worker_token(url: &str, admin: &str) -> anyhow::Result<String> {
+    let mut tokens = TokenServiceClient::new(channel(url, Some(admin)).await?);
+    Ok(tokens
+        .create_token(v1::CreateTokenRequest {
+            name: "bench-workers".to_owned(),
+            role: "worker".to_owned(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .context("create a worker token")?
+        .into_inner()
+        .secret)
+}
+
+async fn plain_channel(url: &str) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match Channel::from_shared(url.to_owned())?
@@ -45,13 +79,13 @@ pub async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 impl Api {
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let channel = channel(url).await?;
+    pub async fn connect(server: &ServerProc) -> anyhow::Result<Self> {
+        let admin = channel(&server.url, server.admin_token.as_deref()).await?;
+        let worker = channel(&server.url, server.worker_token.as_deref()).await?;
         Ok(Self {
-            runs: RunServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
-            workflows: WorkflowServiceClient::new(channel.clone())
-                .max_encoding_message_size(MAX_MESSAGE),
-            workers: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+            runs: RunServiceClient::new(admin.clone()).max_decoding_message_size(MAX_MESSAGE),
+            workflows: WorkflowServiceClient::new(admin).max_encoding_message_size(MAX_MESSAGE),
+            workers: WorkerServiceClient::new(worker).max_decoding_message_size(MAX_MESSAGE),
         })
     }
 
@@ -65,6 +99,7 @@ impl Api {
                 yaml: yaml.to_owned(),
                 source: "bench.yaml".to_owned(),
                 files,
+                ..Default::default()
             })
             .await
             .context("deploy")?;
@@ -208,17 +243,18 @@ pub struct RustWorker {
 }
 
 impl RustWorker {
-    pub async fn start(url: &str, name: &str, slots: u32) -> anyhow::Result<Self> {
+    pub async fn start(server: &ServerProc, name: &str, slots: u32) -> anyhow::Result<Self> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = Worker::new(url.to_owned())
-            .name(name)
-            .slots(slots)
-            .task(task(
-                "noop",
-                |_ctx: Context, _input: serde_json::Value| async move {
-                    Ok::<_, TaskError>(serde_json::Value::Null)
-                },
-            ));
+        let mut worker = Worker::new(server.url.clone()).connect_options(ConnectOptions::default());
+        if let Some(token) = &server.worker_token {
+            worker = worker.token(token.clone());
+        }
+        let worker = worker.name(name).slots(slots).task(task(
+            "noop",
+            |_ctx: Context, _input: serde_json::Value| async move {
+                Ok::<_, TaskError>(serde_json::Value::Null)
+            },
+        ));
         let handle = tokio::spawn(async move {
             let _ = worker
                 .run(async {
@@ -285,12 +321,16 @@ impl PythonWorker {
         }
     }
 
-    pub async fn start(python: &Path, url: &str, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(python: &Path, server: &ServerProc, dir: &Path) -> anyhow::Result<Self> {
         let script = dir.join("bench_py_worker.py");
         std::fs::write(&script, PY_WORKER)?;
         let mut child = tokio::process::Command::new(python)
             .arg(&script)
-            .arg(url)
+            .arg(&server.url)
+            .env(
+                "ORK_TOKEN",
+                server.worker_token.as_deref().unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

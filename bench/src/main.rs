@@ -3,7 +3,7 @@
 //! table to `BENCHMARKS.md`.
 //!
 //! ```text
-//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f] [--sustained]
+//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h] [--sustained]
 //! ```
 
 mod client;
@@ -32,8 +32,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, from a (one task), b (chains), c (fan-outs, which
-    /// also measures d, CPU), e (memory), f (worker calls), g (sustained).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f")]
+    /// also measures d, CPU), e (memory), f (worker calls), g (sustained),
+    /// h (what authentication costs a small call).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f,h")]
     scenarios: Vec<String>,
     /// Adds g: 60 s of back-to-back chains and fan-outs, in 10 s windows.
     #[arg(long)]
@@ -174,6 +175,14 @@ async fn main() -> anyhow::Result<()> {
         }
         if has("g") {
             step(store, "g: sustained", scenarios::sustained(&ctx, &mut out)).await?;
+        }
+        if has("h") {
+            step(
+                store,
+                "h: authentication cost",
+                scenarios::auth_overhead(&ctx, &mut out),
+            )
+            .await?;
         }
         results.push((store, out));
     }

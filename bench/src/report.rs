@@ -272,6 +272,23 @@ const ROWS: &[Row] = &[
         Goal::None,
         0,
     ),
+    row(
+        "h.open",
+        "(h) a small call (`GetWorkflow`), one warm connection",
+        "no authentication (`--insecure-no-auth`), p50 (µs)",
+        "",
+        Goal::None,
+        0,
+    ),
+    row("h.token", "", "with a token, p50 (µs)", "", Goal::None, 0),
+    row(
+        "h.cost",
+        "",
+        "what authentication adds, p50 (µs)",
+        "≤ 50",
+        Goal::AtMost(50.0),
+        0,
+    ),
 ];
 
 fn median(values: &[f64]) -> f64 {

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::{Api, PythonWorker, RustWorker, channel, check_run, ms};
-use crate::server::{ServerProc, Setup, Store, postgres_cpu_ms};
+use crate::server::{Auth, ServerProc, Setup, Store, postgres_cpu_ms};
 
 /// Measured repetitions of each scenario.
 pub const REPS: usize = 5;
@@ -84,9 +84,9 @@ async fn one_run(api: &mut Api) -> anyhow::Result<(f64, f64)> {
 pub async fn one_task(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         api.deploy(ONE, &[]).await?;
-        let worker = RustWorker::start(&server.url, "bench-a", 4).await?;
+        let worker = RustWorker::start(&server, "bench-a", 4).await?;
         let n = if ctx.quick { 100 } else { 1000 };
         for _ in 0..50 {
             one_run(&mut api).await?;
@@ -214,11 +214,9 @@ enum AnyWorker {
 impl AnyWorker {
     async fn start(kind: ChainWorker, ctx: &Ctx, server: &ServerProc) -> anyhow::Result<Self> {
         Ok(match kind {
-            ChainWorker::Rust => {
-                AnyWorker::Rust(RustWorker::start(&server.url, "bench-b", 4).await?)
-            }
+            ChainWorker::Rust => AnyWorker::Rust(RustWorker::start(server, "bench-b", 4).await?),
             ChainWorker::Python => AnyWorker::Python(
-                PythonWorker::start(&ctx.python, &server.url, server.data_dir()).await?,
+                PythonWorker::start(&ctx.python, server, server.data_dir()).await?,
             ),
             ChainWorker::Subprocess => AnyWorker::None,
         })
@@ -244,7 +242,7 @@ pub async fn chain(ctx: &Ctx, kind: ChainWorker, out: &mut Outcome) -> anyhow::R
     }
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         let subprocess = kind == ChainWorker::Subprocess;
         api.deploy(&chain_yaml("chain", subprocess), &[("noop.sh", NOOP_SH)])
             .await?;
@@ -282,10 +280,10 @@ fn fan_yaml(name: &str, n: u32, handler: &str) -> String {
 }
 
 /// Pool workers for fan-outs: 4 sessions of 64 slots.
-async fn fan_workers(url: &str) -> anyhow::Result<Vec<RustWorker>> {
+async fn fan_workers(server: &ServerProc) -> anyhow::Result<Vec<RustWorker>> {
     let mut workers = Vec::new();
     for i in 0..4 {
-        workers.push(RustWorker::start(url, &format!("bench-fan-{i}"), 64).await?);
+        workers.push(RustWorker::start(server, &format!("bench-fan-{i}"), 64).await?);
     }
     Ok(workers)
 }
@@ -339,10 +337,10 @@ async fn fan_run(
 pub async fn fan_out(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         api.deploy(&fan_yaml("fan1k", 1_000, "noop"), &[]).await?;
         api.deploy(&fan_yaml("fan10k", 10_000, "noop"), &[]).await?;
-        let workers = fan_workers(&server.url).await?;
+        let workers = fan_workers(&server).await?;
         fan_run(&mut api, &server, ctx.store, "fan1k", 1_000).await?; // warm-up
         for (workflow, n, key) in [("fan1k", 1_000, "1k"), ("fan10k", 10_000, "10k")] {
             for _ in 0..REPS {
@@ -372,7 +370,7 @@ pub async fn pending_memory(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> 
     for rep in 0..=REPS {
         let server = ServerProc::start(&ctx.setup, ctx.store).await?;
         let result = async {
-            let mut api = Api::connect(&server.url).await?;
+            let mut api = Api::connect(&server).await?;
             api.deploy(&fan_yaml("warm", 100, "nobody"), &[]).await?;
             api.deploy(&fan_yaml("pending", N, "nobody"), &[]).await?;
             // Warm the server's caches and connection pools first.
@@ -494,12 +492,12 @@ pub async fn worker_calls(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     };
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         api.deploy(&fan_yaml("hold", N, "hold"), &[]).await?;
         let mut clients = Vec::new();
         for _ in 0..CHANNELS {
             clients.push(v1::worker_service_client::WorkerServiceClient::new(
-                channel(&server.url).await?,
+                channel(&server.url, server.worker_token.as_deref()).await?,
             ));
         }
         for rep in 0..=REPS {
@@ -617,9 +615,9 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     // Chains back to back with a warm Rust worker.
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         api.deploy(&chain_yaml("chain", false), &[]).await?;
-        let worker = RustWorker::start(&server.url, "bench-g", 4).await?;
+        let worker = RustWorker::start(&server, "bench-g", 4).await?;
         let warm = api.start("chain").await?;
         api.watch(&warm).await?;
         let origin = now_ms();
@@ -649,9 +647,9 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     // Fan-outs of 1,000, two in flight at a time.
     let server = ServerProc::start(&ctx.setup, ctx.store).await?;
     let result = async {
-        let mut api = Api::connect(&server.url).await?;
+        let mut api = Api::connect(&server).await?;
         api.deploy(&fan_yaml("fan1k", 1_000, "noop"), &[]).await?;
-        let workers = fan_workers(&server.url).await?;
+        let workers = fan_workers(&server).await?;
         let warm = api.start("fan1k").await?;
         api.poll_over("fan1k", &warm, Duration::from_millis(10), RUN_TIMEOUT)
             .await?;
@@ -689,6 +687,54 @@ pub async fn sustained(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     }
     .await;
     finish(server, result).await
+}
+
+// ---------------------------------------------------------------- (h)
+
+/// Sequential `GetWorkflow`s on one warm connection; their p50 in µs.
+async fn small_calls(api: &mut Api, calls: usize) -> anyhow::Result<f64> {
+    let mut micros = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t0 = Instant::now();
+        api.workflows
+            .get_workflow(v1::GetWorkflowRequest {
+                name: "one".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .context("GetWorkflow")?;
+        micros.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentile(&micros, 50.0))
+}
+
+/// What authentication costs a small call: the same `GetWorkflow`s against
+/// a server that requires tokens and one that does not, measured in
+/// alternating batches so that both see the same machine.
+pub async fn auth_overhead(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
+    let calls = if ctx.quick { 500 } else { 2_000 };
+    let open = ServerProc::start_with(&ctx.setup, ctx.store, Auth::Off).await?;
+    let locked = ServerProc::start_with(&ctx.setup, ctx.store, Auth::Tokens).await?;
+    let result = async {
+        let mut open_api = Api::connect(&open).await?;
+        let mut locked_api = Api::connect(&locked).await?;
+        open_api.deploy(ONE, &[]).await?;
+        locked_api.deploy(ONE, &[]).await?;
+        for rep in 0..=REPS {
+            let p50_open = small_calls(&mut open_api, calls).await?;
+            let p50_token = small_calls(&mut locked_api, calls).await?;
+            if rep > 0 {
+                out.push("h.open", p50_open);
+                out.push("h.token", p50_token);
+                out.push("h.cost", p50_token - p50_open);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    open.stop().await?;
+    locked.stop().await?;
+    result
 }
 
 #[cfg(test)]

@@ -33,12 +33,25 @@ pub struct Setup {
     pub postgres_url: Option<String>,
 }
 
+/// Whether the server under test requires tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// As in production: every call carries a token.
+    Tokens,
+    /// `--insecure-no-auth` (loopback), to measure what authentication costs.
+    Off,
+}
+
 /// A running `ork server`; killed (and its database dropped) by [`stop`].
 ///
 /// [`stop`]: ServerProc::stop
 pub struct ServerProc {
     pub url: String,
     pub pid: u32,
+    /// The first admin token (with [`Auth::Tokens`]): deploys, starts runs.
+    pub admin_token: Option<String>,
+    /// A worker token for the pool workers and raw sessions.
+    pub worker_token: Option<String>,
     child: Child,
     dir: tempfile::TempDir,
     database: Option<(String, String)>,
@@ -47,7 +60,12 @@ pub struct ServerProc {
 static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl ServerProc {
+    /// A server that requires tokens, as in production.
     pub async fn start(setup: &Setup, store: Store) -> anyhow::Result<Self> {
+        Self::start_with(setup, store, Auth::Tokens).await
+    }
+
+    pub async fn start_with(setup: &Setup, store: Store, auth: Auth) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut database = None;
         let state_url = match store {
@@ -71,6 +89,14 @@ impl ServerProc {
         };
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let token_file = dir.path().join("admin.token");
+        let auth_args: Vec<String> = match auth {
+            Auth::Tokens => vec![
+                "--bootstrap-token-file".into(),
+                token_file.display().to_string(),
+            ],
+            Auth::Off => vec!["--insecure-no-auth".into()],
+        };
         let child = Command::new(setup.bin_dir.join("ork"))
             .args([
                 "server",
@@ -88,6 +114,10 @@ impl ServerProc {
             .args(["--scheduler-id", "bench"])
             .arg("--worker-binary")
             .arg(setup.bin_dir.join("ork-worker"))
+            .args(auth_args)
+            // The harness starts runs as fast as it can; the per-token rate
+            // limit is a policy, not a cost, so it is lifted.
+            .args(["--start-run-rate", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -99,11 +129,22 @@ impl ServerProc {
         let mut server = Self {
             url,
             pid,
+            admin_token: None,
+            worker_token: None,
             child,
             dir,
             database,
         };
         server.wait_ready().await?;
+        if auth == Auth::Tokens {
+            let admin = std::fs::read_to_string(&token_file)
+                .context("the server wrote no admin token")?
+                .trim()
+                .to_owned();
+            server.worker_token =
+                Some(crate::client::create_worker_token(&server.url, &admin).await?);
+            server.admin_token = Some(admin);
+        }
         Ok(server)
     }
 

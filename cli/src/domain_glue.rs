@@ -2,7 +2,7 @@
 //! and the workflow JSON Schema. Kept in one place so a change of the domain
 //! API touches one file.
 
-use ork_domain::parse::{ParseOptions, parse_workflow, referenced_files};
+use ork_domain::parse::{ParseLimits, ParseOptions, parse_workflow, referenced_files};
 
 /// A file that tasks reference, keyed by the path as written in the YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,15 +12,25 @@ pub struct FileRef {
     pub tasks: Vec<String>,
 }
 
-/// Parses and validates `yaml` locally; on success returns the files its
-/// tasks reference (in task order), on failure the validation errors, one
-/// per line. File contents are not checked here: the caller reads them.
-pub fn check_workflow(yaml: &str, source: &str) -> Result<Vec<FileRef>, String> {
+/// Parses and validates `yaml` locally (`base_dir` is the workflow file's
+/// absolute folder); on success returns the files its tasks reference (in
+/// task order), on failure the validation errors, one per line. File
+/// contents are not checked here: the caller reads them.
+pub fn check_workflow(yaml: &str, source: &str, base_dir: &str) -> Result<Vec<FileRef>, String> {
     let definition = parse_workflow(
         yaml,
         &ParseOptions {
             source,
             files: None,
+            base_dir: Some(base_dir),
+            // The server applies its own, configurable limits; checking the
+            // defaults here would refuse what a server allows.
+            limits: ParseLimits {
+                max_bytes: usize::MAX,
+                max_depth: ork_domain::parse::MAX_YAML_DEPTH,
+                max_nodes: 10_000_000,
+                max_tasks: usize::MAX,
+            },
         },
     )
     .map_err(|errors| errors.to_string())?;

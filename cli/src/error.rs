@@ -66,6 +66,26 @@ impl fmt::Display for RunNotSuccessful {
 
 impl std::error::Error for RunNotSuccessful {}
 
+/// A followed task ended other than `success`.
+#[derive(Debug)]
+pub struct TaskNotSuccessful {
+    pub run: String,
+    pub task: String,
+    pub status: String,
+}
+
+impl fmt::Display for TaskNotSuccessful {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task {} of run {} ended {}; `ork run status {}` shows why",
+            self.task, self.run, self.status, self.run
+        )
+    }
+}
+
+impl std::error::Error for TaskNotSuccessful {}
+
 /// Whoever read our stdout closed it; like a Unix tool killed by SIGPIPE,
 /// `ork` stops without a word.
 #[derive(Debug)]
@@ -99,6 +119,22 @@ fn classify(err: &anyhow::Error) -> (u8, String) {
     if let Some(e) = err.downcast_ref::<RunNotSuccessful>() {
         return (EXIT_FAILED, e.to_string());
     }
+    if let Some(e) = err.downcast_ref::<TaskNotSuccessful>() {
+        return (EXIT_FAILED, e.to_string());
+    }
+    if let Some(status) = err.downcast_ref::<tonic::Status>()
+        && let Some(cause) = transport_cause(status)
+    {
+        // Raised on this side: the connection broke, e.g. a TLS server
+        // refused our certificate (TLS 1.3 says so only after the handshake).
+        return (
+            EXIT_UNREACHABLE,
+            format!(
+                "the connection to the ork server failed: {cause}\n\
+                 hint: check --server / ORK_SERVER, and for TLS --ca-cert, --client-cert and --client-key"
+            ),
+        );
+    }
     if let Some(status) = err.downcast_ref::<tonic::Status>() {
         // The server's messages already name the task, the field and the fix,
         // so they are printed as they are, without the gRPC code around them.
@@ -118,6 +154,17 @@ fn classify(err: &anyhow::Error) -> (u8, String) {
     }
     // Anything else (a local I/O error, say) is a failure of this command.
     (EXIT_FAILED, chain_message(err))
+}
+
+/// The innermost cause of a status tonic raised on this side (a broken
+/// connection); the server's own statuses carry no source.
+fn transport_cause(status: &tonic::Status) -> Option<String> {
+    use std::error::Error as _;
+    let mut source = status.source()?;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    Some(source.to_string())
 }
 
 /// The context chain on one line (`a: b: c`), skipping a cause whose text

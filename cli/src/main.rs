@@ -5,8 +5,9 @@ mod client;
 mod commands;
 mod domain_glue;
 mod error;
-
 mod output;
+mod paths;
+mod progress;
 mod telemetry;
 
 use std::process::ExitCode;

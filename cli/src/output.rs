@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use chrono::{DateTime, Utc};
-use ork_proto::v1::{LogLine, Run, TaskRun, Workflow};
+use ork_proto::v1::{LogLine, PoolWorker, Run, TaskRun, Token, Workflow};
 use pbjson_types::Timestamp;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
@@ -23,7 +23,19 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Whether to colour what goes to stdout.
+/// `--color`: when to colour output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set (or CLICOLOR_FORCE forces it).
+    #[default]
+    Auto,
+    /// Always, even into a pipe or a file.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether to colour what goes to one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Style {
     pub color: bool,
@@ -34,16 +46,42 @@ impl Style {
     #[cfg(test)]
     pub const PLAIN: Style = Style { color: false };
 
-    /// Colour only on a terminal, and never when `NO_COLOR` is set
-    /// (https://no-color.org: any non-empty value).
-    pub fn detect() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Style {
-            color: std::io::stdout().is_terminal() && !no_color,
-        }
+    /// Whether to colour stdout.
+    pub fn for_stdout(choice: ColorChoice) -> Self {
+        Self::decide(choice, std::io::stdout().is_terminal(), |name| {
+            std::env::var_os(name)
+        })
     }
 
-    fn paint(self, text: &str, color: Option<Color>) -> String {
+    /// Whether to colour stderr (progress and messages).
+    pub fn for_stderr(choice: ColorChoice) -> Self {
+        Self::decide(choice, std::io::stderr().is_terminal(), |name| {
+            std::env::var_os(name)
+        })
+    }
+
+    /// `--color always|never` wins; with `auto`, a non-empty `NO_COLOR`
+    /// turns colour off (https://no-color.org), then a `CLICOLOR_FORCE`
+    /// other than `0` turns it on, then `CLICOLOR=0` off
+    /// (https://bixense.com/clicolors), and otherwise a terminal decides.
+    pub fn decide(
+        choice: ColorChoice,
+        is_terminal: bool,
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Self {
+        let set = |name: &str| var(name).filter(|v| !v.is_empty());
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto if set("NO_COLOR").is_some() => false,
+            ColorChoice::Auto if set("CLICOLOR_FORCE").is_some_and(|v| v != "0") => true,
+            ColorChoice::Auto if set("CLICOLOR").is_some_and(|v| v == "0") => false,
+            ColorChoice::Auto => is_terminal,
+        };
+        Style { color }
+    }
+
+    pub(crate) fn paint(self, text: &str, color: Option<Color>) -> String {
         match color {
             Some(color) if self.color && !text.is_empty() => {
                 format!("\x1b[{}m{text}\x1b[0m", color.ansi())
@@ -54,7 +92,7 @@ impl Style {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Color {
+pub(crate) enum Color {
     Bold,
     Dim,
     Red,
@@ -76,7 +114,7 @@ impl Color {
     }
 }
 
-fn status_color(status: &str) -> Option<Color> {
+pub(crate) fn status_color(status: &str) -> Option<Color> {
     match status {
         "success" => Some(Color::Green),
         "failed" => Some(Color::Red),
@@ -294,6 +332,54 @@ pub fn render_workflow_list(workflows: &[Workflow], style: Style) -> String {
     table.render(style)
 }
 
+/// Whether a token works at `now`: `revoked`, `expired` or `active`.
+pub fn token_state(token: &Token, now: DateTime<Utc>) -> &'static str {
+    if token.revoked_at.is_some() {
+        "revoked"
+    } else if token
+        .expires_at
+        .as_ref()
+        .and_then(to_chrono)
+        .is_some_and(|at| at <= now)
+    {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `ork token list`.
+pub fn render_token_list(tokens: &[Token], now: DateTime<Utc>, style: Style) -> String {
+    let mut table = Table::new(vec![
+        "NAME",
+        "ROLE",
+        "STATE",
+        "CREATED",
+        "EXPIRES",
+        "CREATED BY",
+        "ID",
+    ]);
+    for token in tokens {
+        let state = token_state(token, now);
+        table.push(vec![
+            token.name.as_str().into(),
+            token.role.as_str().into(),
+            Cell {
+                text: state.to_owned(),
+                color: match state {
+                    "active" => Some(Color::Green),
+                    _ => Some(Color::Dim),
+                },
+            },
+            time(token.created_at.as_ref()).into(),
+            time(token.expires_at.as_ref()).into(),
+            or_dash(&token.created_by).into(),
+            token.id.as_str().into(),
+        ]);
+    }
+    table.render(style)
+}
+
 /// `ork workflow status`: the newest version, its tasks and its recent runs.
 pub fn render_workflow(wf: &Workflow, runs: &[Run], now: DateTime<Utc>, style: Style) -> String {
     let mut out = key_values(
@@ -328,6 +414,24 @@ pub fn render_workflow(wf: &Workflow, runs: &[Run], now: DateTime<Utc>, style: S
         ]);
     }
     out.push_str(&table.render(style));
+    if !wf.inputs.is_empty() {
+        out.push('\n');
+        let mut inputs = Table::new(vec!["INPUT", "TYPE", "DEFAULT", "DESCRIPTION"]);
+        for input in &wf.inputs {
+            let default = match &input.default_value {
+                _ if input.required => "(required)".to_owned(),
+                Some(v) => truncate(&compact_json(v), OUTPUT_WIDTH),
+                None => "null".to_owned(),
+            };
+            inputs.push(vec![
+                input.name.as_str().into(),
+                input_type(input.schema.as_ref()).into(),
+                default.into(),
+                input.description.as_str().into(),
+            ]);
+        }
+        out.push_str(&inputs.render(style));
+    }
     out.push('\n');
     if runs.is_empty() {
         out.push_str("no runs yet\n");
@@ -337,6 +441,71 @@ pub fn render_workflow(wf: &Workflow, runs: &[Run], now: DateTime<Utc>, style: S
         out.push_str(&render_run_list(runs, now, style));
     }
     out
+}
+
+/// `ork worker list`: the pool workers attached to the server.
+pub fn render_worker_list(workers: &[PoolWorker], now: DateTime<Utc>, style: Style) -> String {
+    if workers.is_empty() {
+        return "no pool workers are attached\n".to_owned();
+    }
+    let mut table = Table::new(vec![
+        "NAME",
+        "HANDLERS",
+        "SLOTS",
+        "LAST SEEN",
+        "ATTACHED",
+        "STATE",
+    ]);
+    for w in workers {
+        let seen = w
+            .last_seen_at
+            .as_ref()
+            .and_then(to_chrono)
+            .map(|t| {
+                format!(
+                    "{} ago",
+                    format_duration((now - t).num_milliseconds().max(0))
+                )
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        table.push(vec![
+            w.name.as_str().into(),
+            w.handlers.join(", ").into(),
+            format!("{}/{}", w.slots_in_use, w.slots).into(),
+            seen.into(),
+            time(w.attached_at.as_ref()).into(),
+            if w.draining {
+                Cell {
+                    text: "draining".to_owned(),
+                    color: Some(Color::Yellow),
+                }
+            } else {
+                Cell {
+                    text: "serving".to_owned(),
+                    color: Some(Color::Green),
+                }
+            },
+        ]);
+    }
+    table.render(style)
+}
+
+/// An input's type in one word or two: `string`, `integer or null`, `$ref day`.
+fn input_type(schema: Option<&pbjson_types::Value>) -> String {
+    let schema = schema.map(ork_proto::json::from_proto).unwrap_or_default();
+    match (
+        schema.get("type"),
+        schema.get("$ref").and_then(|r| r.as_str()),
+    ) {
+        (Some(serde_json::Value::String(t)), _) => t.clone(),
+        (Some(serde_json::Value::Array(types)), _) => types
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+        (None, Some(reference)) => reference.trim_start_matches("#/types/").to_owned(),
+        _ => "any".to_owned(),
+    }
 }
 
 /// One log line as `task[i] #attempt | line`, or the bare line when the
@@ -360,7 +529,36 @@ pub fn render_log_line(line: &LogLine, bare: bool, style: Style) -> String {
 
 const OUTPUT_WIDTH: usize = 60;
 
-fn task_instance_name(name: &str, parallel_index: Option<u32>) -> String {
+/// The header line of a Python traceback.
+const TRACEBACK: &str = "Traceback (most recent call last):";
+
+/// The line of an error that says what went wrong: its first line, unless
+/// that is only a traceback's header (a script that let an exception
+/// escape, its stderr reported), in which case the exception line at the
+/// end of the (last) traceback, after what preceded the header on its line
+/// (`exited with code 1: ValueError: bad input`).
+pub fn error_headline(error: &str) -> String {
+    let first = error.lines().next().unwrap_or_default().trim_end();
+    let Some(prefix) = first.strip_suffix(TRACEBACK) else {
+        return first.to_owned();
+    };
+    let lines: Vec<&str> = error.lines().collect();
+    let last_header = lines
+        .iter()
+        .rposition(|l| l.trim_end().ends_with(TRACEBACK))
+        .unwrap_or(0);
+    // After the header come the frames, indented; the exception is the
+    // first line that is not.
+    let exception = lines[last_header + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.starts_with(char::is_whitespace));
+    match exception {
+        Some(line) => format!("{prefix}{}", line.trim_end()),
+        None => first.to_owned(),
+    }
+}
+
+pub(crate) fn task_instance_name(name: &str, parallel_index: Option<u32>) -> String {
     match parallel_index {
         Some(i) => format!("{name}[{i}]"),
         None => name.to_owned(),
@@ -377,16 +575,15 @@ fn attempt(task: &TaskRun) -> String {
     }
 }
 
-/// The error's first line for a task that failed, why it waits for a
-/// pending one.
+/// The error's headline for a task that failed, why it waits for a pending
+/// one.
 fn detail(task: &TaskRun) -> Cell {
     if !task.error.is_empty() {
-        let mut lines = task.error.lines();
-        let first = lines.next().unwrap_or_default();
-        let text = if lines.next().is_some() {
-            format!("{first} …")
+        let headline = error_headline(&task.error);
+        let text = if task.error.trim_end().lines().nth(1).is_some() {
+            format!("{headline} …")
         } else {
-            first.to_owned()
+            headline
         };
         return Cell {
             text,
@@ -425,7 +622,7 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
-fn to_chrono(ts: &Timestamp) -> Option<DateTime<Utc>> {
+pub(crate) fn to_chrono(ts: &Timestamp) -> Option<DateTime<Utc>> {
     ork_proto::time::from_proto(ts)
 }
 
@@ -444,7 +641,7 @@ fn duration(start: Option<&Timestamp>, end: Option<&Timestamp>, now: DateTime<Ut
     format_duration((end - start).num_milliseconds().max(0))
 }
 
-fn format_duration(ms: i64) -> String {
+pub(crate) fn format_duration(ms: i64) -> String {
     if ms < 1_000 {
         format!("{ms}ms")
     } else if ms < 60_000 {
@@ -520,8 +717,9 @@ enum Json {
 }
 
 impl Json {
-    /// Sorts object keys inside `input` and `output` fields: those are the
-    /// only `google.protobuf.Struct`s (hash maps) our messages carry.
+    /// Sorts object keys inside `input`, `output`, `schema` and
+    /// `default_value` fields: those are the only `google.protobuf.Struct`s
+    /// (hash maps) our messages carry.
     fn sort_user_values(&mut self, inside_value: bool) {
         match self {
             Json::Array(items) => items
@@ -532,7 +730,11 @@ impl Json {
                     entries.sort_by(|a, b| a.0.cmp(&b.0));
                 }
                 for (key, child) in entries {
-                    child.sort_user_values(inside_value || key == "input" || key == "output");
+                    let user_value = matches!(
+                        key.as_str(),
+                        "input" | "output" | "schema" | "default_value"
+                    );
+                    child.sort_user_values(inside_value || user_value);
                 }
             }
             _ => {}

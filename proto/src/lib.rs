@@ -3,6 +3,7 @@
 //! Messages serialize to proto3 JSON (field names as written in the proto) so
 //! the CLI's `--output json`, the REST gateway and gRPC all show one shape.
 
+pub mod decode;
 pub mod json;
 pub mod time;
 

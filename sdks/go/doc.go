@@ -46,4 +46,12 @@
 // ork's supervisor: [RunLaunched] reads the input from the file named by
 // ORK_INPUT, calls the function and writes its output to ORK_OUTPUT, or its
 // error to ORK_ERROR with exit code 1 (3 when the error is [NonRetryable]).
+//
+// # Authentication and TLS
+//
+// Against a server that requires tokens, give the worker a worker token
+// ([WithToken], default $ORK_TOKEN). An https:// server is reached over TLS,
+// trusting [WithCACert] (default $ORK_CA_CERT, else the system's roots) and
+// presenting [WithClientCert] under mutual TLS ($ORK_CLIENT_CERT,
+// $ORK_CLIENT_KEY).
 package ork

@@ -41,6 +41,8 @@ func TestMain(m *testing.M) {
 // testServer is one `ork dev` shared by the tests, started on first use.
 type testServer struct {
 	url     string
+	token   string
+	certs   *testCerts
 	cmd     *exec.Cmd
 	dataDir string
 	logPath string
@@ -87,22 +89,41 @@ func server(t *testing.T) *testServer {
 	return shared
 }
 
-var listening = regexp.MustCompile(`listening on (http://\S+)`)
+var listening = regexp.MustCompile(`listening on (https?://\S+)`)
 
 // startServer runs `ork dev` on listen with its state in dataDir; a server
 // started again on the same folder sees the same workflows and runs.
 func startServer(listen, dataDir string) (*testServer, error) {
+	return startServerWith(listen, dataDir, serverSetup{})
+}
+
+// serverSetup makes a test server serve TLS (with certs) and require tokens
+// (the first admin token goes to tokenFile); args are more flags.
+type serverSetup struct {
+	certs     *testCerts
+	tokenFile string
+	args      []string
+}
+
+func startServerWith(listen, dataDir string, setup serverSetup) (*testServer, error) {
 	bin, err := orkBinary()
 	if err != nil {
 		return nil, err
 	}
-	s := &testServer{dataDir: dataDir, logPath: filepath.Join(dataDir, "server.log")}
+	s := &testServer{dataDir: dataDir, logPath: filepath.Join(dataDir, "server.log"), certs: setup.certs}
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "dev", "--listen", listen, "--data-dir", filepath.Join(dataDir, "data"),
-		"--heartbeat-interval", "1", "--heartbeat-timeout", "5")
+	args := []string{"dev", "--listen", listen, "--data-dir", filepath.Join(dataDir, "data"),
+		"--heartbeat-interval", "1", "--heartbeat-timeout", "5"}
+	if setup.certs != nil {
+		args = append(args, "--tls-cert", setup.certs.serverCert, "--tls-key", setup.certs.serverKey)
+	}
+	if setup.tokenFile != "" {
+		args = append(args, "--auth", "--bootstrap-token-file", setup.tokenFile)
+	}
+	s.cmd = exec.Command(bin, append(args, setup.args...)...)
 	s.cmd.Stdout = logFile
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -133,7 +154,23 @@ func startServer(listen, dataDir string) (*testServer, error) {
 		_ = s.cmd.Process.Kill()
 		return nil, fmt.Errorf("ork dev did not announce its address within 30s; see %s", s.logPath)
 	}
-	s.conn, err = grpc.NewClient(strings.TrimPrefix(s.url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if setup.certs != nil {
+		if creds, err = setup.certs.clientCredentials("client"); err != nil {
+			return nil, err
+		}
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if setup.tokenFile != "" {
+		data, err := os.ReadFile(setup.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: %w", err)
+		}
+		s.token = strings.TrimSpace(string(data))
+		options = append(options, grpc.WithPerRPCCredentials(testBearer(s.token)))
+	}
+	target := strings.TrimPrefix(strings.TrimPrefix(s.url, "http://"), "https://")
+	s.conn, err = grpc.NewClient(target, options...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package ork
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +45,12 @@ type config struct {
 	slots  int
 	name   string
 	logger *slog.Logger
+	// Authentication and TLS (see WithToken and friends).
+	token      string
+	caCert     string
+	clientCert string
+	clientKey  string
+	serverName string
 }
 
 // WithServer sets the server's URL, e.g. http://127.0.0.1:7400 (https URLs
@@ -55,6 +63,25 @@ func WithSlots(n int) Option { return func(c *config) { c.slots = max(n, 1) } }
 
 // WithName sets the name the worker shows to people (default host:pid).
 func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithToken sets the worker token sent with every call (make one with
+// `ork token create --role worker`). The default is $ORK_TOKEN.
+func WithToken(token string) Option { return func(c *config) { c.token = token } }
+
+// WithCACert sets a PEM file of the CA (or self-signed certificate) an
+// https:// server is checked against. The default is $ORK_CA_CERT, else the
+// system's roots.
+func WithCACert(path string) Option { return func(c *config) { c.caCert = path } }
+
+// WithClientCert sets a PEM client certificate and its key, for servers that
+// require mutual TLS. The defaults are $ORK_CLIENT_CERT and $ORK_CLIENT_KEY.
+func WithClientCert(cert, key string) Option {
+	return func(c *config) { c.clientCert, c.clientKey = cert, key }
+}
+
+// WithServerName sets the name the server's certificate is checked for, when
+// it differs from the URL's host. The default is $ORK_TLS_SERVER_NAME.
+func WithServerName(name string) Option { return func(c *config) { c.serverName = name } }
 
 // WithLogger sets where the worker logs about itself (connections, failed
 // reports); the default is [slog.Default]. Task logs go to the server.
@@ -71,7 +98,16 @@ type Worker struct {
 // tasks is empty or two tasks share a name, since both are programming
 // errors.
 func NewWorker(tasks []TaskDef, opts ...Option) *Worker {
-	cfg := config{server: os.Getenv("ORK_SERVER"), slots: 1, logger: slog.Default()}
+	cfg := config{
+		server:     os.Getenv("ORK_SERVER"),
+		slots:      1,
+		logger:     slog.Default(),
+		token:      strings.TrimSpace(os.Getenv("ORK_TOKEN")),
+		caCert:     os.Getenv("ORK_CA_CERT"),
+		clientCert: os.Getenv("ORK_CLIENT_CERT"),
+		clientKey:  os.Getenv("ORK_CLIENT_KEY"),
+		serverName: os.Getenv("ORK_TLS_SERVER_NAME"),
+	}
 	if cfg.server == "" {
 		cfg.server = DefaultServer
 	}
@@ -108,7 +144,7 @@ func NewWorker(tasks []TaskDef, opts ...Option) *Worker {
 // returns an error only when the server refuses the worker for good (for
 // example, a server without pool support).
 func (w *Worker) Run(ctx context.Context) error {
-	conn, err := dial(w.cfg.server)
+	conn, err := dial(&w.cfg)
 	if err != nil {
 		return err
 	}
@@ -144,27 +180,80 @@ func isPermanent(err error) bool {
 }
 
 // dial opens a lazy connection to an http:// or https:// server URL (a bare
-// host:port is taken as plain http).
-func dial(server string) (*grpc.ClientConn, error) {
+// host:port is taken as plain http), with the token on every call.
+func dial(cfg *config) (*grpc.ClientConn, error) {
+	server := cfg.server
 	target := server
-	creds := insecure.NewCredentials()
+	secure := false
 	if u, err := url.Parse(server); err == nil && u.Host != "" {
 		switch u.Scheme {
 		case "http":
 			target = u.Host
 		case "https":
 			target = u.Host
-			creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+			secure = true
 		default:
 			return nil, fmt.Errorf("server URL %q must start with http:// or https://", server)
 		}
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	creds := insecure.NewCredentials()
+	if secure {
+		tlsConfig, err := cfg.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tlsConfig)
+	} else if cfg.caCert != "" || cfg.clientCert != "" || cfg.clientKey != "" || cfg.serverName != "" {
+		return nil, fmt.Errorf("TLS settings are given (a CA, a client certificate or a server name) but the server URL %q is not https://; use https://, or unset ORK_CA_CERT / ORK_CLIENT_CERT / ORK_CLIENT_KEY / ORK_TLS_SERVER_NAME", server)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if cfg.token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer(cfg.token)))
+	}
+	conn, err := grpc.NewClient(target, options...)
 	if err != nil {
 		return nil, fmt.Errorf("bad server URL %q: %w", server, err)
 	}
 	return conn, nil
 }
+
+// tlsConfig trusts the configured CA (else the system's roots) and presents
+// the client certificate, if any.
+func (c *config) tlsConfig() (*tls.Config, error) {
+	out := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
+	if c.caCert != "" {
+		pem, err := os.ReadFile(c.caCert)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the CA certificate %s: %w", c.caCert, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("the CA certificate %s holds no PEM certificate", c.caCert)
+		}
+		out.RootCAs = pool
+	}
+	switch {
+	case c.clientCert != "" && c.clientKey != "":
+		pair, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load the client certificate %s and key %s: %w", c.clientCert, c.clientKey, err)
+		}
+		out.Certificates = []tls.Certificate{pair}
+	case c.clientCert != "" || c.clientKey != "":
+		return nil, fmt.Errorf("a client certificate needs its key and the key its certificate: give both")
+	}
+	return out, nil
+}
+
+// bearer sends `authorization: Bearer TOKEN` with every call. It works over
+// plain connections too: a loopback server without TLS may require tokens.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // attemptKey names an attempt within a session.
 type attemptKey struct {

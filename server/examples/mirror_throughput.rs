@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &ParseOptions {
             source: "fan.yaml",
             files: None,
+            ..Default::default()
         },
     )?;
     let files = BTreeMap::from([("each.sh".to_owned(), b"#!/bin/sh\ntrue\n".to_vec())]);

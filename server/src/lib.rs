@@ -1,7 +1,9 @@
 //! ork's control plane as a library: the state store, the object-store mirror,
-//! the executors, the scheduler and the gRPC API, composed by [`Server`].
+//! the executors, the scheduler, the gRPC API and the web UI, composed by
+//! [`Server`].
 
 pub mod api;
+pub mod auth;
 pub mod executor;
 pub mod hash;
 pub mod metrics;
@@ -12,6 +14,8 @@ pub mod secrets;
 mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
+pub mod ui;
 
-pub use options::{DEFAULT_LISTEN, ServerOptions};
+pub use options::{AuthMode, AuthOptions, ClientLimits, DEFAULT_LISTEN, ServerOptions, TlsOptions};
 pub use server::{Error, Server};

@@ -44,6 +44,24 @@ pub struct ServerOptions {
     /// How long a run's lease lasts without renewal; another replica takes
     /// the run over this long after its owner stops.
     pub lease: Duration,
+    /// A pool task that no attached worker serves fails after waiting this
+    /// long (its message names the handler). `None`: it waits for a worker.
+    pub schedule_to_start_timeout: Option<Duration>,
+    /// The URL launched workers elsewhere (containers, pods) call back on;
+    /// `None` means `http://` + the bound address (loopback for a wildcard
+    /// listen address), which only reaches workers on this machine.
+    pub advertise_url: Option<String>,
+    /// The container executors (`docker`, `kubernetes`).
+    pub containers: ContainerOptions,
+    /// Who may call the API.
+    pub auth: AuthOptions,
+    /// TLS on the one port (gRPC and REST alike); `None` serves plain text.
+    pub tls: Option<TlsOptions>,
+    /// The server variables `{from_env: VAR}` may read: names, or patterns
+    /// with `*` (`APP_*`). Empty (the default): none.
+    pub allow_env: Vec<String>,
+    /// Bounds on everything a client sends.
+    pub limits: ClientLimits,
     /// When set, `GET /metrics` answers only requests that carry
     /// `Authorization: Bearer <token>` (what Prometheus sends with
     /// `authorization: {credentials: ...}` in its scrape config).
@@ -51,6 +69,157 @@ pub struct ServerOptions {
     /// Where run and attempt spans are exported (`--otlp-endpoint`); `None`
     /// keeps no spans. RPC and state spans go through `tracing`.
     pub spans: Option<crate::telemetry::SpanSink>,
+}
+
+/// Whether and how callers authenticate.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub mode: AuthMode,
+    /// The first admin token, in a file: registered when the file exists,
+    /// else made and written there (mode 0600) when the server has no token
+    /// yet. Without it, the first token is returned by
+    /// [`crate::Server::bootstrap_token`] for the caller to show once.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication; allowed only on a loopback address (`ork dev`).
+    #[default]
+    Off,
+    /// Every call but health carries an API token (or, for a launched
+    /// worker, its attempt's token).
+    Tokens,
+    /// No authentication on any address: `--insecure-no-auth`, warned about
+    /// at every start.
+    InsecureOff,
+}
+
+/// TLS for the one port, from PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by one of these
+    /// CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// What launched workers (`ork-worker` subprocesses) verify this server
+    /// with; `None` uses `cert`, which is enough for a self-signed
+    /// certificate or a file that holds its chain.
+    pub worker_ca: Option<PathBuf>,
+    /// The name launched workers check the certificate for (they connect to
+    /// the loopback address); `localhost` by default.
+    pub worker_server_name: String,
+    /// The client certificate and key launched workers present under mutual
+    /// TLS.
+    pub worker_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsOptions {
+    /// TLS with a certificate and key, no client certificates.
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            client_ca: None,
+            worker_ca: None,
+            worker_server_name: "localhost".to_owned(),
+            worker_identity: None,
+        }
+    }
+}
+
+/// Bounds on what clients send; each breach is refused with an error that
+/// names the limit and the option that raises it.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Largest gRPC request message.
+    pub max_message_bytes: usize,
+    /// Largest REST request body.
+    pub max_body_bytes: usize,
+    /// Largest workflow YAML, its nesting depth and its node count after
+    /// alias expansion, and its number of tasks.
+    pub yaml: ork_domain::parse::ParseLimits,
+    /// Largest run input (as JSON).
+    pub max_input_bytes: usize,
+    /// Largest task output (as JSON); above `inline_output_limit` it is
+    /// kept in the object store.
+    pub max_output_bytes: usize,
+    /// Longest log line; longer lines are cut with a marker.
+    pub max_log_line_bytes: usize,
+    /// Most log bytes one attempt may store; later lines are dropped after a
+    /// marker line.
+    pub max_log_bytes_per_attempt: u64,
+    /// Runs one token may start per second on average (0: no limit) ...
+    pub start_run_rate: u32,
+    /// ... and at once above that rate.
+    pub start_run_burst: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_body_bytes: 64 << 20,
+            yaml: ork_domain::parse::ParseLimits::default(),
+            max_input_bytes: 1 << 20,
+            max_output_bytes: 32 << 20,
+            max_log_line_bytes: 64 << 10,
+            max_log_bytes_per_attempt: 64 << 20,
+            start_run_rate: 20,
+            start_run_burst: 100,
+        }
+    }
+}
+
+/// How the container executors reach their engines and start workers.
+#[derive(Debug, Clone)]
+pub struct ContainerOptions {
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://HOST:2375`);
+    /// `None` means the engine's default socket.
+    pub docker_host: Option<String>,
+    /// Network mode of task containers; `host` lets them reach a server on
+    /// this machine's loopback.
+    pub docker_network: String,
+    /// Most Docker containers running at once on this server.
+    pub max_containers: u32,
+    /// A self-contained (statically linked) `ork-worker` that the Docker
+    /// executor bind-mounts into containers; `None` means `worker_binary`.
+    pub worker_binary: Option<PathBuf>,
+    /// A kubeconfig file; `None` means `KUBECONFIG`, `~/.kube/config`, or
+    /// the in-cluster service account, in that order.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Jobs; `None` means the kubeconfig's, else `default`.
+    pub kube_namespace: Option<String>,
+    /// Service account of the Jobs' pods; `None` means the namespace's default.
+    pub kube_service_account: Option<String>,
+    /// The image whose init container copies `ork-worker` into each pod; it
+    /// holds a self-contained `/ork-worker`.
+    pub worker_image: String,
+    /// Run pods on the node's network (to reach a server on the node's
+    /// loopback, as in a one-machine cluster).
+    pub kube_host_network: bool,
+}
+
+/// The default `--worker-image`.
+pub const DEFAULT_WORKER_IMAGE: &str = concat!("ork-worker:", env!("CARGO_PKG_VERSION"));
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        Self {
+            docker_host: None,
+            docker_network: "host".to_owned(),
+            max_containers: 64,
+            worker_binary: None,
+            kubeconfig: None,
+            kube_namespace: None,
+            kube_service_account: None,
+            worker_image: DEFAULT_WORKER_IMAGE.to_owned(),
+            kube_host_network: false,
+        }
+    }
 }
 
 impl ServerOptions {
@@ -74,6 +243,13 @@ impl ServerOptions {
             lease: Duration::from_secs(15),
             metrics_token: None,
             spans: None,
+            schedule_to_start_timeout: None,
+            advertise_url: None,
+            containers: ContainerOptions::default(),
+            auth: AuthOptions::default(),
+            tls: None,
+            allow_env: Vec::new(),
+            limits: ClientLimits::default(),
         }
     }
 }

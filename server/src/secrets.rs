@@ -1,6 +1,11 @@
 //! Secrets: resolved at dispatch for the worker, and masked wherever text a
 //! task produced is stored (logs, errors, outputs). A secret value is never
 //! written to the database, the mirror or a response.
+//!
+//! `{from_env: VAR}` reads the server's own environment, which holds the
+//! server's credentials (`ORK_STATE_URL` with its database password, cloud
+//! keys). So it reads only variables the operator allowed (`--allow-env`,
+//! none by default), and their values are masked like secrets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -17,6 +22,69 @@ pub const MASK: &str = "********";
 /// log line without protecting anything.
 const MIN_MASKED_LEN: usize = 4;
 
+/// Which server variables `{from_env: VAR}` may read: exact names, or
+/// patterns where `*` stands for any run of characters (`APP_*`).
+#[derive(Debug, Clone, Default)]
+pub struct EnvAllowList {
+    patterns: Vec<String>,
+}
+
+impl EnvAllowList {
+    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            patterns: patterns.into_iter().collect(),
+        }
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| glob(p, name))
+    }
+
+    /// Why `{from_env: var}` in field `env.key` of `task` is refused, if it is.
+    pub fn refusal(&self, task: &str, key: &str, var: &str) -> Option<String> {
+        (!self.allows(var)).then(|| {
+            format!(
+                "task `{task}`, field `env.{key}`: `from_env: {var}` reads a server variable this server does not allow; start the server with `--allow-env {var}` (or a pattern such as `{prefix}*`) to allow it",
+                prefix = var.split('_').next().unwrap_or(var)
+            )
+        })
+    }
+
+    /// Every refused `from_env` of a workflow, in task order.
+    pub fn refusals(&self, def: &ork_domain::WorkflowDefinition) -> Vec<String> {
+        def.tasks
+            .iter()
+            .flat_map(|task| {
+                task.env.iter().filter_map(move |(key, value)| match value {
+                    EnvValue::FromEnv(var) => self.refusal(&task.name, key, var),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `*` matches any run of characters (none included); all else literally.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*` at all: the whole name must have matched.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Where secret and host values come from, configured at start-up.
 pub struct Secrets {
     /// The server's environment as captured at start-up: `ORK_SECRET_<NAME>`
@@ -25,6 +93,8 @@ pub struct Secrets {
     /// A folder with one file per secret, named like the secret (e.g. a
     /// mounted Kubernetes secret); checked before the environment.
     dir: Option<PathBuf>,
+    /// The variables `from_env` may read.
+    allow_env: EnvAllowList,
     state: Arc<dyn StateStore>,
     /// Secret values per task run, for masking its reports.
     masks: Mutex<HashMap<String, Arc<Vec<String>>>>,
@@ -34,14 +104,29 @@ impl Secrets {
     pub fn new(
         env: HashMap<String, String>,
         dir: Option<PathBuf>,
+        allow_env: EnvAllowList,
         state: Arc<dyn StateStore>,
     ) -> Self {
         Self {
             env,
             dir,
+            allow_env,
             state,
             masks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The variables `from_env` may read.
+    pub fn allow_env(&self) -> &EnvAllowList {
+        &self.allow_env
+    }
+
+    /// An allowed server variable's value.
+    fn host_var(&self, var: &str) -> Option<String> {
+        self.allow_env
+            .allows(var)
+            .then(|| self.env.get(var).cloned())
+            .flatten()
     }
 
     fn secret(&self, name: &str) -> Option<String> {
@@ -74,9 +159,16 @@ impl Secrets {
                         "task `{task}`, field `env.{key}`: secret `{name}` is not set on the server; set ORK_SECRET_{name} in the server's environment{dir}"
                     )
                 })?,
-                EnvValue::FromEnv(var) => self.env.get(var).cloned().ok_or_else(|| {
-                    format!("task `{task}`, field `env.{key}`: variable `{var}` is not set in the server's environment")
-                })?,
+                EnvValue::FromEnv(var) => {
+                    // Checked again here, not only at deploy: the allow-list
+                    // may have shrunk since.
+                    if let Some(refusal) = self.allow_env.refusal(task, key, var) {
+                        return Err(refusal);
+                    }
+                    self.host_var(var).ok_or_else(|| {
+                        format!("task `{task}`, field `env.{key}`: variable `{var}` is not set in the server's environment")
+                    })?
+                }
             };
             out.insert(key.clone(), resolved);
         }
@@ -110,7 +202,8 @@ impl Secrets {
             .values()
             .filter_map(|v| match v {
                 EnvValue::Secret(name) => self.secret(name),
-                _ => None,
+                EnvValue::FromEnv(var) => self.host_var(var),
+                EnvValue::Literal(_) => None,
             })
             .filter(|v| v.len() >= MIN_MASKED_LEN)
             .collect();
@@ -161,6 +254,31 @@ pub fn mask_json(value: Value, values: &[String]) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn allow_list_patterns() {
+        let allow =
+            EnvAllowList::new(["HOME".to_owned(), "APP_*".to_owned(), "*_PUBLIC".to_owned()]);
+        assert!(allow.allows("HOME"));
+        assert!(!allow.allows("HOMER"));
+        assert!(allow.allows("APP_"));
+        assert!(allow.allows("APP_MODE"));
+        assert!(!allow.allows("MY_APP_MODE"));
+        assert!(allow.allows("KEY_PUBLIC"));
+        assert!(!allow.allows("ORK_STATE_URL"));
+        assert!(!EnvAllowList::default().allows("HOME"), "none by default");
+        assert!(glob("A*B*C", "AxxBxxC"));
+        assert!(!glob("A*B*C", "AxxC"));
+        assert!(glob("*", ""));
+        assert!(!glob("AB*B", "AB"), "the tail may not overlap the head");
+        let refusal = EnvAllowList::default()
+            .refusal("load", "DB", "ORK_STATE_URL")
+            .expect("refused");
+        assert_eq!(
+            refusal,
+            "task `load`, field `env.DB`: `from_env: ORK_STATE_URL` reads a server variable this server does not allow; start the server with `--allow-env ORK_STATE_URL` (or a pattern such as `ORK*`) to allow it"
+        );
+    }
 
     #[test]
     fn masks_every_occurrence_longest_first() {

@@ -17,13 +17,16 @@ use tower::ServiceExt as _;
 
 use crate::ServerOptions;
 use crate::api::{self, ApiContext};
+use crate::auth::{self, Auth};
 use crate::executor::{
     self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool,
 };
 use crate::metrics::Metrics;
 use crate::objects::{self, Mirror};
+use crate::options::AuthMode;
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
+use crate::state::tokens::TokenStore;
 use crate::state::{self, CommitObserver, Limits, ObserverList, StateStore};
 use crate::telemetry::RunSpans;
 
@@ -50,6 +53,18 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who can reach that address could run commands on this machine; require tokens (`ork server`, or `ork dev --auth`), listen on 127.0.0.1, or accept the risk with --insecure-no-auth"
+    )]
+    Unprotected { addr: SocketAddr },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::Error),
+    #[error(
+        "with --tls-client-ca, the ork-worker processes this server launches need a client certificate too: give --tls-worker-cert and --tls-worker-key"
+    )]
+    WorkerIdentityMissing,
+    #[error("first admin token: {0}")]
+    Bootstrap(#[from] auth::bootstrap::Error),
 }
 
 /// A bound server, ready to run.
@@ -57,6 +72,9 @@ pub struct Server {
     options: ServerOptions,
     listener: TcpListener,
     local_addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    bootstrap_token: Option<String>,
+    tokens: Arc<dyn TokenStore>,
     state: Arc<dyn StateStore>,
     objects: Arc<dyn object_store::ObjectStore>,
     worker_binary: PathBuf,
@@ -66,15 +84,31 @@ pub struct Server {
 impl Server {
     /// Opens the stores and binds the listener; fails fast on bad configuration.
     pub async fn bind(options: ServerOptions) -> Result<Self, Error> {
+        if options.auth.mode == AuthMode::Off && !options.listen.ip().is_loopback() {
+            return Err(Error::Unprotected {
+                addr: options.listen,
+            });
+        }
+        let tls = match &options.tls {
+            Some(tls) => {
+                if tls.client_ca.is_some() && tls.worker_identity.is_none() {
+                    return Err(Error::WorkerIdentityMissing);
+                }
+                Some(crate::tls::server_config(tls)?)
+            }
+            None => None,
+        };
         let worker_binary = find_worker_binary(options.worker_binary.as_ref())?;
         let limits = Limits {
             max_fan_out: options.max_fan_out,
             lease: options.lease,
         };
         let metrics = Metrics::new();
+        let stores = state::open_stores(&options.state_url, limits).await?;
+        let tokens = stores.tokens;
         // Every store call is timed (and traced) here, once for all backends.
         let state: Arc<dyn StateStore> = Arc::new(state::Instrumented::new(
-            state::open(&options.state_url, limits).await?,
+            stores.state,
             metrics.transactions(),
         ));
         let mut observers: Vec<Arc<dyn CommitObserver>> = vec![Arc::new(metrics.clone())];
@@ -82,6 +116,16 @@ impl Server {
             observers.push(Arc::new(RunSpans::new(sink.clone())));
         }
         state.set_observer(Arc::new(ObserverList(observers)));
+        let bootstrap_token = match options.auth.mode {
+            AuthMode::Tokens => {
+                auth::bootstrap::ensure(
+                    tokens.as_ref(),
+                    options.auth.bootstrap_token_file.as_deref(),
+                )
+                .await?
+            }
+            AuthMode::Off | AuthMode::InsecureOff => None,
+        };
         let objects = objects::open(
             &options.objects_url,
             &objects::settings_from_vars(std::env::vars()),
@@ -100,6 +144,9 @@ impl Server {
             options,
             listener,
             local_addr,
+            tls,
+            bootstrap_token,
+            tokens,
             state,
             objects,
             worker_binary,
@@ -110,6 +157,12 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The first admin token, when this start made it and wrote it nowhere:
+    /// show it to the operator, once. The server keeps only its hash.
+    pub fn bootstrap_token(&self) -> Option<&str> {
+        self.bootstrap_token.as_deref()
     }
 
     /// Serves until `shutdown` resolves, then stops the loops and flushes the mirror.
@@ -124,13 +177,25 @@ impl Server {
         if callback.ip().is_unspecified() {
             callback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let (scheme, worker_env) = match &self.options.tls {
+            Some(tls) => ("https", worker_tls_env(tls)),
+            None => ("http", Vec::new()),
+        };
+        let local_url = format!("{scheme}://{callback}");
+        let advertised = self
+            .options
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| local_url.clone());
         let mut executors = Executors::default();
+        self.register_containers(&mut executors, &advertised, &events_tx);
         executors.register(
             ork_domain::DEFAULT_EXECUTOR,
             Arc::new(SubprocessExecutor::new(
                 SubprocessOptions {
                     worker_binary: self.worker_binary.clone(),
-                    server_url: format!("http://{callback}"),
+                    server_url: local_url,
+                    extra_env: worker_env,
                     work_dir: self.options.work_dir.clone(),
                     // Longer than the worker's own grace (10 s) so it can stop its task first.
                     kill_grace: Duration::from_secs(15),
@@ -146,9 +211,16 @@ impl Server {
         let secrets = Arc::new(Secrets::new(
             std::env::vars().collect::<HashMap<_, _>>(),
             self.options.secrets_dir.clone(),
+            crate::secrets::EnvAllowList::new(self.options.allow_env.iter().cloned()),
             self.state.clone(),
         ));
         let pool = Arc::new(WorkerPool::default());
+        let auth = Arc::new(Auth::new(
+            self.options.auth.mode,
+            self.tokens.clone(),
+            pool.clone(),
+            &self.options.limits,
+        ));
         executors.register(
             ork_domain::WORKERS_EXECUTOR,
             Arc::new(PoolExecutor::new(
@@ -172,6 +244,7 @@ impl Server {
                 owner: self.options.scheduler_id.clone(),
                 lease: self.options.lease,
                 metrics: self.metrics.clone(),
+                schedule_to_start_timeout: self.options.schedule_to_start_timeout,
             },
             mirror_handle.clone(),
             events_rx,
@@ -189,30 +262,69 @@ impl Server {
             outputs: outputs.clone(),
             secrets: secrets.clone(),
             events: api::events::EventHub::default(),
+            schedule_to_start_timeout: self.options.schedule_to_start_timeout,
+            auth: auth.clone(),
+            limits: self.options.limits.clone(),
+            log_budget: Arc::new(api::limits::LogBudget::new(
+                self.options.limits.max_log_bytes_per_attempt,
+            )),
             metrics: self.metrics.clone(),
         };
         let events = ctx.events.clone();
-        let rest = api::gateway::router(ctx.clone()).merge(api::prometheus::router(
+        // `/metrics` checks its own credentials (the --metrics-token, or with
+        // tokens on any token that may read), so it sits outside the layer.
+        let scrape = api::prometheus::router(
             ctx.clone(),
+            auth.clone(),
             self.options.metrics_token.clone(),
-        ));
-        let app = one_port_app(api::routes(ctx)?, rest)
-            .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
+        );
+        // The web UI's own files hold no data (every datum comes from the API,
+        // which the auth layer guards), so they are added outside it: a
+        // browser loads the page before it can send a token.
+        let app = crate::ui::with_ui(
+            one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx))
+                .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+                .merge(scrape),
+        )
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
 
         let mirror_task = tokio::spawn(mirror.run(stop_rx.clone()));
         let scheduler_task = tokio::spawn(scheduler.run(stop_rx));
-        tracing::info!(addr = %self.local_addr, "ork server listening");
-        let listener = self.listener.tap_io(|tcp| {
-            // As tonic does: small gRPC frames must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Open log follows and run watches end, so connections drain.
-                events.close();
-            })
-            .await;
+        tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "ork server listening");
+        if self.options.auth.mode == AuthMode::InsecureOff {
+            tracing::warn!(
+                addr = %self.local_addr,
+                "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this address can deploy workflows and run commands on this machine"
+            );
+        }
+        let shutdown = async move {
+            shutdown.await;
+            // Open log follows and run watches end, so connections drain.
+            events.close();
+        };
+        let served = match self.tls {
+            Some(config) => {
+                let listener =
+                    crate::tls::TlsListener::new(self.listener, config).map_err(|source| {
+                        Error::Serve {
+                            addr: self.local_addr,
+                            source,
+                        }
+                    })?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    // As tonic does: small gRPC frames must not wait for Nagle.
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         let _ = stop_tx.send(true);
         let _ = tokio::join!(mirror_task, scheduler_task);
         if let Some(sink) = &self.options.spans {
@@ -222,6 +334,95 @@ impl Server {
             addr: self.local_addr,
             source,
         })
+    }
+}
+
+impl Server {
+    /// The `docker` and `kubernetes` executors, when built in. Neither
+    /// connects yet: a server without Docker or a cluster starts, and only
+    /// tasks that need one fail, saying what is missing.
+    #[allow(unused_variables, clippy::unused_self)]
+    fn register_containers(
+        &self,
+        executors: &mut Executors,
+        server_url: &str,
+        events: &mpsc::UnboundedSender<executor::ExecutorEvent>,
+    ) {
+        let containers = &self.options.containers;
+        // Workers in containers reach the loopback address only on the host
+        // network; there they check the same name as subprocess workers.
+        // Behind --advertise-url they check the advertised host's name.
+        let server_name = match (&self.options.tls, &self.options.advertise_url) {
+            (Some(tls), None) => Some(tls.worker_server_name.clone()),
+            _ => None,
+        };
+        if self.options.tls.is_some() && !server_url.starts_with("https://") {
+            tracing::warn!(
+                url = server_url,
+                "this server serves TLS but --advertise-url is not https://: container and pod \
+                 workers will not reach it"
+            );
+        }
+        #[cfg(feature = "docker")]
+        {
+            let worker_binary = containers
+                .worker_binary
+                .clone()
+                .unwrap_or_else(|| self.worker_binary.clone());
+            if executor::is_dynamically_linked(&worker_binary) == Some(true) {
+                tracing::warn!(
+                    worker = %worker_binary.display(),
+                    "this ork-worker is dynamically linked: Docker tasks will only run in images \
+                     with a compatible C library; pass --container-worker with a static build"
+                );
+            }
+            executors.register(
+                ork_domain::DOCKER_EXECUTOR,
+                Arc::new(executor::DockerExecutor::new(
+                    executor::DockerOptions {
+                        host: containers.docker_host.clone(),
+                        worker_binary,
+                        server_url: server_url.to_owned(),
+                        server_id: self.options.scheduler_id.clone(),
+                        network: containers.docker_network.clone(),
+                        kill_grace: Duration::from_secs(15),
+                        max_running: containers.max_containers,
+                        tls: self.options.tls.as_ref().map(|tls| executor::WorkerTls {
+                            ca: absolute(tls.worker_ca.as_ref().unwrap_or(&tls.cert)),
+                            server_name: server_name.clone(),
+                            identity: tls
+                                .worker_identity
+                                .as_ref()
+                                .map(|(cert, key)| (absolute(cert), absolute(key))),
+                        }),
+                    },
+                    events.clone(),
+                )),
+            );
+        }
+        #[cfg(feature = "kubernetes")]
+        executors.register(
+            ork_domain::KUBERNETES_EXECUTOR,
+            Arc::new(executor::KubernetesExecutor::new(
+                executor::KubernetesOptions {
+                    kubeconfig: containers.kubeconfig.clone(),
+                    namespace: containers.kube_namespace.clone(),
+                    service_account: containers.kube_service_account.clone(),
+                    worker_image: containers.worker_image.clone(),
+                    host_network: containers.kube_host_network,
+                    server_url: server_url.to_owned(),
+                    server_id: self.options.scheduler_id.clone(),
+                    kill_grace: Duration::from_secs(15),
+                    extra_env: server_name
+                        .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name))
+                        .into_iter()
+                        .collect(),
+                },
+                events.clone(),
+            )),
+        );
+        #[cfg(not(any(feature = "docker", feature = "kubernetes")))]
+        let _ = (executors, server_url, events, containers, server_name);
     }
 }
 
@@ -238,6 +439,32 @@ fn one_port_app(grpc: tonic::service::Routes, rest: axum::Router) -> axum::Route
         let target = if is_grpc { grpc.clone() } else { rest.clone() };
         target.oneshot(request)
     }))
+}
+
+/// What launched workers need to reach a TLS server: the CA to trust, the
+/// name to check (they connect to loopback), and under mutual TLS their
+/// client certificate. The same variables every ork client reads.
+fn worker_tls_env(tls: &crate::options::TlsOptions) -> Vec<(String, String)> {
+    let path = |p: &PathBuf| absolute(p).display().to_string();
+    let ca = tls.worker_ca.as_ref().unwrap_or(&tls.cert);
+    let mut env = vec![
+        ("ORK_CA_CERT".to_owned(), path(ca)),
+        (
+            "ORK_TLS_SERVER_NAME".to_owned(),
+            tls.worker_server_name.clone(),
+        ),
+    ];
+    if let Some((cert, key)) = &tls.worker_identity {
+        env.push(("ORK_CLIENT_CERT".to_owned(), path(cert)));
+        env.push(("ORK_CLIENT_KEY".to_owned(), path(key)));
+    }
+    env
+}
+
+/// Absolute, so a path holds wherever the worker runs (and Docker bind
+/// mounts need one).
+fn absolute(path: &PathBuf) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.clone())
 }
 
 /// The `ork-worker` binary: the configured one, else the one next to this

@@ -32,6 +32,7 @@ async fn store_with(yaml: &str, deployed_at: DateTime<Utc>) -> Arc<dyn StateStor
         &ParseOptions {
             source: "cron.yaml",
             files: None,
+            ..Default::default()
         },
     )
     .expect("valid");

@@ -309,6 +309,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         &ParseOptions {
             source: "t.yaml",
             files: None,
+            ..Default::default()
         },
     )
     .expect("valid");

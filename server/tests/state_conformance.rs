@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ork_domain::parse::{ParseOptions, parse_workflow};
 use ork_domain::{RunStatus, TaskStatus, TriggerType};
+use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
     OutboxKind, StateStore,
@@ -25,6 +26,7 @@ const OWNER: &str = "replica-a";
 /// duration. Fields drop in order: the store before its database.
 struct Backend {
     store: Arc<dyn StateStore>,
+    tokens: Arc<dyn TokenStore>,
     _dir: Option<tempfile::TempDir>,
     _database: Option<PostgresDatabase>,
     _server: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
@@ -41,40 +43,54 @@ async fn backends() -> Vec<(&'static str, Backend)> {
     let mut all = vec![
         (
             "sqlite-memory",
-            Backend {
-                store: state::open("sqlite::memory:", LIMITS).await.expect("open"),
-                _dir: None,
-                _database: None,
-                _server: None,
-            },
+            Backend::new(
+                state::open_stores("sqlite::memory:", LIMITS)
+                    .await
+                    .expect("open"),
+                None,
+                None,
+                None,
+            ),
         ),
         (
             "sqlite-file",
-            Backend {
-                store: state::open(&url, LIMITS).await.expect("open"),
-                _dir: Some(dir),
-                _database: None,
-                _server: None,
-            },
+            Backend::new(
+                state::open_stores(&url, LIMITS).await.expect("open"),
+                Some(dir),
+                None,
+                None,
+            ),
         ),
     ];
     if let Some(admin_url) = postgres_admin_url() {
         let server = POSTGRES_SERVER.clone().read_owned().await;
         let database = PostgresDatabase::create(&admin_url).await;
-        let store = state::open(&database.url, LIMITS)
+        let stores = state::open_stores(&database.url, LIMITS)
             .await
             .expect("open postgres");
         all.push((
             "postgres",
-            Backend {
-                store,
-                _dir: None,
-                _database: Some(database),
-                _server: Some(server),
-            },
+            Backend::new(stores, None, Some(database), Some(server)),
         ));
     }
     all
+}
+
+impl Backend {
+    fn new(
+        stores: state::Stores,
+        dir: Option<tempfile::TempDir>,
+        database: Option<PostgresDatabase>,
+        server: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+    ) -> Self {
+        Self {
+            store: stores.state,
+            tokens: stores.tokens,
+            _dir: dir,
+            _database: database,
+            _server: server,
+        }
+    }
 }
 
 /// The server `scripts/postgres.sh` started (or any server the tests may
@@ -195,6 +211,19 @@ macro_rules! conformance {
     };
 }
 
+/// Runs a token-store `case` against every backend.
+macro_rules! token_conformance {
+    ($name:ident, $case:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            for (backend, b) in backends().await {
+                eprintln!("backend: {backend}");
+                $case(b.tokens.clone()).await;
+            }
+        }
+    };
+}
+
 fn t(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_790_000_000_000 + ms).expect("time")
 }
@@ -206,6 +235,7 @@ async fn deploy(store: &Arc<dyn StateStore>, yaml: &str) -> String {
         &ParseOptions {
             source: "t.yaml",
             files: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -272,6 +302,7 @@ async fn deploy_is_idempotent_per_content(store: Arc<dyn StateStore>) {
         &ParseOptions {
             source: "t",
             files: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -1419,3 +1450,278 @@ conformance!(
     committed_changes_and_task_metrics_case,
     committed_changes_and_task_metrics
 );
+
+/// What the schedule-to-start timeout uses: the ready pool tasks of the
+/// runs a replica owns, and failing one that never started, which moves the
+/// run on as any failure does.
+async fn pending_pool_tasks_can_be_failed_without_an_attempt(store: Arc<dyn StateStore>) {
+    let yaml = "name: p\ntasks:\n  - name: a\n    executor: workers\n    handler: h1\n  - name: b\n    file: b.sh\n    depends_on: [a]\n  - name: c\n    executor: workers\n    handler: h2\n";
+    let wf = deploy(&store, yaml).await;
+    let run = start(&store, &wf, json!({})).await;
+    let ids = |name: &str| {
+        let store = store.clone();
+        let run = run.clone();
+        let name = name.to_owned();
+        async move {
+            store
+                .list_task_runs(&run)
+                .await
+                .expect("tasks")
+                .into_iter()
+                .find(|r| r.task_name == name)
+                .expect("task")
+                .id
+        }
+    };
+    let (a, c) = (ids("a").await, ids("c").await);
+    assert!(
+        store
+            .waiting_pool_tasks(OWNER, t(0), t(5), 10)
+            .await
+            .expect("waiting")
+            .is_empty(),
+        "ready only since t(1)"
+    );
+    let mut waiting = store
+        .waiting_pool_tasks(OWNER, t(2), t(5), 10)
+        .await
+        .expect("waiting");
+    waiting.sort();
+    let mut want = vec![(a.clone(), "h1".to_owned()), (c.clone(), "h2".to_owned())];
+    want.sort();
+    assert_eq!(waiting, want);
+    assert!(
+        store
+            .waiting_pool_tasks("replica-b", t(2), t(5), 10)
+            .await
+            .expect("waiting")
+            .is_empty(),
+        "another replica's runs are not its business"
+    );
+
+    assert!(
+        store
+            .fail_pending(&a, "nobody serves h1", t(6))
+            .await
+            .expect("fail")
+    );
+    assert!(
+        !store.fail_pending(&a, "again", t(7)).await.expect("fail"),
+        "no longer pending"
+    );
+    let a_row = store.get_task_run(&a).await.expect("get").expect("task");
+    assert_eq!(a_row.status, TaskStatus::Failed);
+    assert_eq!(a_row.error.as_deref(), Some("nobody serves h1"));
+    assert_eq!(a_row.attempt, 0);
+    assert_eq!(
+        status_of(&store, &run, "b").await,
+        vec![TaskStatus::Skipped]
+    );
+    assert_eq!(
+        status_of(&store, &run, "c").await,
+        vec![TaskStatus::Pending]
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Running
+    );
+    assert!(
+        store
+            .fail_pending(&c, "nobody serves h2", t(8))
+            .await
+            .expect("fail")
+    );
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Failed
+    );
+}
+conformance!(
+    pending_pool_tasks_can_be_failed_without_an_attempt_case,
+    pending_pool_tasks_can_be_failed_without_an_attempt
+);
+
+/// Declared inputs get their defaults in every new run, manual or
+/// scheduled, and an input that does not match is refused.
+async fn declared_inputs_are_applied_to_every_new_run(store: Arc<dyn StateStore>) {
+    let yaml = "name: i\nschedule: \"0 2 * * *\"\ninputs:\n  date: {type: string, default: \"2026-11-26\"}\n  n: {type: integer, default: 2}\ntasks:\n  - name: a\n    file: a.sh\n";
+    let wf = deploy(&store, yaml).await;
+    let run = start(&store, &wf, json!({"n": 5})).await;
+    let input = store.get_run(&run).await.expect("get").expect("run").input;
+    assert_eq!(input, json!({"date": "2026-11-26", "n": 5}));
+    let err = store
+        .create_run(
+            NewRun {
+                workflow: wf.clone(),
+                input: json!({"n": "five"}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+            },
+            t(2),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("field `input.n`")),
+        "{err}"
+    );
+    let fired = store
+        .fire_schedule(&wf, t(3), OWNER, t(3))
+        .await
+        .expect("fire")
+        .expect("a run");
+    assert_eq!(fired.input["date"], "2026-11-26");
+    assert_eq!(fired.input["n"], 2);
+    assert!(fired.input["scheduled_for"].is_string());
+}
+conformance!(
+    declared_inputs_are_applied_to_every_new_run_case,
+    declared_inputs_are_applied_to_every_new_run
+);
+
+// ---------- API tokens ----------
+
+fn new_token(name: &str, role: Role, hash: &str, at: i64) -> NewToken {
+    NewToken {
+        id: format!("id-{hash}"),
+        name: name.to_owned(),
+        role,
+        hash: hash.to_owned(),
+        created_at: t(at),
+        expires_at: Some(t(at + 60_000)),
+        created_by: Some("bootstrap".to_owned()),
+    }
+}
+
+token_conformance!(tokens_create_find_list_revoke, tokens_lifecycle);
+async fn tokens_lifecycle(tokens: Arc<dyn TokenStore>) {
+    let ci = tokens
+        .create_token(&new_token("ci", Role::Operator, "h1", 0))
+        .await
+        .expect("create");
+    assert_eq!(ci.revoked_at, None);
+    let found = tokens
+        .token_by_hash("h1")
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(found, ci);
+    assert_eq!(found.expires_at, Some(t(60_000)));
+    assert_eq!(found.created_by.as_deref(), Some("bootstrap"));
+    assert!(tokens.token_by_hash("nope").await.expect("find").is_none());
+
+    // A live name is unique.
+    let err = tokens
+        .create_token(&new_token("ci", Role::Viewer, "h2", 1))
+        .await
+        .expect_err("duplicate name");
+    assert!(
+        matches!(&err, state::Error::FailedPrecondition(m) if m.contains("`ci`")),
+        "{err:?}"
+    );
+    tokens
+        .create_token(&new_token("reader", Role::Viewer, "h3", 2))
+        .await
+        .expect("create");
+    let names: Vec<String> = tokens
+        .list_tokens()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["ci", "reader"]);
+
+    // Revoking by name; the record stays, findable by hash, and the name is free.
+    let revoked = tokens
+        .revoke_token("ci", t(10))
+        .await
+        .expect("revoke")
+        .expect("exists");
+    assert_eq!(revoked.revoked_at, Some(t(10)));
+    assert_eq!(
+        tokens
+            .token_by_hash("h1")
+            .await
+            .expect("find")
+            .expect("kept")
+            .revoked_at,
+        Some(t(10))
+    );
+    let again = tokens
+        .revoke_token(&ci.id, t(20))
+        .await
+        .expect("revoke by id")
+        .expect("exists");
+    assert_eq!(again.revoked_at, Some(t(10)), "the first revocation stands");
+    let second = tokens
+        .create_token(&new_token("ci", Role::Admin, "h4", 30))
+        .await
+        .expect("a revoked token's name can be used again");
+    assert_eq!(second.role, Role::Admin);
+    // By name, the live token is the one revoked.
+    let revoked = tokens
+        .revoke_token("ci", t(40))
+        .await
+        .expect("revoke")
+        .expect("exists");
+    assert_eq!(revoked.id, second.id);
+    assert!(
+        tokens
+            .revoke_token("ghost", t(50))
+            .await
+            .expect("revoke")
+            .is_none()
+    );
+    assert_eq!(tokens.list_tokens().await.expect("list").len(), 3);
+}
+
+token_conformance!(tokens_bootstrap_once, tokens_bootstrap);
+async fn tokens_bootstrap(tokens: Arc<dyn TokenStore>) {
+    assert!(
+        tokens
+            .create_first_token(&new_token("bootstrap", Role::Admin, "b1", 0))
+            .await
+            .expect("first")
+    );
+    assert!(
+        !tokens
+            .create_first_token(&new_token("bootstrap", Role::Admin, "b2", 1))
+            .await
+            .expect("second"),
+        "only the first start makes a token"
+    );
+    // Even after every token is revoked, a store with tokens gets no new first one.
+    tokens
+        .revoke_token("bootstrap", t(2))
+        .await
+        .expect("revoke");
+    assert!(
+        !tokens
+            .create_first_token(&new_token("bootstrap", Role::Admin, "b3", 3))
+            .await
+            .expect("third")
+    );
+    // A token given by file: stored once, by hash; not over a live name.
+    assert!(
+        tokens
+            .ensure_token(&new_token("from-file", Role::Admin, "f1", 4))
+            .await
+            .expect("ensure")
+    );
+    assert!(
+        !tokens
+            .ensure_token(&new_token("from-file", Role::Admin, "f1", 5))
+            .await
+            .expect("ensure again")
+    );
+    assert!(
+        !tokens
+            .ensure_token(&new_token("from-file", Role::Admin, "f2", 6))
+            .await
+            .expect("ensure other hash, same live name")
+    );
+    assert!(tokens.token_by_hash("f2").await.expect("find").is_none());
+    let all = tokens.list_tokens().await.expect("list");
+    assert_eq!(all.len(), 2, "{all:?}");
+}

@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 use ork_proto::json::{from_proto_opt, to_proto};
 use ork_proto::v1;
 use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
-use tonic::transport::Channel;
+use ork_worker::connect::{AuthChannel, ConnectOptions};
 
+pub mod certs;
+
+pub mod containers;
 pub mod mirror;
 
 /// Folder holding the built binaries (`ork`, `ork-worker`).
@@ -43,6 +47,15 @@ pub fn test_options(data_dir: &Path) -> ork_server::ServerOptions {
     options.heartbeat_interval = Duration::from_secs(1);
     options.heartbeat_timeout = Duration::from_secs(5);
     options.tick = Duration::from_millis(100);
+    options
+}
+
+/// [`test_options`] with tokens required; the first admin token is written
+/// to `admin.token` in the data folder ([`TestServer::admin_token`]).
+pub fn secure_options(data_dir: &Path) -> ork_server::ServerOptions {
+    let mut options = test_options(data_dir);
+    options.auth.mode = ork_server::AuthMode::Tokens;
+    options.auth.bootstrap_token_file = Some(data_dir.join("admin.token"));
     options
 }
 
@@ -94,6 +107,19 @@ impl TestServer {
         Clients::connect(&self.url()).await
     }
 
+    /// Clients that send `token`.
+    pub async fn clients_with_token(&self, token: &str) -> Clients {
+        Clients::connect_with(&self.url(), &ConnectOptions::default().with_token(token)).await
+    }
+
+    /// The first admin token of a server started with [`secure_options`].
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin.token"))
+            .expect("admin.token: start the server with secure_options")
+            .trim()
+            .to_owned()
+    }
+
     /// Stops the server and waits for its loops to end.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
@@ -118,20 +144,24 @@ impl Drop for TestServer {
 /// gRPC clients of every service.
 #[derive(Clone)]
 pub struct Clients {
-    pub workflows: WorkflowServiceClient<Channel>,
-    pub runs: RunServiceClient<Channel>,
-    pub workers: WorkerServiceClient<Channel>,
+    pub workflows: WorkflowServiceClient<AuthChannel>,
+    pub runs: RunServiceClient<AuthChannel>,
+    pub workers: WorkerServiceClient<AuthChannel>,
+    pub tokens: TokenServiceClient<AuthChannel>,
 }
 
 impl Clients {
     pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects with a token and TLS settings, retrying until the server
+    /// answers (it may still be starting).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Self {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let endpoint = options.endpoint(url).expect("connection settings");
         let channel = loop {
-            match Channel::from_shared(url.to_owned())
-                .expect("url")
-                .connect()
-                .await
-            {
+            match endpoint.connect().await {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -140,12 +170,36 @@ impl Clients {
                 Err(e) => panic!("cannot connect to {url}: {e}"),
             }
         };
+        let channel = tonic::service::interceptor::InterceptedService::new(
+            channel,
+            options.bearer().expect("token"),
+        );
         Self {
             workflows: WorkflowServiceClient::new(channel.clone())
                 .max_encoding_message_size(64 << 20),
             runs: RunServiceClient::new(channel.clone()),
-            workers: WorkerServiceClient::new(channel),
+            workers: WorkerServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20),
+            tokens: TokenServiceClient::new(channel),
         }
+    }
+
+    /// Makes a token of `role` (the clients must carry an admin token).
+    pub async fn create_token(
+        &mut self,
+        name: &str,
+        role: &str,
+        expires_in_seconds: u32,
+    ) -> String {
+        self.tokens
+            .create_token(v1::CreateTokenRequest {
+                name: name.to_owned(),
+                role: role.to_owned(),
+                expires_in_seconds,
+            })
+            .await
+            .expect("create token")
+            .into_inner()
+            .secret
     }
 
     /// Deploys a workflow from YAML text and named files.
@@ -164,6 +218,7 @@ impl Clients {
                 yaml: yaml.to_owned(),
                 source: "test.yaml".to_owned(),
                 files,
+                ..Default::default()
             })
             .await?;
         Ok(response
@@ -276,8 +331,27 @@ pub fn output(task: &v1::TaskRun) -> serde_json::Value {
 
 /// Runs the `ork` CLI against `server`.
 pub fn ork(server: &str, args: &[&str]) -> Output {
+    ork_with(server, args, &[])
+}
+
+/// Runs the `ork` CLI against `server` with more environment variables.
+pub fn ork_with(server: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(binary("ork"))
         .args(args)
+        .env("ORK_SERVER", server)
+        .env("NO_COLOR", "1")
+        .env_remove("ORK_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ork")
+}
+
+/// Runs the `ork` CLI against `server` from the directory `cwd`.
+pub fn ork_in(cwd: &Path, server: &str, args: &[&str]) -> Output {
+    Command::new(binary("ork"))
+        .args(args)
+        .current_dir(cwd)
         .env("ORK_SERVER", server)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -323,6 +397,30 @@ impl DevProcess {
             .spawn()
             .expect("spawn ork dev");
         let url = format!("http://{listen}");
+        let _ = Clients::connect(&url).await;
+        Self { child, url }
+    }
+
+    /// Starts `ork ARGS` (`dev ...` or `server ...`, which must listen on
+    /// `port`) from the directory `cwd`, as a user who `cd`'d there would,
+    /// and waits until it answers. Its stderr goes to `cwd/ork-N.log`.
+    pub async fn start_in(cwd: &Path, port: u16, args: &[&str]) -> Self {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(cwd.join(format!("ork-{n}.log")))
+            .ok()
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null);
+        let child = Command::new(binary("ork"))
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ork");
+        let url = format!("http://127.0.0.1:{port}");
         let _ = Clients::connect(&url).await;
         Self { child, url }
     }

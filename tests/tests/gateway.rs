@@ -207,6 +207,7 @@ async fn one_scenario_through_rest_grpc_and_the_cli_gives_equal_results() {
         .workflows
         .get_workflow(v1::GetWorkflowRequest {
             name: "chain".into(),
+            ..Default::default()
         })
         .await
         .expect("workflow")
@@ -271,6 +272,7 @@ async fn one_scenario_through_rest_grpc_and_the_cli_gives_equal_results() {
         .workflows
         .get_workflow(v1::GetWorkflowRequest {
             name: "chain".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -369,7 +371,7 @@ async fn rest_errors_are_json_with_the_status_of_the_error_table() {
     assert_error(s, &b, 405, "UNIMPLEMENTED", None);
 
     // Oversized body: rejected before it is parsed.
-    let big = vec![b' '; ork_server::api::gateway::MAX_BODY_BYTES + 1];
+    let big = vec![b' '; ork_server::ClientLimits::default().max_body_bytes + 1];
     let response = client
         .post(format!("{url}/workflows"))
         .header("content-type", "application/json")
@@ -378,7 +380,7 @@ async fn rest_errors_are_json_with_the_status_of_the_error_table() {
         .await
         .expect("POST of an oversized body gets an answer");
     let (s, b) = json_of(response).await;
-    assert_error(s, &b, 413, "RESOURCE_EXHAUSTED", None);
+    assert_error(s, &b, 413, "OUT_OF_RANGE", None);
 
     // And the server still serves.
     let (s, b) = get(&server, "/healthz").await;
@@ -449,16 +451,27 @@ impl SseReader {
     }
 
     async fn next(&mut self) -> Option<(String, Value)> {
+        self.next_with_id()
+            .await
+            .map(|(event, _, data)| (event, data))
+    }
+
+    /// The next event as `(event, id, data)`; `id` is `None` when the event
+    /// carries none.
+    async fn next_with_id(&mut self) -> Option<(String, Option<String>, Value)> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let mut event = "message".to_owned();
+                let mut id = None;
                 let mut data = String::new();
                 for line in block.lines() {
                     if let Some(e) = line.strip_prefix("event:") {
                         event = e.trim().to_owned();
                     } else if let Some(d) = line.strip_prefix("data:") {
                         data.push_str(d.trim_start());
+                    } else if let Some(i) = line.strip_prefix("id:") {
+                        id = Some(i.trim().to_owned());
                     }
                 }
                 if data.is_empty() {
@@ -466,6 +479,7 @@ impl SseReader {
                 }
                 return Some((
                     event,
+                    id,
                     serde_json::from_str(&data).expect("event data is JSON"),
                 ));
             }
@@ -613,6 +627,117 @@ async fn a_follow_shows_lines_as_they_are_written_over_rest_and_grpc() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// Every event of a finished follow: `(event, id, data)`.
+async fn follow_events(
+    server: &TestServer,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> Vec<(String, Option<String>, Value)> {
+    let mut request = http().get(format!("{}{path}", server.url()));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.send().await.expect("follow");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut sse = SseReader::new(response);
+    let mut events = Vec::new();
+    while let Some(event) = tokio::time::timeout(WAIT, sse.next_with_id())
+        .await
+        .expect("the follow ends in time")
+    {
+        let end = event.0 == "end";
+        events.push(event);
+        if end {
+            break;
+        }
+    }
+    events
+}
+
+fn lines_of(events: &[(String, Option<String>, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(event, _, _)| event == "lines")
+        .flat_map(|(_, _, data)| data["lines"].as_array().cloned().unwrap_or_default())
+        .map(|l| l["line"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every event of a log follow carries the cursor after it as its `id`, and
+/// a client that reconnects with `Last-Event-ID` (as a browser's EventSource
+/// does) gets only the lines after it, never the whole log again.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_events_carry_ids_and_a_reconnect_with_last_event_id_resumes() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let yaml =
+        "name: lines\ntasks:\n  - name: t\n    command: [bash, -c, \"echo a; echo b; echo c\"]\n";
+    c.deploy(yaml, &[]).await.expect("deploy");
+    let run = c.start_run("lines", json!({})).await;
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "success", "{run:#?}");
+    let path = format!("/runs/{}/tasks/t/logs?follow=true", run.id);
+
+    let all = follow_events(&server, &path, None).await;
+    assert_eq!(lines_of(&all), ["a", "b", "c"]);
+    for (event, id, _) in &all {
+        let id = id
+            .as_deref()
+            .unwrap_or_else(|| panic!("`{event}` event without an id"));
+        assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+    }
+    let (last_event, last_id, _) = all.last().expect("events");
+    assert_eq!(last_event, "end");
+    let lines_id = all
+        .iter()
+        .rev()
+        .find(|(e, _, _)| e == "lines")
+        .and_then(|(_, id, _)| id.clone());
+    assert_eq!(
+        last_id, &lines_id,
+        "`end` repeats the cursor of the last lines"
+    );
+
+    // Where the first line ends, from the paged API: resuming there gives
+    // the rest.
+    let page = c
+        .runs
+        .get_task_logs(v1::GetTaskLogsRequest {
+            run_id: run.id.clone(),
+            task: "t".into(),
+            cursor: String::new(),
+            limit: 1,
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    let after_a = page.next_cursor;
+    let rest = follow_events(&server, &path, Some(&after_a)).await;
+    assert_eq!(lines_of(&rest), ["b", "c"]);
+    // The header is newer than a cursor in the URL, so it wins.
+    let rest = follow_events(&server, &format!("{path}&cursor=0"), Some(&after_a)).await;
+    assert_eq!(lines_of(&rest), ["b", "c"]);
+    // Reconnecting after the last event replays nothing.
+    let none = follow_events(&server, &path, last_id.as_deref()).await;
+    assert_eq!(lines_of(&none), Vec::<String>::new());
+    assert_eq!(none.len(), 1, "only `end`: {none:?}");
+
+    let response = http()
+        .get(format!("{}{path}", server.url()))
+        .header("Last-Event-ID", "not-a-cursor")
+        .send()
+        .await
+        .expect("follow");
+    let (status, body) = json_of(response).await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "INVALID_ARGUMENT",
+        Some("Last-Event-ID"),
+    );
 }
 
 /// grpcurl from `.tools/bin` (installed by `scripts/grpcurl.sh`), else from

@@ -27,6 +27,23 @@ fn postgres_url() -> Option<String> {
     }
 }
 
+/// A first admin token for the replicas, in a file they all read.
+fn admin_token(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let token = ork_server::auth::credentials::generate().expect("random token");
+    let file = dir.join("admin.token");
+    std::fs::write(&file, &token).expect("token file");
+    (file, token)
+}
+
+/// Clients of one replica, with the admin token.
+async fn connect(url: &str, token: &str) -> Clients {
+    Clients::connect_with(
+        url,
+        &ork_worker::ConnectOptions::default().with_token(token),
+    )
+    .await
+}
+
 /// A fresh database, dropped at the end.
 struct Database {
     admin: String,
@@ -80,6 +97,9 @@ impl Drop for Database {
 
 struct Replica {
     port: u16,
+    /// The first admin token, shared by every replica (tokens live in the
+    /// shared database; each replica registers the file's token once).
+    token_file: std::path::PathBuf,
     dir: std::path::PathBuf,
     db: String,
     child: Option<Child>,
@@ -103,6 +123,10 @@ impl Replica {
                 &format!("file://{}", self.dir.join("objects").display()),
             ])
             .args(["--data-dir", &self.dir.display().to_string()])
+            .args([
+                "--bootstrap-token-file",
+                &self.token_file.display().to_string(),
+            ])
             .args([
                 "--heartbeat-interval",
                 "1",
@@ -169,6 +193,7 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
     let Some(admin) = postgres_url() else { return };
     let db = Database::create(&admin);
     let root = tempfile::tempdir().expect("dir");
+    let (token_file, token) = admin_token(root.path());
     let audit = root.path().join("audit.log");
     let mut replicas: Vec<Replica> = (0..3)
         .map(|i| {
@@ -176,6 +201,7 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
             std::fs::create_dir_all(&dir).expect("dir");
             Replica {
                 port: free_port(),
+                token_file: token_file.clone(),
                 dir,
                 db: db.url.clone(),
                 child: None,
@@ -188,7 +214,7 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
     }
     let mut clients = Vec::new();
     for r in &replicas {
-        clients.push(Clients::connect(&r.url()).await);
+        clients.push(connect(&r.url(), &token).await);
     }
     clients[0]
         .deploy(WORKFLOW, &[("step.sh", STEP)])
@@ -215,7 +241,7 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
             let run = loop {
                 observer = (observer + 1) % 3;
                 let url = replicas[observer].url();
-                let mut c = Clients::connect(&url).await;
+                let mut c = connect(&url, &token).await;
                 match c
                     .runs
                     .get_run(ork_proto::v1::GetRunRequest { id: id.clone() })
@@ -255,7 +281,7 @@ async fn three_replicas_finish_every_run_through_kills_and_freezes() {
         "the runs ended before any chaos: make the workload longer"
     );
 
-    let mut c = Clients::connect(&replicas[0].url()).await;
+    let mut c = connect(&replicas[0].url(), &token).await;
     let mut successes: HashSet<String> = HashSet::new();
     for id in &runs {
         let run = c.get_run(id).await;
@@ -316,12 +342,14 @@ async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
     let Some(admin) = postgres_url() else { return };
     let db = Database::create_named(&admin, "takeover");
     let root = tempfile::tempdir().expect("dir");
+    let (token_file, token) = admin_token(root.path());
     let mut replicas: Vec<Replica> = (0..2)
         .map(|i| {
             let dir = root.path().join(format!("replica-{i}"));
             std::fs::create_dir_all(&dir).expect("dir");
             Replica {
                 port: free_port(),
+                token_file: token_file.clone(),
                 dir,
                 db: db.url.clone(),
                 child: None,
@@ -332,8 +360,8 @@ async fn a_frozen_owner_is_taken_over_within_its_lease_and_stays_fenced_out() {
     for r in &mut replicas {
         r.start();
     }
-    let mut a = Clients::connect(&replicas[0].url()).await;
-    let mut b = Clients::connect(&replicas[1].url()).await;
+    let mut a = connect(&replicas[0].url(), &token).await;
+    let mut b = connect(&replicas[1].url(), &token).await;
     let yaml = "name: slow\ntasks:\n  - name: one\n    file: s.sh\n  - name: two\n    file: s.sh\n    depends_on: [one]\n";
     a.deploy(yaml, &[("s.sh", "#!/bin/bash\nsleep 2\n")])
         .await

@@ -25,9 +25,15 @@ async fn a_run_mirrored_to_gcs_reads_back_with_only_the_emulator_variable() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let listen = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(data_dir.path().join("server.log")).expect("log file");
+    // `ork server` requires tokens; its first admin token comes from a file.
+    let token = ork_server::auth::credentials::generate().expect("random token");
+    let token_file = data_dir.path().join("admin.token");
+    std::fs::write(&token_file, &token).expect("token file");
     let mut server = Command::new(binary("ork"))
         .arg("server")
         .args(["--listen", &listen, "--objects", &url])
+        .arg("--bootstrap-token-file")
+        .arg(&token_file)
         .arg("--state")
         .arg(format!(
             "sqlite://{}",
@@ -46,7 +52,11 @@ async fn a_run_mirrored_to_gcs_reads_back_with_only_the_emulator_variable() {
     let server_log =
         || std::fs::read_to_string(data_dir.path().join("server.log")).unwrap_or_default();
 
-    let mut clients = Clients::connect(&format!("http://{listen}")).await;
+    let mut clients = Clients::connect_with(
+        &format!("http://{listen}"),
+        &ork_worker::ConnectOptions::default().with_token(&token),
+    )
+    .await;
     let from_server = mirror::run_to_success(&mut clients).await;
     drop(clients);
     // SIGTERM: the server drains its outbox into the bucket, then exits.

@@ -340,9 +340,10 @@ async fn json_logs_carry_the_task_run_id() {
         }
     }
     // Every log line is a JSON object (the banner aside, which is for people).
+    let banner = ["ork dev listening", "web UI at", "deployed"];
     let events: Vec<serde_json::Value> = lines
         .iter()
-        .filter(|l| !l.starts_with("ork dev listening") && !l.starts_with("deployed"))
+        .filter(|l| !banner.iter().any(|b| l.starts_with(b)))
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();

@@ -254,3 +254,116 @@ async fn cancelling_a_run_reaches_the_handler_and_draining_finishes_work() {
     );
     assert_eq!(task(&run, "s").attempt, 1);
 }
+
+const UNSERVED: &str = r#"
+name: unserved
+tasks:
+  - name: lonely
+    executor: workers
+    handler: nobody
+"#;
+
+/// A task whose handler no attached worker serves says so (naming the
+/// handlers that are attached) as soon as it is ready, in gRPC, REST and the
+/// CLI; `--schedule-to-start-timeout` then fails it with that message.
+/// Meanwhile `ork worker list` (PoolService.ListWorkers, GET /workers) shows
+/// the worker that is attached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_no_worker_serves_says_so_and_the_schedule_to_start_timeout_fails_it() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut options = ork_tests::test_options(data.path());
+    options.schedule_to_start_timeout = Some(Duration::from_secs(3));
+    let server = TestServer::start_with(data, options).await;
+    let mut c = server.clients().await;
+    c.deploy(UNSERVED, &[]).await.expect("deploy");
+    let other = handler("other", |_ctx: Context, _input: serde_json::Value| async {
+        Ok::<_, TaskError>(json!({}))
+    });
+    let (_worker, stop) = spawn_worker(server.url(), "other-worker", 2, other);
+    // The worker is attached once the registry lists it.
+    let mut pool = v1::pool_service_client::PoolServiceClient::connect(server.url())
+        .await
+        .expect("pool client");
+    let deadline = std::time::Instant::now() + WAIT;
+    let workers = loop {
+        let workers = pool
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .expect("ListWorkers")
+            .into_inner()
+            .workers;
+        if !workers.is_empty() || std::time::Instant::now() > deadline {
+            break workers;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(workers.len(), 1, "{workers:#?}");
+    assert_eq!(workers[0].name, "other-worker");
+    assert_eq!(workers[0].handlers, ["other"]);
+    assert_eq!((workers[0].slots, workers[0].slots_in_use), (2, 0));
+    assert!(workers[0].last_seen_at.is_some() && workers[0].attached_at.is_some());
+
+    let run = c.start_run("unserved", json!({})).await;
+    let want = "no attached worker serves handler `nobody` (attached: other)";
+    // The reason is computed when the run is read: the first read after the
+    // task is ready says it.
+    let seen = c
+        .wait_until(&run.id, WAIT, "the reason", |r| {
+            task(r, "lonely").pending_reason.contains(want)
+        })
+        .await;
+    assert_eq!(task(&seen, "lonely").status, "pending");
+    assert!(
+        task(&seen, "lonely")
+            .pending_reason
+            .contains("(--schedule-to-start-timeout)"),
+        "{seen:#?}"
+    );
+    let rest: serde_json::Value = reqwest::get(format!("{}/runs/{}", server.url(), run.id))
+        .await
+        .expect("GET /runs/ID")
+        .json()
+        .await
+        .expect("json");
+    // Still pending, or already failed by the timeout: either way it says why.
+    let rest_task = &rest["run"]["tasks"][0];
+    let said = match rest_task["status"].as_str() {
+        Some("pending") => &rest_task["pending_reason"],
+        _ => &rest_task["error"],
+    };
+    assert!(said.as_str().unwrap_or_default().contains(want), "{rest:#}");
+    let listed: serde_json::Value = reqwest::get(format!("{}/workers", server.url()))
+        .await
+        .expect("GET /workers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        listed["workers"][0]["handlers"],
+        json!(["other"]),
+        "{listed:#}"
+    );
+    let cli = ork_tests::ork(&server.url(), &["worker", "list"]);
+    let shown = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(
+        shown.contains("other-worker") && shown.contains("other") && shown.contains("0/2"),
+        "{shown}"
+    );
+
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(run.status, "failed", "{run:#?}");
+    let lonely = task(&run, "lonely");
+    assert_eq!(lonely.status, "failed");
+    assert!(
+        lonely.error.contains(want) && lonely.error.contains("--schedule-to-start-timeout"),
+        "{}",
+        lonely.error
+    );
+    assert_eq!(lonely.attempt, 0, "it never ran");
+    let _ = stop.send(());
+}

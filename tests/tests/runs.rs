@@ -169,7 +169,7 @@ tasks:
     // Records every attempt's fence, fails the first two attempts.
     let flaky = r#"#!/bin/bash
 spool=$(python3 -c 'import json,os; print(json.load(open(os.environ["ORK_INPUT"]))["spool"])')
-echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_TOKEN" >> "$spool/fences"
+echo "$ORK_TASK_RUN_ID $ORK_ATTEMPT $ORK_ATTEMPT_TOKEN" >> "$spool/fences"
 if [ "$ORK_ATTEMPT" -lt 3 ]; then echo "attempt $ORK_ATTEMPT fails" >&2; exit 1; fi
 echo '{"done": true}' > "$ORK_OUTPUT"
 "#;
@@ -376,4 +376,86 @@ async fn large_outputs_are_stored_by_reference_and_still_flow_downstream() {
             "the large output's content is not in the database"
         );
     }
+}
+
+const WITH_INPUTS: &str = r#"
+name: typed
+inputs:
+  date: { type: string, default: "2026-11-26", description: The day }
+  limit: { type: integer, minimum: 1 }
+  tags: { type: array, items: { type: string }, default: [] }
+tasks:
+  - name: echo
+    command: [bash, -c, "cat \"$ORK_INPUT\" > \"$ORK_OUTPUT\""]
+    input:
+      date: "{{ run.input.date }}"
+      limit: "{{ run.input.limit }}"
+"#;
+
+/// `inputs:` declares the run input: a run gets the defaults of what it
+/// leaves out, and an input that does not match is refused, naming the
+/// field, through gRPC and REST alike; the workflow shows its inputs.
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_inputs_get_their_defaults_and_a_mismatch_names_the_field() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let workflow = c.deploy(WITH_INPUTS, &[]).await.expect("deploy");
+    let names: Vec<&str> = workflow.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["date", "limit", "tags"], "in YAML order");
+    assert!(!workflow.inputs[0].required && workflow.inputs[1].required);
+    assert_eq!(
+        ork_proto::json::from_proto_opt(workflow.inputs[0].default_value.as_ref()),
+        json!("2026-11-26")
+    );
+    assert_eq!(workflow.inputs[0].description, "The day");
+
+    let run = c.start_run("typed", json!({"limit": 5})).await;
+    assert_eq!(
+        ork_proto::json::from_proto_opt(run.input.as_ref()),
+        json!({"date": "2026-11-26", "limit": 5, "tags": []})
+    );
+    let run = c.wait_run(&run.id, WAIT).await;
+    assert_eq!(
+        output(task(&run, "echo")),
+        json!({"date": "2026-11-26", "limit": 5})
+    );
+
+    for (input, needle) in [
+        (
+            json!({}),
+            "field `input.limit`: the input `limit` is required",
+        ),
+        (
+            json!({"limit": "5"}),
+            "field `input.limit`: expected integer, found string \"5\"",
+        ),
+        (
+            json!({"limit": 0}),
+            "field `input.limit`: expected at least 1",
+        ),
+        (
+            json!({"limit": 1, "dat": "x"}),
+            "field `input.dat`: workflow `typed` declares no input `dat` (did you mean `date`?)",
+        ),
+    ] {
+        let err = c
+            .runs
+            .start_run(ork_proto::v1::StartRunRequest {
+                workflow: "typed".into(),
+                input: Some(ork_proto::json::to_proto(&input)),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{input}");
+        assert!(err.message().contains(needle), "{input}: {}", err.message());
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/workflows/typed/runs", server.url()))
+        .json(&json!({"input": {"limit": "many"}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["details"][0]["field"], "input.limit", "{body:#}");
 }

@@ -207,6 +207,20 @@ async fn retry_reruns_only_what_failed_or_a_task_and_its_downstream() {
         "{}",
         bad.message()
     );
+    let typo = c
+        .runs
+        .retry_run(v1::RetryRunRequest {
+            id: run.id.clone(),
+            task: "secnd".into(),
+        })
+        .await
+        .expect_err("a typo");
+    assert!(
+        typo.message()
+            .contains("no task `secnd` (did you mean `second`?)"),
+        "{}",
+        typo.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

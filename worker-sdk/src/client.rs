@@ -10,9 +10,10 @@ use std::time::Duration;
 use ork_proto::v1 as pb;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::Error;
+use crate::connect::{AuthChannel, ConnectOptions};
 use crate::json;
 use crate::metrics::TaskMetrics;
 
@@ -130,10 +131,14 @@ pub(crate) fn classify(call: &'static str, status: &tonic::Status) -> Error {
 /// Cheap to clone: clones share one HTTP/2 connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: WorkerServiceClient<Channel>,
+    inner: WorkerServiceClient<AuthChannel>,
     attempt: AttemptRef,
     retry: RetryPolicy,
 }
+
+/// Largest message sent or received: a task spec carries the task's file,
+/// an output may be large (the server has its own, configurable limits).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The time one request may take before it is abandoned and retried. Worker
 /// calls are small; a call that takes longer is stuck on a dead connection.
@@ -141,23 +146,34 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     /// Creates a client for `attempt` against `server_url` (e.g.
-    /// `http://127.0.0.1:7400`).
+    /// `http://127.0.0.1:7400`) that authenticates with the attempt's own
+    /// token, as a launched worker does; TLS settings come from the
+    /// environment ([`ConnectOptions::from_env`]).
     ///
     /// The connection is opened lazily by the first call, so a server that is
     /// down right now is retried like any transient failure instead of failing
     /// here.
     pub async fn connect(server_url: &str, attempt: AttemptRef) -> Result<Self, Error> {
-        let endpoint =
-            Endpoint::from_shared(server_url.to_owned()).map_err(|e| Error::InvalidUrl {
-                url: server_url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let channel = endpoint
+        let options = ConnectOptions::from_env().with_token(attempt.token.clone());
+        Self::connect_with(server_url, attempt, &options).await
+    }
+
+    /// As [`Client::connect`], with explicit connection settings (a pool
+    /// worker's worker token, a CA file, a client certificate).
+    pub async fn connect_with(
+        server_url: &str,
+        attempt: AttemptRef,
+        options: &ConnectOptions,
+    ) -> Result<Self, Error> {
+        let channel = options
+            .endpoint(server_url)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .connect_lazy();
         Ok(Self {
-            inner: WorkerServiceClient::new(channel),
+            inner: WorkerServiceClient::new(InterceptedService::new(channel, options.bearer()?))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             attempt,
             retry: RetryPolicy::default(),
         })
@@ -174,7 +190,7 @@ impl Client {
     }
 
     /// The underlying channel, for the session stream of a pool worker.
-    pub(crate) fn service(&self) -> WorkerServiceClient<Channel> {
+    pub(crate) fn service(&self) -> WorkerServiceClient<AuthChannel> {
         self.inner.clone()
     }
 
@@ -290,7 +306,7 @@ impl Client {
     /// Runs one call, retrying transient failures with backoff within the budget.
     async fn call<T, F, Fut>(&self, name: &'static str, mut send: F) -> Result<T, Error>
     where
-        F: FnMut(WorkerServiceClient<Channel>, Option<pb::AttemptRef>) -> Fut,
+        F: FnMut(WorkerServiceClient<AuthChannel>, Option<pb::AttemptRef>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();

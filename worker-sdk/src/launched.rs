@@ -222,16 +222,20 @@ pub(crate) fn safe_file_name(name: &str) -> Option<&str> {
     }
 }
 
-/// How a task file is started.
+/// How a task file is started when the task names no `command`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interpreter {
-    /// `python3 FILE`
+    /// The task's `python` (default `python3`) with the file.
     Python,
     /// `bash FILE`
     Bash,
     /// The file itself (a binary, or a script with a shebang line).
     Direct,
 }
+
+/// The interpreter of `.py` files when the task names none: the first
+/// `python3` on the worker's PATH.
+pub const DEFAULT_PYTHON: &str = "python3";
 
 impl Interpreter {
     /// Chosen by extension, so a script runs even without a shebang line or an
@@ -245,14 +249,33 @@ impl Interpreter {
         }
     }
 
-    /// The program and arguments that run `path`.
-    pub(crate) fn argv(self, path: &Path) -> (OsString, Vec<OsString>) {
+    /// The program and arguments that run `path`; `python` is the task's
+    /// interpreter for `.py` files (empty: [`DEFAULT_PYTHON`]).
+    pub(crate) fn argv(self, path: &Path, python: &str) -> (OsString, Vec<OsString>) {
         match self {
-            Self::Python => ("python3".into(), vec![path.into()]),
+            Self::Python if python.is_empty() => (DEFAULT_PYTHON.into(), vec![path.into()]),
+            Self::Python => (python.into(), vec![path.into()]),
             Self::Bash => ("bash".into(), vec![path.into()]),
             Self::Direct => (path.into(), Vec::new()),
         }
     }
+}
+
+/// What the supervisor starts for `spec`: its `command` (with the
+/// materialised file's path appended when it has a file), else the file by
+/// its extension. `None` when the spec names neither.
+pub(crate) fn task_argv(spec: &TaskSpec, file: Option<&Path>) -> Option<(OsString, Vec<OsString>)> {
+    if let Some((program, args)) = spec.command.split_first() {
+        let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        args.extend(file.map(OsString::from));
+        return Some((program.into(), args));
+    }
+    let file = file?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    Some(Interpreter::for_file(name).argv(file, &spec.python))
 }
 
 /// Interprets the content of the output file: missing or blank means `null`.
@@ -298,6 +321,44 @@ pub(crate) fn signal_error(signal: i32) -> String {
     }
 }
 
+/// How many processes the kernel killed for lack of memory in this
+/// process's memory cgroup (`oom_kill` in cgroup v2's `memory.events` or v1's
+/// `memory.oom_control`); `None` where the kernel does not say. Inside a
+/// container the cgroup file system shows the container's own cgroup at
+/// its root, so the root's file is read when the path is not there.
+pub(crate) fn oom_kills() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut candidates = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            candidates.push(Path::new("/sys/fs/cgroup").join(path).join("memory.events"));
+            candidates.push(PathBuf::from("/sys/fs/cgroup/memory.events"));
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let root = Path::new("/sys/fs/cgroup/memory");
+            candidates.push(root.join(path).join("memory.oom_control"));
+            candidates.push(root.join("memory.oom_control"));
+        }
+    }
+    candidates.iter().find_map(|file| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| parse_oom_kill(&t))
+    })
+}
+
+/// The `oom_kill N` line of a cgroup memory file.
+pub(crate) fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Longest failure message kept from the ORK_ERROR file.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
@@ -322,19 +383,25 @@ pub(crate) fn timeout_error(timeout_seconds: u32, deadline: Option<DateTime<Utc>
     }
 }
 
-/// What an exited task reports, from its exit status and output file.
-/// `Ok(output)` completes the task; `Err((error, non_retryable))` fails it.
+/// What an exited task reports, from its exit status, the message it wrote
+/// to `ORK_ERROR` (if any) and its output file. `Ok(output)` completes the
+/// task; `Err((error, non_retryable))` fails it. A task that explained its
+/// failure in `ORK_ERROR` (an SDK's exception and traceback) is reported
+/// with that text alone: its first line is the headline people read, so no
+/// exit code is put before it.
 pub(crate) fn judge_exit(
     status: ExitStatus,
     stderr_tail: &[String],
+    error_text: Option<String>,
     output: Result<Option<Vec<u8>>, String>,
 ) -> Result<serde_json::Value, (String, bool)> {
     if let Some(code) = status.code() {
         if code != 0 {
-            return Err((
-                exit_code_error(code, stderr_tail),
-                code == EXIT_CODE_NON_RETRYABLE,
-            ));
+            let error = match error_text {
+                Some(text) => text,
+                None => exit_code_error(code, stderr_tail),
+            };
+            return Err((error, code == EXIT_CODE_NON_RETRYABLE));
         }
         // A task that exits 0 but leaves an unreadable or malformed output has a
         // bug that a retry will not fix.
@@ -350,7 +417,9 @@ pub(crate) fn judge_exit(
 /// The paths of a prepared attempt directory.
 #[derive(Debug)]
 struct Prepared {
-    program: PathBuf,
+    /// The task's file, written into the directory; `None` for a `command`
+    /// task without a file.
+    file: Option<PathBuf>,
     config_file: Option<PathBuf>,
     input: PathBuf,
     output: PathBuf,
@@ -387,12 +456,21 @@ impl PrepareError {
 /// Creates the attempt directory and writes the task file, config file and
 /// input into it.
 async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> {
-    let file_name = safe_file_name(&spec.file).ok_or_else(|| {
-        PrepareError::permanent(format!(
-            "the task's file {:?} has no usable file name; name a file in the task's `file` field",
-            spec.file
-        ))
-    })?;
+    if spec.file.is_empty() && spec.command.is_empty() {
+        return Err(PrepareError::permanent(
+            "the task has neither `file` nor `command`; give it one of them".to_owned(),
+        ));
+    }
+    let file_name = if spec.file.is_empty() {
+        None
+    } else {
+        Some(safe_file_name(&spec.file).ok_or_else(|| {
+            PrepareError::permanent(format!(
+                "the task's file {:?} has no usable file name; name a file in the task's `file` field",
+                spec.file
+            ))
+        })?)
+    };
     let config_name = if spec.config_file.is_empty() {
         None
     } else {
@@ -403,14 +481,16 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
             ))
         })?)
     };
-    for name in std::iter::once(file_name).chain(config_name) {
+    for name in file_name.into_iter().chain(config_name) {
         if [INPUT_FILE, OUTPUT_FILE, ERROR_FILE, METRICS_FILE].contains(&name) {
             return Err(PrepareError::permanent(format!(
                 "the task file name {name:?} collides with ork's own {name}; rename the file"
             )));
         }
     }
-    if config_name == Some(file_name) {
+    if let Some(file_name) = file_name
+        && config_name == Some(file_name)
+    {
         return Err(PrepareError::permanent(format!(
             "the task's file and config file are both named {file_name:?}; rename one of them"
         )));
@@ -419,8 +499,14 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| PrepareError::io("create the attempt directory", dir, &e))?;
-    let program = dir.join(file_name);
-    write_executable(&program, &spec.file_content).await?;
+    let file = match file_name {
+        Some(name) => {
+            let path = dir.join(name);
+            write_executable(&path, &spec.file_content).await?;
+            Some(path)
+        }
+        None => None,
+    };
     let config_file = match config_name {
         Some(name) => {
             let path = dir.join(name);
@@ -453,7 +539,7 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
         }
     }
     Ok(Prepared {
-        program,
+        file,
         config_file,
         input,
         output,
@@ -493,12 +579,8 @@ fn build_command(
     dir: &Path,
     deadline: Option<DateTime<Utc>>,
 ) -> Command {
-    let file_name = prepared
-        .program
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let (program, args) = Interpreter::for_file(file_name).argv(&prepared.program);
+    // `prepare` refused a spec with neither a file nor a command.
+    let (program, args) = task_argv(spec, prepared.file.as_deref()).unwrap_or_default();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
@@ -508,6 +590,11 @@ fn build_command(
         // Its own process group, so that stopping the task reaches every process
         // it started, not just the first one.
         .process_group(0);
+    // The supervisor's ORK_TOKEN is the attempt's credential: under that name
+    // an `ork` CLI or a pool SDK the task starts would send it as an API
+    // token. The task gets it as ORK_ATTEMPT_TOKEN, and ORK_TOKEN only when
+    // its own env sets one.
+    cmd.env_remove("ORK_TOKEN");
     // The spec's env first, so ork's own variables cannot be overridden by it.
     cmd.envs(&spec.env);
     let attempt = &config.attempt;
@@ -520,7 +607,7 @@ fn build_command(
         .env("ORK_TASK_NAME", &spec.task_name)
         .env("ORK_TASK_RUN_ID", &attempt.task_run_id)
         .env("ORK_ATTEMPT", attempt.attempt.to_string())
-        .env("ORK_TOKEN", &attempt.token)
+        .env("ORK_ATTEMPT_TOKEN", &attempt.token)
         .env("ORK_SERVER", &config.server_url);
     // Inherited values of the optional variables would describe some other
     // task, so each one is either set for this task or removed.
@@ -782,12 +869,21 @@ async fn supervise(
         }
     };
     let deadline = effective_deadline(spec);
+    let oom_before = oom_kills();
     let mut cmd = build_command(config, spec, &prepared, dir, deadline);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             // An interpreter missing here may exist on another machine: retryable.
-            let message = format!("could not start {}: {e}", prepared.program.display());
+            let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+            let what = if !spec.command.is_empty() {
+                " (the task's `command`)"
+            } else if !spec.python.is_empty() {
+                " (the task's `python`)"
+            } else {
+                ""
+            };
+            let message = format!("could not start {program}{what}: {e}");
             return report_failure(client, message, false, TaskMetrics::new()).await;
         }
     };
@@ -918,14 +1014,19 @@ async fn supervise(
                 .ok()
                 .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
                 .filter(|t| !t.trim().is_empty());
-            let tail: Vec<String> = match error_text {
-                Some(text) => vec![text],
-                None => stderr_tail,
-            };
             let metrics = read_metrics(client, &prepared.metrics).await;
-            match judge_exit(status, &tail, output) {
+            match judge_exit(status, &stderr_tail, error_text, output) {
                 Ok(output) => report_success(client, output, metrics).await,
                 Err((error, non_retryable)) => {
+                    // A SIGKILL the task did not ask for is most often the
+                    // kernel's out-of-memory killer inside a memory limit.
+                    let oom = status.signal() == Some(9)
+                        && matches!((oom_before, oom_kills()), (Some(a), Some(b)) if b > a);
+                    let error = if oom {
+                        format!("OOMKilled: the task ran out of its memory limit and was {error}")
+                    } else {
+                        error
+                    };
                     report_failure(client, error, non_retryable, metrics).await
                 }
             }
@@ -1137,23 +1238,64 @@ mod tests {
         );
         let path = Path::new("/tmp/x/etl.py");
         assert_eq!(
-            Interpreter::Python.argv(path),
+            Interpreter::Python.argv(path, ""),
             (
                 OsString::from("python3"),
                 vec![OsString::from("/tmp/x/etl.py")]
             )
         );
         assert_eq!(
-            Interpreter::Bash.argv(path),
+            Interpreter::Python.argv(path, "/venv/bin/python"),
+            (
+                OsString::from("/venv/bin/python"),
+                vec![OsString::from("/tmp/x/etl.py")]
+            )
+        );
+        assert_eq!(
+            Interpreter::Bash.argv(path, "/venv/bin/python"),
             (
                 OsString::from("bash"),
                 vec![OsString::from("/tmp/x/etl.py")]
             )
         );
         assert_eq!(
-            Interpreter::Direct.argv(path),
+            Interpreter::Direct.argv(path, ""),
             (OsString::from("/tmp/x/etl.py"), vec![])
         );
+    }
+
+    #[test]
+    fn a_command_runs_as_written_with_the_file_appended() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let file = Path::new("/w/ork-1/build.js");
+        let spec = TaskSpec {
+            command: vec!["node".into(), "--max-old-space-size=64".into()],
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&spec, Some(file)),
+            Some((
+                OsString::from("node"),
+                os(&["--max-old-space-size=64", "/w/ork-1/build.js"])
+            ))
+        );
+        let inline = TaskSpec {
+            command: vec!["bash".into(), "-c".into(), "echo hi".into()],
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&inline, None),
+            Some((OsString::from("bash"), os(&["-c", "echo hi"])))
+        );
+        let py = TaskSpec {
+            python: "/srv/.venv/bin/python".into(),
+            ..TaskSpec::default()
+        };
+        assert_eq!(
+            task_argv(&py, Some(Path::new("/w/job.py"))),
+            Some((OsString::from("/srv/.venv/bin/python"), os(&["/w/job.py"])))
+        );
+        assert_eq!(task_argv(&TaskSpec::default(), None), None);
     }
 
     #[test]
@@ -1228,33 +1370,43 @@ mod tests {
     fn judging_an_exit() {
         let tail = vec!["boom".to_owned()];
         assert_eq!(
-            judge_exit(exited(0), &tail, Ok(Some(b"{\"a\":1}".to_vec()))),
+            judge_exit(exited(0), &tail, None, Ok(Some(b"{\"a\":1}".to_vec()))),
             Ok(serde_json::json!({"a": 1}))
         );
         assert_eq!(
-            judge_exit(exited(0), &tail, Ok(None)),
+            judge_exit(exited(0), &tail, None, Ok(None)),
             Ok(serde_json::Value::Null)
         );
-        let bad = judge_exit(exited(0), &tail, Ok(Some(b"nope".to_vec())));
+        let bad = judge_exit(exited(0), &tail, None, Ok(Some(b"nope".to_vec())));
         assert!(
             matches!(bad, Err((ref m, true)) if m.contains("ORK_OUTPUT")),
             "{bad:?}"
         );
         assert_eq!(
-            judge_exit(exited(0), &tail, Err("could not read".into())),
+            judge_exit(exited(0), &tail, None, Err("could not read".into())),
             Err(("could not read".to_owned(), true))
         );
         assert_eq!(
-            judge_exit(exited(1), &tail, Ok(None)),
+            judge_exit(exited(1), &tail, None, Ok(None)),
             Err(("exited with code 1: boom".to_owned(), false))
+        );
+        // A message in ORK_ERROR is the error, without the exit code before it.
+        assert_eq!(
+            judge_exit(
+                exited(1),
+                &tail,
+                Some("ValueError: bad input\nTraceback ...".into()),
+                Ok(None)
+            ),
+            Err(("ValueError: bad input\nTraceback ...".to_owned(), false))
         );
         // Exit code 3 means "do not retry"; the output file is ignored on failure.
         assert_eq!(
-            judge_exit(exited(3), &tail, Ok(Some(b"{}".to_vec()))),
+            judge_exit(exited(3), &tail, None, Ok(Some(b"{}".to_vec()))),
             Err(("exited with code 3: boom".to_owned(), true))
         );
         assert_eq!(
-            judge_exit(ExitStatus::from_raw(15), &tail, Ok(None)),
+            judge_exit(ExitStatus::from_raw(15), &tail, None, Ok(None)),
             Err(("killed by signal 15 (SIGTERM)".to_owned(), false))
         );
     }
@@ -1272,6 +1424,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reads_oom_kill_counts() {
+        assert_eq!(
+            parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            Some(2)
+        );
+        assert_eq!(
+            parse_oom_kill("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            Some(1)
+        );
+        assert_eq!(parse_oom_kill("oom_kill_disable 0\n"), None);
+    }
+
     #[tokio::test]
     async fn prepare_writes_files_inside_the_directory() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -1281,13 +1446,14 @@ mod tests {
             .await
             .map_err(|e| e.message)
             .expect("prepared");
-        assert_eq!(p.program, dir.join("run.sh"));
+        assert_eq!(p.file, Some(dir.join("run.sh")));
         assert_eq!(p.config_file, Some(dir.join("settings.yaml")));
+        let program = p.file.clone().expect("a file");
         assert_eq!(
-            std::fs::read(&p.program).ok(),
+            std::fs::read(&program).ok(),
             Some(spec.file_content.clone())
         );
-        let mode = std::fs::metadata(&p.program)
+        let mode = std::fs::metadata(&program)
             .map(|m| m.permissions().mode() & 0o777)
             .ok();
         assert_eq!(mode, Some(0o755));
@@ -1308,6 +1474,7 @@ mod tests {
             ("input.json", ""),
             ("run.sh", "x/run.sh"),
             ("a.sh", "/"),
+            ("", ""),
         ] {
             let err = prepare(&dir, &spec_with(file, config)).await.err();
             assert!(

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::connect::ConnectOptions;
 use crate::metrics::{Recorder, TaskMetrics};
 use crate::{AttemptRef, Client, Error};
 
@@ -163,19 +164,54 @@ where
 /// A pool worker.
 pub struct Worker {
     server: String,
+    connect: ConnectOptions,
     name: String,
     slots: u32,
     tasks: HashMap<String, TaskDef>,
 }
 
 impl Worker {
+    /// A worker of `server`; its token and TLS settings come from
+    /// `ORK_TOKEN`, `ORK_CA_CERT`, `ORK_CLIENT_CERT`, `ORK_CLIENT_KEY` and
+    /// `ORK_TLS_SERVER_NAME` unless set below.
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            connect: ConnectOptions::from_env(),
             name: format!("rust-{}", std::process::id()),
             slots: 4,
             tasks: HashMap::new(),
         }
+    }
+
+    /// The worker token to authenticate with (`ork token create --role
+    /// worker`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.connect.token = Some(token.into());
+        self
+    }
+
+    /// A PEM file of the CA that signed the server's certificate.
+    pub fn ca_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.connect.ca_cert = Some(path.into());
+        self
+    }
+
+    /// A client certificate and key, for servers that require mutual TLS.
+    pub fn client_identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.connect.client_cert = Some(cert.into());
+        self.connect.client_key = Some(key.into());
+        self
+    }
+
+    /// Replaces every connection setting at once.
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connect = options;
+        self
     }
 
     /// How many attempts run at once (at least 1).
@@ -205,13 +241,14 @@ impl Worker {
                 "a pool worker needs at least one task".to_owned(),
             ));
         }
-        let base = Client::connect(
+        let base = Client::connect_with(
             &self.server,
             AttemptRef {
                 task_run_id: String::new(),
                 attempt: 0,
                 token: String::new(),
             },
+            &self.connect,
         )
         .await?;
         let slots = Arc::new(Semaphore::new(self.slots as usize));

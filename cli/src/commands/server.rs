@@ -8,24 +8,29 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use ork_server::options::BearerToken;
-use ork_server::{DEFAULT_LISTEN, Server, ServerOptions};
+use ork_server::{AuthMode, DEFAULT_LISTEN, Server, ServerOptions, TlsOptions};
+use ork_worker::ConnectOptions;
 
-use crate::telemetry::{LogFormat, Telemetry};
-
+use super::Context;
 use super::workflow::deploy;
+use crate::paths;
+use crate::telemetry::{LogFormat, Telemetry};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Address for gRPC (and the HTTP gateway), e.g. 0.0.0.0:7400.
     #[arg(long, env = "ORK_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// State store URL, e.g. sqlite:///var/lib/ork/ork.db.
+    /// State store URL: postgres://USER:PASSWORD@HOST/DB, or sqlite://PATH
+    /// (relative paths are relative to where `ork server` starts).
     #[arg(long = "state", env = "ORK_STATE_URL", value_name = "URL")]
     state_url: String,
-    /// Object store URL, e.g. file:///var/lib/ork/objects or memory://.
+    /// Object store URL: s3://BUCKET/PREFIX, gs://..., az://...,
+    /// file:///PATH or memory://.
     #[arg(long = "objects", env = "ORK_OBJECTS_URL", value_name = "URL")]
     objects_url: String,
-    /// Local folder for the attempts' working directories.
+    /// Local folder for the attempts' working directories, relative to where
+    /// `ork server` starts.
     #[arg(long, env = "ORK_DATA_DIR", default_value = ".ork", value_name = "DIR")]
     data_dir: PathBuf,
     /// This replica's name on the runs it leases (default: a fresh unique
@@ -33,7 +38,179 @@ pub struct ServerArgs {
     #[arg(long, env = "ORK_SCHEDULER_ID", value_name = "NAME")]
     scheduler_id: Option<String>,
     #[command(flatten)]
+    security: SecurityArgs,
+    #[command(flatten)]
     tuning: TuningArgs,
+}
+
+/// Authentication, TLS and `from_env` flags, shared by `ork server` and
+/// `ork dev`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// Serve without authentication, on any address. Anyone who reaches the
+    /// port can then deploy workflows and run commands on this machine; a
+    /// warning is printed at every start.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// File holding the first admin token: registered when the file exists,
+    /// else a fresh token is written there (mode 0600) when the server has no
+    /// token yet. Without it, the first start prints the token once.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_no_auth")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve TLS (gRPC and REST on the one port) with this PEM certificate
+    /// chain, leaf first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA launched ork-worker processes trust this server with (default:
+    /// the --tls-cert file, enough for a self-signed certificate or a file
+    /// holding the chain).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_worker_ca: Option<PathBuf>,
+    /// The name launched workers check the certificate for; they connect
+    /// over loopback.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "localhost",
+        requires = "tls_cert"
+    )]
+    tls_worker_name: String,
+    /// Client certificate launched workers present under --tls-client-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_client_ca", "tls_worker_key"])]
+    tls_worker_cert: Option<PathBuf>,
+    /// The key of --tls-worker-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_worker_cert")]
+    tls_worker_key: Option<PathBuf>,
+    /// A server variable `{from_env: VAR}` may read: a name, or a pattern
+    /// with `*` such as `APP_*`. Repeat it, or separate with commas. Default:
+    /// none. Their values are masked in logs like secrets.
+    #[arg(long = "allow-env", value_name = "PATTERN", value_delimiter = ',')]
+    allow_env: Vec<String>,
+}
+
+impl SecurityArgs {
+    /// Sets the TLS and `from_env` options, and the authentication mode:
+    /// `--insecure-no-auth` turns it off, else `tokens` decides.
+    pub fn apply(self, options: &mut ServerOptions, tokens: bool, cwd: &Path) {
+        let abs = |p: PathBuf| paths::absolute(&p, cwd);
+        options.auth.mode = if self.insecure_no_auth {
+            AuthMode::InsecureOff
+        } else if tokens || self.bootstrap_token_file.is_some() {
+            AuthMode::Tokens
+        } else {
+            AuthMode::Off
+        };
+        options.auth.bootstrap_token_file = self.bootstrap_token_file.map(abs);
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            let mut tls = TlsOptions::new(abs(cert), abs(key));
+            tls.client_ca = self.tls_client_ca.map(abs);
+            tls.worker_ca = self.tls_worker_ca.map(abs);
+            tls.worker_server_name = self.tls_worker_name;
+            tls.worker_identity = self
+                .tls_worker_cert
+                .map(abs)
+                .zip(self.tls_worker_key.map(abs));
+            options.tls = Some(tls);
+        }
+        options.allow_env = self
+            .allow_env
+            .into_iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+    }
+}
+
+/// Bounds on what clients send, shared by `ork server` and `ork dev`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
+    /// Largest gRPC request message [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..))]
+    max_message_bytes: Option<u64>,
+    /// Largest REST request body [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..))]
+    max_body_bytes: Option<u64>,
+    /// Largest workflow YAML [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_yaml_bytes: Option<u64>,
+    /// Deepest YAML nesting, at most 24 [default: 24].
+    #[arg(long, value_name = "LEVELS", value_parser = clap::value_parser!(u64).range(4..=24))]
+    max_yaml_depth: Option<u64>,
+    /// Most YAML values, each use of an alias counted [default: 100000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_yaml_nodes: Option<u64>,
+    /// Most tasks in one workflow [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_tasks: Option<u64>,
+    /// Largest run input, as JSON [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(2..))]
+    max_input_bytes: Option<u64>,
+    /// Largest task output, as JSON [default: 33554432].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4..))]
+    max_output_bytes: Option<u64>,
+    /// Longest log line kept whole; longer ones are cut [default: 65536].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(16..))]
+    max_log_line_bytes: Option<u64>,
+    /// Most log bytes one attempt stores; the rest is dropped [default: 67108864].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_log_bytes_per_attempt: Option<u64>,
+    /// Runs one token may start per second on average; 0 for no limit [default: 20].
+    #[arg(long, value_name = "N")]
+    start_run_rate: Option<u32>,
+    /// Runs one token may start at once above that rate [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    start_run_burst: Option<u32>,
+}
+
+impl LimitsArgs {
+    fn apply(self, options: &mut ServerOptions) {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let limits = &mut options.limits;
+        if let Some(v) = self.max_message_bytes {
+            limits.max_message_bytes = size(v);
+        }
+        if let Some(v) = self.max_body_bytes {
+            limits.max_body_bytes = size(v);
+        }
+        if let Some(v) = self.max_yaml_bytes {
+            limits.yaml.max_bytes = size(v);
+        }
+        if let Some(v) = self.max_yaml_depth {
+            limits.yaml.max_depth = size(v);
+        }
+        if let Some(v) = self.max_yaml_nodes {
+            limits.yaml.max_nodes = size(v);
+        }
+        if let Some(v) = self.max_tasks {
+            limits.yaml.max_tasks = size(v);
+        }
+        if let Some(v) = self.max_input_bytes {
+            limits.max_input_bytes = size(v);
+        }
+        if let Some(v) = self.max_output_bytes {
+            limits.max_output_bytes = size(v);
+        }
+        if let Some(v) = self.max_log_line_bytes {
+            limits.max_log_line_bytes = size(v);
+        }
+        if let Some(v) = self.max_log_bytes_per_attempt {
+            limits.max_log_bytes_per_attempt = v;
+        }
+        if let Some(v) = self.start_run_rate {
+            limits.start_run_rate = v;
+        }
+        if let Some(v) = self.start_run_burst {
+            limits.start_run_burst = v;
+        }
+    }
 }
 
 /// Flags shared by `ork server` and `ork dev`.
@@ -79,6 +256,74 @@ pub struct TuningArgs {
         hide_env_values = true
     )]
     metrics_token: Option<String>,
+    /// Fail a pool task (`executor: workers`) after it waited this many
+    /// seconds for a handler that no attached worker serves (default: wait
+    /// for a worker however long it takes).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    schedule_to_start_timeout: Option<u64>,
+    /// The URL workers in containers and pods call back on (default: this
+    /// server's listen address, reachable only from this machine).
+    #[arg(long, env = "ORK_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
+    #[command(flatten)]
+    containers: ContainerArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// Where `executor: docker` and `executor: kubernetes` tasks run.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Containers")]
+pub struct ContainerArgs {
+    /// The Docker engine, e.g. unix:///var/run/docker.sock or tcp://HOST:2375.
+    #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
+    docker_host: Option<String>,
+    /// Network mode of task containers (`host` reaches a server on this
+    /// machine's loopback).
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    docker_network: String,
+    /// Most Docker task containers running at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_containers: Option<u32>,
+    /// A self-contained (statically linked) ork-worker to mount into task
+    /// containers (default: --worker-binary).
+    #[arg(long, env = "ORK_CONTAINER_WORKER", value_name = "PATH")]
+    container_worker: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of task Jobs (default: the kubeconfig's, else `default`).
+    #[arg(long, value_name = "NAME")]
+    kube_namespace: Option<String>,
+    /// Service account of task pods (default: the namespace's default).
+    #[arg(long, value_name = "NAME")]
+    kube_service_account: Option<String>,
+    /// Image of the init container that copies ork-worker into task pods; it
+    /// holds a self-contained /ork-worker.
+    #[arg(long, env = "ORK_WORKER_IMAGE", value_name = "IMAGE")]
+    worker_image: Option<String>,
+    /// Run task pods on the node's network.
+    #[arg(long)]
+    kube_host_network: bool,
+}
+
+impl ContainerArgs {
+    fn apply(self, options: &mut ork_server::options::ContainerOptions) {
+        options.docker_host = self.docker_host.filter(|h| !h.is_empty());
+        options.docker_network = self.docker_network;
+        if let Some(n) = self.max_containers {
+            options.max_containers = n;
+        }
+        options.worker_binary = self.container_worker;
+        options.kubeconfig = self.kubeconfig.filter(|p| !p.as_os_str().is_empty());
+        options.kube_namespace = self.kube_namespace;
+        options.kube_service_account = self.kube_service_account;
+        if let Some(image) = self.worker_image {
+            options.worker_image = image;
+        }
+        options.kube_host_network = self.kube_host_network;
+    }
 }
 
 impl TuningArgs {
@@ -87,7 +332,8 @@ impl TuningArgs {
         crate::telemetry::init_server(self.log_format, self.otlp_endpoint.as_deref())
     }
 
-    pub fn apply(self, options: &mut ServerOptions) -> anyhow::Result<()> {
+    /// Sets the options given, with their paths made absolute against `cwd`.
+    pub fn apply(self, options: &mut ServerOptions, cwd: &Path) -> anyhow::Result<()> {
         if let Some(secs) = self.heartbeat_timeout {
             options.heartbeat_timeout = Duration::from_secs(secs);
         }
@@ -95,7 +341,7 @@ impl TuningArgs {
             options.heartbeat_interval = Duration::from_secs(secs);
         }
         if let Some(path) = self.worker_binary {
-            options.worker_binary = Some(path);
+            options.worker_binary = Some(paths::absolute_program(&path, cwd));
         }
         if let Some(secs) = self.lease_seconds {
             options.lease = Duration::from_secs(secs);
@@ -107,8 +353,16 @@ impl TuningArgs {
             options.max_fan_out = n;
         }
         if let Some(dir) = self.secrets_dir {
-            options.secrets_dir = Some(dir);
+            options.secrets_dir = Some(paths::absolute(&dir, cwd));
         }
+        if let Some(secs) = self.schedule_to_start_timeout {
+            options.schedule_to_start_timeout = Some(Duration::from_secs(secs));
+        }
+        if let Some(url) = self.advertise_url {
+            options.advertise_url = Some(url);
+        }
+        self.containers.apply(&mut options.containers);
+        self.limits.apply(options);
         if let Some(token) = self.metrics_token {
             options.metrics_token =
                 Some(BearerToken::new(token).map_err(|e| anyhow::anyhow!("--metrics-token: {e}"))?);
@@ -117,16 +371,22 @@ impl TuningArgs {
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServerArgs, ctx: &Context) -> anyhow::Result<()> {
     let telemetry = args.tuning.telemetry()?;
-    let mut options = ServerOptions::embedded(&args.data_dir, args.listen);
+    // Every path is made absolute here, once: the server hands them to
+    // processes that run in other directories.
+    let cwd = paths::current_dir()?;
+    let data_dir = paths::absolute(&args.data_dir, &cwd);
+    let mut options = ServerOptions::embedded(&data_dir, args.listen);
     options.spans = telemetry.spans.clone();
-    options.state_url = args.state_url;
-    options.objects_url = args.objects_url;
+    options.state_url = paths::absolute_state_url(&args.state_url, &cwd);
+    options.objects_url = paths::absolute_objects_url(&args.objects_url, &cwd);
     options.scheduler_id = args
         .scheduler_id
         .unwrap_or_else(ork_server::options::unique_scheduler_id);
-    args.tuning.apply(&mut options)?;
+    // A production server always requires tokens, unless told otherwise.
+    args.security.apply(&mut options, true, &cwd);
+    args.tuning.apply(&mut options, &cwd)?;
     let stores = format!(
         "state {}, objects {}",
         redact_url(&options.state_url),
@@ -134,28 +394,53 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     serve(
         options,
-        &args.data_dir,
-        |addr| format!("ork server listening on http://{addr} ({stores})"),
+        &data_dir,
+        |url| format!("ork server listening on {url} ({stores})"),
         &[],
+        ctx,
     )
     .await
 }
 
 /// Binds, announces the real address on stderr (so `--listen 127.0.0.1:0`
-/// is usable), deploys `files` against itself, then serves until Ctrl-C or
-/// SIGTERM. A file that fails to deploy stops the server: the user asked
-/// for it, so carrying on would hide the error.
+/// is usable) and the first admin token when this start made one, deploys
+/// `files` against itself, then serves until Ctrl-C or SIGTERM. A file that
+/// fails to deploy stops the server: the user asked for it, so carrying on
+/// would hide the error.
 pub async fn serve(
     options: ServerOptions,
     data_dir: &Path,
-    banner: impl FnOnce(SocketAddr) -> String,
+    banner: impl FnOnce(&str) -> String,
     files: &[PathBuf],
+    ctx: &Context,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let server = Server::bind(options).await?;
+    let mode = options.auth.mode;
+    let tls = options.tls.clone();
+    let bootstrap_file = options.auth.bootstrap_token_file.clone();
+    let server = Server::bind(options).await.map_err(refused)?;
     let addr = server.local_addr();
-    eprintln!("{}", banner(addr));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("{}", banner(&format!("{scheme}://{addr}")));
+    eprintln!("web UI at {scheme}://{}/ui/", connect_addr(addr));
+    if mode == AuthMode::InsecureOff {
+        eprintln!(
+            "\n\
+             **********************************************************************\n\
+             * WARNING: authentication is OFF (--insecure-no-auth).               *\n\
+             * Anyone who can reach {addr:<45} *\n\
+             * can deploy workflows and run commands on this machine.             *\n\
+             **********************************************************************\n"
+        );
+    }
+    let bootstrap = server.bootstrap_token().map(str::to_owned);
+    if let Some(token) = &bootstrap {
+        eprintln!(
+            "created the first admin token; it is shown only now (the server keeps only its hash):\n\n    {token}\n\n\
+             clients send it with --token or ORK_TOKEN; make narrower ones with `ork token create`"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -168,7 +453,31 @@ pub async fn serve(
     tokio::pin!(running);
 
     if !files.is_empty() {
-        let deploying = deploy_all(connect_addr(addr), files);
+        // The server deploys to itself as its own client: over TLS as its
+        // launched workers do, with the first admin token when it has one.
+        let mut connect = ConnectOptions {
+            token: ctx.connect.token.clone(),
+            ..ConnectOptions::default()
+        };
+        if mode == AuthMode::Tokens {
+            let from_file = bootstrap_file
+                .as_deref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|t| t.trim().to_owned());
+            if let Some(token) = bootstrap.clone().or(from_file) {
+                connect.token = Some(token);
+            }
+        }
+        if let Some(tls) = &tls {
+            connect.ca_cert = Some(tls.worker_ca.clone().unwrap_or_else(|| tls.cert.clone()));
+            connect.server_name = Some(tls.worker_server_name.clone());
+            if let Some((cert, key)) = &tls.worker_identity {
+                connect.client_cert = Some(cert.clone());
+                connect.client_key = Some(key.clone());
+            }
+        }
+        let url = format!("{scheme}://{}", connect_addr(addr));
+        let deploying = deploy_all(url, connect, files);
         tokio::select! {
             result = &mut running => {
                 result?;
@@ -191,8 +500,36 @@ pub async fn serve(
     Ok(())
 }
 
-async fn deploy_all(addr: SocketAddr, files: &[PathBuf]) -> anyhow::Result<()> {
-    let client = crate::client::connect(&format!("http://{addr}")).await?;
+/// A busy port is the most common reason a server does not start: say what
+/// to do about it.
+fn explain_bind(err: ork_server::Error) -> anyhow::Error {
+    match &err {
+        ork_server::Error::Bind { addr, source }
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            anyhow::anyhow!(
+                "{err}\nhint: something (another `ork dev` or `ork server`?) already listens on {addr}; \
+                 stop it, or pick another address with --listen (port 0 picks a free one and prints it; \
+                 then point --server or ORK_SERVER at it)"
+            )
+        }
+        _ => anyhow::Error::new(err),
+    }
+}
+
+/// A server that refuses to start for want of authentication is a usage
+/// error (exit 2): the command line must change.
+fn refused(err: ork_server::Error) -> anyhow::Error {
+    match err {
+        ork_server::Error::Unprotected { .. } | ork_server::Error::WorkerIdentityMissing => {
+            crate::error::usage(err.to_string())
+        }
+        other => explain_bind(other),
+    }
+}
+
+async fn deploy_all(url: String, connect: ConnectOptions, files: &[PathBuf]) -> anyhow::Result<()> {
+    let client = crate::client::connect(&url, &connect).await?;
     for file in files {
         let response = deploy::deploy_path(&client, file).await?;
         deploy::announce(&response);
@@ -235,7 +572,7 @@ async fn shutdown_signal() {
 
 /// Hides the password of URLs like `postgres://user:secret@host/db` before
 /// they are printed.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use expect_test::expect;
-use ork_proto::v1::{LogLine, Run, TaskRun, Workflow, WorkflowTask};
+use ork_proto::v1::{LogLine, PoolWorker, Run, TaskRun, Workflow, WorkflowInput, WorkflowTask};
 use pbjson_types::Timestamp;
 use serde_json::json;
 
@@ -150,11 +150,28 @@ fn sample_workflow() -> Workflow {
                 retries: 2,
                 timeout_seconds: 600,
                 file: "scripts/process.py".into(),
+                ..Default::default()
             },
         ],
         created_at: ts(-86_400_000),
         updated_at: ts(-3_600_000),
         definition_yaml: "name: etl\n".into(),
+        inputs: vec![
+            WorkflowInput {
+                name: "date".into(),
+                schema: value(json!({"type": "string"})),
+                required: false,
+                default_value: value(json!("2026-11-26")),
+                description: "The day to load".into(),
+            },
+            WorkflowInput {
+                name: "limit".into(),
+                schema: value(json!({"type": ["integer", "null"], "minimum": 1})),
+                required: true,
+                default_value: None,
+                description: String::new(),
+            },
+        ],
     }
 }
 
@@ -183,6 +200,10 @@ fn workflow_tables() {
         TASK     EXECUTOR    DEPENDS ON  PARALLEL                 RETRIES  TIMEOUT  FILE
         extract  subprocess  -           -                        0        3600s    scripts/extract.py
         process  subprocess  extract     for_each: extract.files  2        600s     scripts/process.py
+
+        INPUT  TYPE             DEFAULT       DESCRIPTION
+        date   string           "2026-11-26"  The day to load
+        limit  integer or null  (required)
 
         no runs yet
     "#]]
@@ -308,4 +329,119 @@ fn run_status_lists_the_metrics_tasks_recorded() {
         extract  1        rows=1200 score=0.93
     "#]]
     .assert_eq(&table);
+}
+
+#[test]
+fn the_detail_of_a_python_failure_is_its_exception_line() {
+    let detail_of = |error: &str| {
+        let task = TaskRun {
+            error: error.into(),
+            ..task("t", "failed")
+        };
+        detail(&task).text
+    };
+    // An SDK puts the exception first.
+    assert_eq!(
+        detail_of(
+            "ValueError: bad input\n\nTraceback (most recent call last):\n  File \"t.py\", line 3\nValueError: bad input"
+        ),
+        "ValueError: bad input …"
+    );
+    // A plain script's stderr: the exception at the end of the traceback,
+    // after what the supervisor said first.
+    assert_eq!(
+        detail_of(
+            "exited with code 1: Traceback (most recent call last):\n  File \"t.py\", line 3, in <module>\n    main()\nKeyError: 'date'"
+        ),
+        "exited with code 1: KeyError: 'date' …"
+    );
+    // Chained exceptions: the last one is what ended the task.
+    assert_eq!(
+        detail_of(
+            "Traceback (most recent call last):\n  File \"a\"\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"b\"\nRuntimeError: lookup failed"
+        ),
+        "RuntimeError: lookup failed …"
+    );
+    assert_eq!(detail_of("timed out after 30s"), "timed out after 30s");
+    assert_eq!(
+        detail_of("Traceback (most recent call last):"),
+        "Traceback (most recent call last):"
+    );
+}
+
+#[test]
+fn worker_list_table() {
+    let workers = vec![
+        PoolWorker {
+            session_id: "1".into(),
+            name: "host-a:4242".into(),
+            handlers: vec!["build_report".into(), "count_words".into()],
+            slots: 4,
+            slots_in_use: 3,
+            attached_at: ts(-60_000),
+            last_seen_at: ts(88_000),
+            server: "local".into(),
+            ..Default::default()
+        },
+        PoolWorker {
+            session_id: "2".into(),
+            name: "host-b:7".into(),
+            handlers: vec!["total".into()],
+            slots: 1,
+            draining: true,
+            attached_at: ts(0),
+            last_seen_at: ts(85_500),
+            server: "local".into(),
+            ..Default::default()
+        },
+    ];
+    expect![[r#"
+        NAME         HANDLERS                   SLOTS  LAST SEEN  ATTACHED              STATE
+        host-a:4242  build_report, count_words  3/4    2.0s ago   2026-11-18T11:05:40Z  serving
+        host-b:7     total                      0/1    4.5s ago   2026-11-18T11:06:40Z  draining
+    "#]]
+    .assert_eq(&render_worker_list(&workers, now(), Style::PLAIN));
+    assert_eq!(
+        render_worker_list(&[], now(), Style::PLAIN),
+        "no pool workers are attached\n"
+    );
+}
+
+#[test]
+fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let decide = |choice, terminal, pairs| Style::decide(choice, terminal, env(pairs)).color;
+    assert!(decide(ColorChoice::Auto, true, &[]));
+    assert!(!decide(ColorChoice::Auto, false, &[]));
+    assert!(!decide(ColorChoice::Auto, true, &[("NO_COLOR", "1")]));
+    assert!(
+        decide(ColorChoice::Auto, true, &[("NO_COLOR", "")]),
+        "empty NO_COLOR is unset"
+    );
+    assert!(decide(ColorChoice::Auto, false, &[("CLICOLOR_FORCE", "1")]));
+    assert!(!decide(
+        ColorChoice::Auto,
+        false,
+        &[("CLICOLOR_FORCE", "0")]
+    ));
+    assert!(!decide(
+        ColorChoice::Auto,
+        false,
+        &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]
+    ));
+    assert!(!decide(ColorChoice::Auto, true, &[("CLICOLOR", "0")]));
+    assert!(decide(ColorChoice::Always, false, &[("NO_COLOR", "1")]));
+    assert!(!decide(
+        ColorChoice::Never,
+        true,
+        &[("CLICOLOR_FORCE", "1")]
+    ));
 }

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import grpc
 from google.protobuf import json_format
@@ -32,18 +32,50 @@ def ork_binary() -> Path:
     return path
 
 
-class OrkServer:
-    """``ork dev`` on a free port with its own data directory."""
+def make_certs(folder: Path) -> Dict[str, Path]:
+    """Fresh test certificates (a CA, server and client certificates it signed,
+    and another CA with its own client), made by ``ork-test-certs`` next to
+    the ``ork`` binary."""
+    tool = ork_binary().with_name("ork-test-certs")
+    if not tool.exists():
+        raise RuntimeError(f"{tool} does not exist; build it with `cargo build --bins -p ork-tests`")
+    subprocess.run([str(tool), str(folder)], check=True)
+    names = ["ca", "server", "client", "other-ca", "other-client"]
+    files = {name: folder / f"{name}.pem" for name in names}
+    for name in ["server", "client", "other-client"]:
+        files[f"{name}-key"] = folder / f"{name}.key"
+    return files
 
-    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None) -> None:
+
+class OrkServer:
+    """``ork dev`` on a free port with its own data directory.
+
+    With ``certs`` (from :func:`make_certs`) it serves TLS and the helpers
+    below connect with the client certificate; with ``token_file`` it
+    requires tokens and the helpers send the admin token written there.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_args: Optional[List[str]] = None,
+        certs: Optional[Dict[str, Path]] = None,
+        token_file: Optional[Path] = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.certs = certs
         env = dict(os.environ)
         # Launched `.py` tasks run `python3` from PATH: make it this interpreter,
         # which has the SDK installed.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("ORK_SERVER", None)
+        env.pop("ORK_TOKEN", None)
         env.setdefault("RUST_LOG", "warn")
         args = [str(ork_binary()), "dev", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        if certs is not None:
+            args += ["--tls-cert", str(certs["server"]), "--tls-key", str(certs["server-key"])]
+        if token_file is not None:
+            args += ["--auth", "--bootstrap-token-file", str(token_file)]
         self.process = subprocess.Popen(
             args + (extra_args or []),
             env=env,
@@ -60,7 +92,14 @@ class OrkServer:
             self.stop()
             raise RuntimeError("ork dev did not print its address in 60s:\n" + "\n".join(self.stderr_lines[-30:]))
         self.target = self.url.split("://", 1)[1]
-        self.channel = grpc.insecure_channel(self.target)
+        self.token = token_file.read_text().strip() if token_file is not None else ""
+        self.metadata: Tuple[Tuple[str, str], ...] = (
+            (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        )
+        if certs is not None:
+            self.channel = grpc.secure_channel(self.target, self.credentials())
+        else:
+            self.channel = grpc.insecure_channel(self.target)
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.workflows = workflow_pb2_grpc.WorkflowServiceStub(self.channel)
         self.runs = run_pb2_grpc.RunServiceStub(self.channel)
@@ -70,10 +109,19 @@ class OrkServer:
         for line in self.process.stderr:
             line = line.rstrip("\n")
             self.stderr_lines.append(line)
-            match = re.search(r"listening on (http://\S+)", line)
+            match = re.search(r"listening on (https?://\S+)", line)
             if match and not self._address.is_set():
                 self.url = match.group(1)
                 self._address.set()
+
+    def credentials(self, client: str = "client") -> grpc.ChannelCredentials:
+        """TLS credentials trusting the test CA, with a client certificate."""
+        assert self.certs is not None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.certs["ca"].read_bytes(),
+            private_key=self.certs[f"{client}-key"].read_bytes(),
+            certificate_chain=self.certs[client].read_bytes(),
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -91,18 +139,18 @@ class OrkServer:
         request = workflow_pb2.DeployWorkflowRequest(
             yaml=yaml, source="test.yaml", files={k: v.encode() for k, v in (files or {}).items()}
         )
-        return self.workflows.DeployWorkflow(request, timeout=30).workflow
+        return self.workflows.DeployWorkflow(request, timeout=30, metadata=self.metadata).workflow
 
     def start(self, workflow: str, input: Any = None) -> str:
         """Starts a run and returns its id."""
         request = run_pb2.StartRunRequest(workflow=workflow)
         if input is not None:
             json_format.ParseDict(input, request.input)
-        return str(self.runs.StartRun(request, timeout=30).run.id)
+        return str(self.runs.StartRun(request, timeout=30, metadata=self.metadata).run.id)
 
     def get(self, run_id: str) -> Dict[str, Any]:
         """The run with its task runs, as proto3 JSON data."""
-        run = self.runs.GetRun(run_pb2.GetRunRequest(id=run_id), timeout=30).run
+        run = self.runs.GetRun(run_pb2.GetRunRequest(id=run_id), timeout=30, metadata=self.metadata).run
         return json_format.MessageToDict(run, preserving_proto_field_name=True)
 
     def wait(self, run_id: str, timeout: float = 120) -> Dict[str, Any]:
@@ -122,7 +170,9 @@ class OrkServer:
         cursor = ""
         while True:
             reply = self.runs.GetTaskLogs(
-                run_pb2.GetTaskLogsRequest(run_id=run_id, task=task, cursor=cursor), timeout=30
+                run_pb2.GetTaskLogsRequest(run_id=run_id, task=task, cursor=cursor),
+                timeout=30,
+                metadata=self.metadata,
             )
             lines.extend(json_format.MessageToDict(line, preserving_proto_field_name=True) for line in reply.lines)
             if not reply.lines or not reply.next_cursor:
@@ -130,7 +180,7 @@ class OrkServer:
             cursor = reply.next_cursor
 
     def cancel(self, run_id: str) -> None:
-        self.runs.CancelRun(run_pb2.CancelRunRequest(id=run_id), timeout=30)
+        self.runs.CancelRun(run_pb2.CancelRunRequest(id=run_id), timeout=30, metadata=self.metadata)
 
 
 def tasks_named(run: Dict[str, Any], name: str) -> List[Dict[str, Any]]:

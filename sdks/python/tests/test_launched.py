@@ -200,6 +200,9 @@ def test_invalid_pydantic_input_is_non_retryable(server: OrkServer) -> None:
     assert run["status"] == "failed", summarize(run)
     [add] = tasks_named(run, "add")
     assert "does not match Numbers" in add["error"], add["error"]
+    # One clear message: no traceback, and no second, chained one.
+    assert add["error"].startswith("the input of task add does not match Numbers: "), add["error"]
+    assert "Traceback" not in add["error"], add["error"]
     assert add["attempt"] == 1, summarize(run)
 
 

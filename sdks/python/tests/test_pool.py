@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -23,10 +23,13 @@ WORKER_SCRIPT = Path(__file__).with_name("pool_worker.py")
 class WorkerProcess:
     """One `pool_worker.py` process, with its stderr kept for diagnosis."""
 
-    def __init__(self, server: OrkServer, name: str, slots: int, events: Path) -> None:
+    def __init__(
+        self, server: OrkServer, name: str, slots: int, events: Path, env: Optional[Dict[str, str]] = None
+    ) -> None:
         self.name = name
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER_SCRIPT), server.url, name, str(slots), str(events)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

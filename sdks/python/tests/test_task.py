@@ -129,7 +129,9 @@ def test_run_attempt_reports_failures(tmp_path: Path) -> None:
 
     assert run_attempt(boom, _env(tmp_path, {}), []) == EXIT_FAILED
     error = (tmp_path / "error.txt").read_text()
-    assert error.startswith("Traceback (most recent call last)") and error.endswith("RuntimeError: boom")
+    # The exception first, as the headline views show, then the traceback.
+    assert error.startswith("RuntimeError: boom\n\nTraceback (most recent call last)"), error
+    assert error.endswith("RuntimeError: boom"), error
     assert run_attempt(refuse, _env(tmp_path, {}), []) == EXIT_NON_RETRYABLE
     assert (tmp_path / "error.txt").read_text().endswith("NonRetryable: no")
 
@@ -159,3 +161,12 @@ def test_run_attempt_hands_metrics_to_the_supervisor_even_on_failure(tmp_path: P
     env = {**_env(tmp_path, {}), "ORK_METRICS": str(tmp_path / "metrics.txt")}
     assert run_attempt(counts, env, []) == EXIT_FAILED
     assert (tmp_path / "metrics.txt").read_text() == "rows 1200.0\nscore 0.93\n"
+
+
+def test_invalid_data_is_reported_as_its_message_alone() -> None:
+    from ork._task import InvalidData, format_error
+
+    with pytest.raises(InvalidData) as caught:
+        to_json_data(object(), "t")
+    text = format_error(caught.value)
+    assert text == "the output of task t is not JSON: object is not JSON serializable", text

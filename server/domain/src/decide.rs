@@ -129,7 +129,7 @@ pub enum FanOutError {
     },
     #[error(
         "`{reference}` asks for {count} instances, more than the limit of {max}; \
-         split the work into fewer, larger items"
+         split the work into fewer, larger items (the server's --max-fan-out)"
     )]
     TooMany {
         reference: String,
@@ -407,12 +407,22 @@ mod tests {
             `list.files.inner` is missing: the output of task `list` has no field `files.inner`
             `list.n` must be a non-negative integer, found a string `"3"`
             `list.neg` must be a non-negative integer, found the number `-1`
-            `list.big` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items
+            `list.big` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items (the server's --max-fan-out)
             `list.files` must be an array, found an object `{"a":1}`
             `list.n` must be an array, found a string `"3"`
-            `parallel: 11` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items
-            `list.list` asks for 3 instances, more than the limit of 2; split the work into fewer, larger items
+            `parallel: 11` asks for 11 instances, more than the limit of 10; split the work into fewer, larger items (the server's --max-fan-out)
+            `list.list` asks for 3 instances, more than the limit of 2; split the work into fewer, larger items (the server's --max-fan-out)
             `list.x` is missing: the output of task `list` has no field `x`"#]].assert_eq(&messages.join("\n"));
+    }
+
+    #[test]
+    fn fan_out_accepts_exactly_its_limit() {
+        let output = json!({"list": [1, 2], "n": 2});
+        let each = fan_out(&Parallelism::ForEach(field("list", &["list"])), &output, 2);
+        assert_eq!(each, Ok(FanOut::Items(vec![json!(1), json!(2)])));
+        let count = fan_out(&Parallelism::CountRef(field("list", &["n"])), &output, 2);
+        assert_eq!(count, Ok(FanOut::Count(2)));
+        assert!(fan_out(&Parallelism::CountRef(field("list", &["n"])), &output, 1).is_err());
     }
 
     #[test]

@@ -6,11 +6,13 @@
 
 pub mod dag;
 pub mod decide;
+pub mod inputs;
 pub mod model;
 pub mod parse;
+pub mod quantity;
 pub mod schedule;
 pub mod schema;
-mod suggest;
+pub mod suggest;
 pub mod template;
 pub mod types;
 

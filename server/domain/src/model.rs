@@ -10,9 +10,20 @@ pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3600;
 pub const DEFAULT_EXECUTOR: &str = "subprocess";
 /// Executors the server knows. A new executor is added here first, so that
 /// validation accepts it and error messages list it.
-pub const KNOWN_EXECUTORS: &[&str] = &["subprocess", WORKERS_EXECUTOR];
+pub const KNOWN_EXECUTORS: &[&str] = &[
+    "subprocess",
+    WORKERS_EXECUTOR,
+    DOCKER_EXECUTOR,
+    KUBERNETES_EXECUTOR,
+];
 /// The executor that hands tasks to long-lived pool workers by `handler`.
 pub const WORKERS_EXECUTOR: &str = "workers";
+/// The executor that runs each attempt in a container of a Docker engine.
+pub const DOCKER_EXECUTOR: &str = "docker";
+/// The executor that runs each attempt as a Kubernetes Job.
+pub const KUBERNETES_EXECUTOR: &str = "kubernetes";
+/// Executors that run a task in its `image`.
+pub const CONTAINER_EXECUTORS: &[&str] = &[DOCKER_EXECUTOR, KUBERNETES_EXECUTOR];
 /// Time zone a schedule is read in when the YAML names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 /// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,
@@ -38,6 +49,21 @@ pub struct WorkflowDefinition {
     /// Most runs of this workflow allowed at once; `None` means no limit.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// The run input's declared fields (`inputs:`), in the order the YAML
+    /// lists them. `None` when the workflow declares none: any input object
+    /// is then accepted as it is. See [`crate::inputs`].
+    #[serde(default)]
+    pub inputs: Option<Vec<InputDefinition>>,
+    /// The workflow's `defaults:` block as written (`python`, `executor`, `image`, `resources`). Parsing
+    /// already merged it into every task it applies to, so code downstream
+    /// of parsing reads only the tasks' own fields; it is kept for display.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
+    /// The folder the workflow file was deployed from, when relative
+    /// `python` or `command` paths were resolved against it (so the same
+    /// YAML deployed from elsewhere is a different version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
     /// Named JSON-Schema-style types that tasks' `output_type` refers to.
     /// [`crate::types`] describes the supported keywords; one type refers to
     /// another with `$ref: "#/types/NAME"`.
@@ -49,6 +75,24 @@ pub struct WorkflowDefinition {
 /// A JSON-Schema-style type, kept as the JSON the user wrote.
 pub type TypeSchema = serde_json::Value;
 
+/// One declared field of a run's input (`inputs: {date: {type: string}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDefinition {
+    pub name: String,
+    /// The field's JSON-Schema-style type (the subset of [`crate::types`]),
+    /// without its `default` and `description`.
+    pub schema: TypeSchema,
+    /// True when the field has no `default`: a run must give it.
+    #[serde(default)]
+    pub required: bool,
+    /// Applied when a run's input lacks an optional field (`None` stands
+    /// for a `default: null`, which JSON cannot tell from no value).
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
 /// One task of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskDefinition {
@@ -59,6 +103,15 @@ pub struct TaskDefinition {
     #[serde(default)]
     pub handler: Option<String>,
     pub file: Option<String>,
+    /// A program and its arguments (no shell). With `file`, the file's local
+    /// path is appended as the last argument; without, the task is the
+    /// command alone.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The interpreter of a `.py` `file` without `command` (default
+    /// `python3` on the worker's PATH).
+    #[serde(default)]
+    pub python: Option<String>,
     pub config_file: Option<String>,
     /// Input with `{{ ... }}` templates still in it.
     pub input: serde_json::Value,
@@ -76,6 +129,12 @@ pub struct TaskDefinition {
     pub parallel: Option<Parallelism>,
     pub concurrency: Option<u32>,
     pub resources: Resources,
+    /// For `docker` and `kubernetes` tasks: the image the task runs in.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For `docker` and `kubernetes` tasks: when the engine pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
     pub env: BTreeMap<String, EnvValue>,
     pub on_failure: OnFailure,
     pub output_type: Option<String>,
@@ -120,14 +179,30 @@ pub enum RetryBackoff {
     Exponential,
 }
 
-/// Resource requests, passed to executors that can honour them.
+/// Resource limits, as Kubernetes quantities (see [`crate::quantity`]):
+/// Docker enforces them as the container's limits, Kubernetes as the pod's
+/// requests and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU, e.g. "500m" or "2".
+    #[serde(default)]
     pub cpu: Option<String>,
     /// Memory, e.g. "512Mi".
+    #[serde(default)]
     pub memory: Option<String>,
+    #[serde(default)]
     pub gpu: Option<u32>,
+}
+
+impl Resources {
+    /// Each field of `self`, else the one of `defaults`.
+    pub fn or(&self, defaults: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.clone().or_else(|| defaults.cpu.clone()),
+            memory: self.memory.clone().or_else(|| defaults.memory.clone()),
+            gpu: self.gpu.or(defaults.gpu),
+        }
+    }
 }
 
 /// Where an environment variable's value comes from.
@@ -224,6 +299,26 @@ string_enum! {
         Manual = "manual",
         Schedule = "schedule",
         Retry = "retry",
+    }
+}
+
+string_enum! {
+    /// When a container engine pulls a task's image (`image_pull_policy`).
+    ImagePullPolicy {
+        /// Pull only when the engine does not have the image (the default).
+        IfNotPresent = "if_not_present",
+        /// Pull before every attempt, so a moved tag is followed.
+        Always = "always",
+        /// Never pull: the image must already be there.
+        Never = "never",
+    }
+}
+
+// `string_enum!` derives a fixed set of traits, so `Default` is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for ImagePullPolicy {
+    fn default() -> Self {
+        ImagePullPolicy::IfNotPresent
     }
 }
 

@@ -7,7 +7,8 @@
 use serde_json::{Value, json};
 
 use crate::model::{
-    Catchup, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, DEFAULT_TIMEZONE, KNOWN_EXECUTORS,
+    Catchup, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, DEFAULT_TIMEZONE, ImagePullPolicy,
+    KNOWN_EXECUTORS,
 };
 use crate::parse::MAX_NAME_LEN;
 use crate::schedule::MAX_CATCHUP_FIRES;
@@ -55,6 +56,26 @@ pub fn workflow_json_schema() -> Value {
                 ),
             },
             "concurrency": merge(&positive, json!({"description": "Most runs of this workflow at once."})),
+            "inputs": {
+                "type": "object",
+                "description": "The run input's fields, each a type (the JSON-Schema subset of `types`) with an optional `default` and `description`. A field without a default is required; a run with an undeclared field is refused.",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
+                "additionalProperties": {"$ref": "#/$defs/type_schema"},
+            },
+            "defaults": {
+                "type": "object",
+                "description": "Task fields every task inherits unless it sets its own.",
+                "additionalProperties": false,
+                "properties": {
+                    "python": {
+                        "type": "string",
+                        "description": "The interpreter of `.py` task files, e.g. `.venv/bin/python` (relative to the workflow file) or `python3.12` (on PATH).",
+                    },
+                    "executor": {"enum": KNOWN_EXECUTORS, "description": "`executor` of tasks that name none."},
+                    "image": {"type": "string", "description": "`image` of `docker` and `kubernetes` tasks that name none."},
+                    "resources": merge(&resources_schema(&count), json!({"description": "Each of `cpu`, `memory`, `gpu` for tasks that do not set it."})),
+                },
+            },
             "types": {
                 "type": "object",
                 "description": format!(
@@ -79,12 +100,13 @@ pub fn workflow_json_schema() -> Value {
 
 /// The schema of one task, apart to keep `json!` within its recursion limit.
 fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value) -> Value {
-    json!({
+    let mut schema = json!({
         "type": "object",
         "required": ["name"],
         "additionalProperties": false,
-        "if": {"properties": {"executor": {"const": "subprocess"}}},
-        "then": {"required": ["file"]},
+        // A launched task (the default executor) runs a file or a command.
+        "if": {"properties": {"executor": {"const": DEFAULT_EXECUTOR}}},
+        "then": {"anyOf": [{"required": ["file"]}, {"required": ["command"]}]},
         "properties": {
             "name": merge(name, json!({"description": "Task name, unique in the workflow."})),
             "executor": {
@@ -94,7 +116,17 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
             },
             "file": {
                 "type": "string",
-                "description": "Script or program to run, relative to the workflow file (no `..`).",
+                "description": "Script or program to run, relative to the workflow file (no `..`). With `command`, its path is appended to the command.",
+            },
+            "command": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": "A program and its arguments, run without a shell, e.g. [\"bash\", \"-c\", \"echo hi\"]. With `file`, the file's path is appended as the last argument. A relative program path with a `/` is relative to the workflow file; a bare name is looked up on PATH.",
+            },
+            "python": {
+                "type": "string",
+                "description": "The interpreter of a `.py` `file` (default `python3` on PATH), e.g. `.venv/bin/python` (relative to the workflow file).",
             },
             "handler": {
                 "type": "string",
@@ -130,16 +162,7 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
                 ],
             },
             "concurrency": merge(positive, json!({"description": "Most instances of this task at once."})),
-            "resources": {
-                "type": "object",
-                "additionalProperties": false,
-                "description": "Requests for executors that honour them.",
-                "properties": {
-                    "cpu": {"type": ["string", "number"], "examples": ["500m", "2"]},
-                    "memory": {"type": ["string", "integer"], "examples": ["512Mi"]},
-                    "gpu": count,
-                },
-            },
+            "resources": resources_schema(count),
             "env": {
                 "type": "object",
                 "description": "Environment variables. Names starting with `ORK_` are reserved.",
@@ -158,6 +181,32 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
                 "description": "What to do when an upstream task did not succeed.",
             },
             "output_type": {"type": "string", "description": "A key of `types` describing the output."},
+        },
+    });
+    // Added apart: one `json!` this big exceeds the macro's recursion limit.
+    schema["properties"]["image"] = json!({
+        "type": "string",
+        "description": "For `docker` and `kubernetes` tasks: the container image the task runs in.",
+        "examples": ["python:3.12-slim"],
+    });
+    schema["properties"]["image_pull_policy"] = json!({
+        "enum": ImagePullPolicy::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "default": ImagePullPolicy::default().as_str(),
+        "description": "When the engine pulls the image: if it does not have it, before every attempt, or never.",
+    });
+    schema
+}
+
+/// `resources`: Kubernetes quantities, enforced by the container executors.
+fn resources_schema(count: &Value) -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "Limits as Kubernetes quantities: Docker enforces them on the container, Kubernetes as the pod's requests and limits.",
+        "properties": {
+            "cpu": {"type": ["string", "number"], "examples": ["500m", "2"]},
+            "memory": {"type": ["string", "integer"], "examples": ["256Mi", "1Gi"]},
+            "gpu": count,
         },
     })
 }
@@ -325,6 +374,14 @@ mod tests {
             let n = options.iter().filter(|s| passes(s)).count();
             if n != 1 {
                 fail(errors, format!("matches {n} of oneOf"));
+            }
+        }
+        if let Some(options) = schema.get("anyOf").and_then(Value::as_array)
+            && !options.iter().any(&passes)
+        {
+            // Reported as the first option's errors, the most likely fix.
+            if let Some(first) = options.first() {
+                validate(first, value, root, path, errors);
             }
         }
         if let (Some(condition), Some(then)) = (schema.get("if"), schema.get("then"))

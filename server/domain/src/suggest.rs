@@ -3,7 +3,7 @@
 /// The candidate closest to `word` by edit distance, when it is close enough
 /// to be a plausible typo: at most a third of the word (at least one edit),
 /// and never a rewrite of a whole short name (`b` is no typo of `a`).
-pub(crate) fn closest<'a, I>(word: &str, candidates: I) -> Option<&'a str>
+pub fn closest<'a, I>(word: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {

@@ -145,6 +145,22 @@ pub fn validate(
     if v.out.is_empty() { Ok(()) } else { Err(v.out) }
 }
 
+/// Checks `value` against a schema written in place (an input field's
+/// type, say) rather than a declared type; `$ref`s in it resolve to `types`.
+pub fn validate_schema(
+    value: &Value,
+    schema: &Value,
+    types: &BTreeMap<String, TypeSchema>,
+) -> Result<(), Vec<TypeViolation>> {
+    let mut v = Validator {
+        types,
+        out: Vec::new(),
+        path: String::new(),
+    };
+    v.check(schema, value, 0);
+    if v.out.is_empty() { Ok(()) } else { Err(v.out) }
+}
+
 /// Checks the output of an attempt of `task` against its `output_type`:
 /// `Ok` when the task has none. The error is the message the attempt fails
 /// with, listing up to [`OUTPUT_VIOLATIONS_SHOWN`] violations.
@@ -514,6 +530,24 @@ pub fn check_types(types: &BTreeMap<String, TypeSchema>) -> Vec<TypeDefError> {
             });
         }
     }
+    errors
+}
+
+/// Checks one schema written in place (an input field's type): the same
+/// rules as a declared type's, with `$ref`s naming `types`. Errors carry
+/// `label` as their `type_name`.
+pub fn check_schema(
+    label: &str,
+    schema: &Value,
+    types: &BTreeMap<String, TypeSchema>,
+) -> Vec<TypeDefError> {
+    let mut errors = Vec::new();
+    let mut checker = DefChecker {
+        types,
+        type_name: label,
+        errors: &mut errors,
+    };
+    checker.schema(schema, "", 0);
     errors
 }
 

@@ -1,12 +1,13 @@
 //! Conversions from state records to proto messages. Pure functions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ork_domain::{Parallelism, TaskStatus};
 use ork_proto::json::to_proto;
 use ork_proto::v1;
 
+pub use crate::executor::pool::HandlerSlots;
 use crate::state::{
     AttemptRecord, CompiledVersion, LogRecord, RunRecord, TaskRunRecord, WorkflowRecord,
 };
@@ -44,11 +45,28 @@ pub fn workflow(record: &WorkflowRecord) -> v1::Workflow {
                 file: t.file.clone().unwrap_or_default(),
                 retries: t.retries,
                 timeout_seconds: t.timeout_seconds,
+                handler: t.handler.clone().unwrap_or_default(),
+                command: t.command.clone().unwrap_or_default(),
+                python: t.python.clone().unwrap_or_default(),
             })
             .collect(),
         created_at: Some(timestamp(record.created_at)),
         updated_at: Some(timestamp(record.updated_at)),
         definition_yaml: version.yaml.clone(),
+        inputs: version
+            .definition
+            .inputs
+            .iter()
+            .flatten()
+            .map(|i| v1::WorkflowInput {
+                name: i.name.clone(),
+                schema: Some(to_proto(&i.schema)),
+                required: i.required,
+                default_value: (!i.required)
+                    .then(|| to_proto(i.default.as_ref().unwrap_or(&serde_json::Value::Null))),
+                description: i.description.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -68,14 +86,43 @@ pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
     }
 }
 
+/// What the dispatching side of this server looks like right now: what
+/// decides why a ready task is still pending.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchView {
+    /// Per handler of the attached pool workers: how many workers serve it
+    /// and how many of their slots are free.
+    pub handlers: BTreeMap<String, HandlerSlots>,
+    /// Free slots for launched (subprocess) tasks.
+    pub launched_free: u32,
+    /// False when another replica holds the run's lease: its pool, not this
+    /// one's, decides.
+    pub owns_run: bool,
+    /// The owner of the run's lease, for the message when it is not us.
+    pub owner: String,
+    /// `--schedule-to-start-timeout`: when a task nobody serves is failed.
+    pub schedule_to_start_timeout: Option<std::time::Duration>,
+}
+
+/// Everything [`pending_reason`] reads besides the task run itself.
+#[derive(Clone, Copy)]
+pub struct ReasonContext<'a> {
+    pub version: Option<&'a CompiledVersion>,
+    pub now: DateTime<Utc>,
+    /// True while the run itself waits for its workflow's `concurrency`.
+    pub run_waiting: bool,
+    /// The live dispatch state; `None` where it is unknown (the mirror).
+    pub dispatch: Option<&'a DispatchView>,
+}
+
 /// Task runs in the order the workflow lists its tasks, instances by index,
 /// each pending one with the reason it is still pending.
 pub fn task_runs(
     records: &[TaskRunRecord],
     attempts: &[AttemptRecord],
-    version: Option<&CompiledVersion>,
-    now: DateTime<Utc>,
+    context: &ReasonContext<'_>,
 ) -> Vec<v1::TaskRun> {
+    let version = context.version;
     let position = |name: &str| {
         version
             .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
@@ -102,7 +149,7 @@ pub fn task_runs(
     sorted
         .into_iter()
         .map(|r| {
-            let mut t = task_run(r, pending_reason(r, &counts, version, now));
+            let mut t = task_run(r, pending_reason(r, &counts, context));
             t.attempts = by_task_run
                 .get(r.id.as_str())
                 .map(|a| a.iter().map(|a| attempt(a)).collect())
@@ -181,19 +228,26 @@ pub fn task_run(r: &TaskRunRecord, pending_reason: String) -> v1::TaskRun {
 pub fn pending_reason(
     r: &TaskRunRecord,
     counts: &RunCounts<'_>,
-    version: Option<&CompiledVersion>,
-    now: DateTime<Utc>,
+    ctx: &ReasonContext<'_>,
 ) -> String {
     if r.status != TaskStatus::Pending {
         return String::new();
     }
+    let version = ctx.version;
+    if ctx.run_waiting {
+        let cap = version
+            .and_then(|v| v.definition.concurrency)
+            .map(|n| format!(" (it allows {n} at once)"))
+            .unwrap_or_default();
+        return format!("the run waits for other runs of its workflow to end{cap}");
+    }
     match r.ready_at {
-        Some(at) if at > now => format!(
+        Some(at) if at > ctx.now => format!(
             "retry delay: attempt {} starts at {}",
             r.attempt + 1,
             at.format("%H:%M:%S%.3f UTC")
         ),
-        Some(_) => {
+        Some(ready_at) => {
             let cap = version
                 .and_then(|v| v.task(&r.task_name))
                 .and_then(|t| t.concurrency);
@@ -207,7 +261,10 @@ pub fn pending_reason(
                     "concurrency cap: {active} of {cap} instances of `{}` running",
                     r.task_name
                 ),
-                _ => "queued: waiting for dispatch".to_owned(),
+                _ => match ctx.dispatch {
+                    Some(view) => dispatch_reason(r, ready_at, view, version),
+                    None => "queued: waiting for dispatch".to_owned(),
+                },
             }
         }
         None => {
@@ -227,6 +284,63 @@ pub fn pending_reason(
     }
 }
 
+/// Why a ready task has not been handed to a worker: what its executor lacks.
+fn dispatch_reason(
+    r: &TaskRunRecord,
+    ready_at: DateTime<Utc>,
+    view: &DispatchView,
+    version: Option<&CompiledVersion>,
+) -> String {
+    if r.executor != ork_domain::WORKERS_EXECUTOR {
+        return if view.launched_free == 0 {
+            "waiting for a subprocess slot: this server runs at most --max-subprocesses at once, and all are busy".to_owned()
+        } else {
+            "queued: waiting for dispatch".to_owned()
+        };
+    }
+    let handler = version
+        .and_then(|v| v.task(&r.task_name))
+        .and_then(|t| t.handler.as_deref())
+        .unwrap_or_default();
+    if !view.owns_run {
+        return format!(
+            "waiting for a pool worker serving handler `{handler}` on `{}`, the replica that runs it",
+            view.owner
+        );
+    }
+    match view.handlers.get(handler) {
+        None => {
+            let attached = if view.handlers.is_empty() {
+                "no pool worker is attached".to_owned()
+            } else {
+                let names: Vec<&str> = view.handlers.keys().map(String::as_str).collect();
+                format!("attached: {}", names.join(", "))
+            };
+            let deadline = view
+                .schedule_to_start_timeout
+                .and_then(|t| chrono::Duration::from_std(t).ok())
+                .map(|t| {
+                    format!(
+                        "; fails at {} (--schedule-to-start-timeout)",
+                        (ready_at + t).format("%H:%M:%S UTC")
+                    )
+                })
+                .unwrap_or_default();
+            format!("no attached worker serves handler `{handler}` ({attached}){deadline}")
+        }
+        Some(slots) if slots.free == 0 => format!(
+            "waiting for a free slot: {} pool {} serving `{handler}`, all slots busy",
+            slots.workers,
+            if slots.workers == 1 {
+                "worker"
+            } else {
+                "workers"
+            }
+        ),
+        Some(_) => "queued: waiting for dispatch".to_owned(),
+    }
+}
+
 pub fn log_line(l: &LogRecord) -> v1::LogLine {
     v1::LogLine {
         task: l.task_name.clone(),
@@ -235,5 +349,158 @@ pub fn log_line(l: &LogRecord) -> v1::LogLine {
         stream: l.stream.clone(),
         line: l.line.clone(),
         time: Some(timestamp(l.time)),
+    }
+}
+
+pub fn token(record: &crate::state::tokens::TokenRecord) -> v1::Token {
+    v1::Token {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        role: record.role.as_str().to_owned(),
+        created_at: Some(timestamp(record.created_at)),
+        expires_at: opt_timestamp(record.expires_at),
+        revoked_at: opt_timestamp(record.revoked_at),
+        created_by: record.created_by.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ork_domain::parse::{ParseOptions, parse_workflow};
+
+    fn version(yaml: &str) -> CompiledVersion {
+        let definition = parse_workflow(yaml, &ParseOptions::default()).expect("valid");
+        CompiledVersion {
+            version: "v".into(),
+            yaml: yaml.into(),
+            dag: ork_domain::dag::Dag::new(&definition).expect("dag"),
+            definition,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn pending(name: &str, executor: &str, ready: Option<DateTime<Utc>>) -> TaskRunRecord {
+        TaskRunRecord {
+            id: format!("tr-{name}"),
+            run_id: "r".into(),
+            task_name: name.into(),
+            status: TaskStatus::Pending,
+            attempt: 0,
+            max_retries: 0,
+            parallel_index: None,
+            parallel_count: None,
+            executor: executor.into(),
+            input: None,
+            output: None,
+            error: None,
+            created_at: Utc::now(),
+            ready_at: ready,
+            dispatched_at: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    const YAML: &str = "name: w\ntasks:\n  - name: a\n    command: [\"true\"]\n  - name: b\n    executor: workers\n    handler: build_report\n  - name: c\n    command: [\"true\"]\n    depends_on: [a]\n";
+
+    fn reason(
+        task: &TaskRunRecord,
+        all: &[TaskRunRecord],
+        view: &DispatchView,
+        run_waiting: bool,
+    ) -> String {
+        let v = version(YAML);
+        let counts = RunCounts::new(all);
+        let ctx = ReasonContext {
+            version: Some(&v),
+            now: DateTime::from_timestamp(1_800_000_010, 0).expect("now"),
+            run_waiting,
+            dispatch: Some(view),
+        };
+        pending_reason(task, &counts, &ctx)
+    }
+
+    #[test]
+    fn a_pending_task_says_what_it_waits_for() {
+        let ready = DateTime::from_timestamp(1_800_000_000, 0);
+        let a = pending("a", "subprocess", ready);
+        let b = pending("b", "workers", ready);
+        let c = pending("c", "subprocess", None);
+        let all = vec![a.clone(), b.clone(), c.clone()];
+        let idle = DispatchView {
+            launched_free: 4,
+            owns_run: true,
+            owner: "local".into(),
+            ..DispatchView::default()
+        };
+        assert_eq!(reason(&c, &all, &idle, false), "waiting on a");
+        assert_eq!(
+            reason(&a, &all, &idle, false),
+            "queued: waiting for dispatch"
+        );
+        assert_eq!(
+            reason(&b, &all, &idle, false),
+            "no attached worker serves handler `build_report` (no pool worker is attached)"
+        );
+        let mut others = idle.clone();
+        others.handlers.insert(
+            "count_words".into(),
+            HandlerSlots {
+                workers: 1,
+                free: 2,
+            },
+        );
+        others.handlers.insert(
+            "total".into(),
+            HandlerSlots {
+                workers: 1,
+                free: 2,
+            },
+        );
+        others.schedule_to_start_timeout = Some(std::time::Duration::from_secs(30));
+        assert_eq!(
+            reason(&b, &all, &others, false),
+            "no attached worker serves handler `build_report` (attached: count_words, total); fails at 08:00:30 UTC (--schedule-to-start-timeout)"
+        );
+        let mut busy = idle.clone();
+        busy.launched_free = 0;
+        busy.handlers.insert(
+            "build_report".into(),
+            HandlerSlots {
+                workers: 2,
+                free: 0,
+            },
+        );
+        assert_eq!(
+            reason(&a, &all, &busy, false),
+            "waiting for a subprocess slot: this server runs at most --max-subprocesses at once, and all are busy"
+        );
+        assert_eq!(
+            reason(&b, &all, &busy, false),
+            "waiting for a free slot: 2 pool workers serving `build_report`, all slots busy"
+        );
+        let elsewhere = DispatchView {
+            owns_run: false,
+            owner: "sched-2".into(),
+            ..idle.clone()
+        };
+        assert_eq!(
+            reason(&b, &all, &elsewhere, false),
+            "waiting for a pool worker serving handler `build_report` on `sched-2`, the replica that runs it"
+        );
+        assert_eq!(
+            reason(&a, &all, &idle, true),
+            "the run waits for other runs of its workflow to end"
+        );
+        let later = pending(
+            "a",
+            "subprocess",
+            DateTime::from_timestamp(1_800_000_020, 0),
+        );
+        assert_eq!(
+            reason(&later, &all, &idle, false),
+            "retry delay: attempt 1 starts at 08:00:20.000 UTC"
+        );
     }
 }

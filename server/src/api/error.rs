@@ -13,12 +13,18 @@ pub enum ErrorKind {
     FailedPrecondition,
     Unavailable,
     Internal,
-    /// A request larger than the server accepts (HTTP bodies, gRPC messages).
+    /// A request larger than the server accepts (HTTP bodies, gRPC messages),
+    /// the code tonic itself uses for an oversized message.
     TooLarge,
     /// An HTTP method the path does not serve.
     MethodNotAllowed,
-    /// A request without the credentials the route needs.
+    /// No credential, or one the server does not accept (unknown, expired,
+    /// revoked).
     Unauthenticated,
+    /// A valid credential whose role does not allow the call.
+    PermissionDenied,
+    /// Too many requests of one kind from one token; retry later.
+    RateLimited,
 }
 
 /// `(kind, gRPC code, HTTP status)`: the single source of the mapping.
@@ -28,9 +34,11 @@ pub const ERROR_TABLE: &[(ErrorKind, Code, u16)] = &[
     (ErrorKind::FailedPrecondition, Code::FailedPrecondition, 409),
     (ErrorKind::Unavailable, Code::Unavailable, 503),
     (ErrorKind::Internal, Code::Internal, 500),
-    (ErrorKind::TooLarge, Code::ResourceExhausted, 413),
+    (ErrorKind::TooLarge, Code::OutOfRange, 413),
     (ErrorKind::MethodNotAllowed, Code::Unimplemented, 405),
     (ErrorKind::Unauthenticated, Code::Unauthenticated, 401),
+    (ErrorKind::PermissionDenied, Code::PermissionDenied, 403),
+    (ErrorKind::RateLimited, Code::ResourceExhausted, 429),
 ];
 
 impl ErrorKind {
@@ -106,6 +114,8 @@ mod tests {
             ErrorKind::TooLarge,
             ErrorKind::MethodNotAllowed,
             ErrorKind::Unauthenticated,
+            ErrorKind::PermissionDenied,
+            ErrorKind::RateLimited,
         ] {
             assert_eq!(
                 ERROR_TABLE.iter().filter(|(k, _, _)| *k == kind).count(),

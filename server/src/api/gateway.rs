@@ -13,15 +13,16 @@ use std::sync::{Arc, LazyLock};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
-    self, run_service_server::RunService, workflow_service_server::WorkflowService,
+    self, pool_service_server::PoolService, run_service_server::RunService,
+    token_service_server::TokenService, workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,15 +30,17 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, MAX_MESSAGE_BYTES, RunApi, WorkflowApi};
-
-/// Largest request body: the same as the largest gRPC message, so a deploy
-/// that fits one fits the other (its files are base64 in JSON).
-pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+use super::{ApiContext, PoolApi, RunApi, TokenApi, WorkflowApi};
+use crate::auth::Principal;
 
 /// Query parameter of the logs route that turns it into a Server-Sent Events
 /// stream (`FollowTaskLogs`).
 pub const FOLLOW_PARAM: &str = "follow";
+
+/// The header a reconnecting Server-Sent Events client (a browser's
+/// `EventSource`) sends with the `id` of the last event it received; a
+/// follow resumes after it instead of replaying every line.
+pub const LAST_EVENT_ID: &str = "last-event-id";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpMethod {
@@ -78,6 +81,11 @@ pub enum Rpc {
     RetryRun,
     ListTaskRuns,
     GetTaskLogs,
+    ListWorkers,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
+    WatchRun,
 }
 
 impl Rpc {
@@ -88,6 +96,8 @@ impl Rpc {
             | Self::ListWorkflows
             | Self::GetWorkflow
             | Self::DeleteWorkflow => "ork.v1.WorkflowService",
+            Self::ListWorkers => "ork.v1.PoolService",
+            Self::CreateToken | Self::ListTokens | Self::RevokeToken => "ork.v1.TokenService",
             _ => "ork.v1.RunService",
         }
     }
@@ -106,6 +116,11 @@ impl Rpc {
             Self::RetryRun => "RetryRun",
             Self::ListTaskRuns => "ListTaskRuns",
             Self::GetTaskLogs => "GetTaskLogs",
+            Self::ListWorkers => "ListWorkers",
+            Self::CreateToken => "CreateToken",
+            Self::ListTokens => "ListTokens",
+            Self::RevokeToken => "RevokeToken",
+            Self::WatchRun => "WatchRun",
         }
     }
 }
@@ -186,6 +201,21 @@ pub const ROUTES: &[RestRoute] = &[
         Rpc::GetTaskLogs,
         &[("id", "run_id"), ("name", "task")],
     ),
+    route(HttpMethod::Get, "/workers", Rpc::ListWorkers, &[]),
+    route(HttpMethod::Get, "/tokens", Rpc::ListTokens, &[]),
+    route(HttpMethod::Post, "/tokens", Rpc::CreateToken, &[]),
+    route(
+        HttpMethod::Delete,
+        "/tokens/{name}",
+        Rpc::RevokeToken,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Get,
+        "/runs/{id}/watch",
+        Rpc::WatchRun,
+        &[("id", "id")],
+    ),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -198,7 +228,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             http: kind.http_status(),
             code: kind.grpc_code(),
@@ -229,13 +259,13 @@ impl ApiError {
 
     /// An axum extractor's rejection: too large is 413, anything else the
     /// client's fault.
-    fn rejection(status: StatusCode, text: String) -> Self {
+    fn rejection(status: StatusCode, text: String, max_body_bytes: usize) -> Self {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             Self::new(
                 ErrorKind::TooLarge,
                 None,
                 format!(
-                    "the request body is larger than {MAX_BODY_BYTES} bytes; keep large data in object storage and pass its location"
+                    "the request body is larger than {max_body_bytes} bytes (the server's --max-body-bytes); keep large data in object storage and pass its location"
                 ),
             )
         } else {
@@ -277,23 +307,33 @@ pub fn code_name(code: Code) -> String {
 struct Gateway {
     workflows: Arc<WorkflowApi>,
     runs: Arc<RunApi>,
+    pool: Arc<PoolApi>,
+    tokens: Arc<TokenApi>,
+    max_body_bytes: usize,
 }
 
 /// The REST routes, `/healthz` and `/openapi.json`, with JSON fallbacks for
 /// unknown paths and methods.
 pub fn router(ctx: ApiContext) -> Router {
+    let max_body_bytes = ctx.limits.max_body_bytes;
     let gateway = Gateway {
         workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
-        runs: Arc::new(RunApi { ctx }),
+        runs: Arc::new(RunApi { ctx: ctx.clone() }),
+        pool: Arc::new(PoolApi { ctx: ctx.clone() }),
+        tokens: Arc::new(TokenApi { ctx }),
+        max_body_bytes,
     };
     let mut router = Router::new();
     for route in ROUTES {
         let handler = move |State(gateway): State<Gateway>,
+                            principal: Option<Extension<Principal>>,
                             path: Result<Path<Vec<(String, String)>>, PathRejection>,
                             query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+                            headers: HeaderMap,
                             body: Result<Bytes, BytesRejection>| async move {
+            let principal = principal.map_or(Principal::Anonymous, |Extension(p)| p);
             gateway
-                .handle(route, path, query, body)
+                .handle(route, principal, path, query, &headers, body)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         };
@@ -319,7 +359,7 @@ pub fn router(ctx: ApiContext) -> Router {
                 "this path does not serve that method; GET /openapi.json lists the API",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(gateway)
 }
 
@@ -332,26 +372,15 @@ async fn openapi_document() -> Response {
 /// Parses the merged request fields into a request message, naming the field
 /// that was wrong.
 fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = if path == "." {
-            inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-                .map(|(f, _)| f.to_owned())
-        } else {
-            Some(path)
-        };
-        match field {
-            Some(f) => ApiError::invalid(Some(&f), format!("field `{f}`: {inner}")),
-            None => ApiError::invalid(None, inner),
-        }
+    ork_proto::decode::message(Value::Object(fields)).map_err(|e| match &e.field {
+        Some(f) => ApiError::invalid(Some(f), e.to_string()),
+        None => ApiError::invalid(None, e.message),
     })
 }
 
 async fn call<Req, Resp, Fut>(
     fields: Map<String, Value>,
+    principal: &Principal,
     method: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Result<Response, ApiError>
 where
@@ -359,8 +388,10 @@ where
     Resp: Serialize,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = decode::<Req>(fields)?;
-    let response = method(tonic::Request::new(request))
+    let mut request = tonic::Request::new(decode::<Req>(fields)?);
+    // The caller, as the auth layer established it, for the service.
+    request.extensions_mut().insert(principal.clone());
+    let response = method(request)
         .await
         .map_err(|s| ApiError::from_status(&s))?;
     Ok(Json(response.into_inner()).into_response())
@@ -381,13 +412,18 @@ impl Gateway {
     async fn handle(
         &self,
         route: &'static RestRoute,
+        principal: Principal,
         path: Result<Path<Vec<(String, String)>>, PathRejection>,
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Response, ApiError> {
-        let Path(params) = path.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
-        let Query(query) = query.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
-        let body = body.map_err(|r| ApiError::rejection(r.status(), r.body_text()))?;
+        let limit = self.max_body_bytes;
+        let Path(params) =
+            path.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
+        let Query(query) =
+            query.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
+        let body = body.map_err(|r| ApiError::rejection(r.status(), r.body_text(), limit))?;
 
         let mut fields = Map::new();
         let mut follow = false;
@@ -453,30 +489,52 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs) = (&*self.workflows, &*self.runs);
+        let (workflows, runs, pool, tokens) =
+            (&*self.workflows, &*self.runs, &*self.pool, &*self.tokens);
+        let p = &principal;
         match route.rpc {
-            Rpc::DeployWorkflow => call(fields, |r| workflows.deploy_workflow(r)).await,
-            Rpc::ListWorkflows => call(fields, |r| workflows.list_workflows(r)).await,
-            Rpc::GetWorkflow => call(fields, |r| workflows.get_workflow(r)).await,
-            Rpc::DeleteWorkflow => call(fields, |r| workflows.delete_workflow(r)).await,
-            Rpc::StartRun => call(fields, |r| runs.start_run(r)).await,
-            Rpc::ListRuns => call(fields, |r| runs.list_runs(r)).await,
-            Rpc::GetRun => call(fields, |r| runs.get_run(r)).await,
-            Rpc::CancelRun => call(fields, |r| runs.cancel_run(r)).await,
-            Rpc::RetryRun => call(fields, |r| runs.retry_run(r)).await,
-            Rpc::ListTaskRuns => call(fields, |r| runs.list_task_runs(r)).await,
-            Rpc::GetTaskLogs if follow => self.follow_logs(fields).await,
-            Rpc::GetTaskLogs => call(fields, |r| runs.get_task_logs(r)).await,
+            Rpc::DeployWorkflow => call(fields, p, |r| workflows.deploy_workflow(r)).await,
+            Rpc::ListWorkflows => call(fields, p, |r| workflows.list_workflows(r)).await,
+            Rpc::GetWorkflow => call(fields, p, |r| workflows.get_workflow(r)).await,
+            Rpc::DeleteWorkflow => call(fields, p, |r| workflows.delete_workflow(r)).await,
+            Rpc::StartRun => call(fields, p, |r| runs.start_run(r)).await,
+            Rpc::ListRuns => call(fields, p, |r| runs.list_runs(r)).await,
+            Rpc::GetRun => call(fields, p, |r| runs.get_run(r)).await,
+            Rpc::CancelRun => call(fields, p, |r| runs.cancel_run(r)).await,
+            Rpc::RetryRun => call(fields, p, |r| runs.retry_run(r)).await,
+            Rpc::ListTaskRuns => call(fields, p, |r| runs.list_task_runs(r)).await,
+            Rpc::GetTaskLogs if follow => self.follow_logs(fields, headers).await,
+            Rpc::GetTaskLogs => call(fields, p, |r| runs.get_task_logs(r)).await,
+            Rpc::ListWorkers => call(fields, p, |r| pool.list_workers(r)).await,
+            Rpc::CreateToken => call(fields, p, |r| tokens.create_token(r)).await,
+            Rpc::ListTokens => call(fields, p, |r| tokens.list_tokens(r)).await,
+            Rpc::RevokeToken => call(fields, p, |r| tokens.revoke_token(r)).await,
+            Rpc::WatchRun => self.watch_run(fields, p).await,
         }
     }
 
     /// `?follow=true`: `FollowTaskLogs` as Server-Sent Events: a `lines`
     /// event per message (a `FollowTaskLogsResponse`), then `end` when every
-    /// selected task has finished, or `error` with a JSON error.
-    async fn follow_logs(&self, fields: Map<String, Value>) -> Result<Response, ApiError> {
+    /// selected task has finished, or `error` with a JSON error. Every event
+    /// carries the cursor after its lines as its `id`, so a client that
+    /// reconnects with `Last-Event-ID` resumes where it was.
+    async fn follow_logs(
+        &self,
+        fields: Map<String, Value>,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
         // Parsed as the non-following request, so both modes accept the same
         // parameters; `limit` has no meaning for a stream.
-        let req: v1::GetTaskLogsRequest = decode(fields)?;
+        let mut req: v1::GetTaskLogsRequest = decode(fields)?;
+        if let Some(last) = headers.get(LAST_EVENT_ID) {
+            // A reconnect: the header is newer than any cursor in the URL.
+            req.cursor = last_event_cursor(last)?;
+        }
+        let start = if req.cursor.is_empty() {
+            "0".to_owned()
+        } else {
+            req.cursor.clone()
+        };
         let stream = self
             .runs
             .follow_task_logs(tonic::Request::new(v1::FollowTaskLogsRequest {
@@ -487,9 +545,76 @@ impl Gateway {
             .await
             .map_err(|s| ApiError::from_status(&s))?
             .into_inner();
+        // The cursor reached so far: the id of every event.
+        let last = Arc::new(std::sync::Mutex::new(start));
+        let seen = last.clone();
+        let events = stream
+            .map(move |item| {
+                let mut cursor = seen.lock().unwrap_or_else(|e| e.into_inner());
+                match item {
+                    Ok(message) => {
+                        if !message.next_cursor.is_empty() {
+                            cursor.clone_from(&message.next_cursor);
+                        }
+                        Event::default()
+                            .event("lines")
+                            .id(cursor.as_str())
+                            .json_data(message)
+                    }
+                    Err(status) => Event::default()
+                        .event("error")
+                        .id(cursor.as_str())
+                        .json_data(ApiError::from_status(&status).body()),
+                }
+            })
+            .chain(futures::stream::once(async move {
+                let cursor = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(Event::default().event("end").id(cursor).data("{}"))
+            }));
+        Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response())
+    }
+}
+
+/// The cursor a `Last-Event-ID` header names: the `id` of an event this
+/// route sent, which is a log cursor (digits).
+fn last_event_cursor(value: &HeaderValue) -> Result<String, ApiError> {
+    match value.to_str() {
+        Ok(text)
+            if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(text.to_owned())
+        }
+        Ok("") => Ok(String::new()),
+        _ => Err(ApiError::invalid(
+            Some("Last-Event-ID"),
+            "header `Last-Event-ID`: send back the `id` of the last event received (a number), or leave it out to start at the first line",
+        )),
+    }
+}
+
+impl Gateway {
+    /// `WatchRun` as Server-Sent Events: a `run` event per message (a
+    /// `WatchRunResponse`; the first is the whole current run), then `end`
+    /// after the message that shows the run ended, or `error` with a JSON
+    /// error. What browsers (the web UI) use to stay live without polling.
+    async fn watch_run(
+        &self,
+        fields: Map<String, Value>,
+        principal: &Principal,
+    ) -> Result<Response, ApiError> {
+        let mut request = tonic::Request::new(decode::<v1::WatchRunRequest>(fields)?);
+        request.extensions_mut().insert(principal.clone());
+        let stream = self
+            .runs
+            .watch_run(request)
+            .await
+            .map_err(|s| ApiError::from_status(&s))?
+            .into_inner();
         let events = stream
             .map(|item| match item {
-                Ok(message) => Event::default().event("lines").json_data(message),
+                Ok(message) => Event::default().event("run").json_data(message),
                 Err(status) => Event::default()
                     .event("error")
                     .json_data(ApiError::from_status(&status).body()),

@@ -6,17 +6,22 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod limits;
 pub mod openapi;
+mod pool_service;
 pub mod prometheus;
 mod run_service;
 mod run_streams;
+mod token_service;
 mod worker_service;
 mod workflow_service;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ork_proto::v1::pool_service_server::PoolServiceServer;
 use ork_proto::v1::run_service_server::RunServiceServer;
+use ork_proto::v1::token_service_server::TokenServiceServer;
 use ork_proto::v1::worker_service_server::WorkerServiceServer;
 use ork_proto::v1::workflow_service_server::WorkflowServiceServer;
 
@@ -25,12 +30,21 @@ use crate::objects::MirrorHandle;
 use crate::scheduler::SchedulerHandle;
 use crate::state::StateStore;
 
+pub use pool_service::PoolApi;
 pub use run_service::RunApi;
+pub use token_service::TokenApi;
 pub use worker_service::WorkerApi;
 pub use workflow_service::WorkflowApi;
 
-/// Largest gRPC message the server accepts (a deploy carries task files).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The descriptor sets of every gRPC service [`routes`] serves: ork's own,
+/// health and both reflection versions. Reflection answers from the first
+/// two; the auth layer's role table is checked against all of them.
+pub const DESCRIPTOR_SETS: &[&[u8]] = &[
+    ork_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// What every service handler shares.
 #[derive(Clone)]
@@ -57,6 +71,15 @@ pub struct ApiContext {
     pub events: events::EventHub,
     /// What `/metrics` serves.
     pub metrics: crate::metrics::Metrics,
+    /// `--schedule-to-start-timeout`, shown in the reason a task nobody
+    /// serves is pending.
+    pub schedule_to_start_timeout: Option<Duration>,
+    /// Credentials and tokens (the token service manages them).
+    pub auth: Arc<crate::auth::Auth>,
+    /// Bounds on what clients send.
+    pub limits: crate::options::ClientLimits,
+    /// Log bytes stored per attempt, against `limits.max_log_bytes_per_attempt`.
+    pub log_budget: Arc<limits::LogBudget>,
 }
 
 /// Every gRPC service of the server, plus health and reflection.
@@ -65,23 +88,42 @@ pub fn routes(ctx: ApiContext) -> Result<tonic::service::Routes, tonic_reflectio
     // Serving from the start: the stores are open before the listener is.
     drop(health_reporter);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ork_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SETS[0])
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SETS[1])
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ork_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SETS[0])
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SETS[1])
         .build_v1alpha()?;
+    // Every request message is bounded by the one option; replies carry
+    // task files and outputs up to the same size.
+    let max = ctx.limits.max_message_bytes;
     let mut routes = tonic::service::Routes::default();
     routes = routes
         .add_service(
             WorkflowServiceServer::new(WorkflowApi { ctx: ctx.clone() })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
-        .add_service(RunServiceServer::new(RunApi { ctx: ctx.clone() }))
+        .add_service(
+            RunServiceServer::new(RunApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            TokenServiceServer::new(TokenApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            PoolServiceServer::new(PoolApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
         .add_service(
             WorkerServiceServer::new(WorkerApi { ctx })
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(health_service)
         .add_service(reflection_v1)

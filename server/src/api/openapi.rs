@@ -277,6 +277,7 @@ impl Generator<'_> {
             let mut operation = json!({
                 "operationId": route.rpc.method(),
                 "tags": [route.rpc.service().trim_start_matches("ork.v1.")],
+                "security": [{ "bearer": [] }],
                 "responses": {
                     "200": { "description": "OK", "content": { "application/json": { "schema": self.message_ref(&output) } } },
                     "default": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
@@ -312,18 +313,35 @@ impl Generator<'_> {
                         "description": "Stream the lines as Server-Sent Events (`lines` events carrying a FollowTaskLogsResponse, then `end`) until every selected task has finished.",
                         "schema": { "type": "boolean" },
                     }));
+                    parameters.push(json!({
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": false,
+                        "description": "With `follow`: the `id` of the last event received; the stream resumes after it (what a reconnecting EventSource sends). It takes precedence over `cursor`.",
+                        "schema": { "type": "string", "pattern": "^[0-9]*$" },
+                    }));
                     // OpenAPI 3.0: the schema describes one event.
                     operation["responses"]["200"]["content"]["text/event-stream"] = json!({ "schema": {
                         "type": "object",
-                        "required": ["event", "data"],
+                        "required": ["event", "id", "data"],
                         "properties": {
                             "event": { "type": "string", "enum": ["lines", "error", "end"] },
+                            "id": {
+                                "type": "string",
+                                "description": "The log cursor after this event's lines; send it back as `Last-Event-ID` (or `cursor`) to resume.",
+                            },
                             "data": {
                                 "type": "string",
                                 "description": "JSON: a FollowTaskLogsResponse for `lines`, an Error for `error`, `{}` for `end`.",
                             },
                         },
                     } });
+                }
+                if route.rpc == Rpc::WatchRun {
+                    // Always a stream: the JSON content type does not apply.
+                    operation["responses"]["200"]["content"] = json!({
+                        "text/event-stream": event_stream("run", "a WatchRunResponse"),
+                    });
                 }
             }
             if !parameters.is_empty() {
@@ -339,6 +357,7 @@ impl Generator<'_> {
             json!({ "get": {
                 "operationId": "Healthz",
                 "tags": ["Health"],
+                "security": [],
                 "description": "Answers while the server serves requests.",
                 "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": {
                     "type": "object", "properties": { "status": { "type": "string" } }, "required": ["status"],
@@ -350,12 +369,30 @@ impl Generator<'_> {
             json!({ "get": {
                 "operationId": "OpenApi",
                 "tags": ["Health"],
+                "security": [],
                 "description": "This document.",
                 "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } },
             } }),
         );
         paths
     }
+}
+
+/// The media type of a Server-Sent Events response whose messages are
+/// `event` events carrying `what`. OpenAPI 3.0 cannot describe a stream, so
+/// the schema describes one event.
+fn event_stream(event: &str, what: &str) -> Value {
+    json!({ "schema": {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": { "type": "string", "enum": [event, "error", "end"] },
+            "data": {
+                "type": "string",
+                "description": format!("JSON: {what} for `{event}`, an Error for `error`, `{{}}` for `end`."),
+            },
+        },
+    } })
 }
 
 /// The OpenAPI document.
@@ -403,7 +440,14 @@ pub fn document() -> Value {
             "description": "The REST gateway of ork: the same methods, messages and errors as the gRPC API (package ork.v1), in the proto3 JSON mapping with field names as written in the proto. Generated from the proto; do not edit.",
         },
         "paths": paths,
-        "components": { "schemas": schemas },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (`ork token create`), sent as `Authorization: Bearer TOKEN`. A server started with `ork dev` on a loopback address needs none.",
+            } },
+        },
     })
 }
 

@@ -42,8 +42,53 @@ impl RunApi {
             .get_version(&record.workflow_version)
             .await
             .map_err(from_state)?;
-        let tasks = convert::task_runs(&tasks, &attempts, version.as_deref(), Utc::now());
+        let dispatch = self.dispatch_view(record);
+        let context = convert::ReasonContext {
+            version: version.as_deref(),
+            now: Utc::now(),
+            run_waiting: record.status == ork_domain::RunStatus::Pending,
+            dispatch: Some(&dispatch),
+        };
+        let tasks = convert::task_runs(&tasks, &attempts, &context);
         Ok(convert::run(record, tasks))
+    }
+
+    /// This server's executors as the reasons of pending tasks see them.
+    fn dispatch_view(&self, record: &RunRecord) -> convert::DispatchView {
+        convert::DispatchView {
+            handlers: self.ctx.pool.handler_slots(),
+            launched_free: self.ctx.executors.launch_capacity(),
+            owns_run: record.owner.as_deref().is_none_or(|o| o == self.ctx.owner),
+            owner: record.owner.clone().unwrap_or_default(),
+            schedule_to_start_timeout: self.ctx.schedule_to_start_timeout,
+        }
+    }
+
+    /// The error for a task name the run's workflow lacks, with the closest
+    /// name and the list.
+    async fn unknown_task(&self, kind: ErrorKind, run: &RunRecord, task: &str) -> Status {
+        let version = self
+            .ctx
+            .state
+            .get_version(&run.workflow_version)
+            .await
+            .ok()
+            .flatten();
+        let names: Vec<&str> = version
+            .as_ref()
+            .map(|v| v.definition.tasks.iter().map(|t| t.name.as_str()).collect())
+            .unwrap_or_default();
+        let hint = ork_domain::suggest::closest(task, names.iter().copied())
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        status(
+            kind,
+            format!(
+                "run `{}` has no task `{task}`{hint}; its tasks are: {}",
+                run.id,
+                names.join(", ")
+            ),
+        )
     }
 
     pub(super) async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
@@ -79,20 +124,33 @@ impl RunService for RunApi {
                 ));
             }
         };
+        if let Some(refusal) = super::limits::input_refusal(&input, self.ctx.limits.max_input_bytes)
+        {
+            return Err(status(ErrorKind::InvalidArgument, refusal));
+        }
+        let workflow = req.workflow;
         let record = self
             .ctx
             .state
             .create_run(
                 NewRun {
-                    workflow: req.workflow,
+                    workflow: workflow.clone(),
                     input,
                     triggered_by: TriggerType::Manual,
                     owner: self.ctx.owner.clone(),
                 },
                 Utc::now(),
             )
-            .await
-            .map_err(from_state)?;
+            .await;
+        let record = match record {
+            Ok(record) => record,
+            Err(crate::state::Error::NotFound { .. }) => {
+                return Err(
+                    super::workflow_service::workflow_not_found(&self.ctx, &workflow).await,
+                );
+            }
+            Err(e) => return Err(from_state(e)),
+        };
         self.ctx.events.notify();
         self.ctx.scheduler.wake();
         self.ctx.mirror.wake();
@@ -165,6 +223,21 @@ impl RunService for RunApi {
     ) -> Result<Response<v1::RetryRunResponse>, Status> {
         let req = request.into_inner();
         let task = (!req.task.is_empty()).then_some(req.task.as_str());
+        if let Some(task) = task {
+            let run = self.load_run(&req.id).await?;
+            let known = self
+                .ctx
+                .state
+                .get_version(&run.workflow_version)
+                .await
+                .map_err(from_state)?
+                .is_some_and(|v| v.task(task).is_some());
+            if !known {
+                return Err(self
+                    .unknown_task(ErrorKind::InvalidArgument, &run, task)
+                    .await);
+            }
+        }
         self.ctx
             .state
             .retry_run(&req.id, task, &self.ctx.owner, Utc::now())
@@ -218,10 +291,7 @@ impl RunService for RunApi {
         if let Some(t) = &task
             && !tasks.iter().any(|r| &r.task_name == t)
         {
-            return Err(status(
-                ErrorKind::NotFound,
-                format!("run `{}` has no task `{t}`", run.id),
-            ));
+            return Err(self.unknown_task(ErrorKind::NotFound, &run, t).await);
         }
         let finished = run.status.is_terminal()
             || tasks

@@ -84,13 +84,21 @@ pub(super) async fn follow_task_logs(
 }
 
 /// What a watcher is told about: the run's status and each task run's
-/// status and attempt (times and pending reasons change without a commit).
-fn fingerprint(run: &v1::Run) -> (String, Vec<(String, String, u32)>) {
+/// status, attempt and pending reason (times change on their own; a reason
+/// changes when something it depends on does, e.g. a worker attaching).
+fn fingerprint(run: &v1::Run) -> (String, Vec<(String, String, u32, String)>) {
     (
         run.status.clone(),
         run.tasks
             .iter()
-            .map(|t| (t.id.clone(), t.status.clone(), t.attempt))
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.status.clone(),
+                    t.attempt,
+                    t.pending_reason.clone(),
+                )
+            })
             .collect(),
     )
 }

@@ -15,8 +15,6 @@ use crate::executor::spec::{SpecError, task_spec};
 use crate::secrets::{mask, mask_json};
 use crate::state::{Failure, FailureKind, Fence, NewLogLine, TaskMetric, normalize_task_metrics};
 
-/// Longest log line stored; longer lines are cut with a marker.
-const MAX_LOG_LINE: usize = 64 * 1024;
 /// Most lines in one AppendLogs call.
 const MAX_LOG_BATCH: usize = 5000;
 
@@ -87,6 +85,7 @@ async fn watch_session(
             message = inbound.message() => match message {
                 Ok(Some(m)) => {
                     last_seen = tokio::time::Instant::now();
+                    ctx.pool.seen(id);
                     if let Some(v1::session_request::Message::Drain(_)) = m.message {
                         ctx.pool.drain(id);
                     }
@@ -131,6 +130,31 @@ async fn watch_session(
 }
 
 impl WorkerApi {
+    /// An output the server will not store (wrong type, too large): the
+    /// attempt fails (retries apply) and the worker hears why.
+    async fn refuse_output<T>(
+        &self,
+        fence: &Fence,
+        message: String,
+        metrics: Vec<TaskMetric>,
+    ) -> Result<T, Status> {
+        let failure = Failure {
+            kind: FailureKind::Task,
+            error: message.clone(),
+            non_retryable: false,
+            metrics,
+        };
+        self.ctx
+            .state
+            .fail_attempt(fence, &failure, Utc::now())
+            .await
+            .map_err(from_state)?;
+        self.ctx.pool.finished(&fence.task_run_id);
+        self.ctx.scheduler.wake();
+        self.ctx.mirror.wake();
+        Err(status(ErrorKind::InvalidArgument, message))
+    }
+
     /// Keeps an output above the inline limit in the object store and returns
     /// the marker the database stores instead. The object is written before
     /// the report commits, so a committed marker always points at content.
@@ -143,23 +167,40 @@ impl WorkerApi {
         if bytes.len() <= self.ctx.inline_output_limit {
             return Ok(output);
         }
+        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
+            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
+            .to_string();
+        let size = bytes.len();
+        let marker =
+            serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } });
+        // Nothing is written for a caller that does not hold the attempt's
+        // token: the fence is checked first (a heartbeat is that check, and
+        // the caller is indeed alive). An attempt that already ended with
+        // this number is a repeated report whose reply was lost (or a late
+        // one): its object is not written again, and the report itself
+        // decides, token and all, whether it is accepted.
+        match self.ctx.state.heartbeat(fence, Utc::now()).await {
+            Ok(_) => {}
+            Err(crate::state::Error::Stale {
+                current_attempt, ..
+            }) if current_attempt == fence.attempt => {
+                return Ok(marker);
+            }
+            Err(e) => return Err(from_state(e)),
+        }
         // The output's type is checked before anything is written.
         self.ctx
             .state
             .check_output(fence, &output)
             .await
             .map_err(from_state)?;
-        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
-            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
-            .to_string();
-        let size = bytes.len();
         self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
             status(
                 ErrorKind::Unavailable,
                 format!("could not store the {size}-byte output in the object store: {e}; retry"),
             )
         })?;
-        Ok(serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } }))
+        Ok(marker)
     }
 }
 
@@ -171,6 +212,10 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<v1::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // The token that attaches the session owns its attempts (auth layer).
+        let owner = crate::auth::Principal::of_grpc(&request)
+            .token()
+            .map(|t| t.id.clone());
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let Some(v1::SessionRequest {
@@ -212,7 +257,7 @@ impl WorkerService for WorkerApi {
         let id = self
             .ctx
             .pool
-            .attach(name, handlers, attach.slots, tx.clone());
+            .attach(name, owner, handlers, attach.slots, tx.clone());
         let attached = v1::SessionResponse {
             message: Some(v1::session_response::Message::Attached(
                 v1::SessionAttached {
@@ -320,14 +365,7 @@ impl WorkerService for WorkerApi {
             .into_iter()
             .map(|e| {
                 let mut line = e.line;
-                if line.len() > MAX_LOG_LINE {
-                    let mut cut = MAX_LOG_LINE;
-                    while !line.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    line.truncate(cut);
-                    line.push_str(" [line truncated]");
-                }
+                super::limits::cut_line(&mut line, self.ctx.limits.max_log_line_bytes);
                 let stream = if e.stream == "stderr" {
                     "stderr"
                 } else {
@@ -340,6 +378,10 @@ impl WorkerService for WorkerApi {
                 }
             })
             .collect();
+        let lines = self
+            .ctx
+            .log_budget
+            .admit(&fence.task_run_id, fence.attempt, lines);
         self.ctx
             .state
             .append_logs(&fence, &lines)
@@ -358,6 +400,11 @@ impl WorkerService for WorkerApi {
         let metrics = task_metrics(req.metrics)?;
         let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
+        if let Some(refusal) =
+            super::limits::output_refusal(&output, self.ctx.limits.max_output_bytes)
+        {
+            return self.refuse_output(&fence, refusal, metrics).await;
+        }
         if output
             .as_object()
             .is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY))
@@ -379,28 +426,13 @@ impl WorkerService for WorkerApi {
         {
             Ok(()) => {}
             Err(crate::state::Error::InvalidOutput(message)) => {
-                // The output breaks the task's declared type: the attempt fails
-                // (retries apply) and the worker hears why.
-                let failure = Failure {
-                    kind: FailureKind::Task,
-                    error: message.clone(),
-                    non_retryable: false,
-                    metrics,
-                };
-                self.ctx
-                    .state
-                    .fail_attempt(&fence, &failure, Utc::now())
-                    .await
-                    .map_err(from_state)?;
-                self.ctx.pool.finished(&fence.task_run_id);
-                self.ctx.scheduler.wake();
-                self.ctx.mirror.wake();
-                return Err(status(ErrorKind::InvalidArgument, message));
+                return self.refuse_output(&fence, message, metrics).await;
             }
             Err(e) => return Err(from_state(e)),
         }
         tracing::info!(attempt = fence.attempt, "attempt succeeded");
         self.ctx.secrets.forget(&fence.task_run_id);
+        self.ctx.log_budget.forget(&fence.task_run_id);
         // A pool worker's slot frees with its report.
         self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
@@ -435,6 +467,7 @@ impl WorkerService for WorkerApi {
             .map_err(from_state)?;
         tracing::info!(attempt = fence.attempt, "attempt failed");
         self.ctx.secrets.forget(&fence.task_run_id);
+        self.ctx.log_budget.forget(&fence.task_run_id);
         self.ctx.pool.finished(&fence.task_run_id);
         self.ctx.events.notify();
         self.ctx.scheduler.wake();

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::convert;
 use super::error::{ErrorKind, from_state, status};
-use crate::state::NewWorkflowVersion;
+use crate::state::{NewWorkflowVersion, WorkflowRecord};
 
 /// Largest task file accepted by a deploy.
 pub const MAX_FILE_BYTES: usize = 16 << 20;
@@ -19,6 +19,59 @@ pub const MAX_DEPLOY_BYTES: usize = 48 << 20;
 
 pub struct WorkflowApi {
     pub(crate) ctx: ApiContext,
+}
+
+/// NOT_FOUND for a workflow name, with the closest deployed name.
+pub(super) async fn workflow_not_found(ctx: &ApiContext, name: &str) -> Status {
+    let names: Vec<String> = ctx
+        .state
+        .list_workflows()
+        .await
+        .map(|all| all.into_iter().map(|w| w.name).collect())
+        .unwrap_or_default();
+    let hint = ork_domain::suggest::closest(name, names.iter().map(String::as_str))
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
+    status(
+        ErrorKind::NotFound,
+        format!("workflow `{name}` not found{hint}; `ork workflow list` shows the deployed ones"),
+    )
+}
+
+impl WorkflowApi {
+    /// `GetWorkflow` with a `version`: that immutable version, whether or not
+    /// it is still the newest (or the workflow still exists). Its times are
+    /// the version's deploy time.
+    async fn get_version(
+        &self,
+        name: String,
+        version: String,
+    ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
+        let compiled = self
+            .ctx
+            .state
+            .get_version(&version)
+            .await
+            .map_err(from_state)?
+            .filter(|v| v.definition.name == name)
+            .ok_or_else(|| {
+                status(
+                    ErrorKind::NotFound,
+                    format!(
+                        "field `version`: workflow `{name}` has no version `{version}`; a run's `workflow_version` names one"
+                    ),
+                )
+            })?;
+        let record = WorkflowRecord {
+            name,
+            created_at: compiled.created_at,
+            updated_at: compiled.created_at,
+            version: compiled,
+        };
+        Ok(Response::new(v1::GetWorkflowResponse {
+            workflow: Some(convert::workflow(&record)),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -39,9 +92,16 @@ impl WorkflowService for WorkflowApi {
             &ParseOptions {
                 source: &source,
                 files: Some(&provided),
+                base_dir: (!req.base_dir.is_empty()).then_some(req.base_dir.as_str()),
+                limits: self.ctx.limits.yaml,
             },
         )
         .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
+        let refused = self.ctx.secrets.allow_env().refusals(&definition);
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused.iter().map(|r| format!("{source}: {r}")).collect();
+            return Err(status(ErrorKind::InvalidArgument, lines.join("\n")));
+        }
 
         let mut files = BTreeMap::new();
         let mut total = 0usize;
@@ -69,7 +129,9 @@ impl WorkflowService for WorkflowApi {
                 ),
             ));
         }
-        let version = crate::hash::workflow_version(&req.yaml, &files);
+        // Paths resolved against the deploying folder are part of the content.
+        let version =
+            crate::hash::workflow_version_in(&req.yaml, definition.base_dir.as_deref(), &files);
         let (record, created) = self
             .ctx
             .state
@@ -95,21 +157,19 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<v1::GetWorkflowRequest>,
     ) -> Result<Response<v1::GetWorkflowResponse>, Status> {
-        let name = request.into_inner().name;
+        let v1::GetWorkflowRequest { name, version } = request.into_inner();
+        if !version.is_empty() {
+            return self.get_version(name, version).await;
+        }
         let record = self
             .ctx
             .state
             .get_workflow(&name)
             .await
-            .map_err(from_state)?
-            .ok_or_else(|| {
-                status(
-                    ErrorKind::NotFound,
-                    format!(
-                        "workflow `{name}` not found; `ork workflow list` shows the deployed ones"
-                    ),
-                )
-            })?;
+            .map_err(from_state)?;
+        let Some(record) = record else {
+            return Err(workflow_not_found(&self.ctx, &name).await);
+        };
         Ok(Response::new(v1::GetWorkflowResponse {
             workflow: Some(convert::workflow(&record)),
         }))
@@ -137,10 +197,7 @@ impl WorkflowService for WorkflowApi {
             .await
             .map_err(from_state)?
         {
-            return Err(status(
-                ErrorKind::NotFound,
-                format!("workflow `{name}` not found"),
-            ));
+            return Err(workflow_not_found(&self.ctx, &name).await);
         }
         Ok(Response::new(v1::DeleteWorkflowResponse {}))
     }

@@ -1,7 +1,16 @@
 //! Executors start task attempts somewhere and can stop them. The attempt
 //! itself reports back over gRPC; an executor only launches, watches the
 //! launch, and kills.
+//!
+//! Executors never read the state store: what they need to launch comes in
+//! [`Launch`], and what they notice goes out as [`ExecutorEvent`]s, which
+//! the scheduler turns into fenced state changes.
 
+#[cfg(feature = "docker")]
+mod docker;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
+mod labels;
 pub mod pool;
 pub mod spec;
 mod subprocess;
@@ -11,8 +20,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::state::Fence;
+use ork_domain::ImagePullPolicy;
 
+use crate::state::{FailureKind, Fence};
+
+#[cfg(feature = "docker")]
+pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
 pub use pool::{PoolExecutor, PoolStats, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
@@ -50,6 +65,33 @@ pub struct Launch {
     pub timeout_seconds: u32,
     /// For pool tasks: the handler to run.
     pub handler: Option<String>,
+    /// The workflow the run belongs to (for labels).
+    pub workflow: String,
+    /// For container executors: what to run the worker in.
+    pub container: Option<ContainerSpec>,
+}
+
+/// A container task's image and limits, from its definition (quantities
+/// already validated at deploy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub pull_policy: ImagePullPolicy,
+    /// CPU as a Kubernetes quantity, e.g. `500m`.
+    pub cpu: Option<String>,
+    /// Memory as a Kubernetes quantity, e.g. `256Mi`.
+    pub memory: Option<String>,
+}
+
+/// An execution found in an engine by its labels: one this process started,
+/// or one left by an earlier server process. The token is read back from the
+/// execution's own environment, so the scheduler can act on it fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub id: String,
+    pub fence: Fence,
+    /// False once the container or pod has ended.
+    pub running: bool,
 }
 
 /// Where an execution stands, as far as the executor can tell.
@@ -66,9 +108,17 @@ pub enum ExecutionStatus {
 /// Something an executor noticed on its own.
 #[derive(Debug, Clone)]
 pub enum ExecutorEvent {
-    /// The launched process ended. If the attempt is still active, it ended
-    /// without reporting, and `description` says how.
-    Exited { fence: Fence, description: String },
+    /// The launched process, container or pod ended. If the attempt is still
+    /// active, it ended without reporting: it fails with `description`, as
+    /// `kind` (a vanished worker is `Lost`; an out-of-memory kill is a task
+    /// failure that spends a retry; an image that cannot be pulled is
+    /// `non_retryable`).
+    Exited {
+        fence: Fence,
+        description: String,
+        kind: FailureKind,
+        non_retryable: bool,
+    },
 }
 
 /// The executor port.
@@ -82,6 +132,17 @@ pub trait Executor: Send + Sync + 'static {
     /// How many more attempts it can start now; `None` when unbounded.
     fn free_slots(&self) -> Option<u32> {
         None
+    }
+    /// Every execution of ork's in the engine, whoever started it. Executors
+    /// whose executions die with the server (subprocess, pool) have none.
+    async fn list(&self) -> Result<Vec<Execution>, Error> {
+        Ok(Vec::new())
+    }
+    /// Watches an execution this process did not start (a server restart),
+    /// so that its end without a report becomes an [`ExecutorEvent`]. Does
+    /// nothing for one already watched.
+    async fn adopt(&self, _execution: &Execution) -> Result<(), Error> {
+        Ok(())
     }
 }
 
@@ -100,14 +161,24 @@ impl Executors {
         self.by_name.get(name)
     }
 
-    /// Free slots of every launching executor (all but the pool), summed;
-    /// `u32::MAX` when one of them is unbounded.
+    /// How many launched attempts may be claimed now: the fewest free slots
+    /// of the bounded launching executors (all but the pool), `u32::MAX`
+    /// when none is bounded. Claims count launches of every executor
+    /// together, so the smallest budget is the one that keeps every cap (a
+    /// per-executor budget in the claim would let a full executor not hold
+    /// back the others).
     pub fn launch_capacity(&self) -> u32 {
         self.by_name
             .iter()
             .filter(|(name, _)| name.as_str() != ork_domain::WORKERS_EXECUTOR)
-            .map(|(_, e)| e.free_slots().unwrap_or(u32::MAX))
-            .fold(0u32, u32::saturating_add)
+            .filter_map(|(_, e)| e.free_slots())
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Every executor with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<dyn Executor>)> {
+        self.by_name.iter().map(|(n, e)| (n.as_str(), e))
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -6,11 +6,12 @@
 //! never queue here. A session's slots are freed when its attempt reports,
 //! is cancelled, or is declared lost.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ork_proto::v1;
 use tokio::sync::mpsc;
 
@@ -24,11 +25,37 @@ pub type SessionSender = mpsc::Sender<Result<v1::SessionResponse, tonic::Status>
 
 struct Session {
     name: String,
+    /// The id of the worker token that attached it (`None` without
+    /// authentication): only that token may report its attempts.
+    owner: Option<String>,
     handlers: BTreeSet<String>,
     slots: u32,
     running: HashSet<String>,
     draining: bool,
     tx: SessionSender,
+    attached_at: DateTime<Utc>,
+    /// The last message the worker sent on its stream (pongs included).
+    last_seen: DateTime<Utc>,
+}
+
+/// The attached pool workers serving one handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerSlots {
+    pub workers: u32,
+    pub free: u32,
+}
+
+/// One attached session as `ork worker list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub name: String,
+    pub handlers: Vec<String>,
+    pub slots: u32,
+    pub in_use: u32,
+    pub draining: bool,
+    pub attached_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
 }
 
 impl Session {
@@ -47,6 +74,9 @@ struct PoolState {
     sessions: HashMap<u64, Session>,
     /// task_run_id → (session, fence) of every assigned attempt.
     assigned: HashMap<String, (u64, Fence)>,
+    /// Owners of attempts that ended lately, so that a worker repeating a
+    /// report whose reply it lost is still recognised (oldest first).
+    recent: VecDeque<(String, u32, Option<String>)>,
 }
 
 /// A snapshot of the attached pool workers.
@@ -57,6 +87,8 @@ pub struct PoolStats {
     /// Slots running an attempt.
     pub busy: u64,
 }
+/// How many ended assignments [`PoolState::recent`] remembers.
+const RECENT: usize = 4096;
 
 /// The registry of attached pool workers.
 #[derive(Default)]
@@ -87,10 +119,54 @@ impl WorkerPool {
         free
     }
 
-    /// Registers a session; returns its id.
+    /// Per handler of the attached (not draining) sessions: how many serve
+    /// it and their free slots, for the reasons a pool task waits.
+    pub fn handler_slots(&self) -> BTreeMap<String, HandlerSlots> {
+        let state = self.lock();
+        let mut out: BTreeMap<String, HandlerSlots> = BTreeMap::new();
+        for session in state.sessions.values().filter(|s| !s.draining) {
+            for handler in &session.handlers {
+                let entry = out.entry(handler.clone()).or_default();
+                entry.workers += 1;
+                entry.free += session.free();
+            }
+        }
+        out
+    }
+
+    /// Every attached session, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let state = self.lock();
+        let mut sessions: Vec<SessionInfo> = state
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                id: *id,
+                name: s.name.clone(),
+                handlers: s.handlers.iter().cloned().collect(),
+                slots: s.slots,
+                in_use: u32::try_from(s.running.len()).unwrap_or(u32::MAX),
+                draining: s.draining,
+                attached_at: s.attached_at,
+                last_seen: s.last_seen,
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
+    }
+
+    /// The session's worker sent something: it is alive now.
+    pub fn seen(&self, id: u64) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.last_seen = Utc::now();
+        }
+    }
+
+    /// Registers a session attached by token `owner`; returns its id.
     pub fn attach(
         &self,
         name: String,
+        owner: Option<String>,
         handlers: BTreeSet<String>,
         slots: u32,
         tx: SessionSender,
@@ -99,15 +175,19 @@ impl WorkerPool {
         state.next_id += 1;
         let id = state.next_id;
         tracing::info!(session = id, %name, ?handlers, slots, "pool worker attached");
+        let now = Utc::now();
         state.sessions.insert(
             id,
             Session {
                 name,
+                owner,
                 handlers,
                 slots,
                 running: HashSet::new(),
                 draining: false,
                 tx,
+                attached_at: now,
+                last_seen: now,
             },
         );
         id
@@ -139,12 +219,20 @@ impl WorkerPool {
     /// Returns true when a slot was freed, so the scheduler can use it.
     pub fn finished(&self, task_run_id: &str) -> bool {
         let mut state = self.lock();
-        let Some((session, _)) = state.assigned.remove(task_run_id) else {
+        let Some((session, fence)) = state.assigned.remove(task_run_id) else {
             return false;
         };
+        let mut owner = None;
         if let Some(s) = state.sessions.get_mut(&session) {
             s.running.remove(task_run_id);
+            owner = s.owner.clone();
         }
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state
+            .recent
+            .push_back((fence.task_run_id, fence.attempt, owner));
         true
     }
 
@@ -161,6 +249,25 @@ impl WorkerPool {
                 .map(|s| s.running.len() as u64)
                 .sum(),
         }
+    }
+
+    /// The token that owns the session attempt `attempt` of `task_run_id`
+    /// was pushed to (inner `None`: attached without authentication); `None`
+    /// when this server never pushed that attempt to a session (or has
+    /// forgotten it long after it ended).
+    pub fn owner_of(&self, task_run_id: &str, attempt: u32) -> Option<Option<String>> {
+        let state = self.lock();
+        if let Some((session, fence)) = state.assigned.get(task_run_id)
+            && fence.attempt == attempt
+        {
+            return Some(state.sessions.get(session).and_then(|s| s.owner.clone()));
+        }
+        state
+            .recent
+            .iter()
+            .rev()
+            .find(|(id, a, _)| id == task_run_id && *a == attempt)
+            .map(|(_, _, owner)| owner.clone())
     }
 
     /// Number of attached sessions, for logs and tests.
@@ -305,11 +412,12 @@ mod tests {
         let (tx, _rx) = mpsc::channel(4);
         let a = pool.attach(
             "a".into(),
+            None,
             ["h1".to_owned(), "h2".to_owned()].into(),
             2,
             tx.clone(),
         );
-        let _b = pool.attach("b".into(), ["h1".to_owned()].into(), 1, tx);
+        let _b = pool.attach("b".into(), None, ["h1".to_owned()].into(), 1, tx);
         assert_eq!(
             pool.capacity(),
             BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)])
@@ -331,7 +439,7 @@ mod tests {
     fn detach_returns_the_running_attempts() {
         let pool = WorkerPool::default();
         let (tx, _rx) = mpsc::channel(4);
-        let a = pool.attach("a".into(), ["h".to_owned()].into(), 2, tx);
+        let a = pool.attach("a".into(), None, ["h".to_owned()].into(), 2, tx);
         pool.reserve("h", &fence("x"));
         pool.reserve("h", &fence("y"));
         assert!(pool.reserve("h", &fence("z")).is_none(), "slots respected");
@@ -339,5 +447,32 @@ mod tests {
         lost.sort();
         assert_eq!(lost, ["x", "y"]);
         assert!(pool.capacity().is_empty());
+    }
+
+    #[test]
+    fn attempts_are_bound_to_the_token_of_their_session() {
+        let pool = WorkerPool::default();
+        let (tx, _rx) = mpsc::channel(4);
+        let _a = pool.attach(
+            "a".into(),
+            Some("token-a".into()),
+            ["h".to_owned()].into(),
+            1,
+            tx.clone(),
+        );
+        assert!(pool.reserve("h", &fence("x")).is_some());
+        assert_eq!(pool.owner_of("x", 1), Some(Some("token-a".to_owned())));
+        assert_eq!(
+            pool.owner_of("x", 2),
+            None,
+            "another attempt of the task run"
+        );
+        assert_eq!(pool.owner_of("y", 1), None, "never pushed");
+        assert!(pool.finished("x"));
+        assert_eq!(
+            pool.owner_of("x", 1),
+            Some(Some("token-a".to_owned())),
+            "still known for a repeated report"
+        );
     }
 }

@@ -53,6 +53,8 @@ pub async fn task_spec(
         config_file: spec.config_file.unwrap_or_default(),
         config_file_content: spec.config_file_content,
         handler: spec.handler.unwrap_or_default(),
+        command: spec.command.unwrap_or_default(),
+        python: spec.python.unwrap_or_default(),
         traceparent,
     })
 }

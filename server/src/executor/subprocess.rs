@@ -13,7 +13,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch};
+use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
+use crate::state::FailureKind;
 
 /// How many of the worker's last stderr lines explain an unreported exit.
 const STDERR_TAIL: usize = 20;
@@ -24,6 +25,8 @@ pub struct SubprocessOptions {
     pub worker_binary: PathBuf,
     /// The URL workers call back on.
     pub server_url: String,
+    /// More variables for every worker (how to reach a TLS server).
+    pub extra_env: Vec<(String, String)>,
     /// Parent of the attempts' working directories.
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on cancel.
@@ -76,11 +79,9 @@ impl Executor for SubprocessExecutor {
     async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
         let program = self.options.worker_binary.display().to_string();
         let mut child = Command::new(&self.options.worker_binary)
-            .env("ORK_SERVER", &self.options.server_url)
-            .env("ORK_TASK_RUN_ID", &launch.fence.task_run_id)
-            .env("ORK_ATTEMPT", launch.fence.attempt.to_string())
-            .env("ORK_TOKEN", &launch.fence.token)
-            .env("ORK_WORK_DIR", &self.options.work_dir)
+            .envs(labels::attempt_env(launch, &self.options.server_url))
+            .env(labels::ENV_WORK_DIR, &self.options.work_dir)
+            .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -125,7 +126,12 @@ impl Executor for SubprocessExecutor {
                 description.push_str(":\n");
                 description.push_str(&Vec::from(tail).join("\n"));
             }
-            let _ = events.send(ExecutorEvent::Exited { fence, description });
+            let _ = events.send(ExecutorEvent::Exited {
+                fence,
+                description,
+                kind: FailureKind::Lost,
+                non_retryable: false,
+            });
         });
         Ok(execution_id)
     }

@@ -182,7 +182,15 @@ impl Mirror {
         let counts = convert::RunCounts::new(&tasks);
         let task_runs = sorted
             .into_iter()
-            .map(|r| convert::task_run(r, convert::pending_reason(r, &counts, version, now)))
+            .map(|r| {
+                let context = convert::ReasonContext {
+                    version,
+                    now,
+                    run_waiting: run.status == ork_domain::RunStatus::Pending,
+                    dispatch: None,
+                };
+                convert::task_run(r, convert::pending_reason(r, &counts, &context))
+            })
             .collect();
         self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs))
             .await

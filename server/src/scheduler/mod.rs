@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::executor::{Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool};
+use crate::executor::{
+    ContainerSpec, Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool,
+};
 use crate::metrics::Metrics;
 use crate::objects::MirrorHandle;
 use crate::secrets::Secrets;
@@ -22,6 +24,11 @@ use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 
 /// Most task runs claimed in one transaction.
 const CLAIM_BATCH: u32 = 256;
+/// Most unserved pool tasks looked at per tick.
+const UNSERVED_BATCH: u32 = 1000;
+/// How often the executors' engines are compared with the state: executions
+/// left by an earlier server are adopted, those of finished attempts removed.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -33,6 +40,8 @@ pub struct SchedulerOptions {
     pub lease: Duration,
     /// Where cron fires are counted.
     pub metrics: Metrics,
+    /// Fail pool tasks that no attached worker serves after this long.
+    pub schedule_to_start_timeout: Option<Duration>,
 }
 
 /// Cheap handle to wake the dispatch loop after a commit that readied work.
@@ -130,6 +139,9 @@ impl Scheduler {
                 tracing::warn!(error = %e, "cannot listen for other replicas' wake-ups; relying on the tick")
             }
         }
+        // Before any new dispatch: containers a previous process left
+        // running are watched again, and leftovers of finished attempts go.
+        core.reconcile().await;
         let dispatch = tokio::spawn(core.clone().dispatch_loop(shutdown.clone()));
         let timers = tokio::spawn(core.clone().timer_loop(shutdown.clone()));
         let events = tokio::spawn(core.event_loop(self.events, shutdown));
@@ -230,12 +242,24 @@ impl Core {
             self.fail(&claim.fence, failure).await;
             return;
         };
+        let (workflow, container) = match self.container_spec(&claim).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, task_run = %claim.fence.task_run_id, "cannot read the task's definition; giving the claim back");
+                if let Err(e) = self.state.release_claim(&claim.fence).await {
+                    tracing::warn!(error = %e, "could not release a claim");
+                }
+                return;
+            }
+        };
         let launch = Launch {
             fence: claim.fence.clone(),
             run_id: claim.run_id.clone(),
             task_name: claim.task_name.clone(),
             timeout_seconds: claim.timeout_seconds,
             handler: claim.handler.clone(),
+            workflow,
+            container,
         };
         match executor.dispatch(&launch).await {
             Ok(id) => {
@@ -265,6 +289,93 @@ impl Core {
         }
     }
 
+    /// For container tasks: the workflow's name and the task's image and
+    /// limits, from the run's workflow version (cached by the store).
+    async fn container_spec(
+        &self,
+        claim: &Claim,
+    ) -> Result<(String, Option<ContainerSpec>), state::Error> {
+        if !ork_domain::CONTAINER_EXECUTORS.contains(&claim.executor.as_str()) {
+            return Ok((String::new(), None));
+        }
+        let not_found = |what: String| state::Error::NotFound { what };
+        let run = self
+            .state
+            .get_run(&claim.run_id)
+            .await?
+            .ok_or_else(|| not_found(format!("run {}", claim.run_id)))?;
+        let version = self
+            .state
+            .get_version(&run.workflow_version)
+            .await?
+            .ok_or_else(|| not_found(format!("workflow version {}", run.workflow_version)))?;
+        let task = version
+            .task(&claim.task_name)
+            .ok_or_else(|| not_found(format!("task {}", claim.task_name)))?;
+        let container = task.image.as_ref().map(|image| ContainerSpec {
+            image: image.clone(),
+            pull_policy: task.image_pull_policy,
+            cpu: task.resources.cpu.clone(),
+            memory: task.resources.memory.clone(),
+        });
+        Ok((run.workflow, container))
+    }
+
+    /// Compares what the engines hold with the state: an execution of an
+    /// active attempt of a run this replica owns is adopted (watched, so an
+    /// end without a report fails it); one whose attempt is over or
+    /// superseded is an orphan and is removed. Runs of other replicas are
+    /// left to them, and task runs this store does not know to whoever
+    /// started them (another installation on the same engine).
+    async fn reconcile(&self) {
+        for (name, executor) in self.executors.iter() {
+            let executions = match executor.list().await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::debug!(executor = name, error = %e, "cannot list executions");
+                    continue;
+                }
+            };
+            for execution in executions {
+                let fence = &execution.fence;
+                let task_run = match self.state.get_task_run(&fence.task_run_id).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: cannot read a task run");
+                        continue;
+                    }
+                };
+                // A task run this store does not know belongs to another
+                // installation sharing the engine: not ours to judge.
+                let Some(task_run) = task_run else {
+                    continue;
+                };
+                let current = (task_run.attempt == fence.attempt && task_run.status.is_active())
+                    .then_some(task_run);
+                let Some(task_run) = current else {
+                    tracing::info!(executor = name, execution = %execution.id, "removing an execution whose attempt is over");
+                    if let Err(e) = executor.cancel(&execution.id).await {
+                        tracing::warn!(error = %e, "cannot remove execution {}", execution.id);
+                    }
+                    continue;
+                };
+                let owner = match self.state.get_run(&task_run.run_id).await {
+                    Ok(run) => run.and_then(|r| r.owner),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconcile: cannot read a run");
+                        continue;
+                    }
+                };
+                if owner.as_deref() != Some(self.options.owner.as_str()) {
+                    continue;
+                }
+                if let Err(e) = executor.adopt(&execution).await {
+                    tracing::warn!(error = %e, "cannot adopt execution {}", execution.id);
+                }
+            }
+        }
+    }
+
     async fn fail(&self, fence: &state::Fence, failure: Failure) {
         match self.state.fail_attempt(fence, &failure, Utc::now()).await {
             Ok(()) => {
@@ -283,12 +394,17 @@ impl Core {
     async fn timer_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.options.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reconcile = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = shutdown.changed() => return,
             }
             self.leases().await;
+            if last_reconcile.elapsed() >= RECONCILE_EVERY {
+                last_reconcile = tokio::time::Instant::now();
+                self.reconcile().await;
+            }
             match self.cron.fire_due(Utc::now()).await {
                 Ok(runs) if !runs.is_empty() => {
                     for run in &runs {
@@ -299,6 +415,9 @@ impl Core {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
+            }
+            if let Some(limit) = self.options.schedule_to_start_timeout {
+                self.fail_unserved(limit).await;
             }
             let expired = match self
                 .state
@@ -346,6 +465,56 @@ impl Core {
         }
     }
 
+    /// Fails the pool tasks that have waited longer than `limit` for a
+    /// handler no attached worker serves. Tasks whose workers are merely
+    /// busy keep waiting: they will run.
+    async fn fail_unserved(&self, limit: Duration) {
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::from_std(limit).unwrap_or_default();
+        let waiting = match self
+            .state
+            .waiting_pool_tasks(&self.options.owner, cutoff, now, UNSERVED_BATCH)
+            .await
+        {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for unserved pool tasks failed");
+                return;
+            }
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        let served = self.pool.handler_slots();
+        let attached = if served.is_empty() {
+            "no pool worker is attached".to_owned()
+        } else {
+            let names: Vec<&str> = served.keys().map(String::as_str).collect();
+            format!("attached: {}", names.join(", "))
+        };
+        let mut failed = false;
+        for (id, handler) in waiting {
+            if served.contains_key(&handler) {
+                continue;
+            }
+            let error = format!(
+                "no attached worker serves handler `{handler}` ({attached}); gave up after {}s \
+                 (--schedule-to-start-timeout): start a pool worker that serves it",
+                limit.as_secs()
+            );
+            match self.state.fail_pending(&id, &error, now).await {
+                Ok(changed) => failed |= changed,
+                Err(e) => {
+                    tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task")
+                }
+            }
+        }
+        if failed {
+            self.handle.wake();
+            self.mirror.wake();
+        }
+    }
+
     /// Renews this replica's leases every third of the lease and takes over
     /// runs whose owner stopped renewing.
     async fn leases(&self) {
@@ -383,18 +552,26 @@ impl Core {
                 e = events.recv() => e,
                 _ = shutdown.changed() => return,
             };
-            let Some(ExecutorEvent::Exited { fence, description }) = event else {
+            let Some(ExecutorEvent::Exited {
+                fence,
+                description,
+                kind,
+                non_retryable,
+            }) = event
+            else {
                 return;
             };
             // A worker that died without reporting is lost infrastructure, not a
-            // task failure: it is retried without spending the task's retries.
-            // The worker's stderr tail may echo task output: mask it too.
+            // task failure (`Lost`: retried without spending the task's
+            // retries), unless the executor knows better (an out-of-memory
+            // kill is the task's own doing). The worker's log tail may echo
+            // task output: mask it too.
             let values = self.secrets.values_for(&fence.task_run_id).await;
             let error = crate::secrets::mask(&description, &values);
             let failure = Failure {
-                kind: FailureKind::Lost,
+                kind,
                 error,
-                non_retryable: false,
+                non_retryable,
                 metrics: Vec::new(),
             };
             self.fail(&fence, failure).await;

@@ -209,6 +209,34 @@ impl StateStore for Instrumented {
         .await
     }
 
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        self.timed(
+            "waiting_pool_tasks",
+            self.inner
+                .waiting_pool_tasks(owner, ready_before, now, limit),
+        )
+        .await
+    }
+
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.timed(
+            "fail_pending",
+            self.inner.fail_pending(task_run_id, error, now),
+        )
+        .await
+    }
+
     async fn fail_attempt(
         &self,
         fence: &Fence,

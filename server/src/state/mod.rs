@@ -12,6 +12,7 @@ pub mod postgres;
 mod records;
 mod rows;
 pub mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -206,6 +207,26 @@ pub trait StateStore: Send + Sync + 'static {
     }
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Pool task runs (`executor: workers`) of runs `owner` holds a live
+    /// lease on that have been ready since before `ready_before` and are
+    /// still pending, as `(task run id, handler)`, oldest first, at most
+    /// `limit`: what the schedule-to-start timeout looks at.
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>>;
+    /// Fails a task run that is still pending, without an attempt (it could
+    /// not be scheduled in time), and moves its run on as any failure does.
+    /// Returns false, changing nothing, when it is no longer pending.
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // ---- worker calls (all fenced) ----
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;
@@ -260,11 +281,33 @@ pub trait StateStore: Send + Sync + 'static {
 /// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,
 /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, or `postgresql://...`).
 pub async fn open(url: &str, limits: Limits) -> Result<Arc<dyn StateStore>> {
+    Ok(open_stores(url, limits).await?.state)
+}
+
+/// The stores of one database: runs and everything they own, and API tokens.
+#[derive(Clone)]
+pub struct Stores {
+    pub state: Arc<dyn StateStore>,
+    pub tokens: Arc<dyn tokens::TokenStore>,
+}
+
+/// Opens the database named by a URL (as [`open`]) with every store in it.
+pub async fn open_stores(url: &str, limits: Limits) -> Result<Stores> {
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(url, limits).await?));
+        let store = sqlite::SqliteStore::open(url, limits).await?;
+        let tokens = Arc::new(store.tokens());
+        return Ok(Stores {
+            state: Arc::new(store),
+            tokens,
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open(url, limits).await?));
+        let store = postgres::PostgresStore::open(url, limits).await?;
+        let tokens = Arc::new(store.tokens());
+        return Ok(Stores {
+            state: Arc::new(store),
+            tokens,
+        });
     }
     Err(Error::UnsupportedUrl(url.to_owned()))
 }

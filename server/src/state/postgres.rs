@@ -133,6 +133,11 @@ impl PostgresStore {
         })
     }
 
+    /// The token store in this database, on the same pool.
+    pub fn tokens(&self) -> super::tokens::PostgresTokens {
+        super::tokens::PostgresTokens::new(self.pool.clone())
+    }
+
     /// Wake-ups for `owner` sent by other replicas (a report they received
     /// for one of its runs, a run that ended): `LISTEN` on [`WAKE_CHANNEL`].
     /// After a lost connection the listener reconnects and yields once, since
@@ -791,6 +796,9 @@ impl PostgresStore {
         changes: &mut Vec<Change>,
     ) -> Result<String> {
         let run_id = new_id();
+        // Declared inputs get their defaults, and a mismatch names its field.
+        let input = ork_domain::inputs::apply_inputs(&version.definition, &new.input)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Runs above the workflow's `concurrency` wait as `pending`; the
         // scheduler promotes them as running ones end. The workflow's row
         // lock makes the count and the insert one step across replicas.
@@ -819,7 +827,7 @@ impl PostgresStore {
         .bind(&version.version)
         .bind(if waits { "pending" } else { "running" })
         .bind(new.triggered_by.as_str())
-        .bind(json_text(&new.input))
+        .bind(json_text(&input))
         .bind(ms(now))
         .bind((!waits).then(|| ms(now)))
         .bind(&new.owner)
@@ -1342,6 +1350,49 @@ impl PostgresStore {
         notify_owner(&mut tx, &row.run_id).await?;
         tx.commit().await?;
         Ok(changes)
+    }
+
+    async fn fail_pending_once(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(bool, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        lock_run_of(&mut tx, task_run_id).await?;
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT t.run_id, t.task_name, r.workflow_version FROM task_runs t \
+             JOIN runs r ON r.id = t.run_id WHERE t.id = $1 AND t.status = 'pending' FOR UPDATE OF t",
+        )
+        .bind(task_run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((run_id, task_name, version)) = row else {
+            return Ok((false, Vec::new()));
+        };
+        let version = self.compiled_in(&mut tx, &version).await?;
+        let mut changes = Vec::new();
+        let mut run_tx = Tx {
+            conn: &mut tx,
+            outputs: self.outputs.get().cloned(),
+            changes: &mut changes,
+        };
+        run_tx
+            .finish_unstarted(task_run_id, TaskStatus::Failed, None, Some(error), now)
+            .await?;
+        advance::after_finish(
+            &mut run_tx,
+            &version,
+            &run_id,
+            vec![task_name],
+            self.limits,
+            now,
+        )
+        .await?;
+        insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
+        notify_owner(&mut tx, &run_id).await?;
+        tx.commit().await?;
+        Ok((true, changes))
     }
 
     async fn promote_one(
@@ -1954,6 +2005,43 @@ impl StateStore for PostgresStore {
         Ok(opt_ms(next))
     }
 
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, handler FROM task_runs WHERE status = 'pending' AND executor = 'workers' \
+             AND ready_at IS NOT NULL AND ready_at <= $1 \
+             AND run_id IN (SELECT id FROM runs WHERE owner = $2 AND lease_expires >= $3) \
+             ORDER BY ready_at LIMIT $4",
+        )
+        .bind(ms(ready_before))
+        .bind(owner)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, handler)| (id, handler.unwrap_or_default()))
+            .collect())
+    }
+
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (failed, changes) =
+            retrying(|| self.fail_pending_once(task_run_id, error, now)).await?;
+        self.observer.committed(&changes);
+        Ok(failed)
+    }
+
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec> {
         let mut conn = self.pool.acquire().await?;
         let row = check_fence(&mut conn, fence, &ACTIVE, RowLock::None).await?;
@@ -2003,6 +2091,8 @@ impl StateStore for PostgresStore {
             config_file: task.config_file.clone(),
             config_file_content,
             handler: task.handler.clone(),
+            command: task.command.clone(),
+            python: task.python.clone(),
         })
     }
 

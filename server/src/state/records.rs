@@ -278,6 +278,11 @@ pub struct AttemptSpec {
     pub deadline: Option<DateTime<Utc>>,
     pub file: Option<String>,
     pub file_content: Vec<u8>,
+    /// The program and arguments to run instead of running `file` by its
+    /// extension (with `file`, its path is appended).
+    pub command: Option<Vec<String>>,
+    /// The interpreter of a `.py` `file`.
+    pub python: Option<String>,
     pub config_file: Option<String>,
     pub config_file_content: Vec<u8>,
     pub handler: Option<String>,

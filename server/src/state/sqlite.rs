@@ -110,6 +110,11 @@ impl SqliteStore {
         })
     }
 
+    /// The token store in this database, on the same writer and read pools.
+    pub fn tokens(&self) -> super::tokens::SqliteTokens {
+        super::tokens::SqliteTokens::new(self.write.clone(), self.read.clone())
+    }
+
     /// Writes the buffered heartbeats. A beat only moves `heartbeat_at`
     /// forward, and only for the attempt it was sent for while it is active.
     async fn flush_beats(&self) -> Result<()> {
@@ -157,6 +162,9 @@ impl SqliteStore {
         changes: &mut Vec<Change>,
     ) -> Result<String> {
         let run_id = new_id();
+        // Declared inputs get their defaults, and a mismatch names its field.
+        let input = ork_domain::inputs::apply_inputs(&version.definition, &new.input)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Runs above the workflow's `concurrency` wait as `pending`; the
         // scheduler promotes them as running ones end.
         let waits = match version.definition.concurrency {
@@ -180,7 +188,7 @@ impl SqliteStore {
         .bind(&version.version)
         .bind(if waits { "pending" } else { "running" })
         .bind(new.triggered_by.as_str())
-        .bind(json_text(&new.input))
+        .bind(json_text(&input))
         .bind(ms(now))
         .bind((!waits).then(|| ms(now)))
         .bind(&new.owner)
@@ -1610,6 +1618,73 @@ impl StateStore for SqliteStore {
         Ok(opt_ms(next))
     }
 
+    async fn waiting_pool_tasks(
+        &self,
+        owner: &str,
+        ready_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, handler FROM task_runs WHERE status = 'pending' AND executor = 'workers' \
+             AND ready_at IS NOT NULL AND ready_at <= ?1 \
+             AND run_id IN (SELECT id FROM runs WHERE owner = ?2 AND lease_expires >= ?3) \
+             ORDER BY ready_at LIMIT ?4",
+        )
+        .bind(ms(ready_before))
+        .bind(owner)
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, handler)| (id, handler.unwrap_or_default()))
+            .collect())
+    }
+
+    async fn fail_pending(
+        &self,
+        task_run_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT t.run_id, t.task_name, r.workflow_version FROM task_runs t \
+             JOIN runs r ON r.id = t.run_id WHERE t.id = ?1 AND t.status = 'pending'",
+        )
+        .bind(task_run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((run_id, task_name, version)) = row else {
+            return Ok(false);
+        };
+        let version = self.compiled(&version).await?;
+        let mut changes = Vec::new();
+        let mut run_tx = Tx {
+            conn: &mut tx,
+            outputs: self.outputs.get().cloned(),
+            changes: &mut changes,
+        };
+        run_tx
+            .finish_unstarted(task_run_id, TaskStatus::Failed, None, Some(error), now)
+            .await?;
+        advance::after_finish(
+            &mut run_tx,
+            &version,
+            &run_id,
+            vec![task_name],
+            self.limits,
+            now,
+        )
+        .await?;
+        insert_outbox(&mut tx, OutboxKind::Run, &run_id, None).await?;
+        tx.commit().await?;
+        self.observer.committed(&changes);
+        Ok(true)
+    }
+
     async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec> {
         let mut conn = self.read.acquire().await?;
         let row = check_fence(&mut conn, fence, &ACTIVE).await?;
@@ -1663,6 +1738,8 @@ impl StateStore for SqliteStore {
             config_file: task.config_file.clone(),
             config_file_content,
             handler: task.handler.clone(),
+            command: task.command.clone(),
+            python: task.python.clone(),
         })
     }
 

@@ -18,6 +18,8 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
 usage: ork-worker
+       ork-worker install PATH   copy this binary to PATH (what a Kubernetes
+                                 init container does to put it in a pod)
 
 Runs one ork task attempt described by the environment:
   ORK_SERVER       the ork server URL, e.g. http://127.0.0.1:7400
@@ -33,6 +35,22 @@ optional:
 exit codes: 0 result reported (even a task failure), 1 could not report,
 2 bad configuration";
 
+/// Copies this executable to `to` (parents created, mode 0755): the worker
+/// image needs no shell or `cp` of its own.
+fn install(to: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let me = std::env::current_exe().context("cannot find this executable")?;
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::copy(&me, to)
+        .with_context(|| format!("cannot copy {} to {}", me.display(), to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", to.display()))?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -44,6 +62,15 @@ fn main() -> ExitCode {
         Some("-V" | "--version") => {
             println!("ork-worker {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Some("install") if args.len() == 2 => {
+            return match install(std::path::Path::new(&args[1])) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ork-worker: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Some(other) => {
             eprintln!("ork-worker: unexpected argument {other:?}\n\n{USAGE}");

@@ -1,11 +1,14 @@
 //! `ork run logs ID [--task T] [--follow]`: task log lines, paged with the
 //! server's cursor; `--follow` reads the server's `FollowTaskLogs` stream,
-//! which pushes lines as they are written and ends when the tasks end.
+//! which pushes lines as they are written and ends when the tasks end, then
+//! exits 1 when what it followed did not succeed.
 
 use clap::Args;
-use ork_proto::v1::{FollowTaskLogsRequest, GetTaskLogsRequest, LogLine};
+use ork_proto::v1::{FollowTaskLogsRequest, GetRunRequest, GetTaskLogsRequest, LogLine};
 
+use crate::client::Client;
 use crate::commands::Context;
+use crate::error::{RunNotSuccessful, TaskNotSuccessful};
 use crate::output::{self, OutputFormat};
 
 #[derive(Debug, Args)]
@@ -15,7 +18,8 @@ pub struct LogsArgs {
     /// Only this task's lines.
     #[arg(long)]
     task: Option<String>,
-    /// Keep printing new lines until every selected task has finished.
+    /// Keep printing new lines until every selected task has finished; then
+    /// exit 1 if the task (without --task: the run) did not succeed.
     #[arg(long, short = 'f')]
     follow: bool,
 }
@@ -51,7 +55,7 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> anyhow::Result<()> {
                 print(line, &args, ctx)?;
             }
         }
-        return Ok(());
+        return outcome(&client, &args).await;
     }
     let mut cursor = String::new();
     loop {
@@ -76,5 +80,50 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> anyhow::Result<()> {
             return Ok(());
         }
         // More may be waiting past this page; ask again at once.
+    }
+}
+
+/// After a follow: Ok when what was followed succeeded, the exit-1 error
+/// when it did not, and an error when the stream ended before it did (the
+/// server stopped).
+async fn outcome(client: &Client, args: &LogsArgs) -> anyhow::Result<()> {
+    let run = client
+        .runs
+        .clone()
+        .get_run(GetRunRequest {
+            id: args.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .run
+        .unwrap_or_default();
+    let over = |status: &str| matches!(status, "success" | "failed" | "cancelled" | "skipped");
+    let cut_short = || {
+        anyhow::anyhow!(
+            "the server ended the log stream of run {} before it finished (was it stopped?); run the command again to follow it",
+            run.id
+        )
+    };
+    if let Some(task) = &args.task {
+        let instances: Vec<_> = run.tasks.iter().filter(|t| &t.name == task).collect();
+        if instances.iter().any(|t| !over(&t.status)) {
+            return Err(cut_short());
+        }
+        if let Some(bad) = instances.iter().find(|t| t.status != "success") {
+            return Err(anyhow::Error::new(TaskNotSuccessful {
+                run: run.id.clone(),
+                task: task.clone(),
+                status: bad.status.clone(),
+            }));
+        }
+        return Ok(());
+    }
+    match run.status.as_str() {
+        "success" => Ok(()),
+        "failed" | "cancelled" => Err(anyhow::Error::new(RunNotSuccessful {
+            id: run.id,
+            status: run.status,
+        })),
+        _ => Err(cut_short()),
     }
 }

@@ -7,10 +7,9 @@ pub mod retry;
 pub mod start;
 pub mod status;
 
-use std::time::Duration;
+mod watch;
 
 use clap::Subcommand;
-use ork_proto::v1::{GetRunRequest, Run};
 
 use super::Context;
 use crate::client::Client;
@@ -20,7 +19,7 @@ use crate::error::RunNotSuccessful;
 pub enum RunCommand {
     /// Start a run of a workflow's newest version.
     Start(start::StartArgs),
-    /// Show a run and its tasks.
+    /// Show a run and its tasks (`--watch` follows it live until it ends).
     Status(status::StatusArgs),
     /// List runs, newest first.
     List(list::ListArgs),
@@ -43,35 +42,10 @@ pub async fn run(cmd: RunCommand, ctx: &Context) -> anyhow::Result<()> {
     }
 }
 
-fn is_terminal(status: &str) -> bool {
-    matches!(status, "success" | "failed" | "cancelled")
-}
-
-/// Polls the run until it ends, quickly at first (most dev runs take well
-/// under a second) and backing off to once a second for long ones.
-async fn wait_for_run(client: &Client, id: &str) -> anyhow::Result<Run> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let run = client
-            .runs
-            .clone()
-            .get_run(GetRunRequest { id: id.to_owned() })
-            .await?
-            .into_inner()
-            .run
-            .unwrap_or_default();
-        if is_terminal(&run.status) {
-            return Ok(run);
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
 /// Waits for the run, prints it like `ork run status`, and turns anything
 /// but `success` into exit code 1.
 async fn wait_and_report(client: &Client, id: &str, ctx: &Context) -> anyhow::Result<()> {
-    let run = wait_for_run(client, id).await?;
+    let run = watch::watch_run(client, id, ctx).await?;
     status::print_run(&run, ctx)?;
     if run.status == "success" {
         Ok(())

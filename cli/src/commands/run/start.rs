@@ -1,4 +1,8 @@
 //! `ork run start WORKFLOW [--input key=value]... [--input-file F] [--wait]`.
+//!
+//! The server applies the workflow's declared input defaults and checks the
+//! input against its `inputs:`, so a workflow whose inputs all have defaults
+//! starts with no `--input` at all.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -13,16 +17,18 @@ use crate::output::{self, OutputFormat};
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The workflow to run.
+    /// The workflow to run (`ork workflow list` shows them).
     workflow: String,
     /// Set an input field: `key=value`, `key.sub=value`. The value is JSON
     /// when it parses as JSON (`3`, `true`, `[1,2]`, `{"a":1}`), else a string.
+    /// Fields the workflow declares with a default may be left out.
     #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
     inputs: Vec<String>,
     /// A JSON object file (`-` for stdin) to start from; `--input` overrides its keys.
     #[arg(long, value_name = "FILE")]
     input_file: Option<PathBuf>,
-    /// Wait for the run to end, print it, and exit 1 unless it succeeded.
+    /// Follow the run until it ends, showing its progress on stderr, then
+    /// print it and exit 1 unless it succeeded.
     #[arg(long)]
     wait: bool,
 }
@@ -46,7 +52,6 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
         .run
         .unwrap_or_default();
     if args.wait {
-        eprintln!("started run {}, waiting for it to end", run.id);
         return super::wait_and_report(&client, &run.id, ctx).await;
     }
     match ctx.output {
@@ -85,12 +90,16 @@ fn read_input_file(path: &PathBuf) -> anyhow::Result<Map<String, Value>> {
 /// A value is taken as JSON when it parses (so `n=3` is a number and
 /// `tags=["a"]` a list) and as a plain string otherwise (`date=2026-11-26`);
 /// quote it as JSON to force a string: `n='"3"'`. Dots in the key reach into
-/// nested objects, creating them as needed.
+/// nested objects, creating them as needed. A pair never silently undoes an
+/// earlier one: setting `a` after `a.b` merges an object into `a` and
+/// refuses anything else.
 pub fn parse_input(
     base: Map<String, Value>,
     pairs: &[String],
 ) -> Result<Map<String, Value>, String> {
     let mut input = base;
+    // The key paths set by the pairs so far, with the pair that set each.
+    let mut set: Vec<(Vec<&str>, &str)> = Vec::new();
     for pair in pairs {
         let Some((key, raw)) = pair.split_once('=') else {
             return Err(format!("--input {pair:?} is not key=value"));
@@ -101,12 +110,46 @@ pub fn parse_input(
                 "--input {pair:?} has an empty key; write key=value or key.sub=value"
             ));
         }
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        let value: Value =
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        let below = set
+            .iter()
+            .find(|(earlier, _)| earlier.len() > path.len() && earlier.starts_with(&path));
+        let value = match (below, value) {
+            (None, value) => value,
+            (Some(_), Value::Object(fields)) => {
+                // Merged into what the earlier pairs built, later keys winning.
+                let mut merged = match get_path(&input, &path) {
+                    Some(Value::Object(existing)) => existing.clone(),
+                    _ => Map::new(),
+                };
+                merged.extend(fields);
+                Value::Object(merged)
+            }
+            (Some((earlier, earlier_pair)), _) => {
+                return Err(format!(
+                    "--input {pair:?} would replace {:?}, set by --input {earlier_pair:?}; \
+                     set the fields one by one (`{key}.FIELD=VALUE`) or give the whole value once",
+                    earlier.join(".")
+                ));
+            }
+        };
         set_path(&mut input, &path, value).map_err(|parent| {
             format!("--input {pair:?}: cannot set {key:?} because {parent:?} is not an object")
         })?;
+        set.push((path, pair.as_str()));
     }
     Ok(input)
+}
+
+/// The value at `path`, if every step is an object that has it.
+fn get_path<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut current = map.get(*first)?;
+    for part in rest {
+        current = current.as_object()?.get(*part)?;
+    }
+    Some(current)
 }
 
 /// Sets `path` in `map`; on failure returns the prefix that is not an object.
@@ -188,6 +231,37 @@ mod tests {
     #[test]
     fn later_pairs_override_earlier_ones() {
         assert_eq!(parse(json!({"a": 1}), &["a=2", "a=3"]), Ok(json!({"a": 3})));
+        assert_eq!(
+            parse(json!({"a": {"b": 1}}), &["a=2"]),
+            Ok(json!({"a": 2})),
+            "a pair overrides the file's keys"
+        );
+    }
+
+    #[test]
+    fn a_pair_never_silently_drops_an_earlier_nested_one() {
+        assert_eq!(
+            parse(json!({}), &["a.b=1", "a=2"]),
+            Err(
+                "--input \"a=2\" would replace \"a.b\", set by --input \"a.b=1\"; set the fields \
+                 one by one (`a.FIELD=VALUE`) or give the whole value once"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            parse(json!({}), &["a.b=1", "a={\"c\": 2}"]),
+            Ok(json!({"a": {"b": 1, "c": 2}})),
+            "an object merges"
+        );
+        assert_eq!(
+            parse(json!({}), &["a.b.c=1", "a.b={\"c\": 3, \"d\": 4}"]),
+            Ok(json!({"a": {"b": {"c": 3, "d": 4}}})),
+            "later keys win in a merge"
+        );
+        assert_eq!(
+            parse(json!({}), &["a={\"x\": 1}", "a.b=2"]),
+            Ok(json!({"a": {"x": 1, "b": 2}}))
+        );
     }
 
     #[test]

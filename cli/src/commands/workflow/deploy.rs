@@ -1,5 +1,9 @@
-//! `ork workflow deploy PATH`: validate locally, then send the YAML and its
-//! task files in one `DeployWorkflow` call.
+//! `ork workflow deploy PATH`: validate locally, then send the YAML, its
+//! task files and its folder in one `DeployWorkflow` call.
+//!
+//! The folder (`base_dir`) is what relative `python` and `command` paths of
+//! subprocess tasks (`.venv/bin/python`) resolve against, so a workflow can
+//! name the virtualenv next to it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,7 +78,18 @@ fn build_request(path: &Path) -> anyhow::Result<DeployWorkflowRequest> {
         || path.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let referenced = domain_glue::check_workflow(&yaml, &source).map_err(|errors| {
+    let cwd = crate::paths::current_dir()?;
+    let folder = crate::paths::absolute(path, &cwd)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(cwd);
+    let base_dir = folder.to_str().map(str::to_owned).ok_or_else(|| {
+        usage(format!(
+            "the folder of {} is not valid UTF-8; move the workflow to a folder with a plain name",
+            path.display()
+        ))
+    })?;
+    let referenced = domain_glue::check_workflow(&yaml, &source, &base_dir).map_err(|errors| {
         let errors: Vec<String> = errors.lines().map(|line| format!("  {line}")).collect();
         usage(format!(
             "{source} is not a valid workflow:\n{}",
@@ -91,6 +106,7 @@ fn build_request(path: &Path) -> anyhow::Result<DeployWorkflowRequest> {
         yaml,
         source,
         files,
+        base_dir,
     })
 }
 

@@ -30,6 +30,7 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<()> {
         .clone()
         .get_workflow(GetWorkflowRequest {
             name: args.name.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner()

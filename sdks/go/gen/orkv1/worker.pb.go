@@ -107,6 +107,14 @@ type TaskSpec struct {
 	ConfigFileContent []byte `protobuf:"bytes,16,opt,name=config_file_content,json=configFileContent,proto3" json:"config_file_content,omitempty"`
 	// For pool workers: the registered function to call.
 	Handler string `protobuf:"bytes,17,opt,name=handler,proto3" json:"handler,omitempty"`
+	// The program and its arguments to run (no shell). With `file`, the
+	// materialised file's path is appended as the last argument. Empty: the
+	// file is run by its extension (`.py` with `python`, `.sh` with bash, else
+	// executed directly).
+	Command []string `protobuf:"bytes,18,rep,name=command,proto3" json:"command,omitempty"`
+	// The interpreter of a `.py` file when `command` is empty; empty means
+	// `python3` on the worker's PATH.
+	Python string `protobuf:"bytes,19,opt,name=python,proto3" json:"python,omitempty"`
 	// The W3C trace context (`traceparent` header value) of this attempt's
 	// span: a worker that continues it makes the task's own spans children
 	// of the attempt in the run's trace. Empty when the server has none.
@@ -260,6 +268,20 @@ func (x *TaskSpec) GetConfigFileContent() []byte {
 func (x *TaskSpec) GetHandler() string {
 	if x != nil {
 		return x.Handler
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetPython() string {
+	if x != nil {
+		return x.Python
 	}
 	return ""
 }
@@ -1475,7 +1497,7 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"AttemptRef\x12\x1e\n" +
 	"\vtask_run_id\x18\x01 \x01(\tR\ttaskRunId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\"\x88\x06\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\xba\x06\n" +
 	"\bTaskSpec\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x1b\n" +
@@ -1495,7 +1517,9 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\vconfig_file\x18\x0f \x01(\tR\n" +
 	"configFile\x12.\n" +
 	"\x13config_file_content\x18\x10 \x01(\fR\x11configFileContent\x12\x18\n" +
-	"\ahandler\x18\x11 \x01(\tR\ahandler\x12 \n" +
+	"\ahandler\x18\x11 \x01(\tR\ahandler\x12\x18\n" +
+	"\acommand\x18\x12 \x03(\tR\acommand\x12\x16\n" +
+	"\x06python\x18\x13 \x01(\tR\x06python\x12 \n" +
 	"\vtraceparent\x18\x14 \x01(\tR\vtraceparent\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

@@ -9,6 +9,7 @@ package orkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -35,8 +36,11 @@ type Workflow struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// The YAML source as deployed.
 	DefinitionYaml string `protobuf:"bytes,7,opt,name=definition_yaml,json=definitionYaml,proto3" json:"definition_yaml,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The run input's declared fields (`inputs:`), in YAML order; empty when
+	// the workflow declares none (any input object is then accepted).
+	Inputs        []*WorkflowInput `protobuf:"bytes,8,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workflow) Reset() {
@@ -118,6 +122,95 @@ func (x *Workflow) GetDefinitionYaml() string {
 	return ""
 }
 
+func (x *Workflow) GetInputs() []*WorkflowInput {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+// WorkflowInput is one declared field of a run's input: enough to build a
+// form that starts a run.
+type WorkflowInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The field's type: a JSON-Schema-style object (type, properties, items,
+	// enum, minimum, ...; `$ref: "#/types/NAME"` names a declared type).
+	Schema *structpb.Value `protobuf:"bytes,2,opt,name=schema,proto3" json:"schema,omitempty"`
+	// True when the field has no default: a run must give it.
+	Required bool `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
+	// The value used when a run does not give the field; unset when required.
+	DefaultValue  *structpb.Value `protobuf:"bytes,4,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	Description   string          `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkflowInput) Reset() {
+	*x = WorkflowInput{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkflowInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkflowInput) ProtoMessage() {}
+
+func (x *WorkflowInput) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkflowInput.ProtoReflect.Descriptor instead.
+func (*WorkflowInput) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkflowInput) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkflowInput) GetSchema() *structpb.Value {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+func (x *WorkflowInput) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+func (x *WorkflowInput) GetDefaultValue() *structpb.Value {
+	if x != nil {
+		return x.DefaultValue
+	}
+	return nil
+}
+
+func (x *WorkflowInput) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 // WorkflowTask summarises one task of a workflow definition.
 type WorkflowTask struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -129,13 +222,19 @@ type WorkflowTask struct {
 	File           string `protobuf:"bytes,5,opt,name=file,proto3" json:"file,omitempty"`
 	Retries        uint32 `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"`
 	TimeoutSeconds uint32 `protobuf:"varint,7,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For `executor: workers`: the pool handler that runs it.
+	Handler string `protobuf:"bytes,8,opt,name=handler,proto3" json:"handler,omitempty"`
+	// The program and arguments it runs, when it sets `command`.
+	Command []string `protobuf:"bytes,9,rep,name=command,proto3" json:"command,omitempty"`
+	// The interpreter of its `.py` file, when set (here or in `defaults`).
+	Python        string `protobuf:"bytes,10,opt,name=python,proto3" json:"python,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkflowTask) Reset() {
 	*x = WorkflowTask{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[1]
+	mi := &file_ork_v1_workflow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +246,7 @@ func (x *WorkflowTask) String() string {
 func (*WorkflowTask) ProtoMessage() {}
 
 func (x *WorkflowTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[1]
+	mi := &file_ork_v1_workflow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +259,7 @@ func (x *WorkflowTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowTask.ProtoReflect.Descriptor instead.
 func (*WorkflowTask) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{1}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WorkflowTask) GetName() string {
@@ -212,6 +311,27 @@ func (x *WorkflowTask) GetTimeoutSeconds() uint32 {
 	return 0
 }
 
+func (x *WorkflowTask) GetHandler() string {
+	if x != nil {
+		return x.Handler
+	}
+	return ""
+}
+
+func (x *WorkflowTask) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *WorkflowTask) GetPython() string {
+	if x != nil {
+		return x.Python
+	}
+	return ""
+}
+
 type DeployWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workflow YAML.
@@ -220,14 +340,18 @@ type DeployWorkflowRequest struct {
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Contents of the files that tasks reference (`file`, `config_file`),
 	// keyed by the path exactly as written in the YAML.
-	Files         map[string][]byte `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Files map[string][]byte `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The absolute folder of the YAML file on the deploying machine. Relative
+	// `python` and `command` paths of subprocess tasks (`.venv/bin/python`)
+	// are resolved against it; a deploy without it refuses such paths.
+	BaseDir       string `protobuf:"bytes,4,opt,name=base_dir,json=baseDir,proto3" json:"base_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeployWorkflowRequest) Reset() {
 	*x = DeployWorkflowRequest{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[2]
+	mi := &file_ork_v1_workflow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +363,7 @@ func (x *DeployWorkflowRequest) String() string {
 func (*DeployWorkflowRequest) ProtoMessage() {}
 
 func (x *DeployWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[2]
+	mi := &file_ork_v1_workflow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +376,7 @@ func (x *DeployWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*DeployWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{2}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeployWorkflowRequest) GetYaml() string {
@@ -276,6 +400,13 @@ func (x *DeployWorkflowRequest) GetFiles() map[string][]byte {
 	return nil
 }
 
+func (x *DeployWorkflowRequest) GetBaseDir() string {
+	if x != nil {
+		return x.BaseDir
+	}
+	return ""
+}
+
 type DeployWorkflowResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Workflow *Workflow              `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
@@ -287,7 +418,7 @@ type DeployWorkflowResponse struct {
 
 func (x *DeployWorkflowResponse) Reset() {
 	*x = DeployWorkflowResponse{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[3]
+	mi := &file_ork_v1_workflow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +430,7 @@ func (x *DeployWorkflowResponse) String() string {
 func (*DeployWorkflowResponse) ProtoMessage() {}
 
 func (x *DeployWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[3]
+	mi := &file_ork_v1_workflow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +443,7 @@ func (x *DeployWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*DeployWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{3}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeployWorkflowResponse) GetWorkflow() *Workflow {
@@ -330,15 +461,20 @@ func (x *DeployWorkflowResponse) GetCreated() bool {
 }
 
 type GetWorkflowRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A deployed version of it (its content hash, as a run's
+	// `workflow_version` names it) instead of the newest; the version stays
+	// readable after newer deploys and after the workflow is deleted, so a
+	// past run's DAG can always be drawn.
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetWorkflowRequest) Reset() {
 	*x = GetWorkflowRequest{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[4]
+	mi := &file_ork_v1_workflow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +486,7 @@ func (x *GetWorkflowRequest) String() string {
 func (*GetWorkflowRequest) ProtoMessage() {}
 
 func (x *GetWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[4]
+	mi := &file_ork_v1_workflow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,12 +499,19 @@ func (x *GetWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetWorkflowRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *GetWorkflowRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -382,7 +525,7 @@ type GetWorkflowResponse struct {
 
 func (x *GetWorkflowResponse) Reset() {
 	*x = GetWorkflowResponse{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[5]
+	mi := &file_ork_v1_workflow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +537,7 @@ func (x *GetWorkflowResponse) String() string {
 func (*GetWorkflowResponse) ProtoMessage() {}
 
 func (x *GetWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[5]
+	mi := &file_ork_v1_workflow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +550,7 @@ func (x *GetWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*GetWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{5}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetWorkflowResponse) GetWorkflow() *Workflow {
@@ -425,7 +568,7 @@ type ListWorkflowsRequest struct {
 
 func (x *ListWorkflowsRequest) Reset() {
 	*x = ListWorkflowsRequest{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[6]
+	mi := &file_ork_v1_workflow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +580,7 @@ func (x *ListWorkflowsRequest) String() string {
 func (*ListWorkflowsRequest) ProtoMessage() {}
 
 func (x *ListWorkflowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[6]
+	mi := &file_ork_v1_workflow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +593,7 @@ func (x *ListWorkflowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkflowsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkflowsRequest) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{6}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{7}
 }
 
 type ListWorkflowsResponse struct {
@@ -462,7 +605,7 @@ type ListWorkflowsResponse struct {
 
 func (x *ListWorkflowsResponse) Reset() {
 	*x = ListWorkflowsResponse{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[7]
+	mi := &file_ork_v1_workflow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +617,7 @@ func (x *ListWorkflowsResponse) String() string {
 func (*ListWorkflowsResponse) ProtoMessage() {}
 
 func (x *ListWorkflowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[7]
+	mi := &file_ork_v1_workflow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +630,7 @@ func (x *ListWorkflowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkflowsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkflowsResponse) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{7}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListWorkflowsResponse) GetWorkflows() []*Workflow {
@@ -506,7 +649,7 @@ type DeleteWorkflowRequest struct {
 
 func (x *DeleteWorkflowRequest) Reset() {
 	*x = DeleteWorkflowRequest{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[8]
+	mi := &file_ork_v1_workflow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +661,7 @@ func (x *DeleteWorkflowRequest) String() string {
 func (*DeleteWorkflowRequest) ProtoMessage() {}
 
 func (x *DeleteWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[8]
+	mi := &file_ork_v1_workflow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +674,7 @@ func (x *DeleteWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{8}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteWorkflowRequest) GetName() string {
@@ -549,7 +692,7 @@ type DeleteWorkflowResponse struct {
 
 func (x *DeleteWorkflowResponse) Reset() {
 	*x = DeleteWorkflowResponse{}
-	mi := &file_ork_v1_workflow_proto_msgTypes[9]
+	mi := &file_ork_v1_workflow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +704,7 @@ func (x *DeleteWorkflowResponse) String() string {
 func (*DeleteWorkflowResponse) ProtoMessage() {}
 
 func (x *DeleteWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_workflow_proto_msgTypes[9]
+	mi := &file_ork_v1_workflow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,14 +717,14 @@ func (x *DeleteWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{9}
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{10}
 }
 
 var File_ork_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_ork_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x15ork/v1/workflow.proto\x12\x06ork.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n" +
+	"\x15ork/v1/workflow.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x02\n" +
 	"\bWorkflow\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -591,7 +734,14 @@ const file_ork_v1_workflow_proto_rawDesc = "" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12'\n" +
-	"\x0fdefinition_yaml\x18\a \x01(\tR\x0edefinitionYaml\"\xd0\x01\n" +
+	"\x0fdefinition_yaml\x18\a \x01(\tR\x0edefinitionYaml\x12-\n" +
+	"\x06inputs\x18\b \x03(\v2\x15.ork.v1.WorkflowInputR\x06inputs\"\xce\x01\n" +
+	"\rWorkflowInput\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x06schema\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06schema\x12\x1a\n" +
+	"\brequired\x18\x03 \x01(\bR\brequired\x12;\n" +
+	"\rdefault_value\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\fdefaultValue\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\"\x9c\x02\n" +
 	"\fWorkflowTask\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bexecutor\x18\x02 \x01(\tR\bexecutor\x12\x1d\n" +
@@ -600,20 +750,26 @@ const file_ork_v1_workflow_proto_rawDesc = "" +
 	"\bparallel\x18\x04 \x01(\tR\bparallel\x12\x12\n" +
 	"\x04file\x18\x05 \x01(\tR\x04file\x12\x18\n" +
 	"\aretries\x18\x06 \x01(\rR\aretries\x12'\n" +
-	"\x0ftimeout_seconds\x18\a \x01(\rR\x0etimeoutSeconds\"\xbd\x01\n" +
+	"\x0ftimeout_seconds\x18\a \x01(\rR\x0etimeoutSeconds\x12\x18\n" +
+	"\ahandler\x18\b \x01(\tR\ahandler\x12\x18\n" +
+	"\acommand\x18\t \x03(\tR\acommand\x12\x16\n" +
+	"\x06python\x18\n" +
+	" \x01(\tR\x06python\"\xd8\x01\n" +
 	"\x15DeployWorkflowRequest\x12\x12\n" +
 	"\x04yaml\x18\x01 \x01(\tR\x04yaml\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12>\n" +
-	"\x05files\x18\x03 \x03(\v2(.ork.v1.DeployWorkflowRequest.FilesEntryR\x05files\x1a8\n" +
+	"\x05files\x18\x03 \x03(\v2(.ork.v1.DeployWorkflowRequest.FilesEntryR\x05files\x12\x19\n" +
+	"\bbase_dir\x18\x04 \x01(\tR\abaseDir\x1a8\n" +
 	"\n" +
 	"FilesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"`\n" +
 	"\x16DeployWorkflowResponse\x12,\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x10.ork.v1.WorkflowR\bworkflow\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"(\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"B\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"C\n" +
 	"\x13GetWorkflowResponse\x12,\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x10.ork.v1.WorkflowR\bworkflow\"\x16\n" +
 	"\x14ListWorkflowsRequest\"G\n" +
@@ -640,42 +796,47 @@ func file_ork_v1_workflow_proto_rawDescGZIP() []byte {
 	return file_ork_v1_workflow_proto_rawDescData
 }
 
-var file_ork_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ork_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_ork_v1_workflow_proto_goTypes = []any{
 	(*Workflow)(nil),               // 0: ork.v1.Workflow
-	(*WorkflowTask)(nil),           // 1: ork.v1.WorkflowTask
-	(*DeployWorkflowRequest)(nil),  // 2: ork.v1.DeployWorkflowRequest
-	(*DeployWorkflowResponse)(nil), // 3: ork.v1.DeployWorkflowResponse
-	(*GetWorkflowRequest)(nil),     // 4: ork.v1.GetWorkflowRequest
-	(*GetWorkflowResponse)(nil),    // 5: ork.v1.GetWorkflowResponse
-	(*ListWorkflowsRequest)(nil),   // 6: ork.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),  // 7: ork.v1.ListWorkflowsResponse
-	(*DeleteWorkflowRequest)(nil),  // 8: ork.v1.DeleteWorkflowRequest
-	(*DeleteWorkflowResponse)(nil), // 9: ork.v1.DeleteWorkflowResponse
-	nil,                            // 10: ork.v1.DeployWorkflowRequest.FilesEntry
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(*WorkflowInput)(nil),          // 1: ork.v1.WorkflowInput
+	(*WorkflowTask)(nil),           // 2: ork.v1.WorkflowTask
+	(*DeployWorkflowRequest)(nil),  // 3: ork.v1.DeployWorkflowRequest
+	(*DeployWorkflowResponse)(nil), // 4: ork.v1.DeployWorkflowResponse
+	(*GetWorkflowRequest)(nil),     // 5: ork.v1.GetWorkflowRequest
+	(*GetWorkflowResponse)(nil),    // 6: ork.v1.GetWorkflowResponse
+	(*ListWorkflowsRequest)(nil),   // 7: ork.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),  // 8: ork.v1.ListWorkflowsResponse
+	(*DeleteWorkflowRequest)(nil),  // 9: ork.v1.DeleteWorkflowRequest
+	(*DeleteWorkflowResponse)(nil), // 10: ork.v1.DeleteWorkflowResponse
+	nil,                            // 11: ork.v1.DeployWorkflowRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
+	(*structpb.Value)(nil),         // 13: google.protobuf.Value
 }
 var file_ork_v1_workflow_proto_depIdxs = []int32{
-	1,  // 0: ork.v1.Workflow.tasks:type_name -> ork.v1.WorkflowTask
-	11, // 1: ork.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	11, // 2: ork.v1.Workflow.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 3: ork.v1.DeployWorkflowRequest.files:type_name -> ork.v1.DeployWorkflowRequest.FilesEntry
-	0,  // 4: ork.v1.DeployWorkflowResponse.workflow:type_name -> ork.v1.Workflow
-	0,  // 5: ork.v1.GetWorkflowResponse.workflow:type_name -> ork.v1.Workflow
-	0,  // 6: ork.v1.ListWorkflowsResponse.workflows:type_name -> ork.v1.Workflow
-	2,  // 7: ork.v1.WorkflowService.DeployWorkflow:input_type -> ork.v1.DeployWorkflowRequest
-	4,  // 8: ork.v1.WorkflowService.GetWorkflow:input_type -> ork.v1.GetWorkflowRequest
-	6,  // 9: ork.v1.WorkflowService.ListWorkflows:input_type -> ork.v1.ListWorkflowsRequest
-	8,  // 10: ork.v1.WorkflowService.DeleteWorkflow:input_type -> ork.v1.DeleteWorkflowRequest
-	3,  // 11: ork.v1.WorkflowService.DeployWorkflow:output_type -> ork.v1.DeployWorkflowResponse
-	5,  // 12: ork.v1.WorkflowService.GetWorkflow:output_type -> ork.v1.GetWorkflowResponse
-	7,  // 13: ork.v1.WorkflowService.ListWorkflows:output_type -> ork.v1.ListWorkflowsResponse
-	9,  // 14: ork.v1.WorkflowService.DeleteWorkflow:output_type -> ork.v1.DeleteWorkflowResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 0: ork.v1.Workflow.tasks:type_name -> ork.v1.WorkflowTask
+	12, // 1: ork.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	12, // 2: ork.v1.Workflow.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: ork.v1.Workflow.inputs:type_name -> ork.v1.WorkflowInput
+	13, // 4: ork.v1.WorkflowInput.schema:type_name -> google.protobuf.Value
+	13, // 5: ork.v1.WorkflowInput.default_value:type_name -> google.protobuf.Value
+	11, // 6: ork.v1.DeployWorkflowRequest.files:type_name -> ork.v1.DeployWorkflowRequest.FilesEntry
+	0,  // 7: ork.v1.DeployWorkflowResponse.workflow:type_name -> ork.v1.Workflow
+	0,  // 8: ork.v1.GetWorkflowResponse.workflow:type_name -> ork.v1.Workflow
+	0,  // 9: ork.v1.ListWorkflowsResponse.workflows:type_name -> ork.v1.Workflow
+	3,  // 10: ork.v1.WorkflowService.DeployWorkflow:input_type -> ork.v1.DeployWorkflowRequest
+	5,  // 11: ork.v1.WorkflowService.GetWorkflow:input_type -> ork.v1.GetWorkflowRequest
+	7,  // 12: ork.v1.WorkflowService.ListWorkflows:input_type -> ork.v1.ListWorkflowsRequest
+	9,  // 13: ork.v1.WorkflowService.DeleteWorkflow:input_type -> ork.v1.DeleteWorkflowRequest
+	4,  // 14: ork.v1.WorkflowService.DeployWorkflow:output_type -> ork.v1.DeployWorkflowResponse
+	6,  // 15: ork.v1.WorkflowService.GetWorkflow:output_type -> ork.v1.GetWorkflowResponse
+	8,  // 16: ork.v1.WorkflowService.ListWorkflows:output_type -> ork.v1.ListWorkflowsResponse
+	10, // 17: ork.v1.WorkflowService.DeleteWorkflow:output_type -> ork.v1.DeleteWorkflowResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_workflow_proto_init() }
@@ -689,7 +850,7 @@ func file_ork_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_workflow_proto_rawDesc), len(file_ork_v1_workflow_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,7 +35,8 @@ type WorkflowServiceClient interface {
 	// newest version. Deploying identical content is a no-op that returns the
 	// existing version.
 	DeployWorkflow(ctx context.Context, in *DeployWorkflowRequest, opts ...grpc.CallOption) (*DeployWorkflowResponse, error)
-	// GetWorkflow returns the newest version of a workflow.
+	// GetWorkflow returns the newest version of a workflow, or the version
+	// asked for.
 	GetWorkflow(ctx context.Context, in *GetWorkflowRequest, opts ...grpc.CallOption) (*GetWorkflowResponse, error)
 	// ListWorkflows returns the newest version of every workflow.
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
@@ -101,7 +102,8 @@ type WorkflowServiceServer interface {
 	// newest version. Deploying identical content is a no-op that returns the
 	// existing version.
 	DeployWorkflow(context.Context, *DeployWorkflowRequest) (*DeployWorkflowResponse, error)
-	// GetWorkflow returns the newest version of a workflow.
+	// GetWorkflow returns the newest version of a workflow, or the version
+	// asked for.
 	GetWorkflow(context.Context, *GetWorkflowRequest) (*GetWorkflowResponse, error)
 	// ListWorkflows returns the newest version of every workflow.
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)

@@ -21,7 +21,15 @@ from typing import Any, Callable, Dict, Optional, TypeVar, Union, overload
 from ._context import Context
 from ._errors import NonRetryable
 
-__all__ = ["TaskDefinition", "task", "registered_tasks"]
+__all__ = ["TaskDefinition", "task", "registered_tasks", "InvalidData"]
+
+
+class InvalidData(NonRetryable):
+    """An input that does not validate, or an output that is not JSON.
+
+    Reported as its message alone: the mistake is in the data, and a
+    traceback through the SDK's own frames would only hide the message.
+    """
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,9 +80,11 @@ class TaskDefinition:
         try:
             return model.model_validate(raw_input)
         except Exception as e:  # pydantic.ValidationError, without importing pydantic
-            raise NonRetryable(
+            # Reported as this one message: pydantic's own text names each
+            # field, and a traceback through the SDK would only bury it.
+            raise InvalidData(
                 f"the input of task {self.name} does not match {model.__name__}: {e}"
-            ) from e
+            ) from None
 
     def __repr__(self) -> str:
         return f"TaskDefinition(name={self.name!r}, fn={self.fn!r})"
@@ -167,7 +177,7 @@ def to_json_data(value: Any, task_name: str = "task") -> Any:
     try:
         return json.loads(json.dumps(value, default=_default, allow_nan=False))
     except (TypeError, ValueError) as e:
-        raise NonRetryable(f"the output of task {task_name} is not JSON: {e}") from e
+        raise InvalidData(f"the output of task {task_name} is not JSON: {e}") from None
 
 
 def _default(value: Any) -> Any:
@@ -201,15 +211,23 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def format_error(exc: BaseException) -> str:
-    """The error text reported for an exception: its full traceback.
+    """The error text reported for an exception: what happened, then how.
 
-    The SDK's own frames at the top of the stack (the code that called the
-    task function) are left out, so the traceback starts in the user's code.
+    The first line is the exception itself (``ValueError: bad input``), the
+    headline that ``ork run status`` and any other view show; the full
+    traceback follows after a blank line. The SDK's own frames at the top of
+    the stack (the code that called the task function) are left out, so the
+    traceback starts in the user's code. :class:`InvalidData` is its message
+    alone.
     """
+    if isinstance(exc, InvalidData):
+        return str(exc)
+    headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None and _is_sdk_frame(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip("\n")
+    body = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip("\n")
+    return f"{headline}\n\n{body}"
 
 
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))

@@ -9,6 +9,13 @@ fails with FAILED_PRECONDITION means the attempt is no longer ours: the worker
 stops it and reports nothing more. When the stream breaks the worker attaches
 again with backoff; running attempts carry on and report, and the server
 decides whether they are still current.
+
+Authentication and TLS: every call carries ``authorization: Bearer TOKEN``
+(a worker token from ``ork token create --role worker``) when a token is set;
+an ``https://`` server is reached over TLS, trusting a CA file when one is
+given. Each setting defaults to the variable every ork client reads:
+``ORK_TOKEN``, ``ORK_CA_CERT``, ``ORK_CLIENT_CERT``, ``ORK_CLIENT_KEY`` and
+``ORK_TLS_SERVER_NAME``.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ _RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUS
 _log = logging.getLogger("ork.worker")
 
 AttemptKey = Tuple[str, int]
+Metadata = Tuple[Tuple[str, str], ...]
 
 
 class WorkerError(Exception):
@@ -149,6 +157,11 @@ class Worker:
         server: Optional[str] = None,
         slots: int = 4,
         name: Optional[str] = None,
+        token: Optional[str] = None,
+        ca_cert: Optional[str] = None,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
+        server_name: Optional[str] = None,
     ) -> None:
         """Prepares a worker; nothing connects until :meth:`run`.
 
@@ -157,6 +170,14 @@ class Worker:
         to ``$ORK_SERVER``, then ``http://127.0.0.1:7400``. ``slots`` is how many
         tasks run at once. ``name`` shows in the server's view of its workers
         (default ``host:pid``).
+
+        ``token`` is the worker token sent with every call (default
+        ``$ORK_TOKEN``). For an ``https://`` server, ``ca_cert`` is a PEM file
+        of the CA to trust (default ``$ORK_CA_CERT``, else the system's
+        roots), ``client_cert`` and ``client_key`` a client certificate for
+        servers that require one (``$ORK_CLIENT_CERT``, ``$ORK_CLIENT_KEY``),
+        and ``server_name`` the name to check the server's certificate for
+        when it differs from the URL's host (``$ORK_TLS_SERVER_NAME``).
         """
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
@@ -169,6 +190,15 @@ class Worker:
         if not self._tasks:
             raise ValueError("a worker needs at least one task")
         self.server = server or os.environ.get("ORK_SERVER") or DEFAULT_SERVER
+        self._tls = _TlsSettings(
+            ca_cert=ca_cert or _env("ORK_CA_CERT"),
+            client_cert=client_cert or _env("ORK_CLIENT_CERT"),
+            client_key=client_key or _env("ORK_CLIENT_KEY"),
+            server_name=server_name or _env("ORK_TLS_SERVER_NAME"),
+        )
+        self._tls.check(self.server)
+        token = token or _env("ORK_TOKEN")
+        self._metadata: Metadata = (("authorization", f"Bearer {token.strip()}"),) if token else ()
         self.slots = slots
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
@@ -206,9 +236,9 @@ class Worker:
         Raises :class:`WorkerError` when the server refuses the session for a
         reason retrying cannot fix (no pool support, invalid attach).
         """
-        channel = _open_channel(self.server)
+        channel = _open_channel(self.server, self._tls)
         self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
-        self._batcher = _LogBatcher(self._stub)
+        self._batcher = _LogBatcher(self._stub, self._metadata)
         self._batcher.start()
         restore_signals = self._install_signal_handlers()
         _stdio.install()
@@ -243,7 +273,7 @@ class Worker:
                 )
             )
         )
-        call: Any = self._stub.Session(_drain_queue(requests))
+        call: Any = self._stub.Session(_drain_queue(requests), metadata=self._metadata)
         state = _SessionState()
         reader = threading.Thread(
             target=self._read_session, args=(call, requests, state), name="ork-session", daemon=True
@@ -428,7 +458,7 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                return getattr(self._stub, method)(request, timeout=_CALL_TIMEOUT)
+                return getattr(self._stub, method)(request, timeout=_CALL_TIMEOUT, metadata=self._metadata)
             except grpc.RpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -503,8 +533,9 @@ def _drain_queue(requests: "queue.Queue[Optional[worker_pb2.SessionRequest]]") -
 class _LogBatcher:
     """Sends attempts' log lines in batches: every 200 ms or 500 lines."""
 
-    def __init__(self, stub: worker_pb2_grpc.WorkerServiceStub) -> None:
+    def __init__(self, stub: worker_pb2_grpc.WorkerServiceStub, metadata: Metadata) -> None:
         self._stub = stub
+        self._metadata = metadata
         self._lock = threading.Lock()
         self._pending: Dict[AttemptKey, Tuple[_Attempt, List[worker_pb2.LogEntry]]] = {}
         self._wake = threading.Event()
@@ -568,7 +599,7 @@ class _LogBatcher:
         give_up = time.monotonic() + _RETRY_FOR
         while True:
             try:
-                self._stub.AppendLogs(request, timeout=_CALL_TIMEOUT)
+                self._stub.AppendLogs(request, timeout=_CALL_TIMEOUT, metadata=self._metadata)
                 return True
             except grpc.RpcError as e:
                 code = e.code()
@@ -582,7 +613,53 @@ class _LogBatcher:
                 delay = min(delay * 2, _MAX_BACKOFF)
 
 
-def _open_channel(server: str) -> grpc.Channel:
+def _env(name: str) -> Optional[str]:
+    """A variable's value; empty counts as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+class _TlsSettings:
+    """How to reach an ``https://`` server: CA, client certificate, name."""
+
+    def __init__(
+        self,
+        ca_cert: Optional[str],
+        client_cert: Optional[str],
+        client_key: Optional[str],
+        server_name: Optional[str],
+    ) -> None:
+        self.ca_cert = ca_cert
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.server_name = server_name
+
+    def check(self, server: str) -> None:
+        """Refuses settings that cannot work, before anything connects."""
+        given = any([self.ca_cert, self.client_cert, self.client_key, self.server_name])
+        if given and not server.lower().startswith("https://"):
+            raise ValueError(
+                f"TLS settings are given (a CA, a client certificate or a server name) but the server URL {server} "
+                "is not https://; use https://, or unset ORK_CA_CERT / ORK_CLIENT_CERT / ORK_CLIENT_KEY / ORK_TLS_SERVER_NAME"
+            )
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("a client certificate needs its key and the key its certificate: give both")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Optional[str]) -> Optional[bytes]:
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_cert),
+            private_key=read(self.client_key),
+            certificate_chain=read(self.client_cert),
+        )
+
+
+def _open_channel(server: str, tls: Optional[_TlsSettings] = None) -> grpc.Channel:
     """A channel to ``server`` (``http://host:port``, ``https://...`` or ``host:port``)."""
     target = server
     secure = False
@@ -601,6 +678,9 @@ def _open_channel(server: str) -> grpc.Channel:
         ("grpc.max_reconnect_backoff_ms", int(_MAX_BACKOFF * 1000)),
     ]
     if secure:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+        tls = tls or _TlsSettings(None, None, None, None)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        return grpc.secure_channel(target, tls.credentials(), options=options)
     return grpc.insecure_channel(target, options=options)
 

@@ -164,7 +164,7 @@ pub(crate) fn check_tasks(
                             .parallel
                             .is_none()
                             .then(|| format!("template `{}` reads `parallel`, which only tasks with `parallel` set have", t.text)),
-                        TemplateRef::RunInput(_) => None,
+                        TemplateRef::RunInput(path) => run_input_problem(&t.text, path, def),
                     };
                     if let Some(message) = problem {
                         errors.push(Some(task), Some("input"), pos, message);
@@ -296,6 +296,21 @@ fn parallel_type_problem(
             ))
         }
     }
+}
+
+/// What `inputs:` says against a template reading `run.input.FIELD`: the
+/// field must be declared (or be `scheduled_for`, which schedules set).
+fn run_input_problem(template: &str, path: &[String], def: &WorkflowDefinition) -> Option<String> {
+    let declared = def.inputs.as_ref()?;
+    let field = path.first()?;
+    if field == crate::inputs::SCHEDULED_FOR || declared.iter().any(|d| &d.name == field) {
+        return None;
+    }
+    let names = declared.iter().map(|d| d.name.as_str());
+    Some(format!(
+        "template `{template}` reads run input `{field}`, which `inputs` does not declare{}; declare it under `inputs`",
+        did_you_mean(field, names)
+    ))
 }
 
 fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {

@@ -13,16 +13,47 @@ pub(crate) mod tests;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::model::{Catchup, DEFAULT_TIMEZONE, TaskDefinition, WorkflowDefinition};
+use crate::model::{Catchup, DEFAULT_TIMEZONE, Resources, TaskDefinition, WorkflowDefinition};
 use crate::suggest;
 pub(crate) use node::{Kind, Node, Pos};
 
-/// Most tasks one workflow may have; keeps the DAG's upstream sets small.
+/// Most tasks one workflow may have by default; keeps the DAG's upstream
+/// sets small.
 pub const MAX_TASKS: usize = 1000;
 /// Longest workflow or task name, so names fit in labels and object paths.
 pub const MAX_NAME_LEN: usize = 63;
-/// Largest workflow file accepted, in bytes.
+/// Largest workflow file accepted by default, in bytes.
 pub const MAX_YAML_BYTES: usize = node::MAX_YAML_BYTES;
+/// Deepest YAML nesting any configuration accepts (the parser's stack).
+pub const MAX_YAML_DEPTH: usize = node::MAX_DEPTH;
+/// Most YAML values (aliases expanded) accepted by default.
+pub const MAX_YAML_NODES: usize = node::MAX_NODES;
+
+/// Bounds on one workflow file, checked before the document costs memory or
+/// time. A server takes them from its options; the defaults are the
+/// constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest file, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting; values above [`MAX_YAML_DEPTH`] count as it.
+    pub max_depth: usize,
+    /// Most values after alias expansion (each use of an alias counts).
+    pub max_nodes: usize,
+    /// Most tasks.
+    pub max_tasks: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: MAX_YAML_BYTES,
+            max_depth: MAX_YAML_DEPTH,
+            max_nodes: MAX_YAML_NODES,
+            max_tasks: MAX_TASKS,
+        }
+    }
+}
 
 /// Where the YAML came from and what else was sent with it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +62,13 @@ pub struct ParseOptions<'a> {
     pub source: &'a str,
     /// When set, every `file` and `config_file` must be one of these paths.
     pub files: Option<&'a BTreeSet<String>>,
+    /// The absolute folder of the workflow file on the machine that deploys
+    /// it: relative `python` and `command` paths of subprocess tasks
+    /// (`.venv/bin/python`) are resolved against it. Without it such paths
+    /// are refused, since nothing else says what they are relative to.
+    pub base_dir: Option<&'a str>,
+    /// Size, depth, alias expansion and task count bounds.
+    pub limits: ParseLimits,
 }
 
 /// One problem in a workflow file.
@@ -131,9 +169,14 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "timezone",
     "catchup",
     "concurrency",
+    "inputs",
+    "defaults",
     "types",
     "tasks",
 ];
+
+/// The fields a workflow's `defaults:` may set for its tasks.
+const DEFAULT_FIELDS: &[&str] = &["python", "executor", "image", "resources"];
 
 /// Parses and validates a workflow file. On failure, returns every problem
 /// found (a YAML syntax error stops parsing, so it comes alone).
@@ -145,7 +188,7 @@ pub fn parse_workflow(
         source: opts.source,
         list: Vec::new(),
     };
-    let root = match node::load(yaml) {
+    let root = match node::load(yaml, &opts.limits) {
         Ok(root) => root,
         Err(e) => {
             errors.push(None, None, e.pos, e.message);
@@ -181,11 +224,16 @@ pub fn parse_workflow(
         timezone: DEFAULT_TIMEZONE.to_owned(),
         catchup: Catchup::default(),
         concurrency: None,
+        inputs: None,
+        defaults: Default::default(),
+        base_dir: None,
         types: Default::default(),
         tasks: Vec::new(),
     };
     let mut has_name = false;
     let mut tasks_node = None;
+    let mut inputs_node = None;
+    let mut defaults = task::TaskDefaults::default();
     for (key, value) in &entries {
         let Some(field) = key_name(key, None, &mut errors) else {
             continue;
@@ -246,6 +294,8 @@ pub fn parse_workflow(
                 Err((pos, msg)) => errors.push(None, f, pos, msg),
             },
             "types" => parse_types(value, &mut def, &mut errors),
+            "inputs" => inputs_node = Some(value),
+            "defaults" => parse_defaults(value, &mut def, &mut defaults, &mut errors),
             "tasks" => tasks_node = Some(value),
             other => unknown_field(other, other, WORKFLOW_FIELDS, None, key.pos, &mut errors),
         }
@@ -275,19 +325,22 @@ pub fn parse_workflow(
                     node.pos,
                     "`tasks` is empty; add at least one task",
                 );
-            } else if items.len() > MAX_TASKS {
+            } else if items.len() > opts.limits.max_tasks {
                 errors.push(
                     None,
                     Some("tasks"),
                     node.pos,
                     format!(
-                        "{} tasks is more than the limit of {MAX_TASKS}; split the workflow",
-                        items.len()
+                        "{} tasks is more than the limit of {}; split the workflow (the server's --max-tasks)",
+                        items.len(),
+                        opts.limits.max_tasks
                     ),
                 );
             } else {
                 for item in items {
-                    if let Some(draft) = task::parse_task(item, &mut errors) {
+                    if let Some(draft) =
+                        task::parse_task(item, &defaults, opts.base_dir, &mut errors)
+                    {
                         drafts.push(draft);
                     }
                 }
@@ -301,7 +354,14 @@ pub fn parse_workflow(
         ),
     }
 
+    // After `types`, wherever the YAML lists them: input types may `$ref` one.
+    if let Some(node) = inputs_node {
+        parse_inputs(node, &mut def, &mut errors);
+    }
     checks::check_tasks(&drafts, &def, opts, &mut errors);
+    if drafts.iter().any(|d| d.used_base_dir) {
+        def.base_dir = opts.base_dir.map(str::to_owned);
+    }
     if !errors.is_empty() {
         let mut list = errors.list;
         // Stable: errors on one line keep the order they were found in.
@@ -418,10 +478,17 @@ pub fn task_fields() -> &'static [&'static str] {
     task::TASK_FIELDS
 }
 
+/// The field names `defaults:` may set, for the schema's completeness test.
+pub fn default_fields() -> &'static [&'static str] {
+    DEFAULT_FIELDS
+}
+
+pub use task::{MAX_ARG_BYTES, MAX_COMMAND_ARGS, resolve_program};
+
 /// A YAML document as JSON, for the schema tests.
 #[cfg(test)]
 pub(crate) fn node_json(yaml: &str) -> serde_json::Value {
-    node::load(yaml)
+    node::load(yaml, &ParseLimits::default())
         .ok()
         .and_then(|n| n.to_json().ok())
         .unwrap_or_default()
@@ -531,6 +598,198 @@ pub(crate) fn check_name(name: &str, pos: Pos) -> FieldResult<()> {
         ));
     }
     Ok(())
+}
+
+/// `defaults:`: task fields every task inherits unless it sets its own.
+fn parse_defaults(
+    value: &Node,
+    def: &mut WorkflowDefinition,
+    defaults: &mut task::TaskDefaults,
+    errors: &mut Errors<'_>,
+) {
+    let Kind::Map(entries) = &value.kind else {
+        errors.push(
+            None,
+            Some("defaults"),
+            value.pos,
+            format!(
+                "expected a mapping of task fields to default values (e.g. `python: .venv/bin/python`), found {}",
+                value.describe()
+            ),
+        );
+        return;
+    };
+    for (key, node) in entries {
+        let Some(field) = key_name(key, None, errors) else {
+            continue;
+        };
+        let label = format!("defaults.{field}");
+        match field.as_str() {
+            "python" => match text(node) {
+                Ok(path) if !path.trim().is_empty() && !path.contains('\0') => {
+                    defaults.python = Some((path, node.pos));
+                }
+                Ok(_) => errors.push(
+                    None,
+                    Some(&label),
+                    node.pos,
+                    "expected the path or name of a Python interpreter",
+                ),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            "executor" => match task::executor(node) {
+                Ok(e) => defaults.executor = Some(e),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            "image" => match task::image(node) {
+                Ok(i) => defaults.image = Some(i),
+                Err((pos, msg)) => errors.push(None, Some(&label), pos, msg),
+            },
+            "resources" => {
+                let mut resources = Resources::default();
+                task::resources(node, &mut resources, None, &label, errors);
+                defaults.resources = resources;
+            }
+            other => {
+                unknown_field(other, &label, DEFAULT_FIELDS, None, key.pos, errors);
+                continue;
+            }
+        }
+        if let Ok(json) = node.to_json() {
+            def.defaults.insert(field, json);
+        }
+    }
+}
+
+/// `inputs:`: the run input's fields, each a JSON-Schema-style type with an
+/// optional `default` and `description`.
+fn parse_inputs(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &value.kind else {
+        errors.push(
+            None,
+            Some("inputs"),
+            value.pos,
+            format!(
+                "expected a mapping of input names to types, e.g. `date: {{type: string, default: \"2026-11-26\"}}`, found {}",
+                value.describe()
+            ),
+        );
+        return;
+    };
+    let mut inputs = Vec::with_capacity(entries.len());
+    for (key, node) in entries {
+        let Some(name) = key_name(key, None, errors) else {
+            continue;
+        };
+        let label = format!("inputs.{name}");
+        if let Err(message) = crate::inputs::check_input_name(&name) {
+            errors.push(None, Some(&label), key.pos, message);
+            continue;
+        }
+        let Kind::Map(fields) = &node.kind else {
+            errors.push(
+                None,
+                Some(&label),
+                node.pos,
+                format!(
+                    "expected a JSON-Schema-style mapping such as `{{type: string}}`, found {}",
+                    node.describe()
+                ),
+            );
+            continue;
+        };
+        let mut schema = serde_json::Map::new();
+        let mut default = None;
+        let mut description = None;
+        let mut ok = true;
+        for (k, v) in fields {
+            let Some(keyword) = key_name(k, None, errors) else {
+                ok = false;
+                continue;
+            };
+            let json = match v.to_json() {
+                Ok(json) => json,
+                Err((pos, msg)) => {
+                    errors.push(None, Some(&label), pos, msg);
+                    ok = false;
+                    continue;
+                }
+            };
+            match keyword.as_str() {
+                "default" => default = Some((json, v.pos)),
+                "description" => match json {
+                    serde_json::Value::String(text) => description = Some(text),
+                    _ => {
+                        errors.push(
+                            None,
+                            Some(&label),
+                            v.pos,
+                            format!("`description` must be text, found {}", v.describe()),
+                        );
+                        ok = false;
+                    }
+                },
+                _ => {
+                    schema.insert(keyword, json);
+                }
+            }
+        }
+        let schema = serde_json::Value::Object(schema);
+        for e in crate::types::check_schema(&name, &schema, &def.types) {
+            let pos = pointer_pos(node, &e.path, e.keyword.as_deref());
+            let message = if e.path.is_empty() {
+                e.message
+            } else {
+                format!("at {}: {}", e.path, e.message)
+            };
+            errors.push(None, Some(&label), pos, message);
+            ok = false;
+        }
+        if ok
+            && let Some((value, pos)) = &default
+            && let Err(violations) = crate::types::validate_schema(value, &schema, &def.types)
+        {
+            let shown: Vec<String> = violations
+                .iter()
+                .take(3)
+                .map(|v| {
+                    if v.path.is_empty() {
+                        v.message.clone()
+                    } else {
+                        v.to_string()
+                    }
+                })
+                .collect();
+            errors.push(
+                None,
+                Some(&format!("{label}.default")),
+                *pos,
+                format!(
+                    "the default does not match the input's type: {}",
+                    shown.join("; ")
+                ),
+            );
+        }
+        if def.schedule.is_some() && default.is_none() {
+            errors.push(
+                None,
+                Some(&label),
+                key.pos,
+                format!(
+                    "scheduled runs get no input but `{}`, so every declared input needs a `default`; add one to `{name}`",
+                    crate::inputs::SCHEDULED_FOR
+                ),
+            );
+        }
+        inputs.push(crate::model::InputDefinition {
+            name,
+            schema,
+            required: default.is_none(),
+            default: default.and_then(|(v, _)| (!v.is_null()).then_some(v)),
+            description,
+        });
+    }
+    def.inputs = Some(inputs);
 }
 
 fn parse_types(value: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {

@@ -7,15 +7,18 @@
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// Largest YAML document accepted, checked before parsing.
+use super::ParseLimits;
+
+/// Largest YAML document accepted by default, checked before parsing.
 pub(crate) const MAX_YAML_BYTES: usize = 1024 * 1024;
-/// Deepest nesting accepted. Workflows use 3 levels down to a task's input,
-/// leaving 21 for the input itself. The budget is checked before
+/// Deepest nesting ever accepted. Workflows use 3 levels down to a task's
+/// input, leaving 21 for the input itself. The budget is checked before
 /// deserializing, whose recursion costs up to ~40 KiB of stack per level in
-/// debug builds: 24 levels keep it within a 2 MiB thread stack.
+/// debug builds: 24 levels keep it within a 2 MiB thread stack, so no
+/// configuration may raise it.
 pub(crate) const MAX_DEPTH: usize = 24;
-/// Most nodes (after alias expansion) in one document.
-const MAX_NODES: usize = 100_000;
+/// Most nodes (after alias expansion) in one document, by default.
+pub(crate) const MAX_NODES: usize = 100_000;
 
 /// Where a node starts (1-based); `0` when the parser could not tell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,26 +148,29 @@ pub(crate) struct LoadError {
 
 /// Parses one YAML document into a [`Node`] tree, refusing oversized input,
 /// deep nesting and alias bombs before they cost memory or time.
-pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
-    if yaml.len() > MAX_YAML_BYTES {
+pub(crate) fn load(yaml: &str, limits: &ParseLimits) -> Result<Node, LoadError> {
+    if yaml.len() > limits.max_bytes {
         return Err(LoadError {
             pos: Pos::default(),
             message: format!(
-                "the workflow file is {} bytes, more than the limit of {MAX_YAML_BYTES}; \
-                 move large data out of the YAML",
-                yaml.len()
+                "the workflow file is {} bytes, more than the limit of {}; \
+                 move large data out of the YAML (the server's --max-yaml-bytes)",
+                yaml.len(),
+                limits.max_bytes
             ),
         });
     }
+    let max_depth = limits.max_depth.min(MAX_DEPTH);
+    let max_nodes = limits.max_nodes;
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_depth: MAX_DEPTH,
-            max_nodes: MAX_NODES,
-            max_events: 4 * MAX_NODES,
+            max_depth: max_depth,
+            max_nodes: max_nodes,
+            max_events: max_nodes.saturating_mul(4),
             max_documents: 1,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: MAX_NODES,
+            max_total_replayed_events: max_nodes,
         },
         // YAML 1.2 booleans only: `y`, `no`, `on` stay strings (keys included),
         // so `input: { y: 1 }` means what it says.
@@ -188,7 +194,10 @@ pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
             }
             Err(LoadError {
                 pos,
-                message: format!("invalid yaml: {}", user_message(&message)),
+                message: format!(
+                    "invalid yaml: {}",
+                    user_message(&message, max_depth, max_nodes)
+                ),
             })
         }
     }
@@ -196,7 +205,7 @@ pub(crate) fn load(yaml: &str) -> Result<Node, LoadError> {
 
 /// Rewrites the parser's messages that speak of its own options and
 /// internals into what a workflow author can act on.
-fn user_message(message: &str) -> String {
+fn user_message(message: &str, max_depth: usize, max_nodes: usize) -> String {
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
         let key = rest
             .split(", set DuplicateKeyPolicy")
@@ -204,14 +213,16 @@ fn user_message(message: &str) -> String {
             .unwrap_or(rest);
         format!("duplicate key `{key}`; keep only one of them")
     } else if message.starts_with("budget breached: Depth") {
-        format!("nesting is deeper than {MAX_DEPTH} levels; flatten the data")
+        format!(
+            "nesting is deeper than {max_depth} levels; flatten the data (the server's --max-yaml-depth)"
+        )
     } else if message.starts_with("alias replay limit exceeded")
         || message.starts_with("budget breached: Nodes")
         || message.starts_with("budget breached: Events")
         || message.starts_with("budget breached: Alias")
     {
         format!(
-            "the document expands to more than {MAX_NODES} values (aliases count once per use); shrink it"
+            "the document expands to more than {max_nodes} values (aliases count once per use); shrink it (the server's --max-yaml-nodes)"
         )
     } else if let Some(rest) = message.strip_prefix("budget breached: ") {
         format!("the document exceeds a size limit ({rest}); shrink it")

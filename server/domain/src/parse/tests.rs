@@ -7,7 +7,7 @@ use expect_test::{Expect, expect};
 use serde_json::json;
 
 use super::*;
-use crate::model::{EnvValue, FieldRef, OnFailure, Parallelism, RetryBackoff};
+use crate::model::{EnvValue, FieldRef, ImagePullPolicy, OnFailure, Parallelism, RetryBackoff};
 
 pub(crate) const ETL: &str = include_str!("../../testdata/etl.yaml");
 pub(crate) const MINIMAL: &str = include_str!("../../testdata/minimal.yaml");
@@ -19,6 +19,7 @@ fn parse(yaml: &str) -> Result<WorkflowDefinition, ValidationErrors> {
         &ParseOptions {
             source: "etl.yaml",
             files: None,
+            ..Default::default()
         },
     )
 }
@@ -155,6 +156,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&files),
+        ..Default::default()
     };
     assert!(parse_workflow(ETL, &opts).is_ok());
 
@@ -164,6 +166,7 @@ fn files_must_be_among_those_sent() {
     let opts = ParseOptions {
         source: "etl.yaml",
         files: Some(&fewer),
+        ..Default::default()
     };
     let errors = parse_workflow(ETL, &opts).unwrap_err();
     expect![[r#"
@@ -271,7 +274,7 @@ fn file_too_large() {
     check(
         &yaml,
         expect![
-            "etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML"
+            "etl.yaml: the workflow file is 1048588 bytes, more than the limit of 1048576; move large data out of the YAML (the server's --max-yaml-bytes)"
         ],
     );
 }
@@ -384,7 +387,7 @@ fn too_many_tasks() {
     check(
         &yaml,
         expect![
-            "etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow"
+            "etl.yaml:3:3: field `tasks`: 1001 tasks is more than the limit of 1000; split the workflow (the server's --max-tasks)"
         ],
     );
 }
@@ -405,7 +408,7 @@ fn unknown_task_field() {
         &task_with("    dependson: [x]\n    colour: red\n"),
         expect![[r#"
             etl.yaml:5:5: task `a`, field `dependson`: unknown field (did you mean `depends_on`?)
-            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, env, on_failure, output_type"#]],
+            etl.yaml:6:5: task `a`, field `colour`: unknown field; known fields are name, executor, file, command, python, handler, config_file, input, depends_on, timeout_seconds, retries, retry_delay_seconds, retry_backoff, retry_max_delay_seconds, parallel, concurrency, resources, image, image_pull_policy, env, on_failure, output_type"#]],
     );
 }
 
@@ -422,9 +425,9 @@ fn duplicate_task_names() {
 #[test]
 fn unknown_executor() {
     check(
-        &task_with("    executor: docker\n"),
+        &task_with("    executor: lambda\n"),
         expect![
-            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `docker`; known executors: subprocess, workers"
+            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes"
         ],
     );
 }
@@ -433,9 +436,9 @@ fn unknown_executor() {
 fn missing_and_unsafe_files() {
     check(
         "name: wf\ntasks:\n  - name: a\n",
-        expect![
-            "etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file"
-        ],
+        expect![[
+            r#"etl.yaml:3:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#
+        ]],
     );
     check(
         "name: wf\ntasks:\n  - name: a\n    file: /usr/bin/env\n  - name: b\n    file: ../secret.sh\n    config_file: C:\\x.toml\n",
@@ -582,7 +585,7 @@ fn invalid_env() {
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:8:23: task `a`, field `env.TOKEN`: the secret name is empty
-            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name
+            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:10:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
             etl.yaml:11:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
     );
@@ -626,7 +629,7 @@ fn reports_all_errors_at_once_in_file_order() {
         expect![[r#"
             etl.yaml:1:7: field `name`: `Bad` is not a valid name; use lowercase letters, digits, `_` and `-`, starting with a letter or digit
             etl.yaml:2:11: field `schedule`: cron expression `nope` has 1 field(s); write 5 (minute hour day-of-month month day-of-week, e.g. `0 2 * * *`) or 6 with seconds first
-            etl.yaml:4:5: task `a`, field `file`: a subprocess task needs `file`: the script or program to run, relative to the workflow file
+            etl.yaml:4:5: task `a`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])
             etl.yaml:5:22: task `a`, field `timeout_seconds`: must be greater than 0; it is the most seconds one attempt may run
             etl.yaml:8:21: task `b`, field `depends_on`: unknown task `zz`
             etl.yaml:9:5: task `b`, field `on_failur`: unknown field (did you mean `on_failure`?)"#]],
@@ -644,7 +647,7 @@ fn refuses_billion_laughs() {
     }
     yaml.push_str("name: wf\ntasks: [{name: a, file: a.sh, input: *a9}]\n");
     let errors = parse(&yaml).unwrap_err();
-    expect!["etl.yaml:5:45: invalid yaml: the document expands to more than 100000 values (aliases count once per use); shrink it"].assert_eq(&errors.to_string());
+    expect!["etl.yaml:5:45: invalid yaml: the document expands to more than 100000 values (aliases count once per use); shrink it (the server's --max-yaml-nodes)"].assert_eq(&errors.to_string());
 }
 
 #[test]
@@ -677,8 +680,98 @@ fn refuses_deep_nesting() {
     };
     // The limit leaves 21 levels of nesting to a task's input, and refuses the next.
     assert!(parse(&nested(21)).is_ok());
-    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data"]
+    expect!["etl.yaml:5:33: invalid yaml: nesting is deeper than 24 levels; flatten the data (the server's --max-yaml-depth)"]
         .assert_eq(&parse(&nested(22)).unwrap_err().to_string());
+}
+
+fn parse_with(yaml: &str, limits: ParseLimits) -> Result<WorkflowDefinition, ValidationErrors> {
+    parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "etl.yaml",
+            files: None,
+            limits,
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn configured_size_limit_accepts_at_and_refuses_past() {
+    let yaml = "name: wf\ntasks: [{name: a, file: a.sh}]\n";
+    let at = ParseLimits {
+        max_bytes: yaml.len(),
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(yaml, at).is_ok());
+    let past = ParseLimits {
+        max_bytes: yaml.len() - 1,
+        ..ParseLimits::default()
+    };
+    expect!["etl.yaml: the workflow file is 40 bytes, more than the limit of 39; move large data out of the YAML (the server's --max-yaml-bytes)"]
+        .assert_eq(&parse_with(yaml, past).unwrap_err().to_string());
+}
+
+#[test]
+fn configured_depth_limit_accepts_at_and_refuses_past() {
+    // The task's input sits 3 levels down; `depth` more brackets nest below it.
+    let nested = |depth: usize| {
+        format!(
+            "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {}1{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let limits = ParseLimits {
+        max_depth: 8,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&nested(5), limits).is_ok());
+    expect!["etl.yaml:5:17: invalid yaml: nesting is deeper than 8 levels; flatten the data (the server's --max-yaml-depth)"]
+        .assert_eq(&parse_with(&nested(6), limits).unwrap_err().to_string());
+    // No configuration goes past what the parser's stack allows.
+    let huge = ParseLimits {
+        max_depth: 10_000,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&nested(22), huge).is_err());
+}
+
+#[test]
+fn configured_alias_expansion_limit_accepts_at_and_refuses_past() {
+    // An alias of a 10-item list used `uses` times in the task's input: the
+    // document holds 26 values, and each use adds 11 (the list and its items).
+    let doc = |uses: usize| {
+        format!(
+            "name: wf\ntasks:\n  - name: a\n    file: a.sh\n    input: {{x: &x [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], y: [{}]}}\n",
+            vec!["*x"; uses].join(", ")
+        )
+    };
+    let limits = ParseLimits {
+        max_nodes: 26 + 7 * 11,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&doc(7), limits).is_ok());
+    expect!["etl.yaml:5:84: invalid yaml: the document expands to more than 103 values (aliases count once per use); shrink it (the server's --max-yaml-nodes)"]
+        .assert_eq(&parse_with(&doc(8), limits).unwrap_err().to_string());
+}
+
+#[test]
+fn configured_task_limit_accepts_at_and_refuses_past() {
+    let tasks = |n: usize| {
+        let mut yaml = String::from("name: wf\ntasks:\n");
+        for i in 0..n {
+            yaml.push_str(&format!("  - {{name: t{i}, file: t.sh}}\n"));
+        }
+        yaml
+    };
+    let limits = ParseLimits {
+        max_tasks: 3,
+        ..ParseLimits::default()
+    };
+    assert!(parse_with(&tasks(3), limits).is_ok());
+    expect!["etl.yaml:3:3: field `tasks`: 4 tasks is more than the limit of 3; split the workflow (the server's --max-tasks)"]
+        .assert_eq(&parse_with(&tasks(4), limits).unwrap_err().to_string());
 }
 
 /// A tiny deterministic generator, so the test needs no extra dependency
@@ -775,6 +868,7 @@ fn yaml_1_1_booleans_stay_strings() {
         &ParseOptions {
             source: "w.yaml",
             files: None,
+            ..Default::default()
         },
     )
     .expect("valid");
@@ -909,5 +1003,201 @@ fn typed_fan_outs_that_contradict_their_types() {
             etl.yaml:31:15: task `c`, field `parallel`: `list.file` is not a field of type `alias` (the `output_type` of task `list`), which has `additionalProperties: false` (did you mean `files`?)
             etl.yaml:35:15: task `d`, field `parallel`: `list.label.parts` reads a field of `list.label`, which type `alias` (the `output_type` of task `list`) declares as string, not an object
             etl.yaml:39:15: task `e`, field `parallel`: `open.path` is declared as string by type `file_info` (the `output_type` of task `open`); `count` needs an integer field"#]],
+    );
+}
+
+fn parse_from(yaml: &str, base_dir: Option<&str>) -> Result<WorkflowDefinition, ValidationErrors> {
+    parse_workflow(
+        yaml,
+        &ParseOptions {
+            source: "w.yaml",
+            files: None,
+            base_dir,
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn command_tasks_need_no_file_and_python_defaults_merge_into_py_tasks() {
+    let yaml = "name: wf\ndefaults:\n  python: .venv/bin/python\ntasks:\n  - name: hello\n    command: [bash, -c, echo hi]\n  - name: node\n    file: build.js\n    command: [node]\n  - name: py\n    file: job.py\n  - name: own\n    file: tool.py\n    python: /opt/py/bin/python3\n  - name: sh\n    file: run.sh\n";
+    let def = parse_from(yaml, Some("/home/me/flows")).expect("valid");
+    let task = |name: &str| def.task(name).expect("task").clone();
+    assert_eq!(
+        task("hello").command,
+        Some(vec![
+            "bash".to_owned(),
+            "-c".to_owned(),
+            "echo hi".to_owned()
+        ])
+    );
+    assert_eq!(task("hello").file, None);
+    assert_eq!(task("node").command, Some(vec!["node".to_owned()]));
+    assert_eq!(
+        task("node").python,
+        None,
+        "a command task takes no default python"
+    );
+    assert_eq!(
+        task("py").python.as_deref(),
+        Some("/home/me/flows/.venv/bin/python"),
+        "the default, resolved against the workflow's folder"
+    );
+    assert_eq!(task("own").python.as_deref(), Some("/opt/py/bin/python3"));
+    assert_eq!(task("sh").python, None, "python applies to .py files only");
+    assert_eq!(def.defaults["python"], json!(".venv/bin/python"));
+    assert_eq!(def.base_dir.as_deref(), Some("/home/me/flows"));
+
+    // Bare names and absolute paths stay as written: no base dir needed.
+    let plain = parse_from(
+        "name: wf\ndefaults: {python: python3.12}\ntasks:\n  - name: py\n    file: a.py\n  - name: c\n    command: [/usr/bin/env, true]\n",
+        None,
+    )
+    .expect("valid");
+    assert_eq!(plain.tasks[0].python.as_deref(), Some("python3.12"));
+    assert_eq!(plain.base_dir, None);
+    let relative = parse_from(
+        "name: wf\ntasks:\n  - name: c\n    command: [./tools/run.sh, x]\n",
+        Some("/srv/wf/"),
+    )
+    .expect("valid");
+    assert_eq!(
+        relative.tasks[0].command.as_deref(),
+        Some(&["/srv/wf/tools/run.sh".to_owned(), "x".to_owned()][..])
+    );
+}
+
+#[test]
+fn command_and_python_mistakes_are_explained() {
+    let check_in = |yaml: &str, base: Option<&str>, expected: Expect| match parse_from(yaml, base) {
+        Ok(def) => panic!("expected errors, parsed {def:#?}"),
+        Err(errors) => expected.assert_eq(&errors.to_string()),
+    };
+    check_in(
+        "name: wf\ntasks:\n  - name: a\n    command: echo hi\n  - name: b\n    command: []\n  - name: c\n    command: [\"\", x]\n  - name: d\n    file: d.sh\n    python: python3\n  - name: e\n    command: [node]\n    file: e.py\n    python: python3\n  - name: f\n    executor: workers\n    handler: f\n    command: [x]\n  - name: g\n    python: .venv/bin/python\n",
+        None,
+        expect![[r#"
+            w.yaml:4:14: task `a`, field `command`: expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"], found the string `echo hi`; `command` is not run by a shell, so write each argument separately, e.g. ["bash", "-c", "echo hi"]
+            w.yaml:6:14: task `b`, field `command`: the list is empty; expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"]
+            w.yaml:8:15: task `c`, field `command`: the program (the first element) is empty
+            w.yaml:11:13: task `d`, field `python`: `python` is the interpreter of `.py` files and `d.sh` is not one; use `command` to choose the program that runs it
+            w.yaml:15:13: task `e`, field `python`: `command` already names the program to run, so `python` would be ignored; remove one of them
+            w.yaml:19:14: task `f`, field `command`: a `workers` task is run by the pool worker's `handler`, not by a program on ork's side; remove `command`
+            w.yaml:20:5: task `g`, field `file`: a subprocess task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])
+            w.yaml:21:13: task `g`, field `python`: `python` is the interpreter of a `.py` `file`, and this task has none; use `command` to run a program
+            w.yaml:21:13: task `g`, field `python`: `.venv/bin/python` is relative to the workflow file, but this deploy did not say where that file is; deploy with `ork workflow deploy FILE` (which sends its folder as `base_dir`), or write an absolute path"#]],
+    );
+    check_in(
+        "name: wf\ndefaults:\n  pyhton: x\n  python: 3\ntasks:\n  - name: a\n    file: a.py\n    python: ~/venv/bin/python\n",
+        Some("/w"),
+        expect![[r#"
+            w.yaml:3:3: field `defaults.pyhton`: unknown field (did you mean `python`?)
+            w.yaml:4:11: field `defaults.python`: expected text, found the number `3`
+            w.yaml:8:13: task `a`, field `python`: `~/venv/bin/python`: `~` is not expanded; write the absolute path, or a path relative to the workflow file"#]],
+    );
+}
+
+#[test]
+fn inputs_are_declared_with_types_and_defaults() {
+    let def = parse_from(
+        "name: wf\ntypes:\n  day: {type: string, minLength: 10}\ninputs:\n  date: {$ref: '#/types/day', default: \"2026-11-26\", description: The day to load}\n  n: {type: integer}\ntasks:\n  - name: a\n    command: [\"true\"]\n    input: {d: \"{{ run.input.date }}\", s: \"{{ run.input.scheduled_for }}\"}\n",
+        None,
+    )
+    .expect("valid");
+    let inputs = def.inputs.as_ref().expect("inputs");
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].name, "date");
+    assert_eq!(inputs[0].schema, json!({"$ref": "#/types/day"}));
+    assert_eq!(inputs[0].default, Some(json!("2026-11-26")));
+    assert_eq!(inputs[0].description.as_deref(), Some("The day to load"));
+    assert!(!inputs[0].required);
+    assert!(inputs[1].required);
+
+    check(
+        "name: wf\nschedule: \"0 2 * * *\"\ninputs:\n  date: {type: strin}\n  n: {type: integer, default: x}\n  1x: {type: string, default: a}\ntasks:\n  - name: a\n    command: [\"true\"]\n    input: {d: \"{{ run.input.dat }}\"}\n",
+        expect![[r#"
+            etl.yaml:4:10: field `inputs.date`: unknown type `strin` (did you mean `string`?); use object, array, string, integer, number, boolean or null
+            etl.yaml:4:3: field `inputs.date`: scheduled runs get no input but `scheduled_for`, so every declared input needs a `default`; add one to `date`
+            etl.yaml:5:31: field `inputs.n.default`: the default does not match the input's type: expected integer, found string "x"
+            etl.yaml:6:3: field `inputs.1x`: `1x` is not an input name; use letters, digits, `_` and `-`, starting with a letter
+            etl.yaml:10:16: task `a`, field `input`: template `{{ run.input.dat }}` reads run input `dat`, which `inputs` does not declare (did you mean `date`?); declare it under `inputs`"#]],
+    );
+}
+
+#[test]
+fn container_tasks_take_image_command_resources_and_defaults() {
+    let def = parse(
+        "name: wf\n\
+         defaults:\n  executor: docker\n  image: ork-test/busybox:1\n  resources: {cpu: 500m, memory: 64Mi}\n\
+         tasks:\n\
+         \x20 - name: a\n    command: [sh, -c, 'echo hi']\n    resources: {memory: 1Gi}\n\
+         \x20 - name: b\n    executor: kubernetes\n    image: python:3.12-slim\n    file: b.py\n    command: [python3, -u]\n    image_pull_policy: never\n\
+         \x20 - name: c\n    executor: subprocess\n    file: c.sh\n",
+    )
+    .unwrap();
+    let a = &def.tasks[0];
+    assert_eq!(a.executor, "docker");
+    assert_eq!(a.image.as_deref(), Some("ork-test/busybox:1"));
+    assert_eq!(
+        a.command.as_deref(),
+        Some(&["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()][..])
+    );
+    assert_eq!(
+        a.resources.cpu.as_deref(),
+        Some("500m"),
+        "from the defaults"
+    );
+    assert_eq!(
+        a.resources.memory.as_deref(),
+        Some("1Gi"),
+        "the task's own wins"
+    );
+    assert_eq!(a.image_pull_policy, ImagePullPolicy::IfNotPresent);
+    let b = &def.tasks[1];
+    assert_eq!(b.executor, "kubernetes");
+    assert_eq!(b.image.as_deref(), Some("python:3.12-slim"));
+    assert_eq!(b.image_pull_policy, ImagePullPolicy::Never);
+    let c = &def.tasks[2];
+    assert_eq!(c.executor, "subprocess");
+    assert_eq!(
+        c.image, None,
+        "the default image is only for container tasks"
+    );
+    assert_eq!(def.defaults["image"], json!("ork-test/busybox:1"));
+}
+
+#[test]
+fn container_task_errors_name_the_field() {
+    check(
+        "name: wf\ntasks:\n  - name: a\n    executor: docker\n    command: [true]\n",
+        expect![
+            "etl.yaml:4:15: task `a`, field `image`: a `docker` task needs `image`: the container image it runs in, e.g. `image: python:3.12-slim` (or set `defaults: {image: ...}`)"
+        ],
+    );
+    check(
+        "name: wf\ntasks:\n  - name: a\n    executor: kubernetes\n    image: alpine\n",
+        expect![
+            r#"etl.yaml:4:15: task `a`, field `file`: a kubernetes task needs `file` (a script relative to the workflow file) or `command` (a program and its arguments, e.g. ["bash", "-c", "echo hi"])"#
+        ],
+    );
+    check(
+        &task_with(
+            "    image: alpine\n    image_pull_policy: sometimes\n    resources: {cpu: lots, memory: 12MB}\n    command: []\n",
+        ),
+        expect![[r#"
+            etl.yaml:5:12: task `a`, field `image`: `image` is for container tasks; add `executor: docker` or `executor: kubernetes`, or remove it (this task's executor is `subprocess`)
+            etl.yaml:6:24: task `a`, field `image_pull_policy`: unknown policy `sometimes`; use `if_not_present` (the default), `always` or `never`
+            etl.yaml:6:24: task `a`, field `image_pull_policy`: `image_pull_policy` is for container tasks (`executor: docker` or `kubernetes`); remove it
+            etl.yaml:7:22: task `a`, field `resources.cpu`: `lots` is not a quantity; write a number with an optional suffix, such as "500m" or "2" for CPU and "256Mi" or "1G" for memory
+            etl.yaml:7:36: task `a`, field `resources.memory`: `12MB` is not a quantity; write a number with an optional suffix, such as "500m" or "2" for CPU and "256Mi" or "1G" for memory
+            etl.yaml:8:14: task `a`, field `command`: the list is empty; expected a list of strings: the program and its arguments, e.g. ["bash", "-c", "echo hi"]"#]],
+    );
+    check(
+        "name: wf\ndefaults:\n  executor: lambda\n  image: 'a b'\n  resources: {memory: -1Gi}\n  pyton: x\ntasks:\n  - name: a\n    file: a.sh\n",
+        expect![[r#"
+            etl.yaml:3:13: field `defaults.executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes
+            etl.yaml:4:10: field `defaults.image`: `a b` is not an image reference: it contains spaces; write e.g. `registry.example.com/team/app:1.2`
+            etl.yaml:5:23: field `defaults.resources.memory`: `-1Gi` is negative; a resource amount must be positive
+            etl.yaml:6:3: field `defaults.pyton`: unknown field (did you mean `python`?)"#]],
     );
 }

@@ -90,6 +90,8 @@ class TaskSpec(_message.Message):
     CONFIG_FILE_FIELD_NUMBER: _builtins.int
     CONFIG_FILE_CONTENT_FIELD_NUMBER: _builtins.int
     HANDLER_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     workflow: _builtins.str
@@ -107,6 +109,10 @@ class TaskSpec(_message.Message):
     config_file_content: _builtins.bytes
     handler: _builtins.str
     """For pool workers: the registered function to call."""
+    python: _builtins.str
+    """The interpreter of a `.py` file when `command` is empty; empty means
+    `python3` on the worker's PATH.
+    """
     traceparent: _builtins.str
     """The W3C trace context (`traceparent` header value) of this attempt's
     span: a worker that continues it makes the task's own spans children
@@ -120,6 +126,14 @@ class TaskSpec(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The program and its arguments to run (no shell). With `file`, the
+        materialised file's path is appended as the last argument. Empty: the
+        file is run by its extension (`.py` with `python`, `.sh` with bash, else
+        executed directly).
+        """
+
     def __init__(
         self,
         *,
@@ -140,11 +154,13 @@ class TaskSpec(_message.Message):
         config_file: _builtins.str = ...,
         config_file_content: _builtins.bytes = ...,
         handler: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        python: _builtins.str = ...,
         traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "deadline", b"deadline", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "traceparent", b"traceparent", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "command", b"command", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "python", b"python", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "traceparent", b"traceparent", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_count: _TypeAlias = _typing.Literal["parallel_count"]  # noqa: Y015
     _WhichOneofArgType__parallel_count: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count"]  # noqa: Y015

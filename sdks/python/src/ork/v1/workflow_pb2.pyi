@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -32,6 +33,7 @@ class Workflow(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DEFINITION_YAML_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     """Content hash of the definition and its task files."""
@@ -45,6 +47,12 @@ class Workflow(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowInput]:
+        """The run input's declared fields (`inputs:`), in YAML order; empty when
+        the workflow declares none (any input object is then accepted).
+        """
+
     def __init__(
         self,
         *,
@@ -55,14 +63,59 @@ class Workflow(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         definition_yaml: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___WorkflowInput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition_yaml", b"definition_yaml", "name", b"name", "schedule", b"schedule", "tasks", b"tasks", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition_yaml", b"definition_yaml", "inputs", b"inputs", "name", b"name", "schedule", b"schedule", "tasks", b"tasks", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Workflow: _TypeAlias = Workflow  # noqa: Y015
+
+@_typing.final
+class WorkflowInput(_message.Message):
+    """WorkflowInput is one declared field of a run's input: enough to build a
+    form that starts a run.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    required: _builtins.bool
+    """True when the field has no default: a run must give it."""
+    description: _builtins.str
+    @_builtins.property
+    def schema(self) -> _struct_pb2.Value:
+        """The field's type: a JSON-Schema-style object (type, properties, items,
+        enum, minimum, ...; `$ref: "#/types/NAME"` names a declared type).
+        """
+
+    @_builtins.property
+    def default_value(self) -> _struct_pb2.Value:
+        """The value used when a run does not give the field; unset when required."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        schema: _struct_pb2.Value | None = ...,
+        required: _builtins.bool = ...,
+        default_value: _struct_pb2.Value | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_value", b"default_value", "description", b"description", "name", b"name", "required", b"required", "schema", b"schema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowInput: _TypeAlias = WorkflowInput  # noqa: Y015
 
 @_typing.final
 class WorkflowTask(_message.Message):
@@ -77,6 +130,9 @@ class WorkflowTask(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     executor: _builtins.str
     parallel: _builtins.str
@@ -84,8 +140,16 @@ class WorkflowTask(_message.Message):
     file: _builtins.str
     retries: _builtins.int
     timeout_seconds: _builtins.int
+    handler: _builtins.str
+    """For `executor: workers`: the pool handler that runs it."""
+    python: _builtins.str
+    """The interpreter of its `.py` file, when set (here or in `defaults`)."""
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The program and arguments it runs, when it sets `command`."""
+
     def __init__(
         self,
         *,
@@ -96,10 +160,13 @@ class WorkflowTask(_message.Message):
         file: _builtins.str = ...,
         retries: _builtins.int = ...,
         timeout_seconds: _builtins.int = ...,
+        handler: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        python: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on", b"depends_on", "executor", b"executor", "file", b"file", "name", b"name", "parallel", b"parallel", "retries", b"retries", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "depends_on", b"depends_on", "executor", b"executor", "file", b"file", "handler", b"handler", "name", b"name", "parallel", b"parallel", "python", b"python", "retries", b"retries", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -132,10 +199,16 @@ class DeployWorkflowRequest(_message.Message):
     YAML_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
+    BASE_DIR_FIELD_NUMBER: _builtins.int
     yaml: _builtins.str
     """The workflow YAML."""
     source: _builtins.str
     """Name of the YAML file, used in error messages."""
+    base_dir: _builtins.str
+    """The absolute folder of the YAML file on the deploying machine. Relative
+    `python` and `command` paths of subprocess tasks (`.venv/bin/python`)
+    are resolved against it; a deploy without it refuses such paths.
+    """
     @_builtins.property
     def files(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
         """Contents of the files that tasks reference (`file`, `config_file`),
@@ -148,10 +221,11 @@ class DeployWorkflowRequest(_message.Message):
         yaml: _builtins.str = ...,
         source: _builtins.str = ...,
         files: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        base_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "source", b"source", "yaml", b"yaml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_dir", b"base_dir", "files", b"files", "source", b"source", "yaml", b"yaml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -186,15 +260,23 @@ class GetWorkflowRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    version: _builtins.str
+    """A deployed version of it (its content hash, as a run's
+    `workflow_version` names it) instead of the newest; the version stays
+    readable after newer deploys and after the workflow is deleted, so a
+    past run's DAG can always be drawn.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

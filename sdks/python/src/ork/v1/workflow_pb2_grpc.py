@@ -71,7 +71,8 @@ class WorkflowServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetWorkflow(self, request, context):
-        """GetWorkflow returns the newest version of a workflow.
+        """GetWorkflow returns the newest version of a workflow, or the version
+        asked for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,9 @@ class WorkflowServiceStub:
     existing version.
     """
     GetWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRequest, _workflow_pb2.GetWorkflowResponse]
-    """GetWorkflow returns the newest version of a workflow."""
+    """GetWorkflow returns the newest version of a workflow, or the version
+    asked for.
+    """
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]
     """ListWorkflows returns the newest version of every workflow."""
     DeleteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.DeleteWorkflowResponse]
@@ -56,7 +58,9 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     existing version.
     """
     GetWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRequest, _workflow_pb2.GetWorkflowResponse]  # type: ignore[assignment]
-    """GetWorkflow returns the newest version of a workflow."""
+    """GetWorkflow returns the newest version of a workflow, or the version
+    asked for.
+    """
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """ListWorkflows returns the newest version of every workflow."""
     DeleteWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.DeleteWorkflowResponse]  # type: ignore[assignment]
@@ -82,7 +86,9 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_pb2.GetWorkflowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_pb2.GetWorkflowResponse, _abc.Awaitable[_workflow_pb2.GetWorkflowResponse]]:
-        """GetWorkflow returns the newest version of a workflow."""
+        """GetWorkflow returns the newest version of a workflow, or the version
+        asked for.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkflows(

@@ -1,0 +1,2 @@
+echo "hello from ork"
+echo '{"greeting": "hi"}' > "$ORK_OUTPUT"
