@@ -2,13 +2,13 @@ package ork
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	orkv1 "github.com/ork-run/ork/sdks/go/gen/orkv1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -17,22 +17,99 @@ const (
 	logFlushInterval = 200 * time.Millisecond
 	// ...or as soon as this many are waiting.
 	logBatchLines = 500
-	// Lines kept while the server cannot take them; older ones are dropped
-	// first so a long outage cannot exhaust memory.
+	// Lines kept while the task writes faster than they are sent; older
+	// ones are dropped first so memory stays bounded.
 	logBufferLimit = 20000
-	// How long the final reports of an attempt may keep retrying.
+	// How long an attempt waits for the answer to its outcome.
 	reportTimeout = 2 * time.Minute
 )
 
-// attemptRun is one assignment running in a pool worker.
+// reporter sends an attempt's reports over the session and routes the
+// server's answers back, by report id.
+type reporter struct {
+	send func(*orkv1.SessionRequest) error
+
+	mu      sync.Mutex
+	nextID  uint64
+	waiting map[uint64]chan *orkv1.SessionReportResult
+	closed  bool
+}
+
+func newReporter(send func(*orkv1.SessionRequest) error) *reporter {
+	return &reporter{send: send, waiting: make(map[uint64]chan *orkv1.SessionReportResult)}
+}
+
+// report sends one report; the channel yields the server's answer, or is
+// closed without one when the session ends first.
+func (r *reporter) report(ref *orkv1.AttemptRef, logs []*orkv1.LogEntry, outcome func(*orkv1.SessionReport)) <-chan *orkv1.SessionReportResult {
+	answer := make(chan *orkv1.SessionReportResult, 1)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		close(answer)
+		return answer
+	}
+	r.nextID++
+	id := r.nextID
+	r.waiting[id] = answer
+	r.mu.Unlock()
+	msg := &orkv1.SessionReport{Id: id, Attempt: ref, Logs: logs}
+	if outcome != nil {
+		outcome(msg)
+	}
+	if err := r.send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Report{Report: msg}}); err != nil {
+		r.mu.Lock()
+		if ch, ok := r.waiting[id]; ok {
+			delete(r.waiting, id)
+			close(ch)
+		}
+		r.mu.Unlock()
+	}
+	return answer
+}
+
+// answered hands the server's answer to whoever waits for it.
+func (r *reporter) answered(res *orkv1.SessionReportResult) {
+	r.mu.Lock()
+	ch, ok := r.waiting[res.GetId()]
+	delete(r.waiting, res.GetId())
+	r.mu.Unlock()
+	if ok {
+		ch <- res
+		close(ch)
+	}
+}
+
+// pending counts the reports not answered yet.
+func (r *reporter) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiting)
+}
+
+// close ends the session's reports: nothing more is sent, and whoever still
+// waits for an answer hears there will be none.
+func (r *reporter) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for id, ch := range r.waiting {
+		close(ch)
+		delete(r.waiting, id)
+	}
+}
+
+// attemptRun is one assignment running in a pool worker. The server started
+// it (the assignment is its start) and keeps it alive while the session
+// lives, so the worker sends no start and no heartbeats: only its log lines
+// and its outcome, over the session.
 type attemptRun struct {
-	client            orkv1.WorkerServiceClient
-	ref               *orkv1.AttemptRef
-	spec              *orkv1.TaskSpec
-	task              *TaskDef
-	heartbeatInterval time.Duration
-	logger            *slog.Logger // the worker's own log
-	metrics           *Metrics     // what the task records
+	reports *reporter
+	ref     *orkv1.AttemptRef
+	spec    *orkv1.TaskSpec
+	task    *TaskDef
+	logger  *slog.Logger // the worker's own log
+	metrics *Metrics     // what the task records
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -44,7 +121,7 @@ type attemptRun struct {
 	reason   string
 }
 
-func newAttemptRun(parent context.Context, client orkv1.WorkerServiceClient, ref *orkv1.AttemptRef, spec *orkv1.TaskSpec, task *TaskDef, heartbeat time.Duration, logger *slog.Logger) *attemptRun {
+func newAttemptRun(parent context.Context, reports *reporter, ref *orkv1.AttemptRef, spec *orkv1.TaskSpec, task *TaskDef, logger *slog.Logger) *attemptRun {
 	ctx, cancel := context.WithCancel(parent)
 	if spec.GetDeadline() != nil {
 		var cancelCancel context.CancelFunc = cancel
@@ -52,19 +129,15 @@ func newAttemptRun(parent context.Context, client orkv1.WorkerServiceClient, ref
 		ctx, cancelDeadline = context.WithDeadline(ctx, spec.GetDeadline().AsTime())
 		cancel = func() { cancelDeadline(); cancelCancel() }
 	}
-	if s := spec.GetHeartbeatIntervalSeconds(); s > 0 {
-		heartbeat = time.Duration(s) * time.Second
-	}
 	return &attemptRun{
-		client:            client,
-		ref:               ref,
-		spec:              spec,
-		task:              task,
-		heartbeatInterval: heartbeat,
-		logger:            logger.With("task", spec.GetTaskName(), "task_run_id", ref.GetTaskRunId(), "attempt", ref.GetAttempt()),
-		metrics:           &Metrics{},
-		ctx:               ctx,
-		cancel:            cancel,
+		reports: reports,
+		ref:     ref,
+		spec:    spec,
+		task:    task,
+		logger:  logger.With("task", spec.GetTaskName(), "task_run_id", ref.GetTaskRunId(), "attempt", ref.GetAttempt()),
+		metrics: &Metrics{},
+		ctx:     ctx,
+		cancel:  cancel,
 	}
 }
 
@@ -85,67 +158,49 @@ func (a *attemptRun) isSilenced() bool {
 	return a.silenced
 }
 
-// execute runs the attempt from StartTask to its report.
+// execute runs the attempt and reports its outcome.
 func (a *attemptRun) execute() {
 	defer a.cancel()
-	// Reports use their own context: the task's may be cancelled by its
-	// deadline, and the result still has to reach the server.
-	reportCtx, cancelReports := context.WithTimeout(context.Background(), reportTimeout)
-	defer cancelReports()
-
-	err := callFenced(a.ctx, func(ctx context.Context) error {
-		_, err := a.client.StartTask(ctx, &orkv1.StartTaskRequest{Attempt: a.ref})
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, errStale) && a.ctx.Err() == nil {
-			a.logger.Error("cannot start the attempt; the server will retry it", "error", err)
-		}
-		return
-	}
-
-	logs := newLogShipper(a.client, a.ref, a.logger)
-	hbDone := make(chan struct{})
-	hbStopped := make(chan struct{})
-	go func() {
-		defer close(hbStopped)
-		a.heartbeat(hbDone)
-	}()
-
+	logs := newLogShipper(a)
 	output, runErr := a.call(logs)
-
-	close(hbDone)
-	<-hbStopped
-	logs.close(reportCtx)
+	// The log lines go first: the server applies an attempt's reports in the
+	// order they were sent.
+	logs.close()
 
 	if a.isSilenced() {
 		a.logger.Debug("attempt stopped by the server", "reason", a.reason)
 		return
 	}
+	var outcome func(*orkv1.SessionReport)
 	if runErr == nil {
 		value, convErr := jsonToValue(output)
 		if convErr != nil {
 			runErr = NonRetryable(fmt.Errorf("the output of task %s is not valid JSON: %w", a.spec.GetTaskName(), convErr))
 		} else {
-			err = callFenced(reportCtx, func(ctx context.Context) error {
-				_, err := a.client.CompleteTask(ctx, &orkv1.CompleteTaskRequest{Attempt: a.ref, Output: value, Metrics: a.metrics.Snapshot()})
-				return err
-			})
+			outcome = func(r *orkv1.SessionReport) {
+				r.Outcome = &orkv1.SessionReport_Success{Success: &orkv1.AttemptSuccess{Output: value, Metrics: a.metrics.Snapshot()}}
+			}
 		}
 	}
 	if runErr != nil {
-		err = callFenced(reportCtx, func(ctx context.Context) error {
-			_, err := a.client.FailTask(ctx, &orkv1.FailTaskRequest{
-				Attempt:      a.ref,
-				Error:        runErr.Error(),
-				NonRetryable: IsNonRetryable(runErr),
-				Metrics:      a.metrics.Snapshot(),
-			})
-			return err
-		})
+		failure := &orkv1.AttemptFailure{Error: runErr.Error(), NonRetryable: IsNonRetryable(runErr), Metrics: a.metrics.Snapshot()}
+		outcome = func(r *orkv1.SessionReport) {
+			r.Outcome = &orkv1.SessionReport_Failure{Failure: failure}
+		}
 	}
-	if err != nil && !errors.Is(err, errStale) {
-		a.logger.Error("cannot report the attempt's result; the server will retry it", "error", err)
+	answer := a.reports.report(a.ref, nil, outcome)
+	select {
+	case res, ok := <-answer:
+		switch {
+		case !ok:
+			a.logger.Warn("the session ended before the attempt's report was answered; the server retries the attempt")
+		case res.GetCode() == int32(codes.FailedPrecondition):
+			a.logger.Debug("the attempt is no longer current", "message", res.GetMessage())
+		case res.GetCode() != 0:
+			a.logger.Error("the server refused the attempt's report", "code", codes.Code(res.GetCode()), "message", res.GetMessage())
+		}
+	case <-time.After(reportTimeout):
+		a.logger.Error("no answer to the attempt's report; the server retries the attempt if it did not get it")
 	}
 }
 
@@ -184,59 +239,24 @@ func (a *attemptRun) call(logs *logShipper) ([]byte, error) {
 	return callRecovering(*a.task, tctx, input)
 }
 
-// heartbeat tells the server the attempt is alive until done is closed, and
-// stops the attempt when the server says it was cancelled or is stale.
-func (a *attemptRun) heartbeat(done <-chan struct{}) {
-	t := time.NewTicker(a.heartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		var cancelled bool
-		err := callFenced(a.ctx, func(ctx context.Context) error {
-			resp, err := a.client.Heartbeat(ctx, &orkv1.HeartbeatRequest{Attempt: a.ref})
-			cancelled = resp.GetCancelled()
-			return err
-		})
-		switch {
-		case errors.Is(err, errStale):
-			a.stop("the attempt is no longer current")
-			return
-		case err != nil:
-			if a.ctx.Err() == nil {
-				a.logger.Warn("heartbeat failed", "error", err)
-			}
-		case cancelled:
-			a.stop("cancelled")
-			return
-		}
-	}
-}
-
-// logShipper batches an attempt's log lines into AppendLogs calls.
+// logShipper batches an attempt's log lines into reports over the session.
+// Sending never waits for the server: an answer of FAILED_PRECONDITION stops
+// the attempt.
 type logShipper struct {
-	client orkv1.WorkerServiceClient
-	ref    *orkv1.AttemptRef
-	logger *slog.Logger
+	run *attemptRun
 
 	mu      sync.Mutex
 	pending []*orkv1.LogEntry
 	dropped int
-	stale   bool
 
 	wake    chan struct{}
 	done    chan struct{}
 	stopped chan struct{}
 }
 
-func newLogShipper(client orkv1.WorkerServiceClient, ref *orkv1.AttemptRef, logger *slog.Logger) *logShipper {
+func newLogShipper(run *attemptRun) *logShipper {
 	s := &logShipper{
-		client:  client,
-		ref:     ref,
-		logger:  logger,
+		run:     run,
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -248,10 +268,6 @@ func newLogShipper(client orkv1.WorkerServiceClient, ref *orkv1.AttemptRef, logg
 // add queues one line; it never blocks on the network.
 func (s *logShipper) add(stream, line string) {
 	s.mu.Lock()
-	if s.stale {
-		s.mu.Unlock()
-		return
-	}
 	s.pending = append(s.pending, &orkv1.LogEntry{Stream: stream, Line: line, Time: timestamppb.Now()})
 	if over := len(s.pending) - logBufferLimit; over > 0 {
 		s.pending = s.pending[over:]
@@ -278,73 +294,41 @@ func (s *logShipper) loop() {
 		case <-t.C:
 		case <-s.wake:
 		}
-		s.flush(context.Background(), false)
+		s.flush()
 	}
 }
 
-// flush sends what is pending in batches; with all false it sends at most
-// one batch, so a steady writer cannot starve the ticker.
-func (s *logShipper) flush(ctx context.Context, all bool) {
+// flush sends what is pending, in batches of at most logBatchLines.
+func (s *logShipper) flush() {
 	for {
 		s.mu.Lock()
-		if s.stale || len(s.pending) == 0 {
+		if len(s.pending) == 0 || s.run.isSilenced() {
+			s.pending = nil
 			s.mu.Unlock()
 			return
 		}
 		n := min(len(s.pending), logBatchLines)
 		batch := s.pending[:n:n]
+		s.pending = s.pending[n:]
 		s.mu.Unlock()
-
-		err := callFenced(ctx, func(ctx context.Context) error {
-			_, err := s.client.AppendLogs(ctx, &orkv1.AppendLogsRequest{Attempt: s.ref, Entries: batch})
-			return err
-		})
-
-		s.mu.Lock()
-		switch {
-		case errors.Is(err, errStale):
-			s.stale = true
-			s.pending = nil
-		case err != nil:
-			// Keep the lines for the next flush; the buffer limit bounds them.
-			s.mu.Unlock()
-			s.logger.Warn("cannot send task logs", "error", err)
-			return
-		default:
-			// Lines may have been dropped from the front meanwhile, so remove
-			// only what is still there of this batch.
-			s.pending = removeSent(s.pending, batch)
-		}
-		more := len(s.pending) > 0
-		s.mu.Unlock()
-		if !all || !more {
-			return
-		}
+		answer := s.run.reports.report(s.run.ref, batch, nil)
+		go func() {
+			if res, ok := <-answer; ok && res.GetCode() == int32(codes.FailedPrecondition) {
+				s.run.stop("the attempt is no longer current")
+			}
+		}()
 	}
-}
-
-// removeSent drops the entries of batch from the front of pending.
-func removeSent(pending, batch []*orkv1.LogEntry) []*orkv1.LogEntry {
-	sent := make(map[*orkv1.LogEntry]bool, len(batch))
-	for _, e := range batch {
-		sent[e] = true
-	}
-	i := 0
-	for i < len(pending) && sent[pending[i]] {
-		i++
-	}
-	return pending[i:]
 }
 
 // close stops the background flushing and sends everything left.
-func (s *logShipper) close(ctx context.Context) {
+func (s *logShipper) close() {
 	close(s.done)
 	<-s.stopped
-	s.flush(ctx, true)
+	s.flush()
 	s.mu.Lock()
 	dropped := s.dropped
 	s.mu.Unlock()
 	if dropped > 0 {
-		s.logger.Warn("task log lines were dropped while the server was unreachable", "lines", dropped)
+		s.run.logger.Warn("task log lines were dropped: the task wrote them faster than they could be sent", "lines", dropped)
 	}
 }

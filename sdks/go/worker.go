@@ -31,10 +31,10 @@ const Version = "0.1.0"
 const DefaultServer = "http://127.0.0.1:7400"
 
 const (
-	// defaultHeartbeat applies when the server names no interval.
-	defaultHeartbeat = 10 * time.Second
 	// closeTimeout bounds the wait for the server to end a drained session.
 	closeTimeout = 5 * time.Second
+	// drainNoticeTimeout bounds the wait for the server to confirm a drain.
+	drainNoticeTimeout = 10 * time.Second
 )
 
 // Option configures a [Worker].
@@ -294,9 +294,8 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 	if hello == nil {
 		return false, fmt.Errorf("the server's first session message was %T, not attached", first.GetMessage())
 	}
-	heartbeat := defaultHeartbeat
-	if s := hello.GetHeartbeatIntervalSeconds(); s > 0 {
-		heartbeat = time.Duration(s) * time.Second
+	if !hello.GetSessionReports() {
+		return false, status.Error(codes.FailedPrecondition, "the server does not take reports over the session; upgrade the server")
 	}
 	log := w.cfg.logger.With("session", hello.GetSessionId())
 	log.Info("worker attached", "server", w.cfg.server, "handlers", handlers, "slots", w.cfg.slots)
@@ -307,9 +306,12 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 		defer sendMu.Unlock()
 		return stream.Send(m)
 	}
+	reports := newReporter(send)
+	// Whatever is still waiting hears the session ended.
+	defer reports.close()
 
-	// The receiver answers pings itself, so a busy main loop cannot make the
-	// worker look dead.
+	// The receiver answers pings and routes report answers itself, so a busy
+	// main loop cannot make the worker look dead or stall a report.
 	msgs := make(chan *orkv1.SessionResponse)
 	recvErr := make(chan error, 1)
 	quit := make(chan struct{})
@@ -324,6 +326,10 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 			if p := m.GetPing(); p != nil {
 				// A failed send surfaces as a failed Recv.
 				_ = send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Pong{Pong: &orkv1.WorkerPong{Nonce: p.GetNonce()}}})
+				continue
+			}
+			if r := m.GetResult(); r != nil {
+				reports.answered(r)
 				continue
 			}
 			select {
@@ -348,8 +354,16 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 
 	draining := false
 	drainSignal := ctx.Done()
+	var drainNotice <-chan time.Time
+	noticed := false
+	// While draining, the loop also looks every so often whether the last
+	// reports were answered (answers arrive on the receiver's side).
+	var settle <-chan time.Time
 	for {
-		if draining && len(running) == 0 {
+		// Assignments sent before the server saw the drain were started on
+		// its side: wait for its notice that none follow, for the running
+		// tasks, and for the answers to their reports.
+		if draining && noticed && len(running) == 0 && reports.pending() == 0 {
 			_ = stream.CloseSend()
 			select {
 			case <-recvErr:
@@ -362,11 +376,18 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 		case <-drainSignal:
 			drainSignal = nil
 			draining = true
+			drainNotice = time.After(drainNoticeTimeout)
+			ticker := time.NewTicker(50 * time.Millisecond)
+			defer ticker.Stop()
+			settle = ticker.C
 			log.Info("worker draining", "running", len(running))
 			if err := send(&orkv1.SessionRequest{Message: &orkv1.SessionRequest_Drain{Drain: &orkv1.WorkerDrain{}}}); err != nil {
 				// The stream is gone; Recv reports why.
 				continue
 			}
+		case <-drainNotice:
+			noticed = true
+		case <-settle:
 		case key := <-finished:
 			delete(running, key)
 		case err := <-recvErr:
@@ -379,6 +400,7 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 			for _, run := range running {
 				run.stop("the session ended")
 			}
+			reports.close()
 			waitAll()
 			return true, err
 		case m := <-msgs:
@@ -393,7 +415,7 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 				if len(running) >= w.cfg.slots {
 					log.Warn("the server assigned more attempts than the worker has slots", "slots", w.cfg.slots)
 				}
-				run := newAttemptRun(tasksCtx, client, ref, spec, w.tasks[spec.GetHandler()], heartbeat, log)
+				run := newAttemptRun(tasksCtx, reports, ref, spec, w.tasks[spec.GetHandler()], log)
 				running[key] = run
 				go func() {
 					run.execute()
@@ -404,6 +426,8 @@ func (w *Worker) session(ctx context.Context, client orkv1.WorkerServiceClient) 
 				if run, ok := running[attemptKey{ref.GetTaskRunId(), ref.GetAttempt()}]; ok {
 					run.stop(msg.Cancel.GetReason())
 				}
+			case *orkv1.SessionResponse_Drained:
+				noticed = true
 			case *orkv1.SessionResponse_Attached:
 				log.Warn("the server confirmed the attach twice")
 			}

@@ -7,8 +7,10 @@ pub mod auth;
 pub mod executor;
 pub mod hash;
 pub mod metrics;
+pub mod notify;
 pub mod objects;
 pub mod options;
+pub mod reports;
 pub mod scheduler;
 pub mod secrets;
 mod server;
@@ -16,6 +18,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod ui;
+pub mod views;
 
 pub use options::{AuthMode, AuthOptions, ClientLimits, DEFAULT_LISTEN, ServerOptions, TlsOptions};
 pub use server::{Error, Server};

@@ -1,8 +1,10 @@
 //! Prometheus metrics: the registry behind `/metrics`.
 //!
-//! Counters and histograms of transitions are fed by the state store's
-//! committed changes ([`CommitObserver`]), so each transition is counted once,
-//! after its commit, whichever API call or loop caused it. Gauges (queue
+//! Counters and histograms of transitions are fed by the committed notifier
+//! ([`Observer`]): the state store's `transitions` module gathers what each
+//! transaction did and the notifier tells it after the commit, so each
+//! transition is counted once, whichever API call, report batch or loop
+//! caused it. Gauges (queue
 //! depth, pool, mirror backlog, leases) are read when `/metrics` is scraped.
 //! Labels are bounded: workflow and task names come from deployed
 //! definitions, outcomes and statuses are fixed sets, and the series of
@@ -21,7 +23,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::executor::PoolStats;
-use crate::state::{Change, CommitObserver, FinishedAttempt, QueueStats};
+use crate::notify::Observer;
+use crate::state::{FinishedAttempt, QueueStats, Transition};
 
 /// Most distinct (workflow, task, metric name) series of task-recorded
 /// metrics one server exports; further names are dropped (and counted in
@@ -96,9 +99,8 @@ struct StatusLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// The latency histogram of state-store operations, shared with
-/// [`crate::state::Instrumented`].
-pub type OperationHistogram = HistogramFamily<OperationLabels>;
+/// The latency histogram of state-store write transactions.
+type OperationHistogram = HistogramFamily<OperationLabels>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -218,7 +220,7 @@ impl Metrics {
         let transactions: OperationHistogram = Family::new_with_constructor(transaction_histogram);
         registry.register(
             "ork_state_transaction_duration_seconds",
-            "Latency of state-store operations, by operation",
+            "Latency of state-store write transactions (retries included), by operation",
             transactions.clone(),
         );
         let queue_depth = Family::<ReasonLabels, Gauge>::default();
@@ -300,21 +302,6 @@ impl Metrics {
         }
     }
 
-    /// The latency histogram the instrumented state store feeds.
-    pub fn transactions(&self) -> OperationHistogram {
-        self.inner.transactions.clone()
-    }
-
-    /// A schedule fire created a run.
-    pub fn cron_fired(&self, workflow: &str) {
-        self.inner
-            .cron_fires
-            .get_or_create(&WorkflowLabels {
-                workflow: workflow.to_owned(),
-            })
-            .inc();
-    }
-
     /// Sets the gauges read at scrape time.
     pub fn set_gauges(&self, queue: &QueueStats, pool: PoolStats) {
         let i = &self.inner;
@@ -389,19 +376,19 @@ impl Metrics {
     }
 }
 
-impl CommitObserver for Metrics {
-    fn committed(&self, changes: &[Change]) {
+impl Observer for Metrics {
+    fn committed(&self, transitions: &[Transition]) {
         let i = &self.inner;
-        for change in changes {
-            match change {
-                Change::RunStarted { workflow, .. } => {
+        for transition in transitions {
+            match transition {
+                Transition::RunStarted { workflow, .. } => {
                     i.runs_started
                         .get_or_create(&WorkflowLabels {
                             workflow: workflow.clone(),
                         })
                         .inc();
                 }
-                Change::RunFinished {
+                Transition::RunFinished {
                     workflow,
                     status,
                     created_at,
@@ -419,7 +406,7 @@ impl CommitObserver for Metrics {
                         .get_or_create(&labels)
                         .observe(seconds(*finished_at - from));
                 }
-                Change::AttemptStarted {
+                Transition::AttemptStarted {
                     workflow,
                     task,
                     ready_at,
@@ -434,9 +421,23 @@ impl CommitObserver for Metrics {
                             .observe(seconds(*started_at - *ready_at));
                     }
                 }
-                Change::AttemptFinished(a) => self.attempt_finished(a),
+                Transition::AttemptFinished(a) => self.attempt_finished(a),
+                Transition::ScheduleFired { workflow } => {
+                    i.cron_fires
+                        .get_or_create(&WorkflowLabels {
+                            workflow: workflow.clone(),
+                        })
+                        .inc();
+                }
             }
         }
+    }
+
+    fn transaction(&self, operation: &'static str, seconds: f64) {
+        self.inner
+            .transactions
+            .get_or_create(&OperationLabels { operation })
+            .observe(seconds);
     }
 }
 
@@ -460,8 +461,8 @@ mod tests {
         DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap_or_default()
     }
 
-    fn attempt(outcome: AttemptOutcome, metrics: Vec<TaskMetric>) -> Change {
-        Change::AttemptFinished(Box::new(FinishedAttempt {
+    fn attempt(outcome: AttemptOutcome, metrics: Vec<TaskMetric>) -> Transition {
+        Transition::AttemptFinished(Box::new(FinishedAttempt {
             run_id: "r".into(),
             workflow: "etl".into(),
             task: "load".into(),
@@ -481,11 +482,11 @@ mod tests {
     fn transitions_become_counters_and_histograms() {
         let m = Metrics::new();
         m.committed(&[
-            Change::RunStarted {
+            Transition::RunStarted {
                 run_id: "r".into(),
                 workflow: "etl".into(),
             },
-            Change::AttemptStarted {
+            Transition::AttemptStarted {
                 workflow: "etl".into(),
                 task: "load".into(),
                 ready_at: Some(at(0)),
@@ -499,7 +500,7 @@ mod tests {
                 }],
             ),
             attempt(AttemptOutcome::Lost, Vec::new()),
-            Change::RunFinished {
+            Transition::RunFinished {
                 run_id: "r".into(),
                 workflow: "etl".into(),
                 status: RunStatus::Success,

@@ -192,13 +192,26 @@ impl Secrets {
         values
     }
 
+    /// Caches the secret values of a task run whose spec was just built, so
+    /// its reports are masked without reading the store.
+    pub fn remember(&self, task_run_id: &str, env: &BTreeMap<String, EnvValue>) {
+        let values = Arc::new(self.masked_values(env));
+        if let Ok(mut masks) = self.masks.lock() {
+            masks.insert(task_run_id.to_owned(), values);
+        }
+    }
+
     async fn lookup(&self, task_run_id: &str) -> Option<Vec<String>> {
         let task = self.state.get_task_run(task_run_id).await.ok()??;
         let run = self.state.get_run(&task.run_id).await.ok()??;
         let version = self.state.get_version(&run.workflow_version).await.ok()??;
         let def = version.task(&task.task_name)?;
-        let mut values: Vec<String> = def
-            .env
+        Some(self.masked_values(&def.env))
+    }
+
+    /// The values of a task's secrets worth masking, longest first.
+    fn masked_values(&self, env: &BTreeMap<String, EnvValue>) -> Vec<String> {
+        let mut values: Vec<String> = env
             .values()
             .filter_map(|v| match v {
                 EnvValue::Secret(name) => self.secret(name),
@@ -209,7 +222,7 @@ impl Secrets {
             .collect();
         // Longest first, so a secret containing another is masked whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Some(values)
+        values
     }
 
     /// Drops the cache entry of a finished task run.

@@ -22,12 +22,14 @@ use crate::executor::{
     self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool,
 };
 use crate::metrics::Metrics;
+use crate::notify::{Observer, Observers};
 use crate::objects::{self, Mirror};
 use crate::options::AuthMode;
+use crate::reports::{QueueOptions, Reports, ReportsOptions};
 use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
 use crate::state::tokens::TokenStore;
-use crate::state::{self, CommitObserver, Limits, ObserverList, StateStore};
+use crate::state::{self, Limits, StateStore};
 use crate::telemetry::RunSpans;
 
 /// Errors that stop a server from starting or running.
@@ -105,17 +107,17 @@ impl Server {
         };
         let metrics = Metrics::new();
         let stores = state::open_stores(&options.state_url, limits).await?;
-        let tokens = stores.tokens;
-        // Every store call is timed (and traced) here, once for all backends.
-        let state: Arc<dyn StateStore> = Arc::new(state::Instrumented::new(
-            stores.state,
-            metrics.transactions(),
-        ));
-        let mut observers: Vec<Arc<dyn CommitObserver>> = vec![Arc::new(metrics.clone())];
+        let (state, tokens) = (stores.state, stores.tokens);
+        // Metrics and run spans hang on the committed notifier: told every
+        // commit's transitions and every write transaction's latency, once
+        // for all backends.
+        let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(metrics.clone())];
         if let Some(sink) = &options.spans {
             observers.push(Arc::new(RunSpans::new(sink.clone())));
         }
-        state.set_observer(Arc::new(ObserverList(observers)));
+        state
+            .notifier()
+            .set_observer(Arc::new(Observers(observers)));
         let bootstrap_token = match options.auth.mode {
             AuthMode::Tokens => {
                 auth::bootstrap::ensure(
@@ -181,6 +183,7 @@ impl Server {
             Some(tls) => ("https", worker_tls_env(tls)),
             None => ("http", Vec::new()),
         };
+        let notifier = self.state.notifier();
         let local_url = format!("{scheme}://{callback}");
         let advertised = self
             .options
@@ -202,6 +205,7 @@ impl Server {
                     max_running: self.options.max_subprocesses,
                 },
                 events_tx,
+                notifier.clone(),
             )),
         );
 
@@ -214,7 +218,7 @@ impl Server {
             crate::secrets::EnvAllowList::new(self.options.allow_env.iter().cloned()),
             self.state.clone(),
         ));
-        let pool = Arc::new(WorkerPool::default());
+        let pool = Arc::new(WorkerPool::new(notifier.clone()));
         let auth = Arc::new(Auth::new(
             self.options.auth.mode,
             self.tokens.clone(),
@@ -223,51 +227,57 @@ impl Server {
         ));
         executors.register(
             ork_domain::WORKERS_EXECUTOR,
-            Arc::new(PoolExecutor::new(
-                pool.clone(),
-                self.state.clone(),
-                secrets.clone(),
-                self.options.heartbeat_interval,
-            )),
+            Arc::new(PoolExecutor::new(pool.clone())),
         );
         let executors = Arc::new(executors);
-        let mirror = Mirror::new(self.state.clone(), self.objects.clone());
-        let mirror_handle = mirror.handle();
+        let reports = Arc::new(Reports::new(
+            self.state.clone(),
+            secrets.clone(),
+            pool.clone(),
+            outputs,
+            ReportsOptions {
+                inline_output_limit: self.options.inline_output_limit,
+                heartbeat_interval: self.options.heartbeat_interval,
+                max_log_line_bytes: self.options.limits.max_log_line_bytes,
+                max_log_bytes_per_attempt: self.options.limits.max_log_bytes_per_attempt,
+                max_output_bytes: self.options.limits.max_output_bytes,
+                queue: QueueOptions {
+                    committers: self.state.writers(),
+                    ..QueueOptions::default()
+                },
+            },
+        ));
+        let mirror = Mirror::new(self.state.clone(), self.objects.clone())
+            .owner(self.options.scheduler_id.clone());
         let scheduler = Scheduler::new(
             self.state.clone(),
             executors.clone(),
             pool.clone(),
             secrets.clone(),
+            reports.clone(),
             SchedulerOptions {
                 heartbeat_timeout: self.options.heartbeat_timeout,
                 tick: self.options.tick,
                 owner: self.options.scheduler_id.clone(),
                 lease: self.options.lease,
-                metrics: self.metrics.clone(),
+                heartbeat_interval: self.options.heartbeat_interval,
                 schedule_to_start_timeout: self.options.schedule_to_start_timeout,
             },
-            mirror_handle.clone(),
             events_rx,
         );
         let ctx = ApiContext {
             state: self.state.clone(),
-            scheduler: scheduler.handle(),
-            mirror: mirror_handle,
+            reports,
             executors,
             heartbeat_interval: self.options.heartbeat_interval,
             owner: self.options.scheduler_id.clone(),
             pool,
             ping_interval: self.options.ping_interval,
-            inline_output_limit: self.options.inline_output_limit,
-            outputs: outputs.clone(),
-            secrets: secrets.clone(),
-            events: api::events::EventHub::default(),
+            events: api::events::EventHub::new(notifier),
             schedule_to_start_timeout: self.options.schedule_to_start_timeout,
             auth: auth.clone(),
             limits: self.options.limits.clone(),
-            log_budget: Arc::new(api::limits::LogBudget::new(
-                self.options.limits.max_log_bytes_per_attempt,
-            )),
+            secrets: secrets.clone(),
             metrics: self.metrics.clone(),
         };
         let events = ctx.events.clone();

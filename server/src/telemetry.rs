@@ -26,7 +26,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
 use sha2::{Digest as _, Sha256};
 
-use crate::state::{AttemptOutcome, Change, CommitObserver, FinishedAttempt};
+use crate::notify::Observer;
+use crate::state::{AttemptOutcome, FinishedAttempt, Transition};
 
 /// The trace id of a run: its UUID's bytes (a hash of the id for ids that
 /// are not UUIDs).
@@ -193,11 +194,11 @@ fn truncate(text: &str) -> String {
     format!("{}…", &text[..cut])
 }
 
-impl CommitObserver for RunSpans {
-    fn committed(&self, changes: &[Change]) {
-        for change in changes {
-            let span = match change {
-                Change::RunFinished {
+impl Observer for RunSpans {
+    fn committed(&self, transitions: &[Transition]) {
+        for transition in transitions {
+            let span = match transition {
+                Transition::RunFinished {
                     run_id,
                     workflow,
                     status,
@@ -229,7 +230,7 @@ impl CommitObserver for RunSpans {
                         span_status,
                     )
                 }
-                Change::AttemptFinished(a) => self.attempt_span(a),
+                Transition::AttemptFinished(a) => self.attempt_span(a),
                 _ => continue,
             };
             self.sink.0.on_end(span);

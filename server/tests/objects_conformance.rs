@@ -364,7 +364,6 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         kind: FailureKind::Task,
         error: "boom".into(),
         non_retryable: false,
-        metrics: Vec::new(),
     };
     state
         .fail_attempt(&fetch1, &boom, t(4))
@@ -386,7 +385,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
         .await
         .expect("logs");
     state
-        .complete_attempt(&fetch2, json!({"n": 7}), &[], t(60_002))
+        .complete_attempt(&fetch2, json!({"n": 7}), t(60_002))
         .await
         .expect("complete");
     for (i, claim) in state
@@ -405,7 +404,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
             .await
             .expect("logs");
         state
-            .complete_attempt(&claim.fence, json!({"i": i}), &[], t(60_005))
+            .complete_attempt(&claim.fence, json!({"i": i}), t(60_005))
             .await
             .expect("complete");
     }

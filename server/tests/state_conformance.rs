@@ -8,10 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ork_domain::parse::{ParseOptions, parse_workflow};
 use ork_domain::{RunStatus, TaskStatus, TriggerType};
+use ork_server::state::prelude::*;
 use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
-    OutboxKind, StateStore,
+    OutboxKind, Report,
 };
 use serde_json::json;
 
@@ -390,12 +391,12 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
     store.start_attempt(&a, t(3)).await.expect("start");
     assert!(!store.heartbeat(&a, t(4)).await.expect("beat"));
     store
-        .complete_attempt(&a, json!({"y": "why"}), &[], t(5))
+        .complete_attempt(&a, json!({"y": "why"}), t(5))
         .await
         .expect("complete");
     // The same report again (a lost reply) is accepted and changes nothing.
     store
-        .complete_attempt(&a, json!({"y": "other"}), &[], t(6))
+        .complete_attempt(&a, json!({"y": "other"}), t(6))
         .await
         .expect("idempotent");
     assert!(matches!(
@@ -406,7 +407,6 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
                     kind: FailureKind::Task,
                     error: "late".into(),
                     non_retryable: false,
-                    metrics: Vec::new(),
                 },
                 t(6)
             )
@@ -424,7 +424,7 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
         json!({"y": "why"})
     );
     store
-        .complete_attempt(&b, json!(null), &[], t(7))
+        .complete_attempt(&b, json!(null), t(7))
         .await
         .expect("complete");
     let record = store.get_run(&run).await.expect("get").expect("run");
@@ -457,7 +457,6 @@ async fn retries_wait_for_their_delay(store: Arc<dyn StateStore>) {
         kind: FailureKind::Task,
         error: "boom".into(),
         non_retryable: false,
-        metrics: Vec::new(),
     };
     store.fail_attempt(&a1, &failure, t(3)).await.expect("fail");
     // The same failure report again is a no-op.
@@ -544,7 +543,6 @@ async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn State
         kind: FailureKind::Lost,
         error: "worker lost".into(),
         non_retryable: false,
-        metrics: Vec::new(),
     };
     store
         .fail_attempt(&a1, &lost, t(10_000))
@@ -558,7 +556,7 @@ async fn lost_attempts_are_retried_without_spending_retries(store: Arc<dyn State
         .clone();
     assert_eq!(a2.attempt, 2);
     store
-        .complete_attempt(&a2, json!(1), &[], t(10_002))
+        .complete_attempt(&a2, json!(1), t(10_002))
         .await
         .expect("complete");
     assert_eq!(
@@ -585,7 +583,6 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
         kind: FailureKind::Task,
         error: "x".into(),
         non_retryable: true,
-        metrics: Vec::new(),
     };
     store.fail_attempt(&a, &failure, t(3)).await.expect("fail");
     assert_eq!(
@@ -607,7 +604,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
         RunStatus::Running
     );
     store
-        .complete_attempt(&d, json!(null), &[], t(5))
+        .complete_attempt(&d, json!(null), t(5))
         .await
         .expect("complete");
     assert_eq!(
@@ -635,7 +632,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     let a = find(&claims, "a").fence.clone();
     assert_eq!(a.attempt, 2);
     store
-        .complete_attempt(&a, json!(null), &[], t(8))
+        .complete_attempt(&a, json!(null), t(8))
         .await
         .expect("complete");
     let b = find(
@@ -648,7 +645,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     .fence
     .clone();
     store
-        .complete_attempt(&b, json!(null), &[], t(10))
+        .complete_attempt(&b, json!(null), t(10))
         .await
         .expect("complete");
     let c = find(
@@ -661,7 +658,7 @@ async fn failures_skip_dependents_unless_on_failure_run(store: Arc<dyn StateStor
     .fence
     .clone();
     store
-        .complete_attempt(&c, json!(null), &[], t(12))
+        .complete_attempt(&c, json!(null), t(12))
         .await
         .expect("complete");
     assert_eq!(
@@ -685,7 +682,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .fence
         .clone();
     store
-        .complete_attempt(&list, json!({"items": ["p", "q", "r"]}), &[], t(3))
+        .complete_attempt(&list, json!({"items": ["p", "q", "r"]}), t(3))
         .await
         .expect("complete");
     let claims = store
@@ -700,7 +697,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         assert_eq!(spec.input["item"], json!(["p", "q", "r"][i as usize]));
         assert_eq!(spec.input["i"], json!(i));
         store
-            .complete_attempt(&c.fence, json!(format!("out{i}")), &[], t(5))
+            .complete_attempt(&c.fence, json!(format!("out{i}")), t(5))
             .await
             .expect("complete");
     }
@@ -715,7 +712,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         json!({"all": ["out0", "out1", "out2"]})
     );
     store
-        .complete_attempt(&join, json!(null), &[], t(6))
+        .complete_attempt(&join, json!(null), t(6))
         .await
         .expect("complete");
     assert_eq!(
@@ -732,7 +729,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .fence
         .clone();
     store
-        .complete_attempt(&list, json!({"items": []}), &[], t(8))
+        .complete_attempt(&list, json!({"items": []}), t(8))
         .await
         .expect("complete");
     assert_eq!(
@@ -760,7 +757,7 @@ async fn static_and_dynamic_fan_out(store: Arc<dyn StateStore>) {
         .clone();
     let many: Vec<u32> = (0..101).collect();
     store
-        .complete_attempt(&list, json!({"items": many}), &[], t(11))
+        .complete_attempt(&list, json!({"items": many}), t(11))
         .await
         .expect("complete");
     let each = store
@@ -801,7 +798,7 @@ async fn cancel_stops_everything(store: Arc<dyn StateStore>) {
         "the worker hears it was cancelled"
     );
     assert!(matches!(
-        store.complete_attempt(&a, json!(1), &[], t(6)).await,
+        store.complete_attempt(&a, json!(1), t(6)).await,
         Err(state::Error::Stale { .. })
     ));
     assert_eq!(
@@ -863,7 +860,11 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[0].task_name, "a");
 
-    let outbox = store.outbox_batch(1000).await.expect("outbox");
+    let lease = Duration::from_secs(30);
+    let outbox = store
+        .outbox_claim("mirror-a", 1000, t(3), lease)
+        .await
+        .expect("outbox");
     assert!(outbox.iter().any(|e| e.kind == OutboxKind::Workflow));
     assert!(
         outbox
@@ -875,9 +876,53 @@ async fn logs_and_outbox(store: Arc<dyn StateStore>) {
             && e.key == a.task_run_id
             && e.attempt == Some(1))
     );
+    // Claimed: another mirror gets nothing of it until the claim lapses.
+    assert!(
+        store
+            .outbox_claim("mirror-b", 1000, t(4), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+    let taken_over = store
+        .outbox_claim("mirror-b", 1000, t(3 + 30_001), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(taken_over, outbox, "a lapsed claim is taken over, in order");
     let ids: Vec<i64> = outbox.iter().map(|e| e.id).collect();
     store.outbox_ack(&ids).await.expect("ack");
-    assert!(store.outbox_batch(1000).await.expect("outbox").is_empty());
+    assert!(
+        store
+            .outbox_claim("mirror-a", 1000, t(40_000), lease)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
+
+    // A key another mirror holds entries of is left to it, however new the
+    // entry: two mirrors never copy one run at once.
+    let b = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert!(b.is_empty(), "b waits on a");
+    store
+        .complete_attempt(&a, json!({"y": 1}), t(40_001))
+        .await
+        .expect("complete");
+    let first = store
+        .outbox_claim("mirror-a", 1, t(40_002), lease)
+        .await
+        .expect("outbox");
+    assert_eq!(first.len(), 1);
+    let rest = store
+        .outbox_claim("mirror-b", 1000, t(40_003), lease)
+        .await
+        .expect("outbox");
+    assert!(
+        rest.iter().all(|e| e.key != first[0].key),
+        "{first:?} vs {rest:?}"
+    );
 }
 conformance!(logs_and_outbox_case, logs_and_outbox);
 
@@ -971,7 +1016,7 @@ async fn leases_fence_replicas(store: Arc<dyn StateStore>) {
     );
     // A worker of the old owner can still report: attempts are fenced by token.
     store
-        .complete_attempt(&a, json!({"y": 1}), &[], later)
+        .complete_attempt(&a, json!({"y": 1}), later)
         .await
         .expect("complete");
     assert!(
@@ -1053,9 +1098,7 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
             .flat_map(|c| [c.fence.clone(), c.fence.clone()])
             .map(|fence| {
                 let store = store.clone();
-                tokio::spawn(
-                    async move { store.complete_attempt(&fence, json!(1), &[], t(3)).await },
-                )
+                tokio::spawn(async move { store.complete_attempt(&fence, json!(1), t(3)).await })
             });
         for report in reports.collect::<Vec<_>>() {
             report.await.expect("report").expect("complete");
@@ -1066,7 +1109,7 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
             .expect("claim");
         assert_eq!(join.len(), 1, "round {round}: the join is ready");
         store
-            .complete_attempt(&join[0].fence, json!(null), &[], t(5))
+            .complete_attempt(&join[0].fence, json!(null), t(5))
             .await
             .expect("complete");
         assert_eq!(
@@ -1081,6 +1124,105 @@ async fn concurrent_fan_in_reports_ready_the_join(store: Arc<dyn StateStore>) {
 conformance!(
     concurrent_fan_in_reports_ready_the_join_case,
     concurrent_fan_in_reports_ready_the_join
+);
+
+const TYPED_FAN_IN: &str = "name: typed\ntypes:\n  counted: {type: object, properties: {n: {type: integer}}, required: [n]}\ntasks:\n  - name: many\n    file: a.sh\n    parallel: 4\n    output_type: counted\n  - name: join\n    file: a.sh\n    depends_on: [many]\n";
+
+/// Reports committed together: each is answered on its own (a stale fence or
+/// an invalid output refuses that report alone), later reports see earlier
+/// ones, and a batch that finishes the last instances readies the join.
+async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, TYPED_FAN_IN).await;
+    let run = start(&store, &wf, json!({})).await;
+    let mut claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 4);
+    claims.sort_by_key(|c| c.fence.task_run_id.clone());
+    let f: Vec<state::Fence> = claims.iter().map(|c| c.fence.clone()).collect();
+    let forged = state::Fence {
+        token: "guess".into(),
+        ..f[1].clone()
+    };
+    let answers = store
+        .report(
+            &[
+                (f[0].clone(), Report::Start),
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
+                // A lost reply: the same report again.
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
+                (f[1].clone(), Report::Complete(json!({"n": "one"}), vec![])),
+                (forged, Report::Complete(json!({"n": 1}), vec![])),
+                (f[2].clone(), Report::Complete(json!({"n": 2}), vec![])),
+                // After its success, a start of the same attempt is stale.
+                (f[2].clone(), Report::Start),
+            ],
+            t(3),
+        )
+        .await
+        .expect("batch");
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(()) => "ok",
+            Err(state::Error::Stale { .. }) => "stale",
+            Err(state::Error::InvalidOutput(_)) => "invalid",
+            Err(_) => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["ok", "ok", "ok", "invalid", "stale", "ok", "stale"]);
+    let status = |rows: &[state::TaskRunRecord], fence: &state::Fence| {
+        rows.iter()
+            .find(|r| r.id == fence.task_run_id)
+            .map(|r| r.status)
+    };
+    let rows = store.list_task_runs(&run).await.expect("tasks");
+    assert_eq!(status(&rows, &f[0]), Some(TaskStatus::Success));
+    assert_eq!(
+        status(&rows, &f[1]),
+        Some(TaskStatus::Dispatched),
+        "refused reports change nothing"
+    );
+    assert_eq!(status(&rows, &f[2]), Some(TaskStatus::Success));
+    assert_eq!(status(&rows, &f[3]), Some(TaskStatus::Dispatched));
+    let first = store
+        .list_attempts(&f[0].task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].started_at, Some(t(3)));
+
+    // The last two instances in one batch: the join is ready after it.
+    let answers = store
+        .report(
+            &[
+                (f[1].clone(), Report::Complete(json!({"n": 1}), vec![])),
+                (f[3].clone(), Report::Complete(json!({"n": 3}), vec![])),
+            ],
+            t(4),
+        )
+        .await
+        .expect("batch");
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let join = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    assert_eq!(join.len(), 1);
+    assert_eq!(join[0].task_name, "join");
+    store
+        .complete_attempt(&join[0].fence, json!(null), t(6))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.get_run(&run).await.expect("get").expect("run").status,
+        RunStatus::Success
+    );
+}
+conformance!(
+    batched_reports_are_answered_one_by_one_case,
+    batched_reports_are_answered_one_by_one
 );
 
 // ---- PostgreSQL only: the server restarts under a live store ----
@@ -1118,7 +1260,7 @@ async fn postgres_restart_is_survived() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match store.complete_attempt(&a, json!({"y": 2}), &[], t(3)).await {
+        match store.complete_attempt(&a, json!({"y": 2}), t(3)).await {
             Ok(()) => break,
             Err(state::Error::Database(e)) if std::time::Instant::now() < deadline => {
                 eprintln!("while the server restarts: {e}");
@@ -1137,7 +1279,7 @@ async fn postgres_restart_is_survived() {
     .fence
     .clone();
     store
-        .complete_attempt(&b, json!(null), &[], t(5))
+        .complete_attempt(&b, json!(null), t(5))
         .await
         .expect("complete");
     assert_eq!(
@@ -1178,7 +1320,7 @@ async fn postgres_reports_wake_the_owner_across_replicas() {
         .fence
         .clone();
     store
-        .complete_attempt(&a, json!({"y": 1}), &[], t(3))
+        .complete_attempt(&a, json!({"y": 1}), t(3))
         .await
         .expect("complete");
     tokio::time::timeout(Duration::from_secs(10), wakeups.next())
@@ -1218,7 +1360,7 @@ async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
     .expect("put");
     let marker = json!({ state::OUTPUT_REF_KEY: { "key": key, "bytes": 24 } });
     store
-        .complete_attempt(&a, marker.clone(), &[], t(3))
+        .complete_attempt(&a, marker.clone(), t(3))
         .await
         .expect("complete");
     let b = store
@@ -1249,25 +1391,25 @@ conformance!(
     outputs_by_reference_flow_downstream
 );
 
-/// Collects what the store tells its observer.
+/// Collects what the store's committed notifier tells its observer.
 #[derive(Default)]
-struct Recorded(std::sync::Mutex<Vec<state::Change>>);
+struct Recorded(std::sync::Mutex<Vec<state::Transition>>);
 
-impl state::CommitObserver for Recorded {
-    fn committed(&self, changes: &[state::Change]) {
-        self.0.lock().expect("lock").extend_from_slice(changes);
+impl ork_server::notify::Observer for Recorded {
+    fn committed(&self, transitions: &[state::Transition]) {
+        self.0.lock().expect("lock").extend_from_slice(transitions);
     }
 }
 
 impl Recorded {
-    fn take(&self) -> Vec<state::Change> {
+    fn take(&self) -> Vec<state::Transition> {
         std::mem::take(&mut *self.0.lock().expect("lock"))
     }
 }
 
-fn finished(change: &state::Change) -> Option<&state::FinishedAttempt> {
+fn finished(change: &state::Transition) -> Option<&state::FinishedAttempt> {
     match change {
-        state::Change::AttemptFinished(a) => Some(a),
+        state::Transition::AttemptFinished(a) => Some(a),
         _ => None,
     }
 }
@@ -1275,9 +1417,9 @@ fn finished(change: &state::Change) -> Option<&state::FinishedAttempt> {
 /// Every committed transition is told once, after its commit, with what
 /// metrics and traces need; task metrics are stored with their attempt.
 async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
-    use state::{AttemptOutcome, Change, TaskMetric};
+    use state::{AttemptOutcome, Report, TaskMetric, Transition as Change};
     let recorded = Arc::new(Recorded::default());
-    store.set_observer(recorded.clone());
+    store.notifier().set_observer(recorded.clone());
     let yaml = "name: m\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 0\n  - name: b\n    file: b.sh\n    depends_on: [a]\n";
     deploy(&store, yaml).await;
     let run = start(&store, "m", json!({})).await;
@@ -1303,12 +1445,15 @@ async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
         kind: FailureKind::Task,
         error: "boom".into(),
         non_retryable: false,
-        metrics: vec![TaskMetric {
-            name: "tries".into(),
-            value: 1.0,
-        }],
     };
-    store.fail_attempt(&a1, &failure, t(4)).await.expect("fail");
+    let tries = vec![TaskMetric {
+        name: "tries".into(),
+        value: 1.0,
+    }];
+    store
+        .report_one(&a1, Report::Fail(failure, tries), t(4))
+        .await
+        .expect("fail");
     let changes = recorded.take();
     assert!(
         matches!(&changes[0], Change::AttemptStarted { task, ready_at: Some(_), .. } if task == "a"),
@@ -1343,7 +1488,7 @@ async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
         },
     ];
     store
-        .complete_attempt(&a2, json!(null), &metrics, t(6))
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(6))
         .await
         .expect("complete");
     let changes = recorded.take();
@@ -1356,7 +1501,7 @@ async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
     assert_eq!(f.metrics, metrics.to_vec());
     // The same report again (a lost reply) changes nothing and tells nothing.
     store
-        .complete_attempt(&a2, json!(null), &metrics, t(7))
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(7))
         .await
         .expect("idempotent");
     assert!(recorded.take().is_empty());
@@ -1389,7 +1534,7 @@ async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
     store.start_attempt(&b, t(9)).await.expect("start");
     recorded.take();
     store
-        .complete_attempt(&b, json!(null), &[], t(10))
+        .complete_attempt(&b, json!(null), t(10))
         .await
         .expect("complete");
     let changes = recorded.take();

@@ -188,13 +188,20 @@ async fn known_workloads_give_exact_counts() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(finished, 13.0, "{text}");
-    // Every report went through one timed state transaction.
-    let completes = value(
+    // Every write transaction is timed: one per started run; reports are
+    // committed in batches (group commit), so at least one, at most one per
+    // report.
+    expect(
         &text,
-        "ork_state_transaction_duration_seconds_count{operation=\"complete_attempt\"}",
+        "ork_state_transaction_duration_seconds_count{operation=\"create_run\"}",
+        13.0,
+    );
+    let reports = value(
+        &text,
+        "ork_state_transaction_duration_seconds_count{operation=\"report\"}",
     )
-    .expect("complete_attempt timed");
-    assert_eq!(completes, 10.0, "{text}");
+    .expect("report timed");
+    assert!(reports >= 1.0, "{text}");
     // Gauges, read at scrape time: nothing waits, nothing runs.
     expect(&text, "ork_queue_depth{reason=\"ready\"}", 0.0);
     expect(&text, "ork_task_runs_active{status=\"running\"}", 0.0);

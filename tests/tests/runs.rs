@@ -282,23 +282,28 @@ async fn the_mirror_holds_spec_status_output_and_log_of_every_attempt() {
     assert_eq!(run.status, "success");
     // Stopping flushes the outbox.
     let data = server.stop().await;
-    let attempt = data
-        .path()
-        .join("objects/runs")
-        .join(&run.id)
-        .join("tasks/hello/attempts/1");
-    let read = |name: &str| {
-        std::fs::read_to_string(attempt.join(name))
-            .unwrap_or_else(|e| panic!("{}: {e}", attempt.join(name).display()))
-    };
-    let spec: serde_json::Value = serde_json::from_str(&read("spec.json")).expect("spec json");
-    assert_eq!(spec["input"], json!({"who": "world"}));
-    let status: serde_json::Value =
-        serde_json::from_str(&read("status.json")).expect("status json");
-    assert_eq!(status["status"], "success");
-    let out: serde_json::Value = serde_json::from_str(&read("output.json")).expect("output json");
-    assert_eq!(out, json!({"greeting": "hi"}));
-    assert!(read("log.txt").contains("hello from the task"));
+    // Read back through the library, which knows the bucket's layout (one
+    // segment object per batch of a run's attempts).
+    let url = format!("file://{}", data.path().join("objects").display());
+    let store = ork_server::objects::open(&url, &ork_server::objects::Settings::new())
+        .expect("open the mirror folder");
+    let attempts = ork_server::objects::read_run_attempts(store.as_ref(), &run.id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    let attempt = &attempts[0];
+    assert_eq!((attempt.task.as_str(), attempt.attempt), ("hello", 1));
+    let spec = attempt.spec.as_ref().expect("spec");
+    assert_eq!(spec.input, Some(json!({"who": "world"})));
+    assert_eq!(attempt.status.as_ref().expect("status").status, "success");
+    assert_eq!(attempt.output, Some(json!({"greeting": "hi"})));
+    assert!(
+        attempt
+            .log
+            .as_deref()
+            .expect("log")
+            .contains("hello from the task")
+    );
     let run_doc: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             data.path()

@@ -2,9 +2,13 @@
 //!
 //! The worker opens one `Session` stream, attaches with its handlers and slot
 //! count, and runs the attempts the server pushes, at most `slots` at once.
-//! Each attempt reports through the same fenced calls as a launched worker
-//! (start, heartbeat, logs, complete or fail). The session is the worker's
-//! liveness: if it breaks, the server retries the worker's attempts elsewhere.
+//! Everything about an attempt travels over the same stream: the assignment
+//! marks it started, the server keeps it alive while the session lives (no
+//! heartbeats), and the worker sends its log lines and its outcome as
+//! `SessionReport`s, which the server commits together with other workers'.
+//! The session is the worker's liveness: if it breaks, the server retries
+//! the worker's attempts elsewhere, so the worker stops them and attaches
+//! again.
 //!
 //! ```no_run
 //! use ork_worker::pool::{Context, TaskError, Worker, task};
@@ -30,6 +34,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,11 +43,11 @@ use ork_proto::json;
 use ork_proto::v1 as pb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::ConnectOptions;
-use crate::metrics::{Recorder, TaskMetrics};
+use crate::metrics::Recorder;
 use crate::{AttemptRef, Client, Error};
 
 /// Why a task failed, and whether retrying can help.
@@ -252,12 +257,11 @@ impl Worker {
         )
         .await?;
         let slots = Arc::new(Semaphore::new(self.slots as usize));
-        let running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>> = Arc::default();
         let tasks = Arc::new(self.tasks);
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let (out_tx, out_rx) = mpsc::channel::<pb::SessionRequest>(64);
+            let (out_tx, out_rx) = mpsc::channel::<pb::SessionRequest>(1024);
             let attach = pb::SessionRequest {
                 message: Some(pb::session_request::Message::Attach(pb::WorkerAttach {
                     name: self.name.clone(),
@@ -281,16 +285,17 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
-            let ended = serve_session(
-                &mut inbound,
-                &out_tx,
-                &base,
-                &tasks,
-                &slots,
-                &running,
-                &mut shutdown,
-            )
-            .await;
+            let session = Session {
+                reporter: Reporter {
+                    out: out_tx.downgrade(),
+                    next_id: Arc::default(),
+                    waiting: Arc::default(),
+                },
+                tasks: tasks.clone(),
+                slots: slots.clone(),
+                running: Arc::default(),
+            };
+            let ended = session.serve(&mut inbound, &mut shutdown).await?;
             if ended == SessionEnd::Shutdown {
                 // Drain: no new work; wait for every running attempt.
                 let _ = out_tx
@@ -298,20 +303,43 @@ impl Worker {
                         message: Some(pb::session_request::Message::Drain(pb::WorkerDrain {})),
                     })
                     .await;
-                // Keep answering pings (and cancellations) until every slot
-                // is free again, or the server would think this worker dead.
-                let all_done = slots.acquire_many(self.slots);
+                // Assignments sent before the server saw the drain were
+                // started by it: run them too, until it confirms none follow.
+                let notice = tokio::time::sleep(DRAIN_NOTICE);
+                tokio::pin!(notice);
+                loop {
+                    tokio::select! {
+                        _ = &mut notice => break,
+                        m = inbound.message() => match m {
+                            Ok(Some(m)) => match m.message {
+                                Some(pb::session_response::Message::Drained(_)) => break,
+                                other => session.handle(other).await,
+                            },
+                            _ => return Ok(()),
+                        },
+                    }
+                }
+                // Keep reading (pings, cancellations, report results) until
+                // every attempt reported, or the server would think this
+                // worker dead before its last reports are in.
+                let all_done = async {
+                    let _ = slots.acquire_many(self.slots).await;
+                    session.reporter.settled().await;
+                };
                 tokio::pin!(all_done);
                 loop {
                     tokio::select! {
                         _ = &mut all_done => return Ok(()),
                         m = inbound.message() => match m {
-                            Ok(Some(m)) => answer(m, &out_tx, &running).await,
+                            Ok(Some(m)) => session.handle(m.message).await,
                             _ => return Ok(()),
                         },
                     }
                 }
             }
+            // The server fails a broken session's attempts as lost (and
+            // retries them): stop them, nothing they report would count.
+            session.stop_all();
         }
     }
 }
@@ -322,199 +350,313 @@ enum SessionEnd {
     Broken,
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Answers the messages that need no slot: pings and cancellations.
-async fn answer(
-    message: pb::SessionResponse,
-    out_tx: &mpsc::Sender<pb::SessionRequest>,
-    running: &Mutex<HashMap<String, watch::Sender<bool>>>,
-) {
-    match message.message {
-        Some(pb::session_response::Message::Ping(p)) => {
-            let pong = pb::SessionRequest {
-                message: Some(pb::session_request::Message::Pong(pb::WorkerPong {
-                    nonce: p.nonce,
-                })),
-            };
-            let _ = out_tx.send(pong).await;
+/// Sends reports over the session and routes their results back.
+#[derive(Clone)]
+struct Reporter {
+    /// Weak: only the session loop keeps the stream open, so a worker that
+    /// dies (or a session that ends) closes it at once, however many
+    /// attempts are still running.
+    out: mpsc::WeakSender<pb::SessionRequest>,
+    next_id: Arc<AtomicU64>,
+    /// Reports sent and not answered yet, by id.
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<pb::SessionReportResult>>>>,
+}
+
+impl Reporter {
+    /// Sends a report; the receiver resolves with the server's answer (or
+    /// errs when the session ends first).
+    async fn send(
+        &self,
+        attempt: &pb::AttemptRef,
+        logs: Vec<pb::LogEntry>,
+        outcome: Option<pb::session_report::Outcome>,
+    ) -> oneshot::Receiver<pb::SessionReportResult> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id, tx);
         }
-        Some(pb::session_response::Message::Cancel(c)) => {
-            let tx = c.attempt.and_then(|a| {
-                running
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&a.task_run_id).cloned())
-            });
-            if let Some(tx) = tx {
+        let report = pb::SessionRequest {
+            message: Some(pb::session_request::Message::Report(pb::SessionReport {
+                id,
+                attempt: Some(attempt.clone()),
+                logs,
+                outcome,
+            })),
+        };
+        let sent = match self.out.upgrade() {
+            Some(out) => out.send(report).await.is_ok(),
+            None => false,
+        };
+        if !sent && let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&id);
+        }
+        rx
+    }
+
+    fn answered(&self, result: pb::SessionReportResult) {
+        let tx = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&result.id));
+        if let Some(tx) = tx {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Resolves once every report sent so far was answered.
+    async fn settled(&self) {
+        loop {
+            let empty = self.waiting.lock().map(|w| w.is_empty()).unwrap_or(true);
+            if empty {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One attached session: its stream's reader and the attempts it runs.
+struct Session {
+    reporter: Reporter,
+    tasks: Arc<HashMap<String, TaskDef>>,
+    slots: Arc<Semaphore>,
+    /// The cancellation switch of each running attempt, by task run id.
+    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+}
+
+impl Session {
+    async fn serve(
+        &self,
+        inbound: &mut tonic::Streaming<pb::SessionResponse>,
+        shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<SessionEnd, Error> {
+        loop {
+            let message = tokio::select! {
+                m = inbound.message() => m,
+                _ = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+            };
+            let Ok(Some(message)) = message else {
+                tracing::warn!("session ended; reconnecting");
+                return Ok(SessionEnd::Broken);
+            };
+            match message.message {
+                Some(pb::session_response::Message::Attached(a)) => {
+                    if !a.session_reports {
+                        return Err(Error::Protocol(
+                            "this ork server does not take reports over the session; upgrade the server"
+                                .to_owned(),
+                        ));
+                    }
+                    tracing::info!(session = %a.session_id, "attached");
+                }
+                other => self.handle(other).await,
+            }
+        }
+    }
+
+    /// Handles any message but the attach confirmation.
+    async fn handle(&self, message: Option<pb::session_response::Message>) {
+        match message {
+            Some(pb::session_response::Message::Assignment(a)) => self.assigned(a),
+            other => self.answer(pb::SessionResponse { message: other }).await,
+        }
+    }
+
+    /// Starts an assigned attempt. The server never assigns more than the
+    /// free slots, so a permit is free at once; should one not be, the
+    /// attempt waits for it in its own task, never blocking the reader.
+    fn assigned(&self, assignment: pb::Assignment) {
+        let (Some(attempt), Some(spec)) = (assignment.attempt, assignment.spec) else {
+            return;
+        };
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(attempt.task_run_id.clone(), cancel_tx.clone());
+        }
+        let def = self.tasks.get(&spec.handler).cloned();
+        let running = self.running.clone();
+        let slots = self.slots.clone();
+        let reporter = self.reporter.clone();
+        let taken = slots.clone().try_acquire_owned().ok();
+        tokio::spawn(async move {
+            let permit = match taken {
+                Some(permit) => permit,
+                None => match slots.acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let key = attempt.task_run_id.clone();
+            run_attempt(reporter, attempt, spec, def, cancel_tx, cancel_rx, permit).await;
+            if let Ok(mut m) = running.lock() {
+                m.remove(&key);
+            }
+        });
+    }
+
+    /// Answers the messages that need no slot: pings, cancellations and
+    /// report results.
+    async fn answer(&self, message: pb::SessionResponse) {
+        match message.message {
+            Some(pb::session_response::Message::Ping(p)) => {
+                let pong = pb::SessionRequest {
+                    message: Some(pb::session_request::Message::Pong(pb::WorkerPong {
+                        nonce: p.nonce,
+                    })),
+                };
+                if let Some(out) = self.reporter.out.upgrade() {
+                    let _ = out.send(pong).await;
+                }
+            }
+            Some(pb::session_response::Message::Cancel(c)) => {
+                let tx = c.attempt.and_then(|a| {
+                    self.running
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&a.task_run_id).cloned())
+                });
+                if let Some(tx) = tx {
+                    let _ = tx.send(true);
+                }
+            }
+            Some(pb::session_response::Message::Result(r)) => self.reporter.answered(r),
+            _ => {}
+        }
+    }
+
+    /// Stops every running attempt, reporting nothing for them.
+    fn stop_all(&self) {
+        if let Ok(running) = self.running.lock() {
+            for tx in running.values() {
                 let _ = tx.send(true);
             }
         }
-        _ => {}
-    }
-}
-
-async fn serve_session(
-    inbound: &mut tonic::Streaming<pb::SessionResponse>,
-    out_tx: &mpsc::Sender<pb::SessionRequest>,
-    base: &Client,
-    tasks: &Arc<HashMap<String, TaskDef>>,
-    slots: &Arc<Semaphore>,
-    running: &Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
-    shutdown: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
-) -> SessionEnd {
-    let mut heartbeat = Duration::from_secs(5);
-    loop {
-        let message = tokio::select! {
-            m = inbound.message() => m,
-            _ = shutdown.as_mut() => return SessionEnd::Shutdown,
-        };
-        let Ok(Some(message)) = message else {
-            tracing::warn!("session ended; reconnecting");
-            return SessionEnd::Broken;
-        };
-        match message.message {
-            Some(pb::session_response::Message::Attached(a)) => {
-                heartbeat = Duration::from_secs(u64::from(a.heartbeat_interval_seconds.max(1)));
-                tracing::info!(session = %a.session_id, "attached");
-            }
-            Some(pb::session_response::Message::Assignment(a)) => {
-                let (Some(attempt), Some(spec)) = (a.attempt, a.spec) else {
-                    continue;
-                };
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    continue;
-                };
-                let attempt = AttemptRef {
-                    task_run_id: attempt.task_run_id,
-                    attempt: attempt.attempt,
-                    token: attempt.token,
-                };
-                let client = base.for_attempt(attempt.clone());
-                let (cancel_tx, cancel_rx) = watch::channel(false);
-                if let Ok(mut m) = running.lock() {
-                    m.insert(attempt.task_run_id.clone(), cancel_tx.clone());
-                }
-                let def = tasks.get(&spec.handler).cloned();
-                let running = running.clone();
-                tokio::spawn(async move {
-                    run_attempt(client, spec, def, cancel_tx, cancel_rx, heartbeat).await;
-                    if let Ok(mut m) = running.lock() {
-                        m.remove(&attempt.task_run_id);
-                    }
-                    drop(permit);
-                });
-            }
-            other => answer(pb::SessionResponse { message: other }, out_tx, running).await,
+        if let Ok(mut waiting) = self.reporter.waiting.lock() {
+            waiting.clear();
         }
     }
 }
 
+/// Longest a draining worker waits for the server to confirm that no
+/// assignment follows (a server that never confirms is not waited for longer).
+const DRAIN_NOTICE: Duration = Duration::from_secs(10);
+/// Log lines are sent at least this often while an attempt runs.
+const LOG_FLUSH: Duration = Duration::from_millis(200);
+/// How long a cancelled handler may take to notice before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 async fn run_attempt(
-    client: Client,
+    reporter: Reporter,
+    attempt: pb::AttemptRef,
     spec: pb::TaskSpec,
     def: Option<TaskDef>,
     cancel_tx: watch::Sender<bool>,
     cancel_rx: watch::Receiver<bool>,
-    heartbeat: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Some(def) = def else {
-        let _ = client
-            .fail(
-                format!("this worker has no handler `{}`", spec.handler),
-                false,
-                TaskMetrics::new(),
-            )
-            .await;
-        return;
-    };
-    if let Err(e) = client.start().await {
-        tracing::warn!(error = %e, "could not start the attempt");
-        return;
-    }
     let logs: Arc<Mutex<Vec<pb::LogEntry>>> = Arc::default();
     let metrics = Recorder::default();
-    let ctx = Context {
-        run_id: spec.run_id.clone(),
-        workflow: spec.workflow.clone(),
-        task_name: spec.task_name.clone(),
-        task_run_id: spec.task_run_id.clone(),
-        attempt: spec.attempt,
-        parallel_index: spec.parallel_index,
-        parallel_count: spec.parallel_count,
-        deadline: spec.deadline.as_ref().and_then(ork_proto::time::from_proto),
-        metrics: metrics.clone(),
-        traceparent: spec.traceparent.clone(),
-        logs: logs.clone(),
-        cancelled: cancel_rx.clone(),
-    };
-    let input = spec
-        .input
-        .as_ref()
-        .map_or(serde_json::Value::Null, json::from_proto);
-    // The handler's own spans are children of the attempt's span.
-    let span = tracing::info_span!(
-        "task",
-        otel.name = %format!("task {}", spec.handler),
-        ork.task = %spec.task_name,
-        ork.attempt = spec.attempt,
-    );
-    if let Some(parent) = crate::trace::parent_context(&spec.traceparent) {
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-        let _ = span.set_parent(parent);
-    }
-    let work = tracing::Instrument::instrument((def.run)(ctx, input), span);
-    tokio::pin!(work);
-    // StartTask already counted as a beat: the first heartbeat is due one
-    // interval later, so a short task costs no heartbeat call at all.
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let mut flush = tokio::time::interval(Duration::from_millis(200));
-    let mut cancelled = cancel_rx.clone();
-    let result = loop {
-        tokio::select! {
-            r = &mut work => break Some(r),
-            _ = beat.tick() => match client.heartbeat().await {
-                Ok(true) => { let _ = cancel_tx.send(true); }
-                Ok(false) => {}
-                Err(Error::Stale(_)) => { let _ = cancel_tx.send(true); }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-            },
-            _ = flush.tick() => ship_logs(&client, &logs).await,
-            _ = cancelled.changed() => {
-                if *cancelled.borrow() {
-                    // Give a cooperative handler a moment to notice.
-                    let _ = tokio::time::timeout(Duration::from_secs(10), &mut work).await;
-                    break None;
+    let result = match def {
+        None => Some(Err(TaskError::non_retryable(format!(
+            "this worker has no handler `{}`",
+            spec.handler
+        )))),
+        Some(def) => {
+            let ctx = Context {
+                run_id: spec.run_id.clone(),
+                workflow: spec.workflow.clone(),
+                task_name: spec.task_name.clone(),
+                task_run_id: spec.task_run_id.clone(),
+                attempt: spec.attempt,
+                parallel_index: spec.parallel_index,
+                parallel_count: spec.parallel_count,
+                deadline: spec.deadline.as_ref().and_then(ork_proto::time::from_proto),
+                metrics: metrics.clone(),
+                traceparent: spec.traceparent.clone(),
+                logs: logs.clone(),
+                cancelled: cancel_rx.clone(),
+            };
+            let input = spec
+                .input
+                .as_ref()
+                .map_or(serde_json::Value::Null, json::from_proto);
+            // The handler's own spans are children of the attempt's span.
+            let span = tracing::info_span!(
+                "task",
+                otel.name = %format!("task {}", spec.handler),
+                ork.task = %spec.task_name,
+                ork.attempt = spec.attempt,
+            );
+            if let Some(parent) = crate::trace::parent_context(&spec.traceparent) {
+                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                let _ = span.set_parent(parent);
+            }
+            let work = tracing::Instrument::instrument((def.run)(ctx, input), span);
+            tokio::pin!(work);
+            let mut flush =
+                tokio::time::interval_at(tokio::time::Instant::now() + LOG_FLUSH, LOG_FLUSH);
+            let mut cancelled = cancel_rx.clone();
+            loop {
+                tokio::select! {
+                    r = &mut work => break Some(r),
+                    _ = flush.tick() => {
+                        let batch = take(&logs);
+                        if !batch.is_empty() {
+                            // The answer is not waited for: the server applies
+                            // an attempt's reports in order.
+                            drop(reporter.send(&attempt, batch, None).await);
+                        }
+                    }
+                    _ = cancelled.changed() => {
+                        if *cancelled.borrow() {
+                            // Give a cooperative handler a moment to notice.
+                            let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+                            break None;
+                        }
+                    }
                 }
             }
         }
     };
-    ship_logs(&client, &logs).await;
-    match result {
-        None => {} // Cancelled: the server already knows; report nothing.
-        Some(Ok(output)) => {
-            if let Err(e) = client.complete(output, metrics.snapshot()).await {
-                tracing::warn!(error = %e, "could not report the output");
-            }
-        }
-        Some(Err(e)) => {
-            if let Err(e) = client
-                .fail(e.message, e.non_retryable, metrics.snapshot())
-                .await
-            {
-                tracing::warn!(error = %e, "could not report the failure");
-            }
-        }
+    drop(cancel_tx);
+    // Cancelled (by the server, or with the session): report nothing.
+    let Some(result) = result else { return };
+    let outcome = match result {
+        Ok(output) => pb::session_report::Outcome::Success(pb::AttemptSuccess {
+            output: Some(json::to_proto(&output)),
+            metrics: metrics.snapshot(),
+        }),
+        Err(e) => pb::session_report::Outcome::Failure(pb::AttemptFailure {
+            error: e.message,
+            non_retryable: e.non_retryable,
+            metrics: metrics.snapshot(),
+        }),
+    };
+    let answer = reporter.send(&attempt, take(&logs), Some(outcome)).await;
+    // The slot is free once the outcome is on its way: the server assigns
+    // the next attempt only after it committed this one.
+    drop(permit);
+    match answer.await {
+        Ok(r) if r.code == 0 => {}
+        Ok(r) => tracing::warn!(
+            task_run = %attempt.task_run_id,
+            code = ?tonic::Code::from_i32(r.code),
+            message = %r.message,
+            "the server refused the attempt's report"
+        ),
+        Err(_) => tracing::warn!(
+            task_run = %attempt.task_run_id,
+            "the session ended before the attempt's report was answered; the server retries it"
+        ),
     }
 }
 
-async fn ship_logs(client: &Client, logs: &Mutex<Vec<pb::LogEntry>>) {
-    let batch: Vec<pb::LogEntry> = match logs.lock() {
-        Ok(mut logs) => std::mem::take(&mut *logs),
-        Err(_) => return,
-    };
-    if !batch.is_empty() {
-        let _ = client.append_logs(batch).await;
-    }
+fn take(logs: &Mutex<Vec<pb::LogEntry>>) -> Vec<pb::LogEntry> {
+    logs.lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
 }
 
 fn now_timestamp() -> pbjson_types::Timestamp {

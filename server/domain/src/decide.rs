@@ -2,10 +2,13 @@
 //! many instances a fan-out gets, and whether and when to retry. The server
 //! calls these inside its transactions; nothing here reads a clock.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+
+use crate::dag::Dag;
 
 use crate::model::{
     DEFAULT_RETRY_MAX_DELAY_SECONDS, OnFailure, Parallelism, RetryBackoff, RunStatus,
@@ -249,6 +252,92 @@ pub fn retry_delay(task: &TaskDefinition, failed_attempt: u32, jitter_unit: f64)
     }
 }
 
+/// What `ork run retry` re-runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rerun {
+    /// Tasks whose task runs go back to pending.
+    pub tasks: BTreeSet<String>,
+    /// Only their failed, cancelled and skipped task runs (a retry without
+    /// `--task`); otherwise every task run of them.
+    pub only_unsuccessful: bool,
+    /// Dynamic fan-outs whose upstream re-runs: their items may change, so
+    /// their instances are dropped and expanded again from scratch.
+    pub expand_again: BTreeSet<String>,
+}
+
+/// Why a run cannot be retried; nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RerunError {
+    #[error("run {run} is still `{status}`; wait for it to end or cancel it first")]
+    NotOver { run: String, status: RunStatus },
+    #[error("run {run} succeeded; name a task with --task to re-run it and what follows it")]
+    NothingFailed { run: String },
+    #[error("workflow `{workflow}` has no task `{task}`; its tasks are: {known}")]
+    UnknownTask {
+        workflow: String,
+        task: String,
+        known: String,
+    },
+}
+
+/// Decides what a retry of a finished run re-runs: `task` and everything
+/// downstream of it, or (without `task`) every task with an unsuccessful
+/// task run, listed in `unsuccessful`.
+pub fn rerun(
+    run: &str,
+    status: RunStatus,
+    workflow: &WorkflowDefinition,
+    dag: &Dag,
+    task: Option<&str>,
+    unsuccessful: impl IntoIterator<Item = String>,
+) -> Result<Rerun, RerunError> {
+    if !status.is_terminal() {
+        return Err(RerunError::NotOver {
+            run: run.to_owned(),
+            status,
+        });
+    }
+    let (tasks, only_unsuccessful) = match task {
+        Some(t) => {
+            if workflow.task(t).is_none() {
+                let known: Vec<&str> = workflow.tasks.iter().map(|t| t.name.as_str()).collect();
+                return Err(RerunError::UnknownTask {
+                    workflow: workflow.name.clone(),
+                    task: t.to_owned(),
+                    known: known.join(", "),
+                });
+            }
+            let mut set = dag.downstream(t);
+            set.insert(t.to_owned());
+            (set, false)
+        }
+        None if status == RunStatus::Success => {
+            return Err(RerunError::NothingFailed {
+                run: run.to_owned(),
+            });
+        }
+        None => (unsuccessful.into_iter().collect::<BTreeSet<_>>(), true),
+    };
+    let expand_again = tasks
+        .iter()
+        .filter(|name| {
+            let dynamic = workflow.task(name).is_some_and(|t| {
+                matches!(
+                    t.parallel,
+                    Some(Parallelism::CountRef(_) | Parallelism::ForEach(_))
+                )
+            });
+            dynamic && dag.upstream(name).iter().any(|u| tasks.contains(u))
+        })
+        .cloned()
+        .collect();
+    Ok(Rerun {
+        tasks,
+        only_unsuccessful,
+        expand_again,
+    })
+}
+
 /// The first time strictly after `after` at which the workflow's schedule
 /// fires, read in its time zone; `None` without a (valid) schedule. Daylight
 /// saving time is handled as [`crate::schedule`] describes.
@@ -468,6 +557,42 @@ mod tests {
         let uncapped =
             task("    retries: 9\n    retry_delay_seconds: 1000\n    retry_backoff: exponential\n");
         assert_eq!(retry_delay(&uncapped, 3, 0.5), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn rerun_picks_failed_tasks_or_a_task_and_its_downstream() {
+        let yaml = "name: wf\ntasks:\n  - name: list\n    file: a.sh\n  - name: each\n    file: a.sh\n    depends_on: [list]\n    parallel: { for_each: list.items }\n  - name: join\n    file: a.sh\n    depends_on: [each]\n";
+        let def = parse_workflow(yaml, &ParseOptions::default()).unwrap();
+        let dag = Dag::new(&def).unwrap();
+        let plan = rerun(
+            "r",
+            RunStatus::Failed,
+            &def,
+            &dag,
+            None,
+            ["join".to_owned()],
+        )
+        .unwrap();
+        assert!(plan.only_unsuccessful);
+        assert_eq!(plan.tasks, BTreeSet::from(["join".to_owned()]));
+        assert!(plan.expand_again.is_empty());
+        let plan = rerun("r", RunStatus::Success, &def, &dag, Some("list"), []).unwrap();
+        assert!(!plan.only_unsuccessful);
+        assert_eq!(plan.tasks.len(), 3);
+        assert_eq!(plan.expand_again, BTreeSet::from(["each".to_owned()]));
+        let plan = rerun("r", RunStatus::Failed, &def, &dag, Some("each"), []).unwrap();
+        assert!(plan.expand_again.is_empty(), "its source keeps its output");
+        let errors = [
+            rerun("r", RunStatus::Running, &def, &dag, None, []),
+            rerun("r", RunStatus::Success, &def, &dag, None, []),
+            rerun("r", RunStatus::Failed, &def, &dag, Some("nope"), []),
+        ]
+        .map(|r| r.unwrap_err().to_string());
+        expect![[r#"
+            run r is still `running`; wait for it to end or cancel it first
+            run r succeeded; name a task with --task to re-run it and what follows it
+            workflow `wf` has no task `nope`; its tasks are: list, each, join"#]]
+        .assert_eq(&errors.join("\n"));
     }
 
     #[test]

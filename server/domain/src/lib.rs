@@ -4,6 +4,7 @@
 //! Nothing here does I/O, reads a clock or spawns tasks; the server calls
 //! these functions inside its transactions and tests call them directly.
 
+pub mod attempt;
 pub mod dag;
 pub mod decide;
 pub mod inputs;
@@ -13,6 +14,7 @@ pub mod quantity;
 pub mod schedule;
 pub mod schema;
 pub mod suggest;
+pub mod task_metrics;
 pub mod template;
 pub mod types;
 

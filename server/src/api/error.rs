@@ -99,6 +99,15 @@ pub fn from_state(e: state::Error) -> Status {
     status(kind, e.to_string())
 }
 
+/// Converts a refused report.
+pub fn from_report(e: crate::reports::Error) -> Status {
+    match e {
+        crate::reports::Error::State(e) => from_state(e),
+        crate::reports::Error::InvalidArgument(m) => status(ErrorKind::InvalidArgument, m),
+        crate::reports::Error::Unavailable(m) => status(ErrorKind::Unavailable, m),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

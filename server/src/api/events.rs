@@ -1,91 +1,89 @@
-//! A change signal for streaming readers (`FollowTaskLogs`, `WatchRun`): API
-//! calls that commit a change bump a generation counter, and every open stream
-//! re-reads the state when it moves, so nobody polls the database in a loop.
+//! What streaming readers (`FollowTaskLogs`, `WatchRun`, pool sessions)
+//! wait on: the notifier's `views` changes, fired by the store after every
+//! commit, and the server's stop. Nobody polls the database in a loop.
 //!
-//! The signal carries no payload on purpose: a reader that wakes re-reads the
+//! A change carries no payload on purpose: a reader that wakes re-reads the
 //! committed state, which is the source of truth, so a coalesced or missed
 //! wake-up can delay a message but never change what it says.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Changes committed without an API call (the scheduler's dispatches, timeouts
-/// and lost heartbeats) are picked up by a re-read at least this often.
+use crate::notify::Notifier;
+
+/// Changes committed by another replica (which has its own notifier) are
+/// picked up by a re-read at least this often.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Generation {
-    changes: u64,
-    closed: bool,
-}
-
-/// Cheap-to-clone handle: `notify` after a commit, `subscribe` to wait.
+/// Cheap-to-clone handle: `subscribe` to wait for changes; `close` when the
+/// server stops.
 #[derive(Clone)]
 pub struct EventHub {
-    tx: Arc<watch::Sender<Generation>>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        Self {
-            tx: Arc::new(watch::Sender::new(Generation::default())),
-        }
-    }
+    notifier: Notifier,
+    closed: watch::Sender<bool>,
 }
 
 impl EventHub {
-    /// Something committed: wake every waiting stream.
-    pub fn notify(&self) {
-        self.tx.send_modify(|g| g.changes += 1);
+    pub fn new(notifier: Notifier) -> Self {
+        Self {
+            notifier,
+            closed: watch::Sender::new(false),
+        }
     }
 
     /// The server is stopping: every stream ends after its current message.
     pub fn close(&self) {
-        self.tx.send_modify(|g| g.closed = true);
+        self.closed.send_replace(true);
     }
 
     pub fn subscribe(&self) -> Subscription {
         Subscription {
-            rx: self.tx.subscribe(),
+            views: self.notifier.views(),
+            closed: self.closed.subscribe(),
         }
     }
 }
 
 /// One stream's view of the hub.
 pub struct Subscription {
-    rx: watch::Receiver<Generation>,
+    views: watch::Receiver<u64>,
+    closed: watch::Receiver<bool>,
 }
 
 impl Subscription {
     /// Marks everything so far as seen; call before reading the state so a
     /// change committed during the read wakes the next `wait`.
     pub fn mark_seen(&mut self) {
-        self.rx.borrow_and_update();
+        self.views.borrow_and_update();
     }
 
     /// Waits for a change after the last `mark_seen` (or `FALLBACK_POLL`).
     /// Returns false when the server is stopping.
     pub async fn wait(&mut self) -> bool {
-        if self.rx.borrow().closed {
+        if *self.closed.borrow() {
             return false;
         }
-        let _ = tokio::time::timeout(FALLBACK_POLL, self.rx.changed()).await;
-        !self.rx.borrow().closed
+        tokio::select! {
+            _ = tokio::time::timeout(FALLBACK_POLL, self.views.changed()) => {}
+            _ = self.closed.changed() => {}
+        }
+        !*self.closed.borrow()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::Changes;
 
     #[tokio::test]
     async fn a_change_during_the_read_wakes_the_next_wait_at_once() {
-        let hub = EventHub::default();
+        let notifier = Notifier::default();
+        let hub = EventHub::new(notifier.clone());
         let mut sub = hub.subscribe();
         sub.mark_seen();
-        hub.notify();
+        notifier.fire(Changes::VIEWS);
         let started = std::time::Instant::now();
         assert!(sub.wait().await);
         assert!(
@@ -96,10 +94,12 @@ mod tests {
 
     #[tokio::test]
     async fn close_ends_waiting() {
-        let hub = EventHub::default();
+        let hub = EventHub::new(Notifier::default());
         let mut sub = hub.subscribe();
         sub.mark_seen();
+        let waiting = tokio::spawn(async move { sub.wait().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
         hub.close();
-        assert!(!sub.wait().await);
+        assert!(!waiting.await.unwrap());
     }
 }

@@ -26,8 +26,7 @@ use ork_proto::v1::worker_service_server::WorkerServiceServer;
 use ork_proto::v1::workflow_service_server::WorkflowServiceServer;
 
 use crate::executor::Executors;
-use crate::objects::MirrorHandle;
-use crate::scheduler::SchedulerHandle;
+use crate::reports::Reports;
 use crate::state::StateStore;
 
 pub use pool_service::PoolApi;
@@ -50,24 +49,19 @@ pub const DESCRIPTOR_SETS: &[&[u8]] = &[
 #[derive(Clone)]
 pub struct ApiContext {
     pub state: Arc<dyn StateStore>,
-    pub scheduler: SchedulerHandle,
-    pub mirror: MirrorHandle,
+    /// Every report of an attempt goes through it.
+    pub reports: Arc<Reports>,
     pub executors: Arc<Executors>,
     pub heartbeat_interval: Duration,
     /// This replica's scheduler name: runs it creates are leased to it.
     pub owner: String,
-    /// Outputs above this many bytes are stored by reference.
-    pub inline_output_limit: usize,
-    /// Where outputs stored by reference go.
-    pub outputs: Arc<dyn crate::state::OutputStore>,
     /// Attached pool workers.
     pub pool: Arc<crate::executor::WorkerPool>,
     /// How often pool sessions are pinged; a session silent for three pings
     /// is closed and its attempts are retried.
     pub ping_interval: Duration,
-    /// Resolves `secret` and `from_env` values and masks secrets in reports.
-    pub secrets: Arc<crate::secrets::Secrets>,
-    /// Wakes streaming readers (`FollowTaskLogs`, `WatchRun`) after a commit.
+    /// Streaming readers (`FollowTaskLogs`, `WatchRun`) wait on it for
+    /// committed changes, and stop with the server.
     pub events: events::EventHub,
     /// What `/metrics` serves.
     pub metrics: crate::metrics::Metrics,
@@ -78,8 +72,9 @@ pub struct ApiContext {
     pub auth: Arc<crate::auth::Auth>,
     /// Bounds on what clients send.
     pub limits: crate::options::ClientLimits,
-    /// Log bytes stored per attempt, against `limits.max_log_bytes_per_attempt`.
-    pub log_budget: Arc<limits::LogBudget>,
+    /// Resolves `secret`/`from_env` values; a deploy is checked against its
+    /// `from_env` allow-list.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// Every gRPC service of the server, plus health and reflection.

@@ -12,6 +12,7 @@ use super::convert;
 use super::error::{ErrorKind, from_state, status};
 use super::run_streams;
 use crate::state::{LogQuery, NewRun, RunRecord};
+use crate::views;
 
 pub struct RunApi {
     pub(crate) ctx: ApiContext,
@@ -43,19 +44,19 @@ impl RunApi {
             .await
             .map_err(from_state)?;
         let dispatch = self.dispatch_view(record);
-        let context = convert::ReasonContext {
+        let context = views::ReasonContext {
             version: version.as_deref(),
             now: Utc::now(),
             run_waiting: record.status == ork_domain::RunStatus::Pending,
             dispatch: Some(&dispatch),
         };
-        let tasks = convert::task_runs(&tasks, &attempts, &context);
-        Ok(convert::run(record, tasks))
+        let tasks = views::task_runs(&tasks, &attempts, &context);
+        Ok(views::run(record, tasks))
     }
 
     /// This server's executors as the reasons of pending tasks see them.
-    fn dispatch_view(&self, record: &RunRecord) -> convert::DispatchView {
-        convert::DispatchView {
+    fn dispatch_view(&self, record: &RunRecord) -> views::DispatchView {
+        views::DispatchView {
             handlers: self.ctx.pool.handler_slots(),
             launched_free: self.ctx.executors.launch_capacity(),
             owns_run: record.owner.as_deref().is_none_or(|o| o == self.ctx.owner),
@@ -151,9 +152,6 @@ impl RunService for RunApi {
             }
             Err(e) => return Err(from_state(e)),
         };
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
         Ok(Response::new(v1::StartRunResponse {
             run: Some(self.run_with_tasks(&record).await?),
         }))
@@ -183,7 +181,7 @@ impl RunService for RunApi {
             .await
             .map_err(from_state)?;
         Ok(Response::new(v1::ListRunsResponse {
-            runs: runs.iter().map(|r| convert::run(r, Vec::new())).collect(),
+            runs: runs.iter().map(|r| views::run(r, Vec::new())).collect(),
         }))
     }
 
@@ -199,18 +197,13 @@ impl RunService for RunApi {
             .await
             .map_err(from_state)?;
         for attempt in active {
-            let (Some(exec_id), Some(executor)) = (
-                attempt.executor_id.as_deref(),
-                self.ctx.executors.get(&attempt.executor),
-            ) else {
+            let Some(executor) = self.ctx.executors.get(&attempt.executor) else {
                 continue;
             };
-            if let Err(e) = executor.cancel(exec_id).await {
-                tracing::warn!(error = %e, "could not stop execution {exec_id}");
+            if let Err(e) = executor.cancel(&attempt.fence).await {
+                tracing::warn!(error = %e, task_run = %attempt.fence.task_run_id, "could not stop a cancelled attempt");
             }
         }
-        self.ctx.events.notify();
-        self.ctx.mirror.wake();
         let record = self.load_run(&id).await?;
         Ok(Response::new(v1::CancelRunResponse {
             run: Some(self.run_with_tasks(&record).await?),
@@ -243,9 +236,6 @@ impl RunService for RunApi {
             .retry_run(&req.id, task, &self.ctx.owner, Utc::now())
             .await
             .map_err(from_state)?;
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
         let record = self.load_run(&req.id).await?;
         Ok(Response::new(v1::RetryRunResponse {
             run: Some(self.run_with_tasks(&record).await?),

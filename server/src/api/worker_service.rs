@@ -1,4 +1,7 @@
-//! `ork.v1.WorkerService`: the fenced calls every worker makes for its attempt.
+//! `ork.v1.WorkerService`: the fenced calls every worker makes for its
+//! attempt, and the pool `Session` stream. Each method converts between proto
+//! and the report component ([`crate::reports::Reports`]), which holds every
+//! rule about reports.
 
 use chrono::{DateTime, Utc};
 use ork_proto::json::from_proto_opt;
@@ -10,13 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
-use super::error::{ErrorKind, from_state, status};
-use crate::executor::spec::{SpecError, task_spec};
-use crate::secrets::{mask, mask_json};
-use crate::state::{Failure, FailureKind, Fence, NewLogLine, TaskMetric, normalize_task_metrics};
-
-/// Most lines in one AppendLogs call.
-const MAX_LOG_BATCH: usize = 5000;
+use super::error::{ErrorKind, from_report, status};
+use crate::state::{Failure, FailureKind, Fence, NewLogLine};
 
 pub struct WorkerApi {
     pub(crate) ctx: ApiContext,
@@ -44,19 +42,6 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
     })
 }
 
-/// The metrics a report carries, checked: a bad name or value is the
-/// worker's bug, refused with what to fix (and nothing recorded).
-fn task_metrics(
-    metrics: std::collections::HashMap<String, f64>,
-) -> Result<Vec<TaskMetric>, Status> {
-    let metrics: Vec<TaskMetric> = metrics
-        .into_iter()
-        .map(|(name, value)| TaskMetric { name, value })
-        .collect();
-    normalize_task_metrics(&metrics)
-        .map_err(|e| status(ErrorKind::InvalidArgument, format!("field `metrics`: {e}")))
-}
-
 fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
     t.as_ref()
         .and_then(ork_proto::time::from_proto)
@@ -66,28 +51,70 @@ fn time(t: Option<pbjson_types::Timestamp>) -> DateTime<Utc> {
 /// Most slots one pool worker may announce.
 const MAX_SLOTS: u32 = 1024;
 
+/// The reports of one attempt in flight, each waiting for the one before.
+type Pending = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Longest a closing session waits for its reports in flight.
+const REPORTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a session's messages and pings it until it closes, goes silent for
 /// three pings, or the server stops; then fails its attempts as lost so they
 /// are retried at once.
+///
+/// Reports are applied concurrently (so the queue can commit many together),
+/// but the reports of one attempt in the order they came: each waits for the
+/// previous one of its attempt.
 async fn watch_session(
     ctx: ApiContext,
     id: u64,
+    owner: Option<String>,
     mut inbound: Streaming<v1::SessionRequest>,
     tx: crate::executor::pool::SessionSender,
 ) {
+    use futures::FutureExt as _;
     let mut ping = tokio::time::interval(ctx.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let mut nonce = 0u64;
     let mut stopping = ctx.events.subscribe();
+    let mut pending: std::collections::HashMap<String, Pending> = Default::default();
     let reason = loop {
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(m)) => {
                     last_seen = tokio::time::Instant::now();
                     ctx.pool.seen(id);
-                    if let Some(v1::session_request::Message::Drain(_)) = m.message {
-                        ctx.pool.drain(id);
+                    match m.message {
+                        Some(v1::session_request::Message::Drain(_)) => ctx.pool.drain(id),
+                        Some(v1::session_request::Message::Report(report)) => {
+                            let key = report
+                                .attempt
+                                .as_ref()
+                                .map(|a| a.task_run_id.clone())
+                                .unwrap_or_default();
+                            let last = report.outcome.is_some();
+                            let before = pending.remove(&key);
+                            let (ctx, tx, owner) = (ctx.clone(), tx.clone(), owner.clone());
+                            let work = async move {
+                                if let Some(before) = before {
+                                    before.await;
+                                }
+                                let result = session_report(&ctx, owner.as_deref(), report).await;
+                                let message = v1::SessionResponse {
+                                    message: Some(v1::session_response::Message::Result(result)),
+                                };
+                                let _ = tx.send(Ok(message)).await;
+                            }
+                            .boxed()
+                            .shared();
+                            tokio::spawn(work.clone());
+                            if !last {
+                                pending.insert(key, work);
+                            }
+                            // Reports already applied need no waiting for.
+                            pending.retain(|_, w| w.peek().is_none());
+                        }
+                        _ => {}
                     }
                 }
                 Ok(None) => break "the pool worker closed its session",
@@ -110,97 +137,91 @@ async fn watch_session(
             },
         }
     };
+    // Reports the worker sent before it left still count.
+    let _ = tokio::time::timeout(
+        REPORTS_DRAIN,
+        futures::future::join_all(pending.into_values()),
+    )
+    .await;
     let lost = ctx.pool.detach(id);
     for fence in &lost {
         let failure = Failure {
             kind: FailureKind::Lost,
             error: format!("{reason} while running this attempt"),
             non_retryable: false,
-            metrics: Vec::new(),
         };
-        ctx.secrets.forget(&fence.task_run_id);
-        match ctx.state.fail_attempt(fence, &failure, Utc::now()).await {
+        match ctx.reports.end(fence, failure).await {
             Ok(()) | Err(crate::state::Error::Stale { .. }) => {}
             Err(e) => tracing::warn!(error = %e, "could not fail an attempt of a closed session"),
         }
     }
-    ctx.events.notify();
-    ctx.scheduler.wake();
-    ctx.mirror.wake();
 }
 
-impl WorkerApi {
-    /// An output the server will not store (wrong type, too large): the
-    /// attempt fails (retries apply) and the worker hears why.
-    async fn refuse_output<T>(
-        &self,
-        fence: &Fence,
-        message: String,
-        metrics: Vec<TaskMetric>,
-    ) -> Result<T, Status> {
-        let failure = Failure {
-            kind: FailureKind::Task,
-            error: message.clone(),
-            non_retryable: false,
-            metrics,
-        };
-        self.ctx
-            .state
-            .fail_attempt(fence, &failure, Utc::now())
-            .await
-            .map_err(from_state)?;
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
-        Err(status(ErrorKind::InvalidArgument, message))
+/// Applies one report of a pool worker: its log lines, then its outcome.
+/// With authentication, a session reports only the attempts pushed to a
+/// session of its own worker token (`owner`), as the auth layer checks a
+/// pool worker's unary calls.
+async fn session_report(
+    ctx: &ApiContext,
+    owner: Option<&str>,
+    report: v1::SessionReport,
+) -> v1::SessionReportResult {
+    let id = report.id;
+    let applied = async {
+        let fence = fence(report.attempt)?;
+        if let Some(owner) = owner
+            && ctx.pool.owner_of(&fence.task_run_id, fence.attempt).flatten().as_deref()
+                != Some(owner)
+        {
+            return Err(status(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "attempt {} of task run {} was not pushed to a session of this worker token on this server; a pool worker reports only the attempts pushed to its own session",
+                    fence.attempt, fence.task_run_id
+                ),
+            ));
+        }
+        if !report.logs.is_empty() {
+            ctx.reports
+                .append_logs(&fence, log_lines(report.logs))
+                .await
+                .map_err(from_report)?;
+        }
+        match report.outcome {
+            None => Ok(()),
+            Some(v1::session_report::Outcome::Success(success)) => ctx
+                .reports
+                .complete(
+                    &fence,
+                    from_proto_opt(success.output.as_ref()),
+                    success.metrics,
+                )
+                .await
+                .map_err(from_report),
+            Some(v1::session_report::Outcome::Failure(failure)) => ctx
+                .reports
+                .fail(
+                    &fence,
+                    &failure.error,
+                    failure.non_retryable,
+                    failure.metrics,
+                )
+                .await
+                .map_err(from_report),
+        }
     }
-
-    /// Keeps an output above the inline limit in the object store and returns
-    /// the marker the database stores instead. The object is written before
-    /// the report commits, so a committed marker always points at content.
-    async fn store_large_output(
-        &self,
-        fence: &Fence,
-        output: serde_json::Value,
-    ) -> Result<serde_json::Value, Status> {
-        let bytes = serde_json::to_vec(&output).unwrap_or_default();
-        if bytes.len() <= self.ctx.inline_output_limit {
-            return Ok(output);
-        }
-        let key = crate::objects::layout::large_output(&fence.task_run_id, fence.attempt)
-            .map_err(|e| status(ErrorKind::InvalidArgument, e.to_string()))?
-            .to_string();
-        let size = bytes.len();
-        let marker =
-            serde_json::json!({ crate::state::OUTPUT_REF_KEY: { "key": key, "bytes": size } });
-        // Nothing is written for a caller that does not hold the attempt's
-        // token: the fence is checked first (a heartbeat is that check, and
-        // the caller is indeed alive). An attempt that already ended with
-        // this number is a repeated report whose reply was lost (or a late
-        // one): its object is not written again, and the report itself
-        // decides, token and all, whether it is accepted.
-        match self.ctx.state.heartbeat(fence, Utc::now()).await {
-            Ok(_) => {}
-            Err(crate::state::Error::Stale {
-                current_attempt, ..
-            }) if current_attempt == fence.attempt => {
-                return Ok(marker);
-            }
-            Err(e) => return Err(from_state(e)),
-        }
-        // The output's type is checked before anything is written.
-        self.ctx
-            .state
-            .check_output(fence, &output)
-            .await
-            .map_err(from_state)?;
-        self.ctx.outputs.put(&key, bytes).await.map_err(|e| {
-            status(
-                ErrorKind::Unavailable,
-                format!("could not store the {size}-byte output in the object store: {e}; retry"),
-            )
-        })?;
-        Ok(marker)
+    .await;
+    match applied {
+        Ok(()) => v1::SessionReportResult {
+            id,
+            code: 0,
+            message: String::new(),
+        },
+        Err(status) => v1::SessionReportResult {
+            id,
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        },
     }
 }
 
@@ -257,7 +278,7 @@ impl WorkerService for WorkerApi {
         let id = self
             .ctx
             .pool
-            .attach(name, owner, handlers, attach.slots, tx.clone());
+            .attach(name, owner.clone(), handlers, attach.slots, tx.clone());
         let attached = v1::SessionResponse {
             message: Some(v1::session_response::Message::Attached(
                 v1::SessionAttached {
@@ -270,13 +291,13 @@ impl WorkerService for WorkerApi {
                     ping_interval_seconds: u32::try_from(self.ctx.ping_interval.as_secs())
                         .unwrap_or(5)
                         .max(1),
+                    session_reports: true,
                 },
             )),
         };
         // The channel is fresh and has room: this cannot block.
         let _ = tx.send(Ok(attached)).await;
-        self.ctx.scheduler.wake();
-        tokio::spawn(watch_session(self.ctx.clone(), id, inbound, tx));
+        tokio::spawn(watch_session(self.ctx.clone(), id, owner, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -285,34 +306,8 @@ impl WorkerService for WorkerApi {
         request: Request<v1::GetTaskSpecRequest>,
     ) -> Result<Response<v1::GetTaskSpecResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        let spec = task_spec(
-            self.ctx.state.as_ref(),
-            &self.ctx.secrets,
-            self.ctx.heartbeat_interval,
-            &fence,
-        )
-        .await;
-        match spec {
-            Ok(spec) => Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) })),
-            Err(SpecError::State(e)) => Err(from_state(e)),
-            Err(SpecError::Env(message)) => {
-                let failure = Failure {
-                    kind: FailureKind::Task,
-                    error: message.clone(),
-                    non_retryable: true,
-                    metrics: Vec::new(),
-                };
-                self.ctx
-                    .state
-                    .fail_attempt(&fence, &failure, Utc::now())
-                    .await
-                    .map_err(from_state)?;
-                self.ctx.events.notify();
-                self.ctx.scheduler.wake();
-                self.ctx.mirror.wake();
-                Err(status(ErrorKind::FailedPrecondition, message))
-            }
-        }
+        let spec = self.ctx.reports.spec(&fence).await.map_err(from_report)?;
+        Ok(Response::new(v1::GetTaskSpecResponse { spec: Some(spec) }))
     }
 
     async fn start_task(
@@ -320,13 +315,7 @@ impl WorkerService for WorkerApi {
         request: Request<v1::StartTaskRequest>,
     ) -> Result<Response<v1::StartTaskResponse>, Status> {
         let fence = fence(request.into_inner().attempt)?;
-        self.ctx
-            .state
-            .start_attempt(&fence, Utc::now())
-            .await
-            .map_err(from_state)?;
-        self.ctx.events.notify();
-        self.ctx.mirror.wake();
+        self.ctx.reports.start(&fence).await.map_err(from_report)?;
         Ok(Response::new(v1::StartTaskResponse {}))
     }
 
@@ -337,10 +326,10 @@ impl WorkerService for WorkerApi {
         let fence = fence(request.into_inner().attempt)?;
         let cancelled = self
             .ctx
-            .state
-            .heartbeat(&fence, Utc::now())
+            .reports
+            .heartbeat(&fence)
             .await
-            .map_err(from_state)?;
+            .map_err(from_report)?;
         Ok(Response::new(v1::HeartbeatResponse { cancelled }))
     }
 
@@ -350,44 +339,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::AppendLogsResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        if req.entries.len() > MAX_LOG_BATCH {
-            return Err(status(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "field `entries`: at most {MAX_LOG_BATCH} lines per call, got {}; send smaller batches",
-                    req.entries.len()
-                ),
-            ));
-        }
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let lines: Vec<NewLogLine> = req
-            .entries
-            .into_iter()
-            .map(|e| {
-                let mut line = e.line;
-                super::limits::cut_line(&mut line, self.ctx.limits.max_log_line_bytes);
-                let stream = if e.stream == "stderr" {
-                    "stderr"
-                } else {
-                    "stdout"
-                };
-                NewLogLine {
-                    stream: stream.to_owned(),
-                    line: mask(&line, &secrets),
-                    time: time(e.time),
-                }
-            })
-            .collect();
-        let lines = self
-            .ctx
-            .log_budget
-            .admit(&fence.task_run_id, fence.attempt, lines);
         self.ctx
-            .state
-            .append_logs(&fence, &lines)
+            .reports
+            .append_logs(&fence, log_lines(req.entries))
             .await
-            .map_err(from_state)?;
-        self.ctx.events.notify();
+            .map_err(from_report)?;
         Ok(Response::new(v1::AppendLogsResponse {}))
     }
 
@@ -397,47 +353,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let metrics = task_metrics(req.metrics)?;
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let output = mask_json(from_proto_opt(req.output.as_ref()), &secrets);
-        if let Some(refusal) =
-            super::limits::output_refusal(&output, self.ctx.limits.max_output_bytes)
-        {
-            return self.refuse_output(&fence, refusal, metrics).await;
-        }
-        if output
-            .as_object()
-            .is_some_and(|o| o.contains_key(crate::state::OUTPUT_REF_KEY))
-        {
-            return Err(status(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "field `output`: the key `{}` is reserved for outputs stored by reference; rename it",
-                    crate::state::OUTPUT_REF_KEY
-                ),
-            ));
-        }
-        let output = self.store_large_output(&fence, output).await?;
-        match self
-            .ctx
-            .state
-            .complete_attempt(&fence, output, &metrics, Utc::now())
+        let output = from_proto_opt(req.output.as_ref());
+        self.ctx
+            .reports
+            .complete(&fence, output, req.metrics)
             .await
-        {
-            Ok(()) => {}
-            Err(crate::state::Error::InvalidOutput(message)) => {
-                return self.refuse_output(&fence, message, metrics).await;
-            }
-            Err(e) => return Err(from_state(e)),
-        }
-        tracing::info!(attempt = fence.attempt, "attempt succeeded");
-        self.ctx.secrets.forget(&fence.task_run_id);
-        self.ctx.log_budget.forget(&fence.task_run_id);
-        // A pool worker's slot frees with its report.
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
+            .map_err(from_report)?;
         Ok(Response::new(v1::CompleteTaskResponse {}))
     }
 
@@ -447,31 +368,29 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<v1::FailTaskResponse>, Status> {
         let req = request.into_inner();
         let fence = fence(req.attempt)?;
-        let metrics = task_metrics(req.metrics)?;
-        let secrets = self.ctx.secrets.values_for(&fence.task_run_id).await;
-        let error = if req.error.is_empty() {
-            "the task failed without a message".to_owned()
-        } else {
-            mask(&req.error, &secrets)
-        };
-        let failure = Failure {
-            kind: FailureKind::Task,
-            error,
-            non_retryable: req.non_retryable,
-            metrics,
-        };
         self.ctx
-            .state
-            .fail_attempt(&fence, &failure, Utc::now())
+            .reports
+            .fail(&fence, &req.error, req.non_retryable, req.metrics)
             .await
-            .map_err(from_state)?;
-        tracing::info!(attempt = fence.attempt, "attempt failed");
-        self.ctx.secrets.forget(&fence.task_run_id);
-        self.ctx.log_budget.forget(&fence.task_run_id);
-        self.ctx.pool.finished(&fence.task_run_id);
-        self.ctx.events.notify();
-        self.ctx.scheduler.wake();
-        self.ctx.mirror.wake();
+            .map_err(from_report)?;
         Ok(Response::new(v1::FailTaskResponse {}))
     }
+}
+
+/// Log entries as the store takes them: a stream of `stderr` or `stdout`,
+/// stamped with the worker's time (or the server's, when missing).
+pub(crate) fn log_lines(entries: Vec<v1::LogEntry>) -> Vec<NewLogLine> {
+    entries
+        .into_iter()
+        .map(|e| NewLogLine {
+            stream: if e.stream == "stderr" {
+                "stderr"
+            } else {
+                "stdout"
+            }
+            .to_owned(),
+            line: e.line,
+            time: time(e.time),
+        })
+        .collect()
 }

@@ -146,7 +146,6 @@ impl WorkflowService for WorkflowApi {
             )
             .await
             .map_err(from_state)?;
-        self.ctx.mirror.wake();
         Ok(Response::new(v1::DeployWorkflowResponse {
             workflow: Some(convert::workflow(&record)),
             created,

@@ -423,11 +423,11 @@ fn engine_error(what: &str, subject: &str, e: &DockerError) -> Error {
 
 #[async_trait]
 impl Executor for DockerExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
         let spec = launch.container.as_ref().ok_or_else(|| {
             Error::Rejected(format!(
                 "task `{}` has no `image`; a docker task needs one",
-                launch.task_name
+                launch.spec.task_name
             ))
         })?;
         let docker = self.client().await?;
@@ -457,10 +457,12 @@ impl Executor for DockerExecutor {
             )));
         }
         self.watch(docker, &name, launch.fence.clone(), spec.memory.clone());
-        Ok(name)
+        Ok(())
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        let execution_id = labels::execution_name(&fence.task_run_id, fence.attempt);
+        let execution_id = execution_id.as_str();
         let docker = self.client().await?.clone();
         if let Ok(mut cancelled) = self.shared.cancelled.lock() {
             cancelled.insert(execution_id.to_owned());
@@ -490,7 +492,9 @@ impl Executor for DockerExecutor {
         Ok(())
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        let execution_id = labels::execution_name(&fence.task_run_id, fence.attempt);
+        let execution_id = execution_id.as_str();
         let docker = self.client().await?;
         match docker.inspect_container(execution_id, None).await {
             Ok(info) => {

@@ -148,7 +148,7 @@ impl KubernetesExecutor {
         let spec = launch.container.as_ref().ok_or_else(|| {
             Error::Rejected(format!(
                 "task `{}` has no `image`; a kubernetes task needs one",
-                launch.task_name
+                launch.spec.task_name
             ))
         })?;
         let labels = labels::for_launch(launch, &self.options.server_id);
@@ -232,7 +232,7 @@ impl KubernetesExecutor {
                 // ork retries attempts itself, each as a new Job.
                 backoff_limit: Some(0),
                 active_deadline_seconds: Some(
-                    i64::from(launch.timeout_seconds) + DEADLINE_MARGIN_SECS,
+                    i64::from(launch.spec.timeout_seconds) + DEADLINE_MARGIN_SECS,
                 ),
                 ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED_SECS),
                 template: PodTemplateSpec {
@@ -469,7 +469,7 @@ fn memory_of(job: &Job) -> Option<String> {
 
 #[async_trait]
 impl Executor for KubernetesExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
         let name = labels::execution_name(&launch.fence.task_run_id, launch.fence.attempt);
         let job = self.job(launch, &name)?;
         let (client, namespace) = self.client().await?;
@@ -499,10 +499,12 @@ impl Executor for KubernetesExecutor {
                 },
             );
         }
-        Ok(name)
+        Ok(())
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        let execution_id = labels::execution_name(&fence.task_run_id, fence.attempt);
+        let execution_id = execution_id.as_str();
         let (client, namespace) = self.client().await?;
         // Whoever cancels decides the attempt's fate: no event for it.
         if let Ok(mut watched) = self.shared.watched.lock() {
@@ -514,7 +516,9 @@ impl Executor for KubernetesExecutor {
         Ok(())
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        let execution_id = labels::execution_name(&fence.task_run_id, fence.attempt);
+        let execution_id = execution_id.as_str();
         let (client, namespace) = self.client().await?;
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         match jobs.get_opt(execution_id).await {

@@ -35,8 +35,8 @@ pub fn for_launch(launch: &Launch, server_id: &str) -> BTreeMap<String, String> 
     BTreeMap::from([
         (TASK_RUN.to_owned(), value(&launch.fence.task_run_id)),
         (ATTEMPT.to_owned(), launch.fence.attempt.to_string()),
-        (RUN.to_owned(), value(&launch.run_id)),
-        (TASK.to_owned(), value(&launch.task_name)),
+        (RUN.to_owned(), value(&launch.spec.run_id)),
+        (TASK.to_owned(), value(&launch.spec.task_name)),
         (WORKFLOW.to_owned(), value(&launch.workflow)),
         (SERVER.to_owned(), value(server_id)),
     ])

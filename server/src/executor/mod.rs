@@ -1,10 +1,7 @@
 //! Executors start task attempts somewhere and can stop them. The attempt
 //! itself reports back over gRPC; an executor only launches, watches the
-//! launch, and kills.
-//!
-//! Executors never read the state store: what they need to launch comes in
-//! [`Launch`], and what they notice goes out as [`ExecutorEvent`]s, which
-//! the scheduler turns into fenced state changes.
+//! launch, and kills. Executors never read the state store: the claim built
+//! the spec, and every execution is found again by its attempt's fence.
 
 #[cfg(feature = "docker")]
 mod docker;
@@ -21,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use ork_domain::ImagePullPolicy;
+use ork_proto::v1;
 
 use crate::state::{FailureKind, Fence};
 
@@ -55,16 +53,14 @@ pub enum Error {
     Unavailable(String),
 }
 
-/// What an executor needs to launch one attempt. The worker fetches the rest
-/// (input, env, files) with the fence.
+/// What an executor needs to launch one attempt: its fence and its spec
+/// (input, env with secrets resolved, files, handler), built by the claim.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub fence: Fence,
-    pub run_id: String,
-    pub task_name: String,
-    pub timeout_seconds: u32,
-    /// For pool tasks: the handler to run.
-    pub handler: Option<String>,
+    /// The spec (input, env with secrets resolved, files, handler), built
+    /// by the claim.
+    pub spec: v1::TaskSpec,
     /// The workflow the run belongs to (for labels).
     pub workflow: String,
     /// For container executors: what to run the worker in.
@@ -121,14 +117,17 @@ pub enum ExecutorEvent {
     },
 }
 
-/// The executor port.
+/// The executor port. An execution is named by its attempt's fence: an
+/// executor that must find executions again after a restart derives their
+/// names from it (a container named after the task run and attempt, say).
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// Starts the attempt; returns an id that `cancel` and `status` accept.
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error>;
-    /// Stops the execution: a polite signal first, a forced kill after a grace period.
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error>;
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error>;
+    /// Starts the attempt.
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error>;
+    /// Stops the attempt's execution: a polite signal first, a forced kill
+    /// after a grace period. Nothing happens for an execution it does not know.
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error>;
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error>;
     /// How many more attempts it can start now; `None` when unbounded.
     fn free_slots(&self) -> Option<u32> {
         None

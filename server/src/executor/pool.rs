@@ -8,17 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ork_proto::v1;
 use tokio::sync::mpsc;
 
-use super::spec::{SpecError, task_spec};
 use super::{Error, ExecutionStatus, Executor, Launch};
-use crate::secrets::Secrets;
-use crate::state::{Fence, StateStore};
+use crate::notify::{Changes, Notifier};
+use crate::state::Fence;
 
 /// What a session's stream carries to its worker.
 pub type SessionSender = mpsc::Sender<Result<v1::SessionResponse, tonic::Status>>;
@@ -94,9 +92,18 @@ const RECENT: usize = 4096;
 #[derive(Default)]
 pub struct WorkerPool {
     inner: Mutex<PoolState>,
+    /// Told when capacity grows (a worker attached, a slot freed).
+    notifier: Notifier,
 }
 
 impl WorkerPool {
+    pub fn new(notifier: Notifier) -> Self {
+        Self {
+            inner: Mutex::default(),
+            notifier,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -190,14 +197,24 @@ impl WorkerPool {
                 last_seen: now,
             },
         );
+        drop(state);
+        self.notifier.fire(Changes::WORK);
         id
     }
 
-    /// Stops sending the session new work; it finishes what it runs.
+    /// Stops sending the session new work; it finishes what it runs. Tells
+    /// the worker so once no assignment can follow (assignments are sent
+    /// under the same lock).
     pub fn drain(&self, id: u64) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             tracing::info!(session = id, name = %s.name, "pool worker draining");
             s.draining = true;
+            let drained = v1::SessionResponse {
+                message: Some(v1::session_response::Message::Drained(
+                    v1::SessionDrained {},
+                )),
+            };
+            let _ = s.tx.try_send(Ok(drained));
         }
     }
 
@@ -233,6 +250,8 @@ impl WorkerPool {
         state
             .recent
             .push_back((fence.task_run_id, fence.attempt, owner));
+        drop(state);
+        self.notifier.fire(Changes::WORK);
         true
     }
 
@@ -270,27 +289,48 @@ impl WorkerPool {
             .map(|(_, _, owner)| owner.clone())
     }
 
+    /// The attempts attached workers are running, whose liveness is their
+    /// session's.
+    pub fn running(&self) -> Vec<Fence> {
+        self.lock()
+            .assigned
+            .values()
+            .map(|(_, fence)| fence.clone())
+            .collect()
+    }
+
     /// Number of attached sessions, for logs and tests.
     pub fn sessions(&self) -> usize {
         self.lock().sessions.len()
     }
 
-    /// Reserves a slot on the least-busy session serving `handler`.
-    fn reserve(&self, handler: &str, fence: &Fence) -> Option<(u64, SessionSender)> {
+    /// Takes a slot on the least-busy session serving `handler` and pushes
+    /// `message` (the assignment) to it, under the registry's lock so that a
+    /// drain's notice never overtakes it. False when no session has room.
+    fn assign(&self, handler: &str, fence: &Fence, message: v1::SessionResponse) -> bool {
         let mut state = self.lock();
-        let (id, _) = state
+        let Some(id) = state
             .sessions
             .iter()
             .filter(|(_, s)| s.handlers.contains(handler) && s.free() > 0)
-            .max_by_key(|(id, s)| (s.free(), std::cmp::Reverse(**id)))?;
-        let id = *id;
-        let session = state.sessions.get_mut(&id)?;
+            .max_by_key(|(id, s)| (s.free(), std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let Some(session) = state.sessions.get_mut(&id) else {
+            return false;
+        };
+        // The stream's buffer holds twice the slots: full means the worker
+        // stopped reading, and the claim is better given back.
+        if session.tx.try_send(Ok(message)).is_err() {
+            return false;
+        }
         session.running.insert(fence.task_run_id.clone());
-        let tx = session.tx.clone();
         state
             .assigned
             .insert(fence.task_run_id.clone(), (id, fence.clone()));
-        Some((id, tx))
+        true
     }
 
     fn assigned(&self, task_run_id: &str) -> Option<(u64, Fence, SessionSender)> {
@@ -301,27 +341,15 @@ impl WorkerPool {
     }
 }
 
-/// The `workers` executor.
+/// The `workers` executor: pushes each claimed attempt, with its spec, to
+/// the least busy session serving its handler.
 pub struct PoolExecutor {
     pool: Arc<WorkerPool>,
-    state: Arc<dyn StateStore>,
-    secrets: Arc<Secrets>,
-    heartbeat_interval: Duration,
 }
 
 impl PoolExecutor {
-    pub fn new(
-        pool: Arc<WorkerPool>,
-        state: Arc<dyn StateStore>,
-        secrets: Arc<Secrets>,
-        heartbeat_interval: Duration,
-    ) -> Self {
-        Self {
-            pool,
-            state,
-            secrets,
-            heartbeat_interval,
-        }
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        Self { pool }
     }
 }
 
@@ -335,41 +363,23 @@ fn attempt_ref(fence: &Fence) -> v1::AttemptRef {
 
 #[async_trait]
 impl Executor for PoolExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
-        let handler = launch.handler.clone().unwrap_or_default();
-        let spec = task_spec(
-            self.state.as_ref(),
-            &self.secrets,
-            self.heartbeat_interval,
-            &launch.fence,
-        )
-        .await
-        .map_err(|e| match e {
-            SpecError::Env(message) => Error::Rejected(message),
-            SpecError::State(e) => Error::Unavailable(e.to_string()),
-        })?;
-        let Some((session, tx)) = self.pool.reserve(&handler, &launch.fence) else {
-            return Err(Error::NoCapacity { handler });
-        };
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
+        let handler = launch.spec.handler.clone();
         let assignment = v1::SessionResponse {
             message: Some(v1::session_response::Message::Assignment(v1::Assignment {
                 attempt: Some(attempt_ref(&launch.fence)),
-                spec: Some(spec),
+                spec: Some(launch.spec.clone()),
             })),
         };
-        if tx.send(Ok(assignment)).await.is_err() {
-            // The stream closed between reserve and send.
-            self.pool.finished(&launch.fence.task_run_id);
-            return Err(Error::NoCapacity { handler });
+        if self.pool.assign(&handler, &launch.fence, assignment) {
+            Ok(())
+        } else {
+            Err(Error::NoCapacity { handler })
         }
-        Ok(format!("pool:{session}:{}", launch.fence.task_run_id))
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
-        let Some(task_run_id) = execution_id.rsplit(':').next() else {
-            return Ok(());
-        };
-        if let Some((_, fence, tx)) = self.pool.assigned(task_run_id) {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        if let Some((_, fence, tx)) = self.pool.assigned(&fence.task_run_id) {
             let cancel = v1::SessionResponse {
                 message: Some(v1::session_response::Message::Cancel(
                     v1::CancelAssignment {
@@ -380,14 +390,13 @@ impl Executor for PoolExecutor {
             };
             // A closed stream already means the attempt is gone.
             let _ = tx.send(Ok(cancel)).await;
-            self.pool.finished(task_run_id);
+            self.pool.finished(&fence.task_run_id);
         }
         Ok(())
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
-        let task_run_id = execution_id.rsplit(':').next().unwrap_or_default();
-        Ok(match self.pool.assigned(task_run_id) {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        Ok(match self.pool.assigned(&fence.task_run_id) {
             Some(_) => ExecutionStatus::Running,
             None => ExecutionStatus::Unknown,
         })
@@ -397,6 +406,14 @@ impl Executor for PoolExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ping() -> v1::SessionResponse {
+        v1::SessionResponse {
+            message: Some(v1::session_response::Message::Ping(v1::SessionPing {
+                nonce: 1,
+            })),
+        }
+    }
 
     fn fence(id: &str) -> Fence {
         Fence {
@@ -422,12 +439,12 @@ mod tests {
             pool.capacity(),
             BTreeMap::from([("h1".to_owned(), 3), ("h2".to_owned(), 2)])
         );
-        assert!(pool.reserve("h2", &fence("x")).is_some());
+        assert!(pool.assign("h2", &fence("x"), ping()));
         assert_eq!(pool.capacity()["h1"], 2);
         pool.drain(a);
         assert_eq!(pool.capacity(), BTreeMap::from([("h1".to_owned(), 1)]));
         assert!(
-            pool.reserve("h2", &fence("y")).is_none(),
+            !pool.assign("h2", &fence("y"), ping()),
             "draining sessions get nothing"
         );
         assert!(pool.finished("x"));
@@ -440,9 +457,9 @@ mod tests {
         let pool = WorkerPool::default();
         let (tx, _rx) = mpsc::channel(4);
         let a = pool.attach("a".into(), None, ["h".to_owned()].into(), 2, tx);
-        pool.reserve("h", &fence("x"));
-        pool.reserve("h", &fence("y"));
-        assert!(pool.reserve("h", &fence("z")).is_none(), "slots respected");
+        assert!(pool.assign("h", &fence("x"), ping()));
+        assert!(pool.assign("h", &fence("y"), ping()));
+        assert!(!pool.assign("h", &fence("z"), ping()), "slots respected");
         let mut lost: Vec<String> = pool.detach(a).into_iter().map(|f| f.task_run_id).collect();
         lost.sort();
         assert_eq!(lost, ["x", "y"]);
@@ -460,7 +477,7 @@ mod tests {
             1,
             tx.clone(),
         );
-        assert!(pool.reserve("h", &fence("x")).is_some());
+        assert!(pool.assign("h", &fence("x"), ping()));
         assert_eq!(pool.owner_of("x", 1), Some(Some("token-a".to_owned())));
         assert_eq!(
             pool.owner_of("x", 2),

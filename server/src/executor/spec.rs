@@ -1,5 +1,6 @@
-//! Builds the `TaskSpec` a worker runs an attempt from: the same for launched
-//! workers (who fetch it) and pool workers (who are pushed it).
+//! Builds the `TaskSpec` a worker runs an attempt from, from the spec the
+//! store read and the server's secrets: the same for launched workers (who
+//! fetch it) and pool workers (who are pushed it).
 
 use std::time::Duration;
 
@@ -7,30 +8,19 @@ use ork_proto::json::to_proto;
 use ork_proto::v1;
 
 use crate::secrets::Secrets;
-use crate::state::{self, Fence, StateStore};
+use crate::state::AttemptSpec;
 
-/// Why a spec could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error(transparent)]
-    State(#[from] state::Error),
-    /// An env value could not be resolved; the message names task, field and
-    /// fix. The attempt cannot run: fail it without retrying.
-    #[error("{0}")]
-    Env(String),
-}
-
-/// The spec of the attempt `fence` names, secrets resolved.
-pub async fn task_spec(
-    state: &dyn StateStore,
+/// The spec, secrets resolved (and remembered, to mask the attempt's
+/// reports). An `Err` is an env value that cannot be resolved; the message
+/// names task, field and fix, and the attempt cannot run: fail it without
+/// retrying.
+pub fn build(
+    spec: AttemptSpec,
     secrets: &Secrets,
     heartbeat_interval: Duration,
-    fence: &Fence,
-) -> Result<v1::TaskSpec, SpecError> {
-    let spec = state.attempt_spec(fence).await?;
-    let env = secrets
-        .resolve_env(&spec.task_name, &spec.env)
-        .map_err(SpecError::Env)?;
+) -> Result<v1::TaskSpec, String> {
+    let env = secrets.resolve_env(&spec.task_name, &spec.env)?;
+    secrets.remember(&spec.task_run_id, &spec.env);
     let traceparent =
         crate::telemetry::attempt_traceparent(&spec.run_id, &spec.task_run_id, spec.attempt);
     Ok(v1::TaskSpec {

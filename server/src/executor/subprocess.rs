@@ -14,7 +14,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
-use crate::state::FailureKind;
+use crate::notify::{Changes, Notifier};
+use crate::state::{FailureKind, Fence};
 
 /// How many of the worker's last stderr lines explain an unreported exit.
 const STDERR_TAIL: usize = 20;
@@ -39,36 +40,42 @@ pub struct SubprocessOptions {
 /// Launches `ork-worker`, which fetches the spec and runs the task's file.
 pub struct SubprocessExecutor {
     options: SubprocessOptions,
-    running: Arc<Mutex<HashMap<String, u32>>>,
+    /// The worker process of each running attempt.
+    running: Arc<Mutex<HashMap<Fence, u32>>>,
     events: mpsc::UnboundedSender<ExecutorEvent>,
+    /// Told when a process exits: its slot is free.
+    notifier: Notifier,
 }
 
 impl SubprocessExecutor {
-    pub fn new(options: SubprocessOptions, events: mpsc::UnboundedSender<ExecutorEvent>) -> Self {
+    pub fn new(
+        options: SubprocessOptions,
+        events: mpsc::UnboundedSender<ExecutorEvent>,
+        notifier: Notifier,
+    ) -> Self {
         Self {
             options,
             running: Arc::new(Mutex::new(HashMap::new())),
             events,
+            notifier,
         }
     }
 
-    fn pid_of(&self, execution_id: &str) -> Option<u32> {
-        self.running
-            .lock()
-            .ok()
-            .and_then(|m| m.get(execution_id).copied())
+    fn pid_of(&self, fence: &Fence) -> Option<u32> {
+        self.running.lock().ok().and_then(|m| m.get(fence).copied())
     }
 }
 
-fn signal(pid: u32, sig: Signal, id: &str) -> Result<(), Error> {
+fn signal(pid: u32, sig: Signal, fence: &Fence) -> Result<(), Error> {
+    let id = || format!("{}/{}", fence.task_run_id, fence.attempt);
     let pid = i32::try_from(pid).map_err(|_| Error::Signal {
-        id: id.to_owned(),
+        id: id(),
         message: format!("pid {pid} out of range"),
     })?;
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(Error::Signal {
-            id: id.to_owned(),
+            id: id(),
             message: e.to_string(),
         }),
     }
@@ -76,7 +83,7 @@ fn signal(pid: u32, sig: Signal, id: &str) -> Result<(), Error> {
 
 #[async_trait]
 impl Executor for SubprocessExecutor {
-    async fn dispatch(&self, launch: &Launch) -> Result<String, Error> {
+    async fn dispatch(&self, launch: &Launch) -> Result<(), Error> {
         let program = self.options.worker_binary.display().to_string();
         let mut child = Command::new(&self.options.worker_binary)
             .envs(labels::attempt_env(launch, &self.options.server_url))
@@ -89,16 +96,15 @@ impl Executor for SubprocessExecutor {
             .spawn()
             .map_err(|source| Error::Spawn { program, source })?;
         let pid = child.id().unwrap_or_default();
-        let execution_id = format!("pid:{pid}:{}", launch.fence.task_run_id);
         if let Ok(mut running) = self.running.lock() {
-            running.insert(execution_id.clone(), pid);
+            running.insert(launch.fence.clone(), pid);
         }
 
         let stderr = child.stderr.take();
         let running = self.running.clone();
         let events = self.events.clone();
+        let notifier = self.notifier.clone();
         let fence = launch.fence.clone();
-        let id = execution_id.clone();
         tokio::spawn(async move {
             let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL);
             if let Some(stderr) = stderr {
@@ -112,8 +118,9 @@ impl Executor for SubprocessExecutor {
             }
             let status = child.wait().await;
             if let Ok(mut running) = running.lock() {
-                running.remove(&id);
+                running.remove(&fence);
             }
+            notifier.fire(Changes::WORK);
             let how = match status {
                 Ok(s) => match s.code() {
                     Some(code) => format!("exited with code {code}"),
@@ -133,23 +140,23 @@ impl Executor for SubprocessExecutor {
                 non_retryable: false,
             });
         });
-        Ok(execution_id)
+        Ok(())
     }
 
-    async fn cancel(&self, execution_id: &str) -> Result<(), Error> {
-        let Some(pid) = self.pid_of(execution_id) else {
+    async fn cancel(&self, fence: &Fence) -> Result<(), Error> {
+        let Some(pid) = self.pid_of(fence) else {
             return Ok(());
         };
         // The worker forwards SIGTERM to its task's process group and exits.
-        signal(pid, Signal::SIGTERM, execution_id)?;
+        signal(pid, Signal::SIGTERM, fence)?;
         let running = self.running.clone();
         let grace = self.options.kill_grace;
-        let id = execution_id.to_owned();
+        let fence = fence.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let still = running.lock().ok().and_then(|m| m.get(&id).copied());
+            let still = running.lock().ok().and_then(|m| m.get(&fence).copied());
             if still == Some(pid) {
-                let _ = signal(pid, Signal::SIGKILL, &id);
+                let _ = signal(pid, Signal::SIGKILL, &fence);
             }
         });
         Ok(())
@@ -164,8 +171,8 @@ impl Executor for SubprocessExecutor {
         )
     }
 
-    async fn status(&self, execution_id: &str) -> Result<ExecutionStatus, Error> {
-        Ok(match self.pid_of(execution_id) {
+    async fn status(&self, fence: &Fence) -> Result<ExecutionStatus, Error> {
+        Ok(match self.pid_of(fence) {
             Some(_) => ExecutionStatus::Running,
             None => ExecutionStatus::Unknown,
         })

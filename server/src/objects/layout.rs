@@ -41,9 +41,9 @@ pub fn run_doc(run_id: &str) -> Result<Path, Error> {
     object_path(&["runs", run_id, "run.json"])
 }
 
-/// `runs/{run}/tasks/`: everything about a run's attempts lives below.
-pub fn run_tasks(run_id: &str) -> Result<Path, Error> {
-    object_path(&["runs", run_id, "tasks"])
+/// `runs/{run}/`: everything the mirror holds of a run.
+pub fn run_prefix(run_id: &str) -> Result<Path, Error> {
+    object_path(&["runs", run_id])
 }
 
 /// The folder of one task instance: `name`, or `name.index` for a fan-out
@@ -86,6 +86,26 @@ pub fn attempt_file(
         &attempt,
         file.name(),
     ])
+}
+
+/// `runs/{run}/attempts/`: the segments of a run's attempts.
+pub fn run_segments(run_id: &str) -> Result<Path, Error> {
+    object_path(&["runs", run_id, "attempts"])
+}
+
+/// `runs/{run}/attempts/{n}.json`: one segment, the attempts of the run one
+/// pass of the mirror copied; `n` (the first outbox entry it copied, 20
+/// digits) orders segments by when their changes were recorded.
+pub fn attempt_segment(run_id: &str, n: i64) -> Result<Path, Error> {
+    object_path(&["runs", run_id, "attempts", &format!("{n:020}.json")])
+}
+
+/// True for a segment's key under `runs/{run}/attempts/`.
+pub fn is_attempt_segment(run_id: &str, path: &Path) -> bool {
+    let parts: Vec<_> = path.parts().collect();
+    matches!(parts.as_slice(), [runs, run, attempts, name]
+        if runs.as_ref() == "runs" && run.as_ref() == run_id && attempts.as_ref() == "attempts"
+            && name.as_ref().ends_with(".json"))
 }
 
 /// `workflows/{name}/{version}/workflow.yaml`.
@@ -165,6 +185,31 @@ pub struct AttemptStatus {
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
+/// One attempt in a segment: what the per-attempt files hold, in one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptEntry {
+    pub task: String,
+    pub parallel_index: Option<u32>,
+    pub attempt: u32,
+    pub spec: AttemptSpec,
+    pub status: AttemptStatus,
+    /// The output, once the attempt succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The log, once the attempt ended, when it is small; a larger one is in
+    /// the attempt's own `log.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// A segment: the attempts of one run that one pass of the mirror copied,
+/// each as it stood then. A later segment may hold a newer state of the same
+/// attempt; readers keep the most advanced one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptSegment {
+    pub attempts: Vec<AttemptEntry>,
+}
+
 /// `outputs/{task_run}/{attempt}.json`: an output too large for the database.
 pub fn large_output(task_run_id: &str, attempt: u32) -> Result<Path, Error> {
     object_path(&["outputs", task_run_id, &format!("{attempt}.json")])
@@ -193,6 +238,17 @@ mod tests {
             workflow_file("wf", "v1", "scripts/a.sh").unwrap().as_ref(),
             "workflows/wf/v1/files/scripts/a.sh"
         );
+    }
+
+    #[test]
+    fn segment_keys_sort_by_entry_and_are_recognised() {
+        let a = attempt_segment("r1", 9).unwrap();
+        let b = attempt_segment("r1", 10).unwrap();
+        assert_eq!(a.as_ref(), "runs/r1/attempts/00000000000000000009.json");
+        assert!(a.as_ref() < b.as_ref());
+        assert!(is_attempt_segment("r1", &a));
+        assert!(!is_attempt_segment("r2", &a));
+        assert!(!is_attempt_segment("r1", &Path::from("runs/r1/run.json")));
     }
 
     #[test]

@@ -2,9 +2,16 @@
 //!
 //! Entries name *what* changed, never the content: the loop reads the
 //! committed state and writes it, so a replayed entry (after a crash between
-//! write and acknowledge) rewrites the same objects and nothing is lost.
+//! write and acknowledge) rewrites the same state and nothing is lost.
+//!
+//! Each replica's mirror claims its own share of the outbox (a run is copied
+//! by one mirror at a time). A pass copies a batch: each workflow version
+//! that changed, each run whose run-level state changed (`run.json`), and the
+//! attempts that changed, one object per run (a segment) rather than files
+//! per attempt, so a fan-out of thousands of attempts costs a handful of
+//! writes. Reading a batch takes a few queries, whatever its size.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,52 +19,52 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use ork_domain::EnvValue;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::Error;
-use super::layout::{self, AttemptFile, AttemptSpec, AttemptStatus};
-use crate::api::convert;
-use crate::state::{LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
+use super::layout::{self, AttemptEntry, AttemptFile, AttemptSegment, AttemptSpec, AttemptStatus};
+use crate::notify::Notifier;
+use crate::state::{CompiledVersion, LogQuery, OutboxEntry, OutboxKind, StateStore, TaskRunRecord};
+use crate::views;
 
 const BATCH: u32 = 1024;
-/// Safety net for wake-ups lost to a race; normal latency comes from `wake`.
+/// Safety net for wake-ups lost to a race; normal latency comes from the
+/// notifier.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// After a batch, the mirror waits this long before reading the next one,
 /// so that under load the several entries of one attempt (dispatched,
-/// started, finished) land in one batch and are written once: each write
-/// creates files, which costs more than the wait delays the mirror.
+/// started, finished) land in one batch and are written once.
 const LINGER: Duration = Duration::from_millis(100);
-
-/// Cheap handle to nudge the mirror after a commit.
-#[derive(Clone, Default)]
-pub struct MirrorHandle {
-    wake: Arc<Notify>,
-}
-
-impl MirrorHandle {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
+/// How long a claim on outbox entries lasts: a mirror that died holding some
+/// leaves them to another after this.
+const CLAIM: Duration = Duration::from_secs(60);
+/// Logs up to this size go inline in their segment; a larger one gets its
+/// own `log.txt`, read in pages.
+const INLINE_LOG_BYTES: u64 = 16 * 1024;
 
 /// The mirror component.
 pub struct Mirror {
     state: Arc<dyn StateStore>,
     objects: Arc<dyn ObjectStore>,
-    handle: MirrorHandle,
+    /// Wakes the loop when outbox rows commit.
+    notifier: Notifier,
+    /// Who claims outbox entries: this replica.
+    owner: String,
 }
 
 impl Mirror {
     pub fn new(state: Arc<dyn StateStore>, objects: Arc<dyn ObjectStore>) -> Self {
         Self {
+            notifier: state.notifier(),
             state,
             objects,
-            handle: MirrorHandle::default(),
+            owner: "mirror".to_owned(),
         }
     }
 
-    pub fn handle(&self) -> MirrorHandle {
-        self.handle.clone()
+    /// Claims outbox entries as `owner` (the replica's name).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     /// Drains the outbox until `shutdown` fires, then drains once more so a
@@ -69,7 +76,7 @@ impl Mirror {
                 Ok(0) => {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
-                        _ = self.handle.wake.notified() => {}
+                        _ = self.notifier.outbox() => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = shutdown.changed() => break,
                     }
@@ -100,30 +107,46 @@ impl Mirror {
 
     /// Mirrors one batch of the outbox; returns how many entries it handled.
     pub async fn drain_once(&self) -> Result<usize, Error> {
-        let batch = self.state.outbox_batch(BATCH).await?;
+        let batch = self
+            .state
+            .outbox_claim(&self.owner, BATCH, chrono::Utc::now(), CLAIM)
+            .await?;
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut seen = HashSet::new();
+        let mut workflows = BTreeSet::new();
+        let mut runs = BTreeSet::new();
+        // Attempts that changed, by task run, with the first entry that
+        // names each task run (segments are named after it).
+        let mut attempts: BTreeMap<String, (i64, BTreeSet<u32>)> = BTreeMap::new();
         for entry in &batch {
-            if seen.insert((entry.kind.clone(), entry.key.clone(), entry.attempt)) {
-                self.mirror(entry).await?;
+            match (&entry.kind, entry.attempt) {
+                (OutboxKind::Workflow, _) => {
+                    workflows.insert(entry.key.clone());
+                }
+                (OutboxKind::Run, _) => {
+                    runs.insert(entry.key.clone());
+                }
+                (OutboxKind::Attempt, Some(attempt)) => {
+                    attempts
+                        .entry(entry.key.clone())
+                        .or_insert((entry.id, BTreeSet::new()))
+                        .1
+                        .insert(attempt);
+                }
+                (OutboxKind::Attempt, None) => {}
             }
         }
-        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        for version in &workflows {
+            self.mirror_workflow(version).await?;
+        }
+        self.mirror_attempts(&attempts).await?;
+        for run in &runs {
+            self.mirror_run(run).await?;
+        }
+        let ids: Vec<i64> = batch.iter().map(|e: &OutboxEntry| e.id).collect();
         self.state.outbox_ack(&ids).await?;
         Ok(batch.len())
-    }
-
-    async fn mirror(&self, entry: &OutboxEntry) -> Result<(), Error> {
-        match entry.kind {
-            OutboxKind::Workflow => self.mirror_workflow(&entry.key).await,
-            OutboxKind::Run => self.mirror_run(&entry.key).await,
-            OutboxKind::Attempt => match entry.attempt {
-                Some(attempt) => self.mirror_attempt(&entry.key, attempt).await,
-                None => Ok(()),
-            },
-        }
     }
 
     async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), Error> {
@@ -164,103 +187,131 @@ impl Mirror {
         };
         let tasks = self.state.list_task_runs(run_id).await?;
         let version = self.state.get_version(&run.workflow_version).await?;
-        let version = version.as_deref();
-        let position = |name: &str| {
-            version
-                .and_then(|v| v.definition.tasks.iter().position(|t| t.name == name))
-                .unwrap_or(usize::MAX)
+        let context = views::ReasonContext {
+            version: version.as_deref(),
+            now: chrono::Utc::now(),
+            run_waiting: run.status == ork_domain::RunStatus::Pending,
+            dispatch: None,
         };
-        let mut sorted: Vec<&TaskRunRecord> = tasks.iter().collect();
-        sorted.sort_by_key(|r| {
-            (
-                position(&r.task_name),
-                r.task_name.clone(),
-                r.parallel_index,
-            )
-        });
-        let now = chrono::Utc::now();
-        let counts = convert::RunCounts::new(&tasks);
-        let task_runs = sorted
-            .into_iter()
-            .map(|r| {
-                let context = convert::ReasonContext {
-                    version,
-                    now,
-                    run_waiting: run.status == ork_domain::RunStatus::Pending,
-                    dispatch: None,
-                };
-                convert::task_run(r, convert::pending_reason(r, &counts, &context))
-            })
-            .collect();
-        self.put_json(&layout::run_doc(run_id)?, &convert::run(&run, task_runs))
+        let task_runs = views::task_runs(&tasks, &[], &context);
+        self.put_json(&layout::run_doc(run_id)?, &views::run(&run, task_runs))
             .await
     }
 
-    async fn mirror_attempt(&self, task_run_id: &str, attempt: u32) -> Result<(), Error> {
-        let Some(task) = self.state.get_task_run(task_run_id).await? else {
+    /// Writes the changed attempts of a batch: one segment per run, each
+    /// attempt as it stands now.
+    async fn mirror_attempts(
+        &self,
+        changed: &BTreeMap<String, (i64, BTreeSet<u32>)>,
+    ) -> Result<(), Error> {
+        if changed.is_empty() {
             return Ok(());
-        };
-        let attempts = self.state.list_attempts(task_run_id).await?;
-        let Some(record) = attempts.iter().find(|a| a.attempt == attempt) else {
-            return Ok(());
-        };
-        let run = self.state.get_run(&task.run_id).await?;
-        let version = match &run {
-            Some(run) => self.state.get_version(&run.workflow_version).await?,
-            None => None,
-        };
-        let definition = version
-            .as_ref()
-            .and_then(|v| v.task(&task.task_name).cloned());
-        let key = |file| {
-            layout::attempt_file(
-                &task.run_id,
-                &task.task_name,
-                task.parallel_index,
-                attempt,
-                file,
-            )
-        };
-
-        let spec = AttemptSpec {
-            run_id: task.run_id.clone(),
-            task: task.task_name.clone(),
-            task_run_id: task.id.clone(),
-            attempt,
-            parallel_index: task.parallel_index,
-            parallel_count: task.parallel_count,
-            executor: task.executor.clone(),
-            input: task.input.clone(),
-            file: definition.as_ref().and_then(|d| d.file.clone()),
-            timeout_seconds: definition.as_ref().map(|d| d.timeout_seconds),
-            env: definition.as_ref().map(|d| redacted_env(&d.env)),
-        };
-        self.put_json(&key(AttemptFile::Spec)?, &spec).await?;
-        let status = AttemptStatus {
-            status: record.status.as_str().to_owned(),
-            error: record.error.clone(),
-            dispatched_at: record.dispatched_at,
-            started_at: record.started_at,
-            finished_at: record.finished_at,
-            metrics: record
-                .metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.value))
-                .collect(),
-        };
-        self.put_json(&key(AttemptFile::Status)?, &status).await?;
-        if record.status == ork_domain::TaskStatus::Success {
+        }
+        let ids: Vec<String> = changed.keys().cloned().collect();
+        let tasks = self.state.get_task_runs(&ids).await?;
+        let mut records: HashMap<(String, u32), crate::state::AttemptRecord> = self
+            .state
+            .get_attempts(&ids)
+            .await?
+            .into_iter()
+            .map(|a| ((a.task_run_id.clone(), a.attempt), a))
+            .collect();
+        let logs = self.small_logs(&ids, &records).await?;
+        let mut versions: HashMap<String, Option<Arc<CompiledVersion>>> = HashMap::new();
+        let mut segments: BTreeMap<String, (i64, Vec<AttemptEntry>)> = BTreeMap::new();
+        for task in &tasks {
+            let Some((first, attempts)) = changed.get(&task.id) else {
+                continue;
+            };
+            let version = match versions.get(&task.run_id) {
+                Some(v) => v.clone(),
+                None => {
+                    let run = self.state.get_run(&task.run_id).await?;
+                    let v = match run {
+                        Some(run) => self.state.get_version(&run.workflow_version).await?,
+                        None => None,
+                    };
+                    versions.insert(task.run_id.clone(), v.clone());
+                    v
+                }
+            };
+            for &attempt in attempts {
+                let Some(record) = records.remove(&(task.id.clone(), attempt)) else {
+                    continue; // released before it was launched
+                };
+                let log = if record.status.is_terminal() {
+                    match logs.get(&(task.id.clone(), attempt)) {
+                        Some(Some(text)) => Some(text.clone()),
+                        Some(None) => {
+                            // Too large to inline: its own object, in pages.
+                            let text = self.attempt_log(&task.run_id, &task.id, attempt).await?;
+                            let key = layout::attempt_file(
+                                &task.run_id,
+                                &task.task_name,
+                                task.parallel_index,
+                                attempt,
+                                AttemptFile::Log,
+                            )?;
+                            self.put(&key, text.into_bytes()).await?;
+                            None
+                        }
+                        None => Some(String::new()),
+                    }
+                } else {
+                    None
+                };
+                let entry = attempt_entry(task, &record, version.as_deref(), log);
+                let segment = segments
+                    .entry(task.run_id.clone())
+                    .or_insert((*first, Vec::new()));
+                segment.0 = segment.0.min(*first);
+                segment.1.push(entry);
+            }
+        }
+        for (run_id, (first, attempts)) in segments {
             self.put_json(
-                &key(AttemptFile::Output)?,
-                task.output.as_ref().unwrap_or(&Value::Null),
+                &layout::attempt_segment(&run_id, first)?,
+                &AttemptSegment { attempts },
             )
             .await?;
         }
-        if record.status.is_terminal() {
-            let log = self.attempt_log(&task.run_id, task_run_id, attempt).await?;
-            self.put(&key(AttemptFile::Log)?, log.into_bytes()).await?;
-        }
         Ok(())
+    }
+
+    /// The logs of the ended attempts among `records`, read in one query when
+    /// small: `Some(text)` inline, `None` for a log too large to inline.
+    /// Attempts without any log line are left out.
+    async fn small_logs(
+        &self,
+        ids: &[String],
+        records: &HashMap<(String, u32), crate::state::AttemptRecord>,
+    ) -> Result<HashMap<(String, u32), Option<String>>, Error> {
+        let sizes = self.state.log_sizes(ids).await?;
+        let mut logs: HashMap<(String, u32), Option<String>> = HashMap::new();
+        let mut small = BTreeSet::new();
+        for size in sizes {
+            let key = (size.task_run_id.clone(), size.attempt);
+            if !records.get(&key).is_some_and(|r| r.status.is_terminal()) {
+                continue;
+            }
+            if size.bytes + size.lines <= INLINE_LOG_BYTES {
+                small.insert(size.task_run_id.clone());
+                logs.insert(key, Some(String::new()));
+            } else {
+                logs.insert(key, None);
+            }
+        }
+        if small.is_empty() {
+            return Ok(logs);
+        }
+        let small: Vec<String> = small.into_iter().collect();
+        for line in self.state.get_task_run_logs(&small).await? {
+            if let Some(Some(text)) = logs.get_mut(&(line.task_run_id.clone(), line.attempt)) {
+                text.push_str(&line.line);
+                text.push('\n');
+            }
+        }
+        Ok(logs)
     }
 
     async fn attempt_log(
@@ -290,6 +341,49 @@ impl Mirror {
             }
         }
         Ok(text)
+    }
+}
+
+/// One attempt as its segment holds it.
+fn attempt_entry(
+    task: &TaskRunRecord,
+    record: &crate::state::AttemptRecord,
+    version: Option<&CompiledVersion>,
+    log: Option<String>,
+) -> AttemptEntry {
+    let definition = version.and_then(|v| v.task(&task.task_name));
+    AttemptEntry {
+        task: task.task_name.clone(),
+        parallel_index: task.parallel_index,
+        attempt: record.attempt,
+        spec: AttemptSpec {
+            run_id: task.run_id.clone(),
+            task: task.task_name.clone(),
+            task_run_id: task.id.clone(),
+            attempt: record.attempt,
+            parallel_index: task.parallel_index,
+            parallel_count: task.parallel_count,
+            executor: task.executor.clone(),
+            input: task.input.clone(),
+            file: definition.and_then(|d| d.file.clone()),
+            timeout_seconds: definition.map(|d| d.timeout_seconds),
+            env: definition.map(|d| redacted_env(&d.env)),
+        },
+        status: AttemptStatus {
+            status: record.status.as_str().to_owned(),
+            error: record.error.clone(),
+            dispatched_at: record.dispatched_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            metrics: record
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect(),
+        },
+        output: (record.status == ork_domain::TaskStatus::Success)
+            .then(|| task.output.clone().unwrap_or(Value::Null)),
+        log,
     }
 }
 

@@ -22,7 +22,7 @@ mod reader;
 
 use object_store::path::Path;
 
-pub use mirror::{Mirror, MirrorHandle};
+pub use mirror::Mirror;
 pub use open::{Settings, open, settings_from_vars};
 pub use outputs::ObjectOutputs;
 pub use reader::{AttemptRecord, read_run, read_run_attempts};

@@ -53,29 +53,89 @@ async fn get_json<T: DeserializeOwned>(
         })
 }
 
-/// Every attempt of a run the mirror holds, ordered by task folder, then attempt.
+/// How far an attempt had come when it was copied: a later copy of the same
+/// attempt may be in an earlier segment (the mirrors of several replicas
+/// write in any order), so the most advanced copy wins.
+fn progress(record: &AttemptRecord) -> (u8, bool, bool) {
+    let rank = match record.status.as_ref().map(|s| s.status.as_str()) {
+        None => 0,
+        Some("dispatched") => 1,
+        Some("running") => 2,
+        Some(_) => 3,
+    };
+    (rank, record.output.is_some(), record.log.is_some())
+}
+
+type Found = BTreeMap<(String, Option<u32>, u32), AttemptRecord>;
+
+/// Keeps the most advanced copy of an attempt, and any log a copy has.
+fn merge(found: &mut Found, record: AttemptRecord) {
+    let key = (record.task.clone(), record.parallel_index, record.attempt);
+    match found.get_mut(&key) {
+        Some(held) => {
+            let log = held.log.take();
+            if progress(&record) > progress(held) {
+                *held = record;
+            }
+            if held.log.is_none() {
+                held.log = log;
+            }
+        }
+        None => {
+            found.insert(key, record);
+        }
+    }
+}
+
+/// Every attempt of a run the mirror holds, ordered by task folder, then
+/// attempt: from the run's segments (`runs/{run}/attempts/`), and from the
+/// per-attempt files of older mirrors and of logs too large for a segment.
 pub async fn read_run_attempts(
     store: &dyn ObjectStore,
     run_id: &str,
 ) -> Result<Vec<AttemptRecord>, Error> {
-    let prefix = layout::run_tasks(run_id)?;
+    let prefix = layout::run_prefix(run_id)?;
     let keys: Vec<_> = store
         .list(Some(&prefix))
         .map_ok(|meta| meta.location)
         .try_collect()
         .await?;
-    let mut found: BTreeMap<(String, Option<u32>, u32), Vec<AttemptFile>> = BTreeMap::new();
+    let mut found = Found::new();
+    let mut segments: Vec<&object_store::path::Path> = keys
+        .iter()
+        .filter(|k| layout::is_attempt_segment(run_id, k))
+        .collect();
+    segments.sort();
+    for key in segments {
+        let Some(segment) = get_json::<layout::AttemptSegment>(store, key).await? else {
+            continue;
+        };
+        for entry in segment.attempts {
+            merge(
+                &mut found,
+                AttemptRecord {
+                    task: entry.task,
+                    parallel_index: entry.parallel_index,
+                    attempt: entry.attempt,
+                    spec: Some(entry.spec),
+                    status: Some(entry.status),
+                    output: entry.output,
+                    log: entry.log,
+                },
+            );
+        }
+    }
+    let mut files: BTreeMap<(String, Option<u32>, u32), Vec<AttemptFile>> = BTreeMap::new();
     for key in keys
         .iter()
         .filter_map(|k| layout::parse_attempt_key(run_id, k))
     {
-        found
+        files
             .entry((key.task, key.parallel_index, key.attempt))
             .or_default()
             .push(key.file);
     }
-    let mut records = Vec::with_capacity(found.len());
-    for ((task, parallel_index, attempt), files) in found {
+    for ((task, parallel_index, attempt), files) in files {
         let path = |file| layout::attempt_file(run_id, &task, parallel_index, attempt, file);
         let has = |file| files.contains(&file);
         let spec = if has(AttemptFile::Spec) {
@@ -100,7 +160,7 @@ pub async fn read_run_attempts(
         } else {
             None
         };
-        records.push(AttemptRecord {
+        let record = AttemptRecord {
             task,
             parallel_index,
             attempt,
@@ -108,9 +168,18 @@ pub async fn read_run_attempts(
             status,
             output,
             log,
-        });
+        };
+        match found.get_mut(&(record.task.clone(), record.parallel_index, record.attempt)) {
+            // A large log kept apart from its segment's record.
+            Some(held) if record.status.is_none() => {
+                if held.log.is_none() {
+                    held.log = record.log;
+                }
+            }
+            _ => merge(&mut found, record),
+        }
     }
-    Ok(records)
+    Ok(found.into_values().collect())
 }
 
 /// A run's full record from the bucket alone, in the shape the server's
@@ -165,9 +234,9 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
                 attempt: a.attempt,
                 status: s.status.clone(),
                 error: s.error.clone().unwrap_or_default(),
-                dispatched_at: Some(crate::api::convert::timestamp(s.dispatched_at)),
-                started_at: s.started_at.map(crate::api::convert::timestamp),
-                finished_at: s.finished_at.map(crate::api::convert::timestamp),
+                dispatched_at: Some(ork_proto::time::to_proto(s.dispatched_at)),
+                started_at: s.started_at.map(ork_proto::time::to_proto),
+                finished_at: s.finished_at.map(ork_proto::time::to_proto),
                 metrics: s.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })
         })
@@ -205,10 +274,87 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
     } else {
         String::new()
     };
-    task.dispatched_at = Some(crate::api::convert::timestamp(status.dispatched_at));
-    task.started_at = status.started_at.map(crate::api::convert::timestamp);
-    task.finished_at = status.finished_at.map(crate::api::convert::timestamp);
+    task.dispatched_at = Some(ork_proto::time::to_proto(status.dispatched_at));
+    task.started_at = status.started_at.map(ork_proto::time::to_proto);
+    task.finished_at = status.finished_at.map(ork_proto::time::to_proto);
     if let Some(output) = &latest.output {
         task.output = Some(to_proto(output));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+    use serde_json::json;
+
+    use super::*;
+    use crate::objects::layout::{AttemptEntry, AttemptSegment, AttemptSpec, AttemptStatus};
+
+    fn entry(status: &str, output: Option<Value>, log: Option<&str>) -> AttemptEntry {
+        AttemptEntry {
+            task: "each".into(),
+            parallel_index: Some(0),
+            attempt: 1,
+            spec: AttemptSpec {
+                run_id: "r1".into(),
+                task: "each".into(),
+                task_run_id: "tr".into(),
+                attempt: 1,
+                parallel_index: Some(0),
+                parallel_count: Some(1),
+                executor: "workers".into(),
+                input: None,
+                file: None,
+                timeout_seconds: None,
+                env: None,
+            },
+            status: AttemptStatus {
+                status: status.into(),
+                error: None,
+                dispatched_at: chrono::DateTime::UNIX_EPOCH,
+                started_at: None,
+                finished_at: None,
+                metrics: Default::default(),
+            },
+            output,
+            log: log.map(str::to_owned),
+        }
+    }
+
+    async fn put(store: &InMemory, path: &Path, value: &impl serde::Serialize) {
+        store
+            .put(path, PutPayload::from(serde_json::to_vec(value).unwrap()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_most_advanced_copy_of_an_attempt_wins_whatever_the_segment_order() {
+        let store = InMemory::new();
+        // Two mirrors: the later segment holds the older state.
+        let done = entry("success", Some(json!(1)), None);
+        let started = entry("running", None, None);
+        for (n, e) in [(1, done), (2, started)] {
+            put(
+                &store,
+                &layout::attempt_segment("r1", n).unwrap(),
+                &AttemptSegment { attempts: vec![e] },
+            )
+            .await;
+        }
+        // Its log was too large for the segment: a file of its own.
+        store
+            .put(
+                &layout::attempt_file("r1", "each", Some(0), 1, AttemptFile::Log).unwrap(),
+                PutPayload::from("a long log\n"),
+            )
+            .await
+            .unwrap();
+        let read = read_run_attempts(&store, "r1").await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].status.as_ref().unwrap().status, "success");
+        assert_eq!(read[0].output, Some(json!(1)));
+        assert_eq!(read[0].log.as_deref(), Some("a long log\n"));
     }
 }

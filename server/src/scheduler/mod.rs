@@ -2,9 +2,9 @@
 //! ran out of time or lost their worker.
 //!
 //! Hand-offs are event-driven: a report readies successors in its own
-//! transaction and then wakes the dispatch loop, so no polling interval sits
-//! between two tasks. The timer loop only serves clocks (timeouts, lost
-//! heartbeats, retry delays).
+//! transaction, and the store's notifier wakes the dispatch loop once it
+//! commits, so no polling interval sits between two tasks. The timer loop
+//! only serves clocks (timeouts, lost heartbeats, retry delays, leases).
 
 pub mod cron;
 
@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::executor::{
     ContainerSpec, Error as ExecutorError, ExecutorEvent, Executors, Launch, WorkerPool,
 };
-use crate::metrics::Metrics;
-use crate::objects::MirrorHandle;
+use crate::notify::{Changes, Notifier};
+use crate::reports::Reports;
 use crate::secrets::Secrets;
 use crate::state::{self, Capacity, Claim, Failure, FailureKind, StateStore};
 
@@ -38,22 +38,10 @@ pub struct SchedulerOptions {
     pub owner: String,
     /// How long a lease lasts; renewed every third of it.
     pub lease: Duration,
-    /// Where cron fires are counted.
-    pub metrics: Metrics,
     /// Fail pool tasks that no attached worker serves after this long.
     pub schedule_to_start_timeout: Option<Duration>,
-}
-
-/// Cheap handle to wake the dispatch loop after a commit that readied work.
-#[derive(Clone, Default)]
-pub struct SchedulerHandle {
-    wake: Arc<Notify>,
-}
-
-impl SchedulerHandle {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
+    /// Sent to workers in their specs.
+    pub heartbeat_interval: Duration,
 }
 
 pub struct Scheduler {
@@ -61,9 +49,9 @@ pub struct Scheduler {
     executors: Arc<Executors>,
     pool: Arc<WorkerPool>,
     secrets: Arc<Secrets>,
+    reports: Arc<Reports>,
     options: SchedulerOptions,
-    handle: SchedulerHandle,
-    mirror: MirrorHandle,
+    notifier: Notifier,
     events: mpsc::UnboundedReceiver<ExecutorEvent>,
 }
 
@@ -73,24 +61,20 @@ impl Scheduler {
         executors: Arc<Executors>,
         pool: Arc<WorkerPool>,
         secrets: Arc<Secrets>,
+        reports: Arc<Reports>,
         options: SchedulerOptions,
-        mirror: MirrorHandle,
         events: mpsc::UnboundedReceiver<ExecutorEvent>,
     ) -> Self {
         Self {
+            notifier: state.notifier(),
             state,
             executors,
             pool,
             secrets,
+            reports,
             options,
-            handle: SchedulerHandle::default(),
-            mirror,
             events,
         }
-    }
-
-    pub fn handle(&self) -> SchedulerHandle {
-        self.handle.clone()
     }
 
     /// Runs the dispatch, timer and executor-event loops until `shutdown`.
@@ -108,25 +92,26 @@ impl Scheduler {
             cron: cron::Cron::new(self.state.clone(), self.options.owner.clone()),
             pool: self.pool,
             last_renewal: std::sync::Mutex::new(None),
+            last_pool_beat: std::sync::Mutex::new(None),
             state: self.state,
             executors: self.executors,
             secrets: self.secrets,
+            reports: self.reports,
             options: self.options,
-            handle: self.handle,
-            mirror: self.mirror,
+            notifier: self.notifier,
         });
         // Reports received by other replicas for runs this one owns arrive as
         // store notifications (PostgreSQL LISTEN/NOTIFY): each is a wake-up.
         match core.state.wakeups(&core.options.owner).await {
             Ok(Some(mut stream)) => {
-                let handle = core.handle.clone();
+                let notifier = core.notifier.clone();
                 let mut stop = shutdown.clone();
                 tokio::spawn(async move {
                     use futures::StreamExt as _;
                     loop {
                         tokio::select! {
                             item = stream.next() => match item {
-                                Some(()) => handle.wake(),
+                                Some(()) => notifier.fire(Changes::WORK),
                                 None => return,
                             },
                             _ = stop.changed() => return,
@@ -157,12 +142,14 @@ struct Core {
     pool: Arc<WorkerPool>,
     /// When this replica last renewed its leases.
     last_renewal: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
+    /// When the pool's attempts were last kept alive.
+    last_pool_beat: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     state: Arc<dyn StateStore>,
     executors: Arc<Executors>,
     secrets: Arc<Secrets>,
+    reports: Arc<Reports>,
     options: SchedulerOptions,
-    handle: SchedulerHandle,
-    mirror: MirrorHandle,
+    notifier: Notifier,
 }
 
 impl Core {
@@ -191,7 +178,6 @@ impl Core {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
-                    self.mirror.wake();
                     futures::future::join_all(claims.into_iter().map(|c| self.dispatch(c))).await;
                     if full {
                         continue;
@@ -207,7 +193,7 @@ impl Core {
             }
             let sleep = self.until_next_ready().await;
             tokio::select! {
-                _ = self.handle.wake.notified() => {}
+                _ = self.notifier.work() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => return,
             }
@@ -237,39 +223,46 @@ impl Core {
                     self.executors.names().join(", ")
                 ),
                 non_retryable: true,
-                metrics: Vec::new(),
             };
             self.fail(&claim.fence, failure).await;
             return;
         };
-        let (workflow, container) = match self.container_spec(&claim).await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, task_run = %claim.fence.task_run_id, "cannot read the task's definition; giving the claim back");
-                if let Err(e) = self.state.release_claim(&claim.fence).await {
-                    tracing::warn!(error = %e, "could not release a claim");
-                }
+        let workflow = claim.spec.workflow.clone();
+        let container = claim.spec.image.clone().map(|image| ContainerSpec {
+            image,
+            pull_policy: claim.spec.image_pull_policy,
+            cpu: claim.spec.cpu.clone(),
+            memory: claim.spec.memory.clone(),
+        });
+        let spec = match crate::executor::spec::build(
+            claim.spec,
+            &self.secrets,
+            self.options.heartbeat_interval,
+        ) {
+            Ok(spec) => spec,
+            Err(message) => {
+                let failure = Failure {
+                    kind: FailureKind::Dispatch,
+                    error: message,
+                    non_retryable: true,
+                };
+                self.fail(&claim.fence, failure).await;
                 return;
             }
         };
         let launch = Launch {
             fence: claim.fence.clone(),
-            run_id: claim.run_id.clone(),
-            task_name: claim.task_name.clone(),
-            timeout_seconds: claim.timeout_seconds,
-            handler: claim.handler.clone(),
+            spec,
             workflow,
             container,
         };
         match executor.dispatch(&launch).await {
-            Ok(id) => {
-                if let Err(e) = self.state.set_executor_id(&claim.fence, &id).await {
-                    tracing::warn!(error = %e, "could not record the execution id");
-                }
-            }
+            Ok(()) => {}
             Err(ExecutorError::NoCapacity { .. }) => {
                 // The pool filled up between claim and dispatch: give the
-                // claim back; it is claimed again when a slot frees.
+                // claim back (nobody ever saw its token); it is claimed again
+                // when a slot frees.
+                self.secrets.forget(&claim.fence.task_run_id);
                 if let Err(e) = self.state.release_claim(&claim.fence).await {
                     tracing::warn!(error = %e, "could not release a claim");
                 }
@@ -282,43 +275,10 @@ impl Core {
                         claim.executor
                     ),
                     non_retryable: matches!(e, ExecutorError::Rejected(_)),
-                    metrics: Vec::new(),
                 };
                 self.fail(&claim.fence, failure).await;
             }
         }
-    }
-
-    /// For container tasks: the workflow's name and the task's image and
-    /// limits, from the run's workflow version (cached by the store).
-    async fn container_spec(
-        &self,
-        claim: &Claim,
-    ) -> Result<(String, Option<ContainerSpec>), state::Error> {
-        if !ork_domain::CONTAINER_EXECUTORS.contains(&claim.executor.as_str()) {
-            return Ok((String::new(), None));
-        }
-        let not_found = |what: String| state::Error::NotFound { what };
-        let run = self
-            .state
-            .get_run(&claim.run_id)
-            .await?
-            .ok_or_else(|| not_found(format!("run {}", claim.run_id)))?;
-        let version = self
-            .state
-            .get_version(&run.workflow_version)
-            .await?
-            .ok_or_else(|| not_found(format!("workflow version {}", run.workflow_version)))?;
-        let task = version
-            .task(&claim.task_name)
-            .ok_or_else(|| not_found(format!("task {}", claim.task_name)))?;
-        let container = task.image.as_ref().map(|image| ContainerSpec {
-            image: image.clone(),
-            pull_policy: task.image_pull_policy,
-            cpu: task.resources.cpu.clone(),
-            memory: task.resources.memory.clone(),
-        });
-        Ok((run.workflow, container))
     }
 
     /// Compares what the engines hold with the state: an execution of an
@@ -354,7 +314,7 @@ impl Core {
                     .then_some(task_run);
                 let Some(task_run) = current else {
                     tracing::info!(executor = name, execution = %execution.id, "removing an execution whose attempt is over");
-                    if let Err(e) = executor.cancel(&execution.id).await {
+                    if let Err(e) = executor.cancel(&execution.fence).await {
                         tracing::warn!(error = %e, "cannot remove execution {}", execution.id);
                     }
                     continue;
@@ -377,12 +337,8 @@ impl Core {
     }
 
     async fn fail(&self, fence: &state::Fence, failure: Failure) {
-        match self.state.fail_attempt(fence, &failure, Utc::now()).await {
-            Ok(()) => {
-                self.secrets.forget(&fence.task_run_id);
-                self.handle.wake();
-                self.mirror.wake();
-            }
+        match self.reports.end(fence, failure).await {
+            Ok(()) => {}
             // Already reported or superseded: the report won, as it should.
             Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => {}
             Err(e) => {
@@ -405,16 +361,9 @@ impl Core {
                 last_reconcile = tokio::time::Instant::now();
                 self.reconcile().await;
             }
-            match self.cron.fire_due(Utc::now()).await {
-                Ok(runs) if !runs.is_empty() => {
-                    for run in &runs {
-                        self.options.metrics.cron_fired(&run.workflow);
-                    }
-                    self.handle.wake();
-                    self.mirror.wake();
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "firing schedules failed"),
+            self.keep_pool_attempts_alive().await;
+            if let Err(e) = self.cron.fire_due(Utc::now()).await {
+                tracing::warn!(error = %e, "firing schedules failed");
             }
             if let Some(limit) = self.options.schedule_to_start_timeout {
                 self.fail_unserved(limit).await;
@@ -435,11 +384,10 @@ impl Core {
                 }
             };
             for attempt in expired {
-                if let (Some(id), Some(executor)) =
-                    (&attempt.executor_id, self.executors.get(&attempt.executor))
-                    && let Err(e) = executor.cancel(id).await
+                if let Some(executor) = self.executors.get(&attempt.executor)
+                    && let Err(e) = executor.cancel(&attempt.fence).await
                 {
-                    tracing::warn!(error = %e, "could not stop expired execution {id}");
+                    tracing::warn!(error = %e, task_run = %attempt.fence.task_run_id, "could not stop an expired attempt");
                 }
                 let error = match attempt.kind {
                     FailureKind::Timeout => format!(
@@ -457,7 +405,6 @@ impl Core {
                         kind: attempt.kind,
                         error,
                         non_retryable: false,
-                        metrics: Vec::new(),
                     },
                 )
                 .await;
@@ -492,7 +439,6 @@ impl Core {
             let names: Vec<&str> = served.keys().map(String::as_str).collect();
             format!("attached: {}", names.join(", "))
         };
-        let mut failed = false;
         for (id, handler) in waiting {
             if served.contains_key(&handler) {
                 continue;
@@ -502,16 +448,55 @@ impl Core {
                  (--schedule-to-start-timeout): start a pool worker that serves it",
                 limit.as_secs()
             );
-            match self.state.fail_pending(&id, &error, now).await {
-                Ok(changed) => failed |= changed,
-                Err(e) => {
-                    tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task")
-                }
+            // A failure commits like any other transition: the notifier
+            // wakes the loops.
+            if let Err(e) = self.state.fail_pending(&id, &error, now).await {
+                tracing::warn!(error = %e, task_run = %id, "could not fail an unserved task");
             }
         }
-        if failed {
-            self.handle.wake();
-            self.mirror.wake();
+    }
+
+    /// Pool workers send no heartbeats: their session is their liveness. So
+    /// every heartbeat interval the attempts of this replica's sessions are
+    /// beaten on their behalf, and those cancelled or given up elsewhere (by
+    /// the replica that owns their run) are stopped on their worker.
+    async fn keep_pool_attempts_alive(&self) {
+        let now = Utc::now();
+        {
+            let mut last = self
+                .last_pool_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let interval =
+                chrono::Duration::from_std(self.options.heartbeat_interval).unwrap_or_default();
+            if last.is_some_and(|t| now - t < interval) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let running = self.pool.running();
+        if running.is_empty() {
+            return;
+        }
+        let answers = match self.state.heartbeats(&running, now).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep pool attempts alive");
+                return;
+            }
+        };
+        let Some(pool) = self.executors.get(ork_domain::WORKERS_EXECUTOR) else {
+            return;
+        };
+        for (fence, answer) in running.iter().zip(answers) {
+            let stop = match answer {
+                Ok(cancelled) => cancelled,
+                Err(state::Error::Stale { .. } | state::Error::NotFound { .. }) => true,
+                Err(_) => false,
+            };
+            if stop && let Err(e) = pool.cancel(fence).await {
+                tracing::warn!(error = %e, task_run = %fence.task_run_id, "could not stop a pool attempt");
+            }
         }
     }
 
@@ -535,7 +520,6 @@ impl Core {
         match self.state.acquire_runs(&self.options.owner, now, 100).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "took over runs whose lease expired");
-                self.handle.wake();
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "taking over runs failed"),
@@ -564,15 +548,12 @@ impl Core {
             // A worker that died without reporting is lost infrastructure, not a
             // task failure (`Lost`: retried without spending the task's
             // retries), unless the executor knows better (an out-of-memory
-            // kill is the task's own doing). The worker's log tail may echo
-            // task output: mask it too.
-            let values = self.secrets.values_for(&fence.task_run_id).await;
-            let error = crate::secrets::mask(&description, &values);
+            // kill is the task's own doing). Its log tail may echo task
+            // output: the report masks it.
             let failure = Failure {
                 kind,
-                error,
+                error: description,
                 non_retryable,
-                metrics: Vec::new(),
             };
             self.fail(&fence, failure).await;
         }

@@ -1,27 +1,47 @@
 //! The state store: the source of truth for workflows, runs, task runs,
 //! attempts, logs and the mirror's outbox.
 //!
-//! Every method that changes state is one transaction. The methods are coarse
-//! on purpose (a report records the attempt *and* readies its successors), so
-//! a crash between two steps of one transition cannot happen.
+//! The store's port is split by role, each trait small and used by few
+//! components: [`Definitions`] (deployed workflows), [`Runs`] (runs, their
+//! task runs, attempts and logs, as the API reads and changes them),
+//! [`Attempts`] (what workers report), [`Scheduling`] (leases, claims,
+//! timers, cron) and [`Outbox`] (the mirror's feed). [`StateStore`] is all of
+//! them; one conformance suite (`tests/state_conformance.rs`) covers every
+//! role on every backend.
+//!
+//! Every method that changes state is one transaction, and coarse on purpose
+//! (a report records the attempt *and* readies its successors), so a crash
+//! between two steps of one transition cannot happen. What each transition
+//! does is decided in `ork_domain` (`attempt`, `decide`); `transitions.rs`
+//! and `advance.rs` apply the decisions through the narrow interface of
+//! `sql.rs`, written once for both backends.
 
 mod advance;
-mod instrumented;
-pub mod observe;
+mod committed;
 pub mod postgres;
 mod records;
 mod rows;
+mod sql;
 pub mod sqlite;
+mod store;
 pub mod tokens;
+mod transitions;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 
-pub use instrumented::Instrumented;
-pub use observe::{AttemptOutcome, Change, CommitObserver, FinishedAttempt, ObserverList};
+pub use committed::{AttemptOutcome, FinishedAttempt, Transition};
+pub use ork_domain::attempt::Report;
 pub use records::*;
+pub use store::Store;
+
+/// Every role trait, for `use ork_server::state::prelude::*`.
+pub mod prelude {
+    pub use super::{Attempts, Definitions, Outbox, Runs, Scheduling, StateStore};
+}
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -81,19 +101,9 @@ pub fn output_ref(value: &serde_json::Value) -> Option<&str> {
     object.get(OUTPUT_REF_KEY)?.get("key")?.as_str()
 }
 
-/// The state store port. One conformance suite (`tests/state_conformance.rs`)
-/// runs against every implementation.
+/// Deployed workflows: immutable versions addressed by content.
 #[async_trait]
-pub trait StateStore: Send + Sync + 'static {
-    /// Gives the store the object store that holds large outputs, so runs
-    /// can read them back when resolving downstream inputs.
-    fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
-
-    /// Gives the store the observer told about every committed transition
-    /// (metrics, trace spans). Set once, before the store serves.
-    fn set_observer(&self, observer: Arc<dyn CommitObserver>);
-
-    // ---- workflows ----
+pub trait Definitions: Send + Sync {
     /// Stores a new version unless the content hash is already the newest
     /// version; returns the workflow and whether a version was created.
     async fn deploy_workflow(
@@ -107,26 +117,28 @@ pub trait StateStore: Send + Sync + 'static {
     async fn delete_workflow(&self, name: &str) -> Result<bool>;
     async fn get_version(&self, version: &str) -> Result<Option<Arc<CompiledVersion>>>;
     async fn get_version_file(&self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
+}
 
-    // ---- runs ----
+/// Runs as people see and steer them: create, read, cancel, retry, logs.
+#[async_trait]
+pub trait Runs: Send + Sync {
     /// Creates the run and its task runs, readying the roots, in one transaction.
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord>;
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
-    /// Workflows with a `schedule`, each with its latest recorded fire.
-    async fn scheduled_workflows(&self) -> Result<Vec<(WorkflowRecord, Option<DateTime<Utc>>)>>;
-    /// Creates the run of one schedule fire, unless some scheduler already
-    /// did: the fire is recorded under a unique key in the run's transaction.
-    async fn fire_schedule(
-        &self,
-        workflow: &str,
-        fire_time: DateTime<Utc>,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<RunRecord>>;
     async fn list_runs(&self, workflow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>>;
     async fn list_task_runs(&self, run_id: &str) -> Result<Vec<TaskRunRecord>>;
     async fn get_task_run(&self, id: &str) -> Result<Option<TaskRunRecord>>;
+    /// Task runs by id, in one query (ids not found are left out).
+    async fn get_task_runs(&self, ids: &[String]) -> Result<Vec<TaskRunRecord>>;
     async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// Every attempt of the task runs `task_run_ids`, in one query.
+    async fn get_attempts(&self, task_run_ids: &[String]) -> Result<Vec<AttemptRecord>>;
+    /// How many log lines (and bytes) each attempt of `task_run_ids` has,
+    /// for attempts with any.
+    async fn log_sizes(&self, task_run_ids: &[String]) -> Result<Vec<LogSize>>;
+    /// Every log line of the task runs `task_run_ids`, in order (for a few
+    /// small logs at once; a large one is read with [`Runs::get_logs`]).
+    async fn get_task_run_logs(&self, task_run_ids: &[String]) -> Result<Vec<LogRecord>>;
     /// Every attempt of every task run of a run, in one query.
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Ends the run `cancelled`; returns the attempts that were out with workers.
@@ -141,8 +153,80 @@ pub trait StateStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
     async fn get_logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>>;
+}
 
-    // ---- scheduler ----
+/// What workers report for their attempts. Every call is fenced.
+#[async_trait]
+pub trait Attempts: Send + Sync {
+    /// What a worker needs to run the attempt `fence` names.
+    async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;
+
+    /// Applies reports in one transaction, in order; each gets its own
+    /// answer (a stale fence or an invalid output refuses that report alone
+    /// and changes nothing of it). The outer error is a failed transaction:
+    /// nothing of the batch was written.
+    async fn report(
+        &self,
+        reports: &[(Fence, Report)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<()>>>;
+
+    /// Marks the attempt running.
+    async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
+        self.report_one(fence, Report::Start, now).await
+    }
+    /// Records the attempt's output and moves its run forward (a report
+    /// without task metrics; [`Report::Complete`] carries them).
+    async fn complete_attempt(
+        &self,
+        fence: &Fence,
+        output: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.report_one(fence, Report::Complete(output, Vec::new()), now)
+            .await
+    }
+    /// Fails an attempt; retries it when its policy allows.
+    async fn fail_attempt(
+        &self,
+        fence: &Fence,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.report_one(fence, Report::Fail(failure.clone(), Vec::new()), now)
+            .await
+    }
+    /// One report in a transaction of its own.
+    async fn report_one(&self, fence: &Fence, report: Report, now: DateTime<Utc>) -> Result<()> {
+        let mut results = self.report(&[(fence.clone(), report)], now).await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(Error::Corrupt("a report got no answer".to_owned())))
+    }
+
+    /// Checks heartbeats in one read: each answer is true when that attempt
+    /// must stop (cancelled), or an error for a stale or unknown fence. The
+    /// beats themselves are remembered and written together by
+    /// [`Attempts::flush_heartbeats`], so a beat costs no commit.
+    async fn heartbeats(&self, beats: &[Fence], now: DateTime<Utc>) -> Result<Vec<Result<bool>>>;
+    /// One heartbeat; see [`Attempts::heartbeats`].
+    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
+        let mut answers = self.heartbeats(std::slice::from_ref(fence), now).await?;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(Error::Corrupt("a heartbeat got no answer".to_owned())))
+    }
+    /// Writes the remembered heartbeats, in one transaction.
+    async fn flush_heartbeats(&self) -> Result<()>;
+    async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()>;
+    /// Checks an output against its task's `output_type` without writing it
+    /// (for outputs stored by reference, before they are uploaded).
+    async fn check_output(&self, fence: &Fence, output: &serde_json::Value) -> Result<()>;
+}
+
+/// What the scheduler needs: leases, claims, timers, waiting runs, cron.
+#[async_trait]
+pub trait Scheduling: Send + Sync {
     // ---- leases: one owner per run ----
     /// Takes over up to `limit` unfinished runs that have no owner or whose
     /// owner's lease expired; returns their ids.
@@ -158,6 +242,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// its runs over at once.
     async fn release_leases(&self, owner: &str) -> Result<()>;
 
+    // ---- claims ----
     /// Claims up to `limit` ready task runs of runs `owner` holds a live
     /// lease on: each gets a new attempt and token.
     /// Never more than `capacity` allows: launched attempts up to its
@@ -169,19 +254,14 @@ pub trait StateStore: Send + Sync + 'static {
         limit: u32,
         capacity: &Capacity,
     ) -> Result<Vec<Claim>>;
-    /// Undoes a claim the executor could not start (no free pool slot after
+    /// Undoes a claim the executor could not launch (no free pool slot after
     /// all): the task run is pending again and the attempt number unused.
-    /// Returns false when the claim already moved on.
+    /// Only for a claim nobody ever received: its token never left the
+    /// server, so no worker can report for the attempt it names. Returns
+    /// false when the claim already moved on.
     async fn release_claim(&self, fence: &Fence) -> Result<bool>;
-    /// Remembers which execution carries an attempt, for cancellation.
-    async fn set_executor_id(&self, fence: &Fence, executor_id: &str) -> Result<()>;
-    /// Fails an attempt; retries it when its policy allows.
-    async fn fail_attempt(
-        &self,
-        fence: &Fence,
-        failure: &Failure,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
+
+    // ---- timers ----
     /// Attempts past their deadline, or silent for longer than `heartbeat_timeout`.
     async fn expired_attempts(
         &self,
@@ -193,18 +273,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// previous process, one heartbeat timeout to call back before they are
     /// declared lost.
     async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Counts what waits and what runs, for the gauges of `/metrics`.
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats>;
     /// Starts runs that wait on their workflow's `concurrency`, oldest first,
     /// as far as the cap allows; returns how many started.
     async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32>;
     /// Wake-ups caused by other replicas' commits (a report received by one
     /// replica for a run another owns). `None` when the store serves one
     /// process, whose commits wake its scheduler directly.
-    async fn wakeups(
-        &self,
-        _owner: &str,
-    ) -> Result<Option<futures::stream::BoxStream<'static, ()>>> {
-        Ok(None)
-    }
+    async fn wakeups(&self, owner: &str) -> Result<Option<BoxStream<'static, ()>>>;
     /// The earliest time a pending retry becomes ready, to sleep until then.
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>>;
     /// Pool task runs (`executor: workers`) of runs `owner` holds a live
@@ -228,54 +305,51 @@ pub trait StateStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool>;
 
-    // ---- worker calls (all fenced) ----
-    async fn attempt_spec(&self, fence: &Fence) -> Result<AttemptSpec>;
-    async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()>;
-    /// Returns true when the attempt must stop (cancelled).
-    async fn heartbeat(&self, fence: &Fence, now: DateTime<Utc>) -> Result<bool>;
-    async fn append_logs(&self, fence: &Fence, lines: &[NewLogLine]) -> Result<()>;
-    /// Records the attempt's output (and the metrics it recorded, already
-    /// checked with [`normalize_task_metrics`]) and readies its successors.
-    async fn complete_attempt(
+    // ---- cron ----
+    /// Workflows with a `schedule`, each with its latest recorded fire.
+    async fn scheduled_workflows(&self) -> Result<Vec<(WorkflowRecord, Option<DateTime<Utc>>)>>;
+    /// Creates the run of one schedule fire, unless some scheduler already
+    /// did: the fire is recorded under a unique key in the run's transaction.
+    async fn fire_schedule(
         &self,
-        fence: &Fence,
-        output: serde_json::Value,
-        metrics: &[TaskMetric],
+        workflow: &str,
+        fire_time: DateTime<Utc>,
+        owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<Option<RunRecord>>;
+}
 
-    /// Checks an output against its task's `output_type` without writing it
-    /// (for outputs stored by reference, before they are uploaded).
-    async fn check_output(&self, fence: &Fence, output: &serde_json::Value) -> Result<()> {
-        let task = self
-            .get_task_run(&fence.task_run_id)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("task run {}", fence.task_run_id),
-            })?;
-        let run = self
-            .get_run(&task.run_id)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("run {}", task.run_id),
-            })?;
-        let Some(version) = self.get_version(&run.workflow_version).await? else {
-            return Ok(());
-        };
-        if let Some(def) = version.task(&task.task_name) {
-            ork_domain::types::validate_output(def, &version.definition, output)
-                .map_err(Error::InvalidOutput)?;
-        }
-        Ok(())
-    }
-
-    // ---- observability ----
-    /// Counts what waits and what runs, for the gauges of `/metrics`.
-    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats>;
-
-    // ---- mirror outbox ----
-    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxEntry>>;
+/// The mirror's feed: what changed, written in the same transactions. Each
+/// replica's mirror claims a share of it, so replicas do not all copy the
+/// same changes.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Claims up to `limit` entries for `owner` until `now + lease`, oldest
+    /// first: entries nobody holds or whose holder let its claim lapse (it
+    /// died), and never one whose key another mirror holds entries of, so
+    /// that two mirrors never copy one run at once (the later write could
+    /// carry the older state).
+    async fn outbox_claim(
+        &self,
+        owner: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>>;
+    /// Deletes entries that were copied.
     async fn outbox_ack(&self, ids: &[i64]) -> Result<()>;
+}
+
+/// The whole store: every role.
+pub trait StateStore: Definitions + Runs + Attempts + Scheduling + Outbox + 'static {
+    /// Gives the store the object store that holds large outputs, so runs
+    /// can read them back when resolving downstream inputs.
+    fn set_output_store(&self, outputs: Arc<dyn OutputStore>);
+    /// The signal the store fires after each commit (see [`crate::notify`]).
+    fn notifier(&self) -> crate::notify::Notifier;
+    /// How many write transactions are worth running at once: 1 when the
+    /// store has a single writer.
+    fn writers(&self) -> usize;
 }
 
 /// Opens the store named by a URL (`sqlite://PATH`, `sqlite::memory:`,

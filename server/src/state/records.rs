@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use ork_domain::attempt::{Failure, FailureKind, Fence};
 use ork_domain::dag::Dag;
+pub use ork_domain::task_metrics::{
+    MAX_TASK_METRIC_NAME, MAX_TASK_METRICS, TaskMetric, normalize_task_metrics,
+};
 use ork_domain::{
     EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
 };
@@ -122,78 +126,6 @@ pub struct AttemptRecord {
     pub metrics: Vec<TaskMetric>,
 }
 
-/// A named figure a task recorded for one attempt (`rows 1200`): reported
-/// with the attempt's result and stored with the attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskMetric {
-    pub name: String,
-    pub value: f64,
-}
-
-/// Most metrics one attempt may report.
-pub const MAX_TASK_METRICS: usize = 64;
-/// Longest metric name.
-pub const MAX_TASK_METRIC_NAME: usize = 64;
-
-impl TaskMetric {
-    /// Checks a reported metric: a name of 1–64 letters, digits, `_`, `.` or
-    /// `-` starting with a letter or `_`, and a finite value. The error says
-    /// what is wrong with which name.
-    pub fn check(&self) -> Result<(), String> {
-        let name = &self.name;
-        let mut chars = name.chars();
-        let starts_well = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if !starts_well
-            || name.len() > MAX_TASK_METRIC_NAME
-            || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            return Err(format!(
-                "metric name {name:?}: use 1 to {MAX_TASK_METRIC_NAME} letters, digits, `_`, `.` or `-`, starting with a letter or `_`"
-            ));
-        }
-        if !self.value.is_finite() {
-            return Err(format!(
-                "metric `{name}`: the value must be a finite number, got {}",
-                self.value
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Checks a report's metrics and keeps the last value of each name, sorted
-/// by name (what the store writes).
-pub fn normalize_task_metrics(metrics: &[TaskMetric]) -> Result<Vec<TaskMetric>, String> {
-    let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
-    for m in metrics {
-        m.check()?;
-        by_name.insert(&m.name, m.value);
-    }
-    if by_name.len() > MAX_TASK_METRICS {
-        return Err(format!(
-            "{} distinct metrics reported; an attempt may record at most {MAX_TASK_METRICS}",
-            by_name.len()
-        ));
-    }
-    Ok(by_name
-        .into_iter()
-        .map(|(name, value)| TaskMetric {
-            name: name.to_owned(),
-            value,
-        })
-        .collect())
-}
-
-/// Names one attempt; every worker call carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fence {
-    pub task_run_id: String,
-    pub attempt: u32,
-    pub token: String,
-}
-
 /// A task run just claimed for dispatch.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -201,9 +133,9 @@ pub struct Claim {
     pub run_id: String,
     pub task_name: String,
     pub executor: String,
-    /// For `executor: workers`: the pool handler.
-    pub handler: Option<String>,
-    pub timeout_seconds: u32,
+    /// What the attempt runs, read by the claim itself: executors never read
+    /// the store.
+    pub spec: AttemptSpec,
 }
 
 /// An attempt out with a worker when its run was cancelled.
@@ -211,44 +143,6 @@ pub struct Claim {
 pub struct ActiveAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
-}
-
-/// Why an attempt is over without a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The task reported an error.
-    Task,
-    /// The worker vanished (no heartbeat, process gone, server restarted).
-    /// Retried without consuming the task's `retries`, a few times at most.
-    Lost,
-    /// The attempt ran past `timeout_seconds`.
-    Timeout,
-    /// The executor could not start it.
-    Dispatch,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub error: String,
-    pub non_retryable: bool,
-    /// What the task recorded before it failed (checked by the caller with
-    /// [`normalize_task_metrics`]).
-    pub metrics: Vec<TaskMetric>,
-}
-
-impl Failure {
-    /// A failure the server decides on (timeout, lost worker, dispatch):
-    /// nothing was recorded.
-    pub fn new(kind: FailureKind, error: impl Into<String>, non_retryable: bool) -> Self {
-        Self {
-            kind,
-            error: error.into(),
-            non_retryable,
-            metrics: Vec::new(),
-        }
-    }
 }
 
 /// An attempt the timer loop must end.
@@ -256,7 +150,6 @@ impl Failure {
 pub struct ExpiredAttempt {
     pub fence: Fence,
     pub executor: String,
-    pub executor_id: Option<String>,
     pub kind: FailureKind,
     pub timeout_seconds: u32,
 }
@@ -286,6 +179,12 @@ pub struct AttemptSpec {
     pub config_file: Option<String>,
     pub config_file_content: Vec<u8>,
     pub handler: Option<String>,
+    /// For container tasks: the image the worker runs in, when the engine
+    /// pulls it, and the CPU and memory quantities.
+    pub image: Option<String>,
+    pub image_pull_policy: ork_domain::ImagePullPolicy,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
 }
 
 /// A log line as a worker sends it.
@@ -318,6 +217,15 @@ pub struct LogRecord {
     pub stream: String,
     pub line: String,
     pub time: DateTime<Utc>,
+}
+
+/// The size of one attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSize {
+    pub task_run_id: String,
+    pub attempt: u32,
+    pub lines: u64,
+    pub bytes: u64,
 }
 
 /// What the mirror must bring up to date.

@@ -1,55 +1,16 @@
-//! What the SQL backends share: value conversions (Unix milliseconds, JSON
-//! text), row-to-record decoding over both row types, and the task run rows a
-//! run starts with. The schemas of `migrations/sqlite` and
-//! `migrations/postgres` have the same tables and columns (every integer
-//! decodes as `i64`), which is what lets one decoder serve both.
+//! Value conversions (Unix milliseconds, JSON text), row-to-record decoding
+//! over both backends' rows ([`Columns`]), fresh ids and tokens, and the task
+//! run rows a run starts with.
 
 use chrono::{DateTime, Utc};
 use ork_domain::{Parallelism, RunStatus, TaskDefinition, TaskStatus, TriggerType};
 use serde_json::Value;
-use sqlx::Row;
 
-use super::observe::{AttemptOutcome, Change, FinishedAttempt};
+use super::sql::{CHUNK, Columns, Conn, Query};
 use super::{
     AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord, TaskMetric,
-    TaskRunRecord,
+    TaskRunRecord, Transition,
 };
-
-/// How many times an attempt lost to infrastructure is retried for free.
-pub(crate) const MAX_LOST_RETRIES: i64 = 3;
-
-/// The statuses of an attempt out with a worker.
-pub(crate) const ACTIVE: [TaskStatus; 2] = [TaskStatus::Dispatched, TaskStatus::Running];
-
-/// Typed column access, implemented for the row type of every backend.
-pub(crate) trait Columns {
-    fn text(&self, column: &str) -> Result<String>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>>;
-    fn int(&self, column: &str) -> Result<i64>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
-}
-
-macro_rules! impl_columns {
-    ($row:ty) => {
-        impl Columns for $row {
-            fn text(&self, column: &str) -> Result<String> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_text(&self, column: &str) -> Result<Option<String>> {
-                Ok(self.try_get(column)?)
-            }
-            fn int(&self, column: &str) -> Result<i64> {
-                Ok(self.try_get(column)?)
-            }
-            fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-                Ok(self.try_get(column)?)
-            }
-        }
-    };
-}
-
-impl_columns!(sqlx::sqlite::SqliteRow);
-impl_columns!(sqlx::postgres::PgRow);
 
 // ---------- values ----------
 
@@ -81,11 +42,6 @@ pub(crate) fn opt_json(text: Option<String>) -> Result<Option<Value>> {
     text.as_deref().map(parse_json).transpose()
 }
 
-/// A row count as the stats report it.
-pub(crate) fn count(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 pub(crate) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
@@ -102,10 +58,24 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// A number in [0, 1) for retry jitter; the clock's sub-second noise is
-/// plenty for spreading retries, and keeps `rand` out of the build.
+/// A new attempt token: 128 bits from the operating system's CSPRNG, as 32
+/// hex digits. Whoever holds it may report for its attempt, so it must not be
+/// guessable from anything else (ids, times, other tokens).
+pub(crate) fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Corrupt(format!("the system random source failed: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A number in [0, 1) that spreads retry delays.
 pub(crate) fn jitter_unit() -> f64 {
-    f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only the spread of retries depends on it: the clock's noise will do.
+        return f64::from(Utc::now().timestamp_subsec_nanos() % 1_000_000) / 1_000_000.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 // ---------- records ----------
@@ -169,22 +139,22 @@ pub(crate) fn attempt_record<R: Columns>(row: &R) -> Result<AttemptRecord> {
     })
 }
 
-/// The query reading the metrics of `attempts` (rows of `attempt_metrics`):
-/// its columns are `task_run_id, attempt, name, value`.
-pub(crate) type MetricRow = (String, i64, String, f64);
-
-/// Gives each attempt its recorded metrics (sorted by name).
-pub(crate) fn attach_metrics(attempts: &mut [AttemptRecord], rows: Vec<MetricRow>) {
+/// Gives each attempt its recorded metrics, from rows of `attempt_metrics`
+/// (`task_run_id, attempt, name, value`), sorted by name.
+pub(crate) fn attach_metrics<R: Columns>(attempts: &mut [AttemptRecord], rows: &[R]) -> Result<()> {
     if rows.is_empty() {
-        return;
+        return Ok(());
     }
     let mut by_attempt: std::collections::HashMap<(String, u32), Vec<TaskMetric>> =
         std::collections::HashMap::new();
-    for (task_run_id, attempt, name, value) in rows {
+    for r in rows {
         by_attempt
-            .entry((task_run_id, to_u32(attempt)))
+            .entry((r.text("task_run_id")?, to_u32(r.int("attempt")?)))
             .or_default()
-            .push(TaskMetric { name, value });
+            .push(TaskMetric {
+                name: r.text("name")?,
+                value: r.float("value")?,
+            });
     }
     for a in attempts {
         if let Some(mut metrics) = by_attempt.remove(&(a.task_run_id.clone(), a.attempt)) {
@@ -192,6 +162,25 @@ pub(crate) fn attach_metrics(attempts: &mut [AttemptRecord], rows: Vec<MetricRow
             a.metrics = metrics;
         }
     }
+    Ok(())
+}
+
+/// The end of run `run_id` with `status` at `now`, from its row's
+/// `workflow`, `created_at` and `started_at`.
+pub(crate) fn run_finished<R: Columns>(
+    row: &R,
+    run_id: &str,
+    status: RunStatus,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
+    Ok(Transition::RunFinished {
+        run_id: run_id.to_owned(),
+        workflow: row.text("workflow")?,
+        status,
+        created_at: from_ms(row.int("created_at")?),
+        started_at: opt_ms(row.opt_int("started_at")?),
+        finished_at: now,
+    })
 }
 
 /// The fence of the current attempt of a row with `id`, `attempt`, `token`.
@@ -228,156 +217,6 @@ pub(crate) fn outbox_entry<R: Columns>(row: &R) -> Result<OutboxEntry> {
 }
 
 // ---------- new rows ----------
-
-/// The columns of `task_runs t JOIN runs r` that [`fenced_row`] reads.
-pub(crate) const FENCED_COLUMNS: &str = "t.status, t.attempt, t.token, t.run_id, t.task_name, \
-    t.attempt_base, t.lost_count, t.parallel_index, t.ready_at, t.dispatched_at, t.started_at, \
-    t.deadline_at, \
-    r.workflow, r.workflow_version";
-
-/// A task run row as the fenced worker calls see it.
-pub(crate) struct FencedRow {
-    pub run_id: String,
-    pub task_name: String,
-    pub status: TaskStatus,
-    pub attempt_base: i64,
-    pub lost_count: i64,
-    pub workflow: String,
-    pub workflow_version: String,
-    pub parallel_index: Option<u32>,
-    pub ready_at: Option<DateTime<Utc>>,
-    /// Of the current attempt.
-    pub dispatched_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub deadline_at: Option<DateTime<Utc>>,
-}
-
-pub(crate) fn fenced_row<R: Columns>(row: &R, status: TaskStatus) -> Result<FencedRow> {
-    Ok(FencedRow {
-        run_id: row.text("run_id")?,
-        task_name: row.text("task_name")?,
-        status,
-        attempt_base: row.int("attempt_base")?,
-        lost_count: row.int("lost_count")?,
-        workflow: row.text("workflow")?,
-        workflow_version: row.text("workflow_version")?,
-        parallel_index: opt_u32(row.opt_int("parallel_index")?),
-        ready_at: opt_ms(row.opt_int("ready_at")?),
-        dispatched_at: opt_ms(row.opt_int("dispatched_at")?),
-        started_at: opt_ms(row.opt_int("started_at")?),
-        deadline_at: opt_ms(row.opt_int("deadline_at")?),
-    })
-}
-
-impl FencedRow {
-    /// How a failure of this row's attempt at `now` counts: a failure
-    /// reported after the attempt's deadline is a timeout, whoever noticed
-    /// it (the launched supervisor enforces the deadline itself).
-    pub(crate) fn failure_outcome(
-        &self,
-        kind: super::FailureKind,
-        now: DateTime<Utc>,
-    ) -> AttemptOutcome {
-        match kind {
-            super::FailureKind::Task if self.deadline_at.is_some_and(|d| d <= now) => {
-                AttemptOutcome::Timeout
-            }
-            other => AttemptOutcome::of_failure(other),
-        }
-    }
-
-    /// The change of a worker starting this row's attempt at `now`.
-    pub(crate) fn started(&self, now: DateTime<Utc>) -> Change {
-        Change::AttemptStarted {
-            workflow: self.workflow.clone(),
-            task: self.task_name.clone(),
-            ready_at: self.ready_at,
-            started_at: now,
-        }
-    }
-
-    /// The change of this row's attempt `fence` ending at `now`.
-    pub(crate) fn finished(
-        &self,
-        fence: &Fence,
-        outcome: AttemptOutcome,
-        error: Option<&str>,
-        metrics: &[TaskMetric],
-        now: DateTime<Utc>,
-    ) -> Change {
-        Change::AttemptFinished(Box::new(FinishedAttempt {
-            run_id: self.run_id.clone(),
-            workflow: self.workflow.clone(),
-            task: self.task_name.clone(),
-            task_run_id: fence.task_run_id.clone(),
-            attempt: fence.attempt,
-            parallel_index: self.parallel_index,
-            outcome,
-            error: error.map(str::to_owned),
-            dispatched_at: self.dispatched_at.unwrap_or(now),
-            started_at: self.started_at.or(match outcome {
-                // A success reported without a start counts as started now.
-                AttemptOutcome::Success => Some(now),
-                _ => None,
-            }),
-            finished_at: now,
-            metrics: metrics.to_vec(),
-        }))
-    }
-}
-
-/// The columns of `task_runs` that [`cancelled_attempt`] reads.
-pub(crate) const CANCELLED_COLUMNS: &str =
-    "id, attempt, task_name, parallel_index, dispatched_at, started_at";
-
-/// The change of an active attempt ended by its run's cancellation.
-pub(crate) fn cancelled_attempt<R: Columns>(
-    row: &R,
-    run_id: &str,
-    workflow: &str,
-    now: DateTime<Utc>,
-) -> Result<Change> {
-    Ok(Change::AttemptFinished(Box::new(FinishedAttempt {
-        run_id: run_id.to_owned(),
-        workflow: workflow.to_owned(),
-        task: row.text("task_name")?,
-        task_run_id: row.text("id")?,
-        attempt: to_u32(row.int("attempt")?),
-        parallel_index: opt_u32(row.opt_int("parallel_index")?),
-        outcome: AttemptOutcome::Cancelled,
-        error: Some("cancelled".to_owned()),
-        dispatched_at: opt_ms(row.opt_int("dispatched_at")?).unwrap_or(now),
-        started_at: opt_ms(row.opt_int("started_at")?),
-        finished_at: now,
-        metrics: Vec::new(),
-    })))
-}
-
-/// A run a transaction ended: what [`Change::RunFinished`] needs besides
-/// the status.
-pub(crate) struct EndedRun {
-    pub workflow: String,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-}
-
-impl EndedRun {
-    pub(crate) fn change(
-        self,
-        run_id: &str,
-        status: ork_domain::RunStatus,
-        now: DateTime<Utc>,
-    ) -> Change {
-        Change::RunFinished {
-            run_id: run_id.to_owned(),
-            workflow: self.workflow,
-            status,
-            created_at: from_ms(self.created_at),
-            started_at: opt_ms(self.started_at),
-            finished_at: now,
-        }
-    }
-}
 
 /// One task run row to insert.
 pub(crate) struct NewTaskRunRow<'a> {
@@ -455,4 +294,104 @@ pub(crate) fn instance_rows<'a>(
             }
         })
         .collect()
+}
+
+// ---------- inserts ----------
+
+/// Records what the mirror must bring up to date, in the caller's transaction.
+pub(crate) async fn insert_outbox<C: Conn>(
+    tx: &mut C,
+    kind: OutboxKind,
+    key: &str,
+    attempt: Option<u32>,
+) -> Result<()> {
+    tx.execute(
+        Query::new("INSERT INTO outbox (kind, key, attempt, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(attempt)
+            .bind(ms(Utc::now())),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Outbox entries of attempts: (task run id, attempt).
+pub(crate) async fn insert_attempt_outbox<C: Conn>(
+    tx: &mut C,
+    attempts: &[(String, u32)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in attempts.chunks(CHUNK) {
+        tx.execute(Query::values(
+            "INSERT INTO outbox (kind, key, attempt, created_at) VALUES ",
+            chunk,
+            4,
+            "",
+            |(id, attempt), args| {
+                args.push(OutboxKind::Attempt.as_str().into());
+                args.push(id.into());
+                args.push((*attempt).into());
+                args.push(ms(now).into());
+            },
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_task_runs<C: Conn>(
+    tx: &mut C,
+    run_id: &str,
+    rows: &[NewTaskRunRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // 17 values a row: keep statements under SQLite's parameter limit.
+    for chunk in rows.chunks(CHUNK) {
+        tx.execute(Query::values(
+            "INSERT INTO task_runs (id, run_id, task_name, status, max_retries, timeout_seconds, concurrency, \
+             handler, parallel_index, parallel_count, item, executor, input, error, created_at, ready_at, \
+             finished_at) VALUES ",
+            chunk,
+            17,
+            "",
+            |r, args| {
+                args.push(r.id.as_str().into());
+                args.push(run_id.into());
+                args.push(r.task.name.as_str().into());
+                args.push(r.status.as_str().into());
+                args.push(r.task.retries.into());
+                args.push(r.task.timeout_seconds.into());
+                args.push(r.task.concurrency.into());
+                args.push(r.task.handler.clone().into());
+                args.push(r.parallel_index.into());
+                args.push(r.parallel_count.into());
+                args.push(r.item.map(json_text).into());
+                args.push(r.task.executor.as_str().into());
+                args.push(r.input.clone().into());
+                args.push(r.error.clone().into());
+                args.push(ms(now).into());
+                args.push(r.ready_at.into());
+                args.push(r.finished_at.into());
+            },
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_random_bits() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        let j = jitter_unit();
+        assert!((0.0..1.0).contains(&j));
+    }
 }

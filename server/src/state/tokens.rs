@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool};
 
-use super::rows::{Columns, from_ms, ms, opt_ms};
+use super::rows::{from_ms, ms, opt_ms};
+use super::sql::Columns;
 use super::{Error, Result};
 
 /// What a token may do. `Viewer` < `Operator` < `Admin` is a ladder;

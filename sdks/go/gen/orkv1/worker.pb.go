@@ -979,7 +979,9 @@ func (x *WorkerAttach) GetSdk() string {
 }
 
 // WorkerDrain asks the server to stop sending assignments: the worker
-// finishes what it runs, then closes the stream.
+// finishes what it runs, then closes the stream. The server answers with
+// SessionDrained once no assignment can follow; assignments that arrive
+// before it were already started by the server, and must be run.
 type WorkerDrain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1061,6 +1063,238 @@ func (x *WorkerPong) GetNonce() uint64 {
 	return 0
 }
 
+// SessionReport is a pool worker's report on one of its attempts: log lines,
+// and at the end the attempt's outcome. Reports of one attempt are applied in
+// the order they were sent; the logs of a report are stored before its
+// outcome.
+type SessionReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the worker; the SessionReportResult that answers this report
+	// repeats it.
+	Id      uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Attempt *AttemptRef `protobuf:"bytes,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Logs    []*LogEntry `protobuf:"bytes,3,rep,name=logs,proto3" json:"logs,omitempty"`
+	// Absent while the attempt runs (a report of log lines only).
+	//
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*SessionReport_Success
+	//	*SessionReport_Failure
+	Outcome       isSessionReport_Outcome `protobuf_oneof:"outcome"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionReport) Reset() {
+	*x = SessionReport{}
+	mi := &file_ork_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionReport) ProtoMessage() {}
+
+func (x *SessionReport) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionReport.ProtoReflect.Descriptor instead.
+func (*SessionReport) Descriptor() ([]byte, []int) {
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SessionReport) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionReport) GetAttempt() *AttemptRef {
+	if x != nil {
+		return x.Attempt
+	}
+	return nil
+}
+
+func (x *SessionReport) GetLogs() []*LogEntry {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
+func (x *SessionReport) GetOutcome() isSessionReport_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *SessionReport) GetSuccess() *AttemptSuccess {
+	if x != nil {
+		if x, ok := x.Outcome.(*SessionReport_Success); ok {
+			return x.Success
+		}
+	}
+	return nil
+}
+
+func (x *SessionReport) GetFailure() *AttemptFailure {
+	if x != nil {
+		if x, ok := x.Outcome.(*SessionReport_Failure); ok {
+			return x.Failure
+		}
+	}
+	return nil
+}
+
+type isSessionReport_Outcome interface {
+	isSessionReport_Outcome()
+}
+
+type SessionReport_Success struct {
+	Success *AttemptSuccess `protobuf:"bytes,4,opt,name=success,proto3,oneof"`
+}
+
+type SessionReport_Failure struct {
+	Failure *AttemptFailure `protobuf:"bytes,5,opt,name=failure,proto3,oneof"`
+}
+
+func (*SessionReport_Success) isSessionReport_Outcome() {}
+
+func (*SessionReport_Failure) isSessionReport_Outcome() {}
+
+// AttemptSuccess is the outcome of an attempt that produced its output.
+type AttemptSuccess struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Output *structpb.Value        `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	// Figures the task recorded for this attempt (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,2,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptSuccess) Reset() {
+	*x = AttemptSuccess{}
+	mi := &file_ork_v1_worker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptSuccess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptSuccess) ProtoMessage() {}
+
+func (x *AttemptSuccess) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_worker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptSuccess.ProtoReflect.Descriptor instead.
+func (*AttemptSuccess) Descriptor() ([]byte, []int) {
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AttemptSuccess) GetOutput() *structpb.Value {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *AttemptSuccess) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// AttemptFailure is the outcome of an attempt that failed; the server retries
+// it when allowed.
+type AttemptFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Error string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// True when retrying cannot help (bad input, a permanent refusal).
+	NonRetryable bool `protobuf:"varint,2,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	// Figures the task recorded before it failed (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptFailure) Reset() {
+	*x = AttemptFailure{}
+	mi := &file_ork_v1_worker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptFailure) ProtoMessage() {}
+
+func (x *AttemptFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_worker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptFailure.ProtoReflect.Descriptor instead.
+func (*AttemptFailure) Descriptor() ([]byte, []int) {
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AttemptFailure) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *AttemptFailure) GetNonRetryable() bool {
+	if x != nil {
+		return x.NonRetryable
+	}
+	return false
+}
+
+func (x *AttemptFailure) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
 type SessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Message:
@@ -1068,6 +1302,7 @@ type SessionRequest struct {
 	//	*SessionRequest_Attach
 	//	*SessionRequest_Drain
 	//	*SessionRequest_Pong
+	//	*SessionRequest_Report
 	Message       isSessionRequest_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1075,7 +1310,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_ork_v1_worker_proto_msgTypes[18]
+	mi := &file_ork_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1322,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[18]
+	mi := &file_ork_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1335,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SessionRequest) GetMessage() isSessionRequest_Message {
@@ -1137,6 +1372,15 @@ func (x *SessionRequest) GetPong() *WorkerPong {
 	return nil
 }
 
+func (x *SessionRequest) GetReport() *SessionReport {
+	if x != nil {
+		if x, ok := x.Message.(*SessionRequest_Report); ok {
+			return x.Report
+		}
+	}
+	return nil
+}
+
 type isSessionRequest_Message interface {
 	isSessionRequest_Message()
 }
@@ -1153,27 +1397,38 @@ type SessionRequest_Pong struct {
 	Pong *WorkerPong `protobuf:"bytes,3,opt,name=pong,proto3,oneof"`
 }
 
+type SessionRequest_Report struct {
+	Report *SessionReport `protobuf:"bytes,4,opt,name=report,proto3,oneof"`
+}
+
 func (*SessionRequest_Attach) isSessionRequest_Message() {}
 
 func (*SessionRequest_Drain) isSessionRequest_Message() {}
 
 func (*SessionRequest_Pong) isSessionRequest_Message() {}
 
+func (*SessionRequest_Report) isSessionRequest_Message() {}
+
 // SessionAttached confirms the attach.
 type SessionAttached struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// How often to call Heartbeat for each running attempt.
+	// How often to call Heartbeat for each running attempt, for a worker that
+	// reports with the unary calls.
 	HeartbeatIntervalSeconds uint32 `protobuf:"varint,2,opt,name=heartbeat_interval_seconds,json=heartbeatIntervalSeconds,proto3" json:"heartbeat_interval_seconds,omitempty"`
 	// The server pings this often; answer within the same time.
 	PingIntervalSeconds uint32 `protobuf:"varint,3,opt,name=ping_interval_seconds,json=pingIntervalSeconds,proto3" json:"ping_interval_seconds,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// True when the server takes SessionReport messages and starts and keeps
+	// alive the session's attempts itself; a worker then sends no StartTask,
+	// Heartbeat, AppendLogs, CompleteTask or FailTask for its assignments.
+	SessionReports bool `protobuf:"varint,4,opt,name=session_reports,json=sessionReports,proto3" json:"session_reports,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionAttached) Reset() {
 	*x = SessionAttached{}
-	mi := &file_ork_v1_worker_proto_msgTypes[19]
+	mi := &file_ork_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1440,7 @@ func (x *SessionAttached) String() string {
 func (*SessionAttached) ProtoMessage() {}
 
 func (x *SessionAttached) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[19]
+	mi := &file_ork_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1453,7 @@ func (x *SessionAttached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAttached.ProtoReflect.Descriptor instead.
 func (*SessionAttached) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SessionAttached) GetSessionId() string {
@@ -1222,6 +1477,13 @@ func (x *SessionAttached) GetPingIntervalSeconds() uint32 {
 	return 0
 }
 
+func (x *SessionAttached) GetSessionReports() bool {
+	if x != nil {
+		return x.SessionReports
+	}
+	return false
+}
+
 // Assignment hands one attempt to the worker.
 type Assignment struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1233,7 +1495,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_ork_v1_worker_proto_msgTypes[20]
+	mi := &file_ork_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1507,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[20]
+	mi := &file_ork_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1520,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Assignment) GetAttempt() *AttemptRef {
@@ -1287,7 +1549,7 @@ type CancelAssignment struct {
 
 func (x *CancelAssignment) Reset() {
 	*x = CancelAssignment{}
-	mi := &file_ork_v1_worker_proto_msgTypes[21]
+	mi := &file_ork_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1561,7 @@ func (x *CancelAssignment) String() string {
 func (*CancelAssignment) ProtoMessage() {}
 
 func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[21]
+	mi := &file_ork_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1574,7 @@ func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAssignment.ProtoReflect.Descriptor instead.
 func (*CancelAssignment) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelAssignment) GetAttempt() *AttemptRef {
@@ -1339,7 +1601,7 @@ type SessionPing struct {
 
 func (x *SessionPing) Reset() {
 	*x = SessionPing{}
-	mi := &file_ork_v1_worker_proto_msgTypes[22]
+	mi := &file_ork_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1613,7 @@ func (x *SessionPing) String() string {
 func (*SessionPing) ProtoMessage() {}
 
 func (x *SessionPing) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[22]
+	mi := &file_ork_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1626,7 @@ func (x *SessionPing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPing.ProtoReflect.Descriptor instead.
 func (*SessionPing) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{22}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SessionPing) GetNonce() uint64 {
@@ -1372,6 +1634,108 @@ func (x *SessionPing) GetNonce() uint64 {
 		return x.Nonce
 	}
 	return 0
+}
+
+// SessionReportResult answers a SessionReport once it was committed (or
+// refused): code 0 (OK), or the gRPC status code the matching unary call
+// would have returned (FAILED_PRECONDITION for an attempt that is no longer
+// current, INVALID_ARGUMENT for an output that breaks the task's type, ...)
+// with a message saying why.
+type SessionReportResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionReportResult) Reset() {
+	*x = SessionReportResult{}
+	mi := &file_ork_v1_worker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionReportResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionReportResult) ProtoMessage() {}
+
+func (x *SessionReportResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_worker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionReportResult.ProtoReflect.Descriptor instead.
+func (*SessionReportResult) Descriptor() ([]byte, []int) {
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SessionReportResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionReportResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SessionReportResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// SessionDrained answers a WorkerDrain: no assignment follows it.
+type SessionDrained struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionDrained) Reset() {
+	*x = SessionDrained{}
+	mi := &file_ork_v1_worker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionDrained) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionDrained) ProtoMessage() {}
+
+func (x *SessionDrained) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_worker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionDrained.ProtoReflect.Descriptor instead.
+func (*SessionDrained) Descriptor() ([]byte, []int) {
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{27}
 }
 
 type SessionResponse struct {
@@ -1382,6 +1746,8 @@ type SessionResponse struct {
 	//	*SessionResponse_Assignment
 	//	*SessionResponse_Cancel
 	//	*SessionResponse_Ping
+	//	*SessionResponse_Result
+	//	*SessionResponse_Drained
 	Message       isSessionResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1389,7 +1755,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_ork_v1_worker_proto_msgTypes[23]
+	mi := &file_ork_v1_worker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1767,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ork_v1_worker_proto_msgTypes[23]
+	mi := &file_ork_v1_worker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1780,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_ork_v1_worker_proto_rawDescGZIP(), []int{23}
+	return file_ork_v1_worker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SessionResponse) GetMessage() isSessionResponse_Message {
@@ -1460,6 +1826,24 @@ func (x *SessionResponse) GetPing() *SessionPing {
 	return nil
 }
 
+func (x *SessionResponse) GetResult() *SessionReportResult {
+	if x != nil {
+		if x, ok := x.Message.(*SessionResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetDrained() *SessionDrained {
+	if x != nil {
+		if x, ok := x.Message.(*SessionResponse_Drained); ok {
+			return x.Drained
+		}
+	}
+	return nil
+}
+
 type isSessionResponse_Message interface {
 	isSessionResponse_Message()
 }
@@ -1480,6 +1864,14 @@ type SessionResponse_Ping struct {
 	Ping *SessionPing `protobuf:"bytes,4,opt,name=ping,proto3,oneof"`
 }
 
+type SessionResponse_Result struct {
+	Result *SessionReportResult `protobuf:"bytes,5,opt,name=result,proto3,oneof"`
+}
+
+type SessionResponse_Drained struct {
+	Drained *SessionDrained `protobuf:"bytes,6,opt,name=drained,proto3,oneof"`
+}
+
 func (*SessionResponse_Attached) isSessionResponse_Message() {}
 
 func (*SessionResponse_Assignment) isSessionResponse_Message() {}
@@ -1487,6 +1879,10 @@ func (*SessionResponse_Assignment) isSessionResponse_Message() {}
 func (*SessionResponse_Cancel) isSessionResponse_Message() {}
 
 func (*SessionResponse_Ping) isSessionResponse_Message() {}
+
+func (*SessionResponse_Result) isSessionResponse_Message() {}
+
+func (*SessionResponse_Drained) isSessionResponse_Message() {}
 
 var File_ork_v1_worker_proto protoreflect.FileDescriptor
 
@@ -1570,17 +1966,39 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\vWorkerDrain\"\"\n" +
 	"\n" +
 	"WorkerPong\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\x04R\x05nonce\"\xa2\x01\n" +
+	"\x05nonce\x18\x01 \x01(\x04R\x05nonce\"\xe6\x01\n" +
+	"\rSessionReport\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12,\n" +
+	"\aattempt\x18\x02 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12$\n" +
+	"\x04logs\x18\x03 \x03(\v2\x10.ork.v1.LogEntryR\x04logs\x122\n" +
+	"\asuccess\x18\x04 \x01(\v2\x16.ork.v1.AttemptSuccessH\x00R\asuccess\x122\n" +
+	"\afailure\x18\x05 \x01(\v2\x16.ork.v1.AttemptFailureH\x00R\afailureB\t\n" +
+	"\aoutcome\"\xbb\x01\n" +
+	"\x0eAttemptSuccess\x12.\n" +
+	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12=\n" +
+	"\ametrics\x18\x02 \x03(\v2#.ork.v1.AttemptSuccess.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc6\x01\n" +
+	"\x0eAttemptFailure\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12#\n" +
+	"\rnon_retryable\x18\x02 \x01(\bR\fnonRetryable\x12=\n" +
+	"\ametrics\x18\x03 \x03(\v2#.ork.v1.AttemptFailure.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd3\x01\n" +
 	"\x0eSessionRequest\x12.\n" +
 	"\x06attach\x18\x01 \x01(\v2\x14.ork.v1.WorkerAttachH\x00R\x06attach\x12+\n" +
 	"\x05drain\x18\x02 \x01(\v2\x13.ork.v1.WorkerDrainH\x00R\x05drain\x12(\n" +
-	"\x04pong\x18\x03 \x01(\v2\x12.ork.v1.WorkerPongH\x00R\x04pongB\t\n" +
-	"\amessage\"\xa2\x01\n" +
+	"\x04pong\x18\x03 \x01(\v2\x12.ork.v1.WorkerPongH\x00R\x04pong\x12/\n" +
+	"\x06report\x18\x04 \x01(\v2\x15.ork.v1.SessionReportH\x00R\x06reportB\t\n" +
+	"\amessage\"\xcb\x01\n" +
 	"\x0fSessionAttached\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12<\n" +
 	"\x1aheartbeat_interval_seconds\x18\x02 \x01(\rR\x18heartbeatIntervalSeconds\x122\n" +
-	"\x15ping_interval_seconds\x18\x03 \x01(\rR\x13pingIntervalSeconds\"`\n" +
+	"\x15ping_interval_seconds\x18\x03 \x01(\rR\x13pingIntervalSeconds\x12'\n" +
+	"\x0fsession_reports\x18\x04 \x01(\bR\x0esessionReports\"`\n" +
 	"\n" +
 	"Assignment\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12$\n" +
@@ -1589,14 +2007,21 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"#\n" +
 	"\vSessionPing\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\x04R\x05nonce\"\xe8\x01\n" +
+	"\x05nonce\x18\x01 \x01(\x04R\x05nonce\"S\n" +
+	"\x13SessionReportResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x10\n" +
+	"\x0eSessionDrained\"\xd3\x02\n" +
 	"\x0fSessionResponse\x125\n" +
 	"\battached\x18\x01 \x01(\v2\x17.ork.v1.SessionAttachedH\x00R\battached\x124\n" +
 	"\n" +
 	"assignment\x18\x02 \x01(\v2\x12.ork.v1.AssignmentH\x00R\n" +
 	"assignment\x122\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x18.ork.v1.CancelAssignmentH\x00R\x06cancel\x12)\n" +
-	"\x04ping\x18\x04 \x01(\v2\x13.ork.v1.SessionPingH\x00R\x04pingB\t\n" +
+	"\x04ping\x18\x04 \x01(\v2\x13.ork.v1.SessionPingH\x00R\x04ping\x125\n" +
+	"\x06result\x18\x05 \x01(\v2\x1b.ork.v1.SessionReportResultH\x00R\x06result\x122\n" +
+	"\adrained\x18\x06 \x01(\v2\x16.ork.v1.SessionDrainedH\x00R\adrainedB\t\n" +
 	"\amessage2\xea\x03\n" +
 	"\rWorkerService\x12F\n" +
 	"\vGetTaskSpec\x12\x1a.ork.v1.GetTaskSpecRequest\x1a\x1b.ork.v1.GetTaskSpecResponse\x12@\n" +
@@ -1620,7 +2045,7 @@ func file_ork_v1_worker_proto_rawDescGZIP() []byte {
 	return file_ork_v1_worker_proto_rawDescData
 }
 
-var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ork_v1_worker_proto_goTypes = []any{
 	(*AttemptRef)(nil),            // 0: ork.v1.AttemptRef
 	(*TaskSpec)(nil),              // 1: ork.v1.TaskSpec
@@ -1640,63 +2065,80 @@ var file_ork_v1_worker_proto_goTypes = []any{
 	(*WorkerAttach)(nil),          // 15: ork.v1.WorkerAttach
 	(*WorkerDrain)(nil),           // 16: ork.v1.WorkerDrain
 	(*WorkerPong)(nil),            // 17: ork.v1.WorkerPong
-	(*SessionRequest)(nil),        // 18: ork.v1.SessionRequest
-	(*SessionAttached)(nil),       // 19: ork.v1.SessionAttached
-	(*Assignment)(nil),            // 20: ork.v1.Assignment
-	(*CancelAssignment)(nil),      // 21: ork.v1.CancelAssignment
-	(*SessionPing)(nil),           // 22: ork.v1.SessionPing
-	(*SessionResponse)(nil),       // 23: ork.v1.SessionResponse
-	nil,                           // 24: ork.v1.TaskSpec.EnvEntry
-	nil,                           // 25: ork.v1.CompleteTaskRequest.MetricsEntry
-	nil,                           // 26: ork.v1.FailTaskRequest.MetricsEntry
-	(*structpb.Value)(nil),        // 27: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*SessionReport)(nil),         // 18: ork.v1.SessionReport
+	(*AttemptSuccess)(nil),        // 19: ork.v1.AttemptSuccess
+	(*AttemptFailure)(nil),        // 20: ork.v1.AttemptFailure
+	(*SessionRequest)(nil),        // 21: ork.v1.SessionRequest
+	(*SessionAttached)(nil),       // 22: ork.v1.SessionAttached
+	(*Assignment)(nil),            // 23: ork.v1.Assignment
+	(*CancelAssignment)(nil),      // 24: ork.v1.CancelAssignment
+	(*SessionPing)(nil),           // 25: ork.v1.SessionPing
+	(*SessionReportResult)(nil),   // 26: ork.v1.SessionReportResult
+	(*SessionDrained)(nil),        // 27: ork.v1.SessionDrained
+	(*SessionResponse)(nil),       // 28: ork.v1.SessionResponse
+	nil,                           // 29: ork.v1.TaskSpec.EnvEntry
+	nil,                           // 30: ork.v1.CompleteTaskRequest.MetricsEntry
+	nil,                           // 31: ork.v1.FailTaskRequest.MetricsEntry
+	nil,                           // 32: ork.v1.AttemptSuccess.MetricsEntry
+	nil,                           // 33: ork.v1.AttemptFailure.MetricsEntry
+	(*structpb.Value)(nil),        // 34: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_ork_v1_worker_proto_depIdxs = []int32{
-	27, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
-	24, // 1: ork.v1.TaskSpec.env:type_name -> ork.v1.TaskSpec.EnvEntry
-	28, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
+	34, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
+	29, // 1: ork.v1.TaskSpec.env:type_name -> ork.v1.TaskSpec.EnvEntry
+	35, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 3: ork.v1.GetTaskSpecRequest.attempt:type_name -> ork.v1.AttemptRef
 	1,  // 4: ork.v1.GetTaskSpecResponse.spec:type_name -> ork.v1.TaskSpec
 	0,  // 5: ork.v1.StartTaskRequest.attempt:type_name -> ork.v1.AttemptRef
 	0,  // 6: ork.v1.HeartbeatRequest.attempt:type_name -> ork.v1.AttemptRef
-	28, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	35, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 8: ork.v1.AppendLogsRequest.attempt:type_name -> ork.v1.AttemptRef
 	8,  // 9: ork.v1.AppendLogsRequest.entries:type_name -> ork.v1.LogEntry
 	0,  // 10: ork.v1.CompleteTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	27, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
-	25, // 12: ork.v1.CompleteTaskRequest.metrics:type_name -> ork.v1.CompleteTaskRequest.MetricsEntry
+	34, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
+	30, // 12: ork.v1.CompleteTaskRequest.metrics:type_name -> ork.v1.CompleteTaskRequest.MetricsEntry
 	0,  // 13: ork.v1.FailTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	26, // 14: ork.v1.FailTaskRequest.metrics:type_name -> ork.v1.FailTaskRequest.MetricsEntry
-	15, // 15: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
-	16, // 16: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
-	17, // 17: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
-	0,  // 18: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
-	1,  // 19: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
-	0,  // 20: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
-	19, // 21: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
-	20, // 22: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
-	21, // 23: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
-	22, // 24: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
-	2,  // 25: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
-	4,  // 26: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
-	6,  // 27: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
-	9,  // 28: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
-	11, // 29: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
-	13, // 30: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
-	18, // 31: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
-	3,  // 32: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
-	5,  // 33: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
-	7,  // 34: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
-	10, // 35: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
-	12, // 36: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
-	14, // 37: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
-	23, // 38: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
-	32, // [32:39] is the sub-list for method output_type
-	25, // [25:32] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	31, // 14: ork.v1.FailTaskRequest.metrics:type_name -> ork.v1.FailTaskRequest.MetricsEntry
+	0,  // 15: ork.v1.SessionReport.attempt:type_name -> ork.v1.AttemptRef
+	8,  // 16: ork.v1.SessionReport.logs:type_name -> ork.v1.LogEntry
+	19, // 17: ork.v1.SessionReport.success:type_name -> ork.v1.AttemptSuccess
+	20, // 18: ork.v1.SessionReport.failure:type_name -> ork.v1.AttemptFailure
+	34, // 19: ork.v1.AttemptSuccess.output:type_name -> google.protobuf.Value
+	32, // 20: ork.v1.AttemptSuccess.metrics:type_name -> ork.v1.AttemptSuccess.MetricsEntry
+	33, // 21: ork.v1.AttemptFailure.metrics:type_name -> ork.v1.AttemptFailure.MetricsEntry
+	15, // 22: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
+	16, // 23: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
+	17, // 24: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
+	18, // 25: ork.v1.SessionRequest.report:type_name -> ork.v1.SessionReport
+	0,  // 26: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
+	1,  // 27: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
+	0,  // 28: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
+	22, // 29: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
+	23, // 30: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
+	24, // 31: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
+	25, // 32: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
+	26, // 33: ork.v1.SessionResponse.result:type_name -> ork.v1.SessionReportResult
+	27, // 34: ork.v1.SessionResponse.drained:type_name -> ork.v1.SessionDrained
+	2,  // 35: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
+	4,  // 36: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
+	6,  // 37: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
+	9,  // 38: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
+	11, // 39: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
+	13, // 40: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
+	21, // 41: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
+	3,  // 42: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
+	5,  // 43: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
+	7,  // 44: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
+	10, // 45: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
+	12, // 46: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
+	14, // 47: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
+	28, // 48: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
+	42, // [42:49] is the sub-list for method output_type
+	35, // [35:42] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_worker_proto_init() }
@@ -1706,15 +2148,22 @@ func file_ork_v1_worker_proto_init() {
 	}
 	file_ork_v1_worker_proto_msgTypes[1].OneofWrappers = []any{}
 	file_ork_v1_worker_proto_msgTypes[18].OneofWrappers = []any{
+		(*SessionReport_Success)(nil),
+		(*SessionReport_Failure)(nil),
+	}
+	file_ork_v1_worker_proto_msgTypes[21].OneofWrappers = []any{
 		(*SessionRequest_Attach)(nil),
 		(*SessionRequest_Drain)(nil),
 		(*SessionRequest_Pong)(nil),
+		(*SessionRequest_Report)(nil),
 	}
-	file_ork_v1_worker_proto_msgTypes[23].OneofWrappers = []any{
+	file_ork_v1_worker_proto_msgTypes[28].OneofWrappers = []any{
 		(*SessionResponse_Attached)(nil),
 		(*SessionResponse_Assignment)(nil),
 		(*SessionResponse_Cancel)(nil),
 		(*SessionResponse_Ping)(nil),
+		(*SessionResponse_Result)(nil),
+		(*SessionResponse_Drained)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1722,7 +2171,7 @@ func file_ork_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_worker_proto_rawDesc), len(file_ork_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,10 +51,15 @@ type WorkerServiceClient interface {
 	FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error)
 	// Session is the stream of a long-lived pool worker. The worker attaches
 	// with the handlers it serves and its slot count; the server pushes
-	// assignments (never more than the free slots) and cancellations. Results
-	// still go through the fenced calls above. The worker is alive exactly as
-	// long as this stream: when it closes or stops answering pings, the
-	// worker's attempts are failed as lost and retried at once.
+	// assignments (never more than the free slots) and cancellations. An
+	// assignment marks its attempt started, and the server keeps the
+	// session's attempts alive while the session lives: a pool worker sends
+	// no StartTask and no Heartbeat. It reports logs and results over the
+	// stream too (SessionReport, answered by a SessionReportResult), where
+	// the server commits many workers' reports together. The worker is alive
+	// exactly as long as this stream: when it closes or stops answering pings,
+	// the worker's attempts are failed as lost and retried at once (so a
+	// report not yet answered when a session breaks may be lost with it).
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
@@ -162,10 +167,15 @@ type WorkerServiceServer interface {
 	FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error)
 	// Session is the stream of a long-lived pool worker. The worker attaches
 	// with the handlers it serves and its slot count; the server pushes
-	// assignments (never more than the free slots) and cancellations. Results
-	// still go through the fenced calls above. The worker is alive exactly as
-	// long as this stream: when it closes or stops answering pings, the
-	// worker's attempts are failed as lost and retried at once.
+	// assignments (never more than the free slots) and cancellations. An
+	// assignment marks its attempt started, and the server keeps the
+	// session's attempts alive while the session lives: a pool worker sends
+	// no StartTask and no Heartbeat. It reports logs and results over the
+	// stream too (SessionReport, answered by a SessionReportResult), where
+	// the server commits many workers' reports together. The worker is alive
+	// exactly as long as this stream: when it closes or stops answering pings,
+	// the worker's attempts are failed as lost and retried at once (so a
+	// report not yet answered when a session breaks may be lost with it).
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }

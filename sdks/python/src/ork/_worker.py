@@ -2,13 +2,16 @@
 
 The worker opens ``WorkerService.Session``, attaches with its handlers and slot
 count, and the server pushes assignments (never more than the free slots),
-cancellations and pings. Each attempt runs in its own thread and reports through
-the fenced unary calls: ``StartTask``, ``Heartbeat`` while it runs,
-``AppendLogs`` in batches, then ``CompleteTask`` or ``FailTask``. A call that
-fails with FAILED_PRECONDITION means the attempt is no longer ours: the worker
-stops it and reports nothing more. When the stream breaks the worker attaches
-again with backoff; running attempts carry on and report, and the server
-decides whether they are still current.
+cancellations and pings. An assignment is already started on the server, and
+the server keeps it alive while the session lives, so the worker sends no
+start and no heartbeats. Each attempt runs in its own thread; its log lines
+(in batches) and its outcome go back over the same stream as
+``SessionReport`` messages, which the server commits together with other
+workers' reports and answers one by one. An answer of FAILED_PRECONDITION
+means the attempt is no longer ours: the worker stops it and reports nothing
+more. When the stream breaks the worker attaches again with backoff; the
+server has given the broken session's attempts to others meanwhile, so what
+they report later is refused and dropped.
 
 Authentication and TLS: every call carries ``authorization: Bearer TOKEN``
 (a worker token from ``ork token create --role worker``) when a token is set;
@@ -54,16 +57,16 @@ _LOG_FLUSH_INTERVAL = 0.2
 #: ...or as soon as one attempt has this many waiting.
 _LOG_BATCH_LINES = 500
 
-#: Timeout of one unary call, in seconds.
-_CALL_TIMEOUT = 15.0
-#: How long a call keeps being retried while the server is unavailable.
-_RETRY_FOR = 60.0
-#: Reports (complete, fail) try longer: losing one wastes the whole attempt.
-_REPORT_RETRY_FOR = 300.0
 #: Gaps between reconnect attempts grow up to this many seconds.
 _MAX_BACKOFF = 5.0
+#: How long a draining worker waits for the server to confirm that no more
+#: assignments follow, in seconds.
+_DRAIN_NOTICE = 10.0
+#: How long a draining worker waits for the answers to its last reports.
+_REPORTS_SETTLE = 30.0
 
-_RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+#: The gRPC code of a report refused because the attempt is no longer current.
+_FAILED_PRECONDITION = 9
 
 _log = logging.getLogger("ork.worker")
 
@@ -207,8 +210,8 @@ class Worker:
         self._running: Dict[AttemptKey, _Attempt] = {}
         self._idle = threading.Condition(self._lock)
         self._stub: Optional[worker_pb2_grpc.WorkerServiceStub] = None
-        self._batcher: Optional[_LogBatcher] = None
-        self._heartbeat_interval = 10.0
+        self._reporter = _Reporter()
+        self._batcher = _LogBatcher(self._reporter)
         self.session_id: Optional[str] = None
 
     @property
@@ -238,7 +241,6 @@ class Worker:
         """
         channel = _open_channel(self.server, self._tls)
         self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
-        self._batcher = _LogBatcher(self._stub, self._metadata)
         self._batcher.start()
         restore_signals = self._install_signal_handlers()
         _stdio.install()
@@ -275,21 +277,27 @@ class Worker:
         )
         call: Any = self._stub.Session(_drain_queue(requests), metadata=self._metadata)
         state = _SessionState()
+        self._reporter.open(requests)
         reader = threading.Thread(
             target=self._read_session, args=(call, requests, state), name="ork-session", daemon=True
         )
         reader.start()
-        drain_sent = False
+        drain_sent_at: Optional[float] = None
         closed_at: Optional[float] = None
         while reader.is_alive():
             self._wake.wait(0.25)
             self._wake.clear()
             now = time.monotonic()
             if self._stopping.is_set():
-                if not drain_sent:
+                if drain_sent_at is None:
                     requests.put(worker_pb2.SessionRequest(drain=worker_pb2.WorkerDrain()))
-                    drain_sent = True
-                if closed_at is None and self.running == 0:
+                    drain_sent_at = now
+                # Assignments sent before the server saw the drain are started
+                # on its side: wait for its notice that none follow, for the
+                # running tasks, and for the answers to their reports.
+                noticed = state.drained or now - drain_sent_at > _DRAIN_NOTICE
+                settled = self._reporter.pending() == 0 or now - drain_sent_at > _REPORTS_SETTLE
+                if closed_at is None and noticed and self.running == 0 and settled:
                     requests.put(None)  # half-close: we are done
                     closed_at = now
                 if closed_at is not None and now - closed_at > 5:
@@ -298,6 +306,9 @@ class Worker:
                 _log.warning("ork worker: no message from the server for %.0fs; reconnecting", state.silent_for(now))
                 call.cancel()
         reader.join()
+        # The server gives a broken session's attempts to others: whatever
+        # they report from now on would be refused.
+        self._reporter.close()
         if state.fatal is not None:
             raise state.fatal
         return state.attached
@@ -313,11 +324,16 @@ class Worker:
                 state.seen()
                 kind = response.WhichOneof("message")
                 if kind == "attached":
+                    if not response.attached.session_reports:
+                        state.fatal = WorkerError(
+                            f"the server {self.server} does not take reports over the session; upgrade the server"
+                        )
+                        self._stopping.set()
+                        call.cancel()
+                        return
                     state.attached = True
                     state.ping_interval = float(response.attached.ping_interval_seconds or 0)
                     self.session_id = response.attached.session_id
-                    if response.attached.heartbeat_interval_seconds:
-                        self._heartbeat_interval = float(response.attached.heartbeat_interval_seconds)
                     _log.info(
                         "ork worker %s attached to %s (session %s, handlers %s, %d slots)",
                         self.name, self.server, self.session_id, ", ".join(self.handlers), self.slots,
@@ -328,6 +344,10 @@ class Worker:
                     self._start_attempt(response.assignment)
                 elif kind == "cancel":
                     self._cancel_attempt(response.cancel)
+                elif kind == "result":
+                    self._reporter.answered(response.result)
+                elif kind == "drained":
+                    state.drained = True
         except grpc.RpcError as e:
             code = e.code()
             if code == grpc.StatusCode.CANCELLED and self._stopping.is_set():
@@ -352,7 +372,6 @@ class Worker:
     # -- attempts --------------------------------------------------------------
 
     def _start_attempt(self, assignment: worker_pb2.Assignment) -> None:
-        assert self._batcher is not None
         attempt = _Attempt(assignment.attempt, assignment.spec, self._batcher)
         with self._lock:
             self._running[attempt.key] = attempt
@@ -366,12 +385,6 @@ class Worker:
     def _run_attempt(self, attempt: _Attempt) -> None:
         try:
             self._execute(attempt)
-        except _Stale as e:
-            _log.info("ork worker: attempt %s/%d is no longer current: %s", *attempt.key, e)
-        except grpc.RpcError as e:
-            # E.g. INVALID_ARGUMENT for an output that breaks the task's
-            # declared type: the server has failed the attempt itself.
-            _log.warning("ork worker: the server rejected the report of %s/%d: %s", *attempt.key, e.details())
         except Exception:  # noqa: BLE001 - one attempt must not take the worker down
             _log.exception("ork worker: attempt %s/%d could not be reported", *attempt.key)
         finally:
@@ -381,15 +394,8 @@ class Worker:
             self._wake.set()
 
     def _execute(self, attempt: _Attempt) -> None:
-        assert self._batcher is not None
-        ref, spec = attempt.ref, attempt.spec
+        spec = attempt.spec
         definition = self._tasks.get(spec.handler)
-        self._call("StartTask", worker_pb2.StartTaskRequest(attempt=ref), _RETRY_FOR)
-        heartbeat_done = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(attempt, heartbeat_done), name="ork-heartbeat", daemon=True
-        )
-        heartbeat.start()
         error: Optional[str] = None
         non_retryable = False
         output: Any = None
@@ -408,68 +414,28 @@ class Worker:
             error = format_error(e)
         finally:
             _stdio.current_sink.reset(token)
-            heartbeat_done.set()
             attempt.flush_partial()
         if error is not None:
             attempt.ctx.log.error("%s", error)
+        # The log lines go first: the server applies an attempt's reports in
+        # the order they were sent.
         self._batcher.flush(attempt)
-        heartbeat.join()
         if attempt.abandoned:
             return
         if error is None:
             value = struct_pb2.Value()
             json_format.ParseDict(output, value)
-            self._call(
-                "CompleteTask",
-                worker_pb2.CompleteTaskRequest(attempt=ref, output=value, metrics=attempt.ctx.metrics.snapshot()),
-                _REPORT_RETRY_FOR,
+            self._reporter.send(
+                attempt,
+                success=worker_pb2.AttemptSuccess(output=value, metrics=attempt.ctx.metrics.snapshot()),
             )
         else:
-            self._call(
-                "FailTask",
-                worker_pb2.FailTaskRequest(
-                    attempt=ref, error=error, non_retryable=non_retryable, metrics=attempt.ctx.metrics.snapshot()
+            self._reporter.send(
+                attempt,
+                failure=worker_pb2.AttemptFailure(
+                    error=error, non_retryable=non_retryable, metrics=attempt.ctx.metrics.snapshot()
                 ),
-                _REPORT_RETRY_FOR,
             )
-
-    def _heartbeat(self, attempt: _Attempt, done: threading.Event) -> None:
-        interval = float(attempt.spec.heartbeat_interval_seconds or self._heartbeat_interval)
-        while not done.wait(interval):
-            try:
-                reply = self._call("Heartbeat", worker_pb2.HeartbeatRequest(attempt=attempt.ref), interval * 2)
-            except _Stale:
-                attempt.abandon()
-                return
-            except grpc.RpcError as e:
-                _log.warning("ork worker: heartbeat for %s/%d failed: %s", *attempt.key, e.details())
-                continue
-            if reply.cancelled and not attempt.abandoned:
-                attempt.ctx.log.warning("cancelled by the server")
-                attempt.abandon()
-
-    def _call(self, method: str, request: Any, retry_for: float) -> Any:
-        """Calls a fenced unary RPC, retrying while the server is unavailable.
-
-        Raises :class:`_Stale` on FAILED_PRECONDITION.
-        """
-        assert self._stub is not None
-        give_up = time.monotonic() + retry_for
-        delay = 0.1
-        while True:
-            try:
-                return getattr(self._stub, method)(request, timeout=_CALL_TIMEOUT, metadata=self._metadata)
-            except grpc.RpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise _Stale(e.details()) from None
-                retryable = code in _RETRYABLE_CODES or (
-                    code == grpc.StatusCode.DEADLINE_EXCEEDED and method != "CompleteTask"
-                )
-                if not retryable or time.monotonic() + delay > give_up:
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, _MAX_BACKOFF)
 
     def _wait_idle(self) -> None:
         with self._idle:
@@ -502,6 +468,7 @@ class _SessionState:
 
     def __init__(self) -> None:
         self.attached = False
+        self.drained = False
         self.fatal: Optional[WorkerError] = None
         self.ping_interval = 0.0
         self._last_seen = time.monotonic()
@@ -530,12 +497,76 @@ def _drain_queue(requests: "queue.Queue[Optional[worker_pb2.SessionRequest]]") -
         yield item
 
 
+class _Reporter:
+    """Sends attempts' reports over the current session and routes the answers.
+
+    Reports go into the session's request queue in the order they are made;
+    the server applies the reports of one attempt in that order. An answer of
+    FAILED_PRECONDITION abandons the attempt.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: "Optional[queue.Queue[Optional[worker_pb2.SessionRequest]]]" = None
+        self._next_id = 1
+        self._waiting: Dict[int, _Attempt] = {}
+
+    def open(self, requests: "queue.Queue[Optional[worker_pb2.SessionRequest]]") -> None:
+        with self._lock:
+            self._requests = requests
+
+    def close(self) -> None:
+        """The session ended: its reports will not be answered."""
+        with self._lock:
+            self._requests = None
+            self._waiting.clear()
+
+    def pending(self) -> int:
+        """How many reports wait for their answer."""
+        with self._lock:
+            return len(self._waiting)
+
+    def send(
+        self,
+        attempt: _Attempt,
+        logs: Sequence[worker_pb2.LogEntry] = (),
+        success: Optional[worker_pb2.AttemptSuccess] = None,
+        failure: Optional[worker_pb2.AttemptFailure] = None,
+    ) -> None:
+        with self._lock:
+            if self._requests is None:
+                # No session: the server retries the attempt elsewhere.
+                attempt.abandoned = True
+                return
+            report_id = self._next_id
+            self._next_id += 1
+            self._waiting[report_id] = attempt
+            report = worker_pb2.SessionReport(id=report_id, attempt=attempt.ref, logs=list(logs))
+            if success is not None:
+                report.success.CopyFrom(success)
+            elif failure is not None:
+                report.failure.CopyFrom(failure)
+            self._requests.put(worker_pb2.SessionRequest(report=report))
+
+    def answered(self, result: worker_pb2.SessionReportResult) -> None:
+        with self._lock:
+            attempt = self._waiting.pop(result.id, None)
+        if attempt is None or result.code == 0:
+            return
+        if result.code == _FAILED_PRECONDITION:
+            _log.info("ork worker: attempt %s/%d is no longer current: %s", *attempt.key, result.message)
+            attempt.abandon()
+        else:
+            # E.g. INVALID_ARGUMENT for an output that breaks the task's
+            # declared type: the server has failed the attempt itself.
+            _log.warning("ork worker: the server refused a report of %s/%d: %s", *attempt.key, result.message)
+
+
 class _LogBatcher:
     """Sends attempts' log lines in batches: every 200 ms or 500 lines."""
 
-    def __init__(self, stub: worker_pb2_grpc.WorkerServiceStub, metadata: Metadata) -> None:
-        self._stub = stub
-        self._metadata = metadata
+    def __init__(self, reporter: _Reporter) -> None:
+        self._reporter = reporter
         self._lock = threading.Lock()
         self._pending: Dict[AttemptKey, Tuple[_Attempt, List[worker_pb2.LogEntry]]] = {}
         self._wake = threading.Event()
@@ -588,29 +619,7 @@ class _LogBatcher:
                 return
             entries = found[1]
             for start in range(0, len(entries), _LOG_BATCH_LINES):
-                request = worker_pb2.AppendLogsRequest(
-                    attempt=attempt.ref, entries=entries[start : start + _LOG_BATCH_LINES]
-                )
-                if not self._append(attempt, request):
-                    return
-
-    def _append(self, attempt: _Attempt, request: worker_pb2.AppendLogsRequest) -> bool:
-        delay = 0.1
-        give_up = time.monotonic() + _RETRY_FOR
-        while True:
-            try:
-                self._stub.AppendLogs(request, timeout=_CALL_TIMEOUT, metadata=self._metadata)
-                return True
-            except grpc.RpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    attempt.abandon()
-                    return False
-                if code not in _RETRYABLE_CODES or time.monotonic() + delay > give_up:
-                    _log.warning("ork worker: dropped %d log lines of %s/%d: %s", len(request.entries), *attempt.key, e.details())
-                    return False
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
+                self._reporter.send(attempt, logs=entries[start : start + _LOG_BATCH_LINES])
 
 
 def _env(name: str) -> Optional[str]:

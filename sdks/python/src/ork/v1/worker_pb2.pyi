@@ -531,7 +531,9 @@ Global___WorkerAttach: _TypeAlias = WorkerAttach  # noqa: Y015
 @_typing.final
 class WorkerDrain(_message.Message):
     """WorkerDrain asks the server to stop sending assignments: the worker
-    finishes what it runs, then closes the stream.
+    finishes what it runs, then closes the stream. The server answers with
+    SessionDrained once no assignment can follow; assignments that arrive
+    before it were already started by the server, and must be run.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -569,30 +571,181 @@ class WorkerPong(_message.Message):
 Global___WorkerPong: _TypeAlias = WorkerPong  # noqa: Y015
 
 @_typing.final
+class SessionReport(_message.Message):
+    """SessionReport is a pool worker's report on one of its attempts: log lines,
+    and at the end the attempt's outcome. Reports of one attempt are applied in
+    the order they were sent; the logs of a report are stored before its
+    outcome.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the worker; the SessionReportResult that answers this report
+    repeats it.
+    """
+    @_builtins.property
+    def attempt(self) -> Global___AttemptRef: ...
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogEntry]: ...
+    @_builtins.property
+    def success(self) -> Global___AttemptSuccess: ...
+    @_builtins.property
+    def failure(self) -> Global___AttemptFailure: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        attempt: Global___AttemptRef | None = ...,
+        logs: _abc.Iterable[Global___LogEntry] | None = ...,
+        success: Global___AttemptSuccess | None = ...,
+        failure: Global___AttemptFailure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure", b"failure", "outcome", b"outcome", "success", b"success"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure", b"failure", "id", b"id", "logs", b"logs", "outcome", b"outcome", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["success", "failure"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SessionReport: _TypeAlias = SessionReport  # noqa: Y015
+
+@_typing.final
+class AttemptSuccess(_message.Message):
+    """AttemptSuccess is the outcome of an attempt that produced its output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def output(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded for this attempt (as in CompleteTaskRequest)."""
+
+    def __init__(
+        self,
+        *,
+        output: _struct_pb2.Value | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptSuccess: _TypeAlias = AttemptSuccess  # noqa: Y015
+
+@_typing.final
+class AttemptFailure(_message.Message):
+    """AttemptFailure is the outcome of an attempt that failed; the server retries
+    it when allowed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    error: _builtins.str
+    non_retryable: _builtins.bool
+    """True when retrying cannot help (bad input, a permanent refusal)."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded before it failed (as in CompleteTaskRequest)."""
+
+    def __init__(
+        self,
+        *,
+        error: _builtins.str = ...,
+        non_retryable: _builtins.bool = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "metrics", b"metrics", "non_retryable", b"non_retryable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptFailure: _TypeAlias = AttemptFailure  # noqa: Y015
+
+@_typing.final
 class SessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTACH_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attach(self) -> Global___WorkerAttach: ...
     @_builtins.property
     def drain(self) -> Global___WorkerDrain: ...
     @_builtins.property
     def pong(self) -> Global___WorkerPong: ...
+    @_builtins.property
+    def report(self) -> Global___SessionReport: ...
     def __init__(
         self,
         *,
         attach: Global___WorkerAttach | None = ...,
         drain: Global___WorkerDrain | None = ...,
         pong: Global___WorkerPong | None = ...,
+        report: Global___SessionReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "drain", b"drain", "message", b"message", "pong", b"pong"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "drain", b"drain", "message", b"message", "pong", b"pong", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "drain", b"drain", "message", b"message", "pong", b"pong"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach", b"attach", "drain", b"drain", "message", b"message", "pong", b"pong", "report", b"report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["attach", "drain", "pong"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["attach", "drain", "pong", "report"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -607,21 +760,30 @@ class SessionAttached(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     PING_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    SESSION_REPORTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_interval_seconds: _builtins.int
-    """How often to call Heartbeat for each running attempt."""
+    """How often to call Heartbeat for each running attempt, for a worker that
+    reports with the unary calls.
+    """
     ping_interval_seconds: _builtins.int
     """The server pings this often; answer within the same time."""
+    session_reports: _builtins.bool
+    """True when the server takes SessionReport messages and starts and keeps
+    alive the session's attempts itself; a worker then sends no StartTask,
+    Heartbeat, AppendLogs, CompleteTask or FailTask for its assignments.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         heartbeat_interval_seconds: _builtins.int = ...,
         ping_interval_seconds: _builtins.int = ...,
+        session_reports: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "ping_interval_seconds", b"ping_interval_seconds", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "ping_interval_seconds", b"ping_interval_seconds", "session_id", b"session_id", "session_reports", b"session_reports"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,6 +864,55 @@ class SessionPing(_message.Message):
 Global___SessionPing: _TypeAlias = SessionPing  # noqa: Y015
 
 @_typing.final
+class SessionReportResult(_message.Message):
+    """SessionReportResult answers a SessionReport once it was committed (or
+    refused): code 0 (OK), or the gRPC status code the matching unary call
+    would have returned (FAILED_PRECONDITION for an attempt that is no longer
+    current, INVALID_ARGUMENT for an output that breaks the task's type, ...)
+    with a message saying why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    code: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionReportResult: _TypeAlias = SessionReportResult  # noqa: Y015
+
+@_typing.final
+class SessionDrained(_message.Message):
+    """SessionDrained answers a WorkerDrain: no assignment follows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionDrained: _TypeAlias = SessionDrained  # noqa: Y015
+
+@_typing.final
 class SessionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -709,6 +920,8 @@ class SessionResponse(_message.Message):
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attached(self) -> Global___SessionAttached: ...
     @_builtins.property
@@ -717,6 +930,10 @@ class SessionResponse(_message.Message):
     def cancel(self) -> Global___CancelAssignment: ...
     @_builtins.property
     def ping(self) -> Global___SessionPing: ...
+    @_builtins.property
+    def result(self) -> Global___SessionReportResult: ...
+    @_builtins.property
+    def drained(self) -> Global___SessionDrained: ...
     def __init__(
         self,
         *,
@@ -724,12 +941,14 @@ class SessionResponse(_message.Message):
         assignment: Global___Assignment | None = ...,
         cancel: Global___CancelAssignment | None = ...,
         ping: Global___SessionPing | None = ...,
+        result: Global___SessionReportResult | None = ...,
+        drained: Global___SessionDrained | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "attached", b"attached", "cancel", b"cancel", "message", b"message", "ping", b"ping"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "attached", b"attached", "cancel", b"cancel", "drained", b"drained", "message", b"message", "ping", b"ping", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "attached", b"attached", "cancel", b"cancel", "message", b"message", "ping", b"ping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "attached", b"attached", "cancel", b"cancel", "drained", b"drained", "message", b"message", "ping", b"ping", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["attached", "assignment", "cancel", "ping"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["attached", "assignment", "cancel", "ping", "result", "drained"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 

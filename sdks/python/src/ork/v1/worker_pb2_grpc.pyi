@@ -53,10 +53,15 @@ class WorkerServiceStub:
     Session: _grpc.StreamStreamMultiCallable[_worker_pb2.SessionRequest, _worker_pb2.SessionResponse]
     """Session is the stream of a long-lived pool worker. The worker attaches
     with the handlers it serves and its slot count; the server pushes
-    assignments (never more than the free slots) and cancellations. Results
-    still go through the fenced calls above. The worker is alive exactly as
-    long as this stream: when it closes or stops answering pings, the
-    worker's attempts are failed as lost and retried at once.
+    assignments (never more than the free slots) and cancellations. An
+    assignment marks its attempt started, and the server keeps the
+    session's attempts alive while the session lives: a pool worker sends
+    no StartTask and no Heartbeat. It reports logs and results over the
+    stream too (SessionReport, answered by a SessionReportResult), where
+    the server commits many workers' reports together. The worker is alive
+    exactly as long as this stream: when it closes or stops answering pings,
+    the worker's attempts are failed as lost and retried at once (so a
+    report not yet answered when a session breaks may be lost with it).
     """
 
 @_typing.type_check_only
@@ -84,10 +89,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     Session: _aio.StreamStreamMultiCallable[_worker_pb2.SessionRequest, _worker_pb2.SessionResponse]  # type: ignore[assignment]
     """Session is the stream of a long-lived pool worker. The worker attaches
     with the handlers it serves and its slot count; the server pushes
-    assignments (never more than the free slots) and cancellations. Results
-    still go through the fenced calls above. The worker is alive exactly as
-    long as this stream: when it closes or stops answering pings, the
-    worker's attempts are failed as lost and retried at once.
+    assignments (never more than the free slots) and cancellations. An
+    assignment marks its attempt started, and the server keeps the
+    session's attempts alive while the session lives: a pool worker sends
+    no StartTask and no Heartbeat. It reports logs and results over the
+    stream too (SessionReport, answered by a SessionReportResult), where
+    the server commits many workers' reports together. The worker is alive
+    exactly as long as this stream: when it closes or stops answering pings,
+    the worker's attempts are failed as lost and retried at once (so a
+    report not yet answered when a session breaks may be lost with it).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -154,10 +164,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.SessionResponse], _abc.AsyncIterator[_worker_pb2.SessionResponse]]:
         """Session is the stream of a long-lived pool worker. The worker attaches
         with the handlers it serves and its slot count; the server pushes
-        assignments (never more than the free slots) and cancellations. Results
-        still go through the fenced calls above. The worker is alive exactly as
-        long as this stream: when it closes or stops answering pings, the
-        worker's attempts are failed as lost and retried at once.
+        assignments (never more than the free slots) and cancellations. An
+        assignment marks its attempt started, and the server keeps the
+        session's attempts alive while the session lives: a pool worker sends
+        no StartTask and no Heartbeat. It reports logs and results over the
+        stream too (SessionReport, answered by a SessionReportResult), where
+        the server commits many workers' reports together. The worker is alive
+        exactly as long as this stream: when it closes or stops answering pings,
+        the worker's attempts are failed as lost and retried at once (so a
+        report not yet answered when a session breaks may be lost with it).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

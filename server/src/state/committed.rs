@@ -1,14 +1,12 @@
-//! What committed transactions changed, told to the observers outside the
+//! What committed transitions did, as facts for the observers outside the
 //! store (Prometheus metrics, run and attempt trace spans).
 //!
-//! A backend collects the [`Change`]s of one transaction while it runs and
-//! hands them to the [`CommitObserver`] only after the commit succeeded, so an
-//! observer counts each transition exactly once and never one that rolled
-//! back. A report repeated after a lost reply changes nothing and so reports
-//! nothing. Observers are called on the committing task: they must be quick
-//! and must not block (counters, a channel send).
-
-use std::sync::{Arc, OnceLock};
+//! `transitions.rs` gathers the [`Transition`]s of one transaction while it
+//! runs; the store hands them to the committed notifier
+//! ([`crate::notify::Notifier::committed`]) only after the commit succeeded,
+//! so an observer sees each transition exactly once and never one that
+//! rolled back. A report repeated after a lost reply changes nothing and so
+//! tells nothing.
 
 use chrono::{DateTime, Utc};
 use ork_domain::RunStatus;
@@ -52,7 +50,7 @@ impl AttemptOutcome {
 
 /// One committed transition.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub enum Transition {
     /// A run began running: created without waiting, promoted from `pending`
     /// (its workflow's `concurrency`), or re-opened by a retry.
     RunStarted { run_id: String, workflow: String },
@@ -65,7 +63,8 @@ pub enum Change {
         started_at: Option<DateTime<Utc>>,
         finished_at: DateTime<Utc>,
     },
-    /// A worker started an attempt (or reported it without starting it).
+    /// An attempt started: its worker said so, or (a pool attempt) its claim
+    /// assigned it to a session.
     AttemptStarted {
         workflow: String,
         task: String,
@@ -75,6 +74,9 @@ pub enum Change {
     },
     /// An attempt ended.
     AttemptFinished(Box<FinishedAttempt>),
+    /// A schedule fire created a run (the `RunStarted` of that run follows
+    /// unless it waits on its workflow's `concurrency`).
+    ScheduleFired { workflow: String },
 }
 
 /// The facts of an ended attempt.
@@ -93,40 +95,4 @@ pub struct FinishedAttempt {
     pub finished_at: DateTime<Utc>,
     /// The figures the task recorded (`ctx.metrics.record`, `ORK_METRICS`).
     pub metrics: Vec<TaskMetric>,
-}
-
-/// Told every committed transaction's changes, in commit order per store.
-pub trait CommitObserver: Send + Sync + 'static {
-    fn committed(&self, changes: &[Change]);
-}
-
-/// Tells several observers, in order.
-pub struct ObserverList(pub Vec<Arc<dyn CommitObserver>>);
-
-impl CommitObserver for ObserverList {
-    fn committed(&self, changes: &[Change]) {
-        for observer in &self.0 {
-            observer.committed(changes);
-        }
-    }
-}
-
-/// The observer slot of a store: empty until the server sets it, so stores
-/// opened by tools and tests tell nobody.
-#[derive(Default)]
-pub(crate) struct ObserverSlot(OnceLock<Arc<dyn CommitObserver>>);
-
-impl ObserverSlot {
-    pub(crate) fn set(&self, observer: Arc<dyn CommitObserver>) {
-        let _ = self.0.set(observer);
-    }
-
-    /// Hands a committed transaction's changes to the observer.
-    pub(crate) fn committed(&self, changes: &[Change]) {
-        if !changes.is_empty()
-            && let Some(observer) = self.0.get()
-        {
-            observer.committed(changes);
-        }
-    }
 }
