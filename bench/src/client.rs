@@ -113,6 +113,7 @@ impl Api {
             .start_run(v1::StartRunRequest {
                 workflow: workflow.to_owned(),
                 input: None,
+                ..Default::default()
             })
             .await
             .context("start run")?
@@ -154,6 +155,7 @@ impl Api {
                 .list_runs(v1::ListRunsRequest {
                     workflow: workflow.to_owned(),
                     limit: 20,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner()

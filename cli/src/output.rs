@@ -229,30 +229,34 @@ fn key_values(pairs: &[(&str, Cell)], style: Style) -> String {
 
 /// `ork run status`: the run's summary, then one row per task instance.
 pub fn render_run(run: &Run, now: DateTime<Utc>, style: Style) -> String {
-    let mut out = key_values(
-        &[
-            ("run", run.id.as_str().into()),
-            (
-                "workflow",
-                format!(
-                    "{} (version {})",
-                    run.workflow,
-                    short_version(&run.workflow_version)
-                )
-                .into(),
-            ),
-            ("status", Cell::status(&run.status)),
-            ("trigger", run.triggered_by.as_str().into()),
-            ("created", time(run.created_at.as_ref()).into()),
-            ("started", time(run.started_at.as_ref()).into()),
-            ("finished", time(run.finished_at.as_ref()).into()),
-            (
-                "duration",
-                duration(run.started_at.as_ref(), run.finished_at.as_ref(), now).into(),
-            ),
-        ],
-        style,
-    );
+    let mut fields = vec![
+        ("run", run.id.as_str().into()),
+        (
+            "workflow",
+            format!(
+                "{} (version {})",
+                run.workflow,
+                short_version(&run.workflow_version)
+            )
+            .into(),
+        ),
+        ("status", Cell::status(&run.status)),
+        ("trigger", run.triggered_by.as_str().into()),
+        ("created", time(run.created_at.as_ref()).into()),
+        ("started", time(run.started_at.as_ref()).into()),
+        ("finished", time(run.finished_at.as_ref()).into()),
+        (
+            "duration",
+            duration(run.started_at.as_ref(), run.finished_at.as_ref(), now).into(),
+        ),
+    ];
+    if !run.labels.is_empty() {
+        // Sorted, so the line reads the same every time.
+        let labels: std::collections::BTreeMap<_, _> = run.labels.iter().collect();
+        let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.push(("labels", text.join(" ").into()));
+    }
+    let mut out = key_values(&fields, style);
     if run.tasks.is_empty() {
         return out;
     }

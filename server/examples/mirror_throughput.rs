@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 input: json!({}),
                 triggered_by: TriggerType::Manual,
                 owner: "throughput".into(),
+                labels: Default::default(),
             },
             Utc::now(),
         )

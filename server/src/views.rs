@@ -32,6 +32,11 @@ pub fn run(record: &RunRecord, tasks: Vec<v1::TaskRun>) -> v1::Run {
         finished_at: opt_timestamp(record.finished_at),
         tasks,
         owner: record.owner.clone().unwrap_or_default(),
+        labels: record
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

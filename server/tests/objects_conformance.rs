@@ -337,6 +337,7 @@ async fn mirror_and_read_back_a_run(b: &Backend, store: Arc<dyn ObjectStore>) {
                 input: json!({"day": 1}),
                 triggered_by: TriggerType::Manual,
                 owner: OWNER.into(),
+                labels: Default::default(),
             },
             t(1),
         )

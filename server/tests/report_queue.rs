@@ -39,6 +39,7 @@ async fn concurrent_reports_are_committed_together_and_answered_alone() {
                 input: json!({}),
                 triggered_by: TriggerType::Manual,
                 owner: "me".into(),
+                labels: Default::default(),
             },
             Utc::now(),
         )

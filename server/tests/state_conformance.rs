@@ -12,7 +12,7 @@ use ork_server::state::prelude::*;
 use ork_server::state::tokens::{NewToken, Role, TokenStore};
 use ork_server::state::{
     self, Claim, Failure, FailureKind, Limits, LogQuery, NewLogLine, NewRun, NewWorkflowVersion,
-    OutboxKind, Report,
+    OutboxKind, PageKey, Report, RunQuery,
 };
 use serde_json::json;
 
@@ -267,6 +267,7 @@ async fn start(store: &Arc<dyn StateStore>, workflow: &str, input: serde_json::V
                 input,
                 triggered_by: TriggerType::Manual,
                 owner: OWNER.into(),
+                labels: Default::default(),
             },
             t(1),
         )
@@ -934,6 +935,7 @@ async fn unknown_things_are_not_found(store: Arc<dyn StateStore>) {
                 input: json!({}),
                 triggered_by: TriggerType::Manual,
                 owner: OWNER.into(),
+                labels: Default::default(),
             },
             t(0),
         )
@@ -1701,6 +1703,7 @@ async fn declared_inputs_are_applied_to_every_new_run(store: Arc<dyn StateStore>
                 input: json!({"n": "five"}),
                 triggered_by: TriggerType::Manual,
                 owner: OWNER.into(),
+                labels: Default::default(),
             },
             t(2),
         )
@@ -1870,3 +1873,341 @@ async fn tokens_bootstrap(tokens: Arc<dyn TokenStore>) {
     let all = tokens.list_tokens().await.expect("list");
     assert_eq!(all.len(), 2, "{all:?}");
 }
+async fn start_labelled(
+    store: &Arc<dyn StateStore>,
+    workflow: &str,
+    labels: &[(&str, &str)],
+    at: DateTime<Utc>,
+) -> String {
+    store
+        .create_run(
+            NewRun {
+                workflow: workflow.to_owned(),
+                input: json!({}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+            at,
+        )
+        .await
+        .expect("create run")
+        .id
+}
+
+/// Every page of `query`, following the keys; the runs' ids in order.
+async fn all_pages(store: &Arc<dyn StateStore>, mut query: RunQuery) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let page = store.query_runs(&query).await.expect("query");
+        assert!(page.runs.len() <= query.limit as usize);
+        ids.extend(page.runs.into_iter().map(|r| r.id));
+        match page.next {
+            Some(key) => {
+                // Through the opaque token, as a client does.
+                query.after = Some(PageKey::from_token(&key.to_token()).expect("token"));
+            }
+            None => return ids,
+        }
+    }
+}
+
+async fn run_history_filters_and_pages(store: Arc<dyn StateStore>) {
+    let a = deploy(
+        &store,
+        "name: hist-a\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    let b = deploy(
+        &store,
+        "name: hist-b\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    // 60 runs: several share a creation millisecond, so the id breaks ties.
+    let mut created = Vec::new();
+    for i in 0..60i64 {
+        let wf = if i % 3 == 0 { &b } else { &a };
+        let labels: &[(&str, &str)] = match i % 4 {
+            0 => &[("team", "data"), ("env", "prod")],
+            1 => &[("team", "data")],
+            _ => &[],
+        };
+        let id = start_labelled(&store, wf, labels, t(1000 + (i / 2) * 10)).await;
+        created.push((i, id));
+    }
+    for (i, id) in &created {
+        if i % 5 == 0 {
+            store.cancel_run(id, t(5000 + i)).await.expect("cancel");
+        }
+    }
+    let newest_first: Vec<String> = {
+        let mut all: Vec<_> = created
+            .iter()
+            .map(|(i, id)| ((1000 + (i / 2) * 10), id.clone()))
+            .collect();
+        all.sort_by(|x, y| y.cmp(x));
+        all.into_iter().map(|(_, id)| id).collect()
+    };
+    let everything = RunQuery {
+        workflow: None,
+        limit: 7,
+        ..Default::default()
+    };
+    // Only this test's runs exist in a fresh store.
+    assert_eq!(all_pages(&store, everything.clone()).await, newest_first);
+
+    // The total counts every match, whatever the page size.
+    let first = store
+        .query_runs(&RunQuery {
+            include_total: true,
+            ..everything.clone()
+        })
+        .await
+        .expect("query");
+    assert_eq!(first.total, Some(60));
+    assert_eq!(first.runs.len(), 7);
+    assert!(first.next.is_some());
+
+    let expect = |keep: &dyn Fn(i64) -> bool| -> Vec<String> {
+        newest_first
+            .iter()
+            .filter(|id| {
+                let i = created.iter().find(|(_, c)| c == *id).expect("known").0;
+                keep(i)
+            })
+            .cloned()
+            .collect()
+    };
+    let cases: Vec<(RunQuery, Vec<String>)> = vec![
+        (
+            RunQuery {
+                workflow: Some(b.clone()),
+                ..everything.clone()
+            },
+            expect(&|i| i % 3 == 0),
+        ),
+        (
+            RunQuery {
+                statuses: vec![RunStatus::Cancelled],
+                ..everything.clone()
+            },
+            expect(&|i| i % 5 == 0),
+        ),
+        (
+            RunQuery {
+                statuses: vec![RunStatus::Cancelled, RunStatus::Running],
+                ..everything.clone()
+            },
+            newest_first.clone(),
+        ),
+        (
+            RunQuery {
+                triggers: vec![TriggerType::Retry],
+                ..everything.clone()
+            },
+            vec![],
+        ),
+        (
+            RunQuery {
+                triggers: vec![TriggerType::Manual],
+                ..everything.clone()
+            },
+            newest_first.clone(),
+        ),
+        (
+            RunQuery {
+                labels: vec![("team".into(), "data".into())],
+                ..everything.clone()
+            },
+            expect(&|i| i % 4 <= 1),
+        ),
+        (
+            RunQuery {
+                labels: vec![
+                    ("team".into(), "data".into()),
+                    ("env".into(), "prod".into()),
+                ],
+                workflow: Some(a.clone()),
+                ..everything.clone()
+            },
+            expect(&|i| i % 4 == 0 && i % 3 != 0),
+        ),
+        (
+            RunQuery {
+                labels: vec![("team".into(), "nobody".into())],
+                ..everything.clone()
+            },
+            vec![],
+        ),
+        (
+            // Created in [1100, 1200): i/2 in 10..20.
+            RunQuery {
+                created_after: Some(t(1100)),
+                created_before: Some(t(1200)),
+                ..everything.clone()
+            },
+            expect(&|i| (10..20).contains(&(i / 2))),
+        ),
+        (
+            // Finished in [5010, 5040): cancelled runs 10, 15, 20, 25, 30, 35.
+            RunQuery {
+                finished_after: Some(t(5010)),
+                finished_before: Some(t(5040)),
+                ..everything.clone()
+            },
+            expect(&|i| i % 5 == 0 && (10..40).contains(&i)),
+        ),
+    ];
+    for (query, want) in cases {
+        assert_eq!(all_pages(&store, query.clone()).await, want, "{query:?}");
+        let page = store
+            .query_runs(&RunQuery {
+                include_total: true,
+                ..query.clone()
+            })
+            .await
+            .expect("count");
+        assert_eq!(page.total, Some(want.len() as u64), "{query:?}");
+    }
+
+    // Labels come back on the run.
+    let run = store
+        .get_run(&created[0].1)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(run.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(run.labels.len(), 2);
+
+    // Runs created while paging sort before the page key: the walk still
+    // visits every older run exactly once and none of the new ones.
+    let mut query = RunQuery {
+        limit: 9,
+        ..everything.clone()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.query_runs(&query).await.expect("query");
+        seen.extend(page.runs.into_iter().map(|r| r.id));
+        start_labelled(&store, &a, &[], t(9000 + seen.len() as i64)).await;
+        match page.next {
+            Some(key) => query.after = Some(key),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    // A token that is not one is refused with a clear error.
+    let err = PageKey::from_token("bm9wZQ").expect_err("junk");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("page_token")),
+        "{err}"
+    );
+}
+conformance!(
+    run_history_filters_and_pages_case,
+    run_history_filters_and_pages
+);
+
+async fn request_ids_start_one_run(store: Arc<dyn StateStore>) {
+    let wf = deploy(&store, "name: once\ntasks:\n  - name: x\n    file: x.sh\n").await;
+    let other = deploy(
+        &store,
+        "name: once-b\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    let new = |workflow: &str| NewRun {
+        workflow: workflow.to_owned(),
+        input: json!({}),
+        triggered_by: TriggerType::Manual,
+        owner: OWNER.into(),
+        labels: Default::default(),
+    };
+    // Eight concurrent starts with one id: one run, and all see it.
+    let mut starts = Vec::new();
+    for _ in 0..8 {
+        let (store, new) = (store.clone(), new(&wf));
+        starts.push(tokio::spawn(async move {
+            store
+                .create_run_once(new, "req-1", t(10))
+                .await
+                .expect("start")
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for s in starts {
+        let (run, new) = s.await.expect("task");
+        ids.insert(run.id);
+        created += usize::from(new);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    let first = ids.into_iter().next().expect("one");
+    let all = store
+        .query_runs(&RunQuery {
+            workflow: Some(wf.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.runs.len(), 1);
+
+    // The same id for another workflow is another request.
+    let (b, created) = store
+        .create_run_once(new(&other), "req-1", t(11))
+        .await
+        .expect("b");
+    assert!(created && b.id != first);
+    // After the retention window the id starts a new run.
+    let later = t(10) + state::run_requests::RETENTION + chrono::TimeDelta::seconds(1);
+    let (again, created) = store
+        .create_run_once(new(&wf), "req-1", later)
+        .await
+        .expect("again");
+    assert!(created && again.id != first);
+    // A bad id is refused, naming the field; a failed start records nothing.
+    let err = store
+        .create_run_once(new(&wf), "has space", t(12))
+        .await
+        .expect_err("bad");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("request_id")),
+        "{err}"
+    );
+    let typed = deploy(
+        &store,
+        "name: once-typed\ninputs:\n  n: {type: integer}\ntasks:\n  - name: x\n    file: x.sh\n",
+    )
+    .await;
+    let err = store
+        .create_run_once(
+            NewRun {
+                input: json!({"n": "five"}),
+                ..new(&typed)
+            },
+            "req-2",
+            t(12),
+        )
+        .await
+        .expect_err("bad input");
+    assert!(
+        matches!(&err, state::Error::InvalidArgument(m) if m.contains("input.n")),
+        "{err}"
+    );
+    let (_, created) = store
+        .create_run_once(
+            NewRun {
+                input: json!({"n": 5}),
+                ..new(&typed)
+            },
+            "req-2",
+            t(13),
+        )
+        .await
+        .expect("retry");
+    assert!(created, "the failed start recorded its id");
+}
+conformance!(request_ids_start_one_run_case, request_ids_start_one_run);

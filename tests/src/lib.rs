@@ -232,6 +232,7 @@ impl Clients {
             .start_run(v1::StartRunRequest {
                 workflow: workflow.to_owned(),
                 input: Some(to_proto(&input)),
+                ..Default::default()
             })
             .await
             .expect("start run")

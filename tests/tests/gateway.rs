@@ -183,6 +183,7 @@ async fn one_scenario_through_rest_grpc_and_the_cli_gives_equal_results() {
         .list_runs(v1::ListRunsRequest {
             workflow: "chain".into(),
             limit: 5,
+            ..Default::default()
         })
         .await
         .expect("runs")

@@ -26,6 +26,7 @@ fn list_runs_of_size(size: usize) -> v1::ListRunsRequest {
     let mut request = v1::ListRunsRequest {
         workflow: String::new(),
         limit: 0,
+        ..Default::default()
     };
     let mut n = size.saturating_sub(4);
     loop {
@@ -193,6 +194,7 @@ async fn run_inputs_and_task_outputs() {
         .start_run(v1::StartRunRequest {
             workflow: "sizes".into(),
             input: Some(ork_proto::json::to_proto(&past)),
+            ..Default::default()
         })
         .await
         .expect_err("input past the limit");
@@ -320,6 +322,7 @@ async fn start_run_rate_per_token() {
                 .start_run(v1::StartRunRequest {
                     workflow: "quick".into(),
                     input: None,
+                    ..Default::default()
                 })
                 .await
         }

@@ -448,6 +448,7 @@ async fn declared_inputs_get_their_defaults_and_a_mismatch_names_the_field() {
             .start_run(ork_proto::v1::StartRunRequest {
                 workflow: "typed".into(),
                 input: Some(ork_proto::json::to_proto(&input)),
+                ..Default::default()
             })
             .await
             .expect_err("refused");

@@ -84,6 +84,7 @@ fn sample_run() -> Run {
         finished_at: None,
         tasks: vec![extract, done, failed, running, load],
         owner: "local".into(),
+        labels: [("team".to_owned(), "data".to_owned())].into(),
     }
 }
 
@@ -99,6 +100,7 @@ fn run_status_table() {
         started:   2026-11-18T11:06:40Z
         finished:  -
         duration:  1m30s
+        labels:    team=data
 
         NAME        STATUS   ATTEMPT  DURATION  OUTPUT                                                        DETAIL
         extract     success  1        850ms     {"count":3,"files":["a.csv","b.csv","c.csv"]}
@@ -303,7 +305,10 @@ fn run_json_keeps_proto_field_order_and_integers() {
               "finished_at": "2026-11-18T11:06:53.345+00:00"
             }
           ],
-          "owner": "local"
+          "owner": "local",
+          "labels": {
+            "team": "data"
+          }
         }"#]]
     .assert_eq(&actual);
 }

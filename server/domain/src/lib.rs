@@ -8,6 +8,7 @@ pub mod attempt;
 pub mod dag;
 pub mod decide;
 pub mod inputs;
+pub mod labels;
 pub mod model;
 pub mod parse;
 pub mod quantity;

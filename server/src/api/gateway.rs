@@ -8,6 +8,7 @@
 //! same mapping. Errors are JSON `{code, message, details}` with the HTTP
 //! status of `error::ERROR_TABLE`; nothing a client sends yields a 5xx.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
@@ -371,6 +372,69 @@ async fn openapi_document() -> Response {
 
 /// Parses the merged request fields into a request message, naming the field
 /// that was wrong.
+/// Request fields a query string cannot give as plain text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryField {
+    /// A repeated scalar (a list filter): the name is repeated.
+    List,
+    /// `true` or `false`.
+    Bool,
+}
+
+/// How the query string gives `field` of `rpc`'s request, when it is not
+/// plain text (read from the proto descriptors, so new fields just work).
+fn query_field_kind(rpc: Rpc, field: &str) -> Option<QueryField> {
+    use prost::Message as _;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    static KINDS: LazyLock<HashMap<(String, String, String), QueryField>> = LazyLock::new(|| {
+        let set = prost_types::FileDescriptorSet::decode(ork_proto::FILE_DESCRIPTOR_SET)
+            .unwrap_or_default();
+        let messages: HashMap<String, &prost_types::DescriptorProto> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.message_type
+                    .iter()
+                    .map(move |m| (format!(".{}.{}", f.package(), m.name()), m))
+            })
+            .collect();
+        let mut out = HashMap::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let Some(input) = messages.get(method.input_type()) else {
+                        continue;
+                    };
+                    for f in &input.field {
+                        let kind = match (f.label(), f.r#type()) {
+                            (_, Type::Message) => continue,
+                            (Label::Repeated, _) => QueryField::List,
+                            (_, Type::Bool) => QueryField::Bool,
+                            _ => continue,
+                        };
+                        out.insert(
+                            (
+                                format!("{}.{}", file.package(), service.name()),
+                                method.name().to_owned(),
+                                f.name().to_owned(),
+                            ),
+                            kind,
+                        );
+                    }
+                }
+            }
+        }
+        out
+    });
+    KINDS
+        .get(&(
+            rpc.service().to_owned(),
+            rpc.method().to_owned(),
+            field.to_owned(),
+        ))
+        .copied()
+}
+
 fn decode<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
     ork_proto::decode::message(Value::Object(fields)).map_err(|e| match &e.field {
         Some(f) => ApiError::invalid(Some(f), e.to_string()),
@@ -463,13 +527,30 @@ impl Gateway {
                     follow = parse_follow(&value)?;
                     continue;
                 }
+                let kind = query_field_kind(route.rpc, &name);
+                if kind == Some(QueryField::List) {
+                    // `?status=failed&status=cancelled`: each one an item.
+                    if let Value::Array(items) = fields
+                        .entry(name)
+                        .or_insert_with(|| Value::Array(Vec::new()))
+                    {
+                        items.push(Value::String(value));
+                    }
+                    continue;
+                }
+                // Proto JSON wants a JSON boolean; a query string has text.
+                let value = match (kind, value.as_str()) {
+                    (Some(QueryField::Bool), "true") => Value::Bool(true),
+                    (Some(QueryField::Bool), "false") => Value::Bool(false),
+                    _ => Value::String(value),
+                };
                 if fields.contains_key(&name) {
                     return Err(ApiError::invalid(
                         Some(&name),
                         format!("field `{name}`: given more than once"),
                     ));
                 }
-                fields.insert(name, Value::String(value));
+                fields.insert(name, value);
             }
         }
         for (param, field) in route.path_fields {

@@ -1,7 +1,7 @@
 //! `ork.v1.RunService`: start, inspect, cancel and retry runs; read logs.
 
 use chrono::Utc;
-use ork_domain::TriggerType;
+use ork_domain::{RunStatus, TriggerType};
 use ork_proto::json::from_proto_opt;
 use ork_proto::v1::{self, run_service_server::RunService};
 use serde_json::Value;
@@ -11,7 +11,7 @@ use super::ApiContext;
 use super::convert;
 use super::error::{ErrorKind, from_state, status};
 use super::run_streams;
-use crate::state::{LogQuery, NewRun, RunRecord};
+use crate::state::{LogQuery, NewRun, PageKey, RunQuery, RunRecord};
 use crate::views;
 
 pub struct RunApi {
@@ -108,6 +108,95 @@ impl RunApi {
     }
 }
 
+/// Most values one list filter (`status`, `triggered_by`) takes.
+const MAX_FILTER_VALUES: usize = 16;
+
+/// Reads the filters of a ListRuns request, naming the field of any bad one.
+fn run_query(req: v1::ListRunsRequest) -> Result<RunQuery, Status> {
+    fn words<T: Copy>(
+        field: &str,
+        given: &[String],
+        parse: fn(&str) -> Option<T>,
+        all: &[T],
+        show: fn(T) -> &'static str,
+    ) -> Result<Vec<T>, Status> {
+        if given.len() > MAX_FILTER_VALUES {
+            return Err(invalid(format!(
+                "field `{field}`: at most {MAX_FILTER_VALUES} values"
+            )));
+        }
+        given
+            .iter()
+            .map(|word| {
+                parse(word.trim()).ok_or_else(|| {
+                    let known: Vec<&str> = all.iter().map(|v| show(*v)).collect();
+                    invalid(format!(
+                        "field `{field}`: unknown value `{}`; use one of {}",
+                        word.escape_debug(),
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+    fn time(
+        field: &str,
+        t: Option<pbjson_types::Timestamp>,
+    ) -> Result<Option<chrono::DateTime<Utc>>, Status> {
+        t.map(|t| {
+            ork_proto::time::from_proto(&t)
+                .ok_or_else(|| invalid(format!("field `{field}`: the time is out of range")))
+        })
+        .transpose()
+    }
+    if req.label.len() > ork_domain::labels::MAX_LABELS {
+        return Err(invalid(format!(
+            "field `label`: at most {} label filters",
+            ork_domain::labels::MAX_LABELS
+        )));
+    }
+    let labels = req
+        .label
+        .iter()
+        .map(|pair| {
+            ork_domain::labels::parse_pair(pair).map_err(|e| invalid(format!("field `label`: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let after = match req.page_token.as_str() {
+        "" => None,
+        token => Some(PageKey::from_token(token).map_err(from_state)?),
+    };
+    Ok(RunQuery {
+        workflow: (!req.workflow.is_empty()).then_some(req.workflow),
+        statuses: words(
+            "status",
+            &req.status,
+            RunStatus::parse,
+            RunStatus::ALL,
+            RunStatus::as_str,
+        )?,
+        triggers: words(
+            "triggered_by",
+            &req.triggered_by,
+            TriggerType::parse,
+            TriggerType::ALL,
+            TriggerType::as_str,
+        )?,
+        created_after: time("created_after", req.created_after)?,
+        created_before: time("created_before", req.created_before)?,
+        finished_after: time("finished_after", req.finished_after)?,
+        finished_before: time("finished_before", req.finished_before)?,
+        labels,
+        after,
+        limit: req.limit,
+        include_total: req.include_total,
+    })
+}
+
+fn invalid(message: String) -> Status {
+    status(ErrorKind::InvalidArgument, message)
+}
+
 #[tonic::async_trait]
 impl RunService for RunApi {
     async fn start_run(
@@ -129,20 +218,26 @@ impl RunService for RunApi {
         {
             return Err(status(ErrorKind::InvalidArgument, refusal));
         }
+        let labels: std::collections::BTreeMap<String, String> = req.labels.into_iter().collect();
+        ork_domain::labels::check(&labels)
+            .map_err(|e| status(ErrorKind::InvalidArgument, format!("field `labels`: {e}")))?;
         let workflow = req.workflow;
-        let record = self
-            .ctx
-            .state
-            .create_run(
-                NewRun {
-                    workflow: workflow.clone(),
-                    input,
-                    triggered_by: TriggerType::Manual,
-                    owner: self.ctx.owner.clone(),
-                },
-                Utc::now(),
-            )
-            .await;
+        let new = NewRun {
+            workflow: workflow.clone(),
+            input,
+            triggered_by: TriggerType::Manual,
+            owner: self.ctx.owner.clone(),
+            labels,
+        };
+        let record = match req.request_id.as_str() {
+            "" => self.ctx.state.create_run(new, Utc::now()).await,
+            id => self
+                .ctx
+                .state
+                .create_run_once(new, id, Utc::now())
+                .await
+                .map(|(record, _)| record),
+        };
         let record = match record {
             Ok(record) => record,
             Err(crate::state::Error::NotFound { .. }) => {
@@ -171,17 +266,21 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::ListRunsRequest>,
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
-        let req = request.into_inner();
-        let workflow = (!req.workflow.is_empty()).then_some(req.workflow.as_str());
-        let limit = req.limit.min(1000);
-        let runs = self
+        let query = run_query(request.into_inner())?;
+        let page = self
             .ctx
             .state
-            .list_runs(workflow, limit)
+            .query_runs(&query)
             .await
             .map_err(from_state)?;
         Ok(Response::new(v1::ListRunsResponse {
-            runs: runs.iter().map(|r| views::run(r, Vec::new())).collect(),
+            runs: page
+                .runs
+                .iter()
+                .map(|r| views::run(r, Vec::new()))
+                .collect(),
+            next_page_token: page.next.map(|k| k.to_token()).unwrap_or_default(),
+            total: page.total,
         }))
     }
 

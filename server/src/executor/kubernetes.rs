@@ -450,7 +450,9 @@ async fn delete_job(jobs: &Api<Job>, name: &str, grace: Option<u32>) {
     }
 }
 
-fn memory_of(job: &Job) -> Option<String> {
+/// The container of a Job's pod that runs the task (not the init container
+/// that installs `ork-worker`).
+fn task_container(job: &Job) -> Option<&Container> {
     job.spec
         .as_ref()?
         .template
@@ -458,7 +460,11 @@ fn memory_of(job: &Job) -> Option<String> {
         .as_ref()?
         .containers
         .iter()
-        .find(|c| c.name == TASK_CONTAINER)?
+        .find(|c| c.name == TASK_CONTAINER)
+}
+
+fn memory_of(job: &Job) -> Option<String> {
+    task_container(job)?
         .resources
         .as_ref()?
         .limits
@@ -552,15 +558,7 @@ impl Executor for KubernetesExecutor {
             .filter_map(|job| {
                 let name = job.metadata.name.clone()?;
                 let labels = job.metadata.labels.clone().unwrap_or_default();
-                let env = job
-                    .spec
-                    .as_ref()?
-                    .template
-                    .spec
-                    .as_ref()?
-                    .containers
-                    .iter()
-                    .find(|c| c.name == TASK_CONTAINER)?
+                let env = task_container(&job)?
                     .env
                     .clone()
                     .unwrap_or_default()

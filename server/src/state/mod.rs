@@ -4,8 +4,10 @@
 //! The store's port is split by role, each trait small and used by few
 //! components: [`Definitions`] (deployed workflows), [`Runs`] (runs, their
 //! task runs, attempts and logs, as the API reads and changes them),
-//! [`Attempts`] (what workers report), [`Scheduling`] (leases, claims,
-//! timers, cron) and [`Outbox`] (the mirror's feed). [`StateStore`] is all of
+//! [`RunHistory`] (ListRuns: filters, labels, keyset pages),
+//! [`RunRequests`] (idempotent starts), [`Attempts`] (what workers report),
+//! [`Scheduling`] (leases, claims, timers, cron) and [`Outbox`] (the
+//! mirror's feed). [`StateStore`] is all of
 //! them; one conformance suite (`tests/state_conformance.rs`) covers every
 //! role on every backend.
 //!
@@ -21,6 +23,8 @@ mod committed;
 pub mod postgres;
 mod records;
 mod rows;
+pub mod run_history;
+pub mod run_requests;
 mod sql;
 pub mod sqlite;
 mod store;
@@ -36,11 +40,15 @@ use futures::stream::BoxStream;
 pub use committed::{AttemptOutcome, FinishedAttempt, Transition};
 pub use ork_domain::attempt::Report;
 pub use records::*;
+pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
+pub use run_requests::RunRequests;
 pub use store::Store;
 
 /// Every role trait, for `use ork_server::state::prelude::*`.
 pub mod prelude {
-    pub use super::{Attempts, Definitions, Outbox, Runs, Scheduling, StateStore};
+    pub use super::{
+        Attempts, Definitions, Outbox, RunHistory, RunRequests, Runs, Scheduling, StateStore,
+    };
 }
 
 /// Errors of the state store.
@@ -341,7 +349,9 @@ pub trait Outbox: Send + Sync {
 }
 
 /// The whole store: every role.
-pub trait StateStore: Definitions + Runs + Attempts + Scheduling + Outbox + 'static {
+pub trait StateStore:
+    Definitions + Runs + RunHistory + RunRequests + Attempts + Scheduling + Outbox + 'static
+{
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.
     fn set_output_store(&self, outputs: Arc<dyn OutputStore>);

@@ -74,6 +74,8 @@ pub struct NewRun {
     pub triggered_by: TriggerType,
     /// The scheduler replica that takes the run (the one that received it).
     pub owner: String,
+    /// Labels to filter run history by (checked by `ork_domain::labels`).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,7 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

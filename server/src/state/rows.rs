@@ -97,6 +97,8 @@ pub(crate) fn run_record<R: Columns>(row: &R) -> Result<RunRecord> {
         created_at: from_ms(row.int("created_at")?),
         started_at: opt_ms(row.opt_int("started_at")?),
         finished_at: opt_ms(row.opt_int("finished_at")?),
+        labels: serde_json::from_str(&row.text("labels")?)
+            .map_err(|e| Error::Corrupt(format!("stored run labels: {e}")))?,
     })
 }
 

@@ -88,6 +88,13 @@ impl<B: Backend> Store<B> {
         &self.backend
     }
 
+    /// Fires the notifier: call after a commit, with what it changed.
+    /// A transaction committed `transitions`: tell the observer, wake
+    /// whoever cares.
+    pub(super) fn notify(&self, changes: Changes, transitions: &[Transition]) {
+        self.notifier.committed(changes, transitions);
+    }
+
     pub(super) fn env(&self) -> Env {
         Env {
             limits: self.limits,
@@ -519,7 +526,7 @@ impl<B: Backend> Definitions for Store<B> {
 impl<B: Backend> Runs for Store<B> {
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
         let (run_id, told) = self
-            .write("create_run", || self.create_run_once(&new, now))
+            .write("create_run", || self.create_run_tx(&new, now))
             .await?;
         self.notifier.committed(Changes::ALL, &told);
         self.get_run(&run_id)

@@ -599,7 +599,7 @@ impl<B: Backend> Store<B> {
         Ok(released)
     }
 
-    pub(super) async fn create_run_once(
+    pub(super) async fn create_run_tx(
         &self,
         new: &NewRun,
         now: DateTime<Utc>,
@@ -611,9 +611,9 @@ impl<B: Backend> Store<B> {
         Ok(created)
     }
 
-    /// Inserts a run and its task runs, readying its roots, inside `tx`;
-    /// returns its id and what to tell observers.
-    async fn insert_run<C: Conn>(
+    /// Inserts a run, its labels and its task runs, readying its roots,
+    /// inside `tx`; returns its id and what to tell observers.
+    pub(super) async fn insert_run<C: Conn>(
         &self,
         tx: &mut C,
         new: &NewRun,
@@ -652,7 +652,7 @@ impl<B: Backend> Store<B> {
         tx.execute(
             Query::new(
                 "INSERT INTO runs (id, workflow, workflow_version, status, triggered_by, input, created_at, \
-                 started_at, owner, lease_expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 started_at, owner, lease_expires, labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&run_id)
             .bind(&new.workflow)
@@ -663,9 +663,11 @@ impl<B: Backend> Store<B> {
             .bind(ms(now))
             .bind((!waits).then(|| ms(now)))
             .bind(&new.owner)
-            .bind(ms(now) + self.lease_ms()),
+            .bind(ms(now) + self.lease_ms())
+            .bind(super::run_history::labels_json(&new.labels)),
         )
         .await?;
+        super::run_history::insert_labels(tx, &run_id, &new.labels, now).await?;
         let rows: Vec<NewTaskRunRow<'_>> = version
             .definition
             .tasks
@@ -717,6 +719,7 @@ impl<B: Backend> Store<B> {
             }),
             triggered_by: TriggerType::Schedule,
             owner: owner.to_owned(),
+            labels: Default::default(),
         };
         let (run_id, mut told) = self.insert_run(&mut *tx, &new, &version, now).await?;
         told.insert(

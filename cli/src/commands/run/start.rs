@@ -1,4 +1,5 @@
-//! `ork run start WORKFLOW [--input key=value]... [--input-file F] [--wait]`.
+//! `ork run start WORKFLOW [--input key=value]... [--input-file F]
+//! [--label key=value]... [--request-id ID] [--wait]`.
 //!
 //! The server applies the workflow's declared input defaults and checks the
 //! input against its `inputs:`, so a workflow whose inputs all have defaults
@@ -27,6 +28,14 @@ pub struct StartArgs {
     /// A JSON object file (`-` for stdin) to start from; `--input` overrides its keys.
     #[arg(long, value_name = "FILE")]
     input_file: Option<PathBuf>,
+    /// Label the run (`key=value`) to find it by later with
+    /// `ork run list --label key=value`; repeat for several.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Start at most once per id: repeating the command with the same id
+    /// (say, after a timeout) within 24 hours prints the first run.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
     /// Follow the run until it ends, showing its progress on stderr, then
     /// print it and exit 1 unless it succeeded.
     #[arg(long)]
@@ -39,6 +48,12 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
         None => Map::new(),
     };
     let input = parse_input(base, &args.inputs).map_err(usage)?;
+    let labels = args
+        .labels
+        .iter()
+        .map(|pair| ork_domain::labels::parse_pair(pair))
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()
+        .map_err(|e| usage(format!("--label: {e}")))?;
     let client = ctx.connect().await?;
     let run = client
         .runs
@@ -46,6 +61,8 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
         .start_run(StartRunRequest {
             workflow: args.workflow,
             input: Some(ork_proto::json::to_proto(&Value::Object(input))),
+            labels,
+            request_id: args.request_id.unwrap_or_default(),
         })
         .await?
         .into_inner()

@@ -42,6 +42,7 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<()> {
         .list_runs(ListRunsRequest {
             workflow: args.name,
             limit: RECENT_RUNS,
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -40,7 +40,9 @@ type Run struct {
 	// Filled by GetRun and StartRun; empty in ListRuns.
 	Tasks []*TaskRun `protobuf:"bytes,10,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// The scheduler replica that holds (or last held) the run's lease.
-	Owner         string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Labels given when the run was started, to find it by in ListRuns.
+	Labels        map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +152,13 @@ func (x *Run) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *Run) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // TaskRun is one instance of a task within a run (one per fan-out index).
@@ -529,9 +538,16 @@ func (x *LogLine) GetTime() *timestamppb.Timestamp {
 }
 
 type StartRunRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workflow      string                 `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
-	Input         *structpb.Value        `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Workflow string                 `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	Input    *structpb.Value        `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	// Labels the run carries, to find it by in ListRuns: at most 16; keys of
+	// 1-63 letters, digits, `.`, `_`, `-`, `/`; values up to 255 bytes.
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Makes the start idempotent: another StartRun of the same workflow with
+	// this id within 24 hours returns the first run instead of creating one
+	// (on any replica). 1-128 printable ASCII characters; a UUID does.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -578,6 +594,20 @@ func (x *StartRunRequest) GetInput() *structpb.Value {
 		return x.Input
 	}
 	return nil
+}
+
+func (x *StartRunRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type StartRunResponse struct {
@@ -716,8 +746,28 @@ type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only runs of this workflow when set.
 	Workflow string `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
-	// At most this many runs; 0 means 100.
-	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// The page size: at most this many runs; 0 means 100, the most is 1000.
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only runs in one of these statuses (pending, running, success, failed,
+	// cancelled).
+	Status []string `protobuf:"bytes,3,rep,name=status,proto3" json:"status,omitempty"`
+	// Only runs started by one of these triggers (manual, schedule, retry).
+	TriggeredBy []string `protobuf:"bytes,4,rep,name=triggered_by,json=triggeredBy,proto3" json:"triggered_by,omitempty"`
+	// Only runs created at or after this time.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Only runs created before this time.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// Only runs that finished at or after this time.
+	FinishedAfter *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished_after,json=finishedAfter,proto3" json:"finished_after,omitempty"`
+	// Only runs that finished before this time.
+	FinishedBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_before,json=finishedBefore,proto3" json:"finished_before,omitempty"`
+	// Only runs carrying every one of these labels, each written `key=value`.
+	Label []string `protobuf:"bytes,9,rep,name=label,proto3" json:"label,omitempty"`
+	// The `next_page_token` of the previous page; empty for the first page.
+	// Pass the same filters with it.
+	PageToken string `protobuf:"bytes,10,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Also count every run the filters match (one extra indexed query).
+	IncludeTotal  bool `protobuf:"varint,11,opt,name=include_total,json=includeTotal,proto3" json:"include_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,9 +816,76 @@ func (x *ListRunsRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListRunsRequest) GetStatus() []string {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetTriggeredBy() []string {
+	if x != nil {
+		return x.TriggeredBy
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetFinishedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAfter
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetFinishedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedBefore
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetLabel() []string {
+	if x != nil {
+		return x.Label
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListRunsRequest) GetIncludeTotal() bool {
+	if x != nil {
+		return x.IncludeTotal
+	}
+	return false
+}
+
 type ListRunsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Runs          []*Run                 `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Runs  []*Run                 `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	// Pass as `page_token` for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many runs match the filters, when `include_total` was set.
+	Total         *uint64 `protobuf:"varint,3,opt,name=total,proto3,oneof" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,6 +925,20 @@ func (x *ListRunsResponse) GetRuns() []*Run {
 		return x.Runs
 	}
 	return nil
+}
+
+func (x *ListRunsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListRunsResponse) GetTotal() uint64 {
+	if x != nil && x.Total != nil {
+		return *x.Total
+	}
+	return 0
 }
 
 type CancelRunRequest struct {
@@ -1425,7 +1556,7 @@ var File_ork_v1_run_proto protoreflect.FileDescriptor
 
 const file_ork_v1_run_proto_rawDesc = "" +
 	"\n" +
-	"\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x03\n" +
+	"\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x04\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12)\n" +
@@ -1441,7 +1572,11 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"finishedAt\x12%\n" +
 	"\x05tasks\x18\n" +
 	" \x03(\v2\x0f.ork.v1.TaskRunR\x05tasks\x12\x14\n" +
-	"\x05owner\x18\v \x01(\tR\x05owner\"\xa4\x06\n" +
+	"\x05owner\x18\v \x01(\tR\x05owner\x12/\n" +
+	"\x06labels\x18\f \x03(\v2\x17.ork.v1.Run.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x06\n" +
 	"\aTaskRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
@@ -1489,21 +1624,41 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\x06stream\x18\x04 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04line\x18\x05 \x01(\tR\x04line\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x11\n" +
-	"\x0f_parallel_index\"[\n" +
+	"\x0f_parallel_index\"\xf2\x01\n" +
 	"\x0fStartRunRequest\x12\x1a\n" +
 	"\bworkflow\x18\x01 \x01(\tR\bworkflow\x12,\n" +
-	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\"1\n" +
+	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\x12;\n" +
+	"\x06labels\x18\x03 \x03(\v2#.ork.v1.StartRunRequest.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
 	"\x10StartRunResponse\x12\x1d\n" +
 	"\x03run\x18\x01 \x01(\v2\v.ork.v1.RunR\x03run\"\x1f\n" +
 	"\rGetRunRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"/\n" +
 	"\x0eGetRunResponse\x12\x1d\n" +
-	"\x03run\x18\x01 \x01(\v2\v.ork.v1.RunR\x03run\"C\n" +
+	"\x03run\x18\x01 \x01(\v2\v.ork.v1.RunR\x03run\"\xe4\x03\n" +
 	"\x0fListRunsRequest\x12\x1a\n" +
 	"\bworkflow\x18\x01 \x01(\tR\bworkflow\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"3\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06status\x18\x03 \x03(\tR\x06status\x12!\n" +
+	"\ftriggered_by\x18\x04 \x03(\tR\vtriggeredBy\x12?\n" +
+	"\rcreated_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12A\n" +
+	"\x0efinished_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rfinishedAfter\x12C\n" +
+	"\x0ffinished_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0efinishedBefore\x12\x14\n" +
+	"\x05label\x18\t \x03(\tR\x05label\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\n" +
+	" \x01(\tR\tpageToken\x12#\n" +
+	"\rinclude_total\x18\v \x01(\bR\fincludeTotal\"\x80\x01\n" +
 	"\x10ListRunsResponse\x12\x1f\n" +
-	"\x04runs\x18\x01 \x03(\v2\v.ork.v1.RunR\x04runs\"\"\n" +
+	"\x04runs\x18\x01 \x03(\v2\v.ork.v1.RunR\x04runs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x19\n" +
+	"\x05total\x18\x03 \x01(\x04H\x00R\x05total\x88\x01\x01B\b\n" +
+	"\x06_total\"\"\n" +
 	"\x10CancelRunRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"2\n" +
 	"\x11CancelRunResponse\x12\x1d\n" +
@@ -1563,7 +1718,7 @@ func file_ork_v1_run_proto_rawDescGZIP() []byte {
 	return file_ork_v1_run_proto_rawDescData
 }
 
-var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_ork_v1_run_proto_goTypes = []any{
 	(*Run)(nil),                    // 0: ork.v1.Run
 	(*TaskRun)(nil),                // 1: ork.v1.TaskRun
@@ -1587,62 +1742,70 @@ var file_ork_v1_run_proto_goTypes = []any{
 	(*FollowTaskLogsResponse)(nil), // 19: ork.v1.FollowTaskLogsResponse
 	(*WatchRunRequest)(nil),        // 20: ork.v1.WatchRunRequest
 	(*WatchRunResponse)(nil),       // 21: ork.v1.WatchRunResponse
-	nil,                            // 22: ork.v1.Attempt.MetricsEntry
-	(*structpb.Value)(nil),         // 23: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
+	nil,                            // 22: ork.v1.Run.LabelsEntry
+	nil,                            // 23: ork.v1.Attempt.MetricsEntry
+	nil,                            // 24: ork.v1.StartRunRequest.LabelsEntry
+	(*structpb.Value)(nil),         // 25: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
 }
 var file_ork_v1_run_proto_depIdxs = []int32{
-	23, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
-	24, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	24, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
-	24, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
+	25, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
+	26, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	26, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
+	26, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: ork.v1.Run.tasks:type_name -> ork.v1.TaskRun
-	23, // 5: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
-	23, // 6: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
-	24, // 7: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
-	24, // 8: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
-	24, // 9: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
-	24, // 10: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
-	24, // 11: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: ork.v1.TaskRun.attempts:type_name -> ork.v1.Attempt
-	24, // 13: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
-	24, // 14: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	24, // 15: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	22, // 16: ork.v1.Attempt.metrics:type_name -> ork.v1.Attempt.MetricsEntry
-	24, // 17: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	23, // 18: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
-	0,  // 19: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
-	0,  // 20: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
-	0,  // 21: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
-	0,  // 22: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
-	0,  // 23: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
-	1,  // 24: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
-	3,  // 25: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	3,  // 26: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	0,  // 27: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
-	4,  // 28: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
-	6,  // 29: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
-	8,  // 30: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
-	10, // 31: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
-	12, // 32: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
-	14, // 33: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
-	16, // 34: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
-	18, // 35: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
-	20, // 36: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
-	5,  // 37: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
-	7,  // 38: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
-	9,  // 39: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
-	11, // 40: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
-	13, // 41: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
-	15, // 42: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
-	17, // 43: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
-	19, // 44: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
-	21, // 45: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	22, // 5: ork.v1.Run.labels:type_name -> ork.v1.Run.LabelsEntry
+	25, // 6: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
+	25, // 7: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
+	26, // 8: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
+	26, // 9: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
+	26, // 10: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 11: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
+	26, // 12: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: ork.v1.TaskRun.attempts:type_name -> ork.v1.Attempt
+	26, // 14: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 15: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	26, // 16: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 17: ork.v1.Attempt.metrics:type_name -> ork.v1.Attempt.MetricsEntry
+	26, // 18: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	25, // 19: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
+	24, // 20: ork.v1.StartRunRequest.labels:type_name -> ork.v1.StartRunRequest.LabelsEntry
+	0,  // 21: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
+	0,  // 22: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
+	26, // 23: ork.v1.ListRunsRequest.created_after:type_name -> google.protobuf.Timestamp
+	26, // 24: ork.v1.ListRunsRequest.created_before:type_name -> google.protobuf.Timestamp
+	26, // 25: ork.v1.ListRunsRequest.finished_after:type_name -> google.protobuf.Timestamp
+	26, // 26: ork.v1.ListRunsRequest.finished_before:type_name -> google.protobuf.Timestamp
+	0,  // 27: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
+	0,  // 28: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
+	0,  // 29: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
+	1,  // 30: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
+	3,  // 31: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	3,  // 32: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	0,  // 33: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
+	4,  // 34: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
+	6,  // 35: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
+	8,  // 36: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
+	10, // 37: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
+	12, // 38: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
+	14, // 39: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
+	16, // 40: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
+	18, // 41: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
+	20, // 42: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
+	5,  // 43: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
+	7,  // 44: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
+	9,  // 45: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
+	11, // 46: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
+	13, // 47: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
+	15, // 48: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
+	17, // 49: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
+	19, // 50: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
+	21, // 51: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_run_proto_init() }
@@ -1652,13 +1815,14 @@ func file_ork_v1_run_proto_init() {
 	}
 	file_ork_v1_run_proto_msgTypes[1].OneofWrappers = []any{}
 	file_ork_v1_run_proto_msgTypes[3].OneofWrappers = []any{}
+	file_ork_v1_run_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_run_proto_rawDesc), len(file_ork_v1_run_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

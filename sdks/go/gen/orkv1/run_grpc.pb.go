@@ -40,7 +40,8 @@ type RunServiceClient interface {
 	StartRun(ctx context.Context, in *StartRunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
 	// GetRun returns a run with all its task runs.
 	GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error)
-	// ListRuns returns runs, newest first, without their task runs.
+	// ListRuns returns runs, newest first, without their task runs: filtered
+	// by workflow, status, trigger, time and labels, one page at a time.
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// CancelRun stops dispatching, cancels running attempts and ends the run
 	// `cancelled`.
@@ -188,7 +189,8 @@ type RunServiceServer interface {
 	StartRun(context.Context, *StartRunRequest) (*StartRunResponse, error)
 	// GetRun returns a run with all its task runs.
 	GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error)
-	// ListRuns returns runs, newest first, without their task runs.
+	// ListRuns returns runs, newest first, without their task runs: filtered
+	// by workflow, status, trigger, time and labels, one page at a time.
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// CancelRun stops dispatching, cancels running attempts and ends the run
 	// `cancelled`.

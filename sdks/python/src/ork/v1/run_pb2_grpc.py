@@ -101,7 +101,8 @@ class RunServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """ListRuns returns runs, newest first, without their task runs.
+        """ListRuns returns runs, newest first, without their task runs: filtered
+        by workflow, status, trigger, time and labels, one page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,9 @@ class RunServiceStub:
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]
     """GetRun returns a run with all its task runs."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_run_pb2.ListRunsRequest, _run_pb2.ListRunsResponse]
-    """ListRuns returns runs, newest first, without their task runs."""
+    """ListRuns returns runs, newest first, without their task runs: filtered
+    by workflow, status, trigger, time and labels, one page at a time.
+    """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]
     """CancelRun stops dispatching, cancels running attempts and ends the run
     `cancelled`.
@@ -72,7 +74,9 @@ class RunServiceAsyncStub(RunServiceStub):
     GetRun: _aio.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]  # type: ignore[assignment]
     """GetRun returns a run with all its task runs."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_pb2.ListRunsRequest, _run_pb2.ListRunsResponse]  # type: ignore[assignment]
-    """ListRuns returns runs, newest first, without their task runs."""
+    """ListRuns returns runs, newest first, without their task runs: filtered
+    by workflow, status, trigger, time and labels, one page at a time.
+    """
     CancelRun: _aio.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]  # type: ignore[assignment]
     """CancelRun stops dispatching, cancels running attempts and ends the run
     `cancelled`.
@@ -121,7 +125,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_pb2.ListRunsResponse, _abc.Awaitable[_run_pb2.ListRunsResponse]]:
-        """ListRuns returns runs, newest first, without their task runs."""
+        """ListRuns returns runs, newest first, without their task runs: filtered
+        by workflow, status, trigger, time and labels, one page at a time.
+        """
 
     @_abc_1.abstractmethod
     def CancelRun(
