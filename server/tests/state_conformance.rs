@@ -1591,6 +1591,50 @@ async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
         ),
         "{changes:?}"
     );
+
+    // A schedule fire is told with the run it started.
+    store
+        .fire_schedule("m", t(15), OWNER, t(15))
+        .await
+        .expect("fire")
+        .expect("a run");
+    let changes = recorded.take();
+    assert_eq!(
+        changes[0],
+        Change::ScheduleFired {
+            workflow: "m".into()
+        }
+    );
+    assert!(
+        matches!(&changes[1], Change::RunStarted { workflow, .. } if workflow == "m"),
+        "{changes:?}"
+    );
+
+    // A pool attempt starts with its claim (its assignment is its start).
+    deploy(
+        &store,
+        "name: pooled\ntasks:\n  - name: p\n    executor: workers\n    handler: h\n",
+    )
+    .await;
+    start(&store, "pooled", json!({})).await;
+    recorded.take();
+    let capacity = state::Capacity {
+        launched: 0,
+        pool: [("h".to_owned(), 1)].into(),
+    };
+    let claims = store
+        .claim_ready(OWNER, t(16), 10, &capacity)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1);
+    let changes = recorded.take();
+    assert!(
+        matches!(
+            &changes[..],
+            [Change::AttemptStarted { task, started_at, .. }] if task == "p" && *started_at == t(16)
+        ),
+        "{changes:?}"
+    );
 }
 
 conformance!(

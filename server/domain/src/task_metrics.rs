@@ -66,3 +66,39 @@ pub fn normalize_task_metrics(metrics: &[TaskMetric]) -> Result<Vec<TaskMetric>,
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, value: f64) -> TaskMetric {
+        TaskMetric {
+            name: name.to_owned(),
+            value,
+        }
+    }
+
+    #[test]
+    fn the_last_value_of_a_name_wins_sorted_by_name() {
+        let out = normalize_task_metrics(&[m("rows", 1.0), m("a.b-c_d", 2.0), m("rows", 3.0)])
+            .expect("valid");
+        assert_eq!(out, vec![m("a.b-c_d", 2.0), m("rows", 3.0)]);
+    }
+
+    #[test]
+    fn bad_names_values_and_counts_are_refused_with_the_fix() {
+        for bad in ["", "1rows", "rows count", "ünits", &"x".repeat(65)] {
+            let err = normalize_task_metrics(&[m(bad, 1.0)]).expect_err(bad);
+            assert!(err.contains("letters, digits"), "{err}");
+        }
+        for value in [f64::NAN, f64::INFINITY] {
+            let err = normalize_task_metrics(&[m("rows", value)]).expect_err("not finite");
+            assert!(err.contains("finite"), "{err}");
+        }
+        let many: Vec<TaskMetric> = (0..=MAX_TASK_METRICS)
+            .map(|i| m(&format!("m{i}"), 1.0))
+            .collect();
+        let err = normalize_task_metrics(&many).expect_err("too many");
+        assert!(err.contains("at most 64"), "{err}");
+    }
+}
