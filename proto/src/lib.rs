@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod json;
 pub mod time;
+pub mod watch;
 
 /// Generated code of package `ork.v1`.
 #[allow(clippy::all, unreachable_pub, missing_docs, rust_2018_idioms)]

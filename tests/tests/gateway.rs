@@ -592,16 +592,23 @@ async fn a_follow_shows_lines_as_they_are_written_over_rest_and_grpc() {
     }
     assert_eq!(grpc_lines, ["first", "second"]);
 
-    // WatchRun saw the run go through running to success, then ended.
+    // WatchRun saw the run go through running to success, then ended: the
+    // first and last messages whole, those in between only what changed.
     let mut statuses = Vec::new();
+    let mut whole = Vec::new();
+    let mut followed = None;
     while let Some(message) = tokio::time::timeout(WAIT, watch.message())
         .await
         .expect("watch ends in time")
         .expect("ok")
     {
-        let run = message.run.expect("run");
+        whole.push(!message.changes_only);
+        let run = ork_proto::watch::apply(followed.take(), message);
         statuses.push(format!("{}/{}", run.status, task(&run, "talk").status));
+        followed = Some(run);
     }
+    assert_eq!(whole.first(), Some(&true), "{whole:?}");
+    assert_eq!(whole.last(), Some(&true), "{whole:?}");
     assert_eq!(
         statuses.last().map(String::as_str),
         Some("success/success"),

@@ -165,9 +165,32 @@ async fn a_run_is_watched_over_rest_until_it_ends() {
         .map(|(_, d)| &d["run"])
         .collect();
     assert!(runs.len() >= 2, "{body}");
-    // The first message is the whole run, with every task.
+    // The first message is the whole run, with every task, and so is the
+    // last; those in between carry only the task runs that changed.
     assert_eq!(runs[0]["id"], run.id.as_str());
     assert_eq!(runs[0]["tasks"].as_array().map(Vec::len), Some(2), "{body}");
+    let changes_only: Vec<bool> = events
+        .iter()
+        .filter(|(e, _)| e == "run")
+        .map(|(_, d)| d["changes_only"].as_bool().unwrap_or(false))
+        .collect();
+    assert!(
+        !changes_only[0] && !changes_only[changes_only.len() - 1],
+        "{body}"
+    );
+    let mut known = std::collections::HashMap::new();
+    for (message, delta) in runs.iter().zip(&changes_only) {
+        for task in message["tasks"].as_array().into_iter().flatten() {
+            let before = known.insert(task["id"].to_string(), task.clone());
+            if *delta {
+                assert_ne!(
+                    before.as_ref(),
+                    Some(task),
+                    "a change message repeats an unchanged task: {body}"
+                );
+            }
+        }
+    }
     let final_run = runs.last().expect("a run");
     assert_eq!(final_run["status"], "success", "{body}");
     let seen: Vec<String> = runs

@@ -1,10 +1,13 @@
 //! The server-streaming methods of `ork.v1.RunService`: `FollowTaskLogs` and
 //! `WatchRun`. Each re-reads committed state when the [`EventHub`] says
-//! something changed, and pushes what is new; the first read happens before
-//! the stream opens, so a bad id fails the call itself (NOT_FOUND) rather than
-//! its first message.
+//! something changed, and pushes what is new (`WatchRun`: the whole run
+//! first and last, only the task runs that changed in between); the first
+//! read happens before the stream opens, so a bad id fails the call itself
+//! (NOT_FOUND) rather than its first message.
 //!
 //! [`EventHub`]: super::events::EventHub
+
+use std::collections::{HashMap, HashSet};
 
 use ork_proto::v1::{self, run_service_server::RunService};
 use tokio::sync::mpsc;
@@ -121,15 +124,25 @@ pub(super) async fn watch_run(
     let (tx, rx) = mpsc::channel(BUFFER);
     tokio::spawn(async move {
         let mut last = None;
+        // The task runs as last sent, by id: later messages carry only
+        // those that differ.
+        let mut sent: Option<HashMap<String, v1::TaskRun>> = None;
         loop {
             let seen = fingerprint(&run);
             let over = run_is_over(&run.status);
             if last.as_ref() != Some(&seen) {
-                if tx
-                    .send(Ok(v1::WatchRunResponse { run: Some(run) }))
-                    .await
-                    .is_err()
-                {
+                let message = match (&mut sent, over) {
+                    (Some(sent), false) => changes_since(sent, run),
+                    // The first and the last message are whole.
+                    _ => {
+                        sent = Some(by_id(&run.tasks));
+                        v1::WatchRunResponse {
+                            run: Some(run),
+                            ..Default::default()
+                        }
+                    }
+                };
+                if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
                 last = Some(seen);
@@ -152,4 +165,101 @@ pub(super) async fn watch_run(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+fn by_id(tasks: &[v1::TaskRun]) -> HashMap<String, v1::TaskRun> {
+    tasks.iter().map(|t| (t.id.clone(), t.clone())).collect()
+}
+
+/// The message for `run` after `sent`: the run's own fields, the task runs
+/// that differ from (or are missing in) `sent`, and the ids of those gone.
+/// `sent` becomes what `run` shows.
+fn changes_since(
+    sent: &mut HashMap<String, v1::TaskRun>,
+    mut run: v1::Run,
+) -> v1::WatchRunResponse {
+    let tasks = std::mem::take(&mut run.tasks);
+    let current: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let mut removed_task_ids: Vec<String> = sent
+        .keys()
+        .filter(|id| !current.contains(id.as_str()))
+        .cloned()
+        .collect();
+    removed_task_ids.sort();
+    for id in &removed_task_ids {
+        sent.remove(id);
+    }
+    for task in tasks {
+        if sent.get(&task.id) != Some(&task) {
+            sent.insert(task.id.clone(), task.clone());
+            run.tasks.push(task);
+        }
+    }
+    v1::WatchRunResponse {
+        run: Some(run),
+        changes_only: true,
+        removed_task_ids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, status: &str) -> v1::TaskRun {
+        v1::TaskRun {
+            id: id.into(),
+            name: id.into(),
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn later_messages_carry_only_what_changed() {
+        let first = vec![
+            task("a", "running"),
+            task("p", "pending"),
+            task("z", "pending"),
+        ];
+        let mut sent = by_id(&first);
+        let run = v1::Run {
+            id: "r".into(),
+            status: "running".into(),
+            tasks: vec![
+                task("a", "success"),
+                task("f0", "running"),
+                task("z", "pending"),
+            ],
+            ..Default::default()
+        };
+        let message = changes_since(&mut sent, run.clone());
+        assert!(message.changes_only);
+        assert_eq!(message.removed_task_ids, ["p"]);
+        let ids: Vec<&str> = message
+            .run
+            .as_ref()
+            .expect("run")
+            .tasks
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "f0"]);
+        // Applied to the first message, the changes give the whole run back.
+        let whole = ork_proto::watch::apply(
+            Some(v1::Run {
+                id: "r".into(),
+                tasks: first,
+                ..Default::default()
+            }),
+            message,
+        );
+        let mut got: Vec<&str> = whole.tasks.iter().map(|t| t.id.as_str()).collect();
+        got.sort();
+        assert_eq!(got, ["a", "f0", "z"]);
+        // Nothing changed: no task runs.
+        let again = changes_since(&mut sent, run);
+        assert!(again.run.expect("run").tasks.is_empty());
+        assert!(again.removed_task_ids.is_empty());
+    }
 }

@@ -38,7 +38,9 @@ pub(super) async fn watch_run(client: &Client, id: &str, ctx: &Context) -> anyho
         tokio::select! {
             message = stream.message() => {
                 let Some(message) = message? else { break };
-                let run = message.run.unwrap_or_default();
+                // Messages after the first carry only the task runs that
+                // changed: merged into the whole run.
+                let run = ork_proto::watch::apply(last.take(), message);
                 display.update(&run);
                 let over = is_terminal(&run.status);
                 last = Some(run);

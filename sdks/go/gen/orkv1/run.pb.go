@@ -1509,10 +1509,19 @@ func (x *WatchRunRequest) GetId() string {
 
 type WatchRunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The whole run with its task runs, as GetRun returns it.
-	Run           *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The run as GetRun returns it. Its own fields are always whole; its
+	// `tasks` are all of them unless `changes_only` is set.
+	Run *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	// True when `run.tasks` holds only the task runs that changed or appeared
+	// since the previous message: replace those of the same id, add the new
+	// ones, drop those in `removed_task_ids`, keep the rest. False on the
+	// first and the last message of a stream, which carry every task run.
+	ChangesOnly bool `protobuf:"varint,2,opt,name=changes_only,json=changesOnly,proto3" json:"changes_only,omitempty"`
+	// Task runs gone since the previous message (a fan-out's placeholder,
+	// replaced by its instances). Only set when `changes_only` is.
+	RemovedTaskIds []string `protobuf:"bytes,3,rep,name=removed_task_ids,json=removedTaskIds,proto3" json:"removed_task_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchRunResponse) Reset() {
@@ -1548,6 +1557,20 @@ func (*WatchRunResponse) Descriptor() ([]byte, []int) {
 func (x *WatchRunResponse) GetRun() *Run {
 	if x != nil {
 		return x.Run
+	}
+	return nil
+}
+
+func (x *WatchRunResponse) GetChangesOnly() bool {
+	if x != nil {
+		return x.ChangesOnly
+	}
+	return false
+}
+
+func (x *WatchRunResponse) GetRemovedTaskIds() []string {
+	if x != nil {
+		return x.RemovedTaskIds
 	}
 	return nil
 }
@@ -1691,9 +1714,11 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\"!\n" +
 	"\x0fWatchRunRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"~\n" +
 	"\x10WatchRunResponse\x12\x1d\n" +
-	"\x03run\x18\x01 \x01(\v2\v.ork.v1.RunR\x03run2\xeb\x04\n" +
+	"\x03run\x18\x01 \x01(\v2\v.ork.v1.RunR\x03run\x12!\n" +
+	"\fchanges_only\x18\x02 \x01(\bR\vchangesOnly\x12(\n" +
+	"\x10removed_task_ids\x18\x03 \x03(\tR\x0eremovedTaskIds2\xeb\x04\n" +
 	"\n" +
 	"RunService\x12=\n" +
 	"\bStartRun\x12\x17.ork.v1.StartRunRequest\x1a\x18.ork.v1.StartRunResponse\x127\n" +

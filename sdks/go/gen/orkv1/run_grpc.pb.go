@@ -57,9 +57,10 @@ type RunServiceClient interface {
 	// starting after a cursor; the stream ends when every selected task has
 	// finished and its last line was sent.
 	FollowTaskLogs(ctx context.Context, in *FollowTaskLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowTaskLogsResponse], error)
-	// WatchRun streams the run, with its task runs, each time the run or one of
-	// its tasks changes status or attempt; the first message is the current
-	// state, and the stream ends after the message that shows the run ended.
+	// WatchRun streams the run each time the run or one of its tasks changes
+	// status or attempt. The first message is the whole current state, and so
+	// is the last one, which shows the run ended (the stream ends after it);
+	// messages in between carry only what changed (see WatchRunResponse).
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 }
 
@@ -206,9 +207,10 @@ type RunServiceServer interface {
 	// starting after a cursor; the stream ends when every selected task has
 	// finished and its last line was sent.
 	FollowTaskLogs(*FollowTaskLogsRequest, grpc.ServerStreamingServer[FollowTaskLogsResponse]) error
-	// WatchRun streams the run, with its task runs, each time the run or one of
-	// its tasks changes status or attempt; the first message is the current
-	// state, and the stream ends after the message that shows the run ended.
+	// WatchRun streams the run each time the run or one of its tasks changes
+	// status or attempt. The first message is the whole current state, and so
+	// is the last one, which shows the run ended (the stream ends after it);
+	// messages in between carry only what changed (see WatchRunResponse).
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	mustEmbedUnimplementedRunServiceServer()
 }

@@ -792,18 +792,36 @@ class WatchRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
+    CHANGES_ONLY_FIELD_NUMBER: _builtins.int
+    REMOVED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    changes_only: _builtins.bool
+    """True when `run.tasks` holds only the task runs that changed or appeared
+    since the previous message: replace those of the same id, add the new
+    ones, drop those in `removed_task_ids`, keep the rest. False on the
+    first and the last message of a stream, which carry every task run.
+    """
     @_builtins.property
     def run(self) -> Global___Run:
-        """The whole run with its task runs, as GetRun returns it."""
+        """The run as GetRun returns it. Its own fields are always whole; its
+        `tasks` are all of them unless `changes_only` is set.
+        """
+
+    @_builtins.property
+    def removed_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Task runs gone since the previous message (a fan-out's placeholder,
+        replaced by its instances). Only set when `changes_only` is.
+        """
 
     def __init__(
         self,
         *,
         run: Global___Run | None = ...,
+        changes_only: _builtins.bool = ...,
+        removed_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes_only", b"changes_only", "removed_task_ids", b"removed_task_ids", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -148,9 +148,10 @@ class RunServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
-        """WatchRun streams the run, with its task runs, each time the run or one of
-        its tasks changes status or attempt; the first message is the current
-        state, and the stream ends after the message that shows the run ended.
+        """WatchRun streams the run each time the run or one of its tasks changes
+        status or attempt. The first message is the whole current state, and so
+        is the last one, which shows the run ended (the stream ends after it);
+        messages in between carry only what changed (see WatchRunResponse).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,9 +59,10 @@ class RunServiceStub:
     finished and its last line was sent.
     """
     WatchRun: _grpc.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]
-    """WatchRun streams the run, with its task runs, each time the run or one of
-    its tasks changes status or attempt; the first message is the current
-    state, and the stream ends after the message that shows the run ended.
+    """WatchRun streams the run each time the run or one of its tasks changes
+    status or attempt. The first message is the whole current state, and so
+    is the last one, which shows the run ended (the stream ends after it);
+    messages in between carry only what changed (see WatchRunResponse).
     """
 
 @_typing.type_check_only
@@ -95,9 +96,10 @@ class RunServiceAsyncStub(RunServiceStub):
     finished and its last line was sent.
     """
     WatchRun: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]  # type: ignore[assignment]
-    """WatchRun streams the run, with its task runs, each time the run or one of
-    its tasks changes status or attempt; the first message is the current
-    state, and the stream ends after the message that shows the run ended.
+    """WatchRun streams the run each time the run or one of its tasks changes
+    status or attempt. The first message is the whole current state, and so
+    is the last one, which shows the run ended (the stream ends after it);
+    messages in between carry only what changed (see WatchRunResponse).
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,9 +184,10 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_pb2.WatchRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunResponse], _abc.AsyncIterator[_run_pb2.WatchRunResponse]]:
-        """WatchRun streams the run, with its task runs, each time the run or one of
-        its tasks changes status or attempt; the first message is the current
-        state, and the stream ends after the message that shows the run ended.
+        """WatchRun streams the run each time the run or one of its tasks changes
+        status or attempt. The first message is the whole current state, and so
+        is the last one, which shows the run ended (the stream ends after it);
+        messages in between carry only what changed (see WatchRunResponse).
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
