@@ -135,7 +135,9 @@ def spans_of(path: Path, trace_id: str) -> List[Dict[str, Any]]:
 
 
 def metrics_of(run: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    return {t["name"]: t["attempts"][-1].get("metrics", {}) for t in run["tasks"]}
+    """The metrics of each task's latest attempt (none yet: a mirror that has
+    not caught up may show a task before its attempts)."""
+    return {t["name"]: (t.get("attempts") or [{}])[-1].get("metrics", {}) for t in run["tasks"]}
 
 
 EXPECTED_METRICS = {
