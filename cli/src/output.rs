@@ -281,6 +281,27 @@ pub fn render_run(run: &Run, now: DateTime<Utc>, style: Style) -> String {
         ]);
     }
     out.push_str(&table.render(style));
+    let mut metrics = Table::new(vec!["TASK", "ATTEMPT", "METRICS"]);
+    let mut any = false;
+    for task in &run.tasks {
+        // The latest attempt that recorded something.
+        let Some(a) = task.attempts.iter().rev().find(|a| !a.metrics.is_empty()) else {
+            continue;
+        };
+        any = true;
+        let mut pairs: Vec<(&String, &f64)> = a.metrics.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        metrics.push(vec![
+            task_instance_name(&task.name, task.parallel_index).into(),
+            a.attempt.to_string().into(),
+            text.join(" ").into(),
+        ]);
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&metrics.render(style));
+    }
     out
 }
 

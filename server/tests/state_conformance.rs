@@ -407,7 +407,7 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
                 &Failure {
                     kind: FailureKind::Task,
                     error: "late".into(),
-                    non_retryable: false
+                    non_retryable: false,
                 },
                 t(6)
             )
@@ -1151,12 +1151,12 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
         .report(
             &[
                 (f[0].clone(), Report::Start),
-                (f[0].clone(), Report::Complete(json!({"n": 0}))),
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
                 // A lost reply: the same report again.
-                (f[0].clone(), Report::Complete(json!({"n": 0}))),
-                (f[1].clone(), Report::Complete(json!({"n": "one"}))),
-                (forged, Report::Complete(json!({"n": 1}))),
-                (f[2].clone(), Report::Complete(json!({"n": 2}))),
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
+                (f[1].clone(), Report::Complete(json!({"n": "one"}), vec![])),
+                (forged, Report::Complete(json!({"n": 1}), vec![])),
+                (f[2].clone(), Report::Complete(json!({"n": 2}), vec![])),
                 // After its success, a start of the same attempt is stale.
                 (f[2].clone(), Report::Start),
             ],
@@ -1199,8 +1199,8 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
     let answers = store
         .report(
             &[
-                (f[1].clone(), Report::Complete(json!({"n": 1}))),
-                (f[3].clone(), Report::Complete(json!({"n": 3}))),
+                (f[1].clone(), Report::Complete(json!({"n": 1}), vec![])),
+                (f[3].clone(), Report::Complete(json!({"n": 3}), vec![])),
             ],
             t(4),
         )
@@ -1391,6 +1391,255 @@ async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
 conformance!(
     outputs_by_reference_case,
     outputs_by_reference_flow_downstream
+);
+
+/// Collects what the store's committed notifier tells its observer.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<state::Transition>>);
+
+impl ork_server::notify::Observer for Recorded {
+    fn committed(&self, transitions: &[state::Transition]) {
+        self.0.lock().expect("lock").extend_from_slice(transitions);
+    }
+}
+
+impl Recorded {
+    fn take(&self) -> Vec<state::Transition> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+fn finished(change: &state::Transition) -> Option<&state::FinishedAttempt> {
+    match change {
+        state::Transition::AttemptFinished(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Every committed transition is told once, after its commit, with what
+/// metrics and traces need; task metrics are stored with their attempt.
+async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
+    use state::{AttemptOutcome, Report, TaskMetric, Transition as Change};
+    let recorded = Arc::new(Recorded::default());
+    store.notifier().set_observer(recorded.clone());
+    let yaml = "name: m\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 0\n  - name: b\n    file: b.sh\n    depends_on: [a]\n";
+    deploy(&store, yaml).await;
+    let run = start(&store, "m", json!({})).await;
+    assert_eq!(
+        recorded.take(),
+        vec![Change::RunStarted {
+            run_id: run.clone(),
+            workflow: "m".into()
+        }]
+    );
+    let stats = store.queue_stats(OWNER, t(2)).await.expect("stats");
+    assert_eq!((stats.ready, stats.waiting_upstream), (1, 1), "{stats:?}");
+    assert_eq!((stats.runs_running, stats.leased_runs), (1, 1), "{stats:?}");
+
+    // A fails after recording a metric; it is retried.
+    let claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a1 = find(&claims, "a").fence.clone();
+    store.start_attempt(&a1, t(3)).await.expect("start");
+    let failure = Failure {
+        kind: FailureKind::Task,
+        error: "boom".into(),
+        non_retryable: false,
+    };
+    let tries = vec![TaskMetric {
+        name: "tries".into(),
+        value: 1.0,
+    }];
+    store
+        .report_one(&a1, Report::Fail(failure, tries), t(4))
+        .await
+        .expect("fail");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { task, ready_at: Some(_), .. } if task == "a"),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!(
+        (f.outcome, f.attempt, f.task.as_str()),
+        (AttemptOutcome::Failed, 1, "a")
+    );
+    assert_eq!(
+        (f.dispatched_at, f.started_at, f.finished_at),
+        (t(2), Some(t(3)), t(4))
+    );
+    assert_eq!(f.metrics.len(), 1);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+
+    // The retry succeeds, reported without a start, with two metrics.
+    let claims = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a2 = find(&claims, "a").fence.clone();
+    let metrics = [
+        TaskMetric {
+            name: "rows".into(),
+            value: 1200.0,
+        },
+        TaskMetric {
+            name: "score".into(),
+            value: 0.5,
+        },
+    ];
+    store
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(6))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { .. }),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!((f.outcome, f.attempt), (AttemptOutcome::Success, 2));
+    assert_eq!(f.metrics, metrics.to_vec());
+    // The same report again (a lost reply) changes nothing and tells nothing.
+    store
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(7))
+        .await
+        .expect("idempotent");
+    assert!(recorded.take().is_empty());
+
+    let attempts = store
+        .list_attempts(&a2.task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts[0].metrics,
+        vec![TaskMetric {
+            name: "tries".into(),
+            value: 1.0
+        }]
+    );
+    assert_eq!(attempts[1].metrics, metrics.to_vec());
+    let all = store.list_run_attempts(&run).await.expect("run attempts");
+    assert_eq!(
+        all.iter().map(|a| a.metrics.len()).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // B finishes the run: its attempt and the run end in one commit.
+    let claims = store
+        .claim_ready(OWNER, t(8), 10, &Default::default())
+        .await
+        .expect("claim");
+    let b = find(&claims, "b").fence.clone();
+    store.start_attempt(&b, t(9)).await.expect("start");
+    recorded.take();
+    store
+        .complete_attempt(&b, json!(null), t(10))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        changes[1],
+        Change::RunFinished {
+            run_id: run.clone(),
+            workflow: "m".into(),
+            status: RunStatus::Success,
+            created_at: t(1),
+            started_at: Some(t(1)),
+            finished_at: t(10),
+        }
+    );
+    let stats = store.queue_stats(OWNER, t(11)).await.expect("stats");
+    assert_eq!(
+        (
+            stats.ready,
+            stats.waiting_upstream,
+            stats.running,
+            stats.leased_runs
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+
+    // Cancelling a run tells the cancelled attempt and the run's end.
+    let run2 = start(&store, "m", json!({})).await;
+    let claims = store
+        .claim_ready(OWNER, t(12), 10, &Default::default())
+        .await
+        .expect("claim");
+    store
+        .start_attempt(&find(&claims, "a").fence, t(13))
+        .await
+        .expect("start");
+    recorded.take();
+    store.cancel_run(&run2, t(14)).await.expect("cancel");
+    let changes = recorded.take();
+    assert_eq!(
+        finished(&changes[0]).map(|f| f.outcome),
+        Some(AttemptOutcome::Cancelled)
+    );
+    assert!(
+        matches!(
+            &changes[1],
+            Change::RunFinished {
+                status: RunStatus::Cancelled,
+                ..
+            }
+        ),
+        "{changes:?}"
+    );
+
+    // A schedule fire is told with the run it started.
+    store
+        .fire_schedule("m", t(15), OWNER, t(15))
+        .await
+        .expect("fire")
+        .expect("a run");
+    let changes = recorded.take();
+    assert_eq!(
+        changes[0],
+        Change::ScheduleFired {
+            workflow: "m".into()
+        }
+    );
+    assert!(
+        matches!(&changes[1], Change::RunStarted { workflow, .. } if workflow == "m"),
+        "{changes:?}"
+    );
+
+    // A pool attempt starts with its claim (its assignment is its start).
+    deploy(
+        &store,
+        "name: pooled\ntasks:\n  - name: p\n    executor: workers\n    handler: h\n",
+    )
+    .await;
+    start(&store, "pooled", json!({})).await;
+    recorded.take();
+    let capacity = state::Capacity {
+        launched: 0,
+        pool: [("h".to_owned(), 1)].into(),
+    };
+    let claims = store
+        .claim_ready(OWNER, t(16), 10, &capacity)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1);
+    let changes = recorded.take();
+    assert!(
+        matches!(
+            &changes[..],
+            [Change::AttemptStarted { task, started_at, .. }] if task == "p" && *started_at == t(16)
+        ),
+        "{changes:?}"
+    );
+}
+
+conformance!(
+    committed_changes_and_task_metrics_case,
+    committed_changes_and_task_metrics
 );
 
 /// What the schedule-to-start timeout uses: the ready pool tasks of the

@@ -135,6 +135,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server_name: nonempty(cli.global.tls_server_name),
         },
     };
+    // The server commands set up their own logs and trace export.
+    if !matches!(cli.command, Command::Dev(_) | Command::Server(_)) {
+        crate::telemetry::init_client();
+    }
     match cli.command {
         Command::Dev(args) => dev::run(args, &ctx).await,
         Command::Server(args) => server::run(args, &ctx).await,

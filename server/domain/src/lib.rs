@@ -16,6 +16,7 @@ pub mod quantity;
 pub mod schedule;
 pub mod schema;
 pub mod suggest;
+pub mod task_metrics;
 pub mod template;
 pub mod types;
 

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod limits;
 pub mod openapi;
 mod pool_service;
+pub mod prometheus;
 mod run_service;
 mod run_streams;
 mod schedule_service;
@@ -69,6 +70,8 @@ pub struct ApiContext {
     /// Streaming readers (`FollowTaskLogs`, `WatchRun`) wait on it for
     /// committed changes, and stop with the server.
     pub events: events::EventHub,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     /// `--schedule-to-start-timeout`, shown in the reason a task nobody
     /// serves is pending.
     pub schedule_to_start_timeout: Option<Duration>,

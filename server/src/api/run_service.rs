@@ -93,6 +93,7 @@ impl RunApi {
     }
 
     pub(super) async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
+        tracing::Span::current().record("run_id", id);
         self.ctx
             .state
             .get_run(id)

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::rows::ms;
-use super::sql::{Backend, Columns, Conn, Query, retrying};
+use super::sql::{Backend, Columns, Conn, Query};
 use super::store::Store;
-use super::{Error, NewRun, Result, RunRecord, Runs};
+use super::{Error, NewRun, Result, RunRecord, Runs, Transition};
 use crate::notify::Changes;
 
 /// How long an event id keeps a redelivery from starting runs again.
@@ -74,10 +74,13 @@ impl<B: Backend> Events for Store<B> {
         runs: Vec<NewRun>,
         now: DateTime<Utc>,
     ) -> Result<Published> {
-        let (ids, first) =
-            retrying::<B, _, _, _>(|| self.publish_event_tx(id, name, &runs, now)).await?;
+        let (ids, first, told) = self
+            .write("publish_event", || {
+                self.publish_event_tx(id, name, &runs, now)
+            })
+            .await?;
         if first && !ids.is_empty() {
-            self.notify(Changes::ALL);
+            self.notify(Changes::ALL, &told);
         }
         let mut records = Vec::with_capacity(ids.len());
         for run_id in ids {
@@ -96,15 +99,15 @@ impl<B: Backend> Events for Store<B> {
 
 #[allow(private_bounds)]
 impl<B: Backend> Store<B> {
-    /// One try of [`Events::publish_event`]: the run ids and whether this
-    /// delivery was the first.
+    /// One try of [`Events::publish_event`]: the run ids, whether this
+    /// delivery was the first, and the transitions its runs made.
     async fn publish_event_tx(
         &self,
         id: &str,
         name: &str,
         runs: &[NewRun],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<String>, bool)> {
+    ) -> Result<(Vec<String>, bool, Vec<Transition>)> {
         let mut versions = Vec::with_capacity(runs.len());
         for new in runs {
             versions.push(self.current_version(&new.workflow).await?);
@@ -121,9 +124,11 @@ impl<B: Backend> Store<B> {
             .await?;
         let first = recorded == 1;
         let mut ids = Vec::new();
+        let mut told = Vec::new();
         if first {
             for (new, version) in runs.iter().zip(&versions) {
-                let run_id = self.insert_run(&mut *tx, new, version, now).await?;
+                let (run_id, transitions) = self.insert_run(&mut *tx, new, version, now).await?;
+                told.extend(transitions);
                 tx.execute(
                     Query::new(RECORD_RUN)
                         .bind(id)
@@ -139,6 +144,6 @@ impl<B: Backend> Store<B> {
             }
         }
         tx.commit().await?;
-        Ok((ids, first))
+        Ok((ids, first, told))
     }
 }

@@ -21,6 +21,7 @@
 //! `sql.rs`, written once for both backends.
 
 mod advance;
+mod committed;
 pub mod events;
 pub mod postgres;
 mod records;
@@ -41,6 +42,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+pub use committed::{AttemptOutcome, FinishedAttempt, Transition};
 pub use events::{Events, Published};
 pub use ork_domain::attempt::Report;
 pub use records::*;
@@ -190,14 +192,16 @@ pub trait Attempts: Send + Sync {
     async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
         self.report_one(fence, Report::Start, now).await
     }
-    /// Records the attempt's output and moves its run forward.
+    /// Records the attempt's output and moves its run forward (a report
+    /// without task metrics; [`Report::Complete`] carries them).
     async fn complete_attempt(
         &self,
         fence: &Fence,
         output: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.report_one(fence, Report::Complete(output), now).await
+        self.report_one(fence, Report::Complete(output, Vec::new()), now)
+            .await
     }
     /// Fails an attempt; retries it when its policy allows.
     async fn fail_attempt(
@@ -206,7 +210,7 @@ pub trait Attempts: Send + Sync {
         failure: &Failure,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.report_one(fence, Report::Fail(failure.clone()), now)
+        self.report_one(fence, Report::Fail(failure.clone(), Vec::new()), now)
             .await
     }
     /// One report in a transaction of its own.
@@ -286,6 +290,8 @@ pub trait Scheduling: Send + Sync {
     /// previous process, one heartbeat timeout to call back before they are
     /// declared lost.
     async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Counts what waits and what runs, for the gauges of `/metrics`.
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats>;
     /// Starts runs that wait on their workflow's `concurrency`, oldest first,
     /// as far as the cap allows; returns how many started.
     async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32>;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::rows::{from_ms, ms};
-use super::sql::{Backend, Columns, Conn, Query, retrying};
+use super::sql::{Backend, Columns, Conn, Query};
 use super::store::Store;
 use super::{Definitions, Error, NewRun, Result, RunRecord, Runs, WorkflowRecord};
 use crate::notify::Changes;
@@ -187,7 +187,7 @@ impl<B: Backend> Versions for Store<B> {
         if moved == 0 {
             return Err(no_workflow(workflow));
         }
-        self.notify(Changes::OUTBOX);
+        self.notify(Changes::OUTBOX, &[]);
         self.get_workflow(workflow)
             .await?
             .ok_or_else(|| no_workflow(workflow))
@@ -204,14 +204,15 @@ impl<B: Backend> Versions for Store<B> {
             .get_version(&version)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("version {version} listed but not loadable")))?;
-        let run_id = retrying::<B, _, _, _>(|| async {
-            let mut tx = self.backend().begin().await?;
-            let run_id = self.insert_run(&mut *tx, &new, &compiled, now).await?;
-            tx.commit().await?;
-            Ok(run_id)
-        })
-        .await?;
-        self.notify(Changes::ALL);
+        let (run_id, told) = self
+            .write("create_run", || async {
+                let mut tx = self.backend().begin().await?;
+                let created = self.insert_run(&mut *tx, &new, &compiled, now).await?;
+                tx.commit().await?;
+                Ok(created)
+            })
+            .await?;
+        self.notify(Changes::ALL, &told);
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
