@@ -291,10 +291,14 @@ impl Server {
         // The web UI's own files hold no data (every datum comes from the API,
         // which the auth layer guards), so they are added outside it: a
         // browser loads the page before it can send a token.
+        // Webhooks authenticate by their signature, not a token: outside
+        // the auth layer too (`api/hooks.rs` checks every call).
+        let hooks = api::hooks::router(ctx.clone());
         let app = crate::ui::with_ui(
             one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx))
                 .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
-                .merge(scrape),
+                .merge(scrape)
+                .merge(hooks),
         )
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
 

@@ -2255,3 +2255,249 @@ async fn request_ids_start_one_run(store: Arc<dyn StateStore>) {
     assert!(created, "the failed start recorded its id");
 }
 conformance!(request_ids_start_one_run_case, request_ids_start_one_run);
+
+/// Pausing and resuming a schedule: the state is shared by every scheduler
+/// over the store (two `Cron`s here, as two replicas), a paused schedule
+/// fires nothing, a resumed one fires only after its resume (even with
+/// `catchup: all`), and a backfilled fire gets one run however often it is
+/// asked for.
+async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
+    use ork_server::scheduler::cron::Cron;
+    const HOUR: i64 = 3_600_000;
+    // t(0) is 2026-09-21T14:13:20Z: the first fire is at 15:00.
+    let first = 46 * 60_000 + 40_000;
+    let wf = deploy(
+        &store,
+        "name: hourly\nschedule: \"0 * * * *\"\ncatchup: all\ntasks:\n  - name: a\n    file: a.sh\n",
+    )
+    .await;
+    assert!(store.schedule_states().await.expect("states").is_empty());
+
+    let paused = store
+        .set_schedule_paused(&wf, true, t(first - HOUR / 2))
+        .await
+        .expect("pause");
+    assert!(paused.paused);
+    // Pausing again changes nothing, not even the time.
+    let again = store
+        .set_schedule_paused(&wf, true, t(first + HOUR))
+        .await
+        .expect("pause again");
+    assert_eq!(again, paused);
+
+    let a = Cron::new(store.clone(), "replica-a".into());
+    let b = Cron::new(store.clone(), "replica-b".into());
+    for hour in 0..4 {
+        let now = t(first + hour * HOUR + 1_000);
+        assert!(a.fire_due(now).await.expect("a").is_empty(), "paused fired");
+        assert!(b.fire_due(now).await.expect("b").is_empty(), "paused fired");
+    }
+
+    let resumed_at = t(first + 3 * HOUR + HOUR / 2);
+    let resumed = store
+        .set_schedule_paused(&wf, false, resumed_at)
+        .await
+        .expect("resume");
+    assert!(!resumed.paused);
+    assert_eq!(resumed.changed_at, resumed_at);
+    assert_eq!(store.schedule_states().await.expect("states")[&wf], resumed);
+    // The fires missed while paused are not caught up; the next one fires once.
+    let now = t(first + 4 * HOUR + 1_000);
+    let mut created = a.fire_due(now).await.expect("a");
+    created.extend(b.fire_due(now).await.expect("b"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        created[0].input["scheduled_for"],
+        t(first + 4 * HOUR)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .as_str()
+    );
+
+    // A backfill of a missed fire: one run, however often it is asked for.
+    let missed = t(first + HOUR);
+    let run = store
+        .fire_schedule(&wf, missed, OWNER, now)
+        .await
+        .expect("backfill")
+        .expect("a run");
+    assert_eq!(run.triggered_by, TriggerType::Schedule);
+    assert!(
+        store
+            .fire_schedule(&wf, missed, OWNER, now)
+            .await
+            .expect("again")
+            .is_none()
+    );
+    // And it did not move the schedule: the next fire still comes.
+    let later = a.fire_due(t(first + 5 * HOUR + 1_000)).await.expect("next");
+    assert_eq!(later.len(), 1);
+}
+conformance!(
+    schedules_pause_resume_and_backfill_case,
+    schedules_pause_resume_and_backfill
+);
+
+/// An event id starts its runs once: a second delivery, even concurrent,
+/// creates nothing and returns the first delivery's runs.
+async fn events_start_runs_once(store: Arc<dyn StateStore>) {
+    let a = deploy(&store, "name: sub-a\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let b = deploy(&store, "name: sub-b\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let runs = |id: &str| {
+        [&a, &b]
+            .iter()
+            .map(|w| NewRun {
+                workflow: (*w).clone(),
+                input: json!({"event": {"id": id, "name": "order.created", "data": {}}}),
+                triggered_by: TriggerType::Event,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(1))
+        .await
+        .expect("publish");
+    assert!(first.first);
+    assert_eq!(first.runs.len(), 2);
+    assert!(
+        first
+            .runs
+            .iter()
+            .all(|r| r.triggered_by == TriggerType::Event)
+    );
+    let again = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(2))
+        .await
+        .expect("again");
+    assert!(!again.first);
+    let ids = |p: &state::Published| {
+        let mut ids: Vec<String> = p.runs.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&again), ids(&first));
+
+    // Concurrent deliveries of a new id: one of them starts the runs.
+    let (x, y) = tokio::join!(
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+    );
+    let (x, y) = (x.expect("x"), y.expect("y"));
+    assert!(x.first ^ y.first, "exactly one first delivery");
+    assert_eq!(ids(&x), ids(&y));
+    let total = store.list_runs(None, 100).await.expect("runs").len();
+    assert_eq!(total, 4);
+
+    // An id past its retention starts runs again.
+    let later = t(3) + state::events::RETENTION + chrono::Duration::seconds(1);
+    let reborn = store
+        .publish_event("e-1", "order.created", runs("e-1"), later)
+        .await
+        .expect("after retention");
+    assert!(reborn.first);
+}
+conformance!(events_start_runs_once_case, events_start_runs_once);
+
+/// Versions: listed newest first with their messages, a run started on an
+/// older one keeps it, a rollback makes an older one current, prefixes
+/// resolve when unique.
+async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
+    let v1 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n";
+    let v2 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n";
+    let wf = deploy(&store, v1).await;
+    let first = store
+        .get_workflow(&wf)
+        .await
+        .expect("get")
+        .expect("wf")
+        .version
+        .version
+        .clone();
+    store
+        .set_version_message(&first, "first cut")
+        .await
+        .expect("message");
+    // A later deploy time for the second version.
+    let def = parse_workflow(
+        v2,
+        &ParseOptions {
+            source: "t.yaml",
+            files: None,
+            ..Default::default()
+        },
+    )
+    .expect("valid");
+    let files = BTreeMap::from([("a.sh".to_owned(), b"#!/bin/sh\n".to_vec())]);
+    store
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version: ork_server::hash::workflow_version(v2, &files),
+                yaml: v2.into(),
+                definition: def,
+                files,
+            },
+            t(10),
+        )
+        .await
+        .expect("deploy v2");
+    let versions = store.list_versions(&wf).await.expect("versions");
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].current && !versions[1].current);
+    assert_eq!(versions[1].version, first);
+    assert_eq!(versions[1].message, "first cut");
+    let second = versions[0].version.clone();
+
+    // A run on the older version keeps it, with its tasks.
+    let run = store
+        .create_run_on_version(
+            NewRun {
+                workflow: wf.clone(),
+                input: json!({}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            },
+            &first[..8],
+            t(11),
+        )
+        .await
+        .expect("run on v1");
+    assert_eq!(run.workflow_version, first);
+    assert_eq!(store.list_task_runs(&run.id).await.expect("tasks").len(), 1);
+
+    let rolled = store
+        .rollback_workflow(&wf, &first, t(12))
+        .await
+        .expect("rollback");
+    assert_eq!(rolled.version.version, first);
+    let latest = start(&store, &wf, json!({})).await;
+    assert_eq!(
+        store
+            .get_run(&latest)
+            .await
+            .expect("run")
+            .expect("run")
+            .workflow_version,
+        first
+    );
+    assert!(store.list_versions(&wf).await.expect("versions")[1].current);
+
+    // Errors: unknown, too short, another workflow's, unknown workflow.
+    for bad in ["ffffffff", "abc"] {
+        assert!(store.resolve_version(&wf, bad).await.is_err(), "{bad}");
+    }
+    let other = deploy(&store, "name: other\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    assert!(matches!(
+        store.resolve_version(&other, &second).await,
+        Err(state::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.list_versions("nope").await,
+        Err(state::Error::NotFound { .. })
+    ));
+}
+conformance!(
+    versions_list_pick_and_roll_back_case,
+    versions_list_pick_and_roll_back
+);

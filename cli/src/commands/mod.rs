@@ -2,7 +2,9 @@
 
 mod completions;
 mod dev;
+mod event;
 mod run;
+mod schedule;
 mod schema;
 mod server;
 mod token;
@@ -80,6 +82,12 @@ enum Command {
     /// Start, watch and manage runs.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Publish events that start the runs of subscribed workflows.
+    #[command(subcommand)]
+    Event(event::EventCommand),
+    /// List, pause, resume, trigger and backfill workflow schedules.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// See the pool workers attached to the server.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
@@ -136,6 +144,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args, &ctx).await,
         Command::Workflow(cmd) => workflow::run(cmd, &ctx).await,
         Command::Run(cmd) => run::run(cmd, &ctx).await,
+        Command::Event(cmd) => event::run(cmd, &ctx).await,
+        Command::Schedule(cmd) => schedule::run(cmd, &ctx).await,
         Command::Worker(cmd) => worker::run(cmd, &ctx).await,
         Command::Token(cmd) => token::run(cmd, &ctx).await,
         Command::Schema(cmd) => schema::run(cmd).await,

@@ -7,6 +7,7 @@
 pub mod attempt;
 pub mod dag;
 pub mod decide;
+pub mod events;
 pub mod inputs;
 pub mod labels;
 pub mod model;

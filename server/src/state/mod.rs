@@ -5,7 +5,9 @@
 //! components: [`Definitions`] (deployed workflows), [`Runs`] (runs, their
 //! task runs, attempts and logs, as the API reads and changes them),
 //! [`RunHistory`] (ListRuns: filters, labels, keyset pages),
-//! [`RunRequests`] (idempotent starts), [`Attempts`] (what workers report),
+//! [`RunRequests`] (idempotent starts), [`Schedules`] (pausing schedules),
+//! [`Events`] (events start runs once per id), [`Versions`] (list, pick
+//! and roll back versions), [`Attempts`] (what workers report),
 //! [`Scheduling`] (leases, claims, timers, cron) and [`Outbox`] (the
 //! mirror's feed). [`StateStore`] is all of
 //! them; one conformance suite (`tests/state_conformance.rs`) covers every
@@ -20,16 +22,19 @@
 
 mod advance;
 mod committed;
+pub mod events;
 pub mod postgres;
 mod records;
 mod rows;
 pub mod run_history;
 pub mod run_requests;
+pub mod schedules;
 mod sql;
 pub mod sqlite;
 mod store;
 pub mod tokens;
 mod transitions;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -38,16 +43,20 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 pub use committed::{AttemptOutcome, FinishedAttempt, Transition};
+pub use events::{Events, Published};
 pub use ork_domain::attempt::Report;
 pub use records::*;
 pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 pub use run_requests::RunRequests;
+pub use schedules::{ScheduleState, Schedules};
 pub use store::Store;
+pub use versions::{VersionRecord, Versions};
 
 /// Every role trait, for `use ork_server::state::prelude::*`.
 pub mod prelude {
     pub use super::{
-        Attempts, Definitions, Outbox, RunHistory, RunRequests, Runs, Scheduling, StateStore,
+        Attempts, Definitions, Events, Outbox, RunHistory, RunRequests, Runs, Schedules,
+        Scheduling, StateStore, Versions,
     };
 }
 
@@ -350,7 +359,17 @@ pub trait Outbox: Send + Sync {
 
 /// The whole store: every role.
 pub trait StateStore:
-    Definitions + Runs + RunHistory + RunRequests + Attempts + Scheduling + Outbox + 'static
+    Definitions
+    + Runs
+    + RunHistory
+    + RunRequests
+    + Schedules
+    + Events
+    + Versions
+    + Attempts
+    + Scheduling
+    + Outbox
+    + 'static
 {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.

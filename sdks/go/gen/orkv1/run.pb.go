@@ -547,7 +547,10 @@ type StartRunRequest struct {
 	// Makes the start idempotent: another StartRun of the same workflow with
 	// this id within 24 hours returns the first run instead of creating one
 	// (on any replica). 1-128 printable ASCII characters; a UUID does.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Start the run on this version of the workflow (its hash, or a unique
+	// prefix of at least 6 characters) instead of the current one.
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +609,13 @@ func (x *StartRunRequest) GetLabels() map[string]string {
 func (x *StartRunRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StartRunRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -1647,13 +1657,14 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\x06stream\x18\x04 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04line\x18\x05 \x01(\tR\x04line\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x11\n" +
-	"\x0f_parallel_index\"\xf2\x01\n" +
+	"\x0f_parallel_index\"\x8c\x02\n" +
 	"\x0fStartRunRequest\x12\x1a\n" +
 	"\bworkflow\x18\x01 \x01(\tR\bworkflow\x12,\n" +
 	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\x12;\n" +
 	"\x06labels\x18\x03 \x03(\v2#.ork.v1.StartRunRequest.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\x1a9\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +

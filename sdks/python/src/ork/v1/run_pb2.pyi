@@ -338,11 +338,16 @@ class StartRunRequest(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     workflow: _builtins.str
     request_id: _builtins.str
     """Makes the start idempotent: another StartRun of the same workflow with
     this id within 24 hours returns the first run instead of creating one
     (on any replica). 1-128 printable ASCII characters; a UUID does.
+    """
+    version: _builtins.str
+    """Start the run on this version of the workflow (its hash, or a unique
+    prefix of at least 6 characters) instead of the current one.
     """
     @_builtins.property
     def input(self) -> _struct_pb2.Value: ...
@@ -359,10 +364,11 @@ class StartRunRequest(_message.Message):
         input: _struct_pb2.Value | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "labels", b"labels", "request_id", b"request_id", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "labels", b"labels", "request_id", b"request_id", "version", b"version", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
