@@ -129,7 +129,9 @@ impl Secrets {
             .flatten()
     }
 
-    fn secret(&self, name: &str) -> Option<String> {
+    /// A secret's value: the file of that name in the secrets folder, else
+    /// `ORK_SECRET_<NAME>`.
+    pub(crate) fn secret(&self, name: &str) -> Option<String> {
         if let Some(dir) = &self.dir {
             // Names are validated identifiers, so this stays inside `dir`.
             if let Ok(text) = std::fs::read_to_string(dir.join(name)) {

@@ -39,7 +39,7 @@ pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked
 pub use fargate::{FargateExecutor, FargateOptions};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
-pub use pool::{PoolExecutor, WorkerPool};
+pub use pool::{PoolExecutor, PoolStats, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
 /// Errors of executors.

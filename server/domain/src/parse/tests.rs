@@ -1213,3 +1213,33 @@ fn container_task_errors_name_the_field() {
             etl.yaml:6:3: field `defaults.pyton`: unknown field (did you mean `python`?)"#]],
     );
 }
+
+// ---- on: events and webhooks ----
+
+#[test]
+fn parses_event_subscriptions_and_webhooks() {
+    let def = parse(
+        "name: wf\non:\n  event: order.created\n  filter: {region: eu, customer.tier: gold}\n  webhook: {secret: github-hook}\ntasks: [{name: a, file: a.sh}]\n",
+    )
+    .expect("valid");
+    assert_eq!(def.on.event.as_deref(), Some("order.created"));
+    assert_eq!(def.on.filter["customer.tier"], json!("gold"));
+    assert_eq!(def.on.webhook_secret.as_deref(), Some("github-hook"));
+}
+
+#[test]
+fn invalid_on_blocks_name_the_field() {
+    check(
+        "name: wf\non:\n  event: \"bad name\"\n  webhook: {secret: ../x}\n  evnt: x\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r#"
+            etl.yaml:3:10: field `on.event`: `bad name` is not a valid event name; use 1 to 128 letters, digits, `.`, `_`, `-` and `/`, starting with a letter or digit (e.g. `order.created`)
+            etl.yaml:4:12: field `on.webhook`: `../x` is not a valid secret name; use 1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`
+            etl.yaml:5:3: field `on.evnt`: unknown field (did you mean `event`?)"#]],
+    );
+    check(
+        "name: wf\non:\n  filter: {a: 1}\n  webhook: hunter2\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r#"
+            etl.yaml:3:11: field `on.filter`: a filter needs `event:`: it selects among the events of that name
+            etl.yaml:4:12: field `on.webhook`: expected `{secret: NAME}` (a secret's name, never its value), found the string `hunter2`"#]],
+    );
+}
