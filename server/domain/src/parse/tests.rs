@@ -579,15 +579,16 @@ fn invalid_retry_settings() {
 fn invalid_env() {
     check(
         &task_with(
-            "    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n",
+            "    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      ESCAPE: {secret: '../etc/passwd'}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n",
         ),
         expect![[r#"
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:8:23: task `a`, field `env.TOKEN`: the secret name is empty
-            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
-            etl.yaml:10:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
-            etl.yaml:11:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
+            etl.yaml:9:24: task `a`, field `env.ESCAPE`: `../etc/passwd` is not a valid secret name; use 1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`
+            etl.yaml:10:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
+            etl.yaml:11:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
+            etl.yaml:12:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
     );
 }
 
