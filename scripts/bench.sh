@@ -5,6 +5,7 @@
 #   scripts/bench.sh --quick              # smaller runs, for iterating
 #   scripts/bench.sh --store sqlite --scenarios a,b
 #   scripts/bench.sh --sustained          # adds the 60-second sustained runs
+#   scripts/bench.sh --scenarios i        # run history, 1,000,000 seeded runs
 #
 # PostgreSQL runs in a private throwaway cluster (scripts/postgres.sh) unless
 # ORK_TEST_POSTGRES_URL is set, or --store sqlite is given. Arguments go to

@@ -3,10 +3,11 @@
 //! table to `BENCHMARKS.md`.
 //!
 //! ```text
-//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h] [--sustained]
+//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i] [--sustained]
 //! ```
 
 mod client;
+mod history;
 mod report;
 mod scenarios;
 mod server;
@@ -33,9 +34,13 @@ struct Args {
     quick: bool,
     /// Scenarios to run, from a (one task), b (chains), c (fan-outs, which
     /// also measures d, CPU), e (memory), f (worker calls), g (sustained),
-    /// h (what authentication costs a small call).
+    /// h (what authentication costs a small call), i (run history at
+    /// 1,000,000 seeded runs; not in the default set, it takes minutes).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f,h")]
     scenarios: Vec<String>,
+    /// Runs seeded for i.
+    #[arg(long, default_value_t = 1_000_000)]
+    history_runs: u64,
     /// Adds g: 60 s of back-to-back chains and fan-outs, in 10 s windows.
     #[arg(long)]
     sustained: bool,
@@ -122,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut results: Vec<(Store, Outcome)> = Vec::new();
+    let mut history = Vec::new();
     for store in stores {
         let ctx = Ctx {
             setup: setup.clone(),
@@ -184,15 +190,41 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        if has("i") {
+            eprintln!("bench: {} i: run history ...", store.label());
+            let t0 = std::time::Instant::now();
+            let r = history::run_history(&ctx, args.history_runs)
+                .await
+                .with_context(|| format!("{} i: run history", store.label()))?;
+            eprintln!(
+                "bench: {} i: run history done in {:.1} s",
+                store.label(),
+                t0.elapsed().as_secs_f64()
+            );
+            history.push((store, r));
+        }
         results.push((store, out));
     }
 
-    let table = report::render(&results, &report::Meta::collect(&root, args.quick));
-    println!("{table}");
     let output = args.output.unwrap_or_else(|| root.join("BENCHMARKS.md"));
-    if output.as_os_str() != "-" {
-        report::write(&output, &table)?;
-        eprintln!("bench: wrote {}", output.display());
+    // The main table only when a scenario of it ran, so `--scenarios i`
+    // leaves it as it was.
+    if wanted.iter().any(|s| s != "i") {
+        let table = report::render(&results, &report::Meta::collect(&root, args.quick));
+        println!("{table}");
+        if output.as_os_str() != "-" {
+            report::write(&output, &table)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
+    }
+    if !history.is_empty() {
+        let commit = report::Meta::collect(&root, args.quick).commit;
+        let block = history::render(&history, &commit);
+        println!("{block}");
+        if output.as_os_str() != "-" {
+            history::write(&output, &block)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
     }
     Ok(())
 }
