@@ -55,7 +55,10 @@ impl Meta {
 
     /// "CPU, commit C, date": for blocks that say where they were taken.
     pub fn describe(&self) -> String {
-        format!("**{}**, commit **{}**, {}", self.cpu, self.commit, self.date)
+        format!(
+            "**{}**, commit **{}**, {}",
+            self.cpu, self.commit, self.date
+        )
     }
 
     #[cfg(test)]
@@ -295,14 +298,7 @@ const ROWS: &[Row] = &[
         Goal::None,
         0,
     ),
-    row(
-        "i.rss",
-        "",
-        "server RSS at the end (MB)",
-        "",
-        Goal::None,
-        0,
-    ),
+    row("i.rss", "", "server RSS at the end (MB)", "", Goal::None, 0),
     row(
         "f.heartbeats",
         "(f) 1,000 running attempts, 64 concurrent callers",

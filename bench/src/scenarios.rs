@@ -421,9 +421,13 @@ fn big_yaml(name: &str) -> String {
 /// the server, so nothing but the run itself grows the server's memory.
 pub async fn big_for_each(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
     let max = BIG.to_string();
-    let server =
-        ServerProc::start_args(&ctx.setup, ctx.store, Auth::Tokens, &["--max-fan-out", &max])
-            .await?;
+    let server = ServerProc::start_args(
+        &ctx.setup,
+        ctx.store,
+        Auth::Tokens,
+        &["--max-fan-out", &max],
+    )
+    .await?;
     let result = async {
         let mut api = Api::connect(&server).await?;
         api.deploy(&big_yaml("big"), &[]).await?;
