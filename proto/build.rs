@@ -9,6 +9,8 @@ const PROTOS: &[&str] = &[
     "ork/v1/worker.proto",
     "ork/v1/pool.proto",
     "ork/v1/token.proto",
+    "ork/v1/schedule.proto",
+    "ork/v1/event.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

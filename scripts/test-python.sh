@@ -9,6 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The trace tests need a real OpenTelemetry Collector: start one unless the
+# caller (scripts/test.sh) already did.
+if [[ -z ${ORK_TEST_OTLP_ENDPOINT:-} ]]; then
+  exec scripts/otelcol.sh "$0" "$@"
+fi
+
 VENV=$PWD/.tools/venv-py
 log() { printf 'test-python: %s\n' "$*" >&2; }
 
@@ -22,7 +28,8 @@ if [[ ! -x $VENV/bin/python || $want != "$have" ]]; then
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    -e 'sdks/python[pydantic]' \
+    -e 'sdks/python[pydantic,otel]' \
+    'opentelemetry-sdk==1.45.2' 'opentelemetry-exporter-otlp-proto-grpc==1.45.2' \
     'pytest==9.2.0' 'pytest-timeout==2.4.0' 'mypy==2.4.1' 'types-protobuf==7.35.1.20260906' 'grpc-stubs==1.53.0.6'
   echo "$want" >"$VENV/.stamp"
 fi

@@ -21,14 +21,14 @@ scripts/buf.sh
 step "install grpcurl for the reflection tests"
 scripts/grpcurl.sh >/dev/null
 
-step "cargo test (with a private PostgreSQL, the S3, Azure and GCS emulators, a Docker engine and a Kubernetes control plane up)"
-scripts/postgres.sh scripts/emulators.sh scripts/docker.sh scripts/kubernetes.sh \
+step "cargo test (with a private PostgreSQL, the S3, Azure and GCS emulators, a Docker engine, a Kubernetes control plane and an OpenTelemetry Collector up)"
+scripts/postgres.sh scripts/emulators.sh scripts/docker.sh scripts/kubernetes.sh scripts/otelcol.sh \
     cargo test --workspace --locked --no-fail-fast
 
 step "generated SDK code matches proto/ (scripts/codegen.sh --check)"
 ./scripts/codegen.sh --check
 
-step "python sdk"
+step "python sdk (with an OpenTelemetry Collector up for the trace test)"
 ./scripts/test-python.sh
 
 step "go sdk"

@@ -654,6 +654,7 @@ pub async fn worker_calls(ctx: &Ctx, out: &mut Outcome) -> anyhow::Result<()> {
                 let mut c = clients_for_reports[i % CHANNELS].clone();
                 async move {
                     c.complete_task(v1::CompleteTaskRequest {
+                        metrics: Default::default(),
                         attempt: Some(a),
                         output: None,
                     })

@@ -1,7 +1,9 @@
 //! Connecting to an ork server, with an error that says how to get one.
 
+use ork_proto::v1::event_service_client::EventServiceClient;
 use ork_proto::v1::pool_service_client::PoolServiceClient;
 use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
 use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
 use ork_worker::connect::{AuthChannel, ConnectOptions, normalize_url};
@@ -20,6 +22,8 @@ pub struct Client {
     pub runs: RunServiceClient<AuthChannel>,
     pub tokens: TokenServiceClient<AuthChannel>,
     pub pool: PoolServiceClient<AuthChannel>,
+    pub schedules: ScheduleServiceClient<AuthChannel>,
+    pub events: EventServiceClient<AuthChannel>,
 }
 
 /// Connects eagerly, so an unreachable server is reported once, up front,
@@ -46,7 +50,9 @@ pub async fn connect(server: &str, options: &ConnectOptions) -> anyhow::Result<C
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         runs: RunServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         tokens: TokenServiceClient::new(channel.clone()),
-        pool: PoolServiceClient::new(channel),
+        pool: PoolServiceClient::new(channel.clone()),
+        schedules: ScheduleServiceClient::new(channel.clone()),
+        events: EventServiceClient::new(channel),
     })
 }
 

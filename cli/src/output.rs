@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use chrono::{DateTime, Utc};
-use ork_proto::v1::{LogLine, PoolWorker, Run, TaskRun, Token, Workflow};
+use ork_proto::v1::{
+    LogLine, PoolWorker, Run, Schedule, TaskRun, Token, Workflow, WorkflowVersion,
+};
 use pbjson_types::Timestamp;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
@@ -279,6 +281,27 @@ pub fn render_run(run: &Run, now: DateTime<Utc>, style: Style) -> String {
         ]);
     }
     out.push_str(&table.render(style));
+    let mut metrics = Table::new(vec!["TASK", "ATTEMPT", "METRICS"]);
+    let mut any = false;
+    for task in &run.tasks {
+        // The latest attempt that recorded something.
+        let Some(a) = task.attempts.iter().rev().find(|a| !a.metrics.is_empty()) else {
+            continue;
+        };
+        any = true;
+        let mut pairs: Vec<(&String, &f64)> = a.metrics.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        metrics.push(vec![
+            task_instance_name(&task.name, task.parallel_index).into(),
+            a.attempt.to_string().into(),
+            text.join(" ").into(),
+        ]);
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&metrics.render(style));
+    }
     out
 }
 
@@ -295,6 +318,61 @@ pub fn render_run_list(runs: &[Run], now: DateTime<Utc>, style: Style) -> String
             run.triggered_by.as_str().into(),
             time(run.created_at.as_ref()).into(),
             duration(run.started_at.as_ref(), run.finished_at.as_ref(), now).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// `ork schedule list`: the next fires in UTC, comma-separated.
+pub fn render_schedule_list(schedules: &[Schedule], style: Style) -> String {
+    let mut table = Table::new(vec![
+        "WORKFLOW",
+        "CRON",
+        "TIMEZONE",
+        "STATE",
+        "NEXT FIRES",
+        "LAST FIRE",
+    ]);
+    for s in schedules {
+        let next: Vec<String> = s.next_fires.iter().map(|t| time(Some(t))).collect();
+        table.push(vec![
+            s.workflow.as_str().into(),
+            s.cron.as_str().into(),
+            s.timezone.as_str().into(),
+            Cell {
+                text: if s.paused { "paused" } else { "active" }.to_owned(),
+                color: Some(if s.paused {
+                    Color::Yellow
+                } else {
+                    Color::Green
+                }),
+            },
+            if next.is_empty() {
+                "-".to_owned()
+            } else {
+                next.join(", ")
+            }
+            .into(),
+            time(s.last_fire.as_ref()).into(),
+        ]);
+    }
+    table.render(style)
+}
+
+/// `ork workflow versions`: newest first, the current one marked.
+pub fn render_version_list(versions: &[WorkflowVersion], style: Style) -> String {
+    let mut table = Table::new(vec!["VERSION", "DEPLOYED", "CURRENT", "MESSAGE"]);
+    for v in versions {
+        // One line per version: the message's first line.
+        let message = v.message.lines().next().unwrap_or("");
+        table.push(vec![
+            short_version(&v.version).into(),
+            time(v.created_at.as_ref()).into(),
+            Cell {
+                text: if v.current { "*" } else { "" }.to_owned(),
+                color: v.current.then_some(Color::Green),
+            },
+            or_dash(message).into(),
         ]);
     }
     table.render(style)

@@ -109,6 +109,7 @@ type attemptRun struct {
 	spec    *orkv1.TaskSpec
 	task    *TaskDef
 	logger  *slog.Logger // the worker's own log
+	metrics *Metrics     // what the task records
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -134,6 +135,7 @@ func newAttemptRun(parent context.Context, reports *reporter, ref *orkv1.Attempt
 		spec:    spec,
 		task:    task,
 		logger:  logger.With("task", spec.GetTaskName(), "task_run_id", ref.GetTaskRunId(), "attempt", ref.GetAttempt()),
+		metrics: &Metrics{},
 		ctx:     ctx,
 		cancel:  cancel,
 	}
@@ -176,12 +178,12 @@ func (a *attemptRun) execute() {
 			runErr = NonRetryable(fmt.Errorf("the output of task %s is not valid JSON: %w", a.spec.GetTaskName(), convErr))
 		} else {
 			outcome = func(r *orkv1.SessionReport) {
-				r.Outcome = &orkv1.SessionReport_Success{Success: &orkv1.AttemptSuccess{Output: value}}
+				r.Outcome = &orkv1.SessionReport_Success{Success: &orkv1.AttemptSuccess{Output: value, Metrics: a.metrics.Snapshot()}}
 			}
 		}
 	}
 	if runErr != nil {
-		failure := &orkv1.AttemptFailure{Error: runErr.Error(), NonRetryable: IsNonRetryable(runErr)}
+		failure := &orkv1.AttemptFailure{Error: runErr.Error(), NonRetryable: IsNonRetryable(runErr), Metrics: a.metrics.Snapshot()}
 		outcome = func(r *orkv1.SessionReport) {
 			r.Outcome = &orkv1.SessionReport_Failure{Failure: failure}
 		}
@@ -219,8 +221,13 @@ func (a *attemptRun) call(logs *logShipper) ([]byte, error) {
 		TaskRunID: a.ref.GetTaskRunId(),
 		Attempt:   int(a.ref.GetAttempt()),
 		Log:       newTaskLogger(logs.add),
+		Metrics:   a.metrics,
 		env:       a.spec.GetEnv(),
 	}
+	tctx.Traceparent = a.spec.GetTraceparent()
+	spanCtx, span := startTaskSpan(a.ctx, a.task.name, tctx.Traceparent)
+	defer span.End()
+	tctx.Context = spanCtx
 	if a.spec.ParallelIndex != nil {
 		i := int(a.spec.GetParallelIndex())
 		tctx.ParallelIndex = &i

@@ -36,6 +36,12 @@ type Context struct {
 	// Log writes to the task's log: records at Warn and above become stderr
 	// lines, the rest stdout lines.
 	Log *slog.Logger
+	// Metrics records figures for this attempt: ctx.Metrics.Record("rows", 1200).
+	Metrics *Metrics
+	// Traceparent is the W3C trace context of this attempt's span (empty when
+	// the server sent none). The embedded context already carries the span
+	// `task <name>` started from it.
+	Traceparent string
 
 	// env holds the task's own `env` from the YAML in pool mode, where the
 	// process environment belongs to the whole worker.

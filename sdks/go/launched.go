@@ -70,10 +70,12 @@ func runLaunched(ctx context.Context, task TaskDef, getenv func(string) string, 
 	}
 
 	tctx := &Context{
-		RunID:     getenv("ORK_RUN_ID"),
-		Workflow:  getenv("ORK_WORKFLOW"),
-		TaskName:  getenv("ORK_TASK_NAME"),
-		TaskRunID: getenv("ORK_TASK_RUN_ID"),
+		RunID:       getenv("ORK_RUN_ID"),
+		Workflow:    getenv("ORK_WORKFLOW"),
+		TaskName:    getenv("ORK_TASK_NAME"),
+		TaskRunID:   getenv("ORK_TASK_RUN_ID"),
+		Metrics:     &Metrics{},
+		Traceparent: getenv("TRACEPARENT"),
 		Log: newTaskLogger(func(stream, line string) {
 			w := stdout
 			if stream == "stderr" {
@@ -105,9 +107,19 @@ func runLaunched(ctx context.Context, task TaskDef, getenv func(string) string, 
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	tctx.Context = ctx
+	spanCtx, span := startTaskSpan(ctx, task.name, tctx.Traceparent)
+	tctx.Context = spanCtx
 
 	output, err := callRecovering(task, tctx, input)
+	span.End()
+	// What the task recorded reaches the supervisor, success or failure.
+	if values := tctx.Metrics.Snapshot(); len(values) > 0 {
+		if path := getenv("ORK_METRICS"); path != "" {
+			if werr := os.WriteFile(path, []byte(metricsFile(values)), 0o644); werr != nil {
+				fmt.Fprintf(stderr, "ork: cannot write the metrics to ORK_METRICS (%s): %v\n", path, werr)
+			}
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -5,10 +5,18 @@
 //! A signal carries no payload on purpose: whoever wakes re-reads the
 //! committed state, which is the source of truth, so a coalesced or missed
 //! wake-up can delay an action but never change what it does.
+//!
+//! Observers (Prometheus metrics, trace spans) are the exception: they are
+//! told the [`Transition`]s each commit made, in commit order, through
+//! [`Notifier::committed`], and how long each write transaction took. They
+//! are called on the committing task, so they must be quick and never block
+//! (counters, a channel send).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, watch};
+
+use crate::state::Transition;
 
 /// What changed, so each loop wakes only for what it cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,10 +58,37 @@ impl Changes {
     };
 }
 
+/// Told what each commit did; see the module documentation.
+pub trait Observer: Send + Sync + 'static {
+    /// The transitions of one committed transaction.
+    fn committed(&self, transitions: &[Transition]);
+    /// A write transaction `operation` took `seconds` (retries included).
+    fn transaction(&self, _operation: &'static str, _seconds: f64) {}
+}
+
+/// Tells several observers, in order.
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn committed(&self, transitions: &[Transition]) {
+        for observer in &self.0 {
+            observer.committed(transitions);
+        }
+    }
+
+    fn transaction(&self, operation: &'static str, seconds: f64) {
+        for observer in &self.0 {
+            observer.transaction(operation, seconds);
+        }
+    }
+}
+
 struct Inner {
     work: Notify,
     outbox: Notify,
     views: watch::Sender<u64>,
+    /// Set once by the server; stores opened by tools and tests tell nobody.
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 /// Cheap-to-clone handle: [`Notifier::fire`] after a commit; each loop waits
@@ -70,6 +105,7 @@ impl Default for Notifier {
                 work: Notify::new(),
                 outbox: Notify::new(),
                 views: watch::Sender::new(0),
+                observer: OnceLock::new(),
             }),
         }
     }
@@ -86,6 +122,29 @@ impl Notifier {
         }
         if changes.views {
             self.inner.views.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Sets the observer told about every commit; only the first call counts.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    /// A transaction committed `transitions`: tell the observer, then wake
+    /// whoever cares.
+    pub fn committed(&self, changes: Changes, transitions: &[Transition]) {
+        if !transitions.is_empty()
+            && let Some(observer) = self.inner.observer.get()
+        {
+            observer.committed(transitions);
+        }
+        self.fire(changes);
+    }
+
+    /// A write transaction `operation` took `seconds`.
+    pub fn transaction(&self, operation: &'static str, seconds: f64) {
+        if let Some(observer) = self.inner.observer.get() {
+            observer.transaction(operation, seconds);
         }
     }
 

@@ -62,6 +62,13 @@ pub struct ServerOptions {
     pub allow_env: Vec<String>,
     /// Bounds on everything a client sends.
     pub limits: ClientLimits,
+    /// When set, `GET /metrics` answers only requests that carry
+    /// `Authorization: Bearer <token>` (what Prometheus sends with
+    /// `authorization: {credentials: ...}` in its scrape config).
+    pub metrics_token: Option<BearerToken>,
+    /// Where run and attempt spans are exported (`--otlp-endpoint`); `None`
+    /// keeps no spans. RPC and state spans go through `tracing`.
+    pub spans: Option<crate::telemetry::SpanSink>,
 }
 
 /// Whether and how callers authenticate.
@@ -234,6 +241,8 @@ impl ServerOptions {
             secrets_dir: None,
             scheduler_id: "local".to_owned(),
             lease: Duration::from_secs(15),
+            metrics_token: None,
+            spans: None,
             schedule_to_start_timeout: None,
             advertise_url: None,
             containers: ContainerOptions::default(),
@@ -245,6 +254,49 @@ impl ServerOptions {
     }
 }
 
+/// A bearer token a route requires. Its `Debug` hides the value, so
+/// printing the options never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// A token of at least 16 characters without whitespace (shorter ones
+    /// are guessable; whitespace cannot travel in the header).
+    pub fn new(token: impl Into<String>) -> Result<Self, String> {
+        let token = token.into();
+        let token = token.trim().to_owned();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(
+                "the metrics token must be at least 16 characters, without spaces".to_owned(),
+            );
+        }
+        Ok(Self(token))
+    }
+
+    /// Whether an `Authorization` header value carries this token, compared
+    /// in constant time.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let expected = self.0.as_bytes();
+        if given.len() != expected.len() {
+            return false;
+        }
+        given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(***)")
+    }
+}
+
 /// A fresh replica name, for deployments with several `ork server`s.
 pub fn unique_scheduler_id() -> String {
     format!("sched-{}", uuid::Uuid::now_v7().simple())
@@ -252,3 +304,20 @@ pub fn unique_scheduler_id() -> String {
 
 /// The default address of `ork dev` and `ork server`, and of clients.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_token_admits_only_itself() {
+        let token = BearerToken::new("0123456789abcdef-xyz").expect("valid");
+        assert!(token.admits(Some(b"Bearer 0123456789abcdef-xyz")));
+        assert!(!token.admits(Some(b"Bearer 0123456789abcdef-xy")));
+        assert!(!token.admits(Some(b"Basic 0123456789abcdef-xyz")));
+        assert!(!token.admits(None));
+        assert_eq!(format!("{token:?}"), "BearerToken(***)");
+        assert!(BearerToken::new("short").is_err());
+        assert!(BearerToken::new("has a space in it, long").is_err());
+    }
+}

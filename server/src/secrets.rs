@@ -129,12 +129,18 @@ impl Secrets {
             .flatten()
     }
 
-    fn secret(&self, name: &str) -> Option<String> {
-        if let Some(dir) = &self.dir {
-            // Names are validated identifiers, so this stays inside `dir`.
-            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-                return Some(text.trim_end_matches(['\n', '\r']).to_owned());
-            }
+    /// A secret's value: the file of that name in the secrets folder, else
+    /// `ORK_SECRET_<NAME>`.
+    pub(crate) fn secret(&self, name: &str) -> Option<String> {
+        // Deploy refuses such names; a definition stored before that check
+        // must still never read a file outside the secrets folder.
+        if ork_domain::events::check_secret_name(name).is_err() {
+            return None;
+        }
+        if let Some(dir) = &self.dir
+            && let Ok(text) = std::fs::read_to_string(dir.join(name))
+        {
+            return Some(text.trim_end_matches(['\n', '\r']).to_owned());
         }
         self.env.get(&format!("ORK_SECRET_{name}")).cloned()
     }

@@ -21,6 +21,8 @@ use crate::auth::{self, Auth};
 use crate::executor::{
     self, Executors, PoolExecutor, SubprocessExecutor, SubprocessOptions, WorkerPool,
 };
+use crate::metrics::Metrics;
+use crate::notify::{Observer, Observers};
 use crate::objects::{self, Mirror};
 use crate::options::AuthMode;
 use crate::reports::{QueueOptions, Reports, ReportsOptions};
@@ -28,6 +30,7 @@ use crate::scheduler::{Scheduler, SchedulerOptions};
 use crate::secrets::Secrets;
 use crate::state::tokens::TokenStore;
 use crate::state::{self, Limits, StateStore};
+use crate::telemetry::RunSpans;
 
 /// Errors that stop a server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,7 @@ pub struct Server {
     state: Arc<dyn StateStore>,
     objects: Arc<dyn object_store::ObjectStore>,
     worker_binary: PathBuf,
+    metrics: Metrics,
 }
 
 impl Server {
@@ -101,8 +105,19 @@ impl Server {
             max_fan_out: options.max_fan_out,
             lease: options.lease,
         };
+        let metrics = Metrics::new();
         let stores = state::open_stores(&options.state_url, limits).await?;
         let (state, tokens) = (stores.state, stores.tokens);
+        // Metrics and run spans hang on the committed notifier: told every
+        // commit's transitions and every write transaction's latency, once
+        // for all backends.
+        let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(metrics.clone())];
+        if let Some(sink) = &options.spans {
+            observers.push(Arc::new(RunSpans::new(sink.clone())));
+        }
+        state
+            .notifier()
+            .set_observer(Arc::new(Observers(observers)));
         let bootstrap_token = match options.auth.mode {
             AuthMode::Tokens => {
                 auth::bootstrap::ensure(
@@ -137,6 +152,7 @@ impl Server {
             state,
             objects,
             worker_binary,
+            metrics,
         })
     }
 
@@ -262,15 +278,29 @@ impl Server {
             auth: auth.clone(),
             limits: self.options.limits.clone(),
             secrets: secrets.clone(),
+            metrics: self.metrics.clone(),
         };
         let events = ctx.events.clone();
+        // `/metrics` checks its own credentials (the --metrics-token, or with
+        // tokens on any token that may read), so it sits outside the layer.
+        let scrape = api::prometheus::router(
+            ctx.clone(),
+            auth.clone(),
+            self.options.metrics_token.clone(),
+        );
         // The web UI's own files hold no data (every datum comes from the API,
         // which the auth layer guards), so they are added outside it: a
         // browser loads the page before it can send a token.
+        // Webhooks authenticate by their signature, not a token: outside
+        // the auth layer too (`api/hooks.rs` checks every call).
+        let hooks = api::hooks::router(ctx.clone());
         let app = crate::ui::with_ui(
             one_port_app(api::routes(ctx.clone())?, api::gateway::router(ctx))
-                .layer(axum::middleware::from_fn_with_state(auth, auth::layer)),
-        );
+                .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+                .merge(scrape)
+                .merge(hooks),
+        )
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_request));
 
         let mirror_task = tokio::spawn(mirror.run(stop_rx.clone()));
         let scheduler_task = tokio::spawn(scheduler.run(stop_rx));
@@ -311,6 +341,9 @@ impl Server {
         };
         let _ = stop_tx.send(true);
         let _ = tokio::join!(mirror_task, scheduler_task);
+        if let Some(sink) = &self.options.spans {
+            sink.flush();
+        }
         served.map_err(|source| Error::Serve {
             addr: self.local_addr,
             source,

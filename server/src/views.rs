@@ -146,6 +146,11 @@ pub fn attempt(a: &AttemptRecord) -> v1::Attempt {
         dispatched_at: Some(timestamp(a.dispatched_at)),
         started_at: opt_timestamp(a.started_at),
         finished_at: opt_timestamp(a.finished_at),
+        metrics: a
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect(),
     }
 }
 

@@ -62,14 +62,14 @@ async fn concurrent_reports_are_committed_together_and_answered_alone() {
     let mut calls = Vec::new();
     for c in &claims {
         for report in [
-            (c.fence.clone(), Report::Complete(json!(1))),
-            (c.fence.clone(), Report::Complete(json!(1))),
+            (c.fence.clone(), Report::Complete(json!(1), vec![])),
+            (c.fence.clone(), Report::Complete(json!(1), vec![])),
             (
                 Fence {
                     token: "guess".into(),
                     ..c.fence.clone()
                 },
-                Report::Complete(json!(2)),
+                Report::Complete(json!(2), vec![]),
             ),
         ] {
             let queue = queue.clone();
@@ -94,7 +94,7 @@ async fn concurrent_reports_are_committed_together_and_answered_alone() {
         .expect("claim");
     assert_eq!(join.len(), 1, "the last batch readied the join");
     queue
-        .report(join[0].fence.clone(), Report::Complete(json!(null)))
+        .report(join[0].fence.clone(), Report::Complete(json!(null), vec![]))
         .await
         .expect("join");
     assert_eq!(

@@ -407,7 +407,7 @@ async fn chain_moves_forward_with_fenced_reports(store: Arc<dyn StateStore>) {
                 &Failure {
                     kind: FailureKind::Task,
                     error: "late".into(),
-                    non_retryable: false
+                    non_retryable: false,
                 },
                 t(6)
             )
@@ -1151,12 +1151,12 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
         .report(
             &[
                 (f[0].clone(), Report::Start),
-                (f[0].clone(), Report::Complete(json!({"n": 0}))),
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
                 // A lost reply: the same report again.
-                (f[0].clone(), Report::Complete(json!({"n": 0}))),
-                (f[1].clone(), Report::Complete(json!({"n": "one"}))),
-                (forged, Report::Complete(json!({"n": 1}))),
-                (f[2].clone(), Report::Complete(json!({"n": 2}))),
+                (f[0].clone(), Report::Complete(json!({"n": 0}), vec![])),
+                (f[1].clone(), Report::Complete(json!({"n": "one"}), vec![])),
+                (forged, Report::Complete(json!({"n": 1}), vec![])),
+                (f[2].clone(), Report::Complete(json!({"n": 2}), vec![])),
                 // After its success, a start of the same attempt is stale.
                 (f[2].clone(), Report::Start),
             ],
@@ -1199,8 +1199,8 @@ async fn batched_reports_are_answered_one_by_one(store: Arc<dyn StateStore>) {
     let answers = store
         .report(
             &[
-                (f[1].clone(), Report::Complete(json!({"n": 1}))),
-                (f[3].clone(), Report::Complete(json!({"n": 3}))),
+                (f[1].clone(), Report::Complete(json!({"n": 1}), vec![])),
+                (f[3].clone(), Report::Complete(json!({"n": 3}), vec![])),
             ],
             t(4),
         )
@@ -1391,6 +1391,255 @@ async fn outputs_by_reference_flow_downstream(store: Arc<dyn StateStore>) {
 conformance!(
     outputs_by_reference_case,
     outputs_by_reference_flow_downstream
+);
+
+/// Collects what the store's committed notifier tells its observer.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<state::Transition>>);
+
+impl ork_server::notify::Observer for Recorded {
+    fn committed(&self, transitions: &[state::Transition]) {
+        self.0.lock().expect("lock").extend_from_slice(transitions);
+    }
+}
+
+impl Recorded {
+    fn take(&self) -> Vec<state::Transition> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+fn finished(change: &state::Transition) -> Option<&state::FinishedAttempt> {
+    match change {
+        state::Transition::AttemptFinished(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Every committed transition is told once, after its commit, with what
+/// metrics and traces need; task metrics are stored with their attempt.
+async fn committed_changes_and_task_metrics(store: Arc<dyn StateStore>) {
+    use state::{AttemptOutcome, Report, TaskMetric, Transition as Change};
+    let recorded = Arc::new(Recorded::default());
+    store.notifier().set_observer(recorded.clone());
+    let yaml = "name: m\ntasks:\n  - name: a\n    file: a.sh\n    retries: 1\n    retry_delay_seconds: 0\n  - name: b\n    file: b.sh\n    depends_on: [a]\n";
+    deploy(&store, yaml).await;
+    let run = start(&store, "m", json!({})).await;
+    assert_eq!(
+        recorded.take(),
+        vec![Change::RunStarted {
+            run_id: run.clone(),
+            workflow: "m".into()
+        }]
+    );
+    let stats = store.queue_stats(OWNER, t(2)).await.expect("stats");
+    assert_eq!((stats.ready, stats.waiting_upstream), (1, 1), "{stats:?}");
+    assert_eq!((stats.runs_running, stats.leased_runs), (1, 1), "{stats:?}");
+
+    // A fails after recording a metric; it is retried.
+    let claims = store
+        .claim_ready(OWNER, t(2), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a1 = find(&claims, "a").fence.clone();
+    store.start_attempt(&a1, t(3)).await.expect("start");
+    let failure = Failure {
+        kind: FailureKind::Task,
+        error: "boom".into(),
+        non_retryable: false,
+    };
+    let tries = vec![TaskMetric {
+        name: "tries".into(),
+        value: 1.0,
+    }];
+    store
+        .report_one(&a1, Report::Fail(failure, tries), t(4))
+        .await
+        .expect("fail");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { task, ready_at: Some(_), .. } if task == "a"),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!(
+        (f.outcome, f.attempt, f.task.as_str()),
+        (AttemptOutcome::Failed, 1, "a")
+    );
+    assert_eq!(
+        (f.dispatched_at, f.started_at, f.finished_at),
+        (t(2), Some(t(3)), t(4))
+    );
+    assert_eq!(f.metrics.len(), 1);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+
+    // The retry succeeds, reported without a start, with two metrics.
+    let claims = store
+        .claim_ready(OWNER, t(5), 10, &Default::default())
+        .await
+        .expect("claim");
+    let a2 = find(&claims, "a").fence.clone();
+    let metrics = [
+        TaskMetric {
+            name: "rows".into(),
+            value: 1200.0,
+        },
+        TaskMetric {
+            name: "score".into(),
+            value: 0.5,
+        },
+    ];
+    store
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(6))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert!(
+        matches!(&changes[0], Change::AttemptStarted { .. }),
+        "{changes:?}"
+    );
+    let f = finished(&changes[1]).expect("attempt finished");
+    assert_eq!((f.outcome, f.attempt), (AttemptOutcome::Success, 2));
+    assert_eq!(f.metrics, metrics.to_vec());
+    // The same report again (a lost reply) changes nothing and tells nothing.
+    store
+        .report_one(&a2, Report::Complete(json!(null), metrics.to_vec()), t(7))
+        .await
+        .expect("idempotent");
+    assert!(recorded.take().is_empty());
+
+    let attempts = store
+        .list_attempts(&a2.task_run_id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts[0].metrics,
+        vec![TaskMetric {
+            name: "tries".into(),
+            value: 1.0
+        }]
+    );
+    assert_eq!(attempts[1].metrics, metrics.to_vec());
+    let all = store.list_run_attempts(&run).await.expect("run attempts");
+    assert_eq!(
+        all.iter().map(|a| a.metrics.len()).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // B finishes the run: its attempt and the run end in one commit.
+    let claims = store
+        .claim_ready(OWNER, t(8), 10, &Default::default())
+        .await
+        .expect("claim");
+    let b = find(&claims, "b").fence.clone();
+    store.start_attempt(&b, t(9)).await.expect("start");
+    recorded.take();
+    store
+        .complete_attempt(&b, json!(null), t(10))
+        .await
+        .expect("complete");
+    let changes = recorded.take();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        changes[1],
+        Change::RunFinished {
+            run_id: run.clone(),
+            workflow: "m".into(),
+            status: RunStatus::Success,
+            created_at: t(1),
+            started_at: Some(t(1)),
+            finished_at: t(10),
+        }
+    );
+    let stats = store.queue_stats(OWNER, t(11)).await.expect("stats");
+    assert_eq!(
+        (
+            stats.ready,
+            stats.waiting_upstream,
+            stats.running,
+            stats.leased_runs
+        ),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+
+    // Cancelling a run tells the cancelled attempt and the run's end.
+    let run2 = start(&store, "m", json!({})).await;
+    let claims = store
+        .claim_ready(OWNER, t(12), 10, &Default::default())
+        .await
+        .expect("claim");
+    store
+        .start_attempt(&find(&claims, "a").fence, t(13))
+        .await
+        .expect("start");
+    recorded.take();
+    store.cancel_run(&run2, t(14)).await.expect("cancel");
+    let changes = recorded.take();
+    assert_eq!(
+        finished(&changes[0]).map(|f| f.outcome),
+        Some(AttemptOutcome::Cancelled)
+    );
+    assert!(
+        matches!(
+            &changes[1],
+            Change::RunFinished {
+                status: RunStatus::Cancelled,
+                ..
+            }
+        ),
+        "{changes:?}"
+    );
+
+    // A schedule fire is told with the run it started.
+    store
+        .fire_schedule("m", t(15), OWNER, t(15))
+        .await
+        .expect("fire")
+        .expect("a run");
+    let changes = recorded.take();
+    assert_eq!(
+        changes[0],
+        Change::ScheduleFired {
+            workflow: "m".into()
+        }
+    );
+    assert!(
+        matches!(&changes[1], Change::RunStarted { workflow, .. } if workflow == "m"),
+        "{changes:?}"
+    );
+
+    // A pool attempt starts with its claim (its assignment is its start).
+    deploy(
+        &store,
+        "name: pooled\ntasks:\n  - name: p\n    executor: workers\n    handler: h\n",
+    )
+    .await;
+    start(&store, "pooled", json!({})).await;
+    recorded.take();
+    let capacity = state::Capacity {
+        launched: 0,
+        pool: [("h".to_owned(), 1)].into(),
+    };
+    let claims = store
+        .claim_ready(OWNER, t(16), 10, &capacity)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1);
+    let changes = recorded.take();
+    assert!(
+        matches!(
+            &changes[..],
+            [Change::AttemptStarted { task, started_at, .. }] if task == "p" && *started_at == t(16)
+        ),
+        "{changes:?}"
+    );
+}
+
+conformance!(
+    committed_changes_and_task_metrics_case,
+    committed_changes_and_task_metrics
 );
 
 /// What the schedule-to-start timeout uses: the ready pool tasks of the
@@ -2006,3 +2255,249 @@ async fn request_ids_start_one_run(store: Arc<dyn StateStore>) {
     assert!(created, "the failed start recorded its id");
 }
 conformance!(request_ids_start_one_run_case, request_ids_start_one_run);
+
+/// Pausing and resuming a schedule: the state is shared by every scheduler
+/// over the store (two `Cron`s here, as two replicas), a paused schedule
+/// fires nothing, a resumed one fires only after its resume (even with
+/// `catchup: all`), and a backfilled fire gets one run however often it is
+/// asked for.
+async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
+    use ork_server::scheduler::cron::Cron;
+    const HOUR: i64 = 3_600_000;
+    // t(0) is 2026-09-21T14:13:20Z: the first fire is at 15:00.
+    let first = 46 * 60_000 + 40_000;
+    let wf = deploy(
+        &store,
+        "name: hourly\nschedule: \"0 * * * *\"\ncatchup: all\ntasks:\n  - name: a\n    file: a.sh\n",
+    )
+    .await;
+    assert!(store.schedule_states().await.expect("states").is_empty());
+
+    let paused = store
+        .set_schedule_paused(&wf, true, t(first - HOUR / 2))
+        .await
+        .expect("pause");
+    assert!(paused.paused);
+    // Pausing again changes nothing, not even the time.
+    let again = store
+        .set_schedule_paused(&wf, true, t(first + HOUR))
+        .await
+        .expect("pause again");
+    assert_eq!(again, paused);
+
+    let a = Cron::new(store.clone(), "replica-a".into());
+    let b = Cron::new(store.clone(), "replica-b".into());
+    for hour in 0..4 {
+        let now = t(first + hour * HOUR + 1_000);
+        assert!(a.fire_due(now).await.expect("a").is_empty(), "paused fired");
+        assert!(b.fire_due(now).await.expect("b").is_empty(), "paused fired");
+    }
+
+    let resumed_at = t(first + 3 * HOUR + HOUR / 2);
+    let resumed = store
+        .set_schedule_paused(&wf, false, resumed_at)
+        .await
+        .expect("resume");
+    assert!(!resumed.paused);
+    assert_eq!(resumed.changed_at, resumed_at);
+    assert_eq!(store.schedule_states().await.expect("states")[&wf], resumed);
+    // The fires missed while paused are not caught up; the next one fires once.
+    let now = t(first + 4 * HOUR + 1_000);
+    let mut created = a.fire_due(now).await.expect("a");
+    created.extend(b.fire_due(now).await.expect("b"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(
+        created[0].input["scheduled_for"],
+        t(first + 4 * HOUR)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .as_str()
+    );
+
+    // A backfill of a missed fire: one run, however often it is asked for.
+    let missed = t(first + HOUR);
+    let run = store
+        .fire_schedule(&wf, missed, OWNER, now)
+        .await
+        .expect("backfill")
+        .expect("a run");
+    assert_eq!(run.triggered_by, TriggerType::Schedule);
+    assert!(
+        store
+            .fire_schedule(&wf, missed, OWNER, now)
+            .await
+            .expect("again")
+            .is_none()
+    );
+    // And it did not move the schedule: the next fire still comes.
+    let later = a.fire_due(t(first + 5 * HOUR + 1_000)).await.expect("next");
+    assert_eq!(later.len(), 1);
+}
+conformance!(
+    schedules_pause_resume_and_backfill_case,
+    schedules_pause_resume_and_backfill
+);
+
+/// An event id starts its runs once: a second delivery, even concurrent,
+/// creates nothing and returns the first delivery's runs.
+async fn events_start_runs_once(store: Arc<dyn StateStore>) {
+    let a = deploy(&store, "name: sub-a\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let b = deploy(&store, "name: sub-b\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    let runs = |id: &str| {
+        [&a, &b]
+            .iter()
+            .map(|w| NewRun {
+                workflow: (*w).clone(),
+                input: json!({"event": {"id": id, "name": "order.created", "data": {}}}),
+                triggered_by: TriggerType::Event,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(1))
+        .await
+        .expect("publish");
+    assert!(first.first);
+    assert_eq!(first.runs.len(), 2);
+    assert!(
+        first
+            .runs
+            .iter()
+            .all(|r| r.triggered_by == TriggerType::Event)
+    );
+    let again = store
+        .publish_event("e-1", "order.created", runs("e-1"), t(2))
+        .await
+        .expect("again");
+    assert!(!again.first);
+    let ids = |p: &state::Published| {
+        let mut ids: Vec<String> = p.runs.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&again), ids(&first));
+
+    // Concurrent deliveries of a new id: one of them starts the runs.
+    let (x, y) = tokio::join!(
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+        store.publish_event("e-2", "order.created", runs("e-2"), t(3)),
+    );
+    let (x, y) = (x.expect("x"), y.expect("y"));
+    assert!(x.first ^ y.first, "exactly one first delivery");
+    assert_eq!(ids(&x), ids(&y));
+    let total = store.list_runs(None, 100).await.expect("runs").len();
+    assert_eq!(total, 4);
+
+    // An id past its retention starts runs again.
+    let later = t(3) + state::events::RETENTION + chrono::Duration::seconds(1);
+    let reborn = store
+        .publish_event("e-1", "order.created", runs("e-1"), later)
+        .await
+        .expect("after retention");
+    assert!(reborn.first);
+}
+conformance!(events_start_runs_once_case, events_start_runs_once);
+
+/// Versions: listed newest first with their messages, a run started on an
+/// older one keeps it, a rollback makes an older one current, prefixes
+/// resolve when unique.
+async fn versions_list_pick_and_roll_back(store: Arc<dyn StateStore>) {
+    let v1 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n";
+    let v2 = "name: ver\ntasks:\n  - name: a\n    file: a.sh\n  - name: b\n    file: a.sh\n";
+    let wf = deploy(&store, v1).await;
+    let first = store
+        .get_workflow(&wf)
+        .await
+        .expect("get")
+        .expect("wf")
+        .version
+        .version
+        .clone();
+    store
+        .set_version_message(&first, "first cut")
+        .await
+        .expect("message");
+    // A later deploy time for the second version.
+    let def = parse_workflow(
+        v2,
+        &ParseOptions {
+            source: "t.yaml",
+            files: None,
+            ..Default::default()
+        },
+    )
+    .expect("valid");
+    let files = BTreeMap::from([("a.sh".to_owned(), b"#!/bin/sh\n".to_vec())]);
+    store
+        .deploy_workflow(
+            NewWorkflowVersion {
+                version: ork_server::hash::workflow_version(v2, &files),
+                yaml: v2.into(),
+                definition: def,
+                files,
+            },
+            t(10),
+        )
+        .await
+        .expect("deploy v2");
+    let versions = store.list_versions(&wf).await.expect("versions");
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].current && !versions[1].current);
+    assert_eq!(versions[1].version, first);
+    assert_eq!(versions[1].message, "first cut");
+    let second = versions[0].version.clone();
+
+    // A run on the older version keeps it, with its tasks.
+    let run = store
+        .create_run_on_version(
+            NewRun {
+                workflow: wf.clone(),
+                input: json!({}),
+                triggered_by: TriggerType::Manual,
+                owner: OWNER.into(),
+                labels: Default::default(),
+            },
+            &first[..8],
+            t(11),
+        )
+        .await
+        .expect("run on v1");
+    assert_eq!(run.workflow_version, first);
+    assert_eq!(store.list_task_runs(&run.id).await.expect("tasks").len(), 1);
+
+    let rolled = store
+        .rollback_workflow(&wf, &first, t(12))
+        .await
+        .expect("rollback");
+    assert_eq!(rolled.version.version, first);
+    let latest = start(&store, &wf, json!({})).await;
+    assert_eq!(
+        store
+            .get_run(&latest)
+            .await
+            .expect("run")
+            .expect("run")
+            .workflow_version,
+        first
+    );
+    assert!(store.list_versions(&wf).await.expect("versions")[1].current);
+
+    // Errors: unknown, too short, another workflow's, unknown workflow.
+    for bad in ["ffffffff", "abc"] {
+        assert!(store.resolve_version(&wf, bad).await.is_err(), "{bad}");
+    }
+    let other = deploy(&store, "name: other\ntasks:\n  - name: a\n    file: a.sh\n").await;
+    assert!(matches!(
+        store.resolve_version(&other, &second).await,
+        Err(state::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.list_versions("nope").await,
+        Err(state::Error::NotFound { .. })
+    ));
+}
+conformance!(
+    versions_list_pick_and_roll_back_case,
+    versions_list_pick_and_roll_back
+);

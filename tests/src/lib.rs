@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ork_proto::json::{from_proto_opt, to_proto};
 use ork_proto::v1;
+use ork_proto::v1::event_service_client::EventServiceClient;
 use ork_proto::v1::run_service_client::RunServiceClient;
+use ork_proto::v1::schedule_service_client::ScheduleServiceClient;
 use ork_proto::v1::token_service_client::TokenServiceClient;
 use ork_proto::v1::worker_service_client::WorkerServiceClient;
 use ork_proto::v1::workflow_service_client::WorkflowServiceClient;
@@ -20,6 +22,7 @@ pub mod certs;
 
 pub mod containers;
 pub mod mirror;
+pub mod postgres;
 
 /// Folder holding the built binaries (`ork`, `ork-worker`).
 pub fn bin_dir() -> PathBuf {
@@ -148,6 +151,8 @@ pub struct Clients {
     pub runs: RunServiceClient<AuthChannel>,
     pub workers: WorkerServiceClient<AuthChannel>,
     pub tokens: TokenServiceClient<AuthChannel>,
+    pub schedules: ScheduleServiceClient<AuthChannel>,
+    pub events: EventServiceClient<AuthChannel>,
 }
 
 impl Clients {
@@ -179,7 +184,9 @@ impl Clients {
                 .max_encoding_message_size(64 << 20),
             runs: RunServiceClient::new(channel.clone()),
             workers: WorkerServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20),
-            tokens: TokenServiceClient::new(channel),
+            tokens: TokenServiceClient::new(channel.clone()),
+            schedules: ScheduleServiceClient::new(channel.clone()),
+            events: EventServiceClient::new(channel),
         }
     }
 

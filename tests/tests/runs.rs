@@ -206,6 +206,7 @@ echo '{"done": true}' > "$ORK_OUTPUT"
     let err = c
         .workers
         .complete_task(ork_proto::v1::CompleteTaskRequest {
+            metrics: Default::default(),
             attempt: Some(zombie.clone()),
             output: Some(ork_proto::json::to_proto(&json!({"zombie": true}))),
         })
@@ -222,6 +223,7 @@ echo '{"done": true}' > "$ORK_OUTPUT"
     let err = c
         .workers
         .fail_task(ork_proto::v1::FailTaskRequest {
+            metrics: Default::default(),
             attempt: Some(current),
             error: "late".into(),
             non_retryable: false,

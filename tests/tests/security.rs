@@ -227,7 +227,9 @@ const WRONG: &str = "ork_thisTokenWasNeverMadeByTheServerXXXXXXXXXXXXX";
 #[tokio::test(flavor = "multi_thread")]
 async fn every_method_and_route_refuses_bad_credentials_and_too_small_roles() {
     let dir = tempfile::tempdir().expect("dir");
-    let options = secure_options(dir.path());
+    let mut options = secure_options(dir.path());
+    options.metrics_token =
+        Some(ork_server::options::BearerToken::new(METRICS_TOKEN).expect("metrics token"));
     let server = TestServer::start_with(dir, options).await;
     let creds = make_credentials(&server).await;
     let channel = Channel::from_shared(server.url())
@@ -335,7 +337,49 @@ async fn every_method_and_route_refuses_bad_credentials_and_too_small_roles() {
         .expect("GET")
         .status();
     assert_eq!(status.as_u16(), 404);
+
+    // `/metrics` with tokens on: a reading API token or the metrics token;
+    // nothing else, and the metrics token opens nothing else.
+    let scrape = |bearer: Option<&str>| {
+        let mut request = http.get(format!("{url}/metrics"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move { request.send().await.expect("GET").status().as_u16() }
+    };
+    assert_eq!(scrape(None).await, 401, "/metrics with no token");
+    assert_eq!(
+        scrape(Some(WRONG)).await,
+        401,
+        "/metrics with a wrong token"
+    );
+    assert_eq!(
+        scrape(Some(creds.revoked.as_str())).await,
+        401,
+        "/metrics with a revoked token"
+    );
+    assert_eq!(
+        scrape(Some(creds.worker.as_str())).await,
+        403,
+        "/metrics with a worker token"
+    );
+    assert_eq!(scrape(Some(creds.viewer.as_str())).await, 200);
+    assert_eq!(scrape(Some(METRICS_TOKEN)).await, 200);
+    let status = http
+        .get(format!("{url}/workflows"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("GET")
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        401,
+        "the metrics token is for /metrics only"
+    );
 }
+
+const METRICS_TOKEN: &str = "scrape-secret-0123456789";
 
 // ---------------------------------------------------------------------------
 // Least privilege for workers
@@ -454,6 +498,7 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     assert_eq!(
         code(
             w.fail_task(v1::FailTaskRequest {
+                metrics: Default::default(),
                 attempt: attempt(id, n, token),
                 error: "forged".into(),
                 non_retryable: true
@@ -465,6 +510,7 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     // Repeating a report is answered as a lost reply would be, and changes nothing.
     let _ = w
         .complete_task(v1::CompleteTaskRequest {
+            metrics: Default::default(),
             attempt: attempt(id, n, token),
             output: Some(to_proto(&json!({"forged": true}))),
         })
@@ -504,6 +550,7 @@ async fn an_attempt_credential_serves_only_its_attempt_and_dies_with_it() {
     for n in [1, 2] {
         let refused = forger
             .complete_task(v1::CompleteTaskRequest {
+                metrics: Default::default(),
                 attempt: attempt(other_id, n, forged),
                 output: Some(to_proto(&big)),
             })
@@ -598,6 +645,7 @@ async fn a_pool_worker_cannot_report_another_workers_attempt() {
 
     let mut as_b = server.clients_with_token(&b).await.workers;
     let complete = |attempt: v1::AttemptRef| v1::CompleteTaskRequest {
+        metrics: Default::default(),
         attempt: Some(attempt),
         output: Some(to_proto(&json!({"by": "b"}))),
     };
@@ -613,6 +661,7 @@ async fn a_pool_worker_cannot_report_another_workers_attempt() {
     );
     let denied = as_b
         .fail_task(v1::FailTaskRequest {
+            metrics: Default::default(),
             attempt: Some(assigned.clone()),
             error: "b".into(),
             non_retryable: true,
@@ -638,6 +687,7 @@ async fn a_pool_worker_cannot_report_another_workers_attempt() {
     .await
     .expect("start");
     as_a.complete_task(v1::CompleteTaskRequest {
+        metrics: Default::default(),
         attempt: Some(assigned.clone()),
         output: Some(to_proto(&json!({"by": "a"}))),
     })

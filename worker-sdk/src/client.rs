@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::Error;
 use crate::connect::{AuthChannel, ConnectOptions};
 use crate::json;
+use crate::metrics::TaskMetrics;
 
 /// Identifies one attempt of one task run; every call is fenced by it.
 #[derive(Clone, PartialEq, Eq)]
@@ -252,14 +253,24 @@ impl Client {
         .map(drop)
     }
 
-    /// Records the attempt's output (`CompleteTask`).
-    pub async fn complete(&self, output: serde_json::Value) -> Result<(), Error> {
+    /// Records the attempt's output and the metrics it recorded
+    /// (`CompleteTask`).
+    pub async fn complete(
+        &self,
+        output: serde_json::Value,
+        metrics: TaskMetrics,
+    ) -> Result<(), Error> {
         let output = json::to_proto(&output);
         self.call("CompleteTask", |mut c, attempt| {
             let output = Some(output.clone());
+            let metrics = metrics.clone();
             async move {
-                c.complete_task(pb::CompleteTaskRequest { attempt, output })
-                    .await
+                c.complete_task(pb::CompleteTaskRequest {
+                    attempt,
+                    output,
+                    metrics,
+                })
+                .await
             }
         })
         .await
@@ -267,15 +278,23 @@ impl Client {
     }
 
     /// Records the attempt's error (`FailTask`). The server retries the task
-    /// unless `non_retryable` is set or the retries are used up.
-    pub async fn fail(&self, error: String, non_retryable: bool) -> Result<(), Error> {
+    /// unless `non_retryable` is set or the retries are used up. `metrics` are
+    /// what the task recorded before it failed.
+    pub async fn fail(
+        &self,
+        error: String,
+        non_retryable: bool,
+        metrics: TaskMetrics,
+    ) -> Result<(), Error> {
         self.call("FailTask", |mut c, attempt| {
             let error = error.clone();
+            let metrics = metrics.clone();
             async move {
                 c.fail_task(pb::FailTaskRequest {
                     attempt,
                     error,
                     non_retryable,
+                    metrics,
                 })
                 .await
             }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::client::{AttemptRef, Client, RetryPolicy};
 use crate::logs::{BatchLimits, LineSplitter, LogBatcher};
+use crate::metrics::TaskMetrics;
 use crate::{Error, json};
 
 /// Exit code with which a task says "do not retry me": the failure is reported
@@ -43,6 +44,8 @@ const INPUT_FILE: &str = "input.json";
 const OUTPUT_FILE: &str = "output.json";
 /// The file an SDK writes a failure's message to (`ORK_ERROR`).
 const ERROR_FILE: &str = "error.txt";
+/// The file a task writes its metrics to (`ORK_METRICS`), `name value` lines.
+const METRICS_FILE: &str = "metrics.txt";
 
 /// How long the pipes may stay open after the task's process group was killed.
 /// Only a process that left the group (setsid) and kept the pipe can hold them
@@ -422,6 +425,8 @@ struct Prepared {
     output: PathBuf,
     /// Where an SDK writes a failure's full message (e.g. a traceback).
     error: PathBuf,
+    /// Where the task writes its metrics.
+    metrics: PathBuf,
 }
 
 /// Why an attempt could not be prepared, and whether a retry may help.
@@ -477,7 +482,7 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
         })?)
     };
     for name in file_name.into_iter().chain(config_name) {
-        if name == INPUT_FILE || name == OUTPUT_FILE || name == ERROR_FILE {
+        if [INPUT_FILE, OUTPUT_FILE, ERROR_FILE, METRICS_FILE].contains(&name) {
             return Err(PrepareError::permanent(format!(
                 "the task file name {name:?} collides with ork's own {name}; rename the file"
             )));
@@ -524,7 +529,8 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
     // output, which must not be mistaken for this run's.
     let output = dir.join(OUTPUT_FILE);
     let error = dir.join(ERROR_FILE);
-    for stale in [&output, &error] {
+    let metrics = dir.join(METRICS_FILE);
+    for stale in [&output, &error, &metrics] {
         match tokio::fs::remove_file(stale).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(PrepareError::io("remove the old", stale, &e));
@@ -538,6 +544,7 @@ async fn prepare(dir: &Path, spec: &TaskSpec) -> Result<Prepared, PrepareError> 
         input,
         output,
         error,
+        metrics,
     })
 }
 
@@ -594,6 +601,7 @@ fn build_command(
     cmd.env("ORK_INPUT", &prepared.input)
         .env("ORK_OUTPUT", &prepared.output)
         .env("ORK_ERROR", &prepared.error)
+        .env("ORK_METRICS", &prepared.metrics)
         .env("ORK_RUN_ID", &spec.run_id)
         .env("ORK_WORKFLOW", &spec.workflow)
         .env("ORK_TASK_NAME", &spec.task_name)
@@ -622,6 +630,12 @@ fn build_command(
             .map(|p| p.as_os_str().to_owned()),
     );
     set_or_remove(&mut cmd, "ORK_DEADLINE", deadline.map(|d| d.to_rfc3339()));
+    // The task's own spans continue the attempt's span in the run's trace.
+    set_or_remove(
+        &mut cmd,
+        "TRACEPARENT",
+        Some(spec.traceparent.clone()).filter(|t| !t.is_empty()),
+    );
     cmd
 }
 
@@ -835,7 +849,9 @@ async fn supervise(
     client.start().await?;
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return report_failure(client, e.message, e.non_retryable).await,
+        Err(e) => {
+            return report_failure(client, e.message, e.non_retryable, TaskMetrics::new()).await;
+        }
     };
     // The handlers are installed before the task starts, so a SIGTERM sent to
     // the supervisor can never leave the task running without it.
@@ -868,7 +884,7 @@ async fn supervise(
                 ""
             };
             let message = format!("could not start {program}{what}: {e}");
-            return report_failure(client, message, false).await;
+            return report_failure(client, message, false, TaskMetrics::new()).await;
         }
     };
     let pgid = child.id();
@@ -979,7 +995,9 @@ async fn supervise(
             Ok(Outcome::Interrupted)
         }
         Some(Stop::TimedOut) => {
-            report_failure(client, timeout_error(spec.timeout_seconds, deadline), false).await
+            let metrics = read_metrics(client, &prepared.metrics).await;
+            let error = timeout_error(spec.timeout_seconds, deadline);
+            report_failure(client, error, false, metrics).await
         }
         Some(Stop::Stale) | None => {
             let output = match tokio::fs::read(&prepared.output).await {
@@ -996,8 +1014,9 @@ async fn supervise(
                 .ok()
                 .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
                 .filter(|t| !t.trim().is_empty());
+            let metrics = read_metrics(client, &prepared.metrics).await;
             match judge_exit(status, &stderr_tail, error_text, output) {
-                Ok(output) => report_success(client, output).await,
+                Ok(output) => report_success(client, output, metrics).await,
                 Err((error, non_retryable)) => {
                     // A SIGKILL the task did not ask for is most often the
                     // kernel's out-of-memory killer inside a memory limit.
@@ -1008,7 +1027,7 @@ async fn supervise(
                     } else {
                         error
                     };
-                    report_failure(client, error, non_retryable).await
+                    report_failure(client, error, non_retryable, metrics).await
                 }
             }
         }
@@ -1047,8 +1066,40 @@ async fn wait_shipper(mut shipper: AbortOnDrop<Shipped>) -> Shipped {
     }
 }
 
-async fn report_success(client: &Client, output: serde_json::Value) -> Result<Outcome, Error> {
-    match client.complete(output).await {
+/// Reads the metrics the task wrote to `ORK_METRICS` (none when it wrote
+/// nothing); lines that cannot be used are told in the task's log.
+async fn read_metrics(client: &Client, path: &Path) -> TaskMetrics {
+    let text = match tokio::fs::read(path).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TaskMetrics::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not read the task's metrics");
+            return TaskMetrics::new();
+        }
+    };
+    let (metrics, warnings) = crate::metrics::parse_file(&text);
+    if !warnings.is_empty() {
+        let entries = warnings
+            .into_iter()
+            .map(|line| LogEntry {
+                stream: "stderr".to_owned(),
+                line,
+                time: Some(Utc::now().into()),
+            })
+            .collect();
+        if let Err(e) = client.append_logs(entries).await {
+            tracing::warn!(error = %e, "could not log the unusable metric lines");
+        }
+    }
+    metrics
+}
+
+async fn report_success(
+    client: &Client,
+    output: serde_json::Value,
+    metrics: TaskMetrics,
+) -> Result<Outcome, Error> {
+    match client.complete(output, metrics.clone()).await {
         Ok(()) => {
             tracing::info!("task completed");
             Ok(Outcome::Completed)
@@ -1060,6 +1111,7 @@ async fn report_success(client: &Client, output: serde_json::Value) -> Result<Ou
                 client,
                 format!("could not record the task's output: {e}"),
                 true,
+                metrics,
             )
             .await
         }
@@ -1071,9 +1123,10 @@ async fn report_failure(
     client: &Client,
     error: String,
     non_retryable: bool,
+    metrics: TaskMetrics,
 ) -> Result<Outcome, Error> {
     tracing::info!(%error, non_retryable, "task failed");
-    client.fail(error.clone(), non_retryable).await?;
+    client.fail(error.clone(), non_retryable, metrics).await?;
     Ok(Outcome::Failed {
         error,
         non_retryable,

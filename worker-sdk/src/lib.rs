@@ -34,6 +34,8 @@
 //! | `ORK_PARALLEL_INDEX`, `ORK_PARALLEL_COUNT` | set only for the instances of a fan-out |
 //! | `ORK_CONFIG_FILE` | path of the task's config file, when it has one |
 //! | `ORK_DEADLINE` | RFC 3339 time after which the task is killed, when it has a timeout |
+//! | `ORK_METRICS` | path of a file where the task may write figures to record, one `name value` line each (e.g. `rows 1200`) |
+//! | `TRACEPARENT` | the W3C trace context of the attempt's span, to make the task's own spans part of its run's trace |
 //!
 //! plus the task's own `env` and the supervisor's environment. Its stdout and
 //! stderr become its logs.
@@ -54,7 +56,9 @@ mod error;
 pub use ork_proto::json;
 pub mod launched;
 mod logs;
+pub mod metrics;
 pub mod pool;
+pub mod trace;
 
 pub use client::{AttemptRef, Client, RetryPolicy};
 pub use connect::ConnectOptions;

@@ -47,6 +47,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::ConnectOptions;
+use crate::metrics::Recorder;
 use crate::{AttemptRef, Client, Error};
 
 /// Why a task failed, and whether retrying can help.
@@ -91,6 +92,11 @@ pub struct Context {
     pub parallel_index: Option<u32>,
     pub parallel_count: Option<u32>,
     pub deadline: Option<DateTime<Utc>>,
+    /// Figures to record for this attempt: `ctx.metrics.record("rows", 1200.0)`.
+    pub metrics: Recorder,
+    /// The W3C trace context of this attempt's span (empty when the server
+    /// sent none); the handler already runs inside a span parented to it.
+    pub traceparent: String,
     logs: Arc<Mutex<Vec<pb::LogEntry>>>,
     cancelled: watch::Receiver<bool>,
 }
@@ -551,6 +557,7 @@ async fn run_attempt(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let logs: Arc<Mutex<Vec<pb::LogEntry>>> = Arc::default();
+    let metrics = Recorder::default();
     let result = match def {
         None => Some(Err(TaskError::non_retryable(format!(
             "this worker has no handler `{}`",
@@ -566,6 +573,8 @@ async fn run_attempt(
                 parallel_index: spec.parallel_index,
                 parallel_count: spec.parallel_count,
                 deadline: spec.deadline.as_ref().and_then(ork_proto::time::from_proto),
+                metrics: metrics.clone(),
+                traceparent: spec.traceparent.clone(),
                 logs: logs.clone(),
                 cancelled: cancel_rx.clone(),
             };
@@ -573,7 +582,18 @@ async fn run_attempt(
                 .input
                 .as_ref()
                 .map_or(serde_json::Value::Null, json::from_proto);
-            let work = (def.run)(ctx, input);
+            // The handler's own spans are children of the attempt's span.
+            let span = tracing::info_span!(
+                "task",
+                otel.name = %format!("task {}", spec.handler),
+                ork.task = %spec.task_name,
+                ork.attempt = spec.attempt,
+            );
+            if let Some(parent) = crate::trace::parent_context(&spec.traceparent) {
+                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                let _ = span.set_parent(parent);
+            }
+            let work = tracing::Instrument::instrument((def.run)(ctx, input), span);
             tokio::pin!(work);
             let mut flush =
                 tokio::time::interval_at(tokio::time::Instant::now() + LOG_FLUSH, LOG_FLUSH);
@@ -606,10 +626,12 @@ async fn run_attempt(
     let outcome = match result {
         Ok(output) => pb::session_report::Outcome::Success(pb::AttemptSuccess {
             output: Some(json::to_proto(&output)),
+            metrics: metrics.snapshot(),
         }),
         Err(e) => pb::session_report::Outcome::Failure(pb::AttemptFailure {
             error: e.message,
             non_retryable: e.non_retryable,
+            metrics: metrics.snapshot(),
         }),
     };
     let answer = reporter.send(&attempt, take(&logs), Some(outcome)).await;

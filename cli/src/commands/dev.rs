@@ -38,16 +38,18 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs, ctx: &Context) -> anyhow::Result<()> {
+    let telemetry = args.tuning.telemetry()?;
     // Every path is made absolute here, once: the server hands them to
     // processes that run in other directories.
     let cwd = paths::current_dir()?;
     let data_dir = paths::absolute(&args.data_dir, &cwd);
     let mut options = ServerOptions::embedded(&data_dir, args.listen);
+    options.spans = telemetry.spans.clone();
     if let Some(url) = &args.objects_url {
         options.objects_url = paths::absolute_objects_url(url, &cwd);
     }
     args.security.apply(&mut options, args.auth, &cwd);
-    args.tuning.apply(&mut options, &cwd);
+    args.tuning.apply(&mut options, &cwd)?;
     let files: Vec<PathBuf> = args
         .files
         .iter()

@@ -2,7 +2,9 @@
 
 mod completions;
 mod dev;
+mod event;
 mod run;
+mod schedule;
 mod schema;
 mod server;
 mod token;
@@ -80,6 +82,12 @@ enum Command {
     /// Start, watch and manage runs.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Publish events that start the runs of subscribed workflows.
+    #[command(subcommand)]
+    Event(event::EventCommand),
+    /// List, pause, resume, trigger and backfill workflow schedules.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// See the pool workers attached to the server.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
@@ -127,11 +135,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server_name: nonempty(cli.global.tls_server_name),
         },
     };
+    // The server commands set up their own logs and trace export.
+    if !matches!(cli.command, Command::Dev(_) | Command::Server(_)) {
+        crate::telemetry::init_client();
+    }
     match cli.command {
         Command::Dev(args) => dev::run(args, &ctx).await,
         Command::Server(args) => server::run(args, &ctx).await,
         Command::Workflow(cmd) => workflow::run(cmd, &ctx).await,
         Command::Run(cmd) => run::run(cmd, &ctx).await,
+        Command::Event(cmd) => event::run(cmd, &ctx).await,
+        Command::Schedule(cmd) => schedule::run(cmd, &ctx).await,
         Command::Worker(cmd) => worker::run(cmd, &ctx).await,
         Command::Token(cmd) => token::run(cmd, &ctx).await,
         Command::Schema(cmd) => schema::run(cmd).await,

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use ork_server::options::BearerToken;
 use ork_server::{AuthMode, DEFAULT_LISTEN, Server, ServerOptions, TlsOptions};
 use ork_worker::ConnectOptions;
 
 use super::Context;
 use super::workflow::deploy;
 use crate::paths;
+use crate::telemetry::{LogFormat, Telemetry};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -238,6 +240,22 @@ pub struct TuningArgs {
     /// Folder with one file per secret, read before `ORK_SECRET_<NAME>` variables.
     #[arg(long, env = "ORK_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+    /// How the server writes its log lines on stderr (json: one object per
+    /// line, with the run and task ids of the request as fields).
+    #[arg(long, value_enum, env = "ORK_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Require `Authorization: Bearer <TOKEN>` on GET /metrics (at least 16
+    /// characters); without it /metrics is open like the other routes.
+    #[arg(
+        long,
+        env = "ORK_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
     /// Fail a pool task (`executor: workers`) after it waited this many
     /// seconds for a handler that no attached worker serves (default: wait
     /// for a worker however long it takes).
@@ -309,8 +327,13 @@ impl ContainerArgs {
 }
 
 impl TuningArgs {
+    /// Starts the process's logs and trace export as these flags say.
+    pub fn telemetry(&self) -> anyhow::Result<Telemetry> {
+        crate::telemetry::init_server(self.log_format, self.otlp_endpoint.as_deref())
+    }
+
     /// Sets the options given, with their paths made absolute against `cwd`.
-    pub fn apply(self, options: &mut ServerOptions, cwd: &Path) {
+    pub fn apply(self, options: &mut ServerOptions, cwd: &Path) -> anyhow::Result<()> {
         if let Some(secs) = self.heartbeat_timeout {
             options.heartbeat_timeout = Duration::from_secs(secs);
         }
@@ -340,15 +363,22 @@ impl TuningArgs {
         }
         self.containers.apply(&mut options.containers);
         self.limits.apply(options);
+        if let Some(token) = self.metrics_token {
+            options.metrics_token =
+                Some(BearerToken::new(token).map_err(|e| anyhow::anyhow!("--metrics-token: {e}"))?);
+        }
+        Ok(())
     }
 }
 
 pub async fn run(args: ServerArgs, ctx: &Context) -> anyhow::Result<()> {
+    let telemetry = args.tuning.telemetry()?;
     // Every path is made absolute here, once: the server hands them to
     // processes that run in other directories.
     let cwd = paths::current_dir()?;
     let data_dir = paths::absolute(&args.data_dir, &cwd);
     let mut options = ServerOptions::embedded(&data_dir, args.listen);
+    options.spans = telemetry.spans.clone();
     options.state_url = paths::absolute_state_url(&args.state_url, &cwd);
     options.objects_url = paths::absolute_objects_url(&args.objects_url, &cwd);
     options.scheduler_id = args
@@ -356,7 +386,7 @@ pub async fn run(args: ServerArgs, ctx: &Context) -> anyhow::Result<()> {
         .unwrap_or_else(ork_server::options::unique_scheduler_id);
     // A production server always requires tokens, unless told otherwise.
     args.security.apply(&mut options, true, &cwd);
-    args.tuning.apply(&mut options, &cwd);
+    args.tuning.apply(&mut options, &cwd)?;
     let stores = format!(
         "state {}, objects {}",
         redact_url(&options.state_url),

@@ -314,6 +314,29 @@ fn run_json_keeps_proto_field_order_and_integers() {
 }
 
 #[test]
+fn run_status_lists_the_metrics_tasks_recorded() {
+    let mut run = sample_run();
+    run.tasks[0].attempts = vec![ork_proto::v1::Attempt {
+        attempt: 1,
+        status: "success".into(),
+        metrics: [("rows".to_owned(), 1200.0), ("score".to_owned(), 0.93)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }];
+    let actual = render_run(&run, now(), Style::PLAIN);
+    let table = actual
+        .split_once("\nTASK")
+        .map(|(_, t)| format!("TASK{t}"))
+        .unwrap_or_default();
+    expect![[r#"
+        TASK     ATTEMPT  METRICS
+        extract  1        rows=1200 score=0.93
+    "#]]
+    .assert_eq(&table);
+}
+
+#[test]
 fn the_detail_of_a_python_failure_is_its_exception_line() {
     let detail_of = |error: &str| {
         let task = TaskRun {

@@ -141,6 +141,28 @@ def test_run_attempt_by_hand_prints_the_output(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.strip() == "2"
 
 
+def test_metrics_are_checked_and_the_last_value_wins() -> None:
+    metrics = ork.Metrics()
+    metrics.record("rows", 1200)
+    metrics.record("rows", 1300)
+    metrics.record("score", 0.5)
+    assert metrics.snapshot() == {"rows": 1300.0, "score": 0.5}
+    for name, value in [("has space", 1), ("9lives", 1), ("x" * 65, 1), ("nan", float("nan")), ("b", True)]:
+        with pytest.raises(ValueError):
+            metrics.record(name, value)  # type: ignore[arg-type]
+
+
+def test_run_attempt_hands_metrics_to_the_supervisor_even_on_failure(tmp_path: Path) -> None:
+    def counts(ctx: ork.Context, input: Any) -> None:
+        ctx.metrics.record("rows", 1200)
+        ctx.metrics.record("score", 0.93)
+        raise RuntimeError("after recording")
+
+    env = {**_env(tmp_path, {}), "ORK_METRICS": str(tmp_path / "metrics.txt")}
+    assert run_attempt(counts, env, []) == EXIT_FAILED
+    assert (tmp_path / "metrics.txt").read_text() == "rows 1200.0\nscore 0.93\n"
+
+
 def test_invalid_data_is_reported_as_its_message_alone() -> None:
     from ork._task import InvalidData, format_error
 

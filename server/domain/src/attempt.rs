@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::decide;
 use crate::model::{TaskDefinition, TaskStatus, WorkflowDefinition};
+pub use crate::task_metrics::TaskMetric;
 
 /// How many times an attempt lost to infrastructure (a dead worker, a closed
 /// session, a restarted server) is retried without spending the task's
@@ -87,10 +88,11 @@ pub struct Current {
 pub enum Report {
     /// The worker began running the attempt.
     Start,
-    /// The attempt produced its output.
-    Complete(Value),
-    /// The attempt failed.
-    Fail(Failure),
+    /// The attempt produced its output; with the metrics the task recorded
+    /// (checked with [`crate::task_metrics::normalize_task_metrics`]).
+    Complete(Value, Vec<TaskMetric>),
+    /// The attempt failed; with what the task recorded before it did.
+    Fail(Failure, Vec<TaskMetric>),
 }
 
 /// The writes a report makes.
@@ -206,7 +208,7 @@ pub fn decide(
                 Outcome::Unchanged
             })
         }
-        Report::Complete(output) => {
+        Report::Complete(output, _) => {
             if already(fence, current, TaskStatus::Success) {
                 return Ok(Outcome::Unchanged);
             }
@@ -217,7 +219,7 @@ pub fn decide(
             }
             Ok(Outcome::Succeeded { output, at: now })
         }
-        Report::Fail(failure) => {
+        Report::Fail(failure, _) => {
             if already(fence, current, TaskStatus::Failed) {
                 return Ok(Outcome::Unchanged);
             }
@@ -374,7 +376,7 @@ mod tests {
             ..fence(2)
         };
         assert_eq!(
-            run(&wf, Report::Complete(json!(1)), &forged, &running),
+            run(&wf, Report::Complete(json!(1), vec![]), &forged, &running),
             stale
         );
         assert_eq!(heartbeat(&forged, &running), stale.map(|_| false));
@@ -386,14 +388,14 @@ mod tests {
         let mut done = current(TaskStatus::Success, 1);
         done.reported = Some(TaskStatus::Success);
         assert_eq!(
-            run(&wf, Report::Complete(json!(2)), &fence(1), &done),
+            run(&wf, Report::Complete(json!(2), vec![]), &fence(1), &done),
             Ok(Outcome::Unchanged)
         );
         // A failure report after the success is stale, not a repeat.
         assert!(matches!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Task, false)),
+                Report::Fail(failure(FailureKind::Task, false), vec![]),
                 &fence(1),
                 &done
             ),
@@ -404,7 +406,7 @@ mod tests {
         assert_eq!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Task, false)),
+                Report::Fail(failure(FailureKind::Task, false), vec![]),
                 &fence(1),
                 &retried
             ),
@@ -420,14 +422,19 @@ mod tests {
         assert!(matches!(
             run(
                 &wf,
-                Report::Complete(json!({"n": "x"})),
+                Report::Complete(json!({"n": "x"}), vec![]),
                 &fence(1),
                 &running
             ),
             Err(Refusal::InvalidOutput(_))
         ));
         assert_eq!(
-            run(&wf, Report::Complete(json!({"n": 1})), &fence(1), &running),
+            run(
+                &wf,
+                Report::Complete(json!({"n": 1}), vec![]),
+                &fence(1),
+                &running
+            ),
             Ok(Outcome::Succeeded {
                 output: json!({"n": 1}),
                 at: at(100)
@@ -436,7 +443,7 @@ mod tests {
         let marker = json!({"$ork_output_ref": {"key": "k", "bytes": 1}});
         assert!(
             decide(
-                Report::Complete(marker),
+                Report::Complete(marker, vec![]),
                 &fence(1),
                 &running,
                 &wf.tasks[0],
@@ -456,7 +463,7 @@ mod tests {
         assert_eq!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Task, false)),
+                Report::Fail(failure(FailureKind::Task, false), vec![]),
                 &fence(1),
                 &running
             ),
@@ -472,7 +479,7 @@ mod tests {
         assert_eq!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Task, false)),
+                Report::Fail(failure(FailureKind::Task, false), vec![]),
                 &fence(2),
                 &second
             ),
@@ -489,7 +496,7 @@ mod tests {
         assert!(matches!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Timeout, false)),
+                Report::Fail(failure(FailureKind::Timeout, false), vec![]),
                 &fence(2),
                 &rerun
             ),
@@ -498,7 +505,7 @@ mod tests {
         assert!(matches!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Task, true)),
+                Report::Fail(failure(FailureKind::Task, true), vec![]),
                 &fence(1),
                 &running
             ),
@@ -513,7 +520,7 @@ mod tests {
         assert_eq!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Lost, false)),
+                Report::Fail(failure(FailureKind::Lost, false), vec![]),
                 &fence(1),
                 &running
             ),
@@ -528,7 +535,7 @@ mod tests {
         assert!(matches!(
             run(
                 &wf,
-                Report::Fail(failure(FailureKind::Lost, false)),
+                Report::Fail(failure(FailureKind::Lost, false), vec![]),
                 &fence(1),
                 &running
             ),

@@ -7,6 +7,7 @@
 pub mod attempt;
 pub mod dag;
 pub mod decide;
+pub mod events;
 pub mod inputs;
 pub mod labels;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod quantity;
 pub mod schedule;
 pub mod schema;
 pub mod suggest;
+pub mod task_metrics;
 pub mod template;
 pub mod types;
 

@@ -64,12 +64,39 @@ pub struct WorkflowDefinition {
     /// YAML deployed from elsewhere is a different version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<String>,
+    /// What else starts runs of it (`on:`): an event subscription, signed
+    /// webhooks.
+    #[serde(default, skip_serializing_if = "OnTriggers::is_empty")]
+    pub on: OnTriggers,
     /// Named JSON-Schema-style types that tasks' `output_type` refers to.
     /// [`crate::types`] describes the supported keywords; one type refers to
     /// another with `$ref: "#/types/NAME"`.
     pub types: BTreeMap<String, TypeSchema>,
     /// Tasks in the order the YAML lists them.
     pub tasks: Vec<TaskDefinition>,
+}
+
+/// The `on:` block: what starts runs of a workflow besides people and its
+/// schedule. See [`crate::events`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OnTriggers {
+    /// The event name the workflow subscribes to (`on: {event: NAME}`).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Fields the event's data must have for a run to start: a dotted path
+    /// (`customer.tier`) to the value it must equal.
+    #[serde(default)]
+    pub filter: BTreeMap<String, serde_json::Value>,
+    /// The name of the server secret webhook calls are signed with
+    /// (`on: {webhook: {secret: NAME}}`); never the secret itself.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+impl OnTriggers {
+    pub fn is_empty(&self) -> bool {
+        self.event.is_none() && self.filter.is_empty() && self.webhook_secret.is_none()
+    }
 }
 
 /// A JSON-Schema-style type, kept as the JSON the user wrote.
@@ -299,6 +326,10 @@ string_enum! {
         Manual = "manual",
         Schedule = "schedule",
         Retry = "retry",
+        /// A published event the workflow subscribes to (`on: {event: ...}`).
+        Event = "event",
+        /// A signed webhook call (`POST /hooks/WORKFLOW`).
+        Webhook = "webhook",
     }
 }
 

@@ -88,6 +88,59 @@ pub fn next_fire(def: &WorkflowDefinition, after: DateTime<Utc>) -> Option<DateT
         .find(|t| *t > after)
 }
 
+/// The next `n` fires strictly after `after`, oldest first (fewer when the
+/// schedule ends; none without a valid schedule).
+pub fn next_fires(def: &WorkflowDefinition, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    let mut fires = Vec::with_capacity(n);
+    let mut from = after;
+    while fires.len() < n {
+        let Some(next) = next_fire(def, from) else {
+            break;
+        };
+        fires.push(next);
+        from = next;
+    }
+    fires
+}
+
+/// Most fires one backfill covers.
+pub const MAX_BACKFILL_FIRES: usize = 10_000;
+
+/// Every fire of `def`'s schedule in `[from, to]`, oldest first, for a
+/// backfill. An error says why there are none to give: no valid schedule,
+/// a reversed range, or more than [`MAX_BACKFILL_FIRES`].
+pub fn fires_between(
+    def: &WorkflowDefinition,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, String> {
+    let (schedule, tz) = schedule_of(def).ok_or_else(|| {
+        format!(
+            "workflow `{}` has no schedule (add `schedule:` to its YAML and deploy it)",
+            def.name
+        )
+    })?;
+    if from > to {
+        return Err(format!(
+            "the range ends ({to}) before it starts ({from}); give --from earlier than --to"
+        ));
+    }
+    let fires = fires_before(
+        &schedule,
+        tz,
+        from - Duration::nanoseconds(1),
+        to,
+        MAX_BACKFILL_FIRES + 1,
+    );
+    if fires.len() > MAX_BACKFILL_FIRES {
+        return Err(format!(
+            "the range holds more than {MAX_BACKFILL_FIRES} fires of `{}`; backfill it in smaller ranges",
+            def.name
+        ));
+    }
+    Ok(fires)
+}
+
 fn schedule_of(def: &WorkflowDefinition) -> Option<(cron::Schedule, Tz)> {
     let schedule = crate::parse::cron_schedule(def.schedule.as_deref()?).ok()?;
     let tz: Tz = def.timezone.parse().ok()?;

@@ -56,6 +56,25 @@ pub fn workflow_json_schema() -> Value {
                 ),
             },
             "concurrency": merge(&positive, json!({"description": "Most runs of this workflow at once."})),
+            "on": {
+                "type": "object",
+                "description": "What else starts runs: an event subscription (`ork event send NAME`, `POST /events/NAME`) and signed webhooks (`POST /hooks/WORKFLOW`). The run's input is `{\"event\": {\"id\", \"name\", \"data\"}}`.",
+                "additionalProperties": false,
+                "properties": {
+                    "event": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$", "description": "The event name to start a run on, e.g. `order.created`."},
+                    "filter": {
+                        "type": "object",
+                        "maxProperties": crate::events::MAX_FILTER_FIELDS,
+                        "description": "Fields the event's data must have: a dotted path (`customer.tier`) to the value it must equal.",
+                    },
+                    "webhook": {
+                        "type": "object",
+                        "required": ["secret"],
+                        "additionalProperties": false,
+                        "properties": {"secret": {"type": "string", "description": "The name of the server secret (ORK_SECRET_NAME or a file in --secrets-dir) webhook calls are signed with (GitHub-style `X-Hub-Signature-256`)."}},
+                    },
+                },
+            },
             "inputs": {
                 "type": "object",
                 "description": "The run input's fields, each a type (the JSON-Schema subset of `types`) with an optional `default` and `description`. A field without a default is required; a run with an undeclared field is refused.",

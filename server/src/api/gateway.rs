@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodFilter, get, on};
 use futures::StreamExt as _;
 use ork_proto::v1::{
-    self, pool_service_server::PoolService, run_service_server::RunService,
+    self, event_service_server::EventService, pool_service_server::PoolService,
+    run_service_server::RunService, schedule_service_server::ScheduleService,
     token_service_server::TokenService, workflow_service_server::WorkflowService,
 };
 use serde::Serialize;
@@ -31,7 +32,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
 use super::error::{ErrorKind, http_status_of_code};
-use super::{ApiContext, PoolApi, RunApi, TokenApi, WorkflowApi};
+use super::{ApiContext, EventApi, PoolApi, RunApi, ScheduleApi, TokenApi, WorkflowApi};
 use crate::auth::Principal;
 
 /// Query parameter of the logs route that turns it into a Server-Sent Events
@@ -87,6 +88,14 @@ pub enum Rpc {
     ListTokens,
     RevokeToken,
     WatchRun,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    TriggerSchedule,
+    BackfillSchedule,
+    PublishEvent,
+    ListWorkflowVersions,
+    RollbackWorkflow,
 }
 
 impl Rpc {
@@ -96,9 +105,17 @@ impl Rpc {
             Self::DeployWorkflow
             | Self::ListWorkflows
             | Self::GetWorkflow
-            | Self::DeleteWorkflow => "ork.v1.WorkflowService",
+            | Self::DeleteWorkflow
+            | Self::ListWorkflowVersions
+            | Self::RollbackWorkflow => "ork.v1.WorkflowService",
             Self::ListWorkers => "ork.v1.PoolService",
             Self::CreateToken | Self::ListTokens | Self::RevokeToken => "ork.v1.TokenService",
+            Self::ListSchedules
+            | Self::PauseSchedule
+            | Self::ResumeSchedule
+            | Self::TriggerSchedule
+            | Self::BackfillSchedule => "ork.v1.ScheduleService",
+            Self::PublishEvent => "ork.v1.EventService",
             _ => "ork.v1.RunService",
         }
     }
@@ -122,6 +139,14 @@ impl Rpc {
             Self::ListTokens => "ListTokens",
             Self::RevokeToken => "RevokeToken",
             Self::WatchRun => "WatchRun",
+            Self::ListSchedules => "ListSchedules",
+            Self::PauseSchedule => "PauseSchedule",
+            Self::ResumeSchedule => "ResumeSchedule",
+            Self::TriggerSchedule => "TriggerSchedule",
+            Self::BackfillSchedule => "BackfillSchedule",
+            Self::PublishEvent => "PublishEvent",
+            Self::ListWorkflowVersions => "ListWorkflowVersions",
+            Self::RollbackWorkflow => "RollbackWorkflow",
         }
     }
 }
@@ -217,6 +242,49 @@ pub const ROUTES: &[RestRoute] = &[
         Rpc::WatchRun,
         &[("id", "id")],
     ),
+    route(HttpMethod::Get, "/schedules", Rpc::ListSchedules, &[]),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/pause",
+        Rpc::PauseSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/resume",
+        Rpc::ResumeSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/trigger",
+        Rpc::TriggerSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/schedules/{workflow}/backfill",
+        Rpc::BackfillSchedule,
+        &[("workflow", "workflow")],
+    ),
+    route(
+        HttpMethod::Get,
+        "/workflows/{name}/versions",
+        Rpc::ListWorkflowVersions,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/workflows/{name}/rollback",
+        Rpc::RollbackWorkflow,
+        &[("name", "name")],
+    ),
+    route(
+        HttpMethod::Post,
+        "/events/{name}",
+        Rpc::PublishEvent,
+        &[("name", "name")],
+    ),
 ];
 
 /// A REST error: the JSON body `{code, message, details}` and its status.
@@ -310,6 +378,8 @@ struct Gateway {
     runs: Arc<RunApi>,
     pool: Arc<PoolApi>,
     tokens: Arc<TokenApi>,
+    schedules: Arc<ScheduleApi>,
+    events: Arc<EventApi>,
     max_body_bytes: usize,
 }
 
@@ -321,7 +391,9 @@ pub fn router(ctx: ApiContext) -> Router {
         workflows: Arc::new(WorkflowApi { ctx: ctx.clone() }),
         runs: Arc::new(RunApi { ctx: ctx.clone() }),
         pool: Arc::new(PoolApi { ctx: ctx.clone() }),
-        tokens: Arc::new(TokenApi { ctx }),
+        tokens: Arc::new(TokenApi { ctx: ctx.clone() }),
+        schedules: Arc::new(ScheduleApi { ctx: ctx.clone() }),
+        events: Arc::new(EventApi { ctx }),
         max_body_bytes,
     };
     let mut router = Router::new();
@@ -570,8 +642,14 @@ impl Gateway {
             fields.insert((*field).to_owned(), Value::String(value));
         }
 
-        let (workflows, runs, pool, tokens) =
-            (&*self.workflows, &*self.runs, &*self.pool, &*self.tokens);
+        let (workflows, runs, pool, tokens, schedules, events) = (
+            &*self.workflows,
+            &*self.runs,
+            &*self.pool,
+            &*self.tokens,
+            &*self.schedules,
+            &*self.events,
+        );
         let p = &principal;
         match route.rpc {
             Rpc::DeployWorkflow => call(fields, p, |r| workflows.deploy_workflow(r)).await,
@@ -591,6 +669,16 @@ impl Gateway {
             Rpc::ListTokens => call(fields, p, |r| tokens.list_tokens(r)).await,
             Rpc::RevokeToken => call(fields, p, |r| tokens.revoke_token(r)).await,
             Rpc::WatchRun => self.watch_run(fields, p).await,
+            Rpc::ListSchedules => call(fields, p, |r| schedules.list_schedules(r)).await,
+            Rpc::PauseSchedule => call(fields, p, |r| schedules.pause_schedule(r)).await,
+            Rpc::ResumeSchedule => call(fields, p, |r| schedules.resume_schedule(r)).await,
+            Rpc::TriggerSchedule => call(fields, p, |r| schedules.trigger_schedule(r)).await,
+            Rpc::BackfillSchedule => call(fields, p, |r| schedules.backfill_schedule(r)).await,
+            Rpc::PublishEvent => call(fields, p, |r| events.publish_event(r)).await,
+            Rpc::ListWorkflowVersions => {
+                call(fields, p, |r| workflows.list_workflow_versions(r)).await
+            }
+            Rpc::RollbackWorkflow => call(fields, p, |r| workflows.rollback_workflow(r)).await,
         }
     }
 

@@ -4,13 +4,17 @@
 
 pub mod convert;
 pub mod error;
+mod event_service;
 pub mod events;
 pub mod gateway;
+pub mod hooks;
 pub mod limits;
 pub mod openapi;
 mod pool_service;
+pub mod prometheus;
 mod run_service;
 mod run_streams;
+mod schedule_service;
 mod token_service;
 mod worker_service;
 mod workflow_service;
@@ -18,8 +22,10 @@ mod workflow_service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ork_proto::v1::event_service_server::EventServiceServer;
 use ork_proto::v1::pool_service_server::PoolServiceServer;
 use ork_proto::v1::run_service_server::RunServiceServer;
+use ork_proto::v1::schedule_service_server::ScheduleServiceServer;
 use ork_proto::v1::token_service_server::TokenServiceServer;
 use ork_proto::v1::worker_service_server::WorkerServiceServer;
 use ork_proto::v1::workflow_service_server::WorkflowServiceServer;
@@ -28,8 +34,10 @@ use crate::executor::Executors;
 use crate::reports::Reports;
 use crate::state::StateStore;
 
+pub use event_service::EventApi;
 pub use pool_service::PoolApi;
 pub use run_service::RunApi;
+pub use schedule_service::ScheduleApi;
 pub use token_service::TokenApi;
 pub use worker_service::WorkerApi;
 pub use workflow_service::WorkflowApi;
@@ -62,6 +70,8 @@ pub struct ApiContext {
     /// Streaming readers (`FollowTaskLogs`, `WatchRun`) wait on it for
     /// committed changes, and stop with the server.
     pub events: events::EventHub,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     /// `--schedule-to-start-timeout`, shown in the reason a task nobody
     /// serves is pending.
     pub schedule_to_start_timeout: Option<Duration>,
@@ -99,6 +109,16 @@ pub fn routes(ctx: ApiContext) -> Result<tonic::service::Routes, tonic_reflectio
         )
         .add_service(
             RunServiceServer::new(RunApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            EventServiceServer::new(EventApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            ScheduleServiceServer::new(ScheduleApi { ctx: ctx.clone() })
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -93,6 +93,7 @@ impl RunApi {
     }
 
     pub(super) async fn load_run(&self, id: &str) -> Result<RunRecord, Status> {
+        tracing::Span::current().record("run_id", id);
         self.ctx
             .state
             .get_run(id)
@@ -228,17 +229,42 @@ impl RunService for RunApi {
             owner: self.ctx.owner.clone(),
             labels,
         };
-        let record = match req.request_id.as_str() {
-            "" => self.ctx.state.create_run(new, Utc::now()).await,
-            id => self
+        let record = match (req.request_id.as_str(), req.version.as_str()) {
+            ("", "") => self.ctx.state.create_run(new, Utc::now()).await,
+            ("", version) => {
+                self.ctx
+                    .state
+                    .create_run_on_version(new, version, Utc::now())
+                    .await
+            }
+            (_, "") => self
                 .ctx
                 .state
-                .create_run_once(new, id, Utc::now())
+                .create_run_once(new, &req.request_id, Utc::now())
                 .await
                 .map(|(record, _)| record),
+            (_, _) => {
+                return Err(status(
+                    ErrorKind::InvalidArgument,
+                    "field `version`: a start on a given version cannot take a `request_id` yet; send one of the two",
+                ));
+            }
         };
         let record = match record {
             Ok(record) => record,
+            // A missing version of an existing workflow says so itself.
+            Err(e @ crate::state::Error::NotFound { .. })
+                if !req.version.is_empty()
+                    && self
+                        .ctx
+                        .state
+                        .get_workflow(&workflow)
+                        .await
+                        .map_err(from_state)?
+                        .is_some() =>
+            {
+                return Err(from_state(e));
+            }
             Err(crate::state::Error::NotFound { .. }) => {
                 return Err(
                     super::workflow_service::workflow_not_found(&self.ctx, &workflow).await,

@@ -33,6 +33,8 @@ fn fence(attempt: Option<v1::AttemptRef>) -> Result<Fence, Status> {
             "field `attempt`: task_run_id, attempt (from 1) and token are all required; use the values the executor passed (ORK_TASK_RUN_ID, ORK_ATTEMPT, ORK_TOKEN)",
         ));
     }
+    // Log lines of this call (JSON logs show span fields) name the task run.
+    tracing::Span::current().record("task_run_id", a.task_run_id.as_str());
     Ok(Fence {
         task_run_id: a.task_run_id,
         attempt: a.attempt,
@@ -189,12 +191,21 @@ async fn session_report(
             None => Ok(()),
             Some(v1::session_report::Outcome::Success(success)) => ctx
                 .reports
-                .complete(&fence, from_proto_opt(success.output.as_ref()))
+                .complete(
+                    &fence,
+                    from_proto_opt(success.output.as_ref()),
+                    success.metrics,
+                )
                 .await
                 .map_err(from_report),
             Some(v1::session_report::Outcome::Failure(failure)) => ctx
                 .reports
-                .fail(&fence, &failure.error, failure.non_retryable)
+                .fail(
+                    &fence,
+                    &failure.error,
+                    failure.non_retryable,
+                    failure.metrics,
+                )
                 .await
                 .map_err(from_report),
         }
@@ -345,7 +356,7 @@ impl WorkerService for WorkerApi {
         let output = from_proto_opt(req.output.as_ref());
         self.ctx
             .reports
-            .complete(&fence, output)
+            .complete(&fence, output, req.metrics)
             .await
             .map_err(from_report)?;
         Ok(Response::new(v1::CompleteTaskResponse {}))
@@ -359,7 +370,7 @@ impl WorkerService for WorkerApi {
         let fence = fence(req.attempt)?;
         self.ctx
             .reports
-            .fail(&fence, &req.error, req.non_retryable)
+            .fail(&fence, &req.error, req.non_retryable, req.metrics)
             .await
             .map_err(from_report)?;
         Ok(Response::new(v1::FailTaskResponse {}))

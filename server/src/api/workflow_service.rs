@@ -81,6 +81,7 @@ impl WorkflowService for WorkflowApi {
         request: Request<v1::DeployWorkflowRequest>,
     ) -> Result<Response<v1::DeployWorkflowResponse>, Status> {
         let req = request.into_inner();
+        crate::state::versions::check_message(&req.message).map_err(from_state)?;
         let source = if req.source.is_empty() {
             "workflow.yaml".to_owned()
         } else {
@@ -146,6 +147,15 @@ impl WorkflowService for WorkflowApi {
             )
             .await
             .map_err(from_state)?;
+        if !req.message.is_empty() {
+            // Its own small write after the version's: a message lost to a
+            // crash in between is all that can go missing.
+            self.ctx
+                .state
+                .set_version_message(&record.version.version, &req.message)
+                .await
+                .map_err(from_state)?;
+        }
         Ok(Response::new(v1::DeployWorkflowResponse {
             workflow: Some(convert::workflow(&record)),
             created,
@@ -199,5 +209,57 @@ impl WorkflowService for WorkflowApi {
             return Err(workflow_not_found(&self.ctx, &name).await);
         }
         Ok(Response::new(v1::DeleteWorkflowResponse {}))
+    }
+
+    async fn list_workflow_versions(
+        &self,
+        request: Request<v1::ListWorkflowVersionsRequest>,
+    ) -> Result<Response<v1::ListWorkflowVersionsResponse>, Status> {
+        let name = request.into_inner().name;
+        let versions = match self.ctx.state.list_versions(&name).await {
+            Ok(versions) => versions,
+            Err(crate::state::Error::NotFound { .. }) => {
+                return Err(workflow_not_found(&self.ctx, &name).await);
+            }
+            Err(e) => return Err(from_state(e)),
+        };
+        Ok(Response::new(v1::ListWorkflowVersionsResponse {
+            versions: versions
+                .iter()
+                .map(|v| v1::WorkflowVersion {
+                    version: v.version.clone(),
+                    created_at: Some(convert::timestamp(v.created_at)),
+                    message: v.message.clone(),
+                    current: v.current,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rollback_workflow(
+        &self,
+        request: Request<v1::RollbackWorkflowRequest>,
+    ) -> Result<Response<v1::RollbackWorkflowResponse>, Status> {
+        let v1::RollbackWorkflowRequest { name, version } = request.into_inner();
+        if self
+            .ctx
+            .state
+            .get_workflow(&name)
+            .await
+            .map_err(from_state)?
+            .is_none()
+        {
+            return Err(workflow_not_found(&self.ctx, &name).await);
+        }
+        let record = self
+            .ctx
+            .state
+            .rollback_workflow(&name, &version, Utc::now())
+            .await
+            .map_err(from_state)?;
+        tracing::info!(workflow = %name, version = %record.version.version, "workflow rolled back");
+        Ok(Response::new(v1::RollbackWorkflowResponse {
+            workflow: Some(convert::workflow(&record)),
+        }))
     }
 }

@@ -158,6 +158,7 @@ mod tests {
             token: "secret".into(),
         };
         let complete = v1::CompleteTaskRequest {
+            metrics: Default::default(),
             attempt: Some(attempt.clone()),
             output: Some(ork_proto::json::to_proto(
                 &serde_json::json!({"big": "x".repeat(1000)}),

@@ -98,7 +98,7 @@ impl Denied {
 
     /// The refusal in the caller's protocol: a gRPC status, or a REST JSON
     /// error with its status.
-    fn into_response(self, grpc: bool) -> Response {
+    pub(crate) fn into_response(self, grpc: bool) -> Response {
         let mut response = if grpc {
             let status = tonic::Status::new(self.kind.grpc_code(), self.message);
             status
@@ -162,7 +162,11 @@ impl Auth {
     }
 
     /// Checks one request; returns it with its [`Principal`] attached.
-    async fn authorize(&self, mut request: Request, grpc: bool) -> Result<Request, Denied> {
+    pub(crate) async fn authorize(
+        &self,
+        mut request: Request,
+        grpc: bool,
+    ) -> Result<Request, Denied> {
         let (method_path, access) = resolve(&request, grpc);
         if access == Access::Public {
             return Ok(request);

@@ -26,7 +26,7 @@ use crate::state::{FailureKind, Fence};
 pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
-pub use pool::{PoolExecutor, WorkerPool};
+pub use pool::{PoolExecutor, PoolStats, WorkerPool};
 pub use subprocess::{SubprocessExecutor, SubprocessOptions};
 
 /// Errors of executors.

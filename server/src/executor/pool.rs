@@ -77,6 +77,14 @@ struct PoolState {
     recent: VecDeque<(String, u32, Option<String>)>,
 }
 
+/// A snapshot of the attached pool workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub workers: u64,
+    pub slots: u64,
+    /// Slots running an attempt.
+    pub busy: u64,
+}
 /// How many ended assignments [`PoolState::recent`] remembers.
 const RECENT: usize = 4096;
 
@@ -245,6 +253,21 @@ impl WorkerPool {
         drop(state);
         self.notifier.fire(Changes::WORK);
         true
+    }
+
+    /// Attached workers, their slots, and the slots running an attempt,
+    /// for `/metrics`.
+    pub fn stats(&self) -> PoolStats {
+        let state = self.lock();
+        PoolStats {
+            workers: state.sessions.len() as u64,
+            slots: state.sessions.values().map(|s| u64::from(s.slots)).sum(),
+            busy: state
+                .sessions
+                .values()
+                .map(|s| s.running.len() as u64)
+                .sum(),
+        }
     }
 
     /// The token that owns the session attempt `attempt` of `task_run_id`

@@ -21,6 +21,8 @@ pub fn build(
 ) -> Result<v1::TaskSpec, String> {
     let env = secrets.resolve_env(&spec.task_name, &spec.env)?;
     secrets.remember(&spec.task_run_id, &spec.env);
+    let traceparent =
+        crate::telemetry::attempt_traceparent(&spec.run_id, &spec.task_run_id, spec.attempt);
     Ok(v1::TaskSpec {
         run_id: spec.run_id,
         workflow: spec.workflow,
@@ -43,5 +45,6 @@ pub fn build(
         handler: spec.handler.unwrap_or_default(),
         command: spec.command.unwrap_or_default(),
         python: spec.python.unwrap_or_default(),
+        traceparent,
     })
 }

@@ -180,6 +180,9 @@ pub struct AttemptStatus {
     pub dispatched_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Figures the task recorded for this attempt, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// One attempt in a segment: what the per-attempt files hold, in one record.

@@ -375,6 +375,11 @@ fn attempt_entry(
             dispatched_at: record.dispatched_at,
             started_at: record.started_at,
             finished_at: record.finished_at,
+            metrics: record
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect(),
         },
         output: (record.status == ork_domain::TaskStatus::Success)
             .then(|| task.output.clone().unwrap_or(Value::Null)),

@@ -237,6 +237,7 @@ fn refresh_task(task: &mut v1::TaskRun, attempts: &[AttemptRecord]) {
                 dispatched_at: Some(ork_proto::time::to_proto(s.dispatched_at)),
                 started_at: s.started_at.map(ork_proto::time::to_proto),
                 finished_at: s.finished_at.map(ork_proto::time::to_proto),
+                metrics: s.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })
         })
         .collect();
@@ -314,6 +315,7 @@ mod tests {
                 dispatched_at: chrono::DateTime::UNIX_EPOCH,
                 started_at: None,
                 finished_at: None,
+                metrics: Default::default(),
             },
             output,
             log: log.map(str::to_owned),

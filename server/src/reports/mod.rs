@@ -10,6 +10,8 @@
 //!   before it is uploaded);
 //! - an output that breaks the declared type fails the attempt (retries
 //!   apply) and the worker hears why;
+//! - task metrics a report carries are checked (names, finite values, how
+//!   many) and kept with the attempt's outcome;
 //! - once an attempt is over, its pool slot and its cached secrets are freed.
 //!
 //! Reports are committed in batches (group commit, `queue.rs`): one
@@ -19,6 +21,7 @@
 
 pub mod queue;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +33,19 @@ use crate::executor::WorkerPool;
 use crate::secrets::{Secrets, mask, mask_json};
 use crate::state::{
     self, Failure, FailureKind, Fence, NewLogLine, OUTPUT_REF_KEY, OutputStore, Report, StateStore,
+    TaskMetric, normalize_task_metrics,
 };
+
+/// The metrics a report carries, checked: a bad name or value is the
+/// worker's bug, refused with what to fix (and nothing recorded).
+fn task_metrics(metrics: HashMap<String, f64>) -> Result<Vec<TaskMetric>, Error> {
+    let metrics: Vec<TaskMetric> = metrics
+        .into_iter()
+        .map(|(name, value)| TaskMetric { name, value })
+        .collect();
+    normalize_task_metrics(&metrics)
+        .map_err(|e| Error::InvalidArgument(format!("field `metrics`: {e}")))
+}
 
 /// Most lines in one batch of log lines.
 pub const MAX_LOG_BATCH: usize = 5000;
@@ -155,12 +170,18 @@ impl Reports {
         Ok(self.state.append_logs(fence, &lines).await?)
     }
 
-    /// The attempt's output: it succeeded.
-    pub async fn complete(&self, fence: &Fence, output: Value) -> Result<(), Error> {
+    /// The attempt's output: it succeeded; with the metrics it recorded.
+    pub async fn complete(
+        &self,
+        fence: &Fence,
+        output: Value,
+        metrics: HashMap<String, f64>,
+    ) -> Result<(), Error> {
+        let metrics = task_metrics(metrics)?;
         let secrets = self.secrets.values_for(&fence.task_run_id).await;
         let output = mask_json(output, &secrets);
         if let Some(refusal) = output_refusal(&output, self.options.max_output_bytes) {
-            return self.refuse_output(fence, refusal).await;
+            return self.refuse_output(fence, refusal, metrics).await;
         }
         if output
             .as_object()
@@ -171,9 +192,16 @@ impl Reports {
             )));
         }
         let output = self.store_large_output(fence, output).await?;
-        match self.commit(fence, Report::Complete(output)).await {
+        match self
+            .commit(fence, Report::Complete(output, metrics.clone()))
+            .await
+        {
             Err(Error::State(state::Error::InvalidOutput(message))) => {
-                self.refuse_output(fence, message).await
+                self.refuse_output(fence, message, metrics).await
+            }
+            Ok(()) => {
+                tracing::info!(task_run_id = %fence.task_run_id, attempt = fence.attempt, "attempt succeeded");
+                Ok(())
             }
             other => other,
         }
@@ -181,36 +209,52 @@ impl Reports {
 
     /// An output the server will not store (wrong type, too large): the
     /// attempt fails (retries apply) and the worker hears why.
-    async fn refuse_output(&self, fence: &Fence, message: String) -> Result<(), Error> {
-        self.end(
+    async fn refuse_output(
+        &self,
+        fence: &Fence,
+        message: String,
+        metrics: Vec<TaskMetric>,
+    ) -> Result<(), Error> {
+        self.end_with(
             fence,
             Failure {
                 kind: FailureKind::Task,
                 error: message.clone(),
                 non_retryable: false,
             },
+            metrics,
         )
         .await?;
         Err(Error::InvalidArgument(message))
     }
 
-    /// The attempt failed; `non_retryable` when retrying cannot help.
-    pub async fn fail(&self, fence: &Fence, error: &str, non_retryable: bool) -> Result<(), Error> {
+    /// The attempt failed; `non_retryable` when retrying cannot help. With
+    /// the metrics it recorded before it did.
+    pub async fn fail(
+        &self,
+        fence: &Fence,
+        error: &str,
+        non_retryable: bool,
+        metrics: HashMap<String, f64>,
+    ) -> Result<(), Error> {
+        let metrics = task_metrics(metrics)?;
         let error = if error.is_empty() {
             "the task failed without a message".to_owned()
         } else {
             error.to_owned()
         };
-        Ok(self
-            .end(
-                fence,
-                Failure {
-                    kind: FailureKind::Task,
-                    error,
-                    non_retryable,
-                },
-            )
-            .await?)
+        self.end_with(
+            fence,
+            Failure {
+                kind: FailureKind::Task,
+                error,
+                non_retryable,
+            },
+            metrics,
+        )
+        .await?;
+        tracing::info!(task_run_id = %fence.task_run_id, attempt = fence.attempt, "attempt failed");
+        Ok(())
     }
 
     /// Ends an attempt without a result: a worker's failure, or the server's
@@ -218,12 +262,22 @@ impl Reports {
     /// startable). The error is masked like any text a task produced (a
     /// worker's stderr may echo its environment).
     pub async fn end(&self, fence: &Fence, failure: Failure) -> Result<(), state::Error> {
+        self.end_with(fence, failure, Vec::new()).await
+    }
+
+    /// [`Reports::end`], with the metrics the task recorded.
+    async fn end_with(
+        &self,
+        fence: &Fence,
+        failure: Failure,
+        metrics: Vec<TaskMetric>,
+    ) -> Result<(), state::Error> {
         let secrets = self.secrets.values_for(&fence.task_run_id).await;
         let failure = Failure {
             error: mask(&failure.error, &secrets),
             ..failure
         };
-        match self.commit(fence, Report::Fail(failure)).await {
+        match self.commit(fence, Report::Fail(failure, metrics)).await {
             Ok(()) => Ok(()),
             Err(Error::State(e)) => Err(e),
             Err(e) => Err(state::Error::InvalidArgument(e.to_string())),

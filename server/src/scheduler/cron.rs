@@ -3,6 +3,7 @@
 //! Which fires are due (time zones, DST, the catch-up policy) is decided by
 //! `ork_domain::schedule`; that each fire creates exactly one run, however many
 //! replicas look, is guaranteed by the store's unique (workflow, fire) key.
+//! A paused schedule (`state::schedules`) is skipped on every replica.
 
 use std::sync::Arc;
 
@@ -26,9 +27,19 @@ impl Cron {
     /// tests can drive it with any clock.
     pub async fn fire_due(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, state::Error> {
         let mut created = Vec::new();
+        let states = self.state.schedule_states().await?;
         for (workflow, last_fire) in self.state.scheduled_workflows().await? {
+            // A paused schedule fires nothing; a resumed one starts afresh
+            // from its resume, as a new deploy would.
+            let mut since = workflow.updated_at;
+            if let Some(state) = states.get(&workflow.name) {
+                if state.paused {
+                    continue;
+                }
+                since = since.max(state.changed_at);
+            }
             let def = &workflow.version.definition;
-            for fire in ork_domain::schedule::due_fires(def, last_fire, workflow.updated_at, now) {
+            for fire in ork_domain::schedule::due_fires(def, last_fire, since, now) {
                 if let Some(run) = self
                     .state
                     .fire_schedule(&workflow.name, fire, &self.owner, now)

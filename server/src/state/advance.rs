@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use super::rows::{
     NewTaskRunRow, insert_outbox, insert_task_runs, instance_rows, json_text, ms, opt_json,
-    opt_u32, parse_json, task_status, to_u32,
+    opt_u32, parse_json, run_finished, task_status, to_u32,
 };
 use super::sql::{CHUNK, Columns, Conn, Query};
-use super::{CompiledVersion, Error, Limits, OutboxKind, OutputStore, Result};
+use super::{CompiledVersion, Error, Limits, OutboxKind, OutputStore, Result, Transition};
 
 /// What advancing a run needs besides the transaction.
 #[derive(Clone)]
@@ -55,7 +55,8 @@ pub(crate) struct NewInstance {
 }
 
 /// Evaluates the successors of `finished` tasks (and, transitively, of every
-/// task this makes finish), then ends the run when nothing is left.
+/// task this makes finish), then ends the run when nothing is left; returns
+/// the run's end, when it ended.
 pub(crate) async fn after_finish<C: Conn>(
     tx: &mut C,
     env: &Env,
@@ -63,7 +64,7 @@ pub(crate) async fn after_finish<C: Conn>(
     run_id: &str,
     finished: Vec<String>,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Option<Transition>> {
     let mut queue: VecDeque<String> = finished.into();
     while let Some(task) = queue.pop_front() {
         if has_unfinished(tx, run_id, Some(&task)).await? {
@@ -79,14 +80,15 @@ pub(crate) async fn after_finish<C: Conn>(
 }
 
 /// Readies (or skips, or fails) every task whose dependencies are all
-/// finished: the roots of a new run, or what a retry reset.
+/// finished: the roots of a new run, or what a retry reset. Returns the
+/// run's end, when that ended it.
 pub(crate) async fn evaluate_all<C: Conn>(
     tx: &mut C,
     env: &Env,
     version: &CompiledVersion,
     run_id: &str,
     now: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<Option<Transition>> {
     let mut finished = Vec::new();
     for task in version.dag.topo_order() {
         if evaluate(tx, env, version, run_id, task, now).await? {
@@ -97,16 +99,21 @@ pub(crate) async fn evaluate_all<C: Conn>(
 }
 
 /// Ends the run when none of its task runs is unfinished.
-async fn finish_run_if_done<C: Conn>(tx: &mut C, run_id: &str, now: DateTime<Utc>) -> Result<()> {
+async fn finish_run_if_done<C: Conn>(
+    tx: &mut C,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Transition>> {
     if has_unfinished(tx, run_id, None).await? {
-        return Ok(());
+        return Ok(None);
     }
     let tally = tally(tx, run_id).await?;
+    let mut ended = None;
     if let Some(status) = decide::run_outcome(&tally) {
-        finish_run(tx, run_id, status, now).await?;
+        ended = finish_run(tx, run_id, status, now).await?;
         insert_outbox(tx, OutboxKind::Run, run_id, None).await?;
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Looks at one task's unready rows; returns true when some of them finished
@@ -545,20 +552,25 @@ async fn tally<C: Conn>(tx: &mut C, run_id: &str) -> Result<RunTally> {
     Ok(tally)
 }
 
+/// Ends a run that is still pending or running; `None` when it was not.
 async fn finish_run<C: Conn>(
     tx: &mut C,
     run_id: &str,
     status: RunStatus,
     now: DateTime<Utc>,
-) -> Result<()> {
-    tx.execute(
-        Query::new(
-            "UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3 AND status IN ('pending', 'running')",
+) -> Result<Option<Transition>> {
+    let ended = tx
+        .fetch_optional(
+            Query::new(
+                "UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3 AND status IN ('pending', 'running') \
+                 RETURNING workflow, created_at, started_at",
+            )
+            .bind(status.as_str())
+            .bind(ms(now))
+            .bind(run_id),
         )
-        .bind(status.as_str())
-        .bind(ms(now))
-        .bind(run_id),
-    )
-    .await?;
-    Ok(())
+        .await?;
+    ended
+        .map(|r| run_finished(&r, run_id, status, now))
+        .transpose()
 }

@@ -5,7 +5,9 @@
 //! components: [`Definitions`] (deployed workflows), [`Runs`] (runs, their
 //! task runs, attempts and logs, as the API reads and changes them),
 //! [`RunHistory`] (ListRuns: filters, labels, keyset pages),
-//! [`RunRequests`] (idempotent starts), [`Attempts`] (what workers report),
+//! [`RunRequests`] (idempotent starts), [`Schedules`] (pausing schedules),
+//! [`Events`] (events start runs once per id), [`Versions`] (list, pick
+//! and roll back versions), [`Attempts`] (what workers report),
 //! [`Scheduling`] (leases, claims, timers, cron) and [`Outbox`] (the
 //! mirror's feed). [`StateStore`] is all of
 //! them; one conformance suite (`tests/state_conformance.rs`) covers every
@@ -19,16 +21,20 @@
 //! `sql.rs`, written once for both backends.
 
 mod advance;
+mod committed;
+pub mod events;
 pub mod postgres;
 mod records;
 mod rows;
 pub mod run_history;
 pub mod run_requests;
+pub mod schedules;
 mod sql;
 pub mod sqlite;
 mod store;
 pub mod tokens;
 mod transitions;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -36,16 +42,21 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+pub use committed::{AttemptOutcome, FinishedAttempt, Transition};
+pub use events::{Events, Published};
 pub use ork_domain::attempt::Report;
 pub use records::*;
 pub use run_history::{PageKey, RunHistory, RunPage, RunQuery};
 pub use run_requests::RunRequests;
+pub use schedules::{ScheduleState, Schedules};
 pub use store::Store;
+pub use versions::{VersionRecord, Versions};
 
 /// Every role trait, for `use ork_server::state::prelude::*`.
 pub mod prelude {
     pub use super::{
-        Attempts, Definitions, Outbox, RunHistory, RunRequests, Runs, Scheduling, StateStore,
+        Attempts, Definitions, Events, Outbox, RunHistory, RunRequests, Runs, Schedules,
+        Scheduling, StateStore, Versions,
     };
 }
 
@@ -181,14 +192,16 @@ pub trait Attempts: Send + Sync {
     async fn start_attempt(&self, fence: &Fence, now: DateTime<Utc>) -> Result<()> {
         self.report_one(fence, Report::Start, now).await
     }
-    /// Records the attempt's output and moves its run forward.
+    /// Records the attempt's output and moves its run forward (a report
+    /// without task metrics; [`Report::Complete`] carries them).
     async fn complete_attempt(
         &self,
         fence: &Fence,
         output: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.report_one(fence, Report::Complete(output), now).await
+        self.report_one(fence, Report::Complete(output, Vec::new()), now)
+            .await
     }
     /// Fails an attempt; retries it when its policy allows.
     async fn fail_attempt(
@@ -197,7 +210,7 @@ pub trait Attempts: Send + Sync {
         failure: &Failure,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.report_one(fence, Report::Fail(failure.clone()), now)
+        self.report_one(fence, Report::Fail(failure.clone(), Vec::new()), now)
             .await
     }
     /// One report in a transaction of its own.
@@ -277,6 +290,8 @@ pub trait Scheduling: Send + Sync {
     /// previous process, one heartbeat timeout to call back before they are
     /// declared lost.
     async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Counts what waits and what runs, for the gauges of `/metrics`.
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats>;
     /// Starts runs that wait on their workflow's `concurrency`, oldest first,
     /// as far as the cap allows; returns how many started.
     async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32>;
@@ -344,7 +359,17 @@ pub trait Outbox: Send + Sync {
 
 /// The whole store: every role.
 pub trait StateStore:
-    Definitions + Runs + RunHistory + RunRequests + Attempts + Scheduling + Outbox + 'static
+    Definitions
+    + Runs
+    + RunHistory
+    + RunRequests
+    + Schedules
+    + Events
+    + Versions
+    + Attempts
+    + Scheduling
+    + Outbox
+    + 'static
 {
     /// Gives the store the object store that holds large outputs, so runs
     /// can read them back when resolving downstream inputs.

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 pub use ork_domain::attempt::{Failure, FailureKind, Fence};
 use ork_domain::dag::Dag;
+pub use ork_domain::task_metrics::{
+    MAX_TASK_METRIC_NAME, MAX_TASK_METRICS, TaskMetric, normalize_task_metrics,
+};
 use ork_domain::{
     EnvValue, RunStatus, TaskDefinition, TaskStatus, TriggerType, WorkflowDefinition,
 };
@@ -122,6 +125,8 @@ pub struct AttemptRecord {
     pub dispatched_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The figures the attempt recorded, by name.
+    pub metrics: Vec<TaskMetric>,
 }
 
 /// A task run just claimed for dispatch.
@@ -262,6 +267,28 @@ pub struct OutboxEntry {
     pub kind: OutboxKind,
     pub key: String,
     pub attempt: Option<u32>,
+}
+
+/// What waits and what runs, for the gauges of `/metrics` (read at scrape
+/// time from committed state; the same on every replica except `leased_runs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending task runs whose dependencies have not finished (or whose run
+    /// waits on its workflow's `concurrency`).
+    pub waiting_upstream: u64,
+    /// Pending task runs waiting out a retry delay.
+    pub retry_delay: u64,
+    /// Ready task runs waiting for dispatch (capacity, concurrency caps).
+    pub ready: u64,
+    pub dispatched: u64,
+    pub running: u64,
+    /// Runs waiting on their workflow's `concurrency`.
+    pub runs_pending: u64,
+    pub runs_running: u64,
+    /// Outbox entries not mirrored yet.
+    pub outbox: u64,
+    /// Unfinished runs whose live lease `owner` holds.
+    pub leased_runs: u64,
 }
 
 /// How much work the executors can take right now; claims never exceed it.

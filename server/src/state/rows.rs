@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::sql::{CHUNK, Columns, Conn, Query};
 use super::{
-    AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord,
-    TaskRunRecord,
+    AttemptRecord, Error, Fence, LogRecord, OutboxEntry, OutboxKind, Result, RunRecord, TaskMetric,
+    TaskRunRecord, Transition,
 };
 
 // ---------- values ----------
@@ -137,6 +137,51 @@ pub(crate) fn attempt_record<R: Columns>(row: &R) -> Result<AttemptRecord> {
         dispatched_at: from_ms(row.int("dispatched_at")?),
         started_at: opt_ms(row.opt_int("started_at")?),
         finished_at: opt_ms(row.opt_int("finished_at")?),
+        metrics: Vec::new(),
+    })
+}
+
+/// Gives each attempt its recorded metrics, from rows of `attempt_metrics`
+/// (`task_run_id, attempt, name, value`), sorted by name.
+pub(crate) fn attach_metrics<R: Columns>(attempts: &mut [AttemptRecord], rows: &[R]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut by_attempt: std::collections::HashMap<(String, u32), Vec<TaskMetric>> =
+        std::collections::HashMap::new();
+    for r in rows {
+        by_attempt
+            .entry((r.text("task_run_id")?, to_u32(r.int("attempt")?)))
+            .or_default()
+            .push(TaskMetric {
+                name: r.text("name")?,
+                value: r.float("value")?,
+            });
+    }
+    for a in attempts {
+        if let Some(mut metrics) = by_attempt.remove(&(a.task_run_id.clone(), a.attempt)) {
+            metrics.sort_by(|x, y| x.name.cmp(&y.name));
+            a.metrics = metrics;
+        }
+    }
+    Ok(())
+}
+
+/// The end of run `run_id` with `status` at `now`, from its row's
+/// `workflow`, `created_at` and `started_at`.
+pub(crate) fn run_finished<R: Columns>(
+    row: &R,
+    run_id: &str,
+    status: RunStatus,
+    now: DateTime<Utc>,
+) -> Result<Transition> {
+    Ok(Transition::RunFinished {
+        run_id: run_id.to_owned(),
+        workflow: row.text("workflow")?,
+        status,
+        created_at: from_ms(row.int("created_at")?),
+        started_at: opt_ms(row.opt_int("started_at")?),
+        finished_at: now,
     })
 }
 

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::rows::ms;
-use super::sql::{Backend, Columns, Conn, Query, retrying};
+use super::sql::{Backend, Columns, Conn, Query};
 use super::store::Store;
-use super::{Error, NewRun, Result, RunRecord, Runs};
+use super::{Error, NewRun, Result, RunRecord, Runs, Transition};
 use crate::notify::Changes;
 
 /// How long a request id returns its first run.
@@ -58,10 +58,14 @@ impl<B: Backend> RunRequests for Store<B> {
         now: DateTime<Utc>,
     ) -> Result<(RunRecord, bool)> {
         check_request_id(request_id)?;
-        let (run_id, created) =
-            retrying::<B, _, _, _>(|| self.create_requested_run(&new, request_id, now)).await?;
-        if created {
-            self.notify(Changes::ALL);
+        let (run_id, told) = self
+            .write("create_run", || {
+                self.create_requested_run(&new, request_id, now)
+            })
+            .await?;
+        let created = told.is_some();
+        if let Some(told) = told {
+            self.notify(Changes::ALL, &told);
         }
         let run = self.get_run(&run_id).await?.ok_or_else(|| {
             Error::Corrupt(format!("run {run_id} of a recorded request id vanished"))
@@ -72,14 +76,14 @@ impl<B: Backend> RunRequests for Store<B> {
 
 #[allow(private_bounds)]
 impl<B: Backend> Store<B> {
-    /// One try of [`RunRequests::create_run_once`]: the run's id and whether
-    /// this call created it.
+    /// One try of [`RunRequests::create_run_once`]: the run's id and, when
+    /// this call created it, what to tell observers.
     async fn create_requested_run(
         &self,
         new: &NewRun,
         request_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<(String, bool)> {
+    ) -> Result<(String, Option<Vec<Transition>>)> {
         let version = self.current_version(&new.workflow).await?;
         let mut tx = self.backend().begin().await?;
         tx.execute(Query::new("DELETE FROM run_requests WHERE created_at < $1").bind(expired(now)))
@@ -111,9 +115,9 @@ impl<B: Backend> Store<B> {
                 .ok_or_else(|| Error::Corrupt(format!("request id `{request_id}` vanished")))?
                 .text("run_id")?;
             tx.commit().await?;
-            return Ok((run_id, false));
+            return Ok((run_id, None));
         }
-        let run_id = self.insert_run(&mut *tx, new, &version, now).await?;
+        let (run_id, told) = self.insert_run(&mut *tx, new, &version, now).await?;
         tx.execute(
             Query::new(
                 "UPDATE run_requests SET run_id = $1 WHERE workflow = $2 AND request_id = $3",
@@ -124,6 +128,6 @@ impl<B: Backend> Store<B> {
         )
         .await?;
         tx.commit().await?;
-        Ok((run_id, true))
+        Ok((run_id, Some(told)))
     }
 }

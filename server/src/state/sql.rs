@@ -24,6 +24,7 @@ use super::Result;
 pub(crate) enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
+    Float(f64),
     Bytes(Vec<u8>),
     /// A list for `= ANY($n)`.
     Texts(Vec<String>),
@@ -74,6 +75,11 @@ impl From<Option<i64>> for Arg {
 impl From<Option<u32>> for Arg {
     fn from(v: Option<u32>) -> Self {
         Arg::Int(v.map(i64::from))
+    }
+}
+impl From<f64> for Arg {
+    fn from(v: f64) -> Self {
+        Arg::Float(v)
     }
 }
 impl From<Vec<u8>> for Arg {
@@ -168,6 +174,7 @@ pub(crate) trait Columns {
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn float(&self, column: &str) -> Result<f64>;
     fn bytes(&self, column: &str) -> Result<Vec<u8>>;
 }
 
@@ -253,6 +260,9 @@ macro_rules! sqlx_backend {
             fn opt_int(&self, column: &str) -> $crate::state::Result<Option<i64>> {
                 Ok(sqlx::Row::try_get(self, column)?)
             }
+            fn float(&self, column: &str) -> $crate::state::Result<f64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
             fn bytes(&self, column: &str) -> $crate::state::Result<Vec<u8>> {
                 Ok(sqlx::Row::try_get(self, column)?)
             }
@@ -269,6 +279,7 @@ macro_rules! sqlx_backend {
                 q = match arg {
                     Arg::Text(v) => q.bind(v),
                     Arg::Int(v) => q.bind(v),
+                    Arg::Float(v) => q.bind(v),
                     Arg::Bytes(v) => q.bind(v),
                     Arg::Texts(v) => q.bind(($list)(v)),
                     Arg::Ints(v) => q.bind(($list)(v)),

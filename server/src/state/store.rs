@@ -18,6 +18,7 @@ use super::rows::*;
 use super::sql::{Arg, Backend, CHUNK, Columns, Conn, Query, RowOf, retrying};
 use super::*;
 use crate::notify::{Changes, Notifier};
+use tracing::Instrument as _;
 
 /// The state store over one backend ([`sqlite::SqliteStore`],
 /// [`postgres::PostgresStore`]). The backend seam is internal to this module
@@ -62,13 +63,36 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    /// Runs the write transaction `op` (again while it loses a race; see
+    /// [`retrying`]), timed for the observer as `operation`. Under a
+    /// request's span it gets a span of its own; the loops' polling would
+    /// otherwise fill the trace backend with one-span traces.
+    pub(super) async fn write<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let start = std::time::Instant::now();
+        let out = if tracing::Span::current().is_none() {
+            retrying::<B, _, _, _>(op).await
+        } else {
+            let span = tracing::info_span!("state", otel.name = operation, operation);
+            retrying::<B, _, _, _>(op).instrument(span).await
+        };
+        self.notifier
+            .transaction(operation, start.elapsed().as_secs_f64());
+        out
+    }
+
     pub(super) fn backend(&self) -> &B {
         &self.backend
     }
 
     /// Fires the notifier: call after a commit, with what it changed.
-    pub(super) fn notify(&self, changes: Changes) {
-        self.notifier.fire(changes);
+    /// A transaction committed `transitions`: tell the observer, wake
+    /// whoever cares.
+    pub(super) fn notify(&self, changes: Changes, transitions: &[Transition]) {
+        self.notifier.committed(changes, transitions);
     }
 
     pub(super) fn env(&self) -> Env {
@@ -424,8 +448,11 @@ impl<B: Backend> Definitions for Store<B> {
         let name = deploy.definition.name.clone();
         let definition = serde_json::to_string(&deploy.definition)
             .map_err(|e| Error::Corrupt(format!("definition: {e}")))?;
-        let created =
-            retrying::<B, _, _, _>(|| self.deploy_once(&deploy, &name, &definition, now)).await?;
+        let created = self
+            .write("deploy_workflow", || {
+                self.deploy_once(&deploy, &name, &definition, now)
+            })
+            .await?;
         if created {
             self.notifier.fire(Changes::OUTBOX);
         }
@@ -498,8 +525,10 @@ impl<B: Backend> Definitions for Store<B> {
 #[async_trait]
 impl<B: Backend> Runs for Store<B> {
     async fn create_run(&self, new: NewRun, now: DateTime<Utc>) -> Result<RunRecord> {
-        let run_id = retrying::<B, _, _, _>(|| self.create_run_tx(&new, now)).await?;
-        self.notifier.fire(Changes::ALL);
+        let (run_id, told) = self
+            .write("create_run", || self.create_run_tx(&new, now))
+            .await?;
+        self.notifier.committed(Changes::ALL, &told);
         self.get_run(&run_id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("run {run_id} vanished after insert")))
@@ -560,21 +589,54 @@ impl<B: Backend> Runs for Store<B> {
     }
 
     async fn list_attempts(&self, task_run_id: &str) -> Result<Vec<AttemptRecord>> {
-        self.read_all(
-            Query::new("SELECT * FROM attempts WHERE task_run_id = $1 ORDER BY attempt")
+        let mut attempts = self
+            .read_all(
+                Query::new("SELECT * FROM attempts WHERE task_run_id = $1 ORDER BY attempt")
+                    .bind(task_run_id),
+                attempt_record,
+            )
+            .await?;
+        let rows = self
+            .backend
+            .read()
+            .await?
+            .fetch_all(
+                Query::new(
+                    "SELECT task_run_id, attempt, name, value FROM attempt_metrics WHERE task_run_id = $1",
+                )
                 .bind(task_run_id),
-            attempt_record,
-        )
-        .await
+            )
+            .await?;
+        attach_metrics(&mut attempts, &rows)?;
+        Ok(attempts)
     }
 
     async fn get_attempts(&self, task_run_ids: &[String]) -> Result<Vec<AttemptRecord>> {
-        self.read_by_ids(
-            "SELECT * FROM attempts WHERE task_run_id = ANY($1) ORDER BY task_run_id, attempt",
-            task_run_ids,
-            attempt_record,
-        )
-        .await
+        let mut attempts = self
+            .read_by_ids(
+                "SELECT * FROM attempts WHERE task_run_id = ANY($1) ORDER BY task_run_id, attempt",
+                task_run_ids,
+                attempt_record,
+            )
+            .await?;
+        let mut rows = Vec::new();
+        for chunk in task_run_ids.chunks(CHUNK) {
+            rows.extend(
+                self.backend
+                    .read()
+                    .await?
+                    .fetch_all(
+                        Query::new(
+                            "SELECT task_run_id, attempt, name, value FROM attempt_metrics \
+                             WHERE task_run_id = ANY($1)",
+                        )
+                        .bind(chunk),
+                    )
+                    .await?,
+            );
+        }
+        attach_metrics(&mut attempts, &rows)?;
+        Ok(attempts)
     }
 
     async fn log_sizes(&self, task_run_ids: &[String]) -> Result<Vec<LogSize>> {
@@ -610,20 +672,37 @@ impl<B: Backend> Runs for Store<B> {
     }
 
     async fn list_run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
-        self.read_all(
-            Query::new(
-                "SELECT a.* FROM attempts a JOIN task_runs t ON t.id = a.task_run_id \
+        let mut attempts = self
+            .read_all(
+                Query::new(
+                    "SELECT a.* FROM attempts a JOIN task_runs t ON t.id = a.task_run_id \
                      WHERE t.run_id = $1 ORDER BY a.task_run_id, a.attempt",
+                )
+                .bind(run_id),
+                attempt_record,
             )
-            .bind(run_id),
-            attempt_record,
-        )
-        .await
+            .await?;
+        let rows = self
+            .backend
+            .read()
+            .await?
+            .fetch_all(
+                Query::new(
+                    "SELECT m.task_run_id, m.attempt, m.name, m.value FROM attempt_metrics m \
+                     JOIN task_runs t ON t.id = m.task_run_id WHERE t.run_id = $1",
+                )
+                .bind(run_id),
+            )
+            .await?;
+        attach_metrics(&mut attempts, &rows)?;
+        Ok(attempts)
     }
 
     async fn cancel_run(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<ActiveAttempt>> {
-        let active = retrying::<B, _, _, _>(|| self.cancel_run_once(id, now)).await?;
-        self.notifier.fire(Changes::ALL);
+        let (active, told) = self
+            .write("cancel_run", || self.cancel_run_once(id, now))
+            .await?;
+        self.notifier.committed(Changes::ALL, &told);
         Ok(active)
     }
 
@@ -634,8 +713,10 @@ impl<B: Backend> Runs for Store<B> {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        retrying::<B, _, _, _>(|| self.retry_run_once(id, task, owner, now)).await?;
-        self.notifier.fire(Changes::ALL);
+        let told = self
+            .write("retry_run", || self.retry_run_once(id, task, owner, now))
+            .await?;
+        self.notifier.committed(Changes::ALL, &told);
         Ok(())
     }
 
@@ -692,9 +773,11 @@ impl<B: Backend> Attempts for Store<B> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        let (answers, changed) = retrying::<B, _, _, _>(|| self.report_once(reports, now)).await?;
+        let (answers, changed, told) = self
+            .write("report", || self.report_once(reports, now))
+            .await?;
         if changed {
-            self.notifier.fire(Changes::ALL);
+            self.notifier.committed(Changes::ALL, &told);
         }
         Ok(answers)
     }
@@ -756,7 +839,7 @@ impl<B: Backend> Attempts for Store<B> {
         // In id order, like every other writer of task runs: no deadlocks.
         let mut beats: Vec<(String, (u32, i64))> = beats.into_iter().collect();
         beats.sort();
-        let written = retrying::<B, _, _, _>(|| async {
+        let written = self.write("flush_heartbeats", || async {
             let mut tx = self.backend.begin().await?;
             for chunk in beats.chunks(CHUNK) {
                 // A beat only moves `heartbeat_at` forward, and only for the
@@ -794,7 +877,7 @@ impl<B: Backend> Attempts for Store<B> {
         if lines.is_empty() {
             return Ok(());
         }
-        let appended = retrying::<B, _, _, _>(|| async {
+        let appended = self.write("append_logs", || async {
             let mut tx = self.backend.begin().await?;
             let (current, row) = Self::current(&mut *tx, fence, true).await?;
             attempt::accepts_logs(fence, &current).map_err(|r| refused(fence, r))?;
@@ -848,29 +931,30 @@ impl<B: Backend> Scheduling for Store<B> {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        let taken: Vec<String> = retrying::<B, _, _, _>(|| async {
-            let mut tx = self.backend.begin().await?;
-            // Unowned (never owned, or released) and expired runs; runs a
-            // report is advancing right now are left for the next round.
-            let rows = tx
-                .fetch_all(
-                    Query::new(
-                        "UPDATE runs SET owner = $1, lease_expires = $2 WHERE id IN ( \
+        let taken: Vec<String> = self
+            .write("acquire_runs", || async {
+                let mut tx = self.backend.begin().await?;
+                // Unowned (never owned, or released) and expired runs; runs a
+                // report is advancing right now are left for the next round.
+                let rows = tx
+                    .fetch_all(
+                        Query::new(
+                            "UPDATE runs SET owner = $1, lease_expires = $2 WHERE id IN ( \
                              SELECT id FROM runs WHERE status IN ('pending', 'running') \
                              AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < $3) \
                              ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                          RETURNING id",
+                        )
+                        .bind(owner)
+                        .bind(ms(now) + self.lease_ms())
+                        .bind(ms(now))
+                        .bind(limit),
                     )
-                    .bind(owner)
-                    .bind(ms(now) + self.lease_ms())
-                    .bind(ms(now))
-                    .bind(limit),
-                )
-                .await?;
-            tx.commit().await?;
-            rows.iter().map(|r| r.text("id")).collect()
-        })
-        .await?;
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(|r| r.text("id")).collect()
+            })
+            .await?;
         if !taken.is_empty() {
             self.notifier.fire(Changes::WORK);
         }
@@ -878,7 +962,7 @@ impl<B: Backend> Scheduling for Store<B> {
     }
 
     async fn renew_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
-        retrying::<B, _, _, _>(|| async {
+        self.write("renew_leases", || async {
             let mut tx = self.backend.begin().await?;
             let done = tx
                 .execute(
@@ -898,7 +982,7 @@ impl<B: Backend> Scheduling for Store<B> {
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        retrying::<B, _, _, _>(|| async {
+        self.write("release_leases", || async {
             let mut tx = self.backend.begin().await?;
             tx.execute(
                 Query::new("UPDATE runs SET owner = NULL, lease_expires = NULL WHERE owner = $1")
@@ -918,16 +1002,21 @@ impl<B: Backend> Scheduling for Store<B> {
         limit: u32,
         capacity: &Capacity,
     ) -> Result<Vec<Claim>> {
-        let claims =
-            retrying::<B, _, _, _>(|| self.claim_once(owner, now, limit, capacity)).await?;
+        let (claims, told) = self
+            .write("claim_ready", || {
+                self.claim_once(owner, now, limit, capacity)
+            })
+            .await?;
         if !claims.is_empty() {
-            self.notifier.fire(Changes::OUTBOX);
+            self.notifier.committed(Changes::OUTBOX, &told);
         }
         Ok(claims)
     }
 
     async fn release_claim(&self, fence: &Fence) -> Result<bool> {
-        let released = retrying::<B, _, _, _>(|| self.release_claim_once(fence)).await?;
+        let released = self
+            .write("release_claim", || self.release_claim_once(fence))
+            .await?;
         if released {
             self.notifier.fire(Changes::WORK);
         }
@@ -964,7 +1053,7 @@ impl<B: Backend> Scheduling for Store<B> {
     }
 
     async fn recover(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
-        retrying::<B, _, _, _>(|| async {
+        self.write("recover", || async {
             let mut tx = self.backend.begin().await?;
             let done = tx
                 .execute(
@@ -980,6 +1069,58 @@ impl<B: Backend> Scheduling for Store<B> {
             Ok(done)
         })
         .await
+    }
+
+    async fn queue_stats(&self, owner: &str, now: DateTime<Utc>) -> Result<QueueStats> {
+        let count = |r: &RowOf<B>, column: &str| -> Result<u64> {
+            Ok(u64::try_from(r.int(column)?).unwrap_or(0))
+        };
+        let mut conn = self.backend.read().await?;
+        // Unfinished task runs by where they stand (an index holds only them).
+        let tasks = conn
+            .fetch_optional(
+                Query::new(
+                    "SELECT \
+                     COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at IS NULL THEN 1 ELSE 0 END), 0) AS upstream, \
+                     COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at > $1 THEN 1 ELSE 0 END), 0) AS delayed, \
+                     COALESCE(SUM(CASE WHEN status = 'pending' AND ready_at <= $1 THEN 1 ELSE 0 END), 0) AS ready, \
+                     COALESCE(SUM(CASE WHEN status = 'dispatched' THEN 1 ELSE 0 END), 0) AS dispatched, \
+                     COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS running \
+                     FROM task_runs WHERE status IN ('pending', 'dispatched', 'running')",
+                )
+                .bind(ms(now)),
+            )
+            .await?
+            .ok_or_else(|| Error::Corrupt("a count returned no row".to_owned()))?;
+        let runs = conn
+            .fetch_optional(
+                Query::new(
+                    "SELECT \
+                     COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
+                     COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS running, \
+                     COALESCE(SUM(CASE WHEN owner = $1 AND lease_expires >= $2 THEN 1 ELSE 0 END), 0) AS leased \
+                     FROM runs WHERE status IN ('pending', 'running')",
+                )
+                .bind(owner)
+                .bind(ms(now)),
+            )
+            .await?
+            .ok_or_else(|| Error::Corrupt("a count returned no row".to_owned()))?;
+        let outbox = conn
+            .fetch_optional(Query::new("SELECT COUNT(*) AS n FROM outbox"))
+            .await?
+            .ok_or_else(|| Error::Corrupt("a count returned no row".to_owned()))?;
+        Ok(QueueStats {
+            waiting_upstream: count(&tasks, "upstream")?,
+            retry_delay: count(&tasks, "delayed")?,
+            ready: count(&tasks, "ready")?,
+            dispatched: count(&tasks, "dispatched")?,
+            running: count(&tasks, "running")?,
+            runs_pending: count(&runs, "pending")?,
+            runs_running: count(&runs, "running")?,
+            outbox: count(&outbox, "n")?,
+            leased_runs: count(&runs, "leased")?,
+        })
     }
 
     async fn promote_pending_runs(&self, owner: &str, now: DateTime<Utc>) -> Result<u32> {
@@ -1002,9 +1143,14 @@ impl<B: Backend> Scheduling for Store<B> {
                 row.text("workflow")?,
                 row.text("workflow_version")?,
             );
-            if retrying::<B, _, _, _>(|| self.promote_once(&id, &workflow, &version, now)).await? {
+            let (started, told) = self
+                .write("promote_pending_run", || {
+                    self.promote_once(&id, &workflow, &version, now)
+                })
+                .await?;
+            if started {
                 promoted += 1;
-                self.notifier.fire(Changes::ALL);
+                self.notifier.committed(Changes::ALL, &told);
             }
         }
         Ok(promoted)
@@ -1057,10 +1203,13 @@ impl<B: Backend> Scheduling for Store<B> {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let failed =
-            retrying::<B, _, _, _>(|| self.fail_pending_once(task_run_id, error, now)).await?;
+        let (failed, told) = self
+            .write("fail_pending", || {
+                self.fail_pending_once(task_run_id, error, now)
+            })
+            .await?;
         if failed {
-            self.notifier.fire(Changes::ALL);
+            self.notifier.committed(Changes::ALL, &told);
         }
         Ok(failed)
     }
@@ -1092,11 +1241,14 @@ impl<B: Backend> Scheduling for Store<B> {
         owner: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
-        match retrying::<B, _, _, _>(|| self.fire_schedule_once(workflow, fire_time, owner, now))
+        match self
+            .write("fire_schedule", || {
+                self.fire_schedule_once(workflow, fire_time, owner, now)
+            })
             .await?
         {
-            Some(run_id) => {
-                self.notifier.fire(Changes::ALL);
+            Some((run_id, told)) => {
+                self.notifier.committed(Changes::ALL, &told);
                 self.get_run(&run_id).await
             }
             None => Ok(None),
@@ -1113,7 +1265,7 @@ impl<B: Backend> Outbox for Store<B> {
         now: DateTime<Utc>,
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxEntry>> {
-        let mut claimed: Vec<OutboxEntry> = retrying::<B, _, _, _>(|| async {
+        let mut claimed: Vec<OutboxEntry> = self.write("outbox_claim", || async {
             let mut tx = self.backend.begin().await?;
             let rows = tx
                 .fetch_all(

@@ -27,6 +27,90 @@ struct Row {
     run_id: String,
     task_name: String,
     version: String,
+    /// For the transitions observers are told.
+    workflow: String,
+    parallel_index: Option<u32>,
+    dispatched_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    deadline_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    /// How the attempt's end counts: a failure reported after the attempt's
+    /// deadline is a timeout, whoever noticed it (a launched worker's
+    /// supervisor enforces the deadline itself).
+    fn outcome(&self, report: &Report, lost: bool, at: DateTime<Utc>) -> AttemptOutcome {
+        match report {
+            Report::Fail(f, _) if lost || f.kind == FailureKind::Lost => AttemptOutcome::Lost,
+            Report::Fail(f, _)
+                if f.kind == FailureKind::Task && self.deadline_at.is_some_and(|d| d <= at) =>
+            {
+                AttemptOutcome::Timeout
+            }
+            Report::Fail(f, _) => AttemptOutcome::of_failure(f.kind),
+            _ => AttemptOutcome::Success,
+        }
+    }
+
+    fn started(&self, at: DateTime<Utc>) -> Transition {
+        Transition::AttemptStarted {
+            workflow: self.workflow.clone(),
+            task: self.task_name.clone(),
+            ready_at: self.current.ready_at,
+            started_at: at,
+        }
+    }
+
+    /// What observers are told of `outcome`.
+    fn transitions(&self, fence: &Fence, report: &Report, outcome: &Outcome) -> Vec<Transition> {
+        let mut told = Vec::new();
+        let (at, error, lost) = match outcome {
+            Outcome::Unchanged => return told,
+            Outcome::Started { at } => {
+                told.push(self.started(*at));
+                return told;
+            }
+            Outcome::Succeeded { at, .. } => {
+                if self.started_at.is_none() {
+                    // Reported without a start: it started then, too.
+                    told.push(self.started(*at));
+                }
+                (*at, None, false)
+            }
+            Outcome::Retrying {
+                error, lost, at, ..
+            } => (*at, Some(error.clone()), *lost),
+            Outcome::Failed { error, at } => (*at, Some(error.clone()), false),
+        };
+        let outcome = self.outcome(report, lost, at);
+        told.push(Transition::AttemptFinished(Box::new(FinishedAttempt {
+            run_id: self.run_id.clone(),
+            workflow: self.workflow.clone(),
+            task: self.task_name.clone(),
+            task_run_id: fence.task_run_id.clone(),
+            attempt: fence.attempt,
+            parallel_index: self.parallel_index,
+            outcome,
+            error,
+            dispatched_at: self.dispatched_at.unwrap_or(at),
+            // A success reported without a start counts as started then.
+            started_at: self.started_at.or(match outcome {
+                AttemptOutcome::Success => Some(at),
+                _ => None,
+            }),
+            finished_at: at,
+            metrics: report_metrics(report).to_vec(),
+        })));
+        told
+    }
+}
+
+/// The metrics a report carries.
+fn report_metrics(report: &Report) -> &[TaskMetric] {
+    match report {
+        Report::Complete(_, metrics) | Report::Fail(_, metrics) => metrics,
+        Report::Start => &[],
+    }
 }
 
 /// An attempt row's new values: status, error, started and finished times.
@@ -49,10 +133,25 @@ struct Writes {
     finished: BTreeMap<String, (String, BTreeSet<String>)>,
     /// Runs with any change.
     runs: BTreeSet<String>,
+    /// Task metrics of ended attempts: (task run, attempt, name, value).
+    metrics: Vec<(String, u32, String, f64)>,
+    /// What observers are told once the batch committed.
+    told: Vec<Transition>,
 }
 
 impl Writes {
-    fn add(&mut self, fence: &Fence, row: &Row, outcome: &Outcome) {
+    fn add(&mut self, fence: &Fence, row: &Row, report: &Report, outcome: &Outcome) {
+        self.told.extend(row.transitions(fence, report, outcome));
+        if !matches!(outcome, Outcome::Unchanged | Outcome::Started { .. }) {
+            for m in report_metrics(report) {
+                self.metrics.push((
+                    fence.task_run_id.clone(),
+                    fence.attempt,
+                    m.name.clone(),
+                    m.value,
+                ));
+            }
+        }
         let id = fence.task_run_id.clone();
         let (started, finished, error) = match outcome {
             Outcome::Unchanged => return,
@@ -181,6 +280,21 @@ impl Writes {
             ))
             .await?;
         }
+        for chunk in self.metrics.chunks(CHUNK) {
+            tx.execute(Query::values(
+                "INSERT INTO attempt_metrics (task_run_id, attempt, name, value) VALUES ",
+                chunk,
+                4,
+                " ON CONFLICT (task_run_id, attempt, name) DO UPDATE SET value = excluded.value",
+                |(id, attempt, name, value), args| {
+                    args.push(id.into());
+                    args.push((*attempt).into());
+                    args.push(name.into());
+                    args.push((*value).into());
+                },
+            ))
+            .await?;
+        }
         let outbox: Vec<(String, u32)> = self.attempts.keys().cloned().collect();
         insert_attempt_outbox(tx, &outbox, Utc::now()).await
     }
@@ -189,12 +303,12 @@ impl Writes {
 #[allow(private_bounds)]
 impl<B: Backend> Store<B> {
     /// Applies a batch of reports in one transaction; see [`Attempts::report`].
-    /// Also says whether anything changed.
+    /// Also says whether anything changed, and what to tell observers.
     pub(super) async fn report_once(
         &self,
         reports: &[(Fence, Report)],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<Result<()>>, bool)> {
+    ) -> Result<(Vec<Result<()>>, bool, Vec<Transition>)> {
         let mut tx = self.backend().begin().await?;
         let mut ids: Vec<String> = reports.iter().map(|(f, _)| f.task_run_id.clone()).collect();
         ids.sort();
@@ -215,7 +329,8 @@ impl<B: Backend> Store<B> {
                 .fetch_all(
                     Query::new(
                         "SELECT t.id, t.status, t.attempt, t.token, t.attempt_base, t.lost_count, t.ready_at, \
-                         t.run_id, t.task_name, r.workflow_version, a.status AS reported \
+                         t.run_id, t.task_name, r.workflow_version, a.status AS reported, \
+                         r.workflow, t.parallel_index, t.dispatched_at, t.started_at, t.deadline_at \
                          FROM task_runs t JOIN runs r ON r.id = t.run_id \
                          LEFT JOIN attempts a ON a.task_run_id = t.id AND a.attempt = t.attempt \
                          WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
@@ -240,6 +355,11 @@ impl<B: Backend> Store<B> {
                         run_id: r.text("run_id")?,
                         task_name: r.text("task_name")?,
                         version: r.text("workflow_version")?,
+                        workflow: r.text("workflow")?,
+                        parallel_index: opt_u32(r.opt_int("parallel_index")?),
+                        dispatched_at: opt_ms(r.opt_int("dispatched_at")?),
+                        started_at: opt_ms(r.opt_int("started_at")?),
+                        deadline_at: opt_ms(r.opt_int("deadline_at")?),
                     },
                 );
             }
@@ -262,7 +382,7 @@ impl<B: Backend> Store<B> {
                 continue;
             };
             let by_reference =
-                matches!(report, Report::Complete(output) if output_ref(output).is_some());
+                matches!(report, Report::Complete(output, _) if output_ref(output).is_some());
             let decided = attempt::decide(
                 report.clone(),
                 fence,
@@ -283,12 +403,16 @@ impl<B: Backend> Store<B> {
                     if let Some(status) = outcome.attempt_status() {
                         current.reported = Some(status);
                     }
+                    writes.add(fence, row, report, &outcome);
+                    if let Outcome::Started { at } = &outcome {
+                        row.started_at = Some(*at);
+                    }
+                    let current = &mut row.current;
                     if let Outcome::Retrying { ready_at, lost, .. } = &outcome {
                         current.ready_at = Some(*ready_at);
                         current.lost_count += u32::from(*lost);
                         current.attempt_base += u32::from(*lost);
                     }
-                    writes.add(fence, row, &outcome);
                     results.push(Ok(()));
                 }
                 Err(refusal) => results.push(Err(refused(fence, refusal))),
@@ -296,22 +420,25 @@ impl<B: Backend> Store<B> {
         }
         writes.apply(&mut *tx).await?;
         let env = self.env();
+        let mut told = std::mem::take(&mut writes.told);
         for (run_id, (version, tasks)) in &writes.finished {
             let version = self.version_in(&mut *tx, version).await?;
-            advance::after_finish(
-                &mut *tx,
-                &env,
-                &version,
-                run_id,
-                tasks.iter().cloned().collect(),
-                now,
-            )
-            .await?;
+            told.extend(
+                advance::after_finish(
+                    &mut *tx,
+                    &env,
+                    &version,
+                    run_id,
+                    tasks.iter().cloned().collect(),
+                    now,
+                )
+                .await?,
+            );
         }
         let runs: Vec<String> = writes.runs.into_iter().collect();
         B::wake_owners(&mut tx, &runs).await?;
         tx.commit().await?;
-        Ok((results, !runs.is_empty()))
+        Ok((results, !runs.is_empty(), told))
     }
 
     /// Claims ready task runs; see [`Scheduling::claim_ready`]. A pool
@@ -323,14 +450,14 @@ impl<B: Backend> Store<B> {
         now: DateTime<Utc>,
         limit: u32,
         capacity: &Capacity,
-    ) -> Result<Vec<Claim>> {
+    ) -> Result<(Vec<Claim>, Vec<Transition>)> {
         let mut tx = self.backend().begin().await?;
         let chosen = tx
             .fetch_all(claim_candidates(owner, now, limit, capacity))
             .await?;
         if chosen.is_empty() {
             tx.commit().await?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut tokens = Vec::with_capacity(chosen.len());
         for row in &chosen {
@@ -349,7 +476,7 @@ impl<B: Backend> Store<B> {
                     3,
                     ") AS v WHERE task_runs.id = v.column1 AND task_runs.status = 'pending' \
                      RETURNING id, attempt, token, run_id, task_name, executor, input, parallel_index, \
-                     parallel_count, deadline_at",
+                     parallel_count, deadline_at, ready_at",
                     |(id, token), args| {
                         args.push(id.into());
                         args.push(token.into());
@@ -385,6 +512,7 @@ impl<B: Backend> Store<B> {
             }
         }
         let mut claims = Vec::with_capacity(claimed.len());
+        let mut told = Vec::new();
         for r in &claimed {
             let fence = current_fence(r)?;
             let run_id = r.text("run_id")?;
@@ -394,11 +522,21 @@ impl<B: Backend> Store<B> {
             let spec = self
                 .spec_in(&mut *tx, &fence, r, workflow.clone(), version)
                 .await?;
+            let executor = r.text("executor")?;
+            if executor == ork_domain::WORKERS_EXECUTOR {
+                // A pool attempt starts with its claim.
+                told.push(Transition::AttemptStarted {
+                    workflow: workflow.clone(),
+                    task: spec.task_name.clone(),
+                    ready_at: opt_ms(r.opt_int("ready_at")?),
+                    started_at: now,
+                });
+            }
             claims.push(Claim {
                 fence,
                 run_id,
                 task_name: spec.task_name.clone(),
-                executor: r.text("executor")?,
+                executor,
                 spec,
             });
         }
@@ -431,7 +569,7 @@ impl<B: Backend> Store<B> {
             .collect();
         insert_attempt_outbox(&mut *tx, &outbox, now).await?;
         tx.commit().await?;
-        Ok(claims)
+        Ok((claims, told))
     }
 
     pub(super) async fn release_claim_once(&self, fence: &Fence) -> Result<bool> {
@@ -461,23 +599,27 @@ impl<B: Backend> Store<B> {
         Ok(released)
     }
 
-    pub(super) async fn create_run_tx(&self, new: &NewRun, now: DateTime<Utc>) -> Result<String> {
+    pub(super) async fn create_run_tx(
+        &self,
+        new: &NewRun,
+        now: DateTime<Utc>,
+    ) -> Result<(String, Vec<Transition>)> {
         let version = self.current_version(&new.workflow).await?;
         let mut tx = self.backend().begin().await?;
-        let run_id = self.insert_run(&mut *tx, new, &version, now).await?;
+        let created = self.insert_run(&mut *tx, new, &version, now).await?;
         tx.commit().await?;
-        Ok(run_id)
+        Ok(created)
     }
 
     /// Inserts a run, its labels and its task runs, readying its roots,
-    /// inside `tx`.
+    /// inside `tx`; returns its id and what to tell observers.
     pub(super) async fn insert_run<C: Conn>(
         &self,
         tx: &mut C,
         new: &NewRun,
         version: &CompiledVersion,
         now: DateTime<Utc>,
-    ) -> Result<String> {
+    ) -> Result<(String, Vec<Transition>)> {
         let run_id = new_id();
         // Declared inputs get their defaults, and a mismatch names its field.
         let input = ork_domain::inputs::apply_inputs(&version.definition, &new.input)
@@ -533,11 +675,16 @@ impl<B: Backend> Store<B> {
             .flat_map(initial_rows)
             .collect();
         insert_task_runs(tx, &run_id, &rows, now).await?;
+        let mut told = Vec::new();
         if !waits {
-            advance::evaluate_all(tx, &self.env(), version, &run_id, now).await?;
+            told.push(Transition::RunStarted {
+                run_id: run_id.clone(),
+                workflow: new.workflow.clone(),
+            });
+            told.extend(advance::evaluate_all(tx, &self.env(), version, &run_id, now).await?);
         }
         insert_outbox(tx, OutboxKind::Run, &run_id, None).await?;
-        Ok(run_id)
+        Ok((run_id, told))
     }
 
     pub(super) async fn fire_schedule_once(
@@ -546,7 +693,7 @@ impl<B: Backend> Store<B> {
         fire_time: DateTime<Utc>,
         owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, Vec<Transition>)>> {
         let version = self.current_version(workflow).await?;
         let mut tx = self.backend().begin().await?;
         // The unique (workflow, fire_time) key makes a fire happen once,
@@ -574,7 +721,13 @@ impl<B: Backend> Store<B> {
             owner: owner.to_owned(),
             labels: Default::default(),
         };
-        let run_id = self.insert_run(&mut *tx, &new, &version, now).await?;
+        let (run_id, mut told) = self.insert_run(&mut *tx, &new, &version, now).await?;
+        told.insert(
+            0,
+            Transition::ScheduleFired {
+                workflow: workflow.to_owned(),
+            },
+        );
         tx.execute(
             Query::new(
                 "UPDATE schedule_fires SET run_id = $1 WHERE workflow = $2 AND fire_time = $3",
@@ -585,22 +738,28 @@ impl<B: Backend> Store<B> {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(run_id))
+        Ok(Some((run_id, told)))
     }
 
     pub(super) async fn cancel_run_once(
         &self,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ActiveAttempt>> {
+    ) -> Result<(Vec<ActiveAttempt>, Vec<Transition>)> {
         let mut tx = self.backend().begin().await?;
-        let status = tx
-            .fetch_optional(Query::new("SELECT status FROM runs WHERE id = $1 FOR UPDATE").bind(id))
+        let run = tx
+            .fetch_optional(
+                Query::new(
+                    "SELECT status, workflow, created_at, started_at FROM runs WHERE id = $1 FOR UPDATE",
+                )
+                .bind(id),
+            )
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: format!("run {id}"),
-            })?
-            .text("status")?;
+            })?;
+        let status = run.text("status")?;
+        let workflow = run.text("workflow")?;
         if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
             return Err(Error::FailedPrecondition(format!(
                 "run {id} already ended `{status}`; there is nothing to cancel"
@@ -611,17 +770,34 @@ impl<B: Backend> Store<B> {
         let rows = tx
             .fetch_all(
                 Query::new(
-                    "SELECT id, status, attempt, token, executor FROM task_runs \
+                    "SELECT id, status, attempt, token, executor, task_name, parallel_index, dispatched_at, \
+                     started_at FROM task_runs \
                      WHERE run_id = $1 AND status IN ('pending', 'dispatched', 'running') ORDER BY id FOR UPDATE",
                 )
                 .bind(id),
             )
             .await?;
         let mut active = Vec::new();
+        let mut told = Vec::new();
         for r in &rows {
             if task_status(&r.text("status")?)?.is_active() {
+                let fence = current_fence(r)?;
+                told.push(Transition::AttemptFinished(Box::new(FinishedAttempt {
+                    run_id: id.to_owned(),
+                    workflow: workflow.clone(),
+                    task: r.text("task_name")?,
+                    task_run_id: fence.task_run_id.clone(),
+                    attempt: fence.attempt,
+                    parallel_index: opt_u32(r.opt_int("parallel_index")?),
+                    outcome: AttemptOutcome::Cancelled,
+                    error: Some("cancelled".to_owned()),
+                    dispatched_at: opt_ms(r.opt_int("dispatched_at")?).unwrap_or(now),
+                    started_at: opt_ms(r.opt_int("started_at")?),
+                    finished_at: now,
+                    metrics: Vec::new(),
+                })));
                 active.push(ActiveAttempt {
-                    fence: current_fence(r)?,
+                    fence,
                     executor: r.text("executor")?,
                 });
             }
@@ -661,9 +837,10 @@ impl<B: Backend> Store<B> {
                 .bind(id),
         )
         .await?;
+        told.push(run_finished(&run, id, RunStatus::Cancelled, now)?);
         insert_outbox(&mut *tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(active)
+        Ok((active, told))
     }
 
     pub(super) async fn retry_run_once(
@@ -672,7 +849,7 @@ impl<B: Backend> Store<B> {
         task: Option<&str>,
         owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Transition>> {
         let run = self.get_run(id).await?.ok_or_else(|| Error::NotFound {
             what: format!("run {id}"),
         })?;
@@ -761,10 +938,14 @@ impl<B: Backend> Store<B> {
             .bind(ms(now) + self.lease_ms()),
         )
         .await?;
-        advance::evaluate_all(&mut *tx, &self.env(), &version, id, now).await?;
+        let mut told = vec![Transition::RunStarted {
+            run_id: id.to_owned(),
+            workflow: run.workflow.clone(),
+        }];
+        told.extend(advance::evaluate_all(&mut *tx, &self.env(), &version, id, now).await?);
         insert_outbox(&mut *tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(told)
     }
 
     /// Fails a task run still pending, without an attempt; see
@@ -774,7 +955,7 @@ impl<B: Backend> Store<B> {
         task_run_id: &str,
         error: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Vec<Transition>)> {
         let mut tx = self.backend().begin().await?;
         if B::ROW_LOCKS {
             tx.fetch_optional(
@@ -795,7 +976,7 @@ impl<B: Backend> Store<B> {
             )
             .await?
         else {
-            return Ok(false);
+            return Ok((false, Vec::new()));
         };
         let run_id = row.text("run_id")?;
         let version = self
@@ -810,7 +991,7 @@ impl<B: Backend> Store<B> {
             now,
         )
         .await?;
-        advance::after_finish(
+        let told: Vec<Transition> = advance::after_finish(
             &mut *tx,
             &self.env(),
             &version,
@@ -818,11 +999,13 @@ impl<B: Backend> Store<B> {
             vec![row.text("task_name")?],
             now,
         )
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
         insert_outbox(&mut *tx, OutboxKind::Run, &run_id, None).await?;
         B::wake_owners(&mut tx, std::slice::from_ref(&run_id)).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok((true, told))
     }
 
     /// Starts one waiting run if its workflow's cap allows; true when it did.
@@ -832,7 +1015,7 @@ impl<B: Backend> Store<B> {
         workflow: &str,
         version: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Vec<Transition>)> {
         let mut tx = self.backend().begin().await?;
         let version = self.version_in(&mut *tx, version).await?;
         let cap = version.definition.concurrency.map_or(i64::MAX, i64::from);
@@ -856,7 +1039,7 @@ impl<B: Backend> Store<B> {
             .transpose()?
             .unwrap_or(0);
         if running >= cap {
-            return Ok(false);
+            return Ok((false, Vec::new()));
         }
         let started = tx
             .execute(
@@ -868,12 +1051,16 @@ impl<B: Backend> Store<B> {
             )
             .await?;
         if started != 1 {
-            return Ok(false);
+            return Ok((false, Vec::new()));
         }
-        advance::evaluate_all(&mut *tx, &self.env(), &version, id, now).await?;
+        let mut told = vec![Transition::RunStarted {
+            run_id: id.to_owned(),
+            workflow: workflow.to_owned(),
+        }];
+        told.extend(advance::evaluate_all(&mut *tx, &self.env(), &version, id, now).await?);
         insert_outbox(&mut *tx, OutboxKind::Run, id, None).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok((true, told))
     }
 }
 

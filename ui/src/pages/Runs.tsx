@@ -15,7 +15,7 @@ import type { Run } from "../types";
 
 const PAGE_SIZE = 50;
 const STATUSES = ["pending", "running", "success", "failed", "cancelled"];
-const TRIGGERS = ["manual", "schedule", "retry"];
+const TRIGGERS = ["manual", "schedule", "retry", "event", "webhook"];
 
 export function RunsPage({ location }: { location: Location }) {
   useTitle("Runs");

@@ -112,7 +112,11 @@ pub async fn run(args: ListArgs, ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// An age before `now` (`90s`, `30m`, `24h`, `7d`, `2w`) or an RFC 3339 time.
-fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+pub(crate) fn parse_time(
+    flag: &str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -18,6 +18,8 @@ use crate::error::RunNotSuccessful;
 #[derive(Debug, Subcommand)]
 pub enum RunCommand {
     /// Start a run of a workflow's newest version.
+    // `--version` here picks the workflow version to run, not ork's.
+    #[command(disable_version_flag = true)]
     Start(start::StartArgs),
     /// Show a run and its tasks (`--watch` follows it live until it ends).
     Status(status::StatusArgs),

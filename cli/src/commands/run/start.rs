@@ -36,6 +36,10 @@ pub struct StartArgs {
     /// (say, after a timeout) within 24 hours prints the first run.
     #[arg(long, value_name = "ID")]
     request_id: Option<String>,
+    /// Start it on this version of the workflow (a hash, or at least 6 of its
+    /// first characters, from `ork workflow versions`) instead of the current one.
+    #[arg(long, value_name = "VERSION", conflicts_with = "request_id")]
+    version: Option<String>,
     /// Follow the run until it ends, showing its progress on stderr, then
     /// print it and exit 1 unless it succeeded.
     #[arg(long)]
@@ -63,6 +67,7 @@ pub async fn run(args: StartArgs, ctx: &Context) -> anyhow::Result<()> {
             input: Some(ork_proto::json::to_proto(&Value::Object(input))),
             labels,
             request_id: args.request_id.unwrap_or_default(),
+            version: args.version.unwrap_or_default(),
         })
         .await?
         .into_inner()

@@ -21,12 +21,16 @@ use crate::output::{self, OutputFormat};
 pub struct DeployArgs {
     /// The workflow YAML file.
     path: PathBuf,
+    /// What changed, shown by `ork workflow versions` (at most 1,000 bytes).
+    #[arg(long, short = 'm')]
+    message: Option<String>,
 }
 
 pub async fn run(args: DeployArgs, ctx: &Context) -> anyhow::Result<()> {
     // Read and validate before connecting: a bad file is the user's to fix
     // whether or not a server is running.
-    let request = build_request(&args.path)?;
+    let mut request = build_request(&args.path)?;
+    request.message = args.message.unwrap_or_default();
     let client = ctx.connect().await?;
     let response = send(&client, request).await?;
     announce(&response);
@@ -107,6 +111,7 @@ fn build_request(path: &Path) -> anyhow::Result<DeployWorkflowRequest> {
         source,
         files,
         base_dir,
+        message: String::new(),
     })
 }
 

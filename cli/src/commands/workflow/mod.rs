@@ -3,7 +3,9 @@
 pub mod delete;
 pub mod deploy;
 pub mod list;
+pub mod rollback;
 pub mod status;
+pub mod versions;
 
 use clap::Subcommand;
 
@@ -19,6 +21,10 @@ pub enum WorkflowCommand {
     Status(status::StatusArgs),
     /// Delete a workflow (its past runs stay readable).
     Delete(delete::DeleteArgs),
+    /// List a workflow's deployed versions, newest first.
+    Versions(versions::VersionsArgs),
+    /// Make an earlier version current again (runs keep their version).
+    Rollback(rollback::RollbackArgs),
 }
 
 pub async fn run(cmd: WorkflowCommand, ctx: &Context) -> anyhow::Result<()> {
@@ -27,5 +33,7 @@ pub async fn run(cmd: WorkflowCommand, ctx: &Context) -> anyhow::Result<()> {
         WorkflowCommand::List => list::run(ctx).await,
         WorkflowCommand::Status(args) => status::run(args, ctx).await,
         WorkflowCommand::Delete(args) => delete::run(args, ctx).await,
+        WorkflowCommand::Versions(args) => versions::run(args, ctx).await,
+        WorkflowCommand::Rollback(args) => rollback::run(args, ctx).await,
     }
 }

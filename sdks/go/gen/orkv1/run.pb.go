@@ -361,11 +361,13 @@ type Attempt struct {
 	// Counts from 1.
 	Attempt uint32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// One of: dispatched, running, success, failed, cancelled.
-	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	DispatchedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dispatched_at,json=dispatchedAt,proto3" json:"dispatched_at,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Status       string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Error        string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	DispatchedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dispatched_at,json=dispatchedAt,proto3" json:"dispatched_at,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Figures the task recorded for this attempt, by name.
+	Metrics       map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +440,13 @@ func (x *Attempt) GetStartedAt() *timestamppb.Timestamp {
 func (x *Attempt) GetFinishedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Attempt) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
 	}
 	return nil
 }
@@ -538,7 +547,10 @@ type StartRunRequest struct {
 	// Makes the start idempotent: another StartRun of the same workflow with
 	// this id within 24 hours returns the first run instead of creating one
 	// (on any replica). 1-128 printable ASCII characters; a UUID does.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Start the run on this version of the workflow (its hash, or a unique
+	// prefix of at least 6 characters) instead of the current one.
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +609,13 @@ func (x *StartRunRequest) GetLabels() map[string]string {
 func (x *StartRunRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StartRunRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -1617,7 +1636,7 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"finishedAt\x12+\n" +
 	"\battempts\x18\x13 \x03(\v2\x0f.ork.v1.AttemptR\battemptsB\x11\n" +
 	"\x0f_parallel_indexB\x11\n" +
-	"\x0f_parallel_count\"\x8a\x02\n" +
+	"\x0f_parallel_count\"\xfe\x02\n" +
 	"\aAttempt\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1626,7 +1645,11 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"\xd2\x01\n" +
+	"finishedAt\x126\n" +
+	"\ametrics\x18\a \x03(\v2\x1c.ork.v1.Attempt.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd2\x01\n" +
 	"\aLogLine\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12*\n" +
 	"\x0eparallel_index\x18\x02 \x01(\rH\x00R\rparallelIndex\x88\x01\x01\x12\x18\n" +
@@ -1634,13 +1657,14 @@ const file_ork_v1_run_proto_rawDesc = "" +
 	"\x06stream\x18\x04 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04line\x18\x05 \x01(\tR\x04line\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x11\n" +
-	"\x0f_parallel_index\"\xf2\x01\n" +
+	"\x0f_parallel_index\"\x8c\x02\n" +
 	"\x0fStartRunRequest\x12\x1a\n" +
 	"\bworkflow\x18\x01 \x01(\tR\bworkflow\x12,\n" +
 	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\x12;\n" +
 	"\x06labels\x18\x03 \x03(\v2#.ork.v1.StartRunRequest.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\x1a9\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
@@ -1730,7 +1754,7 @@ func file_ork_v1_run_proto_rawDescGZIP() []byte {
 	return file_ork_v1_run_proto_rawDescData
 }
 
-var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_ork_v1_run_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_ork_v1_run_proto_goTypes = []any{
 	(*Run)(nil),                    // 0: ork.v1.Run
 	(*TaskRun)(nil),                // 1: ork.v1.TaskRun
@@ -1755,67 +1779,69 @@ var file_ork_v1_run_proto_goTypes = []any{
 	(*WatchRunRequest)(nil),        // 20: ork.v1.WatchRunRequest
 	(*WatchRunResponse)(nil),       // 21: ork.v1.WatchRunResponse
 	nil,                            // 22: ork.v1.Run.LabelsEntry
-	nil,                            // 23: ork.v1.StartRunRequest.LabelsEntry
-	(*structpb.Value)(nil),         // 24: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	nil,                            // 23: ork.v1.Attempt.MetricsEntry
+	nil,                            // 24: ork.v1.StartRunRequest.LabelsEntry
+	(*structpb.Value)(nil),         // 25: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
 }
 var file_ork_v1_run_proto_depIdxs = []int32{
-	24, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
-	25, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	25, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
-	25, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
+	25, // 0: ork.v1.Run.input:type_name -> google.protobuf.Value
+	26, // 1: ork.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	26, // 2: ork.v1.Run.started_at:type_name -> google.protobuf.Timestamp
+	26, // 3: ork.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 4: ork.v1.Run.tasks:type_name -> ork.v1.TaskRun
 	22, // 5: ork.v1.Run.labels:type_name -> ork.v1.Run.LabelsEntry
-	24, // 6: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
-	24, // 7: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
-	25, // 8: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
-	25, // 9: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
-	25, // 10: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
-	25, // 11: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
-	25, // 12: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
+	25, // 6: ork.v1.TaskRun.input:type_name -> google.protobuf.Value
+	25, // 7: ork.v1.TaskRun.output:type_name -> google.protobuf.Value
+	26, // 8: ork.v1.TaskRun.created_at:type_name -> google.protobuf.Timestamp
+	26, // 9: ork.v1.TaskRun.ready_at:type_name -> google.protobuf.Timestamp
+	26, // 10: ork.v1.TaskRun.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 11: ork.v1.TaskRun.started_at:type_name -> google.protobuf.Timestamp
+	26, // 12: ork.v1.TaskRun.finished_at:type_name -> google.protobuf.Timestamp
 	2,  // 13: ork.v1.TaskRun.attempts:type_name -> ork.v1.Attempt
-	25, // 14: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
-	25, // 15: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	25, // 16: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	25, // 17: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	24, // 18: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
-	23, // 19: ork.v1.StartRunRequest.labels:type_name -> ork.v1.StartRunRequest.LabelsEntry
-	0,  // 20: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
-	0,  // 21: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
-	25, // 22: ork.v1.ListRunsRequest.created_after:type_name -> google.protobuf.Timestamp
-	25, // 23: ork.v1.ListRunsRequest.created_before:type_name -> google.protobuf.Timestamp
-	25, // 24: ork.v1.ListRunsRequest.finished_after:type_name -> google.protobuf.Timestamp
-	25, // 25: ork.v1.ListRunsRequest.finished_before:type_name -> google.protobuf.Timestamp
-	0,  // 26: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
-	0,  // 27: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
-	0,  // 28: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
-	1,  // 29: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
-	3,  // 30: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	3,  // 31: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
-	0,  // 32: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
-	4,  // 33: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
-	6,  // 34: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
-	8,  // 35: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
-	10, // 36: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
-	12, // 37: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
-	14, // 38: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
-	16, // 39: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
-	18, // 40: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
-	20, // 41: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
-	5,  // 42: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
-	7,  // 43: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
-	9,  // 44: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
-	11, // 45: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
-	13, // 46: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
-	15, // 47: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
-	17, // 48: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
-	19, // 49: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
-	21, // 50: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
-	42, // [42:51] is the sub-list for method output_type
-	33, // [33:42] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	26, // 14: ork.v1.Attempt.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 15: ork.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	26, // 16: ork.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 17: ork.v1.Attempt.metrics:type_name -> ork.v1.Attempt.MetricsEntry
+	26, // 18: ork.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	25, // 19: ork.v1.StartRunRequest.input:type_name -> google.protobuf.Value
+	24, // 20: ork.v1.StartRunRequest.labels:type_name -> ork.v1.StartRunRequest.LabelsEntry
+	0,  // 21: ork.v1.StartRunResponse.run:type_name -> ork.v1.Run
+	0,  // 22: ork.v1.GetRunResponse.run:type_name -> ork.v1.Run
+	26, // 23: ork.v1.ListRunsRequest.created_after:type_name -> google.protobuf.Timestamp
+	26, // 24: ork.v1.ListRunsRequest.created_before:type_name -> google.protobuf.Timestamp
+	26, // 25: ork.v1.ListRunsRequest.finished_after:type_name -> google.protobuf.Timestamp
+	26, // 26: ork.v1.ListRunsRequest.finished_before:type_name -> google.protobuf.Timestamp
+	0,  // 27: ork.v1.ListRunsResponse.runs:type_name -> ork.v1.Run
+	0,  // 28: ork.v1.CancelRunResponse.run:type_name -> ork.v1.Run
+	0,  // 29: ork.v1.RetryRunResponse.run:type_name -> ork.v1.Run
+	1,  // 30: ork.v1.ListTaskRunsResponse.task_runs:type_name -> ork.v1.TaskRun
+	3,  // 31: ork.v1.GetTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	3,  // 32: ork.v1.FollowTaskLogsResponse.lines:type_name -> ork.v1.LogLine
+	0,  // 33: ork.v1.WatchRunResponse.run:type_name -> ork.v1.Run
+	4,  // 34: ork.v1.RunService.StartRun:input_type -> ork.v1.StartRunRequest
+	6,  // 35: ork.v1.RunService.GetRun:input_type -> ork.v1.GetRunRequest
+	8,  // 36: ork.v1.RunService.ListRuns:input_type -> ork.v1.ListRunsRequest
+	10, // 37: ork.v1.RunService.CancelRun:input_type -> ork.v1.CancelRunRequest
+	12, // 38: ork.v1.RunService.RetryRun:input_type -> ork.v1.RetryRunRequest
+	14, // 39: ork.v1.RunService.ListTaskRuns:input_type -> ork.v1.ListTaskRunsRequest
+	16, // 40: ork.v1.RunService.GetTaskLogs:input_type -> ork.v1.GetTaskLogsRequest
+	18, // 41: ork.v1.RunService.FollowTaskLogs:input_type -> ork.v1.FollowTaskLogsRequest
+	20, // 42: ork.v1.RunService.WatchRun:input_type -> ork.v1.WatchRunRequest
+	5,  // 43: ork.v1.RunService.StartRun:output_type -> ork.v1.StartRunResponse
+	7,  // 44: ork.v1.RunService.GetRun:output_type -> ork.v1.GetRunResponse
+	9,  // 45: ork.v1.RunService.ListRuns:output_type -> ork.v1.ListRunsResponse
+	11, // 46: ork.v1.RunService.CancelRun:output_type -> ork.v1.CancelRunResponse
+	13, // 47: ork.v1.RunService.RetryRun:output_type -> ork.v1.RetryRunResponse
+	15, // 48: ork.v1.RunService.ListTaskRuns:output_type -> ork.v1.ListTaskRunsResponse
+	17, // 49: ork.v1.RunService.GetTaskLogs:output_type -> ork.v1.GetTaskLogsResponse
+	19, // 50: ork.v1.RunService.FollowTaskLogs:output_type -> ork.v1.FollowTaskLogsResponse
+	21, // 51: ork.v1.RunService.WatchRun:output_type -> ork.v1.WatchRunResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_run_proto_init() }
@@ -1832,7 +1858,7 @@ func file_ork_v1_run_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_run_proto_rawDesc), len(file_ork_v1_run_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

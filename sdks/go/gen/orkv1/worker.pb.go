@@ -114,7 +114,11 @@ type TaskSpec struct {
 	Command []string `protobuf:"bytes,18,rep,name=command,proto3" json:"command,omitempty"`
 	// The interpreter of a `.py` file when `command` is empty; empty means
 	// `python3` on the worker's PATH.
-	Python        string `protobuf:"bytes,19,opt,name=python,proto3" json:"python,omitempty"`
+	Python string `protobuf:"bytes,19,opt,name=python,proto3" json:"python,omitempty"`
+	// The W3C trace context (`traceparent` header value) of this attempt's
+	// span: a worker that continues it makes the task's own spans children
+	// of the attempt in the run's trace. Empty when the server has none.
+	Traceparent   string `protobuf:"bytes,20,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +282,13 @@ func (x *TaskSpec) GetCommand() []string {
 func (x *TaskSpec) GetPython() string {
 	if x != nil {
 		return x.Python
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
 	}
 	return ""
 }
@@ -690,9 +701,13 @@ func (*AppendLogsResponse) Descriptor() ([]byte, []int) {
 }
 
 type CompleteTaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Attempt       *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Output        *structpb.Value        `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Output  *structpb.Value        `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// Figures the task recorded for this attempt (rows processed, bytes, a
+	// score), by name: 1 to 64 letters, digits, `_`, `.` or `-`, starting with
+	// a letter or `_`; at most 64; finite values.
+	Metrics       map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +756,13 @@ func (x *CompleteTaskRequest) GetOutput() *structpb.Value {
 	return nil
 }
 
+func (x *CompleteTaskRequest) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
 type CompleteTaskResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -782,7 +804,9 @@ type FailTaskRequest struct {
 	Attempt *AttemptRef            `protobuf:"bytes,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Error   string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// True when retrying cannot help (bad input, a permanent refusal).
-	NonRetryable  bool `protobuf:"varint,3,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	NonRetryable bool `protobuf:"varint,3,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	// Figures the task recorded before it failed (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,4,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -836,6 +860,13 @@ func (x *FailTaskRequest) GetNonRetryable() bool {
 		return x.NonRetryable
 	}
 	return false
+}
+
+func (x *FailTaskRequest) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
 }
 
 type FailTaskResponse struct {
@@ -1148,8 +1179,10 @@ func (*SessionReport_Failure) isSessionReport_Outcome() {}
 
 // AttemptSuccess is the outcome of an attempt that produced its output.
 type AttemptSuccess struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Output        *structpb.Value        `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Output *structpb.Value        `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	// Figures the task recorded for this attempt (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,2,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1191,13 +1224,22 @@ func (x *AttemptSuccess) GetOutput() *structpb.Value {
 	return nil
 }
 
+func (x *AttemptSuccess) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
 // AttemptFailure is the outcome of an attempt that failed; the server retries
 // it when allowed.
 type AttemptFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Error string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
 	// True when retrying cannot help (bad input, a permanent refusal).
-	NonRetryable  bool `protobuf:"varint,2,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	NonRetryable bool `protobuf:"varint,2,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	// Figures the task recorded before it failed (as in CompleteTaskRequest).
+	Metrics       map[string]float64 `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1244,6 +1286,13 @@ func (x *AttemptFailure) GetNonRetryable() bool {
 		return x.NonRetryable
 	}
 	return false
+}
+
+func (x *AttemptFailure) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
 }
 
 type SessionRequest struct {
@@ -1844,7 +1893,7 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"AttemptRef\x12\x1e\n" +
 	"\vtask_run_id\x18\x01 \x01(\tR\ttaskRunId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\"\x98\x06\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\xba\x06\n" +
 	"\bTaskSpec\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x1b\n" +
@@ -1866,7 +1915,8 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\x13config_file_content\x18\x10 \x01(\fR\x11configFileContent\x12\x18\n" +
 	"\ahandler\x18\x11 \x01(\tR\ahandler\x12\x18\n" +
 	"\acommand\x18\x12 \x03(\tR\acommand\x12\x16\n" +
-	"\x06python\x18\x13 \x01(\tR\x06python\x1a6\n" +
+	"\x06python\x18\x13 \x01(\tR\x06python\x12 \n" +
+	"\vtraceparent\x18\x14 \x01(\tR\vtraceparent\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x11\n" +
@@ -1890,15 +1940,23 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\x11AppendLogsRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12*\n" +
 	"\aentries\x18\x02 \x03(\v2\x10.ork.v1.LogEntryR\aentries\"\x14\n" +
-	"\x12AppendLogsResponse\"s\n" +
+	"\x12AppendLogsResponse\"\xf3\x01\n" +
 	"\x13CompleteTaskRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12.\n" +
-	"\x06output\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06output\"\x16\n" +
-	"\x14CompleteTaskResponse\"z\n" +
+	"\x06output\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12B\n" +
+	"\ametrics\x18\x03 \x03(\v2(.ork.v1.CompleteTaskRequest.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x16\n" +
+	"\x14CompleteTaskResponse\"\xf6\x01\n" +
 	"\x0fFailTaskRequest\x12,\n" +
 	"\aattempt\x18\x01 \x01(\v2\x12.ork.v1.AttemptRefR\aattempt\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12#\n" +
-	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\x12\n" +
+	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\x12>\n" +
+	"\ametrics\x18\x04 \x03(\v2$.ork.v1.FailTaskRequest.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x12\n" +
 	"\x10FailTaskResponse\"f\n" +
 	"\fWorkerAttach\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1915,12 +1973,20 @@ const file_ork_v1_worker_proto_rawDesc = "" +
 	"\x04logs\x18\x03 \x03(\v2\x10.ork.v1.LogEntryR\x04logs\x122\n" +
 	"\asuccess\x18\x04 \x01(\v2\x16.ork.v1.AttemptSuccessH\x00R\asuccess\x122\n" +
 	"\afailure\x18\x05 \x01(\v2\x16.ork.v1.AttemptFailureH\x00R\afailureB\t\n" +
-	"\aoutcome\"@\n" +
+	"\aoutcome\"\xbb\x01\n" +
 	"\x0eAttemptSuccess\x12.\n" +
-	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\"K\n" +
+	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12=\n" +
+	"\ametrics\x18\x02 \x03(\v2#.ork.v1.AttemptSuccess.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xc6\x01\n" +
 	"\x0eAttemptFailure\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12#\n" +
-	"\rnon_retryable\x18\x02 \x01(\bR\fnonRetryable\"\xd3\x01\n" +
+	"\rnon_retryable\x18\x02 \x01(\bR\fnonRetryable\x12=\n" +
+	"\ametrics\x18\x03 \x03(\v2#.ork.v1.AttemptFailure.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd3\x01\n" +
 	"\x0eSessionRequest\x12.\n" +
 	"\x06attach\x18\x01 \x01(\v2\x14.ork.v1.WorkerAttachH\x00R\x06attach\x12+\n" +
 	"\x05drain\x18\x02 \x01(\v2\x13.ork.v1.WorkerDrainH\x00R\x05drain\x12(\n" +
@@ -1979,7 +2045,7 @@ func file_ork_v1_worker_proto_rawDescGZIP() []byte {
 	return file_ork_v1_worker_proto_rawDescData
 }
 
-var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_ork_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ork_v1_worker_proto_goTypes = []any{
 	(*AttemptRef)(nil),            // 0: ork.v1.AttemptRef
 	(*TaskSpec)(nil),              // 1: ork.v1.TaskSpec
@@ -2011,60 +2077,68 @@ var file_ork_v1_worker_proto_goTypes = []any{
 	(*SessionDrained)(nil),        // 27: ork.v1.SessionDrained
 	(*SessionResponse)(nil),       // 28: ork.v1.SessionResponse
 	nil,                           // 29: ork.v1.TaskSpec.EnvEntry
-	(*structpb.Value)(nil),        // 30: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	nil,                           // 30: ork.v1.CompleteTaskRequest.MetricsEntry
+	nil,                           // 31: ork.v1.FailTaskRequest.MetricsEntry
+	nil,                           // 32: ork.v1.AttemptSuccess.MetricsEntry
+	nil,                           // 33: ork.v1.AttemptFailure.MetricsEntry
+	(*structpb.Value)(nil),        // 34: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_ork_v1_worker_proto_depIdxs = []int32{
-	30, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
+	34, // 0: ork.v1.TaskSpec.input:type_name -> google.protobuf.Value
 	29, // 1: ork.v1.TaskSpec.env:type_name -> ork.v1.TaskSpec.EnvEntry
-	31, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
+	35, // 2: ork.v1.TaskSpec.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 3: ork.v1.GetTaskSpecRequest.attempt:type_name -> ork.v1.AttemptRef
 	1,  // 4: ork.v1.GetTaskSpecResponse.spec:type_name -> ork.v1.TaskSpec
 	0,  // 5: ork.v1.StartTaskRequest.attempt:type_name -> ork.v1.AttemptRef
 	0,  // 6: ork.v1.HeartbeatRequest.attempt:type_name -> ork.v1.AttemptRef
-	31, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	35, // 7: ork.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 8: ork.v1.AppendLogsRequest.attempt:type_name -> ork.v1.AttemptRef
 	8,  // 9: ork.v1.AppendLogsRequest.entries:type_name -> ork.v1.LogEntry
 	0,  // 10: ork.v1.CompleteTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	30, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
-	0,  // 12: ork.v1.FailTaskRequest.attempt:type_name -> ork.v1.AttemptRef
-	0,  // 13: ork.v1.SessionReport.attempt:type_name -> ork.v1.AttemptRef
-	8,  // 14: ork.v1.SessionReport.logs:type_name -> ork.v1.LogEntry
-	19, // 15: ork.v1.SessionReport.success:type_name -> ork.v1.AttemptSuccess
-	20, // 16: ork.v1.SessionReport.failure:type_name -> ork.v1.AttemptFailure
-	30, // 17: ork.v1.AttemptSuccess.output:type_name -> google.protobuf.Value
-	15, // 18: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
-	16, // 19: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
-	17, // 20: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
-	18, // 21: ork.v1.SessionRequest.report:type_name -> ork.v1.SessionReport
-	0,  // 22: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
-	1,  // 23: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
-	0,  // 24: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
-	22, // 25: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
-	23, // 26: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
-	24, // 27: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
-	25, // 28: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
-	26, // 29: ork.v1.SessionResponse.result:type_name -> ork.v1.SessionReportResult
-	27, // 30: ork.v1.SessionResponse.drained:type_name -> ork.v1.SessionDrained
-	2,  // 31: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
-	4,  // 32: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
-	6,  // 33: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
-	9,  // 34: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
-	11, // 35: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
-	13, // 36: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
-	21, // 37: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
-	3,  // 38: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
-	5,  // 39: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
-	7,  // 40: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
-	10, // 41: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
-	12, // 42: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
-	14, // 43: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
-	28, // 44: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	34, // 11: ork.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
+	30, // 12: ork.v1.CompleteTaskRequest.metrics:type_name -> ork.v1.CompleteTaskRequest.MetricsEntry
+	0,  // 13: ork.v1.FailTaskRequest.attempt:type_name -> ork.v1.AttemptRef
+	31, // 14: ork.v1.FailTaskRequest.metrics:type_name -> ork.v1.FailTaskRequest.MetricsEntry
+	0,  // 15: ork.v1.SessionReport.attempt:type_name -> ork.v1.AttemptRef
+	8,  // 16: ork.v1.SessionReport.logs:type_name -> ork.v1.LogEntry
+	19, // 17: ork.v1.SessionReport.success:type_name -> ork.v1.AttemptSuccess
+	20, // 18: ork.v1.SessionReport.failure:type_name -> ork.v1.AttemptFailure
+	34, // 19: ork.v1.AttemptSuccess.output:type_name -> google.protobuf.Value
+	32, // 20: ork.v1.AttemptSuccess.metrics:type_name -> ork.v1.AttemptSuccess.MetricsEntry
+	33, // 21: ork.v1.AttemptFailure.metrics:type_name -> ork.v1.AttemptFailure.MetricsEntry
+	15, // 22: ork.v1.SessionRequest.attach:type_name -> ork.v1.WorkerAttach
+	16, // 23: ork.v1.SessionRequest.drain:type_name -> ork.v1.WorkerDrain
+	17, // 24: ork.v1.SessionRequest.pong:type_name -> ork.v1.WorkerPong
+	18, // 25: ork.v1.SessionRequest.report:type_name -> ork.v1.SessionReport
+	0,  // 26: ork.v1.Assignment.attempt:type_name -> ork.v1.AttemptRef
+	1,  // 27: ork.v1.Assignment.spec:type_name -> ork.v1.TaskSpec
+	0,  // 28: ork.v1.CancelAssignment.attempt:type_name -> ork.v1.AttemptRef
+	22, // 29: ork.v1.SessionResponse.attached:type_name -> ork.v1.SessionAttached
+	23, // 30: ork.v1.SessionResponse.assignment:type_name -> ork.v1.Assignment
+	24, // 31: ork.v1.SessionResponse.cancel:type_name -> ork.v1.CancelAssignment
+	25, // 32: ork.v1.SessionResponse.ping:type_name -> ork.v1.SessionPing
+	26, // 33: ork.v1.SessionResponse.result:type_name -> ork.v1.SessionReportResult
+	27, // 34: ork.v1.SessionResponse.drained:type_name -> ork.v1.SessionDrained
+	2,  // 35: ork.v1.WorkerService.GetTaskSpec:input_type -> ork.v1.GetTaskSpecRequest
+	4,  // 36: ork.v1.WorkerService.StartTask:input_type -> ork.v1.StartTaskRequest
+	6,  // 37: ork.v1.WorkerService.Heartbeat:input_type -> ork.v1.HeartbeatRequest
+	9,  // 38: ork.v1.WorkerService.AppendLogs:input_type -> ork.v1.AppendLogsRequest
+	11, // 39: ork.v1.WorkerService.CompleteTask:input_type -> ork.v1.CompleteTaskRequest
+	13, // 40: ork.v1.WorkerService.FailTask:input_type -> ork.v1.FailTaskRequest
+	21, // 41: ork.v1.WorkerService.Session:input_type -> ork.v1.SessionRequest
+	3,  // 42: ork.v1.WorkerService.GetTaskSpec:output_type -> ork.v1.GetTaskSpecResponse
+	5,  // 43: ork.v1.WorkerService.StartTask:output_type -> ork.v1.StartTaskResponse
+	7,  // 44: ork.v1.WorkerService.Heartbeat:output_type -> ork.v1.HeartbeatResponse
+	10, // 45: ork.v1.WorkerService.AppendLogs:output_type -> ork.v1.AppendLogsResponse
+	12, // 46: ork.v1.WorkerService.CompleteTask:output_type -> ork.v1.CompleteTaskResponse
+	14, // 47: ork.v1.WorkerService.FailTask:output_type -> ork.v1.FailTaskResponse
+	28, // 48: ork.v1.WorkerService.Session:output_type -> ork.v1.SessionResponse
+	42, // [42:49] is the sub-list for method output_type
+	35, // [35:42] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_worker_proto_init() }
@@ -2097,7 +2171,7 @@ func file_ork_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_worker_proto_rawDesc), len(file_ork_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -344,7 +344,9 @@ type DeployWorkflowRequest struct {
 	// The absolute folder of the YAML file on the deploying machine. Relative
 	// `python` and `command` paths of subprocess tasks (`.venv/bin/python`)
 	// are resolved against it; a deploy without it refuses such paths.
-	BaseDir       string `protobuf:"bytes,4,opt,name=base_dir,json=baseDir,proto3" json:"base_dir,omitempty"`
+	BaseDir string `protobuf:"bytes,4,opt,name=base_dir,json=baseDir,proto3" json:"base_dir,omitempty"`
+	// What changed, shown by ListWorkflowVersions (at most 1,000 bytes).
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +405,13 @@ func (x *DeployWorkflowRequest) GetFiles() map[string][]byte {
 func (x *DeployWorkflowRequest) GetBaseDir() string {
 	if x != nil {
 		return x.BaseDir
+	}
+	return ""
+}
+
+func (x *DeployWorkflowRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -720,6 +729,265 @@ func (*DeleteWorkflowResponse) Descriptor() ([]byte, []int) {
 	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{10}
 }
 
+// WorkflowVersion is one deployed version of a workflow.
+type WorkflowVersion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The content hash naming the version.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// When it was first deployed.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The deployer's message (`ork workflow deploy --message`).
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// True for the version new runs use.
+	Current       bool `protobuf:"varint,4,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkflowVersion) Reset() {
+	*x = WorkflowVersion{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkflowVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkflowVersion) ProtoMessage() {}
+
+func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkflowVersion.ProtoReflect.Descriptor instead.
+func (*WorkflowVersion) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WorkflowVersion) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *WorkflowVersion) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WorkflowVersion) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *WorkflowVersion) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type ListWorkflowVersionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkflowVersionsRequest) Reset() {
+	*x = ListWorkflowVersionsRequest{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkflowVersionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkflowVersionsRequest) ProtoMessage() {}
+
+func (x *ListWorkflowVersionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkflowVersionsRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkflowVersionsRequest) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListWorkflowVersionsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListWorkflowVersionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Versions      []*WorkflowVersion     `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkflowVersionsResponse) Reset() {
+	*x = ListWorkflowVersionsResponse{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkflowVersionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkflowVersionsResponse) ProtoMessage() {}
+
+func (x *ListWorkflowVersionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkflowVersionsResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkflowVersionsResponse) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListWorkflowVersionsResponse) GetVersions() []*WorkflowVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+type RollbackWorkflowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The version to make current: its hash, or a unique prefix of at least
+	// 6 characters (as `ork workflow versions` shows).
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackWorkflowRequest) Reset() {
+	*x = RollbackWorkflowRequest{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackWorkflowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackWorkflowRequest) ProtoMessage() {}
+
+func (x *RollbackWorkflowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackWorkflowRequest.ProtoReflect.Descriptor instead.
+func (*RollbackWorkflowRequest) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RollbackWorkflowRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RollbackWorkflowRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type RollbackWorkflowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workflow      *Workflow              `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackWorkflowResponse) Reset() {
+	*x = RollbackWorkflowResponse{}
+	mi := &file_ork_v1_workflow_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackWorkflowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackWorkflowResponse) ProtoMessage() {}
+
+func (x *RollbackWorkflowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ork_v1_workflow_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackWorkflowResponse.ProtoReflect.Descriptor instead.
+func (*RollbackWorkflowResponse) Descriptor() ([]byte, []int) {
+	return file_ork_v1_workflow_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RollbackWorkflowResponse) GetWorkflow() *Workflow {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
 var File_ork_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_ork_v1_workflow_proto_rawDesc = "" +
@@ -754,12 +1022,13 @@ const file_ork_v1_workflow_proto_rawDesc = "" +
 	"\ahandler\x18\b \x01(\tR\ahandler\x12\x18\n" +
 	"\acommand\x18\t \x03(\tR\acommand\x12\x16\n" +
 	"\x06python\x18\n" +
-	" \x01(\tR\x06python\"\xd8\x01\n" +
+	" \x01(\tR\x06python\"\xf2\x01\n" +
 	"\x15DeployWorkflowRequest\x12\x12\n" +
 	"\x04yaml\x18\x01 \x01(\tR\x04yaml\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12>\n" +
 	"\x05files\x18\x03 \x03(\v2(.ork.v1.DeployWorkflowRequest.FilesEntryR\x05files\x12\x19\n" +
-	"\bbase_dir\x18\x04 \x01(\tR\abaseDir\x1a8\n" +
+	"\bbase_dir\x18\x04 \x01(\tR\abaseDir\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x1a8\n" +
 	"\n" +
 	"FilesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -777,12 +1046,29 @@ const file_ork_v1_workflow_proto_rawDesc = "" +
 	"\tworkflows\x18\x01 \x03(\v2\x10.ork.v1.WorkflowR\tworkflows\"+\n" +
 	"\x15DeleteWorkflowRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
-	"\x16DeleteWorkflowResponse2\xc9\x02\n" +
+	"\x16DeleteWorkflowResponse\"\x9a\x01\n" +
+	"\x0fWorkflowVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x18\n" +
+	"\acurrent\x18\x04 \x01(\bR\acurrent\"1\n" +
+	"\x1bListWorkflowVersionsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x1cListWorkflowVersionsResponse\x123\n" +
+	"\bversions\x18\x01 \x03(\v2\x17.ork.v1.WorkflowVersionR\bversions\"G\n" +
+	"\x17RollbackWorkflowRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"H\n" +
+	"\x18RollbackWorkflowResponse\x12,\n" +
+	"\bworkflow\x18\x01 \x01(\v2\x10.ork.v1.WorkflowR\bworkflow2\x83\x04\n" +
 	"\x0fWorkflowService\x12O\n" +
 	"\x0eDeployWorkflow\x12\x1d.ork.v1.DeployWorkflowRequest\x1a\x1e.ork.v1.DeployWorkflowResponse\x12F\n" +
 	"\vGetWorkflow\x12\x1a.ork.v1.GetWorkflowRequest\x1a\x1b.ork.v1.GetWorkflowResponse\x12L\n" +
 	"\rListWorkflows\x12\x1c.ork.v1.ListWorkflowsRequest\x1a\x1d.ork.v1.ListWorkflowsResponse\x12O\n" +
-	"\x0eDeleteWorkflow\x12\x1d.ork.v1.DeleteWorkflowRequest\x1a\x1e.ork.v1.DeleteWorkflowResponseb\x06proto3"
+	"\x0eDeleteWorkflow\x12\x1d.ork.v1.DeleteWorkflowRequest\x1a\x1e.ork.v1.DeleteWorkflowResponse\x12a\n" +
+	"\x14ListWorkflowVersions\x12#.ork.v1.ListWorkflowVersionsRequest\x1a$.ork.v1.ListWorkflowVersionsResponse\x12U\n" +
+	"\x10RollbackWorkflow\x12\x1f.ork.v1.RollbackWorkflowRequest\x1a .ork.v1.RollbackWorkflowResponseb\x06proto3"
 
 var (
 	file_ork_v1_workflow_proto_rawDescOnce sync.Once
@@ -796,47 +1082,59 @@ func file_ork_v1_workflow_proto_rawDescGZIP() []byte {
 	return file_ork_v1_workflow_proto_rawDescData
 }
 
-var file_ork_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ork_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_ork_v1_workflow_proto_goTypes = []any{
-	(*Workflow)(nil),               // 0: ork.v1.Workflow
-	(*WorkflowInput)(nil),          // 1: ork.v1.WorkflowInput
-	(*WorkflowTask)(nil),           // 2: ork.v1.WorkflowTask
-	(*DeployWorkflowRequest)(nil),  // 3: ork.v1.DeployWorkflowRequest
-	(*DeployWorkflowResponse)(nil), // 4: ork.v1.DeployWorkflowResponse
-	(*GetWorkflowRequest)(nil),     // 5: ork.v1.GetWorkflowRequest
-	(*GetWorkflowResponse)(nil),    // 6: ork.v1.GetWorkflowResponse
-	(*ListWorkflowsRequest)(nil),   // 7: ork.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),  // 8: ork.v1.ListWorkflowsResponse
-	(*DeleteWorkflowRequest)(nil),  // 9: ork.v1.DeleteWorkflowRequest
-	(*DeleteWorkflowResponse)(nil), // 10: ork.v1.DeleteWorkflowResponse
-	nil,                            // 11: ork.v1.DeployWorkflowRequest.FilesEntry
-	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
-	(*structpb.Value)(nil),         // 13: google.protobuf.Value
+	(*Workflow)(nil),                     // 0: ork.v1.Workflow
+	(*WorkflowInput)(nil),                // 1: ork.v1.WorkflowInput
+	(*WorkflowTask)(nil),                 // 2: ork.v1.WorkflowTask
+	(*DeployWorkflowRequest)(nil),        // 3: ork.v1.DeployWorkflowRequest
+	(*DeployWorkflowResponse)(nil),       // 4: ork.v1.DeployWorkflowResponse
+	(*GetWorkflowRequest)(nil),           // 5: ork.v1.GetWorkflowRequest
+	(*GetWorkflowResponse)(nil),          // 6: ork.v1.GetWorkflowResponse
+	(*ListWorkflowsRequest)(nil),         // 7: ork.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),        // 8: ork.v1.ListWorkflowsResponse
+	(*DeleteWorkflowRequest)(nil),        // 9: ork.v1.DeleteWorkflowRequest
+	(*DeleteWorkflowResponse)(nil),       // 10: ork.v1.DeleteWorkflowResponse
+	(*WorkflowVersion)(nil),              // 11: ork.v1.WorkflowVersion
+	(*ListWorkflowVersionsRequest)(nil),  // 12: ork.v1.ListWorkflowVersionsRequest
+	(*ListWorkflowVersionsResponse)(nil), // 13: ork.v1.ListWorkflowVersionsResponse
+	(*RollbackWorkflowRequest)(nil),      // 14: ork.v1.RollbackWorkflowRequest
+	(*RollbackWorkflowResponse)(nil),     // 15: ork.v1.RollbackWorkflowResponse
+	nil,                                  // 16: ork.v1.DeployWorkflowRequest.FilesEntry
+	(*timestamppb.Timestamp)(nil),        // 17: google.protobuf.Timestamp
+	(*structpb.Value)(nil),               // 18: google.protobuf.Value
 }
 var file_ork_v1_workflow_proto_depIdxs = []int32{
 	2,  // 0: ork.v1.Workflow.tasks:type_name -> ork.v1.WorkflowTask
-	12, // 1: ork.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	12, // 2: ork.v1.Workflow.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 1: ork.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	17, // 2: ork.v1.Workflow.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: ork.v1.Workflow.inputs:type_name -> ork.v1.WorkflowInput
-	13, // 4: ork.v1.WorkflowInput.schema:type_name -> google.protobuf.Value
-	13, // 5: ork.v1.WorkflowInput.default_value:type_name -> google.protobuf.Value
-	11, // 6: ork.v1.DeployWorkflowRequest.files:type_name -> ork.v1.DeployWorkflowRequest.FilesEntry
+	18, // 4: ork.v1.WorkflowInput.schema:type_name -> google.protobuf.Value
+	18, // 5: ork.v1.WorkflowInput.default_value:type_name -> google.protobuf.Value
+	16, // 6: ork.v1.DeployWorkflowRequest.files:type_name -> ork.v1.DeployWorkflowRequest.FilesEntry
 	0,  // 7: ork.v1.DeployWorkflowResponse.workflow:type_name -> ork.v1.Workflow
 	0,  // 8: ork.v1.GetWorkflowResponse.workflow:type_name -> ork.v1.Workflow
 	0,  // 9: ork.v1.ListWorkflowsResponse.workflows:type_name -> ork.v1.Workflow
-	3,  // 10: ork.v1.WorkflowService.DeployWorkflow:input_type -> ork.v1.DeployWorkflowRequest
-	5,  // 11: ork.v1.WorkflowService.GetWorkflow:input_type -> ork.v1.GetWorkflowRequest
-	7,  // 12: ork.v1.WorkflowService.ListWorkflows:input_type -> ork.v1.ListWorkflowsRequest
-	9,  // 13: ork.v1.WorkflowService.DeleteWorkflow:input_type -> ork.v1.DeleteWorkflowRequest
-	4,  // 14: ork.v1.WorkflowService.DeployWorkflow:output_type -> ork.v1.DeployWorkflowResponse
-	6,  // 15: ork.v1.WorkflowService.GetWorkflow:output_type -> ork.v1.GetWorkflowResponse
-	8,  // 16: ork.v1.WorkflowService.ListWorkflows:output_type -> ork.v1.ListWorkflowsResponse
-	10, // 17: ork.v1.WorkflowService.DeleteWorkflow:output_type -> ork.v1.DeleteWorkflowResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	17, // 10: ork.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	11, // 11: ork.v1.ListWorkflowVersionsResponse.versions:type_name -> ork.v1.WorkflowVersion
+	0,  // 12: ork.v1.RollbackWorkflowResponse.workflow:type_name -> ork.v1.Workflow
+	3,  // 13: ork.v1.WorkflowService.DeployWorkflow:input_type -> ork.v1.DeployWorkflowRequest
+	5,  // 14: ork.v1.WorkflowService.GetWorkflow:input_type -> ork.v1.GetWorkflowRequest
+	7,  // 15: ork.v1.WorkflowService.ListWorkflows:input_type -> ork.v1.ListWorkflowsRequest
+	9,  // 16: ork.v1.WorkflowService.DeleteWorkflow:input_type -> ork.v1.DeleteWorkflowRequest
+	12, // 17: ork.v1.WorkflowService.ListWorkflowVersions:input_type -> ork.v1.ListWorkflowVersionsRequest
+	14, // 18: ork.v1.WorkflowService.RollbackWorkflow:input_type -> ork.v1.RollbackWorkflowRequest
+	4,  // 19: ork.v1.WorkflowService.DeployWorkflow:output_type -> ork.v1.DeployWorkflowResponse
+	6,  // 20: ork.v1.WorkflowService.GetWorkflow:output_type -> ork.v1.GetWorkflowResponse
+	8,  // 21: ork.v1.WorkflowService.ListWorkflows:output_type -> ork.v1.ListWorkflowsResponse
+	10, // 22: ork.v1.WorkflowService.DeleteWorkflow:output_type -> ork.v1.DeleteWorkflowResponse
+	13, // 23: ork.v1.WorkflowService.ListWorkflowVersions:output_type -> ork.v1.ListWorkflowVersionsResponse
+	15, // 24: ork.v1.WorkflowService.RollbackWorkflow:output_type -> ork.v1.RollbackWorkflowResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ork_v1_workflow_proto_init() }
@@ -850,7 +1148,7 @@ func file_ork_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ork_v1_workflow_proto_rawDesc), len(file_ork_v1_workflow_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkflowService_DeployWorkflow_FullMethodName = "/ork.v1.WorkflowService/DeployWorkflow"
-	WorkflowService_GetWorkflow_FullMethodName    = "/ork.v1.WorkflowService/GetWorkflow"
-	WorkflowService_ListWorkflows_FullMethodName  = "/ork.v1.WorkflowService/ListWorkflows"
-	WorkflowService_DeleteWorkflow_FullMethodName = "/ork.v1.WorkflowService/DeleteWorkflow"
+	WorkflowService_DeployWorkflow_FullMethodName       = "/ork.v1.WorkflowService/DeployWorkflow"
+	WorkflowService_GetWorkflow_FullMethodName          = "/ork.v1.WorkflowService/GetWorkflow"
+	WorkflowService_ListWorkflows_FullMethodName        = "/ork.v1.WorkflowService/ListWorkflows"
+	WorkflowService_DeleteWorkflow_FullMethodName       = "/ork.v1.WorkflowService/DeleteWorkflow"
+	WorkflowService_ListWorkflowVersions_FullMethodName = "/ork.v1.WorkflowService/ListWorkflowVersions"
+	WorkflowService_RollbackWorkflow_FullMethodName     = "/ork.v1.WorkflowService/RollbackWorkflow"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -42,6 +44,13 @@ type WorkflowServiceClient interface {
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// DeleteWorkflow removes a workflow; its past runs stay readable.
 	DeleteWorkflow(ctx context.Context, in *DeleteWorkflowRequest, opts ...grpc.CallOption) (*DeleteWorkflowResponse, error)
+	// ListWorkflowVersions lists a workflow's deployed versions, newest
+	// first, with the message each was deployed with and which is current.
+	ListWorkflowVersions(ctx context.Context, in *ListWorkflowVersionsRequest, opts ...grpc.CallOption) (*ListWorkflowVersionsResponse, error)
+	// RollbackWorkflow makes an earlier version current again: new runs (and
+	// its schedule, `on:` triggers) use it. Runs keep the version they
+	// started with.
+	RollbackWorkflow(ctx context.Context, in *RollbackWorkflowRequest, opts ...grpc.CallOption) (*RollbackWorkflowResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -92,6 +101,26 @@ func (c *workflowServiceClient) DeleteWorkflow(ctx context.Context, in *DeleteWo
 	return out, nil
 }
 
+func (c *workflowServiceClient) ListWorkflowVersions(ctx context.Context, in *ListWorkflowVersionsRequest, opts ...grpc.CallOption) (*ListWorkflowVersionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkflowVersionsResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ListWorkflowVersions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) RollbackWorkflow(ctx context.Context, in *RollbackWorkflowRequest, opts ...grpc.CallOption) (*RollbackWorkflowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackWorkflowResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_RollbackWorkflow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -109,6 +138,13 @@ type WorkflowServiceServer interface {
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// DeleteWorkflow removes a workflow; its past runs stay readable.
 	DeleteWorkflow(context.Context, *DeleteWorkflowRequest) (*DeleteWorkflowResponse, error)
+	// ListWorkflowVersions lists a workflow's deployed versions, newest
+	// first, with the message each was deployed with and which is current.
+	ListWorkflowVersions(context.Context, *ListWorkflowVersionsRequest) (*ListWorkflowVersionsResponse, error)
+	// RollbackWorkflow makes an earlier version current again: new runs (and
+	// its schedule, `on:` triggers) use it. Runs keep the version they
+	// started with.
+	RollbackWorkflow(context.Context, *RollbackWorkflowRequest) (*RollbackWorkflowResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -130,6 +166,12 @@ func (UnimplementedWorkflowServiceServer) ListWorkflows(context.Context, *ListWo
 }
 func (UnimplementedWorkflowServiceServer) DeleteWorkflow(context.Context, *DeleteWorkflowRequest) (*DeleteWorkflowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteWorkflow not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ListWorkflowVersions(context.Context, *ListWorkflowVersionsRequest) (*ListWorkflowVersionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWorkflowVersions not implemented")
+}
+func (UnimplementedWorkflowServiceServer) RollbackWorkflow(context.Context, *RollbackWorkflowRequest) (*RollbackWorkflowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackWorkflow not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -224,6 +266,42 @@ func _WorkflowService_DeleteWorkflow_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_ListWorkflowVersions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkflowVersionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ListWorkflowVersions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ListWorkflowVersions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ListWorkflowVersions(ctx, req.(*ListWorkflowVersionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_RollbackWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackWorkflowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).RollbackWorkflow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_RollbackWorkflow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).RollbackWorkflow(ctx, req.(*RollbackWorkflowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +324,14 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteWorkflow",
 			Handler:    _WorkflowService_DeleteWorkflow_Handler,
+		},
+		{
+			MethodName: "ListWorkflowVersions",
+			Handler:    _WorkflowService_ListWorkflowVersions_Handler,
+		},
+		{
+			MethodName: "RollbackWorkflow",
+			Handler:    _WorkflowService_RollbackWorkflow_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

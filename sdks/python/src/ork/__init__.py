@@ -17,6 +17,7 @@ Either way a task is ``def f(ctx, input)`` (or ``def f(input)``), sync or
 from ._context import Context
 from ._errors import NonRetryable
 from ._launched import run
+from ._metrics import Metrics
 from ._task import TaskDefinition, registered_tasks, task
 from ._worker import Worker, WorkerError
 
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Context",
+    "Metrics",
     "NonRetryable",
     "TaskDefinition",
     "Worker",

@@ -9,6 +9,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional, TextIO
 
+from ._metrics import Metrics
+
 __all__ = ["Context"]
 
 _LOG_FORMAT = "%(levelname)s %(message)s"
@@ -31,6 +33,10 @@ class Context:
       task's log.
     - ``cancelled``: ``True`` once the server asked the attempt to stop; long
       tasks should check it and return (or raise) promptly.
+    - ``metrics``: figures to record for this attempt,
+      ``ctx.metrics.record("rows", 1200)`` (see :class:`ork.Metrics`).
+    - ``traceparent``: the W3C trace context of this attempt's span (empty
+      when the server sent none).
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class Context:
         deadline: Optional[datetime] = None,
         log_sink: Optional[Callable[[str], None]] = None,
         log_stream: Optional[TextIO] = None,
+        traceparent: str = "",
     ) -> None:
         """Builds a context; ork does this, tests of task functions may too.
 
@@ -60,6 +67,8 @@ class Context:
         self.parallel_index = parallel_index
         self.parallel_count = parallel_count
         self.deadline = deadline
+        self.traceparent = traceparent
+        self.metrics = Metrics()
         self._cancel = threading.Event()
         self.log = _make_logger(task_name or "task", log_sink, log_stream)
 

@@ -8,6 +8,10 @@ module only speaks through files and the environment:
 - the output is written as JSON to the file named by ``ORK_OUTPUT``;
 - on failure the full traceback goes to the file named by ``ORK_ERROR`` (and
   to stderr), and the process exits 1, or 3 for :class:`NonRetryable`;
+- what the task records with ``ctx.metrics.record`` is written, success or
+  failure, to the file named by ``ORK_METRICS`` as ``name value`` lines;
+- the task runs inside a span continuing ``TRACEPARENT`` when OpenTelemetry
+  is installed;
 - SIGTERM from the supervisor sets :attr:`Context.cancelled`.
 """
 
@@ -22,7 +26,9 @@ from typing import Any, Callable, Mapping, NoReturn, Optional
 
 from ._context import Context, parse_rfc3339
 from ._errors import NonRetryable
+from ._metrics import format_file
 from ._task import definition_of, format_error
+from ._trace import task_span
 
 __all__ = ["run", "EXIT_FAILED", "EXIT_NON_RETRYABLE"]
 
@@ -63,6 +69,7 @@ def context_from_env(env: Mapping[str, str]) -> Context:
         parallel_index=optional_int("ORK_PARALLEL_INDEX"),
         parallel_count=optional_int("ORK_PARALLEL_COUNT"),
         deadline=parse_rfc3339(env.get("ORK_DEADLINE", "")),
+        traceparent=env.get("TRACEPARENT", ""),
     )
 
 
@@ -76,13 +83,17 @@ def run_attempt(fn: Callable[..., Any], env: Mapping[str, str], argv: list[str])
     error_path = env.get("ORK_ERROR")
     try:
         raw_input = _read_input(input_path, argv)
-        output = definition.call(ctx, raw_input)
+        with task_span(definition.name, ctx.traceparent):
+            output = definition.call(ctx, raw_input)
     except NonRetryable as e:
+        _write_metrics(ctx, env.get("ORK_METRICS"))
         _report_error(format_error(e), error_path)
         return EXIT_NON_RETRYABLE
     except Exception as e:  # noqa: BLE001 - every task failure is reported
+        _write_metrics(ctx, env.get("ORK_METRICS"))
         _report_error(format_error(e), error_path)
         return EXIT_FAILED
+    _write_metrics(ctx, env.get("ORK_METRICS"))
     text = json.dumps(output)
     if output_path:
         with open(output_path, "w", encoding="utf-8") as f:
@@ -90,6 +101,21 @@ def run_attempt(fn: Callable[..., Any], env: Mapping[str, str], argv: list[str])
     else:
         print(text)
     return 0
+
+
+def _write_metrics(ctx: Context, path: Optional[str]) -> None:
+    """Hands the recorded metrics to the supervisor (or prints them by hand)."""
+    values = ctx.metrics.snapshot()
+    if not values:
+        return
+    if not path:
+        print(f"metrics: {values}", file=sys.stderr)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(format_file(values))
+    except OSError as e:
+        print(f"ork: could not write the metrics to ORK_METRICS ({path}): {e}", file=sys.stderr)
 
 
 def _read_input(path: Optional[str], argv: list[str]) -> Any:

@@ -42,6 +42,7 @@ from . import _stdio
 from ._context import Context
 from ._errors import NonRetryable
 from ._task import TaskDefinition, definition_of, format_error, normalize_numbers
+from ._trace import task_span
 from .v1 import worker_pb2, worker_pb2_grpc
 
 __all__ = ["Worker", "WorkerError", "DEFAULT_SERVER"]
@@ -108,6 +109,7 @@ class _Attempt:
             parallel_count=spec.parallel_count if spec.HasField("parallel_count") else None,
             deadline=deadline,
             log_sink=lambda line: batcher.add(self, "stderr", line),
+            traceparent=spec.traceparent,
         )
 
     def abandon(self) -> None:
@@ -404,7 +406,8 @@ class Worker:
                     f"this worker ({self.name}) has no handler {spec.handler!r}; it serves {', '.join(self.handlers)}"
                 )
             raw_input = normalize_numbers(json_format.MessageToDict(spec.input)) if spec.HasField("input") else None
-            output = definition.call(attempt.ctx, raw_input)
+            with task_span(definition.name, spec.traceparent):
+                output = definition.call(attempt.ctx, raw_input)
         except NonRetryable as e:
             error, non_retryable = format_error(e), True
         except BaseException as e:  # noqa: BLE001 - SystemExit in a task fails the task, not the worker
@@ -422,10 +425,16 @@ class Worker:
         if error is None:
             value = struct_pb2.Value()
             json_format.ParseDict(output, value)
-            self._reporter.send(attempt, success=worker_pb2.AttemptSuccess(output=value))
+            self._reporter.send(
+                attempt,
+                success=worker_pb2.AttemptSuccess(output=value, metrics=attempt.ctx.metrics.snapshot()),
+            )
         else:
             self._reporter.send(
-                attempt, failure=worker_pb2.AttemptFailure(error=error, non_retryable=non_retryable)
+                attempt,
+                failure=worker_pb2.AttemptFailure(
+                    error=error, non_retryable=non_retryable, metrics=attempt.ctx.metrics.snapshot()
+                ),
             )
 
     def _wait_idle(self) -> None:

@@ -169,6 +169,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "timezone",
     "catchup",
     "concurrency",
+    "on",
     "inputs",
     "defaults",
     "types",
@@ -227,6 +228,7 @@ pub fn parse_workflow(
         inputs: None,
         defaults: Default::default(),
         base_dir: None,
+        on: Default::default(),
         types: Default::default(),
         tasks: Vec::new(),
     };
@@ -293,6 +295,7 @@ pub fn parse_workflow(
                 Ok(n) => def.concurrency = Some(n),
                 Err((pos, msg)) => errors.push(None, f, pos, msg),
             },
+            "on" => parse_on(value, &mut def, &mut errors),
             "types" => parse_types(value, &mut def, &mut errors),
             "inputs" => inputs_node = Some(value),
             "defaults" => parse_defaults(value, &mut def, &mut defaults, &mut errors),
@@ -492,6 +495,120 @@ pub(crate) fn node_json(yaml: &str) -> serde_json::Value {
         .ok()
         .and_then(|n| n.to_json().ok())
         .unwrap_or_default()
+}
+
+const ON_FIELDS: &[&str] = &["event", "filter", "webhook"];
+
+/// `on: {event: NAME, filter: {PATH: VALUE}, webhook: {secret: NAME}}`:
+/// what else starts runs (see [`crate::events`]).
+fn parse_on(node: &Node, def: &mut WorkflowDefinition, errors: &mut Errors<'_>) {
+    let Kind::Map(entries) = &node.kind else {
+        errors.push(
+            None,
+            Some("on"),
+            node.pos,
+            format!(
+                "expected a mapping such as `{{event: order.created}}` or `{{webhook: {{secret: NAME}}}}`, found {}",
+                node.describe()
+            ),
+        );
+        return;
+    };
+    let mut filter_pos = None;
+    for (key, value) in entries {
+        let Some(field) = key_name(key, None, errors) else {
+            continue;
+        };
+        let label = format!("on.{field}");
+        let f = Some(label.as_str());
+        match field.as_str() {
+            "event" => match text(value).and_then(|name| {
+                crate::events::check_name(&name)
+                    .map(|()| name)
+                    .map_err(|m| (value.pos, m))
+            }) {
+                Ok(name) => def.on.event = Some(name),
+                Err((pos, msg)) => errors.push(None, f, pos, msg),
+            },
+            "filter" => {
+                filter_pos = Some(value.pos);
+                let Kind::Map(fields) = &value.kind else {
+                    errors.push(
+                        None,
+                        f,
+                        value.pos,
+                        format!(
+                            "expected a mapping of field paths to values, e.g. `{{region: eu}}`, found {}",
+                            value.describe()
+                        ),
+                    );
+                    continue;
+                };
+                if fields.len() > crate::events::MAX_FILTER_FIELDS {
+                    errors.push(
+                        None,
+                        f,
+                        value.pos,
+                        format!("at most {} fields", crate::events::MAX_FILTER_FIELDS),
+                    );
+                    continue;
+                }
+                for (k, v) in fields {
+                    let Some(path) = k.key_text() else {
+                        errors.push(None, f, k.pos, "field paths must be text");
+                        continue;
+                    };
+                    if let Err(msg) = crate::events::check_filter_path(&path) {
+                        errors.push(None, f, k.pos, msg);
+                        continue;
+                    }
+                    match v.to_json() {
+                        Ok(json) => {
+                            def.on.filter.insert(path, json);
+                        }
+                        Err((pos, msg)) => errors.push(None, f, pos, msg),
+                    }
+                }
+            }
+            "webhook" => {
+                let secret = match &value.kind {
+                    Kind::Map(inner) => match inner.as_slice() {
+                        [(k, v)] if k.as_str() == Some("secret") => text(v),
+                        _ => Err((
+                            value.pos,
+                            "expected `{secret: NAME}`: the name of the server secret calls are signed with".to_owned(),
+                        )),
+                    },
+                    _ => Err((
+                        value.pos,
+                        format!(
+                            "expected `{{secret: NAME}}` (a secret's name, never its value), found {}",
+                            value.describe()
+                        ),
+                    )),
+                };
+                match secret.and_then(|name| {
+                    crate::events::check_secret_name(&name)
+                        .map(|()| name)
+                        .map_err(|m| (value.pos, m))
+                }) {
+                    Ok(name) => def.on.webhook_secret = Some(name),
+                    Err((pos, msg)) => errors.push(None, f, pos, msg),
+                }
+            }
+            other => unknown_field(other, &label, ON_FIELDS, None, key.pos, errors),
+        }
+    }
+    if let Some(pos) = filter_pos
+        && def.on.event.is_none()
+    {
+        errors.push(
+            None,
+            Some("on.filter"),
+            pos,
+            "a filter needs `event:`: it selects among the events of that name",
+        );
+    }
 }
 
 /// Reads a mapping key, which must be text.

@@ -831,8 +831,15 @@ fn env(
             Kind::Null => Ok(EnvValue::Literal(String::new())),
             Kind::Map(inner) => match inner.as_slice() {
                 [(k, v)] if k.as_str() == Some("secret") => match text(v) {
-                    Ok(s) if !s.trim().is_empty() => Ok(EnvValue::Secret(s)),
-                    Ok(_) => Err((v.pos, "the secret name is empty".to_owned())),
+                    Ok(s) if s.trim().is_empty() => {
+                        Err((v.pos, "the secret name is empty".to_owned()))
+                    }
+                    // The name becomes a file name in the server's secrets
+                    // folder, so `../x` must never get this far.
+                    Ok(s) => match crate::events::check_secret_name(&s) {
+                        Ok(()) => Ok(EnvValue::Secret(s)),
+                        Err(msg) => Err((v.pos, msg)),
+                    },
                     Err(e) => Err(e),
                 },
                 // The server's own variable: any well-formed name. Which

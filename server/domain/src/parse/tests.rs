@@ -579,15 +579,16 @@ fn invalid_retry_settings() {
 fn invalid_env() {
     check(
         &task_with(
-            "    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n",
+            "    env:\n      ORK_RUN_ID: x\n      1BAD: x\n      TOKEN: {secret: ''}\n      ESCAPE: {secret: '../etc/passwd'}\n      PATH_COPY: {from_env: 'not valid'}\n      LIST: [1]\n      OTHER: {value: 1}\n",
         ),
         expect![[r#"
             etl.yaml:6:7: task `a`, field `env.ORK_RUN_ID`: names starting with `ORK_` are reserved for ork; rename `ORK_RUN_ID`
             etl.yaml:7:7: task `a`, field `env.1BAD`: `1BAD` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
             etl.yaml:8:23: task `a`, field `env.TOKEN`: the secret name is empty
-            etl.yaml:9:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
-            etl.yaml:10:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
-            etl.yaml:11:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
+            etl.yaml:9:24: task `a`, field `env.ESCAPE`: `../etc/passwd` is not a valid secret name; use 1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`
+            etl.yaml:10:29: task `a`, field `env.PATH_COPY`: `not valid` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit
+            etl.yaml:11:13: task `a`, field `env.LIST`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a list
+            etl.yaml:12:14: task `a`, field `env.OTHER`: expected a value, `{secret: NAME}` or `{from_env: VAR}`, found a mapping"#]],
     );
 }
 
@@ -1199,5 +1200,35 @@ fn container_task_errors_name_the_field() {
             etl.yaml:4:10: field `defaults.image`: `a b` is not an image reference: it contains spaces; write e.g. `registry.example.com/team/app:1.2`
             etl.yaml:5:23: field `defaults.resources.memory`: `-1Gi` is negative; a resource amount must be positive
             etl.yaml:6:3: field `defaults.pyton`: unknown field (did you mean `python`?)"#]],
+    );
+}
+
+// ---- on: events and webhooks ----
+
+#[test]
+fn parses_event_subscriptions_and_webhooks() {
+    let def = parse(
+        "name: wf\non:\n  event: order.created\n  filter: {region: eu, customer.tier: gold}\n  webhook: {secret: github-hook}\ntasks: [{name: a, file: a.sh}]\n",
+    )
+    .expect("valid");
+    assert_eq!(def.on.event.as_deref(), Some("order.created"));
+    assert_eq!(def.on.filter["customer.tier"], json!("gold"));
+    assert_eq!(def.on.webhook_secret.as_deref(), Some("github-hook"));
+}
+
+#[test]
+fn invalid_on_blocks_name_the_field() {
+    check(
+        "name: wf\non:\n  event: \"bad name\"\n  webhook: {secret: ../x}\n  evnt: x\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r#"
+            etl.yaml:3:10: field `on.event`: `bad name` is not a valid event name; use 1 to 128 letters, digits, `.`, `_`, `-` and `/`, starting with a letter or digit (e.g. `order.created`)
+            etl.yaml:4:12: field `on.webhook`: `../x` is not a valid secret name; use 1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`
+            etl.yaml:5:3: field `on.evnt`: unknown field (did you mean `event`?)"#]],
+    );
+    check(
+        "name: wf\non:\n  filter: {a: 1}\n  webhook: hunter2\ntasks: [{name: a, file: a.sh}]\n",
+        expect![[r#"
+            etl.yaml:3:11: field `on.filter`: a filter needs `event:`: it selects among the events of that name
+            etl.yaml:4:12: field `on.webhook`: expected `{secret: NAME}` (a secret's name, never its value), found the string `hunter2`"#]],
     );
 }

@@ -292,3 +292,62 @@ proptest! {
         prop_assert_eq!(&chained[keep..], &all[..]);
     }
 }
+
+#[test]
+fn backfill_covers_both_ends_of_its_range() {
+    let def = workflow("0 * * * *", "UTC", "skip");
+    let fires = fires_between(
+        &def,
+        utc("2026-01-01T00:00:00Z"),
+        utc("2026-01-02T23:00:00Z"),
+    )
+    .expect("fires");
+    assert_eq!(fires.len(), 48);
+    assert_eq!(fires[0], utc("2026-01-01T00:00:00Z"));
+    assert_eq!(fires[47], utc("2026-01-02T23:00:00Z"));
+}
+
+#[test]
+fn backfill_refuses_reversed_and_huge_ranges_and_unscheduled_workflows() {
+    let def = workflow("* * * * *", "UTC", "skip");
+    let reversed = fires_between(
+        &def,
+        utc("2026-01-02T00:00:00Z"),
+        utc("2026-01-01T00:00:00Z"),
+    )
+    .unwrap_err();
+    assert!(reversed.contains("--from"), "{reversed}");
+    let huge = fires_between(
+        &def,
+        utc("2026-01-01T00:00:00Z"),
+        utc("2026-02-01T00:00:00Z"),
+    )
+    .unwrap_err();
+    assert!(huge.contains("smaller ranges"), "{huge}");
+    let plain = parse_workflow(
+        "name: p\ntasks: [{name: a, file: a.sh}]\n",
+        &ParseOptions::default(),
+    )
+    .expect("parse");
+    let none = fires_between(
+        &plain,
+        utc("2026-01-01T00:00:00Z"),
+        utc("2026-01-02T00:00:00Z"),
+    )
+    .unwrap_err();
+    assert!(none.contains("no schedule"), "{none}");
+}
+
+#[test]
+fn next_fires_are_consecutive() {
+    let def = workflow("0 2 * * *", "UTC", "skip");
+    let fires = next_fires(&def, utc("2026-01-01T03:00:00Z"), 3);
+    assert_eq!(
+        show(&fires),
+        [
+            "2026-01-02T02:00Z",
+            "2026-01-03T02:00Z",
+            "2026-01-04T02:00Z"
+        ]
+    );
+}

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\x12%\n\x05input\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x05tasks\x18\n \x03(\x0b\x32\x0f.ork.v1.TaskRun\x12\r\n\x05owner\x18\x0b \x01(\t\x12\'\n\x06labels\x18\x0c \x03(\x0b\x32\x17.ork.v1.Run.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x04\n\x07TaskRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x13\n\x0bmax_retries\x18\x06 \x01(\r\x12\x1b\n\x0eparallel_index\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0eparallel_count\x18\x08 \x01(\rH\x01\x88\x01\x01\x12\x10\n\x08\x65xecutor\x18\t \x01(\t\x12%\n\x05input\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06output\x18\x0b \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x16\n\x0epending_reason\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08ready_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdispatched_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x0f.ork.v1.AttemptB\x11\n\x0f_parallel_indexB\x11\n\x0f_parallel_count\"\xcd\x01\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x31\n\rdispatched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x07LogLine\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x1b\n\x0eparallel_index\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_parallel_index\"\xc2\x01\n\x0fStartRunRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x33\n\x06labels\x18\x03 \x03(\x0b\x32#.ork.v1.StartRunRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x10StartRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"\xe2\x02\n\x0fListRunsRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x03(\t\x12\x14\n\x0ctriggered_by\x18\x04 \x03(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x66inished_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05label\x18\t \x03(\t\x12\x12\n\npage_token\x18\n \x01(\t\x12\x15\n\rinclude_total\x18\x0b \x01(\x08\"d\n\x10ListRunsResponse\x12\x19\n\x04runs\x18\x01 \x03(\x0b\x32\x0b.ork.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\x05total\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x08\n\x06_total\"\x1e\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x11\x43\x61ncelRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"+\n\x0fRetryRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\",\n\x10RetryRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"%\n\x13ListTaskRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\":\n\x14ListTaskRunsResponse\x12\"\n\ttask_runs\x18\x01 \x03(\x0b\x32\x0f.ork.v1.TaskRun\"Q\n\x12GetTaskLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"\\\n\x13GetTaskLogsResponse\x12\x1e\n\x05lines\x18\x01 \x03(\x0b\x32\x0f.ork.v1.LogLine\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"E\n\x15\x46ollowTaskLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"M\n\x16\x46ollowTaskLogsResponse\x12\x1e\n\x05lines\x18\x01 \x03(\x0b\x32\x0f.ork.v1.LogLine\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x1d\n\x0fWatchRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\\\n\x10WatchRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\x12\x14\n\x0c\x63hanges_only\x18\x02 \x01(\x08\x12\x18\n\x10removed_task_ids\x18\x03 \x03(\t2\xeb\x04\n\nRunService\x12=\n\x08StartRun\x12\x17.ork.v1.StartRunRequest\x1a\x18.ork.v1.StartRunResponse\x12\x37\n\x06GetRun\x12\x15.ork.v1.GetRunRequest\x1a\x16.ork.v1.GetRunResponse\x12=\n\x08ListRuns\x12\x17.ork.v1.ListRunsRequest\x1a\x18.ork.v1.ListRunsResponse\x12@\n\tCancelRun\x12\x18.ork.v1.CancelRunRequest\x1a\x19.ork.v1.CancelRunResponse\x12=\n\x08RetryRun\x12\x17.ork.v1.RetryRunRequest\x1a\x18.ork.v1.RetryRunResponse\x12I\n\x0cListTaskRuns\x12\x1b.ork.v1.ListTaskRunsRequest\x1a\x1c.ork.v1.ListTaskRunsResponse\x12\x46\n\x0bGetTaskLogs\x12\x1a.ork.v1.GetTaskLogsRequest\x1a\x1b.ork.v1.GetTaskLogsResponse\x12Q\n\x0e\x46ollowTaskLogs\x12\x1d.ork.v1.FollowTaskLogsRequest\x1a\x1e.ork.v1.FollowTaskLogsResponse0\x01\x12?\n\x08WatchRun\x12\x17.ork.v1.WatchRunRequest\x1a\x18.ork.v1.WatchRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10ork/v1/run.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x14\n\x0ctriggered_by\x18\x05 \x01(\t\x12%\n\x05input\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x05tasks\x18\n \x03(\x0b\x32\x0f.ork.v1.TaskRun\x12\r\n\x05owner\x18\x0b \x01(\t\x12\'\n\x06labels\x18\x0c \x03(\x0b\x32\x17.ork.v1.Run.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x04\n\x07TaskRun\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x13\n\x0bmax_retries\x18\x06 \x01(\r\x12\x1b\n\x0eparallel_index\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0eparallel_count\x18\x08 \x01(\rH\x01\x88\x01\x01\x12\x10\n\x08\x65xecutor\x18\t \x01(\t\x12%\n\x05input\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06output\x18\x0b \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x16\n\x0epending_reason\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08ready_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdispatched_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x0f.ork.v1.AttemptB\x11\n\x0f_parallel_indexB\x11\n\x0f_parallel_count\"\xac\x02\n\x07\x41ttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x31\n\rdispatched_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07metrics\x18\x07 \x03(\x0b\x32\x1c.ork.v1.Attempt.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa0\x01\n\x07LogLine\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x1b\n\x0eparallel_index\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_parallel_index\"\xd3\x01\n\x0fStartRunRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12%\n\x05input\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x33\n\x06labels\x18\x03 \x03(\x0b\x32#.ork.v1.StartRunRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x10StartRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x0eGetRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"\xe2\x02\n\x0fListRunsRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x03(\t\x12\x14\n\x0ctriggered_by\x18\x04 \x03(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x66inished_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05label\x18\t \x03(\t\x12\x12\n\npage_token\x18\n \x01(\t\x12\x15\n\rinclude_total\x18\x0b \x01(\x08\"d\n\x10ListRunsResponse\x12\x19\n\x04runs\x18\x01 \x03(\x0b\x32\x0b.ork.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\x05total\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x08\n\x06_total\"\x1e\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x11\x43\x61ncelRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"+\n\x0fRetryRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\",\n\x10RetryRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\"%\n\x13ListTaskRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\":\n\x14ListTaskRunsResponse\x12\"\n\ttask_runs\x18\x01 \x03(\x0b\x32\x0f.ork.v1.TaskRun\"Q\n\x12GetTaskLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"\\\n\x13GetTaskLogsResponse\x12\x1e\n\x05lines\x18\x01 \x03(\x0b\x32\x0f.ork.v1.LogLine\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"E\n\x15\x46ollowTaskLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"M\n\x16\x46ollowTaskLogsResponse\x12\x1e\n\x05lines\x18\x01 \x03(\x0b\x32\x0f.ork.v1.LogLine\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x1d\n\x0fWatchRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\\\n\x10WatchRunResponse\x12\x18\n\x03run\x18\x01 \x01(\x0b\x32\x0b.ork.v1.Run\x12\x14\n\x0c\x63hanges_only\x18\x02 \x01(\x08\x12\x18\n\x10removed_task_ids\x18\x03 \x03(\t2\xeb\x04\n\nRunService\x12=\n\x08StartRun\x12\x17.ork.v1.StartRunRequest\x1a\x18.ork.v1.StartRunResponse\x12\x37\n\x06GetRun\x12\x15.ork.v1.GetRunRequest\x1a\x16.ork.v1.GetRunResponse\x12=\n\x08ListRuns\x12\x17.ork.v1.ListRunsRequest\x1a\x18.ork.v1.ListRunsResponse\x12@\n\tCancelRun\x12\x18.ork.v1.CancelRunRequest\x1a\x19.ork.v1.CancelRunResponse\x12=\n\x08RetryRun\x12\x17.ork.v1.RetryRunRequest\x1a\x18.ork.v1.RetryRunResponse\x12I\n\x0cListTaskRuns\x12\x1b.ork.v1.ListTaskRunsRequest\x1a\x1c.ork.v1.ListTaskRunsResponse\x12\x46\n\x0bGetTaskLogs\x12\x1a.ork.v1.GetTaskLogsRequest\x1a\x1b.ork.v1.GetTaskLogsResponse\x12Q\n\x0e\x46ollowTaskLogs\x12\x1d.ork.v1.FollowTaskLogsRequest\x1a\x1e.ork.v1.FollowTaskLogsResponse0\x01\x12?\n\x08WatchRun\x12\x17.ork.v1.WatchRunRequest\x1a\x18.ork.v1.WatchRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUN_LABELSENTRY']._loaded_options = None
   _globals['_RUN_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_ATTEMPT_METRICSENTRY']._loaded_options = None
+  _globals['_ATTEMPT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_STARTRUNREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_STARTRUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_RUN']._serialized_start=92
@@ -44,47 +46,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKRUN']._serialized_start=513
   _globals['_TASKRUN']._serialized_end=1127
   _globals['_ATTEMPT']._serialized_start=1130
-  _globals['_ATTEMPT']._serialized_end=1335
-  _globals['_LOGLINE']._serialized_start=1338
-  _globals['_LOGLINE']._serialized_end=1498
-  _globals['_STARTRUNREQUEST']._serialized_start=1501
-  _globals['_STARTRUNREQUEST']._serialized_end=1695
+  _globals['_ATTEMPT']._serialized_end=1430
+  _globals['_ATTEMPT_METRICSENTRY']._serialized_start=1384
+  _globals['_ATTEMPT_METRICSENTRY']._serialized_end=1430
+  _globals['_LOGLINE']._serialized_start=1433
+  _globals['_LOGLINE']._serialized_end=1593
+  _globals['_STARTRUNREQUEST']._serialized_start=1596
+  _globals['_STARTRUNREQUEST']._serialized_end=1807
   _globals['_STARTRUNREQUEST_LABELSENTRY']._serialized_start=465
   _globals['_STARTRUNREQUEST_LABELSENTRY']._serialized_end=510
-  _globals['_STARTRUNRESPONSE']._serialized_start=1697
-  _globals['_STARTRUNRESPONSE']._serialized_end=1741
-  _globals['_GETRUNREQUEST']._serialized_start=1743
-  _globals['_GETRUNREQUEST']._serialized_end=1770
-  _globals['_GETRUNRESPONSE']._serialized_start=1772
-  _globals['_GETRUNRESPONSE']._serialized_end=1814
-  _globals['_LISTRUNSREQUEST']._serialized_start=1817
-  _globals['_LISTRUNSREQUEST']._serialized_end=2171
-  _globals['_LISTRUNSRESPONSE']._serialized_start=2173
-  _globals['_LISTRUNSRESPONSE']._serialized_end=2273
-  _globals['_CANCELRUNREQUEST']._serialized_start=2275
-  _globals['_CANCELRUNREQUEST']._serialized_end=2305
-  _globals['_CANCELRUNRESPONSE']._serialized_start=2307
-  _globals['_CANCELRUNRESPONSE']._serialized_end=2352
-  _globals['_RETRYRUNREQUEST']._serialized_start=2354
-  _globals['_RETRYRUNREQUEST']._serialized_end=2397
-  _globals['_RETRYRUNRESPONSE']._serialized_start=2399
-  _globals['_RETRYRUNRESPONSE']._serialized_end=2443
-  _globals['_LISTTASKRUNSREQUEST']._serialized_start=2445
-  _globals['_LISTTASKRUNSREQUEST']._serialized_end=2482
-  _globals['_LISTTASKRUNSRESPONSE']._serialized_start=2484
-  _globals['_LISTTASKRUNSRESPONSE']._serialized_end=2542
-  _globals['_GETTASKLOGSREQUEST']._serialized_start=2544
-  _globals['_GETTASKLOGSREQUEST']._serialized_end=2625
-  _globals['_GETTASKLOGSRESPONSE']._serialized_start=2627
-  _globals['_GETTASKLOGSRESPONSE']._serialized_end=2719
-  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_start=2721
-  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_end=2790
-  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_start=2792
-  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_end=2869
-  _globals['_WATCHRUNREQUEST']._serialized_start=2871
-  _globals['_WATCHRUNREQUEST']._serialized_end=2900
-  _globals['_WATCHRUNRESPONSE']._serialized_start=2902
-  _globals['_WATCHRUNRESPONSE']._serialized_end=2994
-  _globals['_RUNSERVICE']._serialized_start=2997
-  _globals['_RUNSERVICE']._serialized_end=3616
+  _globals['_STARTRUNRESPONSE']._serialized_start=1809
+  _globals['_STARTRUNRESPONSE']._serialized_end=1853
+  _globals['_GETRUNREQUEST']._serialized_start=1855
+  _globals['_GETRUNREQUEST']._serialized_end=1882
+  _globals['_GETRUNRESPONSE']._serialized_start=1884
+  _globals['_GETRUNRESPONSE']._serialized_end=1926
+  _globals['_LISTRUNSREQUEST']._serialized_start=1929
+  _globals['_LISTRUNSREQUEST']._serialized_end=2283
+  _globals['_LISTRUNSRESPONSE']._serialized_start=2285
+  _globals['_LISTRUNSRESPONSE']._serialized_end=2385
+  _globals['_CANCELRUNREQUEST']._serialized_start=2387
+  _globals['_CANCELRUNREQUEST']._serialized_end=2417
+  _globals['_CANCELRUNRESPONSE']._serialized_start=2419
+  _globals['_CANCELRUNRESPONSE']._serialized_end=2464
+  _globals['_RETRYRUNREQUEST']._serialized_start=2466
+  _globals['_RETRYRUNREQUEST']._serialized_end=2509
+  _globals['_RETRYRUNRESPONSE']._serialized_start=2511
+  _globals['_RETRYRUNRESPONSE']._serialized_end=2555
+  _globals['_LISTTASKRUNSREQUEST']._serialized_start=2557
+  _globals['_LISTTASKRUNSREQUEST']._serialized_end=2594
+  _globals['_LISTTASKRUNSRESPONSE']._serialized_start=2596
+  _globals['_LISTTASKRUNSRESPONSE']._serialized_end=2654
+  _globals['_GETTASKLOGSREQUEST']._serialized_start=2656
+  _globals['_GETTASKLOGSREQUEST']._serialized_end=2737
+  _globals['_GETTASKLOGSRESPONSE']._serialized_start=2739
+  _globals['_GETTASKLOGSRESPONSE']._serialized_end=2831
+  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_start=2833
+  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_end=2902
+  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_start=2904
+  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_end=2981
+  _globals['_WATCHRUNREQUEST']._serialized_start=2983
+  _globals['_WATCHRUNREQUEST']._serialized_end=3012
+  _globals['_WATCHRUNRESPONSE']._serialized_start=3014
+  _globals['_WATCHRUNRESPONSE']._serialized_end=3106
+  _globals['_RUNSERVICE']._serialized_start=3109
+  _globals['_RUNSERVICE']._serialized_end=3728
 # @@protoc_insertion_point(module_scope)

@@ -92,6 +92,7 @@ class TaskSpec(_message.Message):
     HANDLER_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     PYTHON_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     workflow: _builtins.str
     task_name: _builtins.str
@@ -111,6 +112,11 @@ class TaskSpec(_message.Message):
     python: _builtins.str
     """The interpreter of a `.py` file when `command` is empty; empty means
     `python3` on the worker's PATH.
+    """
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent` header value) of this attempt's
+    span: a worker that continues it makes the task's own spans children
+    of the attempt in the run's trace. Empty when the server has none.
     """
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
@@ -150,10 +156,11 @@ class TaskSpec(_message.Message):
         handler: _builtins.str = ...,
         command: _abc.Iterable[_builtins.str] | None = ...,
         python: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "deadline", b"deadline", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "command", b"command", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "python", b"python", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count", "_parallel_index", b"_parallel_index", "attempt", b"attempt", "command", b"command", "config_file", b"config_file", "config_file_content", b"config_file_content", "deadline", b"deadline", "env", b"env", "file", b"file", "file_content", b"file_content", "handler", b"handler", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "input", b"input", "parallel_count", b"parallel_count", "parallel_index", b"parallel_index", "python", b"python", "run_id", b"run_id", "task_name", b"task_name", "task_run_id", b"task_run_id", "timeout_seconds", b"timeout_seconds", "traceparent", b"traceparent", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_count: _TypeAlias = _typing.Literal["parallel_count"]  # noqa: Y015
     _WhichOneofArgType__parallel_count: _TypeAlias = _typing.Literal["_parallel_count", b"_parallel_count"]  # noqa: Y015
@@ -353,21 +360,50 @@ Global___AppendLogsResponse: _TypeAlias = AppendLogsResponse  # noqa: Y015
 class CompleteTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded for this attempt (rows processed, bytes, a
+        score), by name: 1 to 64 letters, digits, `_`, `.` or `-`, starting with
+        a letter or `_`; at most 64; finite values.
+        """
+
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         output: _struct_pb2.Value | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "metrics", b"metrics", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -392,24 +428,50 @@ Global___CompleteTaskResponse: _TypeAlias = CompleteTaskResponse  # noqa: Y015
 class FailTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     error: _builtins.str
     non_retryable: _builtins.bool
     """True when retrying cannot help (bad input, a permanent refusal)."""
     @_builtins.property
     def attempt(self) -> Global___AttemptRef: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded before it failed (as in CompleteTaskRequest)."""
+
     def __init__(
         self,
         *,
         attempt: Global___AttemptRef | None = ...,
         error: _builtins.str = ...,
         non_retryable: _builtins.bool = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "non_retryable", b"non_retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "metrics", b"metrics", "non_retryable", b"non_retryable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -560,17 +622,43 @@ class AttemptSuccess(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     OUTPUT_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def output(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded for this attempt (as in CompleteTaskRequest)."""
+
     def __init__(
         self,
         *,
         output: _struct_pb2.Value | None = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "output", b"output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -584,20 +672,46 @@ class AttemptFailure(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ERROR_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     error: _builtins.str
     non_retryable: _builtins.bool
     """True when retrying cannot help (bad input, a permanent refusal)."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Figures the task recorded before it failed (as in CompleteTaskRequest)."""
+
     def __init__(
         self,
         *,
         error: _builtins.str = ...,
         non_retryable: _builtins.bool = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "non_retryable", b"non_retryable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "metrics", b"metrics", "non_retryable", b"non_retryable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

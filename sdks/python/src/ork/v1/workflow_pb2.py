@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ork/v1/workflow.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08schedule\x18\x03 \x01(\t\x12#\n\x05tasks\x18\x04 \x03(\x0b\x32\x14.ork.v1.WorkflowTask\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65\x66inition_yaml\x18\x07 \x01(\t\x12%\n\x06inputs\x18\x08 \x03(\x0b\x32\x15.ork.v1.WorkflowInput\"\x9b\x01\n\rWorkflowInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06schema\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08required\x18\x03 \x01(\x08\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xbe\x01\n\x0cWorkflowTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x10\n\x08parallel\x18\x04 \x01(\t\x12\x0c\n\x04\x66ile\x18\x05 \x01(\t\x12\x0f\n\x07retries\x18\x06 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\r\x12\x0f\n\x07handler\x18\x08 \x01(\t\x12\x0f\n\x07\x63ommand\x18\t \x03(\t\x12\x0e\n\x06python\x18\n \x01(\t\"\xae\x01\n\x15\x44\x65ployWorkflowRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x37\n\x05\x66iles\x18\x03 \x03(\x0b\x32(.ork.v1.DeployWorkflowRequest.FilesEntry\x12\x10\n\x08\x62\x61se_dir\x18\x04 \x01(\t\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"M\n\x16\x44\x65ployWorkflowResponse\x12\"\n\x08workflow\x18\x01 \x01(\x0b\x32\x10.ork.v1.Workflow\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"3\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"9\n\x13GetWorkflowResponse\x12\"\n\x08workflow\x18\x01 \x01(\x0b\x32\x10.ork.v1.Workflow\"\x16\n\x14ListWorkflowsRequest\"<\n\x15ListWorkflowsResponse\x12#\n\tworkflows\x18\x01 \x03(\x0b\x32\x10.ork.v1.Workflow\"%\n\x15\x44\x65leteWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse2\xc9\x02\n\x0fWorkflowService\x12O\n\x0e\x44\x65ployWorkflow\x12\x1d.ork.v1.DeployWorkflowRequest\x1a\x1e.ork.v1.DeployWorkflowResponse\x12\x46\n\x0bGetWorkflow\x12\x1a.ork.v1.GetWorkflowRequest\x1a\x1b.ork.v1.GetWorkflowResponse\x12L\n\rListWorkflows\x12\x1c.ork.v1.ListWorkflowsRequest\x1a\x1d.ork.v1.ListWorkflowsResponse\x12O\n\x0e\x44\x65leteWorkflow\x12\x1d.ork.v1.DeleteWorkflowRequest\x1a\x1e.ork.v1.DeleteWorkflowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ork/v1/workflow.proto\x12\x06ork.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08schedule\x18\x03 \x01(\t\x12#\n\x05tasks\x18\x04 \x03(\x0b\x32\x14.ork.v1.WorkflowTask\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65\x66inition_yaml\x18\x07 \x01(\t\x12%\n\x06inputs\x18\x08 \x03(\x0b\x32\x15.ork.v1.WorkflowInput\"\x9b\x01\n\rWorkflowInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06schema\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x08required\x18\x03 \x01(\x08\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xbe\x01\n\x0cWorkflowTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xecutor\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x10\n\x08parallel\x18\x04 \x01(\t\x12\x0c\n\x04\x66ile\x18\x05 \x01(\t\x12\x0f\n\x07retries\x18\x06 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\r\x12\x0f\n\x07handler\x18\x08 \x01(\t\x12\x0f\n\x07\x63ommand\x18\t \x03(\t\x12\x0e\n\x06python\x18\n \x01(\t\"\xbf\x01\n\x15\x44\x65ployWorkflowRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x37\n\x05\x66iles\x18\x03 \x03(\x0b\x32(.ork.v1.DeployWorkflowRequest.FilesEntry\x12\x10\n\x08\x62\x61se_dir\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"M\n\x16\x44\x65ployWorkflowResponse\x12\"\n\x08workflow\x18\x01 \x01(\x0b\x32\x10.ork.v1.Workflow\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"3\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"9\n\x13GetWorkflowResponse\x12\"\n\x08workflow\x18\x01 \x01(\x0b\x32\x10.ork.v1.Workflow\"\x16\n\x14ListWorkflowsRequest\"<\n\x15ListWorkflowsResponse\x12#\n\tworkflows\x18\x01 \x03(\x0b\x32\x10.ork.v1.Workflow\"%\n\x15\x44\x65leteWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteWorkflowResponse\"t\n\x0fWorkflowVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x08\"+\n\x1bListWorkflowVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x1cListWorkflowVersionsResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.ork.v1.WorkflowVersion\"8\n\x17RollbackWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\">\n\x18RollbackWorkflowResponse\x12\"\n\x08workflow\x18\x01 \x01(\x0b\x32\x10.ork.v1.Workflow2\x83\x04\n\x0fWorkflowService\x12O\n\x0e\x44\x65ployWorkflow\x12\x1d.ork.v1.DeployWorkflowRequest\x1a\x1e.ork.v1.DeployWorkflowResponse\x12\x46\n\x0bGetWorkflow\x12\x1a.ork.v1.GetWorkflowRequest\x1a\x1b.ork.v1.GetWorkflowResponse\x12L\n\rListWorkflows\x12\x1c.ork.v1.ListWorkflowsRequest\x1a\x1d.ork.v1.ListWorkflowsResponse\x12O\n\x0e\x44\x65leteWorkflow\x12\x1d.ork.v1.DeleteWorkflowRequest\x1a\x1e.ork.v1.DeleteWorkflowResponse\x12\x61\n\x14ListWorkflowVersions\x12#.ork.v1.ListWorkflowVersionsRequest\x1a$.ork.v1.ListWorkflowVersionsResponse\x12U\n\x10RollbackWorkflow\x12\x1f.ork.v1.RollbackWorkflowRequest\x1a .ork.v1.RollbackWorkflowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,23 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWTASK']._serialized_start=514
   _globals['_WORKFLOWTASK']._serialized_end=704
   _globals['_DEPLOYWORKFLOWREQUEST']._serialized_start=707
-  _globals['_DEPLOYWORKFLOWREQUEST']._serialized_end=881
-  _globals['_DEPLOYWORKFLOWREQUEST_FILESENTRY']._serialized_start=837
-  _globals['_DEPLOYWORKFLOWREQUEST_FILESENTRY']._serialized_end=881
-  _globals['_DEPLOYWORKFLOWRESPONSE']._serialized_start=883
-  _globals['_DEPLOYWORKFLOWRESPONSE']._serialized_end=960
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=962
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=1013
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=1015
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=1072
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1074
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1096
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1098
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1158
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1160
-  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1197
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1199
-  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1223
-  _globals['_WORKFLOWSERVICE']._serialized_start=1226
-  _globals['_WORKFLOWSERVICE']._serialized_end=1555
+  _globals['_DEPLOYWORKFLOWREQUEST']._serialized_end=898
+  _globals['_DEPLOYWORKFLOWREQUEST_FILESENTRY']._serialized_start=854
+  _globals['_DEPLOYWORKFLOWREQUEST_FILESENTRY']._serialized_end=898
+  _globals['_DEPLOYWORKFLOWRESPONSE']._serialized_start=900
+  _globals['_DEPLOYWORKFLOWRESPONSE']._serialized_end=977
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=979
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1030
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=1032
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=1089
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1091
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1113
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1115
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1175
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_start=1177
+  _globals['_DELETEWORKFLOWREQUEST']._serialized_end=1214
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_start=1216
+  _globals['_DELETEWORKFLOWRESPONSE']._serialized_end=1240
+  _globals['_WORKFLOWVERSION']._serialized_start=1242
+  _globals['_WORKFLOWVERSION']._serialized_end=1358
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_start=1360
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_end=1403
+  _globals['_LISTWORKFLOWVERSIONSRESPONSE']._serialized_start=1405
+  _globals['_LISTWORKFLOWVERSIONSRESPONSE']._serialized_end=1478
+  _globals['_ROLLBACKWORKFLOWREQUEST']._serialized_start=1480
+  _globals['_ROLLBACKWORKFLOWREQUEST']._serialized_end=1536
+  _globals['_ROLLBACKWORKFLOWRESPONSE']._serialized_start=1538
+  _globals['_ROLLBACKWORKFLOWRESPONSE']._serialized_end=1600
+  _globals['_WORKFLOWSERVICE']._serialized_start=1603
+  _globals['_WORKFLOWSERVICE']._serialized_end=2118
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,16 @@ class WorkflowServiceStub(object):
                 request_serializer=ork_dot_v1_dot_workflow__pb2.DeleteWorkflowRequest.SerializeToString,
                 response_deserializer=ork_dot_v1_dot_workflow__pb2.DeleteWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ListWorkflowVersions = channel.unary_unary(
+                '/ork.v1.WorkflowService/ListWorkflowVersions',
+                request_serializer=ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsRequest.SerializeToString,
+                response_deserializer=ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackWorkflow = channel.unary_unary(
+                '/ork.v1.WorkflowService/RollbackWorkflow',
+                request_serializer=ork_dot_v1_dot_workflow__pb2.RollbackWorkflowRequest.SerializeToString,
+                response_deserializer=ork_dot_v1_dot_workflow__pb2.RollbackWorkflowResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer(object):
@@ -92,6 +102,23 @@ class WorkflowServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflowVersions(self, request, context):
+        """ListWorkflowVersions lists a workflow's deployed versions, newest
+        first, with the message each was deployed with and which is current.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackWorkflow(self, request, context):
+        """RollbackWorkflow makes an earlier version current again: new runs (and
+        its schedule, `on:` triggers) use it. Runs keep the version they
+        started with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +141,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.DeleteWorkflow,
                     request_deserializer=ork_dot_v1_dot_workflow__pb2.DeleteWorkflowRequest.FromString,
                     response_serializer=ork_dot_v1_dot_workflow__pb2.DeleteWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflowVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowVersions,
+                    request_deserializer=ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsRequest.FromString,
+                    response_serializer=ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsResponse.SerializeToString,
+            ),
+            'RollbackWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackWorkflow,
+                    request_deserializer=ork_dot_v1_dot_workflow__pb2.RollbackWorkflowRequest.FromString,
+                    response_serializer=ork_dot_v1_dot_workflow__pb2.RollbackWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +262,60 @@ class WorkflowService(object):
             '/ork.v1.WorkflowService/DeleteWorkflow',
             ork_dot_v1_dot_workflow__pb2.DeleteWorkflowRequest.SerializeToString,
             ork_dot_v1_dot_workflow__pb2.DeleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ork.v1.WorkflowService/ListWorkflowVersions',
+            ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsRequest.SerializeToString,
+            ork_dot_v1_dot_workflow__pb2.ListWorkflowVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ork.v1.WorkflowService/RollbackWorkflow',
+            ork_dot_v1_dot_workflow__pb2.RollbackWorkflowRequest.SerializeToString,
+            ork_dot_v1_dot_workflow__pb2.RollbackWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,15 @@ class WorkflowServiceStub:
     """ListWorkflows returns the newest version of every workflow."""
     DeleteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.DeleteWorkflowResponse]
     """DeleteWorkflow removes a workflow; its past runs stay readable."""
+    ListWorkflowVersions: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowVersionsRequest, _workflow_pb2.ListWorkflowVersionsResponse]
+    """ListWorkflowVersions lists a workflow's deployed versions, newest
+    first, with the message each was deployed with and which is current.
+    """
+    RollbackWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.RollbackWorkflowRequest, _workflow_pb2.RollbackWorkflowResponse]
+    """RollbackWorkflow makes an earlier version current again: new runs (and
+    its schedule, `on:` triggers) use it. Runs keep the version they
+    started with.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -65,6 +74,15 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """ListWorkflows returns the newest version of every workflow."""
     DeleteWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.DeleteWorkflowRequest, _workflow_pb2.DeleteWorkflowResponse]  # type: ignore[assignment]
     """DeleteWorkflow removes a workflow; its past runs stay readable."""
+    ListWorkflowVersions: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowVersionsRequest, _workflow_pb2.ListWorkflowVersionsResponse]  # type: ignore[assignment]
+    """ListWorkflowVersions lists a workflow's deployed versions, newest
+    first, with the message each was deployed with and which is current.
+    """
+    RollbackWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.RollbackWorkflowRequest, _workflow_pb2.RollbackWorkflowResponse]  # type: ignore[assignment]
+    """RollbackWorkflow makes an earlier version current again: new runs (and
+    its schedule, `on:` triggers) use it. Runs keep the version they
+    started with.
+    """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService stores versioned workflow definitions."""
@@ -105,5 +123,26 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_pb2.DeleteWorkflowResponse, _abc.Awaitable[_workflow_pb2.DeleteWorkflowResponse]]:
         """DeleteWorkflow removes a workflow; its past runs stay readable."""
+
+    @_abc_1.abstractmethod
+    def ListWorkflowVersions(
+        self,
+        request: _workflow_pb2.ListWorkflowVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.ListWorkflowVersionsResponse, _abc.Awaitable[_workflow_pb2.ListWorkflowVersionsResponse]]:
+        """ListWorkflowVersions lists a workflow's deployed versions, newest
+        first, with the message each was deployed with and which is current.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackWorkflow(
+        self,
+        request: _workflow_pb2.RollbackWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.RollbackWorkflowResponse, _abc.Awaitable[_workflow_pb2.RollbackWorkflowResponse]]:
+        """RollbackWorkflow makes an earlier version current again: new runs (and
+        its schedule, `on:` triggers) use it. Runs keep the version they
+        started with.
+        """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
