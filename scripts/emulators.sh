@@ -5,6 +5,7 @@
 #
 # Starts, each on a free loopback port, with a bucket (container) `ork-test`:
 #   S3     moto_server (pip `moto[server]`)     ORK_TEST_S3_ENDPOINT,       ORK_TEST_S3_BUCKET
+#   ECS    the same moto (fargate tests)        ORK_TEST_MOTO_ENDPOINT
 #   Azure  azurite-blob (npm, into .tools/)     ORK_TEST_AZURITE_ENDPOINT,  ORK_TEST_AZURITE_CONTAINER
 #   GCS    fake-gcs-server (go, .tools/bin/)    ORK_TEST_GCS_ENDPOINT,      ORK_TEST_GCS_BUCKET
 # and installs whichever is missing. The command's exit status is the script's.
@@ -54,13 +55,32 @@ if ! command -v moto_server >/dev/null 2>&1; then
     python3 -m pip install --quiet 'moto[server]'
 fi
 s3_port="$(free_port)"
-moto_server -H 127.0.0.1 -p "$s3_port" >"$logs/moto.log" 2>&1 &
+# moto_server, with one correction: moto reports a task container's `cpu`
+# as a number, where the ECS API (and so the AWS SDK that parses it) has a
+# string; left alone, no RunTask or DescribeTasks response of moto parses.
+python3 - "$s3_port" >"$logs/moto.log" 2>&1 <<'PY' &
+import sys
+import moto.ecs.models as ecs
+
+_init = ecs.Container.__init__
+
+def _init_with_cpu_as_text(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    if self.cpu is not None:
+        self.cpu = str(self.cpu)
+
+ecs.Container.__init__ = _init_with_cpu_as_text
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+PY
 pids+=($!)
 wait_up moto "http://127.0.0.1:$s3_port/" "$logs/moto.log"
 # moto does not check signatures: a plain PUT creates the bucket.
 curl -sf -X PUT "http://127.0.0.1:$s3_port/ork-test" -o /dev/null
 export ORK_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port" ORK_TEST_S3_BUCKET=ork-test
-say "s3 (moto) on $ORK_TEST_S3_ENDPOINT"
+# The same moto serves ECS (and the EC2 subnets it needs) to the fargate tests.
+export ORK_TEST_MOTO_ENDPOINT="http://127.0.0.1:$s3_port"
+say "s3 and ecs (moto) on $ORK_TEST_S3_ENDPOINT"
 
 # ---- Azure Blob: azurite ----
 azurite="$tools/node_modules/.bin/azurite-blob"

@@ -201,6 +201,76 @@ pub struct ContainerOptions {
     /// Run pods on the node's network (to reach a server on the node's
     /// loopback, as in a one-machine cluster).
     pub kube_host_network: bool,
+    /// Where `fargate` tasks run.
+    pub fargate: FargateConfig,
+    /// Where `cloudrun` tasks run.
+    pub cloudrun: CloudRunConfig,
+}
+
+/// Where `executor: cloudrun` tasks run (`--cloudrun-*`). Credentials are
+/// Google's usual chain: `GOOGLE_APPLICATION_CREDENTIALS` (a service-account
+/// key), `gcloud`'s application default credentials, else the metadata
+/// server.
+#[derive(Debug, Clone, Default)]
+pub struct CloudRunConfig {
+    /// The Google Cloud project; `None` leaves the executor unconfigured.
+    pub project: Option<String>,
+    /// The region of the jobs, e.g. `europe-west1`.
+    pub region: Option<String>,
+    /// The service account the jobs run as (default: the project's).
+    pub service_account: Option<String>,
+    /// The Admin API's URL; `None` is `https://run.googleapis.com`.
+    pub endpoint: Option<String>,
+}
+
+impl CloudRunConfig {
+    /// What is missing for `cloudrun` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        (self.project.is_none() || self.region.is_none()).then(|| {
+            "start the server with --cloudrun-project PROJECT and --cloudrun-region REGION \
+             (credentials come from GOOGLE_APPLICATION_CREDENTIALS or the metadata server)"
+                .to_owned()
+        })
+    }
+}
+
+/// Where `executor: fargate` tasks run (`--fargate-*`). Credentials come
+/// from AWS's usual chain (environment, profile, web identity, container
+/// or instance role); the region from `region`, else `AWS_REGION` or the
+/// profile.
+#[derive(Debug, Clone, Default)]
+pub struct FargateConfig {
+    /// The ECS cluster; `None` leaves the executor unconfigured.
+    pub cluster: Option<String>,
+    /// VPC subnets of the tasks (at least one).
+    pub subnets: Vec<String>,
+    /// Security groups of the tasks; none means the VPC's default group.
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    pub region: Option<String>,
+    /// The ECS API's URL (a VPC endpoint, an emulator); `None` is AWS's,
+    /// or `AWS_ENDPOINT_URL_ECS`.
+    pub endpoint_url: Option<String>,
+    pub execution_role_arn: Option<String>,
+    pub task_role_arn: Option<String>,
+}
+
+impl FargateConfig {
+    /// What is missing for `fargate` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        match (&self.cluster, self.subnets.is_empty()) {
+            (None, _) => Some(
+                "start the server with --fargate-cluster NAME and --fargate-subnets ID[,ID...] \
+                 (AWS credentials and region come from the usual AWS environment)"
+                    .to_owned(),
+            ),
+            (Some(_), true) => Some(
+                "start the server with --fargate-subnets ID[,ID...]: the VPC subnets of the tasks"
+                    .to_owned(),
+            ),
+            (Some(_), false) => None,
+        }
+    }
 }
 
 /// The default `--worker-image`.
@@ -218,6 +288,8 @@ impl Default for ContainerOptions {
             kube_service_account: None,
             worker_image: DEFAULT_WORKER_IMAGE.to_owned(),
             kube_host_network: false,
+            fargate: FargateConfig::default(),
+            cloudrun: CloudRunConfig::default(),
         }
     }
 }

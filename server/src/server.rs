@@ -428,6 +428,7 @@ impl Server {
                     server_id: self.options.scheduler_id.clone(),
                     kill_grace: Duration::from_secs(15),
                     extra_env: server_name
+                        .clone()
                         .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name))
                         .into_iter()
                         .collect(),
@@ -435,9 +436,94 @@ impl Server {
                 events.clone(),
             )),
         );
-        #[cfg(not(any(feature = "docker", feature = "kubernetes")))]
-        let _ = (executors, server_url, events, containers, server_name);
+        #[cfg(feature = "fargate")]
+        match containers.fargate.missing() {
+            Some(fix) => executors.register_unavailable(ork_domain::FARGATE_EXECUTOR, fix),
+            None => {
+                let fargate = &containers.fargate;
+                executors.register(
+                    ork_domain::FARGATE_EXECUTOR,
+                    Arc::new(executor::FargateExecutor::new(
+                        executor::FargateOptions {
+                            cluster: fargate.cluster.clone().unwrap_or_default(),
+                            subnets: fargate.subnets.clone(),
+                            security_groups: fargate.security_groups.clone(),
+                            assign_public_ip: fargate.assign_public_ip,
+                            region: fargate.region.clone(),
+                            endpoint_url: fargate.endpoint_url.clone(),
+                            execution_role_arn: fargate.execution_role_arn.clone(),
+                            task_role_arn: fargate.task_role_arn.clone(),
+                            worker_image: containers.worker_image.clone(),
+                            server_url: server_url.to_owned(),
+                            server_id: self.options.scheduler_id.clone(),
+                            kill_grace: Duration::from_secs(15),
+                            extra_env: server_name
+                                .iter()
+                                .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name.clone()))
+                                .collect(),
+                        },
+                        events.clone(),
+                    )),
+                );
+            }
+        }
+        #[cfg(not(feature = "fargate"))]
+        executors.register_unavailable(
+            ork_domain::FARGATE_EXECUTOR,
+            "this ork was built without the `fargate` feature".to_owned(),
+        );
+        #[cfg(feature = "cloudrun")]
+        match (containers.cloudrun.missing(), google_credentials()) {
+            (Some(fix), _) | (None, Err(fix)) => {
+                executors.register_unavailable(ork_domain::CLOUDRUN_EXECUTOR, fix);
+            }
+            (None, Ok(auth)) => {
+                let cloudrun = &containers.cloudrun;
+                executors.register(
+                    ork_domain::CLOUDRUN_EXECUTOR,
+                    Arc::new(executor::CloudRunExecutor::new(
+                        executor::CloudRunOptions {
+                            project: cloudrun.project.clone().unwrap_or_default(),
+                            region: cloudrun.region.clone().unwrap_or_default(),
+                            endpoint: cloudrun
+                                .endpoint
+                                .clone()
+                                .unwrap_or_else(|| executor::CLOUDRUN_DEFAULT_ENDPOINT.to_owned()),
+                            auth,
+                            service_account: cloudrun.service_account.clone(),
+                            worker_image: containers.worker_image.clone(),
+                            server_url: server_url.to_owned(),
+                            extra_env: server_name
+                                .iter()
+                                .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name.clone()))
+                                .collect(),
+                        },
+                        events.clone(),
+                    )),
+                );
+            }
+        }
+        #[cfg(not(feature = "cloudrun"))]
+        executors.register_unavailable(
+            ork_domain::CLOUDRUN_EXECUTOR,
+            "this ork was built without the `cloudrun` feature".to_owned(),
+        );
+        #[cfg(not(any(feature = "docker", feature = "kubernetes", feature = "fargate")))]
+        let _ = (server_url, events, containers, server_name);
     }
+}
+
+/// Google's credential chain as object_store implements it (a
+/// service-account key in `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud`'s
+/// application default credentials, the metadata server), for the Cloud Run
+/// executor. Built from a storage client whose data calls are never used.
+#[cfg(feature = "cloudrun")]
+fn google_credentials() -> Result<executor::cloud_api::Auth, String> {
+    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name("unused")
+        .build()
+        .map(|store| executor::cloud_api::Auth::Google(store.credentials().clone()))
+        .map_err(|e| format!("cannot read Google credentials: {e}"))
 }
 
 /// gRPC and the HTTP gateway on one port: a request whose content type is

@@ -384,6 +384,17 @@ pub struct DevProcess {
 impl DevProcess {
     /// Starts `ork dev` on `port` with `data_dir` and waits until it answers.
     pub async fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, port, extra, &[]).await
+    }
+
+    /// [`DevProcess::start`] with more environment variables (a cloud SDK's
+    /// credentials and region, say).
+    pub async fn start_with_env(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let listen = format!("127.0.0.1:{port}");
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -398,6 +409,7 @@ impl DevProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -975,61 +975,94 @@ async fn supervise(
     guard.pgid = None;
     let status = status.map_err(|e| Error::io("could not wait for the task", e))?;
 
-    drain(out_reader).await;
-    let stderr_tail: Vec<String> = drain(err_reader).await.into();
-    // Logs go before the report: once the attempt is finished the server may
-    // refuse them, and readers of a finished run expect all its logs.
-    if wait_shipper(shipper).await == Shipped::Stale {
-        return Err(Error::Stale(
-            "the server refused the attempt's logs".to_owned(),
-        ));
+    if stop == Some(Stop::Interrupted) {
+        // Stopped by a signal: end promptly. The logs get a few seconds (a
+        // server that is gone would otherwise be retried for the client's
+        // whole retry window), and nothing is reported: the server retries
+        // the attempt once its heartbeats stop.
+        drain(out_reader).await;
+        drain(err_reader).await;
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, wait_shipper(shipper)).await;
+        tracing::warn!("supervisor interrupted, task stopped without a report");
+        return Ok(Outcome::Interrupted);
     }
+    // Shipping logs and reporting retry a server that does not answer for
+    // the client's retry window (10 minutes by default); a SIGTERM or SIGINT
+    // meanwhile ends the worker at once, without a report.
+    let finish = async {
+        drain(out_reader).await;
+        let stderr_tail: Vec<String> = drain(err_reader).await.into();
+        // Logs go before the report: once the attempt is finished the server may
+        // refuse them, and readers of a finished run expect all its logs.
+        if wait_shipper(shipper).await == Shipped::Stale {
+            return Err(Error::Stale(
+                "the server refused the attempt's logs".to_owned(),
+            ));
+        }
 
-    match stop {
-        Some(Stop::Cancelled) => {
-            tracing::info!("attempt cancelled by the server, not reporting");
-            Ok(Outcome::Cancelled)
-        }
-        Some(Stop::Interrupted) => {
-            tracing::warn!("supervisor interrupted, task stopped without a report");
-            Ok(Outcome::Interrupted)
-        }
-        Some(Stop::TimedOut) => {
-            let metrics = read_metrics(client, &prepared.metrics).await;
-            let error = timeout_error(spec.timeout_seconds, deadline);
-            report_failure(client, error, false, metrics).await
-        }
-        Some(Stop::Stale) | None => {
-            let output = match tokio::fs::read(&prepared.output).await {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!(
-                    "could not read the output file {}: {e}",
-                    prepared.output.display()
-                )),
-            };
-            // An SDK's full failure message (a traceback) beats the stderr tail.
-            let error_text = tokio::fs::read(&prepared.error)
-                .await
-                .ok()
-                .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
-                .filter(|t| !t.trim().is_empty());
-            let metrics = read_metrics(client, &prepared.metrics).await;
-            match judge_exit(status, &stderr_tail, error_text, output) {
-                Ok(output) => report_success(client, output, metrics).await,
-                Err((error, non_retryable)) => {
-                    // A SIGKILL the task did not ask for is most often the
-                    // kernel's out-of-memory killer inside a memory limit.
-                    let oom = status.signal() == Some(9)
-                        && matches!((oom_before, oom_kills()), (Some(a), Some(b)) if b > a);
-                    let error = if oom {
-                        format!("OOMKilled: the task ran out of its memory limit and was {error}")
-                    } else {
-                        error
-                    };
-                    report_failure(client, error, non_retryable, metrics).await
+        match stop {
+            Some(Stop::Cancelled) => {
+                tracing::info!("attempt cancelled by the server, not reporting");
+                Ok(Outcome::Cancelled)
+            }
+            Some(Stop::Interrupted) => Ok(Outcome::Interrupted),
+            Some(Stop::TimedOut) => {
+                let metrics = read_metrics(client, &prepared.metrics).await;
+                let error = timeout_error(spec.timeout_seconds, deadline);
+                report_failure(client, error, false, metrics).await
+            }
+            Some(Stop::Stale) | None => {
+                let output = match tokio::fs::read(&prepared.output).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(format!(
+                        "could not read the output file {}: {e}",
+                        prepared.output.display()
+                    )),
+                };
+                // An SDK's full failure message (a traceback) beats the stderr tail.
+                let error_text = tokio::fs::read(&prepared.error)
+                    .await
+                    .ok()
+                    .map(|b| truncate_error(&String::from_utf8_lossy(&b)))
+                    .filter(|t| !t.trim().is_empty());
+                let metrics = read_metrics(client, &prepared.metrics).await;
+                match judge_exit(status, &stderr_tail, error_text, output) {
+                    Ok(output) => report_success(client, output, metrics).await,
+                    Err((error, non_retryable)) => {
+                        // A SIGKILL the task did not ask for is most often the
+                        // kernel's out-of-memory killer inside a memory limit.
+                        let oom = status.signal() == Some(9)
+                            && matches!((oom_before, oom_kills()), (Some(a), Some(b)) if b > a);
+                        let error = if oom {
+                            format!(
+                                "OOMKilled: the task ran out of its memory limit and was {error}"
+                            )
+                        } else {
+                            error
+                        };
+                        report_failure(client, error, non_retryable, metrics).await
+                    }
                 }
             }
+        }
+    };
+    let interrupted = async {
+        match signals.as_mut() {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        outcome = finish => outcome,
+        () = interrupted => {
+            tracing::warn!("supervisor interrupted while reporting; the attempt is left to the server");
+            Ok(Outcome::Interrupted)
         }
     }
 }

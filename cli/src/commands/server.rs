@@ -306,6 +306,98 @@ pub struct ContainerArgs {
     /// Run task pods on the node's network.
     #[arg(long)]
     kube_host_network: bool,
+    #[command(flatten)]
+    fargate: FargateArgs,
+    #[command(flatten)]
+    cloudrun: CloudRunArgs,
+}
+
+/// Where `executor: cloudrun` tasks run. Credentials: GOOGLE_APPLICATION_CREDENTIALS
+/// (a service-account key) or the metadata server.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Google Cloud Run")]
+pub struct CloudRunArgs {
+    /// The Google Cloud project of `cloudrun` jobs.
+    #[arg(long, env = "ORK_CLOUDRUN_PROJECT", value_name = "PROJECT")]
+    cloudrun_project: Option<String>,
+    /// The region of the jobs, e.g. europe-west1.
+    #[arg(long, env = "ORK_CLOUDRUN_REGION", value_name = "REGION")]
+    cloudrun_region: Option<String>,
+    /// The service account the jobs run as (default: the project's).
+    #[arg(long, value_name = "EMAIL")]
+    cloudrun_service_account: Option<String>,
+    /// The Cloud Run Admin API's URL (default: https://run.googleapis.com).
+    #[arg(long, value_name = "URL")]
+    cloudrun_endpoint: Option<String>,
+}
+
+impl CloudRunArgs {
+    fn apply(self, config: &mut ork_server::options::CloudRunConfig) {
+        config.project = self.cloudrun_project.filter(|p| !p.is_empty());
+        config.region = self.cloudrun_region.filter(|r| !r.is_empty());
+        config.service_account = self.cloudrun_service_account;
+        config.endpoint = self.cloudrun_endpoint;
+    }
+}
+
+/// Where `executor: fargate` tasks run. AWS credentials and the region come
+/// from the usual AWS environment (AWS_REGION, AWS_PROFILE, roles...).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "AWS Fargate")]
+pub struct FargateArgs {
+    /// The ECS cluster of `fargate` tasks.
+    #[arg(long, env = "ORK_FARGATE_CLUSTER", value_name = "NAME")]
+    fargate_cluster: Option<String>,
+    /// VPC subnets of the tasks, comma-separated.
+    #[arg(
+        long,
+        env = "ORK_FARGATE_SUBNETS",
+        value_name = "ID,...",
+        value_delimiter = ','
+    )]
+    fargate_subnets: Vec<String>,
+    /// Security groups of the tasks, comma-separated (default: the VPC's).
+    #[arg(
+        long,
+        env = "ORK_FARGATE_SECURITY_GROUPS",
+        value_name = "ID,...",
+        value_delimiter = ','
+    )]
+    fargate_security_groups: Vec<String>,
+    /// Give tasks a public IP (a public subnet without a NAT gateway).
+    #[arg(long)]
+    fargate_assign_public_ip: bool,
+    /// The AWS region (default: AWS_REGION or the profile's).
+    #[arg(long, value_name = "REGION")]
+    fargate_region: Option<String>,
+    /// The ECS API's URL (default: AWS's, or AWS_ENDPOINT_URL_ECS).
+    #[arg(long, value_name = "URL")]
+    fargate_endpoint_url: Option<String>,
+    /// The task execution role: pulls private images, writes logs.
+    #[arg(long, value_name = "ARN")]
+    fargate_execution_role: Option<String>,
+    /// The role the tasks' code runs as.
+    #[arg(long, value_name = "ARN")]
+    fargate_task_role: Option<String>,
+}
+
+impl FargateArgs {
+    fn apply(self, config: &mut ork_server::options::FargateConfig) {
+        let given = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        config.cluster = self.fargate_cluster.filter(|c| !c.is_empty());
+        config.subnets = given(self.fargate_subnets);
+        config.security_groups = given(self.fargate_security_groups);
+        config.assign_public_ip = self.fargate_assign_public_ip;
+        config.region = self.fargate_region;
+        config.endpoint_url = self.fargate_endpoint_url;
+        config.execution_role_arn = self.fargate_execution_role;
+        config.task_role_arn = self.fargate_task_role;
+    }
 }
 
 impl ContainerArgs {
@@ -323,6 +415,8 @@ impl ContainerArgs {
             options.worker_image = image;
         }
         options.kube_host_network = self.kube_host_network;
+        self.fargate.apply(&mut options.fargate);
+        self.cloudrun.apply(&mut options.cloudrun);
     }
 }
 

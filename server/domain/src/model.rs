@@ -15,6 +15,8 @@ pub const KNOWN_EXECUTORS: &[&str] = &[
     WORKERS_EXECUTOR,
     DOCKER_EXECUTOR,
     KUBERNETES_EXECUTOR,
+    FARGATE_EXECUTOR,
+    CLOUDRUN_EXECUTOR,
 ];
 /// The executor that hands tasks to long-lived pool workers by `handler`.
 pub const WORKERS_EXECUTOR: &str = "workers";
@@ -22,8 +24,21 @@ pub const WORKERS_EXECUTOR: &str = "workers";
 pub const DOCKER_EXECUTOR: &str = "docker";
 /// The executor that runs each attempt as a Kubernetes Job.
 pub const KUBERNETES_EXECUTOR: &str = "kubernetes";
+/// The executor that runs each attempt as an ECS task on AWS Fargate.
+pub const FARGATE_EXECUTOR: &str = "fargate";
+/// The executor that runs each attempt as a Google Cloud Run job execution.
+pub const CLOUDRUN_EXECUTOR: &str = "cloudrun";
 /// Executors that run a task in its `image`.
-pub const CONTAINER_EXECUTORS: &[&str] = &[DOCKER_EXECUTOR, KUBERNETES_EXECUTOR];
+pub const CONTAINER_EXECUTORS: &[&str] = &[
+    DOCKER_EXECUTOR,
+    KUBERNETES_EXECUTOR,
+    FARGATE_EXECUTOR,
+    CLOUDRUN_EXECUTOR,
+];
+/// Container executors that pull images themselves, always (serverless
+/// platforms have no local image store): `image_pull_policy` means nothing
+/// to them.
+pub const ALWAYS_PULLING_EXECUTORS: &[&str] = &[FARGATE_EXECUTOR, CLOUDRUN_EXECUTOR];
 /// Time zone a schedule is read in when the YAML names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 /// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,
@@ -156,7 +171,7 @@ pub struct TaskDefinition {
     pub parallel: Option<Parallelism>,
     pub concurrency: Option<u32>,
     pub resources: Resources,
-    /// For `docker` and `kubernetes` tasks: the image the task runs in.
+    /// For container tasks (docker, kubernetes, serverless): the image the task runs in.
     #[serde(default)]
     pub image: Option<String>,
     /// For `docker` and `kubernetes` tasks: when the engine pulls the image.

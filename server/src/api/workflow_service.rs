@@ -98,6 +98,20 @@ impl WorkflowService for WorkflowApi {
             },
         )
         .map_err(|errors| status(ErrorKind::InvalidArgument, errors.to_string()))?;
+        let unrunnable: Vec<String> = definition
+            .tasks
+            .iter()
+            .filter_map(|task| {
+                let fix = self.ctx.executors.why_unavailable(&task.executor)?;
+                Some(format!(
+                    "{source}: task `{}`, field `executor`: this server cannot run `{}` tasks: {fix}",
+                    task.name, task.executor
+                ))
+            })
+            .collect();
+        if !unrunnable.is_empty() {
+            return Err(status(ErrorKind::InvalidArgument, unrunnable.join("\n")));
+        }
         let refused = self.ctx.secrets.allow_env().refusals(&definition);
         if !refused.is_empty() {
             let lines: Vec<String> = refused.iter().map(|r| format!("{source}: {r}")).collect();

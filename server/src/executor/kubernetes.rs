@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +29,7 @@ use kube::{Client, Config};
 use ork_domain::ImagePullPolicy;
 use tokio::sync::{OnceCell, mpsc};
 
+use super::watch::{End, Watched, Watchlist};
 use super::{Error, Execution, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
 use crate::state::{FailureKind, Fence};
 
@@ -76,19 +77,8 @@ pub struct KubernetesExecutor {
     options: KubernetesOptions,
     /// The client and namespace, made on first use, with the monitor.
     client: OnceCell<(Client, String)>,
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    events: mpsc::UnboundedSender<ExecutorEvent>,
     /// Jobs being watched, by name.
-    watched: Mutex<HashMap<String, Watched>>,
-}
-
-#[derive(Debug, Clone)]
-struct Watched {
-    fence: Fence,
-    memory: Option<String>,
+    watched: Arc<Watchlist>,
 }
 
 impl KubernetesExecutor {
@@ -96,10 +86,7 @@ impl KubernetesExecutor {
         Self {
             options,
             client: OnceCell::new(),
-            shared: Arc::new(Shared {
-                events,
-                watched: Mutex::new(HashMap::new()),
-            }),
+            watched: Arc::new(Watchlist::new(events)),
         }
     }
 
@@ -137,7 +124,7 @@ impl KubernetesExecutor {
                 tokio::spawn(monitor(
                     client.clone(),
                     namespace.clone(),
-                    self.shared.clone(),
+                    self.watched.clone(),
                 ));
                 Ok((client, namespace))
             })
@@ -251,20 +238,16 @@ impl KubernetesExecutor {
 
 /// Reads ork's Jobs and pods once a second and ends the watched attempts
 /// whose pod ended (or cannot start).
-async fn monitor(client: Client, namespace: String, shared: Arc<Shared>) {
+async fn monitor(client: Client, namespace: String, watchlist: Arc<Watchlist>) {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let selector = ListParams::default().labels(labels::TASK_RUN);
     loop {
         tokio::time::sleep(MONITOR_EVERY).await;
-        if shared.events.is_closed() {
+        if watchlist.is_closed() {
             return;
         }
-        let watched: Vec<(String, Watched)> = shared
-            .watched
-            .lock()
-            .map(|w| w.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let watched = watchlist.snapshot();
         if watched.is_empty() {
             continue;
         }
@@ -290,31 +273,12 @@ async fn monitor(client: Client, namespace: String, shared: Arc<Shared>) {
             let Some(end) = ended(job_by_name.get(&name).copied(), pod, w.memory.as_deref()) else {
                 continue;
             };
-            let removed = shared
-                .watched
-                .lock()
-                .map(|mut m| m.remove(&name).is_some())
-                .unwrap_or(false);
-            if !removed {
+            if !watchlist.end(&name, end) {
                 continue;
             }
-            let _ = shared.events.send(ExecutorEvent::Exited {
-                fence: w.fence,
-                description: end.description,
-                kind: end.kind,
-                non_retryable: end.non_retryable,
-            });
             delete_job(&jobs, &name, None).await;
         }
     }
-}
-
-/// How an attempt's Job ended, as far as the cluster tells.
-#[derive(Debug, PartialEq, Eq)]
-struct End {
-    description: String,
-    kind: FailureKind,
-    non_retryable: bool,
 }
 
 /// Whether the Job's attempt is over: its pod ended, cannot pull its image,
@@ -496,15 +460,14 @@ impl Executor for KubernetesExecutor {
                 )));
             }
         }
-        if let Ok(mut watched) = self.shared.watched.lock() {
-            watched.insert(
-                name.clone(),
-                Watched {
-                    fence: launch.fence.clone(),
-                    memory: launch.container.as_ref().and_then(|c| c.memory.clone()),
-                },
-            );
-        }
+        self.watched.watch(
+            &name,
+            Watched {
+                fence: launch.fence.clone(),
+                memory: launch.container.as_ref().and_then(|c| c.memory.clone()),
+                handle: None,
+            },
+        );
         Ok(())
     }
 
@@ -513,9 +476,7 @@ impl Executor for KubernetesExecutor {
         let execution_id = execution_id.as_str();
         let (client, namespace) = self.client().await?;
         // Whoever cancels decides the attempt's fate: no event for it.
-        if let Ok(mut watched) = self.shared.watched.lock() {
-            watched.remove(execution_id);
-        }
+        self.watched.unwatch(execution_id);
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let grace = u32::try_from(self.options.kill_grace.as_secs()).unwrap_or(30);
         delete_job(&jobs, execution_id, Some(grace)).await;
@@ -593,12 +554,14 @@ impl Executor for KubernetesExecutor {
             .flatten()
             .as_ref()
             .and_then(memory_of);
-        if let Ok(mut watched) = self.shared.watched.lock() {
-            watched.entry(execution.id.clone()).or_insert(Watched {
+        self.watched.adopt(
+            &execution.id,
+            Watched {
                 fence: execution.fence.clone(),
                 memory,
-            });
-        }
+                handle: None,
+            },
+        );
         Ok(())
     }
 }

@@ -2,7 +2,16 @@
 //! and the names derived from an attempt: written once so that the Docker
 //! and Kubernetes executors find each other's conventions the same, and so
 //! that a restarted server recognises what an earlier one started.
-#![cfg_attr(not(any(feature = "docker", feature = "kubernetes")), allow(dead_code))]
+// Each container executor uses its own part of these.
+#![cfg_attr(
+    not(all(
+        feature = "docker",
+        feature = "kubernetes",
+        feature = "fargate",
+        feature = "cloudrun"
+    )),
+    allow(dead_code)
+)]
 
 use std::collections::BTreeMap;
 

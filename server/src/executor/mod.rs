@@ -3,14 +3,21 @@
 //! launch, and kills. Executors never read the state store: the claim built
 //! the spec, and every execution is found again by its attempt's fence.
 
+#[cfg(feature = "cloudrun")]
+pub mod cloud_api;
+#[cfg(feature = "cloudrun")]
+mod cloudrun;
 #[cfg(feature = "docker")]
 mod docker;
+#[cfg(feature = "fargate")]
+mod fargate;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod labels;
 pub mod pool;
 pub mod spec;
 mod subprocess;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +29,14 @@ use ork_proto::v1;
 
 use crate::state::{FailureKind, Fence};
 
+#[cfg(feature = "cloudrun")]
+pub use cloudrun::{
+    CloudRunExecutor, CloudRunOptions, DEFAULT_ENDPOINT as CLOUDRUN_DEFAULT_ENDPOINT,
+};
 #[cfg(feature = "docker")]
 pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};
+#[cfg(feature = "fargate")]
+pub use fargate::{FargateExecutor, FargateOptions};
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesExecutor, KubernetesOptions};
 pub use pool::{PoolExecutor, PoolStats, WorkerPool};
@@ -149,11 +162,26 @@ pub trait Executor: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Executors {
     by_name: HashMap<String, Arc<dyn Executor>>,
+    /// Executors this server knows but cannot run, with the fix (server
+    /// options to pass, a feature to build with).
+    unavailable: HashMap<String, String>,
 }
 
 impl Executors {
     pub fn register(&mut self, name: &str, executor: Arc<dyn Executor>) {
+        self.unavailable.remove(name);
         self.by_name.insert(name.to_owned(), executor);
+    }
+
+    /// Marks `name` as known but not runnable here: deploying a workflow
+    /// that uses it fails, saying `fix`.
+    pub fn register_unavailable(&mut self, name: &str, fix: String) {
+        self.unavailable.insert(name.to_owned(), fix);
+    }
+
+    /// Why this server cannot run `name` tasks, if it cannot.
+    pub fn why_unavailable(&self, name: &str) -> Option<&str> {
+        self.unavailable.get(name).map(String::as_str)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {

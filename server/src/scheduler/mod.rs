@@ -214,14 +214,21 @@ impl Core {
 
     async fn dispatch(&self, claim: Claim) {
         let Some(executor) = self.executors.get(&claim.executor) else {
-            let failure = Failure {
-                kind: FailureKind::Dispatch,
-                error: format!(
+            let error = match self.executors.why_unavailable(&claim.executor) {
+                Some(fix) => format!(
+                    "task `{}`, field `executor`: this server cannot run `{}` tasks: {fix}",
+                    claim.task_name, claim.executor
+                ),
+                None => format!(
                     "task `{}`, field `executor`: this server has no executor `{}` (it has: {})",
                     claim.task_name,
                     claim.executor,
                     self.executors.names().join(", ")
                 ),
+            };
+            let failure = Failure {
+                kind: FailureKind::Dispatch,
+                error,
                 non_retryable: true,
             };
             self.fail(&claim.fence, failure).await;

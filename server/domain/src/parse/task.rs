@@ -8,9 +8,9 @@ use super::{
     unknown_field, whole,
 };
 use crate::model::{
-    CONTAINER_EXECUTORS, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS, EnvValue, FieldRef,
-    ImagePullPolicy, KNOWN_EXECUTORS, OnFailure, Parallelism, Resources, RetryBackoff,
-    TaskDefinition, WORKERS_EXECUTOR,
+    ALWAYS_PULLING_EXECUTORS, CONTAINER_EXECUTORS, DEFAULT_EXECUTOR, DEFAULT_TIMEOUT_SECONDS,
+    EnvValue, FieldRef, ImagePullPolicy, KNOWN_EXECUTORS, OnFailure, Parallelism, Resources,
+    RetryBackoff, TaskDefinition, WORKERS_EXECUTOR,
 };
 use crate::quantity;
 
@@ -331,7 +331,8 @@ pub(crate) fn parse_task<'n>(
             Some("image"),
             image_pos,
             format!(
-                "`image` is for container tasks; add `executor: docker` or `executor: kubernetes`, or remove it (this task's executor is `{}`)",
+                "`image` is for container tasks; add `executor:` one of {}, or remove it (this task's executor is `{}`)",
+                CONTAINER_EXECUTORS.join(", "),
                 def.executor
             ),
         );
@@ -342,6 +343,19 @@ pub(crate) fn parse_task<'n>(
             Some("image_pull_policy"),
             pull_policy_pos,
             "`image_pull_policy` is for container tasks (`executor: docker` or `kubernetes`); remove it",
+        );
+    }
+    if ALWAYS_PULLING_EXECUTORS.contains(&def.executor.as_str())
+        && pull_policy_pos != Pos::default()
+    {
+        errors.push(
+            task,
+            Some("image_pull_policy"),
+            pull_policy_pos,
+            format!(
+                "`{}` always pulls the image from its registry; remove `image_pull_policy` (it is for `docker` and `kubernetes` tasks)",
+                def.executor
+            ),
         );
     }
     if def.executor == WORKERS_EXECUTOR && def.handler.is_none() && handler_pos == Pos::default() {
