@@ -3,10 +3,15 @@
 //! table to `BENCHMARKS.md`.
 //!
 //! ```text
-//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h] [--sustained]
+//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i] [--sustained]
+//! scripts/bench.sh --peers [--store sqlite|postgres|both]
 //! ```
+//!
+//! `--peers` runs only the side-by-side comparison with a Temporal dev server
+//! (`peers.rs`) and rewrites only its own block of BENCHMARKS.md.
 
 mod client;
+mod peers;
 mod report;
 mod scenarios;
 mod server;
@@ -33,7 +38,9 @@ struct Args {
     quick: bool,
     /// Scenarios to run, from a (one task), b (chains), c (fan-outs, which
     /// also measures d, CPU), e (memory), f (worker calls), g (sustained),
-    /// h (what authentication costs a small call).
+    /// h (what authentication costs a small call), i (a 100,000-item
+    /// `for_each`: memory while pending, then completion; not in the default
+    /// set: it takes minutes).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f,h")]
     scenarios: Vec<String>,
     /// Adds g: 60 s of back-to-back chains and fan-outs, in 10 s windows.
@@ -48,6 +55,14 @@ struct Args {
     /// Python with the ork SDK installed, for the Python chain.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Runs only the comparison with a Temporal dev server (chain of 40 and
+    /// 1,000 tasks at once, Python workers) and writes only its block.
+    #[arg(long)]
+    peers: bool,
+    /// A virtualenv holding `temporalio` and the `temporal` CLI
+    /// (`scripts/bench.sh --peers` installs them there).
+    #[arg(long)]
+    peer_venv: Option<PathBuf>,
     /// Where to write the table (between its markers); `-` writes nowhere.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -121,6 +136,23 @@ async fn main() -> anyhow::Result<()> {
         postgres_url: args.postgres_url,
     };
 
+    let output = args.output.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    if args.peers {
+        let venv = args
+            .peer_venv
+            .unwrap_or_else(|| root.join(".tools/venv-peers"));
+        let tools = peers::PeerTools::in_venv(&venv, &root.join("bench"));
+        eprintln!("bench: peers ...");
+        let results = peers::compare(&setup, &stores, &python, &tools).await?;
+        let block = peers::render(&results, &stores, &report::Meta::collect(&root, args.quick));
+        println!("{block}");
+        if output.as_os_str() != "-" {
+            report::write_block(&output, peers::BEGIN, peers::END, &block)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
+        return Ok(());
+    }
+
     let mut results: Vec<(Store, Outcome)> = Vec::new();
     for store in stores {
         let ctx = Ctx {
@@ -165,6 +197,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        if has("i") {
+            step(
+                store,
+                "i: 100,000-item for_each",
+                scenarios::big_for_each(&ctx, &mut out),
+            )
+            .await?;
+        }
         if has("f") {
             step(
                 store,
@@ -189,7 +229,6 @@ async fn main() -> anyhow::Result<()> {
 
     let table = report::render(&results, &report::Meta::collect(&root, args.quick));
     println!("{table}");
-    let output = args.output.unwrap_or_else(|| root.join("BENCHMARKS.md"));
     if output.as_os_str() != "-" {
         report::write(&output, &table)?;
         eprintln!("bench: wrote {}", output.display());
