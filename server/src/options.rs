@@ -205,6 +205,56 @@ pub struct ContainerOptions {
     pub fargate: FargateConfig,
     /// Where `cloudrun` tasks run.
     pub cloudrun: CloudRunConfig,
+    /// Where `containerapp` tasks run.
+    pub containerapp: ContainerAppConfig,
+}
+
+/// Where `executor: containerapp` tasks run (`--containerapp-*`).
+/// Credentials: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+/// `AZURE_CLIENT_SECRET` (a service principal), else the managed identity
+/// endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerAppConfig {
+    /// The Azure subscription id; `None` leaves the executor unconfigured.
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    /// The Container Apps managed environment's resource id.
+    pub environment: Option<String>,
+    /// The jobs' region, e.g. `westeurope`.
+    pub region: Option<String>,
+    /// Resource Manager's URL; `None` is `https://management.azure.com`.
+    pub endpoint: Option<String>,
+}
+
+impl ContainerAppConfig {
+    /// What is missing for `containerapp` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (
+                self.subscription.is_none(),
+                "--containerapp-subscription ID",
+            ),
+            (
+                self.resource_group.is_none(),
+                "--containerapp-resource-group NAME",
+            ),
+            (
+                self.environment.is_none(),
+                "--containerapp-environment RESOURCE_ID",
+            ),
+            (self.region.is_none(), "--containerapp-region REGION"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, option)| missing.then_some(option))
+        .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "start the server with {} (credentials come from AZURE_TENANT_ID, \
+                 AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or the managed identity endpoint)",
+                missing.join(" and ")
+            )
+        })
+    }
 }
 
 /// Where `executor: cloudrun` tasks run (`--cloudrun-*`). Credentials are
@@ -290,6 +340,7 @@ impl Default for ContainerOptions {
             kube_host_network: false,
             fargate: FargateConfig::default(),
             cloudrun: CloudRunConfig::default(),
+            containerapp: ContainerAppConfig::default(),
         }
     }
 }
