@@ -430,6 +430,40 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn containerapp_options_missing_name_every_option_to_pass() {
+        let fix = ContainerAppConfig::default()
+            .missing()
+            .expect("unconfigured");
+        for option in [
+            "--containerapp-subscription",
+            "--containerapp-resource-group",
+            "--containerapp-environment",
+            "--containerapp-region",
+            "AZURE_CLIENT_SECRET",
+        ] {
+            assert!(fix.contains(option), "{option} in {fix}");
+        }
+        let partial = ContainerAppConfig {
+            subscription: Some("sub".into()),
+            resource_group: Some("rg".into()),
+            ..ContainerAppConfig::default()
+        };
+        let fix = partial.missing().expect("still missing two");
+        assert!(!fix.contains("--containerapp-subscription"), "{fix}");
+        assert!(
+            fix.contains("--containerapp-environment RESOURCE_ID and --containerapp-region REGION"),
+            "{fix}"
+        );
+        let full = ContainerAppConfig {
+            environment: Some("/subscriptions/sub/...".into()),
+            region: Some("westeurope".into()),
+            ..partial
+        };
+        assert_eq!(full.missing(), None);
+    }
+
     use super::*;
 
     #[test]
