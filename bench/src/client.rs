@@ -246,7 +246,6 @@ pub struct RustWorker {
 
 impl RustWorker {
     pub async fn start(server: &ServerProc, name: &str, slots: u32) -> anyhow::Result<Self> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let mut worker = Worker::new(server.url.clone()).connect_options(ConnectOptions::default());
         if let Some(token) = &server.worker_token {
             worker = worker.token(token.clone());
@@ -257,6 +256,27 @@ impl RustWorker {
                 Ok::<_, TaskError>(serde_json::Value::Null)
             },
         ));
+        Ok(Self::spawn(worker))
+    }
+
+    /// A worker serving only `list`, whose output is `{"items": [0, 1, ..,
+    /// items - 1]}`: the source of a `for_each` of `items` instances.
+    pub async fn start_lister(server: &ServerProc, items: u32) -> anyhow::Result<Self> {
+        let mut worker = Worker::new(server.url.clone()).connect_options(ConnectOptions::default());
+        if let Some(token) = &server.worker_token {
+            worker = worker.token(token.clone());
+        }
+        let worker = worker.name("bench-list").slots(1).task(task(
+            "list",
+            move |_ctx: Context, _input: serde_json::Value| async move {
+                Ok::<_, TaskError>(serde_json::json!({ "items": (0..items).collect::<Vec<u32>>() }))
+            },
+        ));
+        Ok(Self::spawn(worker))
+    }
+
+    fn spawn(worker: Worker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             let _ = worker
                 .run(async {
@@ -264,7 +284,7 @@ impl RustWorker {
                 })
                 .await;
         });
-        Ok(Self { stop, handle })
+        Self { stop, handle }
     }
 
     pub async fn stop(self) {
@@ -291,7 +311,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 def noop(input):
     return None
 
-ork.Worker(tasks=[noop], server=sys.argv[1], slots=4, name="bench-py").run()
+ork.Worker(tasks=[noop], server=sys.argv[1], slots=int(sys.argv[2]), name="bench-py").run()
 "#;
 
 /// A Python pool worker (`sdks/python`) serving `noop`, as a child process.
@@ -323,12 +343,18 @@ impl PythonWorker {
         }
     }
 
-    pub async fn start(python: &Path, server: &ServerProc, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        python: &Path,
+        server: &ServerProc,
+        dir: &Path,
+        slots: u32,
+    ) -> anyhow::Result<Self> {
         let script = dir.join("bench_py_worker.py");
         std::fs::write(&script, PY_WORKER)?;
         let mut child = tokio::process::Command::new(python)
             .arg(&script)
             .arg(&server.url)
+            .arg(slots.to_string())
             .env(
                 "ORK_TOKEN",
                 server.worker_token.as_deref().unwrap_or_default(),

@@ -3,11 +3,16 @@
 //! table to `BENCHMARKS.md`.
 //!
 //! ```text
-//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i] [--sustained]
+//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i,j] [--sustained]
+//! scripts/bench.sh --peers [--store sqlite|postgres|both]
 //! ```
+//!
+//! `--peers` runs only the side-by-side comparison with a Temporal dev server
+//! (`peers.rs`) and rewrites only its own block of BENCHMARKS.md.
 
 mod client;
 mod history;
+mod peers;
 mod report;
 mod scenarios;
 mod server;
@@ -34,11 +39,13 @@ struct Args {
     quick: bool,
     /// Scenarios to run, from a (one task), b (chains), c (fan-outs, which
     /// also measures d, CPU), e (memory), f (worker calls), g (sustained),
-    /// h (what authentication costs a small call), i (run history at
-    /// 1,000,000 seeded runs; not in the default set, it takes minutes).
+    /// h (what authentication costs a small call), i (a 100,000-item
+    /// `for_each`: memory while pending, then completion), j (run history
+    /// at 1,000,000 seeded runs); i and j are not in the default set: they
+    /// take minutes.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f,h")]
     scenarios: Vec<String>,
-    /// Runs seeded for i.
+    /// Runs seeded for j.
     #[arg(long, default_value_t = 1_000_000)]
     history_runs: u64,
     /// Adds g: 60 s of back-to-back chains and fan-outs, in 10 s windows.
@@ -53,6 +60,14 @@ struct Args {
     /// Python with the ork SDK installed, for the Python chain.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Runs only the comparison with a Temporal dev server (chain of 40 and
+    /// 1,000 tasks at once, Python workers) and writes only its block.
+    #[arg(long)]
+    peers: bool,
+    /// A virtualenv holding `temporalio` and the `temporal` CLI
+    /// (`scripts/bench.sh --peers` installs them there).
+    #[arg(long)]
+    peer_venv: Option<PathBuf>,
     /// Where to write the table (between its markers); `-` writes nowhere.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -126,6 +141,23 @@ async fn main() -> anyhow::Result<()> {
         postgres_url: args.postgres_url,
     };
 
+    let output = args.output.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    if args.peers {
+        let venv = args
+            .peer_venv
+            .unwrap_or_else(|| root.join(".tools/venv-peers"));
+        let tools = peers::PeerTools::in_venv(&venv, &root.join("bench"));
+        eprintln!("bench: peers ...");
+        let results = peers::compare(&setup, &stores, &python, &tools).await?;
+        let block = peers::render(&results, &stores, &report::Meta::collect(&root, args.quick));
+        println!("{block}");
+        if output.as_os_str() != "-" {
+            report::write_block(&output, peers::BEGIN, peers::END, &block)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
+        return Ok(());
+    }
+
     let mut results: Vec<(Store, Outcome)> = Vec::new();
     let mut history = Vec::new();
     for store in stores {
@@ -171,6 +203,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        if has("i") {
+            step(
+                store,
+                "i: 100,000-item for_each",
+                scenarios::big_for_each(&ctx, &mut out),
+            )
+            .await?;
+        }
         if has("f") {
             step(
                 store,
@@ -190,14 +230,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
-        if has("i") {
-            eprintln!("bench: {} i: run history ...", store.label());
+        if has("j") {
+            eprintln!("bench: {} j: run history ...", store.label());
             let t0 = std::time::Instant::now();
             let r = history::run_history(&ctx, args.history_runs)
                 .await
-                .with_context(|| format!("{} i: run history", store.label()))?;
+                .with_context(|| format!("{} j: run history", store.label()))?;
             eprintln!(
-                "bench: {} i: run history done in {:.1} s",
+                "bench: {} j: run history done in {:.1} s",
                 store.label(),
                 t0.elapsed().as_secs_f64()
             );
@@ -206,10 +246,9 @@ async fn main() -> anyhow::Result<()> {
         results.push((store, out));
     }
 
-    let output = args.output.unwrap_or_else(|| root.join("BENCHMARKS.md"));
-    // The main table only when a scenario of it ran, so `--scenarios i`
+    // The main table only when a scenario of it ran, so `--scenarios j`
     // leaves it as it was.
-    if wanted.iter().any(|s| s != "i") {
+    if wanted.iter().any(|s| s != "j") {
         let table = report::render(&results, &report::Meta::collect(&root, args.quick));
         println!("{table}");
         if output.as_os_str() != "-" {

@@ -52,6 +52,24 @@ impl Meta {
             mode: if quick { "quick (--quick)" } else { "full" },
         }
     }
+
+    /// "CPU, commit C, date": for blocks that say where they were taken.
+    pub fn describe(&self) -> String {
+        format!(
+            "**{}**, commit **{}**, {}",
+            self.cpu, self.commit, self.date
+        )
+    }
+
+    #[cfg(test)]
+    pub fn fixed() -> Self {
+        Self {
+            cpu: "CPU × 2".to_owned(),
+            commit: "abc1234".to_owned(),
+            date: "2026-01-01 00:00 UTC".to_owned(),
+            mode: "full",
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -257,6 +275,31 @@ const ROWS: &[Row] = &[
         2,
     ),
     row(
+        "i.kb",
+        "(i) 100,000-item `for_each`, no workers until all are pending",
+        "server RSS growth per pending task (KB)",
+        "≤ 1",
+        Goal::AtMost(1.0),
+        2,
+    ),
+    row(
+        "i.expand",
+        "",
+        "start → all 100,000 pending in the database (s)",
+        "",
+        Goal::None,
+        1,
+    ),
+    row(
+        "i.tps",
+        "",
+        "then, with 4 workers × 64 slots: tasks/s to the run's end",
+        "completes",
+        Goal::None,
+        0,
+    ),
+    row("i.rss", "", "server RSS at the end (MB)", "", Goal::None, 0),
+    row(
         "f.heartbeats",
         "(f) 1,000 running attempts, 64 concurrent callers",
         "heartbeats/s",
@@ -415,17 +458,24 @@ pub fn render(results: &[(Store, Outcome)], meta: &Meta) -> String {
 
 /// Replaces the generated block of `path`, keeping what is written around it.
 pub fn write(path: &Path, table: &str) -> anyhow::Result<()> {
+    write_block(path, BEGIN, END, table)
+}
+
+/// Replaces the block between `begin` and `end` in `path` with `block`
+/// (which holds its own markers); appends it when the file has none.
+pub fn write_block(path: &Path, begin: &str, end: &str, block: &str) -> anyhow::Result<()> {
     let current = std::fs::read_to_string(path).unwrap_or_default();
-    let updated = match (current.find(BEGIN), current.find(END)) {
+    let updated = match (current.find(begin), current.find(end)) {
         (Some(b), Some(e)) if b < e => format!(
             "{}{}{}",
             &current[..b],
-            table,
-            &current[e + END.len()..].trim_start_matches('\n')
+            block,
+            &current[e + end.len()..].trim_start_matches('\n')
         ),
-        _ => format!(
-            "# Benchmarks\n\nRun with `scripts/bench.sh` (see `--help`); the block below is rewritten by each run.\n\n{table}"
+        _ if current.is_empty() => format!(
+            "# Benchmarks\n\nRun with `scripts/bench.sh` (see `--help`); the block below is rewritten by each run.\n\n{block}"
         ),
+        _ => format!("{}\n\n{block}", current.trim_end()),
     };
     std::fs::write(path, updated)?;
     Ok(())

@@ -54,6 +54,9 @@ pub struct ServerProc {
     pub admin_token: Option<String>,
     /// A worker token for the pool workers and raw sessions.
     pub worker_token: Option<String>,
+    /// The state store's URL (the SQLite file or the PostgreSQL database),
+    /// for the scenarios that count rows without asking the server.
+    pub state_url: String,
     child: Child,
     dir: tempfile::TempDir,
     database: Option<(String, String)>,
@@ -68,6 +71,16 @@ impl ServerProc {
     }
 
     pub async fn start_with(setup: &Setup, store: Store, auth: Auth) -> anyhow::Result<Self> {
+        Self::start_args(setup, store, auth, &[]).await
+    }
+
+    /// A server with `extra` arguments after the harness's own.
+    pub async fn start_args(
+        setup: &Setup,
+        store: Store,
+        auth: Auth,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut database = None;
         let state_url = match store {
@@ -120,6 +133,7 @@ impl ServerProc {
             // The harness starts runs as fast as it can; the per-token rate
             // limit is a policy, not a cost, so it is lifted.
             .args(["--start-run-rate", "0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -134,6 +148,7 @@ impl ServerProc {
             pid,
             admin_token: None,
             worker_token: None,
+            state_url,
             child,
             dir,
             database,
@@ -194,6 +209,33 @@ impl ServerProc {
         Ok(kb * 1024)
     }
 
+    /// Task runs of `run` in `status`, counted in the database itself (a
+    /// GetRun of a large run would grow the server's memory it measures).
+    pub async fn count_task_runs(&self, run: &str, status: &str) -> anyhow::Result<i64> {
+        const SQL_SQLITE: &str = "SELECT COUNT(*) FROM task_runs WHERE run_id = ? AND status = ?";
+        const SQL_PG: &str = "SELECT COUNT(*) FROM task_runs WHERE run_id = $1 AND status = $2";
+        if self.state_url.starts_with("sqlite:") {
+            let url = format!("{}?mode=ro", self.state_url);
+            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+            let n: i64 = sqlx::query_scalar(SQL_SQLITE)
+                .bind(run)
+                .bind(status)
+                .fetch_one(&mut conn)
+                .await?;
+            conn.close().await?;
+            Ok(n)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.state_url).await?;
+            let n: i64 = sqlx::query_scalar(SQL_PG)
+                .bind(run)
+                .bind(status)
+                .fetch_one(&mut conn)
+                .await?;
+            conn.close().await?;
+            Ok(n)
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -226,7 +268,7 @@ fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

@@ -205,6 +205,56 @@ pub struct ContainerOptions {
     pub fargate: FargateConfig,
     /// Where `cloudrun` tasks run.
     pub cloudrun: CloudRunConfig,
+    /// Where `containerapp` tasks run.
+    pub containerapp: ContainerAppConfig,
+}
+
+/// Where `executor: containerapp` tasks run (`--containerapp-*`).
+/// Credentials: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+/// `AZURE_CLIENT_SECRET` (a service principal), else the managed identity
+/// endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerAppConfig {
+    /// The Azure subscription id; `None` leaves the executor unconfigured.
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    /// The Container Apps managed environment's resource id.
+    pub environment: Option<String>,
+    /// The jobs' region, e.g. `westeurope`.
+    pub region: Option<String>,
+    /// Resource Manager's URL; `None` is `https://management.azure.com`.
+    pub endpoint: Option<String>,
+}
+
+impl ContainerAppConfig {
+    /// What is missing for `containerapp` tasks to run, as a fix to apply.
+    pub fn missing(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (
+                self.subscription.is_none(),
+                "--containerapp-subscription ID",
+            ),
+            (
+                self.resource_group.is_none(),
+                "--containerapp-resource-group NAME",
+            ),
+            (
+                self.environment.is_none(),
+                "--containerapp-environment RESOURCE_ID",
+            ),
+            (self.region.is_none(), "--containerapp-region REGION"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, option)| missing.then_some(option))
+        .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "start the server with {} (credentials come from AZURE_TENANT_ID, \
+                 AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or the managed identity endpoint)",
+                missing.join(" and ")
+            )
+        })
+    }
 }
 
 /// Where `executor: cloudrun` tasks run (`--cloudrun-*`). Credentials are
@@ -290,6 +340,7 @@ impl Default for ContainerOptions {
             kube_host_network: false,
             fargate: FargateConfig::default(),
             cloudrun: CloudRunConfig::default(),
+            containerapp: ContainerAppConfig::default(),
         }
     }
 }
@@ -379,6 +430,40 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn containerapp_options_missing_name_every_option_to_pass() {
+        let fix = ContainerAppConfig::default()
+            .missing()
+            .expect("unconfigured");
+        for option in [
+            "--containerapp-subscription",
+            "--containerapp-resource-group",
+            "--containerapp-environment",
+            "--containerapp-region",
+            "AZURE_CLIENT_SECRET",
+        ] {
+            assert!(fix.contains(option), "{option} in {fix}");
+        }
+        let partial = ContainerAppConfig {
+            subscription: Some("sub".into()),
+            resource_group: Some("rg".into()),
+            ..ContainerAppConfig::default()
+        };
+        let fix = partial.missing().expect("still missing two");
+        assert!(!fix.contains("--containerapp-subscription"), "{fix}");
+        assert!(
+            fix.contains("--containerapp-environment RESOURCE_ID and --containerapp-region REGION"),
+            "{fix}"
+        );
+        let full = ContainerAppConfig {
+            environment: Some("/subscriptions/sub/...".into()),
+            region: Some("westeurope".into()),
+            ..partial
+        };
+        assert_eq!(full.missing(), None);
+    }
+
     use super::*;
 
     #[test]

@@ -508,6 +508,57 @@ impl Server {
             ork_domain::CLOUDRUN_EXECUTOR,
             "this ork was built without the `cloudrun` feature".to_owned(),
         );
+        #[cfg(feature = "containerapp")]
+        match (
+            containers.containerapp.missing(),
+            executor::cloud_api::AzureCredential::from_env(),
+        ) {
+            (Some(fix), _) => {
+                executors.register_unavailable(ork_domain::CONTAINERAPP_EXECUTOR, fix);
+            }
+            (None, None) => executors.register_unavailable(
+                ork_domain::CONTAINERAPP_EXECUTOR,
+                "set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (a service \
+                 principal) for the server, or run it where the managed identity endpoint \
+                 (IDENTITY_ENDPOINT, IDENTITY_HEADER) is available"
+                    .to_owned(),
+            ),
+            (None, Some(credential)) => {
+                let config = &containers.containerapp;
+                executors.register(
+                    ork_domain::CONTAINERAPP_EXECUTOR,
+                    Arc::new(executor::ContainerAppExecutor::new(
+                        executor::ContainerAppOptions {
+                            subscription: config.subscription.clone().unwrap_or_default(),
+                            resource_group: config.resource_group.clone().unwrap_or_default(),
+                            environment: config.environment.clone().unwrap_or_default(),
+                            region: config.region.clone().unwrap_or_default(),
+                            endpoint: config.endpoint.clone().unwrap_or_else(|| {
+                                executor::CONTAINERAPP_DEFAULT_ENDPOINT.to_owned()
+                            }),
+                            auth: executor::cloud_api::Auth::Azure(Arc::new(
+                                executor::cloud_api::AzureToken::new(
+                                    credential,
+                                    executor::ARM_RESOURCE,
+                                ),
+                            )),
+                            worker_image: containers.worker_image.clone(),
+                            server_url: server_url.to_owned(),
+                            extra_env: server_name
+                                .iter()
+                                .map(|name| ("ORK_TLS_SERVER_NAME".to_owned(), name.clone()))
+                                .collect(),
+                        },
+                        events.clone(),
+                    )),
+                );
+            }
+        }
+        #[cfg(not(feature = "containerapp"))]
+        executors.register_unavailable(
+            ork_domain::CONTAINERAPP_EXECUTOR,
+            "this ork was built without the `containerapp` feature".to_owned(),
+        );
         #[cfg(not(any(feature = "docker", feature = "kubernetes", feature = "fargate")))]
         let _ = (server_url, events, containers, server_name);
     }

@@ -427,11 +427,12 @@ impl DevProcess {
     pub async fn start_in(cwd: &Path, port: u16, args: &[&str]) -> Self {
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = std::fs::File::create(cwd.join(format!("ork-{n}.log")))
+        let log_path = cwd.join(format!("ork-{n}.log"));
+        let log = std::fs::File::create(&log_path)
             .ok()
             .map(Stdio::from)
             .unwrap_or_else(Stdio::null);
-        let child = Command::new(binary("ork"))
+        let mut child = Command::new(binary("ork"))
             .args(args)
             .current_dir(cwd)
             .env("RUST_LOG", "info")
@@ -442,6 +443,25 @@ impl DevProcess {
             .expect("spawn ork");
         let url = format!("http://127.0.0.1:{port}");
         let _ = Clients::connect(&url).await;
+        // `ork dev FILE…` answers before it has deployed its files (it
+        // deploys to itself as a client): wait, as a user would, until it
+        // has announced every one.
+        let files = args
+            .iter()
+            .filter(|a| a.ends_with(".yaml") || a.ends_with(".yml"))
+            .count();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while files > 0 && Instant::now() < deadline {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let announced = text
+                .lines()
+                .filter(|l| l.starts_with("deployed ") || l.contains(" unchanged (version "))
+                .count();
+            if announced >= files || matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Self { child, url }
     }
 

@@ -310,6 +310,42 @@ pub struct ContainerArgs {
     fargate: FargateArgs,
     #[command(flatten)]
     cloudrun: CloudRunArgs,
+    #[command(flatten)]
+    containerapp: ContainerAppArgs,
+}
+
+/// Where `executor: containerapp` tasks run. Credentials: AZURE_TENANT_ID,
+/// AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or the managed identity endpoint.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Azure Container Apps")]
+pub struct ContainerAppArgs {
+    /// The Azure subscription id of `containerapp` jobs.
+    #[arg(long, env = "ORK_CONTAINERAPP_SUBSCRIPTION", value_name = "ID")]
+    containerapp_subscription: Option<String>,
+    /// The resource group of the jobs.
+    #[arg(long, env = "ORK_CONTAINERAPP_RESOURCE_GROUP", value_name = "NAME")]
+    containerapp_resource_group: Option<String>,
+    /// The resource id of the Container Apps managed environment the jobs
+    /// run in.
+    #[arg(long, env = "ORK_CONTAINERAPP_ENVIRONMENT", value_name = "RESOURCE_ID")]
+    containerapp_environment: Option<String>,
+    /// The region of the jobs, e.g. westeurope.
+    #[arg(long, env = "ORK_CONTAINERAPP_REGION", value_name = "REGION")]
+    containerapp_region: Option<String>,
+    /// Azure Resource Manager's URL (default: https://management.azure.com).
+    #[arg(long, value_name = "URL")]
+    containerapp_endpoint: Option<String>,
+}
+
+impl ContainerAppArgs {
+    fn apply(self, config: &mut ork_server::options::ContainerAppConfig) {
+        let given = |v: Option<String>| v.filter(|v| !v.is_empty());
+        config.subscription = given(self.containerapp_subscription);
+        config.resource_group = given(self.containerapp_resource_group);
+        config.environment = given(self.containerapp_environment);
+        config.region = given(self.containerapp_region);
+        config.endpoint = self.containerapp_endpoint;
+    }
 }
 
 /// Where `executor: cloudrun` tasks run. Credentials: GOOGLE_APPLICATION_CREDENTIALS
@@ -417,6 +453,7 @@ impl ContainerArgs {
         options.kube_host_network = self.kube_host_network;
         self.fargate.apply(&mut options.fargate);
         self.cloudrun.apply(&mut options.cloudrun);
+        self.containerapp.apply(&mut options.containerapp);
     }
 }
 

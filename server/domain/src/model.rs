@@ -17,6 +17,7 @@ pub const KNOWN_EXECUTORS: &[&str] = &[
     KUBERNETES_EXECUTOR,
     FARGATE_EXECUTOR,
     CLOUDRUN_EXECUTOR,
+    CONTAINERAPP_EXECUTOR,
 ];
 /// The executor that hands tasks to long-lived pool workers by `handler`.
 pub const WORKERS_EXECUTOR: &str = "workers";
@@ -28,17 +29,22 @@ pub const KUBERNETES_EXECUTOR: &str = "kubernetes";
 pub const FARGATE_EXECUTOR: &str = "fargate";
 /// The executor that runs each attempt as a Google Cloud Run job execution.
 pub const CLOUDRUN_EXECUTOR: &str = "cloudrun";
+/// The executor that runs each attempt as an Azure Container Apps job
+/// execution.
+pub const CONTAINERAPP_EXECUTOR: &str = "containerapp";
 /// Executors that run a task in its `image`.
 pub const CONTAINER_EXECUTORS: &[&str] = &[
     DOCKER_EXECUTOR,
     KUBERNETES_EXECUTOR,
     FARGATE_EXECUTOR,
     CLOUDRUN_EXECUTOR,
+    CONTAINERAPP_EXECUTOR,
 ];
 /// Container executors that pull images themselves, always (serverless
 /// platforms have no local image store): `image_pull_policy` means nothing
 /// to them.
-pub const ALWAYS_PULLING_EXECUTORS: &[&str] = &[FARGATE_EXECUTOR, CLOUDRUN_EXECUTOR];
+pub const ALWAYS_PULLING_EXECUTORS: &[&str] =
+    &[FARGATE_EXECUTOR, CLOUDRUN_EXECUTOR, CONTAINERAPP_EXECUTOR];
 /// Time zone a schedule is read in when the YAML names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 /// Cap on an exponential retry delay when `retry_max_delay_seconds` is not set,

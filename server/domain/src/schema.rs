@@ -91,7 +91,7 @@ pub fn workflow_json_schema() -> Value {
                         "description": "The interpreter of `.py` task files, e.g. `.venv/bin/python` (relative to the workflow file) or `python3.12` (on PATH).",
                     },
                     "executor": {"enum": KNOWN_EXECUTORS, "description": "`executor` of tasks that name none."},
-                    "image": {"type": "string", "description": "`image` of container tasks (`docker`, `kubernetes`, `fargate`, `cloudrun`) that name none."},
+                    "image": {"type": "string", "description": "`image` of container tasks (`docker`, `kubernetes`, `fargate`, `cloudrun`, `containerapp`) that name none."},
                     "resources": merge(&resources_schema(&count), json!({"description": "Each of `cpu`, `memory`, `gpu` for tasks that do not set it."})),
                 },
             },
@@ -205,7 +205,7 @@ fn task_schema(name: &Value, field_ref: &Value, count: &Value, positive: &Value)
     // Added apart: one `json!` this big exceeds the macro's recursion limit.
     schema["properties"]["image"] = json!({
         "type": "string",
-        "description": "For container tasks (`docker`, `kubernetes`, `fargate`, `cloudrun`): the container image the task runs in.",
+        "description": "For container tasks (`docker`, `kubernetes`, `fargate`, `cloudrun`, `containerapp`): the container image the task runs in.",
         "examples": ["python:3.12-slim"],
     });
     schema["properties"]["image_pull_policy"] = json!({

@@ -6,10 +6,10 @@
 //! that are safe to repeat (a repeated "run" could start a second
 //! execution). Over object_store's HTTP client, so no second HTTP stack.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use http::Method;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use object_store::ClientOptions;
 use object_store::client::{
@@ -17,6 +17,8 @@ use object_store::client::{
 };
 use object_store::gcp::GcpCredentialProvider;
 use serde_json::Value;
+
+pub use http::{HeaderMap, Method};
 
 /// Largest JSON document read from an API; an error body is cut shorter.
 const MAX_JSON: usize = 8 << 20;
@@ -35,6 +37,140 @@ pub enum Auth {
     Google(GcpCredentialProvider),
     /// A token given as is.
     Bearer(String),
+    /// An Azure Resource Manager token: a service principal's client
+    /// secret, else the managed identity endpoint; cached until shortly
+    /// before it expires.
+    Azure(Arc<AzureToken>),
+}
+
+/// Where Azure tokens for Resource Manager come from.
+#[derive(Debug, Clone)]
+pub enum AzureCredential {
+    /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`:
+    /// the OAuth client-credentials grant at `authority`
+    /// (`https://login.microsoftonline.com` unless `AZURE_AUTHORITY_HOST`).
+    ClientSecret {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        secret: String,
+    },
+    /// `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, as App Service, Functions
+    /// and Container Apps provide them.
+    ManagedIdentity { endpoint: String, header: String },
+}
+
+impl AzureCredential {
+    /// From the environment: a client secret if all three variables are
+    /// set, else the managed identity endpoint; `None` if neither.
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let (Some(tenant), Some(client_id), Some(secret)) = (
+            var("AZURE_TENANT_ID"),
+            var("AZURE_CLIENT_ID"),
+            var("AZURE_CLIENT_SECRET"),
+        ) {
+            let authority = var("AZURE_AUTHORITY_HOST")
+                .unwrap_or_else(|| "https://login.microsoftonline.com".to_owned());
+            return Some(Self::ClientSecret {
+                authority: authority.trim_end_matches('/').to_owned(),
+                tenant,
+                client_id,
+                secret,
+            });
+        }
+        Some(Self::ManagedIdentity {
+            endpoint: var("IDENTITY_ENDPOINT")?,
+            header: var("IDENTITY_HEADER")?,
+        })
+    }
+}
+
+/// An Azure credential and its cached token.
+#[derive(Debug)]
+pub struct AzureToken {
+    credential: AzureCredential,
+    /// The resource the token is for, e.g. `https://management.azure.com/`.
+    resource: String,
+    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl AzureToken {
+    pub fn new(credential: AzureCredential, resource: &str) -> Self {
+        Self {
+            credential,
+            resource: resource.to_owned(),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get(&self, http: &HttpClient) -> Result<String, ApiError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let enc = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let request = match &self.credential {
+            AzureCredential::ClientSecret {
+                authority,
+                tenant,
+                client_id,
+                secret,
+            } => {
+                let form = format!(
+                    "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+                    enc(client_id),
+                    enc(secret),
+                    enc(&format!("{}.default", self.resource)),
+                );
+                http::Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("{authority}/{}/oauth2/v2.0/token", enc(tenant)))
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(CONTENT_LENGTH, form.len())
+                    .body(HttpRequestBody::from(form.into_bytes()))
+            }
+            AzureCredential::ManagedIdentity { endpoint, header } => http::Request::builder()
+                .method(Method::GET)
+                .uri(format!(
+                    "{endpoint}?resource={}&api-version=2019-08-01",
+                    enc(&self.resource)
+                ))
+                .header("X-IDENTITY-HEADER", header.as_str())
+                .body(HttpRequestBody::empty()),
+        }
+        .map_err(|e| ApiError::new(None, format!("cannot build a token request: {e}")))?;
+        let response = http
+            .execute(request)
+            .await
+            .map_err(|e| ApiError::new(None, format!("cannot get an Azure token: {e}")))?;
+        if !response.status().is_success() {
+            let e = status_error(response).await;
+            return Err(ApiError::new(
+                e.status,
+                format!("cannot get an Azure token: {}", e.message),
+            ));
+        }
+        let body: Value = serde_json::from_slice(&read_limited(response, MAX_ERROR_BODY).await?)
+            .map_err(|e| ApiError::new(None, format!("an Azure token answer is not JSON: {e}")))?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| ApiError::new(None, "an Azure token answer has no access_token"))?
+            .to_owned();
+        // `expires_in` is a number from Entra ID, a string from the
+        // managed identity endpoint.
+        let lifetime = body["expires_in"]
+            .as_u64()
+            .or_else(|| body["expires_in"].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(300);
+        let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(120).max(30));
+        *cached = Some((token.clone(), until));
+        Ok(token)
+    }
 }
 
 /// A failed call: the HTTP status when there was one, and the API's own
@@ -69,6 +205,22 @@ pub struct ApiClient {
     auth: Auth,
 }
 
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The JSON body; `Null` when empty.
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// Whether a call may be sent again after a failure that may have been
 /// processed (a 5xx, a dropped connection). A 429 is always retried: the
 /// API did not act on it.
@@ -99,7 +251,37 @@ impl ApiClient {
         body: Option<&Value>,
         repeat: Repeat,
     ) -> Result<Value, ApiError> {
-        let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
+        Ok(self.call_full(method, path, body, repeat).await?.body)
+    }
+
+    /// The URL of `path`: relative to the base, or an absolute URL under it
+    /// (as long-running operations point at); the token is never sent
+    /// elsewhere.
+    fn url(&self, path: &str) -> Result<String, ApiError> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            if path.starts_with(&format!("{}/", self.base)) {
+                return Ok(path.to_owned());
+            }
+            return Err(ApiError::new(
+                None,
+                format!(
+                    "refusing to send a token to {path}: not under {}",
+                    self.base
+                ),
+            ));
+        }
+        Ok(format!("{}/{}", self.base, path.trim_start_matches('/')))
+    }
+
+    /// As [`Self::call`], with the answer's status and headers.
+    pub async fn call_full(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        repeat: Repeat,
+    ) -> Result<Answer, ApiError> {
+        let url = self.url(path)?;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -128,12 +310,19 @@ impl ApiClient {
                     let response = outcome?;
                     let status = response.status();
                     if status.is_success() {
+                        let headers = response.headers().clone();
                         let body = read_limited(response, MAX_JSON).await?;
-                        if body.is_empty() {
-                            return Ok(Value::Null);
-                        }
-                        return serde_json::from_slice(&body).map_err(|e| {
-                            ApiError::new(None, format!("{method} {url}: not JSON: {e}"))
+                        let body = if body.is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_slice(&body).map_err(|e| {
+                                ApiError::new(None, format!("{method} {url}: not JSON: {e}"))
+                            })?
+                        };
+                        return Ok(Answer {
+                            status: status.as_u16(),
+                            headers,
+                            body,
                         });
                     }
                     return Err(status_error(response).await);
@@ -151,6 +340,7 @@ impl ApiClient {
         let mut builder = http::Request::builder().method(method.clone()).uri(url);
         let token = match &self.auth {
             Auth::Bearer(token) => token.clone(),
+            Auth::Azure(token) => token.get(&self.http).await?,
             Auth::Google(provider) => provider
                 .get_credential()
                 .await

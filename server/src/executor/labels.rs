@@ -8,7 +8,8 @@
         feature = "docker",
         feature = "kubernetes",
         feature = "fargate",
-        feature = "cloudrun"
+        feature = "cloudrun",
+        feature = "containerapp"
     )),
     allow(dead_code)
 )]

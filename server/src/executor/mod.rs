@@ -3,10 +3,12 @@
 //! launch, and kills. Executors never read the state store: the claim built
 //! the spec, and every execution is found again by its attempt's fence.
 
-#[cfg(feature = "cloudrun")]
+#[cfg(any(feature = "cloudrun", feature = "containerapp"))]
 pub mod cloud_api;
 #[cfg(feature = "cloudrun")]
 mod cloudrun;
+#[cfg(feature = "containerapp")]
+mod containerapp;
 #[cfg(feature = "docker")]
 mod docker;
 #[cfg(feature = "fargate")]
@@ -32,6 +34,11 @@ use crate::state::{FailureKind, Fence};
 #[cfg(feature = "cloudrun")]
 pub use cloudrun::{
     CloudRunExecutor, CloudRunOptions, DEFAULT_ENDPOINT as CLOUDRUN_DEFAULT_ENDPOINT,
+};
+#[cfg(feature = "containerapp")]
+pub use containerapp::{
+    API_VERSION as CONTAINERAPP_API_VERSION, ARM_RESOURCE, ContainerAppExecutor,
+    ContainerAppOptions, DEFAULT_ENDPOINT as CONTAINERAPP_DEFAULT_ENDPOINT,
 };
 #[cfg(feature = "docker")]
 pub use docker::{DockerExecutor, DockerOptions, WorkerTls, is_dynamically_linked};

@@ -6,7 +6,12 @@
 // Shared by executors behind different features: what one leaves unused,
 // another uses.
 #![cfg_attr(
-    not(all(feature = "kubernetes", feature = "fargate", feature = "cloudrun")),
+    not(all(
+        feature = "kubernetes",
+        feature = "fargate",
+        feature = "cloudrun",
+        feature = "containerapp"
+    )),
     allow(dead_code)
 )]
 

@@ -6,7 +6,10 @@
 //! the same statements after two rewrites its connection applies (list
 //! parameters, `= ANY($n)`, become `IN (SELECT value FROM json_each($n))`,
 //! and row-lock clauses are dropped: its single writer already serializes
-//! every write transaction). A [`Backend`] opens transactions and read
+//! every write transaction); statements built at run time, whose numbered
+//! parameters are sequential, bind anonymous `?` there instead (SQLite
+//! looks numbered ones up linearly: O(n²) for a large multi-row insert).
+//! A [`Backend`] opens transactions and read
 //! connections, and says whether rows are locked.
 //!
 //! So `sqlite.rs` and `postgres.rs` keep only what differs: connecting,

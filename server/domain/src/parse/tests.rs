@@ -427,7 +427,7 @@ fn unknown_executor() {
     check(
         &task_with("    executor: lambda\n"),
         expect![
-            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes, fargate, cloudrun"
+            "etl.yaml:5:15: task `a`, field `executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes, fargate, cloudrun, containerapp"
         ],
     );
 }
@@ -1186,7 +1186,7 @@ fn container_task_errors_name_the_field() {
             "    image: alpine\n    image_pull_policy: sometimes\n    resources: {cpu: lots, memory: 12MB}\n    command: []\n",
         ),
         expect![[r#"
-            etl.yaml:5:12: task `a`, field `image`: `image` is for container tasks; add `executor:` one of docker, kubernetes, fargate, cloudrun, or remove it (this task's executor is `subprocess`)
+            etl.yaml:5:12: task `a`, field `image`: `image` is for container tasks; add `executor:` one of docker, kubernetes, fargate, cloudrun, containerapp, or remove it (this task's executor is `subprocess`)
             etl.yaml:6:24: task `a`, field `image_pull_policy`: unknown policy `sometimes`; use `if_not_present` (the default), `always` or `never`
             etl.yaml:6:24: task `a`, field `image_pull_policy`: `image_pull_policy` is for container tasks (`executor: docker` or `kubernetes`); remove it
             etl.yaml:7:22: task `a`, field `resources.cpu`: `lots` is not a quantity; write a number with an optional suffix, such as "500m" or "2" for CPU and "256Mi" or "1G" for memory
@@ -1208,7 +1208,7 @@ fn container_task_errors_name_the_field() {
     check(
         "name: wf\ndefaults:\n  executor: lambda\n  image: 'a b'\n  resources: {memory: -1Gi}\n  pyton: x\ntasks:\n  - name: a\n    file: a.sh\n",
         expect![[r#"
-            etl.yaml:3:13: field `defaults.executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes, fargate, cloudrun
+            etl.yaml:3:13: field `defaults.executor`: unknown executor `lambda`; known executors: subprocess, workers, docker, kubernetes, fargate, cloudrun, containerapp
             etl.yaml:4:10: field `defaults.image`: `a b` is not an image reference: it contains spaces; write e.g. `registry.example.com/team/app:1.2`
             etl.yaml:5:23: field `defaults.resources.memory`: `-1Gi` is negative; a resource amount must be positive
             etl.yaml:6:3: field `defaults.pyton`: unknown field (did you mean `python`?)"#]],
