@@ -263,7 +263,7 @@ async fn time_calls(
 /// Newest first by (created_at, id), as the page order promises.
 fn check_order(runs: &[v1::Run]) -> anyhow::Result<()> {
     let key = |r: &v1::Run| {
-        let t = r.created_at.clone().unwrap_or_default();
+        let t = r.created_at.unwrap_or_default();
         (t.seconds, t.nanos, r.id.clone())
     };
     for pair in runs.windows(2) {
@@ -344,7 +344,7 @@ async fn measure(server: &ServerProc, store: Store, total: u64) -> anyhow::Resul
     ensure!(!reply.runs.is_empty(), "no failed run of history-3 in 24 h");
     check_order(&reply.runs)?;
     for run in &reply.runs {
-        let created = run.created_at.clone().unwrap_or_default().seconds * 1000;
+        let created = run.created_at.unwrap_or_default().seconds * 1000;
         ensure!(
             run.workflow == "history-3" && run.status == "failed" && created >= since - 1000,
             "run {} does not match the filter",
@@ -517,7 +517,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

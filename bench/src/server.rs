@@ -47,8 +47,6 @@ pub enum Auth {
 /// [`stop`]: ServerProc::stop
 pub struct ServerProc {
     pub url: String,
-    /// The server's `--state` URL, for scenarios that seed its database.
-    pub state_url: String,
     pub pid: u32,
     /// The first admin token (with [`Auth::Tokens`]): deploys, starts runs.
     pub admin_token: Option<String>,
@@ -144,7 +142,6 @@ impl ServerProc {
         let url = format!("http://127.0.0.1:{port}");
         let mut server = Self {
             url,
-            state_url,
             pid,
             admin_token: None,
             worker_token: None,
