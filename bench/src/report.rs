@@ -15,7 +15,7 @@ const END: &str = "<!-- bench:end -->";
 /// Where and when the figures were taken.
 pub struct Meta {
     cpu: String,
-    commit: String,
+    pub commit: String,
     date: String,
     mode: &'static str,
 }
