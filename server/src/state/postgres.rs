@@ -34,6 +34,8 @@ use super::{Error, Limits, Result};
 
 /// Connections per replica.
 const MAX_CONNECTIONS: u32 = 16;
+/// A pooled connection idle this long is checked before it is used.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long `open` keeps trying to reach the server (it may be starting too).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -90,8 +92,19 @@ impl PostgresBackend {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             // A connection the server dropped (restart, failover) is noticed
-            // before use and replaced, instead of failing a query.
-            .test_before_acquire(true);
+            // before use and replaced, instead of failing a query. sqlx
+            // checks every connection as it is given back, so only one that
+            // sat idle since is checked again: a round trip before every
+            // query would double the round trips of a transaction.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         // Probe with single connections first: the pool's own connect retries
         // for a whole acquire timeout, which would blur the bound below.
         let started = Instant::now();
