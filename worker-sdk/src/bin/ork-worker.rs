@@ -30,6 +30,8 @@ optional:
   ORK_WORK_DIR            parent of the attempt directory (default: the temp dir)
   ORK_KEEP_WORK_DIR=1     keep the attempt directory afterwards
   ORK_KILL_GRACE_SECONDS  time between SIGTERM and SIGKILL (default 10)
+  ORK_SPEC_STDIN=1        the attempt's spec (a protobuf TaskSpec) is on
+                          stdin, so it is not fetched
   RUST_LOG                log filter (default: info)
 
 exit codes: 0 result reported (even a task failure), 1 could not report,
