@@ -205,7 +205,8 @@ pub enum Outcome {
     /// stopped and nothing was recorded.
     Stale,
     /// The supervisor received SIGTERM or SIGINT; the task was stopped and
-    /// nothing was reported, so the server retries it once its heartbeats stop.
+    /// nothing was reported (exit code 1), so the server retries it: at once
+    /// when its executor sees the exit, else once its heartbeats stop.
     Interrupted,
 }
 

@@ -138,6 +138,13 @@ impl Executor for SubprocessExecutor {
                 running.remove(&fence);
             }
             notifier.fire(Changes::WORK);
+            // Exit code 0: ork-worker settled the attempt (reported its
+            // result, or the attempt was cancelled or superseded). A report
+            // that it was lost would only be refused, in a transaction of
+            // its own.
+            if status.as_ref().is_ok_and(|s| s.success()) {
+                return;
+            }
             let how = match status {
                 Ok(s) => match s.code() {
                     Some(code) => format!("exited with code {code}"),
