@@ -9,251 +9,89 @@
 //! failure with an exit code, cancel, timeout, and throttling (a 429 whose
 //! `Retry-After` must be waited out).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod fake_api;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use fake_api::{Answer, Contract, FakeApi, Seen, glob, next_event, ok};
 use ork_domain::ImagePullPolicy;
-use ork_proto::v1;
 use ork_server::executor::cloud_api::Auth;
 use ork_server::executor::{
     CloudRunExecutor, CloudRunOptions, ContainerSpec, Executor, ExecutorEvent, Launch,
 };
-use ork_server::state::{FailureKind, Fence};
+use ork_server::state::FailureKind;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const DISCOVERY: &str = include_str!("fixtures/cloudrun/run-v2.json");
 const PARENT: &str = "projects/ork-test/locations/europe-west1";
 
-/// One request the executor made.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    body: Value,
-    at: Instant,
-    authorization: String,
-}
+/// The stand-in Admin API.
+type FakeCloudRun = FakeApi<Discovery>;
 
-/// A scripted answer.
-#[derive(Clone)]
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    body: Value,
-}
-
-fn ok(body: Value) -> Answer {
-    Answer {
-        status: 200,
-        retry_after: None,
-        body,
-    }
+async fn fake_cloud_run() -> FakeCloudRun {
+    FakeApi::start(Discovery::load()).await
 }
 
 fn error(status: u16, message: &str) -> Answer {
-    Answer {
+    fake_api::answer(
         status,
-        retry_after: None,
-        body: json!({"error": {"code": status, "message": message, "status": "X"}}),
+        json!({"error": {"code": status, "message": message, "status": "X"}}),
+    )
+}
+
+impl Contract for Discovery {
+    fn name(&self) -> &'static str {
+        "Cloud Run v2"
     }
-}
 
-#[derive(Default)]
-struct Script {
-    /// Answers by `METHOD path`, in order; the last one repeats.
-    answers: HashMap<String, VecDeque<Answer>>,
-    seen: Vec<Seen>,
-    violations: Vec<String>,
-}
-
-/// The stand-in Admin API.
-struct FakeCloudRun {
-    url: String,
-    script: Arc<Mutex<Script>>,
-    discovery: Arc<Discovery>,
-}
-
-impl FakeCloudRun {
-    async fn start() -> Self {
-        let script = Arc::new(Mutex::new(Script::default()));
-        let discovery = Arc::new(Discovery::load());
-        let app = {
-            let script = script.clone();
-            let discovery = discovery.clone();
-            axum::Router::new().fallback(
-                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                    let script = script.clone();
-                    let discovery = discovery.clone();
-                    async move { answer(&script, &discovery, method, uri, headers, body) }
-                },
-            )
+    fn check_request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &Value,
+        violations: &mut Vec<String>,
+    ) {
+        let Some((m, _)) = self.method(method, path) else {
+            violations.push(format!("{method} {path}: no such method"));
+            return;
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            url,
-            script,
-            discovery,
+        let params = m["parameters"].as_object().cloned().unwrap_or_default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let key = pair.split('=').next().unwrap_or("");
+            let declared = params.get(key).is_some_and(|p| p["location"] == "query")
+                || self.common_parameter(key);
+            if !declared {
+                violations.push(format!(
+                    "{method} {path}: undeclared query parameter `{key}`"
+                ));
+            }
+        }
+        for (name, p) in &params {
+            if p["location"] == "query" && p["required"] == true && !query.contains(name.as_str()) {
+                violations.push(format!("{method} {path}: missing query parameter `{name}`"));
+            }
+        }
+        match (m.get("request"), body) {
+            (Some(schema), body) => self.check(schema, body, "body", true, violations),
+            (None, Value::Null) => {}
+            (None, _) => violations.push(format!("{method} {path}: this method takes no body")),
         }
     }
 
-    /// Scripts the answers to `METHOD path` (each checked against the
-    /// method's response schema).
-    fn on(&self, method: &str, path: &str, answers: Vec<Answer>) {
+    fn check_answer(&self, method: &str, path: &str, answer: &Answer) -> Vec<String> {
         let (found, _) = self
-            .discovery
             .method(method, path)
             .unwrap_or_else(|| panic!("{method} {path} is not in the discovery document"));
-        for a in answers.iter().filter(|a| a.status < 300) {
-            if let Some(schema) = found.get("response") {
-                let mut errors = Vec::new();
-                self.discovery
-                    .check(schema, &a.body, "response", false, &mut errors);
-                assert!(
-                    errors.is_empty(),
-                    "a scripted answer breaks the schema: {errors:?}"
-                );
-            }
+        let mut errors = Vec::new();
+        if answer.status < 300
+            && let Some(schema) = found.get("response")
+        {
+            self.check(schema, &answer.body, "response", false, &mut errors);
         }
-        self.script
-            .lock()
-            .expect("script")
-            .answers
-            .insert(format!("{method} {path}"), answers.into());
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.script.lock().expect("script").seen.clone()
-    }
-
-    fn assert_contract_kept(&self) {
-        let script = self.script.lock().expect("script");
-        assert!(
-            script.violations.is_empty(),
-            "requests that break the Cloud Run v2 contract: {:#?}",
-            script.violations
-        );
-    }
-}
-
-fn answer(
-    script: &Mutex<Script>,
-    discovery: &Discovery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path().trim_start_matches('/').to_owned();
-    let body: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or_else(|_| json!("<not JSON>"))
-    };
-    let mut script = script.lock().expect("script");
-    let mut violations = Vec::new();
-    match discovery.method(method.as_str(), &path) {
-        None => violations.push(format!("{method} {path}: no such method")),
-        Some((m, _)) => {
-            let params = m["parameters"].as_object().cloned().unwrap_or_default();
-            for pair in uri
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .filter(|p| !p.is_empty())
-            {
-                let key = pair.split('=').next().unwrap_or("");
-                let declared = params.get(key).is_some_and(|p| p["location"] == "query")
-                    || discovery.common_parameter(key);
-                if !declared {
-                    violations.push(format!(
-                        "{method} {path}: undeclared query parameter `{key}`"
-                    ));
-                }
-            }
-            for (name, p) in &params {
-                if p["location"] == "query"
-                    && p["required"] == true
-                    && !uri.query().unwrap_or("").contains(name.as_str())
-                {
-                    violations.push(format!("{method} {path}: missing query parameter `{name}`"));
-                }
-            }
-            match (m.get("request"), &body) {
-                (Some(schema), body) => {
-                    discovery.check(schema, body, "body", true, &mut violations);
-                }
-                (None, Value::Null) => {}
-                (None, _) => violations.push(format!("{method} {path}: this method takes no body")),
-            }
-        }
-    }
-    if !headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer "))
-    {
-        violations.push(format!("{method} {path}: no bearer token"));
-    }
-    script.violations.extend(violations);
-    script.seen.push(Seen {
-        method: method.to_string(),
-        path: path.clone(),
-        body,
-        at: Instant::now(),
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
-    });
-    let key = format!("{method} {path}");
-    // The most specific scripted pattern (`*` matches within the path).
-    let pattern = script
-        .answers
-        .keys()
-        .filter(|p| glob(p, &key))
-        .max_by_key(|p| p.len())
-        .cloned();
-    let Some(queue) = pattern.and_then(|p| script.answers.get_mut(&p)) else {
-        return (StatusCode::NOT_FOUND, format!("nothing scripted for {key}")).into_response();
-    };
-    let a = if queue.len() > 1 {
-        queue.pop_front().expect("an answer")
-    } else {
-        queue.front().cloned().expect("an answer")
-    };
-    let mut response = (
-        StatusCode::from_u16(a.status).expect("status"),
-        [("content-type", "application/json")],
-        a.body.to_string(),
-    )
-        .into_response();
-    if let Some(seconds) = a.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", seconds.to_string().parse().expect("header"));
-    }
-    response
-}
-
-/// `pattern` with at most one `*`, matching any text.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, suffix)) => {
-            text.len() >= prefix.len() + suffix.len()
-                && text.starts_with(prefix)
-                && text.ends_with(suffix)
-        }
+        errors
     }
 }
 
@@ -435,26 +273,17 @@ fn executor(fake: &FakeCloudRun) -> (CloudRunExecutor, mpsc::UnboundedReceiver<E
 }
 
 fn launch(task_run_id: &str, attempt: u32, timeout_seconds: u32) -> Launch {
-    Launch {
-        fence: Fence {
-            task_run_id: task_run_id.into(),
-            attempt,
-            token: format!("token-{task_run_id}-{attempt}"),
-        },
-        spec: v1::TaskSpec {
-            run_id: "0195a4e2-0000-7000-8000-000000000001".into(),
-            task_name: "train".into(),
-            timeout_seconds,
-            ..Default::default()
-        },
-        workflow: "ml".into(),
-        container: Some(ContainerSpec {
+    fake_api::launch(
+        task_run_id,
+        attempt,
+        timeout_seconds,
+        ContainerSpec {
             image: "europe-docker.pkg.dev/ork-test/ml/train:3".into(),
             pull_policy: ImagePullPolicy::IfNotPresent,
             cpu: Some("1".into()),
             memory: Some("512Mi".into()),
-        }),
-    }
+        },
+    )
 }
 
 fn operation(name: &str, done: bool, metadata: Option<Value>) -> Value {
@@ -495,22 +324,6 @@ fn job_of(fake: &FakeCloudRun) -> String {
         .find(|s| s.method == "GET" && s.path.contains("/jobs/ork-"))
         .map(|s| s.path.trim_start_matches("v2/").to_owned())
         .expect("the executor read its job")
-}
-
-async fn next_event(
-    events: &mut mpsc::UnboundedReceiver<ExecutorEvent>,
-) -> (Fence, String, FailureKind) {
-    let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
-        .await
-        .expect("an event within a minute")
-        .expect("the executor is alive");
-    let ExecutorEvent::Exited {
-        fence,
-        description,
-        kind,
-        ..
-    } = event;
-    (fence, description, kind)
 }
 
 /// Scripts the job's creation (not found, created by an operation polled
@@ -558,7 +371,7 @@ async fn start(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_poll_and_ends_keep_the_contract_and_say_why() {
-    let fake = FakeCloudRun::start().await;
+    let fake = fake_cloud_run().await;
     let (executor, mut events) = executor(&fake);
     let failing = launch("0195a4e2-0000-7000-8000-00000000000a", 1, 600);
     let succeeding = launch("0195a4e2-0000-7000-8000-00000000000b", 1, 600);
@@ -713,7 +526,7 @@ async fn start_poll_and_ends_keep_the_contract_and_say_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_cancels_the_execution_and_reports_nothing() {
-    let fake = FakeCloudRun::start().await;
+    let fake = fake_cloud_run().await;
     let (executor, mut events) = executor(&fake);
     let attempt = launch("0195a4e2-0000-7000-8000-00000000000d", 1, 600);
     let job = start(&fake, &executor, &[(&attempt, "e-cancel")]).await;
@@ -759,7 +572,7 @@ async fn cancel_cancels_the_execution_and_reports_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_runs_wait_out_retry_after_and_refusals_are_not_retried() {
-    let fake = FakeCloudRun::start().await;
+    let fake = fake_cloud_run().await;
     let (executor, _events) = executor(&fake);
     let first = launch("0195a4e2-0000-7000-8000-00000000000e", 1, 600);
     let job = start(&fake, &executor, &[(&first, "e-first")]).await;
@@ -770,9 +583,11 @@ async fn throttled_runs_wait_out_retry_after_and_refusals_are_not_retried() {
         &format!("v2/{job}:run"),
         vec![
             Answer {
-                status: 429,
                 retry_after: Some(2),
-                body: json!({"error": {"code": 429, "message": "Quota exceeded for quota metric 'Job runs'.", "status": "RESOURCE_EXHAUSTED"}}),
+                ..fake_api::answer(
+                    429,
+                    json!({"error": {"code": 429, "message": "Quota exceeded for quota metric 'Job runs'.", "status": "RESOURCE_EXHAUSTED"}}),
+                )
             },
             ok(operation("run-2", false, Some(execution(&job, "e-second", running())))),
         ],

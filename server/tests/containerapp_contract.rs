@@ -11,20 +11,18 @@
 //! timeout, throttling (a 429 whose `Retry-After` must be waited out), and
 //! a refusal that is not retried.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod fake_api;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use fake_api::{Answer, Contract, FakeApi, Seen, next_event, ok};
 use ork_domain::ImagePullPolicy;
-use ork_proto::v1;
 use ork_server::executor::cloud_api::Auth;
 use ork_server::executor::{
     ContainerAppExecutor, ContainerAppOptions, ContainerSpec, Executor, ExecutorEvent, Launch,
 };
-use ork_server::state::{FailureKind, Fence};
+use ork_server::state::FailureKind;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -42,209 +40,56 @@ fn jobs() -> String {
     format!("subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.App/jobs")
 }
 
-/// One request the executor made.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    body: Value,
-    at: Instant,
-    authorization: String,
-}
+/// The stand-in Resource Manager.
+type FakeArm = FakeApi<Spec>;
 
-/// A scripted answer.
-#[derive(Clone)]
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    headers: Vec<(&'static str, String)>,
-    body: Value,
-}
-
-fn ok(body: Value) -> Answer {
-    Answer {
-        status: 200,
-        retry_after: None,
-        headers: vec![],
-        body,
-    }
+async fn fake_arm() -> FakeArm {
+    FakeApi::start(Spec::load()).await
 }
 
 fn error(status: u16, code: &str, message: &str) -> Answer {
-    Answer {
-        status,
-        retry_after: None,
-        headers: vec![],
-        body: json!({"error": {"code": code, "message": message}}),
-    }
+    fake_api::answer(status, json!({"error": {"code": code, "message": message}}))
 }
 
-#[derive(Default)]
-struct Script {
-    /// Answers by `METHOD path`, in order; the last one repeats.
-    answers: HashMap<String, VecDeque<Answer>>,
-    seen: Vec<Seen>,
-    violations: Vec<String>,
-}
-
-/// The stand-in Resource Manager.
-struct FakeArm {
-    url: String,
-    script: Arc<Mutex<Script>>,
-    spec: Arc<Spec>,
-}
-
-impl FakeArm {
-    async fn start() -> Self {
-        let script = Arc::new(Mutex::new(Script::default()));
-        let spec = Arc::new(Spec::load());
-        let app = {
-            let script = script.clone();
-            let spec = spec.clone();
-            axum::Router::new().fallback(
-                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                    let script = script.clone();
-                    let spec = spec.clone();
-                    async move { answer(&script, &spec, method, uri, headers, body) }
-                },
-            )
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, script, spec }
+impl Contract for Spec {
+    fn name(&self) -> &'static str {
+        "Container Apps 2024-03-01"
     }
 
-    /// Scripts the answers to `METHOD path` (`*` matches within the path);
-    /// each success is checked against the operation's response schema.
-    fn on(&self, method: &str, path: &str, answers: Vec<Answer>) {
+    fn check_request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &Value,
+        violations: &mut Vec<String>,
+    ) {
+        // ARM's long-running-operation status is not part of Jobs.json.
         if path != OPERATION_STATUS {
-            let (_, operation) = self
-                .spec
-                .operation(method, &path.replace('*', "x"))
-                .unwrap_or_else(|| panic!("{method} {path} is not in the spec"));
-            for a in answers.iter().filter(|a| a.status < 300) {
-                let schema = &operation["responses"][a.status.to_string()]["schema"];
-                if schema.is_object() {
-                    let mut errors = Vec::new();
-                    self.spec
-                        .check("Jobs.json", schema, &a.body, "response", false, &mut errors);
-                    assert!(
-                        errors.is_empty(),
-                        "a scripted answer breaks the spec: {errors:?}"
-                    );
-                }
-            }
+            Spec::check_request(self, method, path, query, body, violations);
         }
-        self.script
-            .lock()
-            .expect("script")
-            .answers
-            .insert(format!("{method} {path}"), answers.into());
     }
 
-    fn seen(&self) -> Vec<Seen> {
-        self.script.lock().expect("script").seen.clone()
-    }
-
-    fn assert_contract_kept(&self) {
-        let script = self.script.lock().expect("script");
-        assert!(
-            script.violations.is_empty(),
-            "requests that break the Container Apps 2024-03-01 contract: {:#?}",
-            script.violations
-        );
-    }
-}
-
-fn answer(
-    script: &Mutex<Script>,
-    spec: &Spec,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path().trim_start_matches('/').to_owned();
-    let query = uri.query().unwrap_or("").to_owned();
-    let body: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or_else(|_| json!("<not JSON>"))
-    };
-    let mut violations = Vec::new();
-    if path != OPERATION_STATUS {
-        spec.check_request(method.as_str(), &path, &query, &body, &mut violations);
-    }
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if !authorization.starts_with("Bearer ") {
-        violations.push(format!("{method} {path}: no bearer token"));
-    }
-    let mut script = script.lock().expect("script");
-    script.violations.extend(violations);
-    script.seen.push(Seen {
-        method: method.to_string(),
-        path: path.clone(),
-        query,
-        body,
-        at: Instant::now(),
-        authorization,
-    });
-    let key = format!("{method} {path}");
-    let pattern = script
-        .answers
-        .keys()
-        .filter(|p| glob(p, &key))
-        .max_by_key(|p| p.len())
-        .cloned();
-    let Some(queue) = pattern.and_then(|p| script.answers.get_mut(&p)) else {
-        return (StatusCode::NOT_FOUND, format!("nothing scripted for {key}")).into_response();
-    };
-    let a = if queue.len() > 1 {
-        queue.pop_front().expect("an answer")
-    } else {
-        queue.front().cloned().expect("an answer")
-    };
-    let text = if a.body.is_null() {
-        String::new()
-    } else {
-        a.body.to_string()
-    };
-    let mut response = (
-        StatusCode::from_u16(a.status).expect("status"),
-        [("content-type", "application/json")],
-        text,
-    )
-        .into_response();
-    if let Some(seconds) = a.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", seconds.to_string().parse().expect("header"));
-    }
-    for (name, value) in a.headers {
-        response
-            .headers_mut()
-            .insert(name, value.parse().expect("header"));
-    }
-    response
-}
-
-/// `pattern` with at most one `*`, matching any text.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, suffix)) => {
-            text.len() >= prefix.len() + suffix.len()
-                && text.starts_with(prefix)
-                && text.ends_with(suffix)
+    fn check_answer(&self, method: &str, path: &str, answer: &Answer) -> Vec<String> {
+        let mut errors = Vec::new();
+        if path == OPERATION_STATUS || answer.status >= 300 {
+            return errors;
         }
+        let (_, operation) = self
+            .operation(method, &path.replace('*', "x"))
+            .unwrap_or_else(|| panic!("{method} {path} is not in the spec"));
+        let schema = &operation["responses"][answer.status.to_string()]["schema"];
+        if schema.is_object() {
+            self.check(
+                "Jobs.json",
+                schema,
+                &answer.body,
+                "response",
+                false,
+                &mut errors,
+            );
+        }
+        errors
     }
 }
 
@@ -481,26 +326,17 @@ fn executor(fake: &FakeArm) -> (ContainerAppExecutor, mpsc::UnboundedReceiver<Ex
 }
 
 fn launch(task_run_id: &str, attempt: u32, timeout_seconds: u32) -> Launch {
-    Launch {
-        fence: Fence {
-            task_run_id: task_run_id.into(),
-            attempt,
-            token: format!("token-{task_run_id}-{attempt}"),
-        },
-        spec: v1::TaskSpec {
-            run_id: "0195a4e2-0000-7000-8000-000000000001".into(),
-            task_name: "train".into(),
-            timeout_seconds,
-            ..Default::default()
-        },
-        workflow: "ml".into(),
-        container: Some(ContainerSpec {
+    fake_api::launch(
+        task_run_id,
+        attempt,
+        timeout_seconds,
+        ContainerSpec {
             image: "orkregistry.azurecr.io/ml/train:3".into(),
             pull_policy: ImagePullPolicy::IfNotPresent,
             cpu: Some("500m".into()),
             memory: Some("1Gi".into()),
-        }),
-    }
+        },
+    )
 }
 
 /// A `JobExecution` of the job in `status`.
@@ -522,22 +358,6 @@ fn job_answer(name: &str) -> Value {
         "location": "West Europe",
         "properties": {"provisioningState": "InProgress", "configuration": {"triggerType": "Manual", "replicaTimeout": 660}},
     })
-}
-
-async fn next_event(
-    events: &mut mpsc::UnboundedReceiver<ExecutorEvent>,
-) -> (Fence, String, FailureKind) {
-    let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
-        .await
-        .expect("an event within a minute")
-        .expect("the executor is alive");
-    let ExecutorEvent::Exited {
-        fence,
-        description,
-        kind,
-        ..
-    } = event;
-    (fence, description, kind)
 }
 
 /// Scripts the job's creation (not found; PUT answered 201 with an
@@ -601,7 +421,7 @@ async fn start(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_poll_and_ends_keep_the_contract_and_say_why() {
-    let fake = FakeArm::start().await;
+    let fake = fake_arm().await;
     let (executor, mut events) = executor(&fake);
     let failing = launch("0195a4e2-0000-7000-8000-00000000000a", 1, 600);
     let succeeding = launch("0195a4e2-0000-7000-8000-00000000000b", 1, 600);
@@ -731,7 +551,7 @@ async fn start_poll_and_ends_keep_the_contract_and_say_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_timeout_stop_the_execution_and_report_nothing() {
-    let fake = FakeArm::start().await;
+    let fake = fake_arm().await;
     let (executor, mut events) = executor(&fake);
     // ork's timeout and a cancel both end in `Executor::cancel`.
     let cancelled = launch("0195a4e2-0000-7000-8000-00000000000d", 1, 600);
@@ -806,7 +626,7 @@ async fn cancel_and_timeout_stop_the_execution_and_report_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_starts_wait_out_retry_after_and_refusals_are_not_retried() {
-    let fake = FakeArm::start().await;
+    let fake = fake_arm().await;
     let (executor, _events) = executor(&fake);
     let first = launch("0195a4e2-0000-7000-8000-000000000010", 1, 600);
     start(&fake, &executor, &[(&first, "ork-x-first")]).await;

@@ -2331,6 +2331,21 @@ async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
     // And it did not move the schedule: the next fire still comes.
     let later = a.fire_due(t(first + 5 * HOUR + 1_000)).await.expect("next");
     assert_eq!(later.len(), 1);
+
+    // A pause goes with its workflow: deleted and deployed again, the
+    // schedule is active.
+    store
+        .set_schedule_paused(&wf, true, t(first + 5 * HOUR + 2_000))
+        .await
+        .expect("pause");
+    assert!(store.delete_workflow(&wf).await.expect("delete"));
+    assert!(
+        !store
+            .schedule_states()
+            .await
+            .expect("states")
+            .contains_key(&wf)
+    );
 }
 conformance!(
     schedules_pause_resume_and_backfill_case,

@@ -76,6 +76,12 @@ impl SqliteBackend {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&write).await?;
+        // Statistics for the query planner, gathered only for tables that
+        // changed enough since the last time and with a bounded effort, so
+        // a large run history keeps its plans without a long start-up.
+        sqlx::query("PRAGMA optimize=0x10002")
+            .execute(&write)
+            .await?;
         let read = if in_memory {
             write.clone()
         } else {

@@ -495,6 +495,10 @@ impl<B: Backend> Definitions for Store<B> {
         let done = tx
             .execute(Query::new("DELETE FROM workflows WHERE name = $1").bind(name))
             .await?;
+        // A pause belongs to the deployed workflow: one deployed again
+        // under the same name starts with its schedule active.
+        tx.execute(Query::new("DELETE FROM schedule_states WHERE workflow = $1").bind(name))
+            .await?;
         tx.commit().await?;
         Ok(done > 0)
     }
