@@ -56,7 +56,27 @@ async fn concurrent_reports_are_committed_together_and_answered_alone() {
             max_batch: 64,
             linger: Duration::from_millis(1),
             committers: 1,
+            checkers: 2,
         },
+    );
+    // Heartbeats of every attempt at once, read in concurrent batches:
+    // each caller hears its own answer (alive, not cancelled).
+    let beats = futures::future::join_all(claims.iter().map(|c| {
+        let queue = queue.clone();
+        let fence = c.fence.clone();
+        async move { queue.heartbeat(fence).await }
+    }))
+    .await;
+    assert!(beats.iter().all(|b| matches!(b, Ok(false))), "{beats:?}");
+    let forged = queue
+        .heartbeat(Fence {
+            token: "guess".into(),
+            ..claims[0].fence.clone()
+        })
+        .await;
+    assert!(
+        forged.is_err(),
+        "a forged token must be refused: {forged:?}"
     );
     // Every report at once, each twice, plus one forged per instance.
     let mut calls = Vec::new();

@@ -7,7 +7,12 @@
 //! than one report the server is busy, and the committer lingers up to
 //! [`QueueOptions::linger`] for more, so a busy server commits fewer, larger
 //! batches; an idle one commits a lone report at once, so latency does not
-//! grow. Heartbeat checks are batched the same way into one read.
+//! grow.
+//!
+//! Heartbeat checks are batched too, one read per batch, but several reads
+//! run at once ([`QueueOptions::checkers`]) and none lingers: a beat writes
+//! nothing, so the batch exists only to spare reads, and while every reader
+//! is busy the beats that arrive form the next batch by themselves.
 //!
 //! A batch whose transaction fails as a whole (a lost connection, say) is
 //! retried report by report, so every caller gets its own answer and one
@@ -17,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 use crate::state::{self, Fence, Report, StateStore};
 
@@ -31,6 +36,8 @@ pub struct QueueOptions {
     /// Transactions in flight at once: 1 for a store with one writer
     /// (SQLite); a few where writers run in parallel (PostgreSQL).
     pub committers: usize,
+    /// Heartbeat reads in flight at once.
+    pub checkers: usize,
 }
 
 impl Default for QueueOptions {
@@ -39,6 +46,7 @@ impl Default for QueueOptions {
             max_batch: 512,
             linger: Duration::from_millis(1),
             committers: 1,
+            checkers: 4,
         }
     }
 }
@@ -111,10 +119,11 @@ fn stopping() -> state::Error {
 }
 
 /// Takes a batch: the first item, what is queued behind it, and (when that
-/// shows load) what arrives within the linger.
+/// shows load) what arrives within `linger`.
 async fn gather<I, T>(
     rx: &mut mpsc::Receiver<Waiting<I, T>>,
     options: QueueOptions,
+    linger: Duration,
 ) -> Option<Vec<Waiting<I, T>>> {
     let first = rx.recv().await?;
     let mut batch = vec![first];
@@ -124,8 +133,8 @@ async fn gather<I, T>(
             Err(_) => break,
         }
     }
-    if batch.len() > 1 && batch.len() < options.max_batch {
-        let until = tokio::time::Instant::now() + options.linger;
+    if batch.len() > 1 && batch.len() < options.max_batch && !linger.is_zero() {
+        let until = tokio::time::Instant::now() + linger;
         while batch.len() < options.max_batch {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(w)) => batch.push(w),
@@ -143,7 +152,7 @@ async fn commit_reports(
 ) {
     loop {
         // One committer gathers while the others commit.
-        let Some(batch) = gather(&mut *rx.lock().await, options).await else {
+        let Some(batch) = gather(&mut *rx.lock().await, options, options.linger).await else {
             return;
         };
         let (items, answers): (Vec<_>, Vec<_>) =
@@ -174,27 +183,44 @@ async fn check_beats(
     mut rx: mpsc::Receiver<Waiting<Fence, bool>>,
     options: QueueOptions,
 ) {
-    while let Some(batch) = gather(&mut rx, options).await {
-        let (fences, answers): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|w| (w.item, w.answer)).unzip();
-        match state.heartbeats(&fences, Utc::now()).await {
-            Ok(results) => {
-                for (answer, result) in answers.into_iter().zip(results) {
-                    let _ = answer.send(result);
-                }
+    let readers = Arc::new(Semaphore::new(options.checkers.max(1)));
+    loop {
+        // A reader first: while all are busy, arriving beats queue up and
+        // make the next batch.
+        let Ok(reader) = readers.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(batch) = gather(&mut rx, options, Duration::ZERO).await else {
+            return;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            check_batch(&*state, batch).await;
+            drop(reader);
+        });
+    }
+}
+
+/// Checks a batch of heartbeats in one read and answers each caller.
+async fn check_batch(state: &dyn StateStore, batch: Vec<Waiting<Fence, bool>>) {
+    let (fences, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.item, w.answer)).unzip();
+    match state.heartbeats(&fences, Utc::now()).await {
+        Ok(results) => {
+            for (answer, result) in answers.into_iter().zip(results) {
+                let _ = answer.send(result);
             }
-            Err(e) if fences.len() == 1 => {
-                if let Some(answer) = answers.into_iter().next() {
-                    let _ = answer.send(Err(e));
-                }
+        }
+        Err(e) if fences.len() == 1 => {
+            if let Some(answer) = answers.into_iter().next() {
+                let _ = answer.send(Err(e));
             }
-            Err(e) => {
-                // A failed read: each beat is checked again alone, so each
-                // caller hears its own error.
-                tracing::warn!(error = %e, beats = fences.len(), "a batch of heartbeats failed; checking them one by one");
-                for (fence, answer) in fences.iter().zip(answers) {
-                    let _ = answer.send(state.heartbeat(fence, Utc::now()).await);
-                }
+        }
+        Err(e) => {
+            // A failed read: each beat is checked again alone, so each
+            // caller hears its own error.
+            tracing::warn!(error = %e, beats = fences.len(), "a batch of heartbeats failed; checking them one by one");
+            for (fence, answer) in fences.iter().zip(answers) {
+                let _ = answer.send(state.heartbeat(fence, Utc::now()).await);
             }
         }
     }

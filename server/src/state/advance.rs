@@ -57,6 +57,11 @@ pub(crate) struct NewInstance {
 /// Evaluates the successors of `finished` tasks (and, transitively, of every
 /// task this makes finish), then ends the run when nothing is left; returns
 /// the run's end, when it ended.
+///
+/// A task with unfinished instances (the common case in a fan-out: a report
+/// batch ends some of its instances) keeps its run open, so the run-wide
+/// look for unfinished task runs is skipped then: it is the costlier query,
+/// and it runs under the run's lock.
 pub(crate) async fn after_finish<C: Conn>(
     tx: &mut C,
     env: &Env,
@@ -66,8 +71,10 @@ pub(crate) async fn after_finish<C: Conn>(
     now: DateTime<Utc>,
 ) -> Result<Option<Transition>> {
     let mut queue: VecDeque<String> = finished.into();
+    let mut open = false;
     while let Some(task) = queue.pop_front() {
         if has_unfinished(tx, run_id, Some(&task)).await? {
+            open = true;
             continue;
         }
         for successor in version.dag.successors(&task) {
@@ -75,6 +82,9 @@ pub(crate) async fn after_finish<C: Conn>(
                 queue.push_back(successor.clone());
             }
         }
+    }
+    if open {
+        return Ok(None);
     }
     finish_run_if_done(tx, run_id, now).await
 }

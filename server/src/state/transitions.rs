@@ -1074,6 +1074,11 @@ impl<B: Backend> Store<B> {
 ///
 /// Row locks cannot sit beside window functions in one SELECT, so the capped
 /// candidates are ranked first and locked in a second step.
+///
+/// The owned-run filter of the plain and pooled parts is an `EXISTS`, not
+/// `run_id IN (…)`: SQLite's planner otherwise walks every pending row of
+/// the owned runs (an index on `run_id`) and sorts them, where the partial
+/// ready indexes, in `(ready_at, id)` order, stop at the claim's limit.
 fn claim_candidates(owner: &str, now: DateTime<Utc>, limit: u32, capacity: &Capacity) -> Query {
     let mut sql = String::from(
         "WITH owned AS ( \
@@ -1081,7 +1086,8 @@ fn claim_candidates(owner: &str, now: DateTime<Utc>, limit: u32, capacity: &Capa
          ), plain AS ( \
              SELECT t.id, t.ready_at FROM task_runs t \
              WHERE t.status = 'pending' AND t.ready_at IS NOT NULL AND t.executor <> 'workers' \
-                 AND t.ready_at <= $1 AND t.concurrency IS NULL AND t.run_id IN (SELECT id FROM owned) \
+                 AND t.ready_at <= $1 AND t.concurrency IS NULL \
+                 AND EXISTS (SELECT 1 FROM owned o WHERE o.id = t.run_id) \
              ORDER BY t.ready_at, t.id LIMIT $2 \
              FOR UPDATE OF t SKIP LOCKED \
          ), ranked AS ( \
@@ -1125,7 +1131,8 @@ fn claim_candidates(owner: &str, now: DateTime<Utc>, limit: u32, capacity: &Capa
         pooled.push(format!(
             "SELECT id, ready_at FROM (SELECT t.id, t.ready_at FROM task_runs t \
              WHERE t.status = 'pending' AND t.ready_at IS NOT NULL AND t.executor = 'workers' \
-                 AND t.handler = ${h} AND t.ready_at <= $1 AND t.run_id IN (SELECT id FROM owned) \
+                 AND t.handler = ${h} AND t.ready_at <= $1 \
+                 AND EXISTS (SELECT 1 FROM owned o WHERE o.id = t.run_id) \
              ORDER BY t.ready_at, t.id LIMIT ${f} FOR UPDATE OF t SKIP LOCKED) p{h}"
         ));
     }
