@@ -1,7 +1,8 @@
 //! The launched supervisor: runs any command as one task attempt.
 //!
 //! An executor starts `ork-worker` with the attempt's coordinates in the
-//! environment; [`run`] fetches the spec, writes the task's files into a private
+//! environment; [`run`] takes the spec (from stdin when the executor wrote it
+//! there, else fetched), writes the task's files into a private
 //! attempt directory, runs the task in its own process group, streams its
 //! stdout and stderr as logs, heartbeats, enforces the deadline, and reports the
 //! result. The task itself needs no SDK: it reads `ORK_INPUT` and writes
@@ -70,6 +71,10 @@ pub struct LaunchConfig {
     pub kill_grace: Duration,
     /// How server calls are retried.
     pub retry: RetryPolicy,
+    /// The executor writes the attempt's spec to standard input
+    /// (`ORK_SPEC_STDIN=1`, the subprocess executor), so it need not be
+    /// fetched: one round trip less before the task starts.
+    pub spec_on_stdin: bool,
 }
 
 impl LaunchConfig {
@@ -122,7 +127,55 @@ impl LaunchConfig {
             keep_work_dir,
             kill_grace,
             retry: RetryPolicy::default(),
+            spec_on_stdin: get(SPEC_STDIN).is_some_and(|v| is_truthy(&v)),
         })
+    }
+}
+
+/// Set by an executor that writes the attempt's spec (a protobuf
+/// `TaskSpec`) to the worker's standard input and closes it.
+pub const SPEC_STDIN: &str = "ORK_SPEC_STDIN";
+
+/// Largest spec read from standard input, as large as a fetched one may be.
+const MAX_SPEC_BYTES: u64 = 64 << 20;
+
+/// The spec the executor wrote to standard input, when it is this
+/// attempt's; `None` (the spec is then fetched) when stdin holds nothing
+/// usable.
+async fn spec_from_stdin(attempt: &AttemptRef) -> Option<TaskSpec> {
+    use prost::Message as _;
+    let read = tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(MAX_SPEC_BYTES)
+            .read_to_end(&mut bytes)
+            .map(|_| bytes)
+    })
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the spec from stdin; fetching it");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the spec from stdin; fetching it");
+            return None;
+        }
+    };
+    match TaskSpec::decode(bytes.as_slice()) {
+        Ok(spec) if spec.task_run_id == attempt.task_run_id && spec.attempt == attempt.attempt => {
+            Some(spec)
+        }
+        Ok(_) => {
+            tracing::warn!("the spec on stdin is another attempt's; fetching this one's");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the spec on stdin is unreadable; fetching it");
+            None
+        }
     }
 }
 
@@ -152,7 +205,8 @@ pub enum Outcome {
     /// stopped and nothing was recorded.
     Stale,
     /// The supervisor received SIGTERM or SIGINT; the task was stopped and
-    /// nothing was reported, so the server retries it once its heartbeats stop.
+    /// nothing was reported (exit code 1), so the server retries it: at once
+    /// when its executor sees the exit, else once its heartbeats stop.
     Interrupted,
 }
 
@@ -165,7 +219,15 @@ pub async fn run(config: LaunchConfig) -> Result<Outcome, Error> {
     let client = Client::connect(&config.server_url, config.attempt.clone())
         .await?
         .with_retry_policy(config.retry);
-    let spec = match client.get_spec().await {
+    let given = match config.spec_on_stdin {
+        true => spec_from_stdin(&config.attempt).await,
+        false => None,
+    };
+    let fetched = match given {
+        Some(spec) => Ok(spec),
+        None => client.get_spec().await,
+    };
+    let spec = match fetched {
         Ok(spec) => spec,
         Err(Error::Stale(message)) => {
             tracing::warn!(%message, "attempt is no longer current, not running it");
@@ -595,6 +657,8 @@ fn build_command(
     // token. The task gets it as ORK_ATTEMPT_TOKEN, and ORK_TOKEN only when
     // its own env sets one.
     cmd.env_remove("ORK_TOKEN");
+    // Its stdin is not the spec: a worker it starts fetches its own.
+    cmd.env_remove(SPEC_STDIN);
     // The spec's env first, so ork's own variables cannot be overridden by it.
     cmd.envs(&spec.env);
     let attempt = &config.attempt;
@@ -845,8 +909,10 @@ async fn supervise(
     spec: &TaskSpec,
     dir: &Path,
 ) -> Result<Outcome, Error> {
-    let prepared = prepare(dir, spec).await;
-    client.start().await?;
+    // The attempt is marked running while its files are written; the
+    // task itself starts only once the server agreed (the fence).
+    let (prepared, started) = tokio::join!(prepare(dir, spec), client.start());
+    started?;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {

@@ -17,7 +17,9 @@
 //!
 //! An executor starts `ork-worker` with `ORK_SERVER`, `ORK_TASK_RUN_ID`,
 //! `ORK_ATTEMPT` and `ORK_TOKEN` set (optionally `ORK_WORK_DIR`,
-//! `ORK_KEEP_WORK_DIR=1`, `ORK_KILL_GRACE_SECONDS`). The supervisor writes the
+//! `ORK_KEEP_WORK_DIR=1`, `ORK_KILL_GRACE_SECONDS`, and `ORK_SPEC_STDIN=1`
+//! when it writes the attempt's spec to stdin instead of letting the worker
+//! fetch it). The supervisor writes the
 //! task's file (if it has one) into a fresh directory and runs, there, the
 //! spec's `command` with the file's path appended (or alone, without a
 //! file), or else the file by its extension: `.py` files with the spec's

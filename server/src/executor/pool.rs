@@ -75,6 +75,12 @@ struct PoolState {
     /// Owners of attempts that ended lately, so that a worker repeating a
     /// report whose reply it lost is still recognised (oldest first).
     recent: VecDeque<(String, u32, Option<String>)>,
+    /// Slots freed so far: tells the scheduler whether one freed while it
+    /// claimed ([`WorkerPool::claimed`]).
+    freed: u64,
+    /// The last claim left a handler without a free slot, so ready tasks
+    /// may wait for one: the next freed slot wakes the scheduler.
+    short: bool,
 }
 
 /// A snapshot of the attached pool workers.
@@ -124,6 +130,36 @@ impl WorkerPool {
             }
         }
         free
+    }
+
+    /// [`WorkerPool::capacity`] for a claim, and a mark to hand back to
+    /// [`WorkerPool::claimed`] once its assignments are pushed.
+    pub fn capacity_for_claim(&self) -> (BTreeMap<String, u32>, u64) {
+        let mark = self.lock().freed;
+        (self.capacity(), mark)
+    }
+
+    /// A claim taken with the capacity of `mark` was dispatched. A slot that
+    /// frees wakes the scheduler only when a claim may have left ready
+    /// tasks behind for lack of one (a handler has no free slot now): the
+    /// report that frees it already woke the scheduler once, and a second,
+    /// useless claim would hold the writer when the next report comes.
+    pub fn claimed(&self, mark: u64) {
+        let mut state = self.lock();
+        let full = state
+            .sessions
+            .values()
+            .any(|s| !s.draining && s.free() == 0);
+        if !full {
+            return;
+        }
+        if state.freed == mark {
+            state.short = true;
+            return;
+        }
+        // A slot freed during the claim, unseen by it.
+        drop(state);
+        self.notifier.fire(Changes::WORK);
     }
 
     /// Per handler of the attached (not draining) sessions: how many serve
@@ -250,8 +286,12 @@ impl WorkerPool {
         state
             .recent
             .push_back((fence.task_run_id, fence.attempt, owner));
+        state.freed += 1;
+        let wake = std::mem::take(&mut state.short);
         drop(state);
-        self.notifier.fire(Changes::WORK);
+        if wake {
+            self.notifier.fire(Changes::WORK);
+        }
         true
     }
 

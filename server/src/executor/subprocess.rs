@@ -17,6 +17,9 @@ use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
 use crate::notify::{Changes, Notifier};
 use crate::state::{FailureKind, Fence};
 
+/// Tells `ork-worker` its spec is on stdin (`ork_worker::launched::SPEC_STDIN`).
+const ENV_SPEC_STDIN: &str = "ORK_SPEC_STDIN";
+
 /// How many of the worker's last stderr lines explain an unreported exit.
 const STDERR_TAIL: usize = 20;
 
@@ -37,7 +40,8 @@ pub struct SubprocessOptions {
     pub max_running: u32,
 }
 
-/// Launches `ork-worker`, which fetches the spec and runs the task's file.
+/// Launches `ork-worker` with the attempt's spec on its stdin; it runs the
+/// task's file.
 pub struct SubprocessExecutor {
     options: SubprocessOptions,
     /// The worker process of each running attempt.
@@ -89,7 +93,10 @@ impl Executor for SubprocessExecutor {
             .envs(labels::attempt_env(launch, &self.options.server_url))
             .env(labels::ENV_WORK_DIR, &self.options.work_dir)
             .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            // The claim built the spec: it goes to the worker on its stdin
+            // (a pipe only it reads), so the worker does not fetch it.
+            .env(ENV_SPEC_STDIN, "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(false)
@@ -100,6 +107,16 @@ impl Executor for SubprocessExecutor {
             running.insert(launch.fence.clone(), pid);
         }
 
+        if let Some(mut stdin) = child.stdin.take() {
+            let spec = prost::Message::encode_to_vec(&launch.spec);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                // A worker that cannot read it fetches the spec instead.
+                if let Err(e) = stdin.write_all(&spec).await {
+                    tracing::debug!(error = %e, "could not hand the spec to ork-worker");
+                }
+            });
+        }
         let stderr = child.stderr.take();
         let running = self.running.clone();
         let events = self.events.clone();
@@ -121,6 +138,13 @@ impl Executor for SubprocessExecutor {
                 running.remove(&fence);
             }
             notifier.fire(Changes::WORK);
+            // Exit code 0: ork-worker settled the attempt (reported its
+            // result, or the attempt was cancelled or superseded). A report
+            // that it was lost would only be refused, in a transaction of
+            // its own.
+            if status.as_ref().is_ok_and(|s| s.success()) {
+                return;
+            }
             let how = match status {
                 Ok(s) => match s.code() {
                     Some(code) => format!("exited with code {code}"),

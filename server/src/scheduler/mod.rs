@@ -159,31 +159,37 @@ impl Core {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self
-                .state
-                .promote_pending_runs(&self.options.owner, Utc::now())
-                .await
-            {
-                tracing::warn!(error = %e, "starting waiting runs failed");
-            }
+            let (pool, mark) = self.pool.capacity_for_claim();
             let capacity = Capacity {
                 launched: self.executors.launch_capacity(),
-                pool: self.pool.capacity(),
+                pool,
             };
-            match self
-                .state
-                .claim_ready(&self.options.owner, Utc::now(), CLAIM_BATCH, &capacity)
-                .await
-            {
+            let now = Utc::now();
+            // Waiting runs are promoted while ready tasks are claimed, not
+            // before: the read mostly finds none, and a run it does start
+            // commits, which wakes this loop again for its tasks.
+            let (promoted, claimed) = tokio::join!(
+                self.state.promote_pending_runs(&self.options.owner, now),
+                self.state
+                    .claim_ready(&self.options.owner, now, CLAIM_BATCH, &capacity),
+            );
+            if let Err(e) = promoted {
+                tracing::warn!(error = %e, "starting waiting runs failed");
+            }
+            match claimed {
                 Ok(claims) if !claims.is_empty() => {
                     backoff = Duration::from_millis(50);
                     let full = claims.len() == CLAIM_BATCH as usize;
                     futures::future::join_all(claims.into_iter().map(|c| self.dispatch(c))).await;
+                    self.pool.claimed(mark);
                     if full {
                         continue;
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(50),
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    self.pool.claimed(mark);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming ready tasks failed; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -191,11 +197,33 @@ impl Core {
                     continue;
                 }
             }
-            let sleep = self.until_next_ready().await;
+            if !self.wait(&mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until the next change, the end of the next retry delay, or
+    /// one tick; false when the server stops. The retry delays are read
+    /// while already waiting, so a change that comes meanwhile (the next
+    /// report of a chain) is acted on at once.
+    async fn wait(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let work = self.notifier.work();
+        tokio::pin!(work);
+        let next = self.until_next_ready();
+        tokio::pin!(next);
+        let timer = tokio::time::sleep(self.options.tick);
+        tokio::pin!(timer);
+        let mut known = false;
+        loop {
             tokio::select! {
-                _ = self.notifier.work() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.changed() => return,
+                _ = &mut work => return true,
+                after = &mut next, if !known => {
+                    known = true;
+                    timer.as_mut().reset(tokio::time::Instant::now() + after);
+                }
+                _ = &mut timer => return true,
+                _ = shutdown.changed() => return false,
             }
         }
     }

@@ -34,11 +34,16 @@ use super::{Error, Limits, Result};
 
 /// Connections per replica.
 const MAX_CONNECTIONS: u32 = 16;
+/// A pooled connection idle this long is checked before it is used.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long `open` keeps trying to reach the server (it may be starting too).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The `LISTEN/NOTIFY` channel of cross-replica wake-ups. Its payload is the
-/// owner to wake, or `*` for every replica.
+/// sending store's id, a space, and the owner to wake, or `*` for every
+/// replica. A store skips its own notifications: its notifier already woke
+/// its loops at the commit, and a second wake-up would only run a useless
+/// claim while the next report waits.
 pub const WAKE_CHANNEL: &str = "ork_wake";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -49,6 +54,20 @@ pub type PostgresStore = Store<PostgresBackend>;
 /// A pool of connections to one PostgreSQL database.
 pub struct PostgresBackend {
     pool: PgPool,
+    /// This store's id in the wake-ups it sends (see [`WAKE_CHANNEL`]).
+    sender: String,
+}
+
+/// Whether the wake-up `payload` is for `owner` and from another store than
+/// `sender`. A payload without a sender (an older server) names the owner
+/// alone.
+fn wakes(payload: &str, owner: &str, sender: &str) -> bool {
+    let target = match payload.split_once(' ') {
+        Some((from, _)) if from == sender => return false,
+        Some((_, target)) => target,
+        None => payload,
+    };
+    target == owner || target == "*"
 }
 
 impl Store<PostgresBackend> {
@@ -90,8 +109,19 @@ impl PostgresBackend {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             // A connection the server dropped (restart, failover) is noticed
-            // before use and replaced, instead of failing a query.
-            .test_before_acquire(true);
+            // before use and replaced, instead of failing a query. sqlx
+            // checks every connection as it is given back, so only one that
+            // sat idle since is checked again: a round trip before every
+            // query would double the round trips of a transaction.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         // Probe with single connections first: the pool's own connect retries
         // for a whole acquire timeout, which would blur the bound below.
         let started = Instant::now();
@@ -131,19 +161,24 @@ impl PostgresBackend {
         let pool = pool_options.connect_with(options).await?;
         // Replicas starting together serialize here: sqlx takes an advisory lock.
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sender: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     async fn listen(&self, owner: &str) -> Result<BoxStream<'static, ()>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let owner = owner.to_owned();
+        let sender = self.sender.clone();
         let stream = futures::stream::unfold(listener, move |mut listener| {
             let owner = owner.clone();
+            let sender = sender.clone();
             async move {
                 loop {
                     match listener.try_recv().await {
-                        Ok(Some(note)) if note.payload() == owner || note.payload() == "*" => {
+                        Ok(Some(note)) if wakes(note.payload(), &owner, &sender) => {
                             return Some(((), listener));
                         }
                         Ok(Some(_)) => {}
@@ -176,17 +211,18 @@ impl Backend for PostgresBackend {
     /// PostgreSQL delivers notifications at commit, one per distinct
     /// payload. A run that ended wakes every replica, since runs waiting on
     /// its workflow's `concurrency` may belong to any of them.
-    async fn wake_owners(conn: &mut PgConnection, runs: &[String]) -> Result<()> {
+    async fn wake_owners(&self, conn: &mut PgConnection, runs: &[String]) -> Result<()> {
         if runs.is_empty() {
             return Ok(());
         }
         conn.execute(
             Query::new(
-                "SELECT pg_notify($2, CASE WHEN status IN ('pending', 'running') THEN COALESCE(owner, '*') \
-                 ELSE '*' END) FROM runs WHERE id = ANY($1)",
+                "SELECT pg_notify($2, $3 || ' ' || CASE WHEN status IN ('pending', 'running') \
+                 THEN COALESCE(owner, '*') ELSE '*' END) FROM runs WHERE id = ANY($1)",
             )
             .bind(runs)
-            .bind(WAKE_CHANNEL),
+            .bind(WAKE_CHANNEL)
+            .bind(self.sender.as_str()),
         )
         .await?;
         Ok(())
@@ -243,6 +279,19 @@ fn is_transient(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wake_ups_skip_their_sender() {
+        assert!(wakes("a1 r1", "r1", "b2"));
+        assert!(wakes("a1 *", "r1", "b2"));
+        assert!(!wakes("a1 r2", "r1", "b2"));
+        assert!(!wakes("b2 r1", "r1", "b2"), "its own");
+        assert!(!wakes("b2 *", "r1", "b2"), "its own");
+        // From an older server: the owner alone.
+        assert!(wakes("r1", "r1", "b2"));
+        assert!(wakes("*", "r1", "b2"));
+        assert!(!wakes("r2", "r1", "b2"));
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

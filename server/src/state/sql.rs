@@ -215,8 +215,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Called before a transaction that moved runs forward commits: tells the
     /// owners of `runs` in other processes to look (PostgreSQL notifies; a
-    /// single-process store has nobody to tell).
+    /// single-process store has nobody to tell). This process's own loops
+    /// are woken by the notifier after the commit, not by this.
     fn wake_owners(
+        &self,
         _conn: &mut <Self::Db as sqlx::Database>::Connection,
         _runs: &[String],
     ) -> impl Future<Output = Result<()>> + Send {

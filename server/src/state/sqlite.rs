@@ -68,8 +68,12 @@ impl SqliteBackend {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
         // An in-memory database exists once per connection: share one.
+        // A file does not drop connections: no test before each use (sqlx
+        // would run one more statement on the connection's thread every
+        // time; it still checks each connection when it is given back).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -87,6 +91,7 @@ impl SqliteBackend {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await?
         };

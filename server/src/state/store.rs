@@ -781,7 +781,16 @@ impl<B: Backend> Attempts for Store<B> {
             .write("report", || self.report_once(reports, now))
             .await?;
         if changed {
-            self.notifier.committed(Changes::ALL, &told);
+            // A start readies nothing and frees no capacity: a batch of
+            // starts alone does not wake the dispatch loop (a launched
+            // worker's StartTask would otherwise cost an empty claim, on
+            // SQLite's one writer, while its task runs).
+            let work = reports.iter().any(|(_, r)| !matches!(r, Report::Start));
+            let changes = Changes {
+                work,
+                ..Changes::ALL
+            };
+            self.notifier.committed(changes, &told);
         }
         Ok(answers)
     }

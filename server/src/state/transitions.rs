@@ -436,7 +436,7 @@ impl<B: Backend> Store<B> {
             );
         }
         let runs: Vec<String> = writes.runs.into_iter().collect();
-        B::wake_owners(&mut tx, &runs).await?;
+        self.backend().wake_owners(&mut tx, &runs).await?;
         tx.commit().await?;
         Ok((results, !runs.is_empty(), told))
     }
@@ -1003,7 +1003,9 @@ impl<B: Backend> Store<B> {
         .into_iter()
         .collect();
         insert_outbox(&mut *tx, OutboxKind::Run, &run_id, None).await?;
-        B::wake_owners(&mut tx, std::slice::from_ref(&run_id)).await?;
+        self.backend()
+            .wake_owners(&mut tx, std::slice::from_ref(&run_id))
+            .await?;
         tx.commit().await?;
         Ok((true, told))
     }

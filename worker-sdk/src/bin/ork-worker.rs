@@ -5,8 +5,9 @@
 //!
 //! - `0`: the attempt's fate is settled: its result (success or failure) was
 //!   reported, or the server cancelled it or moved on to another attempt;
-//! - `1`: the result could not be reported (server unreachable for the whole
-//!   retry budget, or it refused the report);
+//! - `1`: the result was not reported (server unreachable for the whole
+//!   retry budget, it refused the report, or a signal stopped the worker
+//!   first);
 //! - `2`: bad configuration (a missing or malformed variable).
 
 use std::process::ExitCode;
@@ -30,9 +31,12 @@ optional:
   ORK_WORK_DIR            parent of the attempt directory (default: the temp dir)
   ORK_KEEP_WORK_DIR=1     keep the attempt directory afterwards
   ORK_KILL_GRACE_SECONDS  time between SIGTERM and SIGKILL (default 10)
+  ORK_SPEC_STDIN=1        the attempt's spec (a protobuf TaskSpec) is on
+                          stdin, so it is not fetched
   RUST_LOG                log filter (default: info)
 
-exit codes: 0 result reported (even a task failure), 1 could not report,
+exit codes: 0 result reported (even a task failure) or the attempt is no
+longer this worker's, 1 not reported (could not, or stopped by a signal),
 2 bad configuration";
 
 /// Copies this executable to `to` (parents created, mode 0755): the worker
@@ -93,6 +97,9 @@ fn main() -> ExitCode {
         }
     };
     match run(config) {
+        // Nothing was reported: the executor that sees a non-zero exit
+        // fails the attempt as lost at once, so it is retried.
+        Ok(Outcome::Interrupted) => ExitCode::from(1),
         Ok(outcome) => {
             tracing::info!(?outcome, "attempt settled");
             ExitCode::SUCCESS
