@@ -87,8 +87,12 @@ impl Store<PostgresBackend> {
     }
 
     /// The token store in this database, on the same pool.
-    pub fn tokens(&self) -> super::tokens::PostgresTokens {
-        super::tokens::PostgresTokens::new(self.backend().pool.clone())
+    pub fn tokens(&self) -> super::tokens::Tokens<PostgresBackend> {
+        let backend = self.backend();
+        super::tokens::Tokens::new(PostgresBackend {
+            pool: backend.pool.clone(),
+            sender: backend.sender.clone(),
+        })
     }
 
     /// Wake-ups for `owner` sent by other replicas (a report they received

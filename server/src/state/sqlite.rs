@@ -40,9 +40,12 @@ impl Store<SqliteBackend> {
     }
 
     /// The token store in this database, on the same writer and read pools.
-    pub fn tokens(&self) -> super::tokens::SqliteTokens {
+    pub fn tokens(&self) -> super::tokens::Tokens<SqliteBackend> {
         let backend = self.backend();
-        super::tokens::SqliteTokens::new(backend.write.clone(), backend.read.clone())
+        super::tokens::Tokens::new(SqliteBackend {
+            write: backend.write.clone(),
+            read: backend.read.clone(),
+        })
     }
 }
 

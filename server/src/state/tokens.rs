@@ -1,5 +1,5 @@
-//! API tokens: the small role trait [`TokenStore`] and its SQLite and
-//! PostgreSQL implementations.
+//! API tokens: the small role trait [`TokenStore`], written once for the
+//! SQLite and PostgreSQL stores.
 //!
 //! It is kept apart from [`super::StateStore`] on purpose: tokens share
 //! nothing with runs but the database, so their storage is one table, one
@@ -12,10 +12,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, SqlitePool};
 
 use super::rows::{from_ms, ms, opt_ms};
-use super::sql::Columns;
+use super::sql::{Backend, Columns, Conn, Query};
 use super::{Error, Result};
 
 /// What a token may do. `Viewer` < `Operator` < `Admin` is a ladder;
@@ -107,8 +106,6 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> Result<Option<TokenRecord>>;
 }
 
-const COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
-
 fn record<R: Columns>(row: &R) -> Result<TokenRecord> {
     let role = row.text("role")?;
     Ok(TokenRecord {
@@ -122,12 +119,18 @@ fn record<R: Columns>(row: &R) -> Result<TokenRecord> {
     })
 }
 
-fn name_taken(e: sqlx::Error, name: &str) -> Error {
-    match e.as_database_error() {
-        Some(db) if db.is_unique_violation() => Error::FailedPrecondition(format!(
-            "a token named `{name}` already exists; revoke it first (`ork token revoke {name}`) or pick another name"
-        )),
-        _ => Error::Database(e),
+fn name_taken(e: Error, name: &str) -> Error {
+    match &e {
+        Error::Database(db)
+            if db
+                .as_database_error()
+                .is_some_and(|db| db.is_unique_violation()) =>
+        {
+            Error::FailedPrecondition(format!(
+                "a token named `{name}` already exists; revoke it first (`ork token revoke {name}`) or pick another name"
+            ))
+        }
+        _ => e,
     }
 }
 
@@ -143,20 +146,21 @@ fn inserted(new: &NewToken) -> TokenRecord {
     }
 }
 
-/// Tokens in the SQLite database of a [`super::sqlite::SqliteStore`]: writes
-/// through its single writer, reads through its read pool.
-pub struct SqliteTokens {
-    write: SqlitePool,
-    read: SqlitePool,
+/// Tokens in the database of a state store, on its connections: writes
+/// through its write transactions (SQLite's single writer), reads through
+/// its read pool. Written once for both backends, through `sql.rs`.
+#[allow(private_bounds)]
+pub struct Tokens<B: Backend> {
+    backend: B,
 }
 
-impl SqliteTokens {
-    pub fn new(write: SqlitePool, read: SqlitePool) -> Self {
-        Self { write, read }
+#[allow(private_bounds)]
+impl<B: Backend> Tokens<B> {
+    pub(super) fn new(backend: B) -> Self {
+        Self { backend }
     }
 }
 
-/// The INSERT every backend shares; `$n` placeholders work in both.
 const INSERT: &str = "INSERT INTO api_tokens (id, name, role, hash, created_at, expires_at, created_by) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const INSERT_FIRST: &str = "INSERT INTO api_tokens (id, name, role, hash, created_at, expires_at, created_by) \
@@ -164,63 +168,62 @@ const INSERT_FIRST: &str = "INSERT INTO api_tokens (id, name, role, hash, create
      ON CONFLICT DO NOTHING";
 const INSERT_UNLESS_TAKEN: &str = "INSERT INTO api_tokens (id, name, role, hash, created_at, expires_at, created_by) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
-const REVOKE: &str = "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2";
+const BY_HASH: &str = "SELECT id, name, role, created_at, expires_at, revoked_at, created_by FROM api_tokens WHERE hash = $1";
+const ALL: &str = "SELECT id, name, role, created_at, expires_at, revoked_at, created_by FROM api_tokens \
+     ORDER BY created_at, id";
+/// Revokes the live token of that name if there is one, else the token with
+/// that id; revoking twice keeps the first time.
+const REVOKE: &str = "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) \
+     WHERE id = (SELECT id FROM api_tokens WHERE (name = $2 AND revoked_at IS NULL) OR id = $2 \
+     ORDER BY (revoked_at IS NULL) DESC LIMIT 1) \
+     RETURNING id, name, role, created_at, expires_at, revoked_at, created_by";
 
-/// Binds a [`NewToken`] to one of the INSERTs above.
-macro_rules! bind_new {
-    ($query:expr, $new:expr) => {
-        sqlx::query($query)
-            .bind(&$new.id)
-            .bind(&$new.name)
-            .bind($new.role.as_str())
-            .bind(&$new.hash)
-            .bind(ms($new.created_at))
-            .bind($new.expires_at.map(ms))
-            .bind(&$new.created_by)
-    };
+/// One of the INSERTs above with `new` bound.
+fn insert(sql: &'static str, new: &NewToken) -> Query {
+    Query::new(sql)
+        .bind(new.id.as_str())
+        .bind(new.name.as_str())
+        .bind(new.role.as_str())
+        .bind(new.hash.as_str())
+        .bind(ms(new.created_at))
+        .bind(new.expires_at.map(ms))
+        .bind(new.created_by.as_deref())
 }
 
-/// The query a revoke resolves its target with: the live token of that name
-/// first, else the token with that id.
-const TARGET: &str = "SELECT id FROM api_tokens WHERE (name = $1 AND revoked_at IS NULL) OR id = $1 \
-     ORDER BY (revoked_at IS NULL) DESC LIMIT 1";
-
 #[async_trait]
-impl TokenStore for SqliteTokens {
+impl<B: Backend> TokenStore for Tokens<B> {
     async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {
-        bind_new!(INSERT, new)
-            .execute(&self.write)
+        let mut tx = self.backend.begin().await?;
+        tx.execute(insert(INSERT, new))
             .await
             .map_err(|e| name_taken(e, &new.name))?;
+        tx.commit().await?;
         Ok(inserted(new))
     }
 
     async fn create_first_token(&self, new: &NewToken) -> Result<bool> {
-        let done = bind_new!(INSERT_FIRST, new).execute(&self.write).await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.backend.begin().await?;
+        let done = tx.execute(insert(INSERT_FIRST, new)).await?;
+        tx.commit().await?;
+        Ok(done == 1)
     }
 
     async fn ensure_token(&self, new: &NewToken) -> Result<bool> {
-        let done = bind_new!(INSERT_UNLESS_TAKEN, new)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.backend.begin().await?;
+        let done = tx.execute(insert(INSERT_UNLESS_TAKEN, new)).await?;
+        tx.commit().await?;
+        Ok(done == 1)
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_tokens WHERE hash = $1"))
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
+        let mut conn = self.backend.read().await?;
+        let row = conn.fetch_optional(Query::new(BY_HASH).bind(hash)).await?;
         row.as_ref().map(record).transpose()
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.read)
-        .await?;
+        let mut conn = self.backend.read().await?;
+        let rows = conn.fetch_all(Query::new(ALL)).await?;
         rows.iter().map(record).collect()
     }
 
@@ -229,92 +232,11 @@ impl TokenStore for SqliteTokens {
         name_or_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>> {
-        let mut tx = self.write.begin().await?;
-        let Some(id) = sqlx::query_scalar::<_, String>(TARGET)
-            .bind(name_or_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        sqlx::query(REVOKE)
-            .bind(ms(now))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_tokens WHERE id = $1"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
+        let mut tx = self.backend.begin().await?;
+        let row = tx
+            .fetch_optional(Query::new(REVOKE).bind(ms(now)).bind(name_or_id))
             .await?;
         tx.commit().await?;
-        record(&row).map(Some)
-    }
-}
-
-/// Tokens in the PostgreSQL database of a [`super::postgres::PostgresStore`].
-pub struct PostgresTokens {
-    pool: PgPool,
-}
-
-impl PostgresTokens {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-}
-
-#[async_trait]
-impl TokenStore for PostgresTokens {
-    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {
-        bind_new!(INSERT, new)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| name_taken(e, &new.name))?;
-        Ok(inserted(new))
-    }
-
-    async fn create_first_token(&self, new: &NewToken) -> Result<bool> {
-        let done = bind_new!(INSERT_FIRST, new).execute(&self.pool).await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn ensure_token(&self, new: &NewToken) -> Result<bool> {
-        let done = bind_new!(INSERT_UNLESS_TAKEN, new)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_tokens WHERE hash = $1"))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(record).transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
-    }
-
-    async fn revoke_token(
-        &self,
-        name_or_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(&format!(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) \
-             WHERE id = ({}) RETURNING {COLUMNS}",
-            TARGET.replace("$1", "$2")
-        ))
-        .bind(ms(now))
-        .bind(name_or_id)
-        .fetch_optional(&self.pool)
-        .await?;
         row.as_ref().map(record).transpose()
     }
 }
