@@ -583,7 +583,7 @@ async fn throttled_runs_wait_out_retry_after_and_refusals_are_not_retried() {
         &format!("v2/{job}:run"),
         vec![
             Answer {
-                retry_after: Some(2),
+                headers: vec![("retry-after", "2".into())],
                 ..fake_api::answer(
                     429,
                     json!({"error": {"code": 429, "message": "Quota exceeded for quota metric 'Job runs'.", "status": "RESOURCE_EXHAUSTED"}}),

@@ -65,19 +65,69 @@ impl Contract for Spec {
         violations: &mut Vec<String>,
     ) {
         // ARM's long-running-operation status is not part of Jobs.json.
-        if path != OPERATION_STATUS {
-            Spec::check_request(self, method, path, query, body, violations);
+        if path == OPERATION_STATUS {
+            return;
+        }
+        let Some((template, operation)) = self.operation(method, path) else {
+            violations.push(format!("{method} {path}: no such operation"));
+            return;
+        };
+        let at = format!("{method} {template}");
+        let parameters: Vec<&Value> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| match p["$ref"].as_str() {
+                Some(r) => self.resolve("Jobs.json", r).map(|(_, p)| p),
+                None => Some(p),
+            })
+            .collect();
+        let given: HashMap<&str, &str> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        for (key, value) in &given {
+            if !parameters
+                .iter()
+                .any(|p| p["in"] == "query" && p["name"] == *key)
+            {
+                violations.push(format!("{at}: undeclared query parameter `{key}`"));
+            }
+            if *key == "api-version" && *value != API_VERSION {
+                violations.push(format!("{at}: api-version {value}, not {API_VERSION}"));
+            }
+        }
+        for p in &parameters {
+            let name = p["name"].as_str().unwrap_or("");
+            if p["in"] == "query" && p["required"] == true && !given.contains_key(name) {
+                violations.push(format!("{at}: missing query parameter `{name}`"));
+            }
+        }
+        match (parameters.iter().find(|p| p["in"] == "body"), body) {
+            (Some(p), Value::Null) if p["required"] == true => {
+                violations.push(format!("{at}: the body is required"));
+            }
+            (Some(_), Value::Null) => {}
+            (Some(p), body) => {
+                self.check("Jobs.json", &p["schema"], body, "body", true, violations)
+            }
+            (None, Value::Null) => {}
+            (None, _) => violations.push(format!("{at}: this operation takes no body")),
         }
     }
 
     fn check_answer(&self, method: &str, path: &str, answer: &Answer) -> Vec<String> {
         let mut errors = Vec::new();
-        if path == OPERATION_STATUS || answer.status >= 300 {
+        if path == OPERATION_STATUS {
             return errors;
         }
         let (_, operation) = self
             .operation(method, &path.replace('*', "x"))
             .unwrap_or_else(|| panic!("{method} {path} is not in the spec"));
+        if answer.status >= 300 {
+            return errors;
+        }
         let schema = &operation["responses"][answer.status.to_string()]["schema"];
         if schema.is_object() {
             self.check(
@@ -140,61 +190,6 @@ impl Spec {
             let operation = item.get(method.to_ascii_lowercase())?;
             fits.then(|| (template.clone(), operation))
         })
-    }
-
-    fn check_request(
-        &self,
-        method: &str,
-        path: &str,
-        query: &str,
-        body: &Value,
-        errors: &mut Vec<String>,
-    ) {
-        let Some((template, operation)) = self.operation(method, path) else {
-            errors.push(format!("{method} {path}: no such operation"));
-            return;
-        };
-        let at = format!("{method} {template}");
-        let parameters: Vec<&Value> = operation["parameters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| match p["$ref"].as_str() {
-                Some(r) => self.resolve("Jobs.json", r).map(|(_, p)| p),
-                None => Some(p),
-            })
-            .collect();
-        let given: HashMap<&str, &str> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').unwrap_or((p, "")))
-            .collect();
-        for (key, value) in &given {
-            if !parameters
-                .iter()
-                .any(|p| p["in"] == "query" && p["name"] == *key)
-            {
-                errors.push(format!("{at}: undeclared query parameter `{key}`"));
-            }
-            if *key == "api-version" && *value != API_VERSION {
-                errors.push(format!("{at}: api-version {value}, not {API_VERSION}"));
-            }
-        }
-        for p in &parameters {
-            let name = p["name"].as_str().unwrap_or("");
-            if p["in"] == "query" && p["required"] == true && !given.contains_key(name) {
-                errors.push(format!("{at}: missing query parameter `{name}`"));
-            }
-        }
-        match (parameters.iter().find(|p| p["in"] == "body"), body) {
-            (Some(p), Value::Null) if p["required"] == true => {
-                errors.push(format!("{at}: the body is required"));
-            }
-            (Some(_), Value::Null) => {}
-            (Some(p), body) => self.check("Jobs.json", &p["schema"], body, "body", true, errors),
-            (None, Value::Null) => {}
-            (None, _) => errors.push(format!("{at}: this operation takes no body")),
-        }
     }
 
     /// The properties, required fields and `additionalProperties` of an
@@ -383,7 +378,6 @@ async fn start(
         &format!("{jobs}/*"),
         vec![Answer {
             status: 201,
-            retry_after: None,
             headers: vec![(
                 "azure-asyncoperation",
                 format!("{}/{OPERATION_STATUS}?api-version={API_VERSION}", fake.url),
@@ -638,7 +632,7 @@ async fn throttled_starts_wait_out_retry_after_and_refusals_are_not_retried() {
         &format!("{jobs}/*/start"),
         vec![
             Answer {
-                retry_after: Some(2),
+                headers: vec![("retry-after", "2".into())],
                 ..error(429, "TooManyRequests", "The request is being throttled.")
             },
             ok(json!({"name": "ork-x-second"})),

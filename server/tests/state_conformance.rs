@@ -2332,8 +2332,7 @@ async fn schedules_pause_resume_and_backfill(store: Arc<dyn StateStore>) {
     let later = a.fire_due(t(first + 5 * HOUR + 1_000)).await.expect("next");
     assert_eq!(later.len(), 1);
 
-    // A pause goes with its workflow: deleted and deployed again, the
-    // schedule is active.
+    // A pause goes with its workflow: deleting the workflow drops it.
     store
         .set_schedule_paused(&wf, true, t(first + 5 * HOUR + 2_000))
         .await

@@ -153,12 +153,8 @@ async fn spec_from_stdin(attempt: &AttemptRef) -> Option<TaskSpec> {
             .map(|_| bytes)
     })
     .await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not read the spec from stdin; fetching it");
-            return None;
-        }
+    let bytes = match read.map_err(std::io::Error::from).and_then(|r| r) {
+        Ok(bytes) => bytes,
         Err(e) => {
             tracing::warn!(error = %e, "could not read the spec from stdin; fetching it");
             return None;

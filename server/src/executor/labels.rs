@@ -39,6 +39,9 @@ pub const ENV_TASK_RUN_ID: &str = "ORK_TASK_RUN_ID";
 pub const ENV_ATTEMPT: &str = "ORK_ATTEMPT";
 pub const ENV_TOKEN: &str = "ORK_TOKEN";
 pub const ENV_WORK_DIR: &str = "ORK_WORK_DIR";
+/// Tells `ork-worker` its spec is on stdin (`ork_worker::launched::SPEC_STDIN`;
+/// set by the subprocess executor only).
+pub const ENV_SPEC_STDIN: &str = "ORK_SPEC_STDIN";
 
 /// The labels of one attempt's execution.
 pub fn for_launch(launch: &Launch, server_id: &str) -> BTreeMap<String, String> {

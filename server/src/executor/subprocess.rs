@@ -17,9 +17,6 @@ use super::{Error, ExecutionStatus, Executor, ExecutorEvent, Launch, labels};
 use crate::notify::{Changes, Notifier};
 use crate::state::{FailureKind, Fence};
 
-/// Tells `ork-worker` its spec is on stdin (`ork_worker::launched::SPEC_STDIN`).
-const ENV_SPEC_STDIN: &str = "ORK_SPEC_STDIN";
-
 /// How many of the worker's last stderr lines explain an unreported exit.
 const STDERR_TAIL: usize = 20;
 
@@ -95,7 +92,7 @@ impl Executor for SubprocessExecutor {
             .envs(self.options.extra_env.iter().map(|(k, v)| (k, v)))
             // The claim built the spec: it goes to the worker on its stdin
             // (a pipe only it reads), so the worker does not fetch it.
-            .env(ENV_SPEC_STDIN, "1")
+            .env(labels::ENV_SPEC_STDIN, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

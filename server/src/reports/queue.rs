@@ -119,11 +119,10 @@ fn stopping() -> state::Error {
 }
 
 /// Takes a batch: the first item, what is queued behind it, and (when that
-/// shows load) what arrives within `linger`.
+/// shows load) what arrives within the linger.
 async fn gather<I, T>(
     rx: &mut mpsc::Receiver<Waiting<I, T>>,
     options: QueueOptions,
-    linger: Duration,
 ) -> Option<Vec<Waiting<I, T>>> {
     let first = rx.recv().await?;
     let mut batch = vec![first];
@@ -133,8 +132,8 @@ async fn gather<I, T>(
             Err(_) => break,
         }
     }
-    if batch.len() > 1 && batch.len() < options.max_batch && !linger.is_zero() {
-        let until = tokio::time::Instant::now() + linger;
+    if batch.len() > 1 && batch.len() < options.max_batch && !options.linger.is_zero() {
+        let until = tokio::time::Instant::now() + options.linger;
         while batch.len() < options.max_batch {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(w)) => batch.push(w),
@@ -152,7 +151,7 @@ async fn commit_reports(
 ) {
     loop {
         // One committer gathers while the others commit.
-        let Some(batch) = gather(&mut *rx.lock().await, options, options.linger).await else {
+        let Some(batch) = gather(&mut *rx.lock().await, options).await else {
             return;
         };
         let (items, answers): (Vec<_>, Vec<_>) =
@@ -190,7 +189,12 @@ async fn check_beats(
         let Ok(reader) = readers.clone().acquire_owned().await else {
             return;
         };
-        let Some(batch) = gather(&mut rx, options, Duration::ZERO).await else {
+        // No linger: several reads run at once instead.
+        let beats = QueueOptions {
+            linger: Duration::ZERO,
+            ..options
+        };
+        let Some(batch) = gather(&mut rx, beats).await else {
             return;
         };
         let state = state.clone();

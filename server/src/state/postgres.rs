@@ -52,6 +52,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 pub type PostgresStore = Store<PostgresBackend>;
 
 /// A pool of connections to one PostgreSQL database.
+#[derive(Clone)]
 pub struct PostgresBackend {
     pool: PgPool,
     /// This store's id in the wake-ups it sends (see [`WAKE_CHANNEL`]).
@@ -88,11 +89,7 @@ impl Store<PostgresBackend> {
 
     /// The token store in this database, on the same pool.
     pub fn tokens(&self) -> super::tokens::Tokens<PostgresBackend> {
-        let backend = self.backend();
-        super::tokens::Tokens::new(PostgresBackend {
-            pool: backend.pool.clone(),
-            sender: backend.sender.clone(),
-        })
+        super::tokens::Tokens::new(self.backend().clone())
     }
 
     /// Wake-ups for `owner` sent by other replicas (a report they received

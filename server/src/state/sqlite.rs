@@ -28,6 +28,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub type SqliteStore = Store<SqliteBackend>;
 
 /// Connections to one SQLite database.
+#[derive(Clone)]
 pub struct SqliteBackend {
     write: SqlitePool,
     read: SqlitePool,
@@ -41,11 +42,7 @@ impl Store<SqliteBackend> {
 
     /// The token store in this database, on the same writer and read pools.
     pub fn tokens(&self) -> super::tokens::Tokens<SqliteBackend> {
-        let backend = self.backend();
-        super::tokens::Tokens::new(SqliteBackend {
-            write: backend.write.clone(),
-            read: backend.read.clone(),
-        })
+        super::tokens::Tokens::new(self.backend().clone())
     }
 }
 

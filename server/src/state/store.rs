@@ -777,22 +777,21 @@ impl<B: Backend> Attempts for Store<B> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        let (answers, changed, told) = self
+        let reported = self
             .write("report", || self.report_once(reports, now))
             .await?;
-        if changed {
+        if reported.changed {
             // A start readies nothing and frees no capacity: a batch of
             // starts alone does not wake the dispatch loop (a launched
             // worker's StartTask would otherwise cost an empty claim, on
             // SQLite's one writer, while its task runs).
-            let work = reports.iter().any(|(_, r)| !matches!(r, Report::Start));
             let changes = Changes {
-                work,
+                work: reported.work,
                 ..Changes::ALL
             };
-            self.notifier.committed(changes, &told);
+            self.notifier.committed(changes, &reported.told);
         }
-        Ok(answers)
+        Ok(reported.answers)
     }
 
     async fn heartbeats(&self, beats: &[Fence], now: DateTime<Utc>) -> Result<Vec<Result<bool>>> {

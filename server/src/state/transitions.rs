@@ -133,6 +133,9 @@ struct Writes {
     finished: BTreeMap<String, (String, BTreeSet<String>)>,
     /// Runs with any change.
     runs: BTreeSet<String>,
+    /// Runs a report moved on (anything but a start, which readies nothing
+    /// and frees no capacity): their dispatch loops must look.
+    moved: BTreeSet<String>,
     /// Task metrics of ended attempts: (task run, attempt, name, value).
     metrics: Vec<(String, u32, String, f64)>,
     /// What observers are told once the batch committed.
@@ -196,6 +199,9 @@ impl Writes {
                 .insert(row.task_name.clone());
         }
         self.runs.insert(row.run_id.clone());
+        if !matches!(outcome, Outcome::Started { .. }) {
+            self.moved.insert(row.run_id.clone());
+        }
     }
 
     /// Runs the statements, one per kind of change.
@@ -300,15 +306,26 @@ impl Writes {
     }
 }
 
+/// What a batch of reports did, once committed.
+pub(super) struct Reported {
+    /// One answer per report, in order.
+    pub answers: Vec<Result<()>>,
+    /// Whether any run changed.
+    pub changed: bool,
+    /// Whether any run moved on beyond a start: dispatch loops must look.
+    pub work: bool,
+    /// What to tell observers.
+    pub told: Vec<Transition>,
+}
+
 #[allow(private_bounds)]
 impl<B: Backend> Store<B> {
     /// Applies a batch of reports in one transaction; see [`Attempts::report`].
-    /// Also says whether anything changed, and what to tell observers.
     pub(super) async fn report_once(
         &self,
         reports: &[(Fence, Report)],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<Result<()>>, bool, Vec<Transition>)> {
+    ) -> Result<Reported> {
         let mut tx = self.backend().begin().await?;
         let mut ids: Vec<String> = reports.iter().map(|(f, _)| f.task_run_id.clone()).collect();
         ids.sort();
@@ -435,10 +452,17 @@ impl<B: Backend> Store<B> {
                 .await?,
             );
         }
-        let runs: Vec<String> = writes.runs.into_iter().collect();
-        self.backend().wake_owners(&mut tx, &runs).await?;
+        // Other replicas' loops are told about the runs that moved on only,
+        // as this one's are (see `Attempts::report`).
+        let moved: Vec<String> = writes.moved.into_iter().collect();
+        self.backend().wake_owners(&mut tx, &moved).await?;
         tx.commit().await?;
-        Ok((results, !runs.is_empty(), told))
+        Ok(Reported {
+            answers: results,
+            changed: !writes.runs.is_empty(),
+            work: !moved.is_empty(),
+            told,
+        })
     }
 
     /// Claims ready task runs; see [`Scheduling::claim_ready`]. A pool
